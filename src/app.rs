@@ -1,0 +1,87 @@
+//! Wires a loaded configuration to its listeners and runs them until shutdown; keeps the
+//! policy current by re-reading its folder when a file in it changes (or on SIGHUP).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::policy::{Policy, PolicyError};
+use crate::proxy::{Gateway, Listener, StartError};
+
+/// Binds every listener of `config` and serves until `shutdown` turns true.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
+    let policy = load_policy(&config.auth.policy_dir, 1).map_err(StartError::Policy)?;
+    info!(
+        files = policy.files().len(),
+        dir = %config.auth.policy_dir.display(),
+        "policy loaded"
+    );
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+    tokio::spawn(watch_policy(
+        config.auth.policy_dir.clone(),
+        config.auth.policy_reload,
+        policy_tx,
+    ));
+    let gateway = Arc::new(Gateway::new(Arc::new(config), policy_rx)?);
+    let listener = Listener::bind(gateway).await?;
+    listener.run(shutdown).await;
+    Ok(())
+}
+
+pub fn load_policy(dir: &Path, version: u64) -> Result<Policy, PolicyError> {
+    Ok(Policy::load_dir(dir)?.with_version(version))
+}
+
+/// Polls the policy folder; a changed, valid policy replaces the live one. An invalid one is
+/// refused loudly and the last good policy stays in force.
+async fn watch_policy(
+    dir: PathBuf,
+    every: std::time::Duration,
+    policy: watch::Sender<Arc<Policy>>,
+) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = fingerprint(&dir);
+    let mut version = 1;
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            Some(_) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = fingerprint(&dir);
+        if now == seen && !forced {
+            continue;
+        }
+        seen = now;
+        match load_policy(&dir, version + 1) {
+            Ok(next) => {
+                version += 1;
+                info!(version, "policy reloaded");
+                if policy.send(Arc::new(next)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "policy change refused; the previous policy stays in force")
+            }
+        }
+    }
+}
+
+/// Names, sizes and modification times of the folder's files: cheap change detection.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            Some((entry.path(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    files
+}

@@ -1,0 +1,132 @@
+//! Development PKI: one CA and the leaf certificates a dev or test setup needs (nsqgate's
+//! server certificate, nsqd's, and a client's), made with rcgen. Never for production.
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A PEM certificate and its PEM private key.
+#[derive(Clone, Debug)]
+pub struct Pem {
+    pub cert: String,
+    pub key: String,
+}
+
+/// A certificate authority that can issue more leaves after generation.
+pub struct DevCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// Who a client certificate names: its subject CN and optional URI SANs (e.g. SPIFFE IDs).
+#[derive(Clone, Debug, Default)]
+pub struct ClientSubject {
+    pub common_name: String,
+    pub uris: Vec<String>,
+    pub dns_names: Vec<String>,
+}
+
+// === impl DevCa ===
+
+impl DevCa {
+    pub fn generate(name: &str) -> Result<DevCa, CertError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+        Ok(DevCa { issuer })
+    }
+
+    pub fn pem(&self) -> Pem {
+        Pem {
+            cert: self.issuer.pem(),
+            key: self.issuer.key().serialize_pem(),
+        }
+    }
+
+    /// A server certificate valid for every name or IP in `hosts`.
+    pub fn issue_server(&self, common_name: &str, hosts: &[String]) -> Result<Pem, CertError> {
+        let mut params = CertificateParams::new(hosts.to_vec())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params)
+    }
+
+    /// A client certificate for mutual TLS.
+    pub fn issue_client(&self, subject: &ClientSubject) -> Result<Pem, CertError> {
+        let mut params = CertificateParams::new(subject.dns_names.clone())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, subject.common_name.as_str());
+        for uri in &subject.uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into()?));
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    fn sign(&self, mut params: CertificateParams) -> Result<Pem, CertError> {
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+}
+
+/// Writes the full dev set into `dir`: ca, nsqgate, nsqd (servers for `hosts`) and client.
+pub fn write_dev_set(dir: &Path, hosts: &[String]) -> Result<Vec<String>, CertError> {
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let ca = DevCa::generate("nsqgate dev CA")?;
+    let client = ca.issue_client(&ClientSubject {
+        common_name: "dev-client".into(),
+        uris: vec!["spiffe://nsqgate.dev/dev-client".into()],
+        dns_names: Vec::new(),
+    })?;
+    let set = [
+        ("ca", ca.pem()),
+        ("nsqgate", ca.issue_server("nsqgate", hosts)?),
+        ("nsqd", ca.issue_server("nsqd", hosts)?),
+        ("client", client),
+    ];
+    let mut written = Vec::new();
+    for (name, pem) in set {
+        for (ext, text) in [("pem", &pem.cert), ("key", &pem.key)] {
+            let path = dir.join(format!("{name}.{ext}"));
+            std::fs::write(&path, text).map_err(|source| CertError::Write {
+                path: path.display().to_string(),
+                source,
+            })?;
+            written.push(path.display().to_string());
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,108 @@
+use super::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["gate.pem", "gate.key", "ca.pem"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        Fixture { dir }
+    }
+
+    fn load(&self, text: &str) -> Result<Config, ConfigError> {
+        let file = self.dir.path().join("proxy.toml");
+        std::fs::write(&file, text).unwrap();
+        Config::load(&file)
+    }
+}
+
+const GOOD: &str = r#"
+[client]
+listen = "127.0.0.1:4150"
+tls_cert = "gate.pem"
+tls_key = "gate.key"
+
+[upstream]
+nsqd_tcp_address = "127.0.0.1:5150"
+tls_server_name = "localhost"
+tls_ca = "ca.pem"
+"#;
+
+#[test]
+fn good_config_resolves_paths_and_defaults() {
+    let fx = Fixture::new();
+    let config = fx.load(GOOD).unwrap();
+    assert!(config.client.require_tls);
+    assert_eq!(config.client.tls_min_version, TlsVersion::V1_2);
+    assert_eq!(config.client.tls_cert, fx.dir.path().join("gate.pem"));
+    let tls = config.upstream.tls.unwrap();
+    assert_eq!(tls.server_name, "localhost");
+    assert_eq!(config.limits.max_msg_size, 1024 * 1024);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let fx = Fixture::new();
+    let text = GOOD.replace(
+        "tls_key = \"gate.key\"",
+        "tls_key = \"gate.key\"\nrequre_tls = false",
+    );
+    let err = fx.load(&text).unwrap_err();
+    assert_eq!(err.key(), Some("client.requre_tls"));
+    let msg = err.to_string();
+    assert!(msg.contains("line 6"), "{msg}");
+    assert!(msg.contains("proxy.toml"), "{msg}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let fx = Fixture::new();
+    let err = fx.load(&GOOD.replace("ca.pem", "nope.pem")).unwrap_err();
+    assert_eq!(err.key(), Some("upstream.tls_ca"));
+    assert!(err.to_string().contains("line 10"), "{err}");
+}
+
+#[test]
+fn upstream_tls_needs_a_ca_and_a_name() {
+    let fx = Fixture::new();
+    let err = fx
+        .load(&GOOD.replace("tls_ca = \"ca.pem\"", ""))
+        .unwrap_err();
+    assert_eq!(err.key(), Some("upstream.tls_ca"));
+    let err = fx
+        .load(&GOOD.replace("tls_server_name = \"localhost\"", ""))
+        .unwrap_err();
+    assert_eq!(err.key(), Some("upstream.tls_server_name"));
+}
+
+#[test]
+fn plaintext_upstream_only_when_explicit() {
+    let fx = Fixture::new();
+    let text = GOOD.replace("tls_ca = \"ca.pem\"", "tls = false");
+    let config = fx.load(&text).unwrap();
+    assert!(config.upstream.tls.is_none());
+}
+
+#[test]
+fn bad_values_are_rejected() {
+    let fx = Fixture::new();
+    let err = fx
+        .load(&GOOD.replace("127.0.0.1:4150", "localhost"))
+        .unwrap_err();
+    assert_eq!(err.key(), Some("client.listen"));
+    let err = fx.load(&format!("{GOOD}\n[client]\n")).unwrap_err();
+    assert!(err.to_string().contains("proxy.toml"), "{err}");
+    let err = fx
+        .load(&format!("{GOOD}\n[limits]\nmax_msg_size = 0\n"))
+        .unwrap_err();
+    assert_eq!(err.key(), Some("limits.max_msg_size"));
+    assert!(err.to_string().contains("line 13"), "{err}");
+    let err = fx
+        .load(&format!("{GOOD}\n[limits]\nmax_msg_size = \"big\"\n"))
+        .unwrap_err();
+    assert_eq!(err.key(), Some("limits.max_msg_size"));
+}

@@ -1,0 +1,175 @@
+//! `nsqgate policy explain`: the decision the proxy would make for one caller and one action,
+//! reached through the same authentication and policy code the proxy runs.
+
+use std::fmt;
+
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::{self, apikey, Method, Principal, SecretKind};
+use crate::config::Config;
+use crate::policy::{Action, Check, Policy, Subject};
+
+pub enum Credential<'a> {
+    /// An identity taken as given, as a verified certificate would name it.
+    Identity(&'a str),
+    /// A JWT or an API key, checked as AUTH checks it.
+    Secret(&'a [u8]),
+}
+
+pub enum Request<'a> {
+    Publish(&'a str),
+    Subscribe(&'a str, &'a str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("JWT keys: {0}")]
+    Jwt(String),
+}
+
+pub enum Explanation {
+    /// The credential did not authenticate: the proxy answers AUTH with E_AUTH_FAILED.
+    AuthFailed {
+        reason: String,
+    },
+    Decided(Box<Decided>),
+}
+
+pub struct Decided {
+    pub principal: Principal,
+    pub roles: Vec<String>,
+    pub action: Action,
+    pub topic: String,
+    pub channel: Option<String>,
+    pub check: Check,
+}
+
+impl Explanation {
+    pub fn allowed(&self) -> bool {
+        matches!(self, Explanation::Decided(decided) if decided.check.decision.is_allow())
+    }
+}
+
+pub fn explain(
+    config: &Config,
+    credential: Credential<'_>,
+    request: Request<'_>,
+) -> Result<Explanation, ExplainError> {
+    let policy = Policy::load_dir(&config.auth.policy_dir)?;
+    let principal = match credential {
+        Credential::Identity(identity) => Principal {
+            identity: identity.to_owned(),
+            method: Method::Named,
+            claimed_roles: Vec::new(),
+            expires_at: None,
+        },
+        Credential::Secret(secret) => match authenticate(config, &policy, secret)? {
+            Ok(principal) => principal,
+            Err(reason) => return Ok(Explanation::AuthFailed { reason }),
+        },
+    };
+    let (action, topic, channel) = match request {
+        Request::Publish(topic) => (Action::Publish, topic, None),
+        Request::Subscribe(topic, channel) => (Action::Subscribe, topic, Some(channel)),
+    };
+    let subject = Subject {
+        identity: &principal.identity,
+        claimed_roles: &principal.claimed_roles,
+    };
+    let check = policy.check(&subject, action, topic, channel);
+    let roles = policy.roles_of(&subject);
+    Ok(Explanation::Decided(Box::new(Decided {
+        principal,
+        roles,
+        action,
+        topic: topic.to_owned(),
+        channel: channel.map(str::to_owned),
+        check,
+    })))
+}
+
+fn authenticate(
+    config: &Config,
+    policy: &Policy,
+    secret: &[u8],
+) -> Result<Result<Principal, String>, ExplainError> {
+    Ok(match auth::classify(secret) {
+        SecretKind::Jwt => {
+            let Some(settings) = &config.auth.jwt else {
+                return Ok(Err("no [auth.jwt] is configured".into()));
+            };
+            let verifier =
+                JwtVerifier::new(settings).map_err(|e| ExplainError::Jwt(e.to_string()))?;
+            let token = String::from_utf8_lossy(secret);
+            verifier.verify(&token).map_err(|e| e.to_string())
+        }
+        SecretKind::ApiKey => match policy.api_key(&apikey::hash(secret)) {
+            Some(entry) => Ok(Principal {
+                identity: entry.identity.clone(),
+                method: Method::ApiKey,
+                claimed_roles: entry.roles.clone(),
+                expires_at: None,
+            }),
+            None => Err("unknown API key".into()),
+        },
+        SecretKind::Unknown => Err("neither a JWT nor an API key".into()),
+    })
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Explanation::AuthFailed { reason } => {
+                write!(f, "deny: authentication failed: {reason}")
+            }
+            Explanation::Decided(decided) => {
+                let Decided {
+                    principal,
+                    roles,
+                    action,
+                    topic,
+                    channel,
+                    check,
+                } = decided.as_ref();
+                let verdict = if check.decision.is_allow() {
+                    "allow"
+                } else {
+                    "deny"
+                };
+                write!(f, "{verdict}: {action} on topic {topic:?}")?;
+                if let Some(channel) = channel {
+                    write!(f, " channel {channel:?}")?;
+                }
+                write!(
+                    f,
+                    " by {:?} ({}; roles: {})",
+                    principal.identity,
+                    principal.method,
+                    if roles.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        roles.join(", ")
+                    }
+                )?;
+                match &check.decision {
+                    crate::policy::Decision::Allow { rule } => write!(f, "\n  rule: {rule}")?,
+                    crate::policy::Decision::Deny { rule, reason } => {
+                        write!(f, "\n  reason: {reason}")?;
+                        if let Some(rule) = rule {
+                            write!(f, "\n  rule: {rule}")?;
+                        }
+                    }
+                }
+                if let Some(would) = &check.audit {
+                    let verdict = if would.is_allow() { "allow" } else { "deny" };
+                    write!(f, "\n  audit-mode rules would {verdict}")?;
+                    if let Some(rule) = would.rule() {
+                        write!(f, " ({rule})")?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}

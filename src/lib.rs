@@ -1,0 +1,24 @@
+//! nsqgate: an authenticating TLS proxy in front of stock NSQ.
+//!
+//! Layout:
+//! - [`nsq`]: the NSQ TCP protocol V2, sans-io (bytes in, values out).
+//! - [`auth`]: who a client is: JWT, API key or client certificate.
+//! - [`policy`]: pure allow/deny decisions over roles, topics and channels.
+//! - [`config`]: the TOML/env configuration, parsed into validated values.
+//! - [`explain`]: `policy explain`, the proxy's decision for one caller and action.
+//! - [`tls`]: rustls server and client configurations built from [`config`].
+//! - [`certs`]: development certificate authority and leaf certificates (rcgen).
+//! - [`proxy`]: the listeners and the per-connection NSQ sessions (all network I/O).
+//! - [`audit`]: the audit trail of authentication and authorization decisions.
+//! - [`app`]: wires configuration to listeners and runs until shutdown.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod certs;
+pub mod config;
+pub mod explain;
+pub mod nsq;
+pub mod policy;
+pub mod proxy;
+pub mod tls;

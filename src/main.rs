@@ -1,0 +1,274 @@
+//! The `nsqgate` command: run the proxy, check a configuration, make development certificates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use nsqgate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "nsqgate",
+    version,
+    about = "An authenticating TLS proxy for NSQ"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy.
+    Run {
+        #[arg(long, env = "NSQGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Load and validate a configuration; exit 0 when it is good, 1 naming the key when not.
+    CheckConfig {
+        #[arg(long, env = "NSQGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCmd,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Print whether a caller may publish or subscribe, and the rule that decided.
+    /// Exit 0 when allowed, 1 when denied, 2 on a usage or configuration error.
+    Explain(ExplainArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Print a fresh API key (once) and the policy entry that admits it.
+    New {
+        /// The identity the key authenticates as.
+        #[arg(long)]
+        identity: String,
+        /// A role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Write a development CA plus nsqgate, nsqd and client certificates (not for production).
+    Dev {
+        #[arg(long)]
+        out: PathBuf,
+        /// A DNS name or IP the server certificates are valid for (repeatable).
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("config error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Certs {
+            command: CertsCmd::Dev { out, hosts },
+        } => match nsqgate::certs::write_dev_set(&out, &hosts) {
+            Ok(files) => {
+                for file in files {
+                    println!("wrote {file}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("certs: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { config } => run(config),
+        Cmd::Policy {
+            command: PolicyCmd::Explain(args),
+        } => explain(&args),
+        Cmd::Keys {
+            command: KeysCmd::New { identity, roles },
+        } => {
+            let key = nsqgate::auth::apikey::generate();
+            let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+            println!("API key (shown once; store it in the client's auth_secret):");
+            println!("{key}");
+            println!();
+            println!("Policy entry (add to a file in the policy folder):");
+            println!("[api_keys.{identity:?}]");
+            println!(
+                "sha256 = {:?}",
+                nsqgate::auth::apikey::hash_hex(key.as_bytes())
+            );
+            println!("roles = [{}]", roles.join(", "));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["identity", "token", "api_key"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["publish", "subscribe"])))]
+struct ExplainArgs {
+    #[arg(long, env = "NSQGATE_CONFIG")]
+    config: PathBuf,
+    /// An identity as a certificate or token would name it.
+    #[arg(long)]
+    identity: Option<String>,
+    /// A JWT, verified exactly as AUTH verifies it.
+    #[arg(long)]
+    token: Option<String>,
+    /// An API key, looked up exactly as AUTH looks it up.
+    #[arg(long = "api-key")]
+    api_key: Option<String>,
+    #[arg(long, value_name = "TOPIC")]
+    publish: Option<String>,
+    #[arg(long, num_args = 2, value_names = ["TOPIC", "CHANNEL"])]
+    subscribe: Option<Vec<String>>,
+}
+
+fn explain(args: &ExplainArgs) -> ExitCode {
+    use nsqgate::explain::{explain, Credential, Request};
+
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let credential = match (&args.identity, &args.token, &args.api_key) {
+        (Some(identity), _, _) => Credential::Identity(identity),
+        (_, Some(token), _) => Credential::Secret(token.as_bytes()),
+        (_, _, Some(key)) => Credential::Secret(key.as_bytes()),
+        _ => return ExitCode::from(2),
+    };
+    let request = match (&args.publish, args.subscribe.as_deref()) {
+        (Some(topic), _) => Request::Publish(topic),
+        (_, Some([topic, channel])) => Request::Subscribe(topic, channel),
+        _ => return ExitCode::from(2),
+    };
+    match explain(&config, credential, request) {
+        Ok(explanation) => {
+            println!("{explanation}");
+            if explanation.allowed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = init_tracing(config.audit_file.as_deref()) {
+        eprintln!("{e}");
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received");
+            let _ = stop.send(true);
+        });
+        match nsqgate::app::run(config, stopped).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "nsqgate could not start");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Operational logs go to stderr as text; audit events (their own target) go as JSON lines to
+/// the configured audit file, or to stderr.
+fn init_tracing(audit_file: Option<&std::path::Path>) -> Result<(), String> {
+    use tracing_subscriber::filter::{filter_fn, EnvFilter};
+    use tracing_subscriber::prelude::*;
+
+    let filter = EnvFilter::try_from_env("NSQGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter)
+        .with_filter(filter_fn(|meta| meta.target() != nsqgate::audit::TARGET));
+    let audit_writer = match audit_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("audit file {}: {e}", path.display()))?;
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file))
+        }
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
+    let audit = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(audit_writer)
+        .with_filter(filter_fn(|meta| meta.target() == nsqgate::audit::TARGET));
+    tracing_subscriber::registry().with(logs).with(audit).init();
+    Ok(())
+}

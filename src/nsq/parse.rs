@@ -1,0 +1,286 @@
+//! Reading a command line and checking a command's body, with nsqd v1.3.0's rules, order and
+//! texts. No I/O here; `command` drives these steps over a buffer.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use super::command::Command;
+use super::error::ProtocolError;
+use super::names::is_valid_name;
+use super::{Limits, MessageId};
+
+/// What the line says: a finished command, or what its body must hold.
+pub(super) enum Head {
+    Done(Command),
+    Body(BodyKind),
+}
+
+/// A command whose line was accepted and whose body is still to be checked.
+pub(super) enum BodyKind {
+    Identify,
+    Auth,
+    Pub { topic: String },
+    Dpub { topic: String, defer_ms: u64 },
+    Mpub { topic: String },
+}
+
+/// Index of the `\n` ending the first line, if it lies within `max_line_len` bytes. Like
+/// nsqd's 16 KiB `ReadSlice`, the limit counts the `\n`.
+pub(super) fn find_newline(
+    buf: &[u8],
+    max_line_len: usize,
+) -> Result<Option<usize>, ProtocolError> {
+    let window = &buf[..buf.len().min(max_line_len)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(at) => Ok(Some(at)),
+        None if !buf.is_empty() && buf.len() >= max_line_len => Err(ProtocolError::LineTooLong {
+            limit: max_line_len,
+        }),
+        None => Ok(None),
+    }
+}
+
+/// nsqd drops one `\r` before the `\n`.
+pub(super) fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+pub(super) fn parse_line(line: &[u8]) -> Result<Head, ProtocolError> {
+    // Single spaces separate parameters, so two spaces make an empty one, as in nsqd.
+    let params: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let need = |command: &'static str, n: usize| {
+        if params.len() < n {
+            Err(ProtocolError::InsufficientParams { command })
+        } else {
+            Ok(())
+        }
+    };
+    // `split` always yields at least one (possibly empty) slice: the command name.
+    let head = match params[0] {
+        b"IDENTIFY" => Head::Body(BodyKind::Identify),
+        b"AUTH" if params.len() != 1 => return Err(ProtocolError::AuthParams),
+        b"AUTH" => Head::Body(BodyKind::Auth),
+        b"SUB" => {
+            need("SUB", 3)?;
+            let topic = topic("SUB", params[1])?;
+            let channel = channel("SUB", params[2])?;
+            Head::Done(Command::Sub { topic, channel })
+        }
+        b"PUB" => {
+            need("PUB", 2)?;
+            let topic = topic("PUB", params[1])?;
+            Head::Body(BodyKind::Pub { topic })
+        }
+        b"MPUB" => {
+            need("MPUB", 2)?;
+            let topic = topic("MPUB", params[1])?;
+            Head::Body(BodyKind::Mpub { topic })
+        }
+        b"DPUB" => {
+            need("DPUB", 3)?;
+            let topic = topic("DPUB", params[1])?;
+            let defer_ms = number("DPUB", "timeout", params[2])?;
+            Head::Body(BodyKind::Dpub { topic, defer_ms })
+        }
+        // A bare RDY means a count of 1.
+        b"RDY" => match params.get(1) {
+            Some(value) => Head::Done(Command::Rdy {
+                count: number("RDY", "count", value)?,
+            }),
+            None => Head::Done(Command::Rdy { count: 1 }),
+        },
+        b"FIN" => {
+            need("FIN", 2)?;
+            Head::Done(Command::Fin {
+                id: message_id(params[1])?,
+            })
+        }
+        b"REQ" => {
+            need("REQ", 3)?;
+            let id = message_id(params[1])?;
+            let timeout_ms = number("REQ", "timeout", params[2])?;
+            Head::Done(Command::Req { id, timeout_ms })
+        }
+        b"TOUCH" => {
+            need("TOUCH", 2)?;
+            Head::Done(Command::Touch {
+                id: message_id(params[1])?,
+            })
+        }
+        b"CLS" => Head::Done(Command::Cls),
+        b"NOP" => Head::Done(Command::Nop),
+        name => {
+            return Err(ProtocolError::InvalidCommand {
+                name: Bytes::copy_from_slice(name),
+            })
+        }
+    };
+    Ok(head)
+}
+
+fn topic(command: &'static str, name: &[u8]) -> Result<String, ProtocolError> {
+    checked_name(name).ok_or_else(|| ProtocolError::BadTopic {
+        command,
+        name: Bytes::copy_from_slice(name),
+    })
+}
+
+fn channel(command: &'static str, name: &[u8]) -> Result<String, ProtocolError> {
+    checked_name(name).ok_or_else(|| ProtocolError::BadChannel {
+        command,
+        name: Bytes::copy_from_slice(name),
+    })
+}
+
+fn checked_name(name: &[u8]) -> Option<String> {
+    // A valid name is ASCII, so the UTF-8 conversion cannot fail after the check.
+    is_valid_name(name)
+        .then(|| String::from_utf8(name.to_vec()).ok())
+        .flatten()
+}
+
+/// nsqd's ByteToBase10: digits only, empty is 0, and overflow wraps modulo 2^64 (kept, so the
+/// value seen here is the one nsqd acts on when the raw line is forwarded).
+fn number(command: &'static str, what: &'static str, digits: &[u8]) -> Result<u64, ProtocolError> {
+    digits.iter().try_fold(0u64, |n, &d| {
+        if d.is_ascii_digit() {
+            Ok(n.wrapping_mul(10).wrapping_add(u64::from(d - b'0')))
+        } else {
+            Err(ProtocolError::BadNumber {
+                command,
+                what,
+                value: Bytes::copy_from_slice(digits),
+            })
+        }
+    })
+}
+
+fn message_id(param: &[u8]) -> Result<MessageId, ProtocolError> {
+    <[u8; 16]>::try_from(param)
+        .map(MessageId)
+        .map_err(|_| ProtocolError::BadMessageId)
+}
+
+// === bodies ===
+
+impl BodyKind {
+    /// Checks a declared size the way nsqd does for this command; returns it as a length.
+    pub(super) fn check_size(&self, size: i32, limits: &Limits) -> Result<usize, ProtocolError> {
+        match self {
+            BodyKind::Identify | BodyKind::Auth | BodyKind::Mpub { .. } => {
+                let command = self.name();
+                if i64::from(size) > i64::from(limits.max_body_size) {
+                    return Err(ProtocolError::BodyTooBig {
+                        command,
+                        size,
+                        max: limits.max_body_size,
+                    });
+                }
+                if size <= 0 {
+                    return Err(ProtocolError::InvalidBodySize { command, size });
+                }
+            }
+            BodyKind::Pub { .. } | BodyKind::Dpub { .. } => {
+                let command = self.name();
+                if size <= 0 {
+                    return Err(ProtocolError::InvalidMessageSize { command, size });
+                }
+                if i64::from(size) > i64::from(limits.max_msg_size) {
+                    return Err(ProtocolError::MessageTooBig {
+                        command,
+                        size,
+                        max: limits.max_msg_size,
+                    });
+                }
+            }
+        }
+        // Positive here, so the conversion is exact.
+        Ok(size.unsigned_abs() as usize)
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            BodyKind::Identify => "IDENTIFY",
+            BodyKind::Auth => "AUTH",
+            BodyKind::Pub { .. } => "PUB",
+            BodyKind::Dpub { .. } => "DPUB",
+            BodyKind::Mpub { .. } => "MPUB",
+        }
+    }
+}
+
+/// The MPUB count check, on whatever part of a `declared`-byte body has arrived.
+pub(super) fn check_mpub_count(
+    avail: &[u8],
+    declared: usize,
+    limits: &Limits,
+) -> Result<(), ProtocolError> {
+    if declared < 4 {
+        return Err(ProtocolError::MpubCountUnreadable);
+    }
+    match peek_i32(avail, 0) {
+        Some(count) => valid_mpub_count(count, limits).map(drop),
+        None => Ok(()),
+    }
+}
+
+fn valid_mpub_count(count: i32, limits: &Limits) -> Result<usize, ProtocolError> {
+    // A message takes at least 5 bytes (size + 1), after the 4-byte count.
+    let max_messages = (i64::from(limits.max_body_size) - 4) / 5;
+    if count <= 0 || i64::from(count) > max_messages {
+        return Err(ProtocolError::MpubInvalidCount { count });
+    }
+    Ok(count.unsigned_abs() as usize)
+}
+
+/// Walks a complete MPUB body: `[count]` then `count` times `[size][bytes]`, and returns each
+/// message's range within `body`.
+///
+/// nsqd does not hold the messages to the declared body: it keeps reading the connection, so
+/// messages that overrun the body swallow the bytes after it, and a body with bytes left over
+/// has those bytes run as the next command lines. A proxy that forwarded such a body would
+/// let a client smuggle commands past its checks, so here the messages must fill the body
+/// exactly: running past it fails with nsqd's "failed to read" texts (what nsqd says when the
+/// bytes run out), and leftover bytes fail with `MpubTrailingBytes`.
+pub(super) fn scan_mpub(body: &[u8], limits: &Limits) -> Result<Vec<Range<usize>>, ProtocolError> {
+    let count = peek_i32(body, 0).ok_or(ProtocolError::MpubCountUnreadable)?;
+    let count = valid_mpub_count(count, limits)?;
+    let mut ranges = Vec::with_capacity(count.min(body.len() / 5));
+    let mut at = 4;
+    for index in 0..count {
+        // count ≤ (max_body_size - 4) / 5 < i32::MAX, so the index fits.
+        let index = i32::try_from(index).unwrap_or(i32::MAX);
+        let size = peek_i32(body, at).ok_or(ProtocolError::MpubSizeUnreadable { index })?;
+        if size <= 0 {
+            return Err(ProtocolError::MpubInvalidMessageSize { index, size });
+        }
+        if i64::from(size) > i64::from(limits.max_msg_size) {
+            return Err(ProtocolError::MessageTooBig {
+                command: "MPUB",
+                size,
+                max: limits.max_msg_size,
+            });
+        }
+        let start = at + 4;
+        let end = start + size.unsigned_abs() as usize;
+        if end > body.len() {
+            return Err(ProtocolError::MpubBodyUnreadable);
+        }
+        ranges.push(start..end);
+        at = end;
+    }
+    if at != body.len() {
+        return Err(ProtocolError::MpubTrailingBytes {
+            extra: body.len() - at,
+        });
+    }
+    Ok(ranges)
+}
+
+pub(super) fn peek_i32(buf: &[u8], at: usize) -> Option<i32> {
+    let bytes = buf.get(at..at.checked_add(4)?)?;
+    let mut array = [0u8; 4];
+    array.copy_from_slice(bytes);
+    Some(i32::from_be_bytes(array))
+}

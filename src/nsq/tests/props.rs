@@ -1,0 +1,236 @@
+//! Property tests: round trips for every command and frame, and arbitrary input that must
+//! never panic, never consume on `Ok(None)`, and never buffer past a limit.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::nsq::{decode_frame, encode_frame, message_frame, FrameType, Message, MessageId};
+
+fn topic() -> impl Strategy<Value = String> {
+    ("[.a-zA-Z0-9_-]{1,54}", any::<bool>()).prop_map(|(stem, ephemeral)| {
+        if ephemeral {
+            stem + "#ephemeral"
+        } else {
+            stem
+        }
+    })
+}
+
+fn id() -> impl Strategy<Value = MessageId> {
+    // Separators cannot appear inside a parameter.
+    let byte = any::<u8>().prop_filter("separator", |b| !matches!(b, b' ' | b'\n' | b'\r'));
+    prop::array::uniform16(byte).prop_map(MessageId)
+}
+
+fn body() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 1..48).prop_map(Bytes::from)
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        body().prop_map(|body| Command::Identify { body }),
+        body().prop_map(|secret| Command::Auth { secret }),
+        (topic(), topic()).prop_map(|(topic, channel)| Command::Sub { topic, channel }),
+        (topic(), body()).prop_map(|(topic, body)| Command::Pub { topic, body }),
+        (topic(), prop::collection::vec(body(), 1..6))
+            .prop_map(|(topic, messages)| Command::Mpub { topic, messages }),
+        (topic(), any::<u64>(), body()).prop_map(|(topic, defer_ms, body)| Command::Dpub {
+            topic,
+            defer_ms,
+            body
+        }),
+        any::<u64>().prop_map(|count| Command::Rdy { count }),
+        id().prop_map(|id| Command::Fin { id }),
+        (id(), any::<u64>()).prop_map(|(id, timeout_ms)| Command::Req { id, timeout_ms }),
+        id().prop_map(|id| Command::Touch { id }),
+        Just(Command::Cls),
+        Just(Command::Nop),
+    ]
+}
+
+fn encoded(command: &Command) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    command.encode(&mut dst);
+    dst.to_vec()
+}
+
+fn small_limits() -> impl Strategy<Value = Limits> {
+    (0u32..64, 0u32..256, 1usize..64).prop_map(|(max_msg_size, max_body_size, max_line_len)| {
+        Limits {
+            max_msg_size,
+            max_body_size,
+            max_line_len,
+        }
+    })
+}
+
+/// Input that often gets past the command line, to reach the size and body checks.
+fn noisy_input() -> impl Strategy<Value = Vec<u8>> {
+    let head = prop_oneof![
+        Just(&b""[..]),
+        Just(&b"PUB t\n"[..]),
+        Just(&b"DPUB t 5\n"[..]),
+        Just(&b"MPUB t\n"[..]),
+        Just(&b"IDENTIFY\n"[..]),
+        Just(&b"AUTH\n"[..]),
+        Just(&b"RDY "[..]),
+        Just(&b"FIN "[..]),
+    ];
+    (head, prop::collection::vec(any::<u8>(), 0..128))
+        .prop_map(|(head, tail)| [head, &tail[..]].concat())
+}
+
+/// Decoding `input` keeps every promise of `decode_command`; returns what was decoded.
+fn check_decode(input: &[u8], limits: &Limits) -> Option<Command> {
+    let mut buf = BytesMut::from(input);
+    let capacity = buf.capacity();
+    match decode_command(&mut buf, limits) {
+        Ok(None) => {
+            assert_eq!(&buf[..], input);
+            None
+        }
+        Err(err) => {
+            assert_eq!(&buf[..], input);
+            assert_eq!(buf.capacity(), capacity);
+            let mut frame_buf = BytesMut::from(&err.to_frame()[..]);
+            let frame = decode_frame(&mut frame_buf, u32::MAX).unwrap().unwrap();
+            assert_eq!(frame.error_code(), Some(err.code()));
+            None
+        }
+        Ok(Some(decoded)) => {
+            let used = decoded.raw.len();
+            assert_eq!(&decoded.raw[..], &input[..used]);
+            assert_eq!(&buf[..], &input[used..]);
+            Some(decoded.command)
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn commands_round_trip(command in command()) {
+        let bytes = encoded(&command);
+        let mut buf = BytesMut::from(&bytes[..]);
+        let decoded = decode_command(&mut buf, &Limits::default()).unwrap().unwrap();
+        prop_assert_eq!(&decoded.command, &command);
+        prop_assert_eq!(&decoded.raw[..], &bytes[..]);
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(decoded.command.name().as_bytes(), bytes.split(|&b| b == b' ' || b == b'\n').next().unwrap());
+    }
+
+    #[test]
+    fn crlf_lines_decode_the_same(command in command()) {
+        let bytes = encoded(&command);
+        let newline = bytes.iter().position(|&b| b == b'\n').unwrap();
+        let crlf = [&bytes[..newline], b"\r", &bytes[newline..]].concat();
+        prop_assert_eq!(check_decode(&crlf, &Limits::default()), Some(command));
+    }
+
+    #[test]
+    fn prefixes_need_more(command in command()) {
+        let bytes = encoded(&command);
+        for cut in 0..bytes.len() {
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            prop_assert!(decode_command(&mut buf, &Limits::default()).unwrap().is_none());
+            prop_assert_eq!(&buf[..], &bytes[..cut]);
+        }
+    }
+
+    #[test]
+    fn streams_decode_in_any_chunks(
+        commands in prop::collection::vec(command(), 1..8),
+        chunk in 1usize..40,
+    ) {
+        let stream: Vec<u8> = commands.iter().flat_map(encoded).collect();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in stream.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            while let Some(decoded) = decode_command(&mut buf, &Limits::default()).unwrap() {
+                out.push(decoded.command);
+            }
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(out, commands);
+    }
+
+    #[test]
+    fn arbitrary_commands_never_panic(input in noisy_input(), limits in small_limits()) {
+        if let Some(command) = check_decode(&input, &limits) {
+            // What was accepted re-encodes to something that decodes the same.
+            let roomy = Limits { max_line_len: limits.max_line_len + 32, ..limits };
+            prop_assert_eq!(check_decode(&encoded(&command), &roomy), Some(command));
+        }
+    }
+
+    #[test]
+    fn arbitrary_commands_with_default_limits(input in noisy_input()) {
+        check_decode(&input, &Limits::default());
+    }
+
+    #[test]
+    fn declared_sizes_past_the_limit_fail_unbuffered(
+        size in (1u32 << 20) + 1..=u32::MAX,
+        line in prop_oneof![Just(&b"PUB t\n"[..]), Just(&b"DPUB t 0\n"[..])],
+    ) {
+        let input = with_size(line, size);
+        let mut buf = BytesMut::from(&input[..]);
+        let capacity = buf.capacity();
+        prop_assert!(decode_command(&mut buf, &Limits::default()).is_err());
+        prop_assert_eq!(buf.capacity(), capacity);
+        prop_assert_eq!(&buf[..], &input[..]);
+    }
+
+    #[test]
+    fn frames_round_trip(
+        kind in prop_oneof![Just(FrameType::Response), Just(FrameType::Error), Just(FrameType::Message)],
+        data in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut bytes = BytesMut::new();
+        encode_frame(kind, &data, &mut bytes);
+        let wire = bytes.clone().freeze();
+        let frame = decode_frame(&mut bytes, 1024).unwrap().unwrap();
+        prop_assert!(bytes.is_empty());
+        prop_assert_eq!(frame.frame_type, kind);
+        prop_assert_eq!(&frame.data[..], &data[..]);
+        prop_assert_eq!(frame.raw, wire);
+    }
+
+    #[test]
+    fn messages_round_trip(
+        timestamp_ns in any::<i64>(),
+        attempts in any::<u16>(),
+        id in prop::array::uniform16(any::<u8>()),
+        body in prop::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let message = Message { timestamp_ns, attempts, id: MessageId(id), body: Bytes::from(body) };
+        let mut buf = BytesMut::from(&message_frame(&message)[..]);
+        let frame = decode_frame(&mut buf, 1024).unwrap().unwrap();
+        prop_assert_eq!(frame.message().unwrap(), message);
+    }
+
+    #[test]
+    fn arbitrary_frames_never_panic(
+        input in prop::collection::vec(any::<u8>(), 0..64),
+        max in 0u32..80,
+    ) {
+        let mut buf = BytesMut::from(&input[..]);
+        let capacity = buf.capacity();
+        match decode_frame(&mut buf, max) {
+            Ok(None) => prop_assert_eq!(&buf[..], &input[..]),
+            Err(_) => {
+                prop_assert_eq!(&buf[..], &input[..]);
+                prop_assert_eq!(buf.capacity(), capacity);
+            }
+            Ok(Some(frame)) => {
+                let used = frame.raw.len();
+                prop_assert!(used as u64 <= u64::from(max) + 4);
+                prop_assert_eq!(&frame.raw[..], &input[..used]);
+                prop_assert_eq!(&buf[..], &input[used..]);
+                let _ = frame.message();
+                let _ = frame.error_code();
+            }
+        }
+    }
+}

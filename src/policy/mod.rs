@@ -1,0 +1,355 @@
+//! Authorization policy: roles of allow/deny rules over topics and channels, loaded from
+//! `policies/*.toml` and checked by a pure function, deny by default. The only I/O is reading
+//! the files in [`Policy::load_dir`].
+//!
+//! Layout: `pattern` compiles and matches topic/channel patterns; `rule` holds validated roles
+//! and rules; `raw` is the serde shape of a file plus locating TOML errors; `load` turns raw
+//! files into a [`Policy`]; `error` has [`PolicyError`], which names file, line and key.
+//! Tests: `tests` (decisions), `pattern_tests`, `load_tests`. The file format is described in
+//! `policies/README.md`.
+
+mod error;
+mod load;
+mod pattern;
+mod raw;
+mod rule;
+
+#[cfg(test)]
+mod load_tests;
+#[cfg(test)]
+mod pattern_tests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use error::PolicyError;
+use rule::{Effect, Role, Rule};
+
+/// What a client asks to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `PUB`/`MPUB`/`DPUB` to a topic (and creating it as a side effect).
+    Publish,
+    /// `SUB` to a channel of a topic.
+    Subscribe,
+    /// Topic or channel management (create, delete, empty, pause) through the HTTP API.
+    Admin,
+}
+
+/// Who is asking: an authenticated identity and the roles its credential claims.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    /// From a client certificate, a JWT subject, or an API key's name.
+    pub identity: &'a str,
+    /// From a JWT roles claim or the API key's entry; names that are not roles are ignored.
+    pub claimed_roles: &'a [String],
+}
+
+/// The outcome of a check; `Allow` only ever names the enforcing rule that granted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow {
+        rule: String,
+    },
+    /// `rule` is `None` when no rule allowed the request (deny by default).
+    Deny {
+        rule: Option<String>,
+        reason: String,
+    },
+}
+
+/// A decision plus, when audit-mode rules would have decided differently, that decision.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub decision: Decision,
+    /// What the decision would be if every audit rule were enforcing; `None` when the same.
+    pub audit: Option<Decision>,
+}
+
+/// What an API key authenticates as, looked up by the key's SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The `[api_keys.NAME]` table name.
+    pub identity: String,
+    /// Roles the key claims; all are defined roles (checked at load).
+    pub roles: Vec<String>,
+}
+
+/// A loaded, validated policy. Cheap to share behind an `Arc`; replaced whole on reload.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Every role of every file, sorted by name so rules are visited in a stable order.
+    roles: Vec<Role>,
+    /// Identity -> indices into `roles`, sorted and deduplicated (merged over all files).
+    identities: HashMap<String, Vec<usize>>,
+    /// SHA-256 of an API key -> what it authenticates as.
+    api_keys: HashMap<[u8; 32], ApiKey>,
+    /// The files it was built from, in load order.
+    files: Vec<PathBuf>,
+    /// Set by the caller on each (re)load, so sessions can cache decisions per version.
+    version: u64,
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// A policy with no rules: every check is denied.
+    pub fn empty() -> Policy {
+        Policy::default()
+    }
+
+    /// Reads every `*.toml` file in `dir` (not hidden ones, not subfolders) in name order and
+    /// merges them. A missing folder, or one without policy files, is an error naming it.
+    pub fn load_dir(dir: &Path) -> Result<Policy, PolicyError> {
+        let sources = load::read_dir(dir)?;
+        if sources.is_empty() {
+            return Err(PolicyError::NoFiles {
+                dir: dir.to_owned(),
+            });
+        }
+        Policy::from_sources(&sources)
+    }
+
+    /// Builds a policy from `(path, text)` pairs, merged in the order given; `path` is used
+    /// in errors and rule ids only. No sources gives [`Policy::empty`].
+    pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<Policy, PolicyError> {
+        load::build(sources)
+    }
+
+    /// Decides whether `subject` may do `action` on `topic` (and `channel`): an enforcing deny
+    /// that matches wins, then an enforcing allow, else deny. `channel` is ignored for publish.
+    pub fn check(
+        &self,
+        subject: &Subject<'_>,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Check {
+        let channel = if action == Action::Publish {
+            None
+        } else {
+            channel
+        };
+        let mut hits = Hits::default();
+        for (index, role) in self.roles.iter().enumerate() {
+            if !self.has_role(subject, index) {
+                continue;
+            }
+            for rule in &role.rules {
+                if rule.matches(subject.identity, action, topic, channel) {
+                    hits.record(rule);
+                }
+            }
+        }
+        let request = Request {
+            action,
+            topic,
+            channel,
+        };
+        let decision = request.decide(hits.deny, hits.allow);
+        let audit = if hits.audit_deny.is_none() && hits.audit_allow.is_none() {
+            None
+        } else {
+            // Enforcing rules still come first, so the audit view differs only where an
+            // audit rule would change the outcome (or explain a default deny).
+            let would = request.decide(
+                hits.deny.or(hits.audit_deny),
+                hits.allow.or(hits.audit_allow),
+            );
+            (would != decision).then_some(would)
+        };
+        Check { decision, audit }
+    }
+
+    /// What the API key whose SHA-256 is `sha256` authenticates as.
+    pub fn api_key(&self, sha256: &[u8; 32]) -> Option<&ApiKey> {
+        self.api_keys.get(sha256)
+    }
+
+    /// The subject's roles: those named for its identity plus the defined roles it claims.
+    /// Sorted.
+    pub fn roles_of(&self, subject: &Subject<'_>) -> Vec<String> {
+        self.roles
+            .iter()
+            .enumerate()
+            .filter(|&(index, _)| self.has_role(subject, index))
+            .map(|(_, role)| role.name.clone())
+            .collect()
+    }
+
+    /// Claimed role names that this policy does not define (ignored by checks; worth a log
+    /// line). Sorted, deduplicated.
+    pub fn unknown_claimed_roles(&self, subject: &Subject<'_>) -> Vec<String> {
+        let mut unknown: Vec<String> = subject
+            .claimed_roles
+            .iter()
+            .filter(|claimed| self.role_index(claimed).is_none())
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        unknown
+    }
+
+    /// The same policy, tagged with `version`.
+    pub fn with_version(mut self, version: u64) -> Policy {
+        self.version = version;
+        self
+    }
+
+    /// The version set by [`Policy::with_version`]; 0 if never set.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The files this policy was built from, in load order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Names of every defined role, sorted.
+    pub fn role_names(&self) -> impl Iterator<Item = &str> {
+        self.roles.iter().map(|role| role.name.as_str())
+    }
+
+    fn role_index(&self, name: &str) -> Option<usize> {
+        self.roles
+            .binary_search_by(|role| role.name.as_str().cmp(name))
+            .ok()
+    }
+
+    /// Whether role `index` belongs to `subject`; no allocation, so `check` stays cheap.
+    fn has_role(&self, subject: &Subject<'_>, index: usize) -> bool {
+        let by_identity = self
+            .identities
+            .get(subject.identity)
+            .is_some_and(|roles| roles.binary_search(&index).is_ok());
+        by_identity
+            || self
+                .roles
+                .get(index)
+                .is_some_and(|role| subject.claimed_roles.contains(&role.name))
+    }
+}
+
+/// The first matching rule of each kind, in role-name then file order.
+#[derive(Default)]
+struct Hits<'p> {
+    deny: Option<&'p Rule>,
+    allow: Option<&'p Rule>,
+    audit_deny: Option<&'p Rule>,
+    audit_allow: Option<&'p Rule>,
+}
+
+impl<'p> Hits<'p> {
+    fn record(&mut self, rule: &'p Rule) {
+        let slot = match (rule.effect, rule.audit) {
+            (Effect::Deny, false) => &mut self.deny,
+            (Effect::Allow, false) => &mut self.allow,
+            (Effect::Deny, true) => &mut self.audit_deny,
+            (Effect::Allow, true) => &mut self.audit_allow,
+        };
+        slot.get_or_insert(rule);
+    }
+}
+
+/// The request being checked, for wording decisions.
+struct Request<'r> {
+    action: Action,
+    topic: &'r str,
+    channel: Option<&'r str>,
+}
+
+impl Request<'_> {
+    fn decide(&self, deny: Option<&Rule>, allow: Option<&Rule>) -> Decision {
+        match (deny, allow) {
+            (Some(rule), _) => Decision::Deny {
+                rule: Some(rule.id.clone()),
+                reason: format!("rule {} denies {self}", rule.id),
+            },
+            (None, Some(rule)) => Decision::Allow {
+                rule: rule.id.clone(),
+            },
+            (None, None) => Decision::Deny {
+                rule: None,
+                reason: format!("no rule allows {self}"),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Request<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on topic {}", self.action, self.topic)?;
+        match self.channel {
+            Some(channel) => write!(f, " channel {channel}"),
+            None => Ok(()),
+        }
+    }
+}
+
+// === impl Decision ===
+
+impl Decision {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The rule that decided, if any (a default deny has none).
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Decision::Allow { rule } => Some(rule),
+            Decision::Deny { rule, .. } => rule.as_deref(),
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Allow { rule } => write!(f, "allowed by rule {rule}"),
+            Decision::Deny { reason, .. } => write!(f, "denied: {reason}"),
+        }
+    }
+}
+
+// === impl Action ===
+
+impl Action {
+    /// Every action, in the order the file format lists them.
+    pub const ALL: [Action; 3] = [Action::Publish, Action::Subscribe, Action::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Subscribe => "subscribe",
+            Action::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A word that is not `publish`, `subscribe` or `admin`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action {0:?}; expected \"publish\", \"subscribe\" or \"admin\"")]
+pub struct UnknownAction(pub String);
+
+impl FromStr for Action {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Action, UnknownAction> {
+        Action::ALL
+            .into_iter()
+            .find(|action| action.as_str() == s)
+            .ok_or_else(|| UnknownAction(s.to_owned()))
+    }
+}

@@ -1,0 +1,144 @@
+//! The NSQ TCP listener and its sessions. All network I/O of the TCP path lives below here.
+
+pub mod guard;
+pub mod identify;
+pub mod relay;
+pub mod session;
+pub mod stream;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::auth::jwt::JwtVerifier;
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::tls::{self, TlsError};
+use upstream::{Connector, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("JWT keys rejected: {0}")]
+    Jwt(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every session of one listener shares: configuration and both legs' TLS set-ups.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub tls_acceptor: TlsAcceptor,
+    pub upstream: Connector,
+    /// The live policy; a reload sends a new version and sessions re-check against it.
+    pub policy: watch::Receiver<Arc<Policy>>,
+    /// Present when `[auth.jwt]` is configured.
+    pub jwt: Option<JwtVerifier>,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    pub fn new(
+        config: Arc<Config>,
+        policy: watch::Receiver<Arc<Policy>>,
+    ) -> Result<Gateway, StartError> {
+        let server = tls::server_config(&config.client)?;
+        let upstream_tls = match &config.upstream.tls {
+            Some(settings) => Some(tls::upstream_config(settings)?),
+            None => None,
+        };
+        // nsqd's largest frame is a message at its own limit plus the 26-byte header; allow a
+        // body-sized frame so an nsqd with a larger --max-msg-size is not cut off mid-stream.
+        let max_frame = config
+            .limits
+            .max_body_size
+            .max(config.limits.max_msg_size)
+            .saturating_add(64);
+        let upstream = Connector::new(
+            &config.upstream,
+            upstream_tls,
+            config.timeouts.upstream_connect,
+            max_frame,
+        )?;
+        let jwt = match &config.auth.jwt {
+            Some(settings) => {
+                Some(JwtVerifier::new(settings).map_err(|e| StartError::Jwt(e.to_string()))?)
+            }
+            None => None,
+        };
+        Ok(Gateway {
+            config,
+            tls_acceptor: TlsAcceptor::from(server),
+            upstream,
+            policy,
+            jwt,
+        })
+    }
+
+    pub fn upstream_tls(&self) -> bool {
+        self.config.upstream.tls.is_some()
+    }
+}
+
+/// A bound NSQ TCP listener.
+pub struct Listener {
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+}
+
+impl Listener {
+    pub async fn bind(gateway: Arc<Gateway>) -> Result<Listener, StartError> {
+        let address = gateway.config.client.listen;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| StartError::Bind { address, source })?;
+        Ok(Listener { gateway, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts until `shutdown` turns true, then waits for open sessions to end.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut sessions = JoinSet::new();
+        info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), upstream = self.gateway.upstream.address(), "listening for NSQ clients");
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        sessions.spawn(session::serve(self.gateway.clone(), tcp, peer));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, usually: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        info!(open = sessions.len(), "stopped accepting; closing sessions");
+        sessions.shutdown().await;
+    }
+}

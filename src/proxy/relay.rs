@@ -1,0 +1,338 @@
+//! The relay phase: commands flow client → nsqd, frames flow nsqd → client, both with
+//! backpressure (a side stops reading while its writer is blocked) and bounded buffers.
+//!
+//! Replies are paired FIFO, as nsqd and every stock client pair them. A reply nsqgate makes
+//! itself (an error for a denied command, say) is queued behind the replies still owed by nsqd,
+//! so a producer with pipelined PUBs never sees nsqgate's answer in place of nsqd's. nsqgate
+//! never acknowledges a publish: the client's OK is always nsqd's OK.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::nsq::{self, ErrorCode, FrameType, Limits};
+use crate::proxy::guard::{Guard, Verdict};
+use crate::proxy::stream::Io;
+use crate::proxy::upstream::Upstream;
+
+/// How many reply slots may be outstanding before the client side stops reading; a client that
+/// pipelines more than this waits for nsqd, which is the backpressure we want.
+const REPLY_SLOTS: usize = 256;
+/// A read that leaves less room than this grows the buffer; it never grows past a frame's limit.
+const READ_CHUNK: usize = 16 * 1024;
+/// After the client side ended, how long nsqd may take to send the replies it still owes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One entry of the FIFO of replies owed to the client.
+enum Slot {
+    /// This many replies will come from nsqd.
+    Upstream(usize),
+    /// nsqgate's own reply, due once every earlier reply has been sent.
+    Local { frame: Bytes, fatal: bool },
+}
+
+/// How the client → nsqd direction ended.
+enum ClientSide {
+    /// The client closed its side; nsqd is told and may still send owed replies.
+    Closed,
+    /// A fatal local reply is queued; the other direction ends the connection after it.
+    Refused,
+    /// No byte from the client within the idle timeout.
+    Idle,
+}
+
+pub struct RelaySettings {
+    pub limits: Limits,
+    pub idle: Duration,
+    pub max_frame_size: u32,
+    /// How long a consumer whose permission was revoked may finish in-flight messages.
+    pub revocation_grace: Duration,
+}
+
+/// Runs until either side ends the connection.
+pub async fn run(
+    client: Box<dyn Io>,
+    client_buf: BytesMut,
+    upstream: Upstream,
+    guard: &mut Guard,
+    settings: &RelaySettings,
+) -> std::io::Result<()> {
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream.io);
+    let (slots_tx, slots_rx) = mpsc::channel(REPLY_SLOTS);
+
+    let inbound = client_to_upstream(
+        client_read,
+        client_buf,
+        upstream_write,
+        slots_tx,
+        guard,
+        settings,
+    );
+    let outbound = upstream_to_client(
+        upstream_read,
+        upstream.buf,
+        client_write,
+        slots_rx,
+        settings.max_frame_size,
+    );
+    tokio::pin!(inbound, outbound);
+    tokio::select! {
+            result = &mut outbound => result,
+            ended = &mut inbound => {
+                match ended {
+                    Ok(ClientSide::Closed) => debug!("client closed its side"),
+                    Ok(ClientSide::Refused) => debug!("command refused; closing after owed replies"),
+                    Ok(ClientSide::Idle) => {
+                        debug!("client idle past the timeout");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+                // nsqd owes at most a few replies now; do not wait on it forever.
+                return tokio::time::timeout(DRAIN_TIMEOUT, &mut outbound)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+    }
+}
+
+async fn client_to_upstream<R, W>(
+    mut client: R,
+    mut buf: BytesMut,
+    mut upstream: W,
+    slots: mpsc::Sender<Slot>,
+    guard: &mut Guard,
+    settings: &RelaySettings,
+) -> std::io::Result<ClientSide>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut revoked_at = None;
+    loop {
+        // Decode everything already buffered, so one read becomes one upstream write.
+        let mut owed = 0usize;
+        let mut refusal = None;
+        loop {
+            let decoded = match nsq::decode_command(&mut buf, &settings.limits) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "malformed command from client");
+                    refusal = Some(Slot::Local {
+                        frame: e.to_frame(),
+                        fatal: true,
+                    });
+                    break;
+                }
+            };
+            match guard.screen(&decoded) {
+                Verdict::Drop => {}
+                Verdict::Forward => {
+                    if decoded.command.expects_reply() {
+                        owed += 1;
+                    }
+                    out.extend_from_slice(&decoded.raw);
+                }
+                Verdict::Reply { frame, fatal } => {
+                    // Everything before it goes first, then the local reply takes its turn.
+                    flush(&mut out, &mut owed, &mut upstream, &slots).await?;
+                    let slot = Slot::Local { frame, fatal };
+                    if fatal {
+                        refusal = Some(slot);
+                        break;
+                    }
+                    send_slot(&slots, slot).await?;
+                }
+            }
+        }
+        flush(&mut out, &mut owed, &mut upstream, &slots).await?;
+        if let Some(slot) = refusal {
+            send_slot(&slots, slot).await?;
+            return Ok(ClientSide::Refused);
+        }
+
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            read = tokio::time::timeout(settings.idle, client.read_buf(&mut buf)) => read,
+            revocation = guard.revoked(), if revoked_at.is_none() => {
+                // Stop deliveries now; in-flight messages may still be finished until the grace
+                // period ends, then the client is told and disconnected.
+                debug!(reason = revocation.reason, "subscription revoked");
+                revoked_at = Some(tokio::time::Instant::now() + settings.revocation_grace);
+                upstream.write_all(b"RDY 0\n").await?;
+                upstream.flush().await?;
+                continue;
+            }
+            _ = sleep_until_or_never(revoked_at) => {
+                send_slot(&slots, Slot::Local {
+                    frame: nsq::error_frame(ErrorCode::Unauthorized, "permission revoked"),
+                    fatal: true,
+                }).await?;
+                return Ok(ClientSide::Refused);
+            }
+        };
+        match read {
+            Err(_) => return Ok(ClientSide::Idle),
+            Ok(Ok(0)) => {
+                // Half-close toward nsqd: it answers what it owes, then closes its side.
+                let _ = upstream.shutdown().await;
+                return Ok(ClientSide::Closed);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Announces the replies `out` will cause, then writes it: the slot goes first so the other
+/// direction can never see a reply it was not told about.
+async fn flush<W: AsyncWrite + Unpin>(
+    out: &mut BytesMut,
+    owed: &mut usize,
+    upstream: &mut W,
+    slots: &mpsc::Sender<Slot>,
+) -> std::io::Result<()> {
+    if *owed > 0 {
+        send_slot(slots, Slot::Upstream(*owed)).await?;
+        *owed = 0;
+    }
+    if !out.is_empty() {
+        upstream.write_all(out).await?;
+        upstream.flush().await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+async fn send_slot(slots: &mpsc::Sender<Slot>, slot: Slot) -> std::io::Result<()> {
+    slots
+        .send(slot)
+        .await
+        .map_err(|_| std::io::Error::other("client writer is gone"))
+}
+
+async fn upstream_to_client<R, W>(
+    mut upstream: R,
+    mut buf: BytesMut,
+    mut client: W,
+    mut slots: mpsc::Receiver<Slot>,
+    max_frame_size: u32,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut owed: VecDeque<Slot> = VecDeque::new();
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut slots_open = true;
+    loop {
+        // Frames already buffered are handled before waiting on anything.
+        loop {
+            let frame = match nsq::decode_frame(&mut buf, max_frame_size) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "malformed frame from nsqd; closing");
+                    return Ok(());
+                }
+            };
+            if is_reply(&frame) {
+                // The slot for this reply was queued before the command was written.
+                while let Ok(slot) = slots.try_recv() {
+                    owed.push_back(slot);
+                }
+                if emit_due_local(&mut owed, &mut out, &mut client).await? {
+                    return Ok(());
+                }
+                match owed.front_mut() {
+                    Some(Slot::Upstream(n)) => {
+                        *n -= 1;
+                        if *n == 0 {
+                            owed.pop_front();
+                        }
+                    }
+                    _ => {
+                        warn!("nsqd sent a reply nobody asked for; closing");
+                        return Ok(());
+                    }
+                }
+            }
+            out.extend_from_slice(&frame.raw);
+        }
+        if !out.is_empty() {
+            client.write_all(&out).await?;
+            client.flush().await?;
+            out.clear();
+        }
+
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            slot = slots.recv(), if slots_open => match slot {
+                Some(slot) => {
+                    owed.push_back(slot);
+                    if emit_due_local(&mut owed, &mut out, &mut client).await? {
+                        return Ok(());
+                    }
+                }
+                None => slots_open = false,
+            },
+            read = upstream.read_buf(&mut buf) => {
+                if read? == 0 {
+                    debug!("nsqd closed the connection");
+                    let _ = client.shutdown().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Writes the local replies at the head of the queue. Returns true after a fatal one.
+async fn emit_due_local<W: AsyncWrite + Unpin>(
+    owed: &mut VecDeque<Slot>,
+    out: &mut BytesMut,
+    client: &mut W,
+) -> std::io::Result<bool> {
+    while let Some(Slot::Local { .. }) = owed.front() {
+        let Some(Slot::Local { frame, fatal }) = owed.pop_front() else {
+            break;
+        };
+        out.extend_from_slice(&frame);
+        if fatal {
+            client.write_all(out).await?;
+            client.flush().await?;
+            let _ = client.shutdown().await;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Heartbeats, messages and the non-fatal FIN/REQ/TOUCH errors arrive unasked; every other
+/// response or error answers the oldest command still owed a reply.
+fn is_reply(frame: &nsq::Frame) -> bool {
+    match frame.frame_type {
+        FrameType::Message => false,
+        FrameType::Response => !frame.is_heartbeat(),
+        FrameType::Error => frame.error_code().is_none_or(|code| code.is_fatal()),
+    }
+}

@@ -1,0 +1,333 @@
+//! One client connection from accept to close: tell TLS-first from NSQ-first by the first byte,
+//! read the magic and IDENTIFY, open the upstream leg, upgrade the client leg in-band exactly as
+//! nsqd does (JSON reply in clear, TLS handshake, `OK` inside TLS), then relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::auth::{Method, Principal};
+use crate::config::ClientCertMode;
+use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
+use crate::proxy::guard::Guard;
+use crate::proxy::identify::{self, ClientIdentify, ClientLeg, IdentifyError};
+use crate::proxy::relay::{self, RelaySettings};
+use crate::proxy::stream::{Io, Replay};
+use crate::proxy::upstream::{Upstream, UpstreamError};
+use crate::proxy::Gateway;
+
+/// The first byte of a TLS handshake record: a client that starts with TLS.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// Told to the client as an NSQ error frame, then the connection closes.
+    #[error("{code} {text}")]
+    Refuse { code: ErrorCode, text: String },
+    #[error("upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("client TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("client did not finish {0} in time")]
+    Timeout(&'static str),
+    #[error("client closed the connection during {0}")]
+    Closed(&'static str),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The client leg before and after its TLS upgrade.
+enum ClientStream {
+    Plain(TcpStream),
+    Secure(Box<dyn Io>),
+}
+
+impl ClientStream {
+    fn io(&mut self) -> &mut (dyn Io + '_) {
+        match self {
+            ClientStream::Plain(tcp) => tcp,
+            ClientStream::Secure(io) => io.as_mut(),
+        }
+    }
+
+    fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Secure(_))
+    }
+
+    fn into_io(self) -> Box<dyn Io> {
+        match self {
+            ClientStream::Plain(tcp) => Box::new(tcp),
+            ClientStream::Secure(io) => io,
+        }
+    }
+}
+
+/// A connection that finished its opening: both legs ready to relay.
+struct Opened {
+    client: ClientStream,
+    buf: BytesMut,
+    upstream: Upstream,
+    /// The identity a verified client certificate gave, if any.
+    principal: Option<Principal>,
+}
+
+pub async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
+    let span = tracing::info_span!("conn", %peer);
+    async move {
+        debug!("accepted");
+        match run(gateway, tcp, peer).await {
+            Ok(()) => debug!("closed"),
+            Err(e) => info!(error = %e, "connection ended"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) -> Result<(), SessionError> {
+    tcp.set_nodelay(true)?;
+    let opened = tokio::time::timeout(gateway.config.timeouts.identify, open(&gateway, tcp))
+        .await
+        .map_err(|_| SessionError::Timeout("IDENTIFY"))??;
+    let settings = RelaySettings {
+        limits: gateway.config.limits,
+        idle: gateway.config.timeouts.idle,
+        max_frame_size: gateway.upstream.max_frame_size(),
+        revocation_grace: gateway.config.auth.revocation_grace,
+    };
+    if let Some(principal) = &opened.principal {
+        crate::audit::record(&crate::audit::Event {
+            remote: Some(peer),
+            principal: Some(principal),
+            action: "auth",
+            outcome: "success",
+            ..Default::default()
+        });
+    }
+    let mut guard = Guard::new(gateway.clone(), peer, opened.principal);
+    relay::run(
+        opened.client.into_io(),
+        opened.buf,
+        opened.upstream,
+        &mut guard,
+        &settings,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs the opening; on a refusal the client is told why before the connection closes.
+async fn open(gateway: &Gateway, tcp: TcpStream) -> Result<Opened, SessionError> {
+    let mut first = [0u8; 1];
+    let sniffed = tokio::time::timeout(gateway.config.timeouts.tls_handshake, tcp.peek(&mut first))
+        .await
+        .map_err(|_| SessionError::Timeout("the first bytes"))??;
+    if sniffed == 0 {
+        return Err(SessionError::Closed("the first bytes"));
+    }
+    let mut principal = None;
+    let mut client = if first[0] == TLS_HANDSHAKE_RECORD {
+        let (io, identity) = accept_tls(gateway, Replay::new(Bytes::new(), tcp)).await?;
+        principal = identity;
+        ClientStream::Secure(io)
+    } else {
+        ClientStream::Plain(tcp)
+    };
+    let mut buf = BytesMut::with_capacity(4096);
+    match opening(gateway, &mut client, &mut buf, &mut principal).await {
+        Ok(upstream) => Ok(Opened {
+            client,
+            buf,
+            upstream,
+            principal,
+        }),
+        Err(SessionError::Refuse { code, text }) => {
+            let io = client.io();
+            let _ = io.write_all(&nsq::error_frame(code, &text)).await;
+            let _ = io.flush().await;
+            let _ = io.shutdown().await;
+            Err(SessionError::Refuse { code, text })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn opening(
+    gateway: &Gateway,
+    client: &mut ClientStream,
+    buf: &mut BytesMut,
+    principal: &mut Option<Principal>,
+) -> Result<Upstream, SessionError> {
+    fill(client.io(), buf, nsq::MAGIC_V2.len(), "the protocol magic").await?;
+    if &buf[..4] != nsq::MAGIC_V2 {
+        return Err(SessionError::Refuse {
+            code: ErrorCode::BadProtocol,
+            text: "client sent bad protocol identifier".into(),
+        });
+    }
+    let _ = buf.split_to(4);
+
+    let first = read_command(gateway, client.io(), buf).await?;
+    let Command::Identify { body } = &first.command else {
+        // IDENTIFY is optional in NSQ; without it there is no TLS upgrade either.
+        require_tls(gateway, client, first.command.name())?;
+        let upstream = connect_upstream(gateway, &ClientIdentify::default()).await?;
+        // The command is relayed as the first one of the relay phase.
+        let mut replayed = BytesMut::from(&first.raw[..]);
+        replayed.extend_from_slice(buf);
+        *buf = replayed;
+        return Ok(upstream);
+    };
+
+    let identify = ClientIdentify::parse(body)?;
+    let upgrade = identify.feature_negotiation && identify.tls_v1 && !client.is_tls();
+    if !upgrade {
+        require_tls(gateway, client, "IDENTIFY without tls_v1")?;
+    }
+    let upstream = connect_upstream(gateway, &identify).await?;
+
+    let reply = if identify.feature_negotiation {
+        let leg = ClientLeg {
+            tls_v1: upgrade,
+            // An in-band upgrade shows its certificate only after this reply, so a listener
+            // that requires client certificates counts on the certificate; otherwise AUTH is
+            // asked for. AUTH is accepted either way (nsqjs sends it whenever it has a secret).
+            auth_required: gateway.config.auth.require_identity
+                && principal.is_none()
+                && !(upgrade && gateway.config.client.client_cert == ClientCertMode::Required),
+        };
+        identify::client_reply(&upstream.identify_reply, leg)
+    } else {
+        b"OK".to_vec()
+    };
+    let io = client.io();
+    io.write_all(&nsq::response_frame(&reply)).await?;
+    io.flush().await?;
+
+    if upgrade {
+        let ClientStream::Plain(tcp) =
+            std::mem::replace(client, ClientStream::Secure(Box::new(tokio::io::empty())))
+        else {
+            return Err(SessionError::Closed("TLS upgrade"));
+        };
+        // A client may have sent its ClientHello right behind IDENTIFY; those bytes are in buf.
+        let raw = Replay::new(buf.split().freeze(), tcp);
+        let (io, identity) = accept_tls(gateway, raw).await?;
+        *principal = identity;
+        *client = ClientStream::Secure(io);
+        let io = client.io();
+        io.write_all(&nsq::response_frame(b"OK")).await?;
+        io.flush().await?;
+    }
+    Ok(upstream)
+}
+
+fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<(), SessionError> {
+    if gateway.config.client.require_tls && !client.is_tls() {
+        return Err(SessionError::Refuse {
+            code: ErrorCode::Invalid,
+            text: format!(
+                "TLS is required: cannot {doing}; send IDENTIFY with tls_v1 and feature_negotiation (or connect with TLS)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+async fn connect_upstream(
+    gateway: &Gateway,
+    identify: &ClientIdentify,
+) -> Result<Upstream, SessionError> {
+    let body = identify.upstream_body(gateway.upstream_tls());
+    match gateway.upstream.connect(body).await {
+        Ok(upstream) => Ok(upstream),
+        Err(e) => {
+            // The client learns only that the upstream is unavailable; the log says why.
+            warn!(upstream = gateway.upstream.address(), error = %e, "upstream refused");
+            Err(SessionError::Refuse {
+                code: ErrorCode::IdentifyFailed,
+                text: "nsqgate could not open a verified connection to nsqd".into(),
+            })
+        }
+    }
+}
+
+/// Runs the server handshake; a verified client certificate yields the client's identity.
+async fn accept_tls<S>(
+    gateway: &Gateway,
+    raw: Replay<S>,
+) -> Result<(Box<dyn Io>, Option<Principal>), SessionError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let accept = gateway.tls_acceptor.accept(raw);
+    let tls = tokio::time::timeout(gateway.config.timeouts.tls_handshake, accept)
+        .await
+        .map_err(|_| SessionError::Timeout("the TLS handshake"))?
+        .map_err(SessionError::Tls)?;
+    // rustls has already verified the chain against the client CA (and CRLs) by now.
+    let principal = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| {
+            crate::auth::mtls::identity_from_cert(leaf, &gateway.config.client.cert_identity_order)
+        })
+        .map(|identity| Principal {
+            identity,
+            method: Method::Certificate,
+            claimed_roles: Vec::new(),
+            expires_at: None,
+        });
+    Ok((Box::new(tls), principal))
+}
+
+async fn read_command(
+    gateway: &Gateway,
+    io: &mut (dyn Io + '_),
+    buf: &mut BytesMut,
+) -> Result<DecodedCommand, SessionError> {
+    loop {
+        match nsq::decode_command(buf, &gateway.config.limits) {
+            Ok(Some(decoded)) => return Ok(decoded),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(SessionError::Refuse {
+                    code: e.code(),
+                    text: e.to_string(),
+                })
+            }
+        }
+        if io.read_buf(buf).await? == 0 {
+            return Err(SessionError::Closed("IDENTIFY"));
+        }
+    }
+}
+
+async fn fill(
+    io: &mut (dyn Io + '_),
+    buf: &mut BytesMut,
+    want: usize,
+    during: &'static str,
+) -> Result<(), SessionError> {
+    while buf.len() < want {
+        if io.read_buf(buf).await? == 0 {
+            return Err(SessionError::Closed(during));
+        }
+    }
+    Ok(())
+}
+
+impl From<IdentifyError> for SessionError {
+    fn from(e: IdentifyError) -> SessionError {
+        SessionError::Refuse {
+            code: ErrorCode::BadBody,
+            text: e.to_string(),
+        }
+    }
+}

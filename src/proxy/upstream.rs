@@ -1,0 +1,217 @@
+//! The upstream leg: connect to nsqd, send nsqgate's IDENTIFY, upgrade to TLS and verify nsqd's
+//! certificate (CA and server name), and AUTH with nsqgate's own secret when nsqd asks for it.
+//! Nothing from the client is sent before all of that has succeeded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use rustls::pki_types::ServerName;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::UpstreamConfig;
+use crate::nsq::{self, Command, Frame, FrameType};
+use crate::proxy::stream::{Io, Replay};
+
+/// Frames from nsqd during the handshake are small JSON; anything larger is not nsqd.
+const HANDSHAKE_FRAME_LIMIT: u32 = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to nsqd at {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("nsqd at {0} did not answer in time")]
+    Timeout(String),
+    #[error("nsqd refused {command}: {code} {text}")]
+    Refused {
+        command: &'static str,
+        code: String,
+        text: String,
+    },
+    #[error("nsqd did not offer TLS (is it started with --tls-cert and --tls-key?)")]
+    TlsNotOffered,
+    #[error("TLS with nsqd failed (certificate not trusted, or wrong name?): {0}")]
+    Tls(std::io::Error),
+    #[error("nsqd requires AUTH but upstream.auth_secret is not set")]
+    AuthRequired,
+    #[error("nsqd sent something that is not NSQ: {0}")]
+    Protocol(String),
+    #[error("connection to nsqd failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Built once per listener from the configuration.
+#[derive(Clone)]
+pub struct Connector {
+    address: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    auth_secret: Option<Arc<str>>,
+    connect_timeout: Duration,
+    max_frame_size: u32,
+}
+
+/// A ready upstream leg: identified, upgraded, authenticated.
+pub struct Upstream {
+    pub io: Box<dyn Io>,
+    /// Bytes nsqd sent after the handshake replies, already read.
+    pub buf: BytesMut,
+    /// nsqd's IDENTIFY reply, the base of the client's reply.
+    pub identify_reply: Map<String, Value>,
+}
+
+// === impl Connector ===
+
+impl Connector {
+    pub fn new(
+        config: &UpstreamConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        connect_timeout: Duration,
+        max_frame_size: u32,
+    ) -> Result<Connector, UpstreamError> {
+        let tls = match (tls, &config.tls) {
+            (Some(client_config), Some(settings)) => {
+                let name = ServerName::try_from(settings.server_name.clone())
+                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                Some((TlsConnector::from(client_config), name))
+            }
+            _ => None,
+        };
+        Ok(Connector {
+            address: config.nsqd_tcp_address.clone(),
+            tls,
+            auth_secret: config.auth_secret.as_deref().map(Arc::from),
+            connect_timeout,
+            max_frame_size,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
+    /// Opens a leg for one client, relaying `identify_body` as nsqgate's own IDENTIFY.
+    pub async fn connect(&self, identify_body: Vec<u8>) -> Result<Upstream, UpstreamError> {
+        let deadline = self.connect_timeout;
+        tokio::time::timeout(deadline, self.handshake(identify_body))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.address.clone()))?
+    }
+
+    async fn handshake(&self, identify_body: Vec<u8>) -> Result<Upstream, UpstreamError> {
+        let tcp =
+            TcpStream::connect(&self.address)
+                .await
+                .map_err(|source| UpstreamError::Connect {
+                    address: self.address.clone(),
+                    source,
+                })?;
+        tcp.set_nodelay(true)?;
+        let mut io: Box<dyn Io> = Box::new(tcp);
+        let mut out = BytesMut::with_capacity(identify_body.len() + 32);
+        out.put_slice(nsq::MAGIC_V2);
+        Command::Identify {
+            body: identify_body.into(),
+        }
+        .encode(&mut out);
+        io.write_all(&out).await?;
+
+        let mut buf = BytesMut::with_capacity(4096);
+        let reply = read_reply(&mut io, &mut buf, "IDENTIFY").await?;
+        let identify_reply: Map<String, Value> = serde_json::from_slice(&reply.data)
+            .map_err(|_| UpstreamError::Protocol("IDENTIFY reply is not a JSON object".into()))?;
+
+        if let Some((connector, name)) = &self.tls {
+            if identify_reply.get("tls_v1") != Some(&Value::Bool(true)) {
+                return Err(UpstreamError::TlsNotOffered);
+            }
+            // nsqd starts its handshake right after the JSON reply; bytes it sent after that
+            // reply belong to TLS, so they are replayed into the TLS client.
+            let raw = Replay::new(buf.split().freeze(), io);
+            let tls = connector
+                .connect(name.clone(), raw)
+                .await
+                .map_err(UpstreamError::Tls)?;
+            io = Box::new(tls);
+            expect_ok(read_reply(&mut io, &mut buf, "TLS upgrade").await?)?;
+        }
+
+        if identify_reply.get("auth_required") == Some(&Value::Bool(true)) {
+            let secret = self
+                .auth_secret
+                .as_ref()
+                .ok_or(UpstreamError::AuthRequired)?;
+            let mut out = BytesMut::new();
+            Command::Auth {
+                secret: bytes::Bytes::copy_from_slice(secret.as_bytes()),
+            }
+            .encode(&mut out);
+            io.write_all(&out).await?;
+            io.flush().await?;
+            read_reply(&mut io, &mut buf, "AUTH").await?;
+        }
+
+        Ok(Upstream {
+            io,
+            buf,
+            identify_reply,
+        })
+    }
+}
+
+fn expect_ok(frame: Frame) -> Result<(), UpstreamError> {
+    if &frame.data[..] == b"OK" {
+        Ok(())
+    } else {
+        Err(UpstreamError::Protocol(format!(
+            "expected OK, got {:?}",
+            String::from_utf8_lossy(&frame.data)
+        )))
+    }
+}
+
+/// Reads the reply to a handshake command, skipping heartbeats; an error frame is a refusal.
+async fn read_reply(
+    io: &mut Box<dyn Io>,
+    buf: &mut BytesMut,
+    command: &'static str,
+) -> Result<Frame, UpstreamError> {
+    loop {
+        match nsq::decode_frame(buf, HANDSHAKE_FRAME_LIMIT) {
+            Ok(Some(frame)) if frame.is_heartbeat() => continue,
+            Ok(Some(frame)) => {
+                return match frame.frame_type {
+                    FrameType::Response => Ok(frame),
+                    FrameType::Error => {
+                        let text = String::from_utf8_lossy(&frame.data).into_owned();
+                        let (code, text) = text.split_once(' ').unwrap_or((&text, ""));
+                        Err(UpstreamError::Refused {
+                            command,
+                            code: code.to_owned(),
+                            text: text.to_owned(),
+                        })
+                    }
+                    FrameType::Message => Err(UpstreamError::Protocol(format!(
+                        "a message frame in reply to {command}"
+                    ))),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return Err(UpstreamError::Protocol(e.to_string())),
+        }
+        if io.read_buf(buf).await? == 0 {
+            return Err(UpstreamError::Protocol(format!(
+                "nsqd closed the connection during {command}"
+            )));
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! rustls configurations for both legs: the server side that clients connect to, and the
+//! verifying client side nsqgate uses toward nsqd. Reads PEM files; no sockets here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::ring;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::config::{ClientCertMode, ClientConfig as ClientLegConfig, TlsVersion, UpstreamTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: no PEM certificate could be read: {reason}", path.display())]
+    Certificates { path: PathBuf, reason: String },
+    #[error("{}: no PEM private key could be read: {reason}", path.display())]
+    PrivateKey { path: PathBuf, reason: String },
+    #[error("{}: CA certificate rejected: {reason}", path.display())]
+    Ca { path: PathBuf, reason: String },
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The ALPN-free server configuration for the client leg.
+pub fn server_config(client: &ClientLegConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(&client.tls_cert)?;
+    let key = load_key(&client.tls_key)?;
+    let provider = Arc::new(ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(protocol_versions(client.tls_min_version))?;
+    let builder = match (&client.tls_client_ca, client.client_cert) {
+        (Some(ca), ClientCertMode::Optional | ClientCertMode::Required) => {
+            let roots = Arc::new(root_store(ca)?);
+            let crls = client
+                .tls_client_crls
+                .iter()
+                .map(|path| load_crl(path))
+                .collect::<Result<Vec<_>, _>>()?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(roots, provider).with_crls(crls);
+            let verifier = if client.client_cert == ClientCertMode::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier.build().map_err(|e| TlsError::Ca {
+                path: ca.clone(),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(builder.with_single_cert(certs, key)?))
+}
+
+/// The upstream client configuration: only nsqd certificates that chain to `tls.ca` pass;
+/// the server name is checked by the caller handing `tls.server_name` to the connector.
+pub fn upstream_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = root_store(&tls.ca)?;
+    let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
+        .with_root_certificates(roots);
+    let config = match &tls.client_cert {
+        Some((cert, key)) => builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.2 stays available by default: go-nsq caps itself at 1.2 once any `tls_*` option is
+/// set, and pynsq asks for exactly 1.2.
+const ONLY_TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+fn protocol_versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    match min {
+        TlsVersion::V1_2 => rustls::ALL_VERSIONS,
+        TlsVersion::V1_3 => ONLY_TLS13,
+    }
+}
+
+fn root_store(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca)? {
+        roots.add(cert).map_err(|e| TlsError::Ca {
+            path: ca.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, TlsError> {
+    CertificateRevocationListDer::from_pem_file(path).map_err(|e| TlsError::Ca {
+        path: path.to_owned(),
+        reason: format!("not a PEM CRL: {e}"),
+    })
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let fail = |reason: String| TlsError::Certificates {
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("the file holds no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::PrivateKey {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,403 @@
+//! Test harness: real nsqd (built by scripts/install-nsq) and the real nsqgate binary, each on
+//! free loopback ports, with a fresh dev PKI per test. Missing tools fail loudly, never skip.
+#![allow(dead_code)]
+
+pub mod nsqclient;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nsqgate::certs::{ClientSubject, DevCa, Pem};
+
+pub const MAX_MSG_SIZE: usize = 1024 * 1024;
+
+/// An `[auth]` section for tests of the transport alone: no identity needed, and the policy
+/// lets the anonymous caller publish and subscribe anywhere.
+pub const ANONYMOUS: &str = "[auth]\nrequire_identity = false\npolicy_dir = \"open-policy\"\n";
+
+const OPEN_POLICY: &str = r#"
+[roles.everything]
+allow = [
+  { action = "publish", topics = ["*", "*#ephemeral"] },
+  { action = "subscribe", topics = ["*", "*#ephemeral"], channels = ["*", "*#ephemeral"] },
+]
+
+[identities]
+anonymous = ["everything"]
+"#;
+
+/// The folder with the stock NSQ binaries.
+pub fn tools_bin() -> PathBuf {
+    let dir = std::env::var_os("NSQGATE_TOOLS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bin"));
+    assert!(
+        dir.join("nsqd").is_file(),
+        "stock NSQ tools are missing from {}: run scripts/install-nsq (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn tool(name: &str) -> PathBuf {
+    let path = tools_bin().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/install-nsq",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {addr}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within 20 s");
+}
+
+/// A dev PKI written to a temp folder: one CA, server certs for 127.0.0.1/localhost.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: DevCa,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = DevCa::generate("test CA").expect("CA");
+        let pki = Pki { dir, ca };
+        pki.write("ca", &pki.ca.pem());
+        let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        pki.write(
+            "nsqd",
+            &pki.ca.issue_server("nsqd", &hosts).expect("nsqd cert"),
+        );
+        pki.write(
+            "gate",
+            &pki.ca.issue_server("gate", &hosts).expect("gate cert"),
+        );
+        pki.write_policy("open-policy", "open.toml", OPEN_POLICY);
+        pki
+    }
+
+    pub fn write(&self, name: &str, pem: &Pem) {
+        std::fs::write(self.path(&format!("{name}.pem")), &pem.cert).expect("write cert");
+        std::fs::write(self.path(&format!("{name}.key")), &pem.key).expect("write key");
+    }
+
+    /// Writes (or replaces) one policy file in a policy folder below the PKI folder.
+    pub fn write_policy(&self, dir: &str, file: &str, text: &str) {
+        let dir = self.path(dir);
+        std::fs::create_dir_all(&dir).expect("policy dir");
+        std::fs::write(dir.join(file), text).expect("write policy");
+    }
+
+    pub fn issue_client(&self, name: &str, subject: &ClientSubject) {
+        self.write(name, &self.ca.issue_client(subject).expect("client cert"));
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+}
+
+/// A running stock nsqd with TLS required on TCP (`tcp-https`: plain HTTP stays open so tests
+/// can read /stats without TLS).
+pub struct Nsqd {
+    child: Child,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+    pub data: tempfile::TempDir,
+}
+
+impl Nsqd {
+    pub fn start(pki: &Pki) -> Nsqd {
+        Nsqd::start_with(pki, "nsqd", &[])
+    }
+
+    /// `cert` names the certificate files in `pki` (e.g. "nsqd" or one from another CA).
+    pub fn start_with(pki: &Pki, cert: &str, extra: &[&str]) -> Nsqd {
+        let data = tempfile::tempdir().expect("temp dir");
+        Nsqd::start_in(pki, cert, extra, data, free_port(), free_port())
+    }
+
+    pub fn start_in(
+        pki: &Pki,
+        cert: &str,
+        extra: &[&str],
+        data: tempfile::TempDir,
+        tcp_port: u16,
+        http_port: u16,
+    ) -> Nsqd {
+        let tcp: SocketAddr = ([127, 0, 0, 1], tcp_port).into();
+        let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+        let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut child = Command::new(tool("nsqd"))
+            .arg(format!("--tcp-address={tcp}"))
+            .arg(format!("--http-address={http}"))
+            .arg(format!("--https-address={https}"))
+            .arg(format!("--data-path={}", data.path().display()))
+            .arg(format!(
+                "--tls-cert={}",
+                pki.path(&format!("{cert}.pem")).display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                pki.path(&format!("{cert}.key")).display()
+            ))
+            .arg("--tls-required=tcp-https")
+            .arg("--log-level=error")
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start nsqd");
+        wait_for_port(http, &mut child, "nsqd");
+        wait_for_port(tcp, &mut child, "nsqd");
+        Nsqd {
+            child,
+            tcp,
+            http,
+            data,
+        }
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let body = http_get(self.http, "/stats?format=json");
+        serde_json::from_str(&body).expect("nsqd /stats JSON")
+    }
+
+    pub fn topic(&self, name: &str) -> Option<serde_json::Value> {
+        let stats = self.stats();
+        stats["topics"]
+            .as_array()?
+            .iter()
+            .find(|t| t["topic_name"] == name)
+            .cloned()
+    }
+
+    /// Messages nsqd accepted for the topic (0 when it does not exist).
+    pub fn message_count(&self, topic: &str) -> u64 {
+        self.topic(topic)
+            .and_then(|t| t["message_count"].as_u64())
+            .unwrap_or(0)
+    }
+
+    pub fn topic_exists(&self, name: &str) -> bool {
+        self.topic(name).is_some()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as an orchestrator stops it: nsqd closes its clients and persists its queues.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Terminates nsqd and hands back its data folder and ports, for a restart on the same data.
+    pub fn into_parts(mut self) -> (tempfile::TempDir, u16, u16) {
+        self.terminate();
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().expect("temp dir"));
+        (data, self.tcp.port(), self.http.port())
+    }
+}
+
+impl Drop for Nsqd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running nsqgate binary with a config written for the test.
+pub struct Gate {
+    child: Child,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+impl Gate {
+    /// nsqgate in front of `nsqd`, verifying it as `server_name` against `ca`.
+    pub fn start(pki: &Pki, nsqd: &Nsqd) -> Gate {
+        Gate::start_with(pki, nsqd, "127.0.0.1", "ca.pem", ANONYMOUS)
+    }
+
+    pub fn start_with(pki: &Pki, nsqd: &Nsqd, server_name: &str, ca: &str, extra: &str) -> Gate {
+        let port = free_port();
+        let config = format!(
+            r#"
+[client]
+listen = "127.0.0.1:{port}"
+require_tls = true
+tls_cert = "gate.pem"
+tls_key = "gate.key"
+
+[upstream]
+nsqd_tcp_address = "{upstream}"
+tls_server_name = "{server_name}"
+tls_ca = "{ca}"
+
+[limits]
+max_msg_size = {MAX_MSG_SIZE}
+{extra}
+"#,
+            upstream = nsqd.tcp,
+        );
+        Gate::start_config(pki, &config, port)
+    }
+
+    pub fn start_config(pki: &Pki, config: &str, port: u16) -> Gate {
+        let path = pki.path(&format!("gate-{port}.toml"));
+        std::fs::write(&path, config).expect("write config");
+        let log = pki.path(&format!("gate-{port}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nsqgate"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("NSQGATE_LOG", "nsqgate=debug,info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start nsqgate");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for_port(addr, &mut child, "nsqgate")
+        })) {
+            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::panic::resume_unwind(e);
+        }
+        Gate {
+            child,
+            addr,
+            config: path,
+            log,
+        }
+    }
+
+    /// Everything nsqgate logged so far (operational lines and audit JSON lines).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The audit events logged so far, parsed.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["target"] == "audit")
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- nsqgate log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET, enough for nsqd's /stats.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect HTTP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// Runs a stock tool to completion with stdin, returning (success, stdout, stderr).
+pub fn run_tool(
+    program: &Path,
+    args: &[String],
+    stdin: &[u8],
+    timeout: Duration,
+) -> (bool, Vec<u8>, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let output = wait_output(child, timeout, program);
+    let _ = writer.join();
+    output
+}
+
+pub fn wait_output(mut child: Child, timeout: Duration, program: &Path) -> (bool, Vec<u8>, String) {
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = stderr.read_to_string(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    match status {
+        Some(status) => (status.success(), stdout, stderr),
+        None => panic!(
+            "{} did not finish within {timeout:?}; stderr:\n{stderr}",
+            program.display()
+        ),
+    }
+}

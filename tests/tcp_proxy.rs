@@ -1,0 +1,383 @@
+//! The TCP path end to end: stock clients → nsqgate → stock nsqd with TLS required, checked by
+//! what the clients receive and what nsqd's /stats holds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::{run_tool, tool, Gate, Nsqd, Pki, MAX_MSG_SIZE};
+use nsqgate::nsq::{Command, FrameType};
+
+/// to_nsq splits stdin on this byte; nsq_tail ends each body with '\n'. Bodies avoid both.
+const DELIMITER: u8 = 0x1e;
+
+fn tls_opts(flag: &str, pki: &Pki) -> Vec<String> {
+    vec![
+        format!("--{flag}=tls_v1,true"),
+        format!("--{flag}=tls_root_ca_file,{}", pki.path("ca.pem").display()),
+    ]
+}
+
+/// 10,000 bodies of mixed sizes: text, binary (every byte value but the two separators),
+/// one exactly at the message size limit.
+fn mixed_bodies() -> Vec<Vec<u8>> {
+    let binary: Vec<u8> = (0..=255u8)
+        .filter(|b| *b != b'\n' && *b != DELIMITER)
+        .collect();
+    (0..9_999usize)
+        .map(|i| match i % 10 {
+            0 => {
+                let mut body = binary.clone();
+                body.extend_from_slice(i.to_string().as_bytes());
+                body
+            }
+            1 => format!("{i:06}-").into_bytes().repeat(1 + i % 700),
+            _ => format!("message {i}").into_bytes(),
+        })
+        .chain(std::iter::once({
+            let mut body = b"limit-".to_vec();
+            body.resize(MAX_MSG_SIZE, b'x');
+            body
+        }))
+        .collect()
+}
+
+fn publish_with_to_nsq(
+    addr: std::net::SocketAddr,
+    topic: &str,
+    pki: &Pki,
+    bodies: &[Vec<u8>],
+) -> Duration {
+    let mut stdin = Vec::new();
+    for body in bodies {
+        stdin.extend_from_slice(body);
+        stdin.push(DELIMITER);
+    }
+    let mut args = vec![
+        format!("--topic={topic}"),
+        format!("--nsqd-tcp-address={addr}"),
+        "--delimiter=\u{1e}".to_string(),
+    ];
+    args.extend(tls_opts("producer-opt", pki));
+    let started = Instant::now();
+    let (ok, _, stderr) = run_tool(&tool("to_nsq"), &args, &stdin, Duration::from_secs(300));
+    assert!(ok, "to_nsq failed: {stderr}");
+    started.elapsed()
+}
+
+#[test]
+fn stock_tools_round_trip_10k_mixed_messages_through_nsqgate() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+    let bodies = mixed_bodies();
+    assert_eq!(bodies.len(), 10_000);
+
+    let through = publish_with_to_nsq(gate.addr, "roundtrip", &pki, &bodies);
+    assert_eq!(nsqd.message_count("roundtrip"), bodies.len() as u64);
+
+    // Same tool, same machine, same run, direct to nsqd with TLS: the reference figure.
+    let direct = publish_with_to_nsq(nsqd.tcp, "direct", &pki, &bodies);
+    eprintln!(
+        "to_nsq 10,000 messages: through nsqgate {:.0} msg/s ({through:?}), direct TLS {:.0} msg/s ({direct:?})",
+        bodies.len() as f64 / through.as_secs_f64(),
+        bodies.len() as f64 / direct.as_secs_f64()
+    );
+
+    let mut args = vec![
+        "--topic=roundtrip".to_string(),
+        "--channel=tail".to_string(),
+        format!("--nsqd-tcp-address={}", gate.addr),
+        format!("-n={}", bodies.len()),
+    ];
+    args.extend(tls_opts("consumer-opt", &pki));
+    let (ok, stdout, stderr) = run_tool(&tool("nsq_tail"), &args, b"", Duration::from_secs(120));
+    assert!(ok, "nsq_tail failed: {stderr}");
+    let mut received: HashMap<&[u8], usize> = HashMap::new();
+    for line in stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        *received.entry(line).or_default() += 1;
+    }
+    let mut expected: HashMap<&[u8], usize> = HashMap::new();
+    for body in &bodies {
+        *expected.entry(body.as_slice()).or_default() += 1;
+    }
+    assert_eq!(received.len(), expected.len(), "distinct bodies differ");
+    assert!(
+        received == expected,
+        "received bodies differ from the published ones"
+    );
+    assert_eq!(nsqd.message_count("roundtrip"), bodies.len() as u64);
+}
+
+#[tokio::test]
+async fn client_without_tls_is_refused_and_nothing_reaches_nsqd() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+
+    // IDENTIFY that does not ask for TLS.
+    let mut client = RawClient::plain(gate.addr).await;
+    client
+        .send(&Command::Identify {
+            body: br#"{"feature_negotiation":true}"#.to_vec().into(),
+        })
+        .await;
+    let frame = client.read_frame().await.expect("an error frame");
+    assert_eq!(frame.frame_type, FrameType::Error);
+    assert!(
+        frame_text(&frame).starts_with("E_INVALID TLS is required"),
+        "{}",
+        frame_text(&frame)
+    );
+    assert!(client.closed_within(Duration::from_secs(5)).await);
+
+    // A publish with no IDENTIFY at all.
+    let mut client = RawClient::plain(gate.addr).await;
+    let frame = client
+        .publish("plain", b"hello")
+        .await
+        .expect("an error frame");
+    assert!(
+        frame_text(&frame).starts_with("E_INVALID"),
+        "{}",
+        frame_text(&frame)
+    );
+    assert!(client.closed_within(Duration::from_secs(5)).await);
+
+    assert!(!nsqd.topic_exists("plain"));
+    let clients: usize = nsqd.stats()["topics"].as_array().map_or(0, |t| t.len());
+    assert_eq!(clients, 0, "nsqd should hold nothing");
+}
+
+#[tokio::test]
+async fn tls_from_the_first_byte_works() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    let mut client = RawClient::tls_first(gate.addr, &connector).await;
+    client
+        .send(&Command::Identify {
+            body: br#"{"feature_negotiation":true,"tls_v1":true}"#.to_vec().into(),
+        })
+        .await;
+    let reply = client.read_frame().await.expect("IDENTIFY reply");
+    let json: serde_json::Value = serde_json::from_slice(&reply.data).expect("JSON");
+    // Already encrypted: no second, in-band upgrade.
+    assert_eq!(json["tls_v1"], false);
+    let ok = client
+        .publish("first-byte", b"\x00\x01binary\xff")
+        .await
+        .expect("reply");
+    assert_eq!(&ok.data[..], b"OK");
+    assert_eq!(nsqd.message_count("first-byte"), 1);
+}
+
+#[tokio::test]
+async fn in_band_upgrade_relays_identify_settings_and_messages_byte_for_byte() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let (mut producer, reply) = RawClient::upgraded(
+        gate.addr,
+        &connector,
+        serde_json::json!({"client_id": "prod-1", "msg_timeout": 30000, "snappy": true}),
+    )
+    .await;
+    assert_eq!(reply["snappy"], false, "compression is declined: {reply}");
+    assert_eq!(
+        reply["msg_timeout"], 30000,
+        "nsqd saw the client's msg_timeout: {reply}"
+    );
+    assert!(reply["max_rdy_count"].as_u64().is_some(), "{reply}");
+
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    // Pipelined publishes: each OK is nsqd's, in order.
+    producer
+        .send(&Command::Mpub {
+            topic: "bytes".into(),
+            messages: vec![all_bytes.clone().into(), b"second".to_vec().into()],
+        })
+        .await;
+    producer
+        .send(&Command::Dpub {
+            topic: "bytes".into(),
+            defer_ms: 0,
+            body: b"third".to_vec().into(),
+        })
+        .await;
+    for _ in 0..2 {
+        let ok = producer.read_frame().await.expect("OK");
+        assert_eq!(&ok.data[..], b"OK");
+    }
+
+    let (mut consumer, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    consumer
+        .send(&Command::Sub {
+            topic: "bytes".into(),
+            channel: "c".into(),
+        })
+        .await;
+    assert_eq!(&consumer.read_frame().await.expect("OK").data[..], b"OK");
+    consumer.send(&Command::Rdy { count: 10 }).await;
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let frame = consumer.read_frame().await.expect("message");
+        let message = frame.message().expect("message frame");
+        consumer.send(&Command::Fin { id: message.id }).await;
+        bodies.push(message.body.to_vec());
+    }
+    bodies.sort();
+    let mut expected = vec![all_bytes, b"second".to_vec(), b"third".to_vec()];
+    expected.sort();
+    assert_eq!(bodies, expected);
+    consumer.send(&Command::Cls).await;
+    assert_eq!(
+        &consumer.read_frame().await.expect("CLOSE_WAIT").data[..],
+        b"CLOSE_WAIT"
+    );
+}
+
+#[tokio::test]
+async fn upstream_with_an_untrusted_or_misnamed_certificate_is_refused() {
+    let pki = Pki::new();
+    // Another CA's certificate, for the names nsqgate expects.
+    let rogue_ca = nsqgate::certs::DevCa::generate("rogue CA").expect("CA");
+    let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    pki.write(
+        "rogue",
+        &rogue_ca.issue_server("nsqd", &hosts).expect("cert"),
+    );
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    let rogue = Nsqd::start_with(&pki, "rogue", &[]);
+    let honest = Nsqd::start(&pki);
+    let cases = [
+        (Gate::start(&pki, &rogue), &rogue, "another CA"),
+        (
+            Gate::start_with(
+                &pki,
+                &honest,
+                "nsqd.example.org",
+                "ca.pem",
+                common::ANONYMOUS,
+            ),
+            &honest,
+            "another name",
+        ),
+    ];
+    for (gate, nsqd, case) in &cases {
+        let mut client = RawClient::plain(gate.addr).await;
+        client
+            .send(&Command::Identify {
+                body: br#"{"feature_negotiation":true,"tls_v1":true}"#.to_vec().into(),
+            })
+            .await;
+        let frame = client.read_frame().await.expect("an error frame");
+        assert_eq!(frame.frame_type, FrameType::Error, "{case}");
+        assert!(
+            frame_text(&frame).starts_with("E_IDENTIFY_FAILED"),
+            "{case}: {}",
+            frame_text(&frame)
+        );
+        assert!(client.closed_within(Duration::from_secs(5)).await, "{case}");
+        let stats = nsqd.stats();
+        assert_eq!(
+            stats["topics"].as_array().map_or(0, |t| t.len()),
+            0,
+            "{case}"
+        );
+    }
+    // The same client through a correctly configured gate works, so the refusals were the
+    // certificate checks and nothing else.
+    let gate = Gate::start(&pki, &honest);
+    let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    let ok = client.publish("honest", b"x").await.expect("OK");
+    assert_eq!(&ok.data[..], b"OK");
+}
+
+#[tokio::test]
+async fn oversized_frame_is_refused_before_its_body_is_read() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    // Declares 2 GiB - 1 and sends no body: the error must come without waiting for it.
+    let mut frame = b"PUB big\n".to_vec();
+    frame.extend_from_slice(&(i32::MAX as u32).to_be_bytes());
+    client.send_raw(&frame).await;
+    let reply = client
+        .read_frame_within(Duration::from_secs(5))
+        .await
+        .expect("an error frame, at once");
+    assert_eq!(reply.frame_type, FrameType::Error);
+    assert!(
+        frame_text(&reply).starts_with("E_BAD_MESSAGE"),
+        "{}",
+        frame_text(&reply)
+    );
+    assert!(client.closed_within(Duration::from_secs(5)).await);
+    assert!(!nsqd.topic_exists("big"));
+}
+
+#[tokio::test]
+async fn killing_nsqd_mid_publish_loses_no_acknowledged_message() {
+    let pki = Pki::new();
+    // nsqd is stopped with SIGTERM, which persists its queues; a SIGKILL would also lose what
+    // nsqd itself had acknowledged but not yet synced, which no proxy can help.
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let (mut producer, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+
+    // Publish in pipelined batches while another thread kills nsqd underneath.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let killer = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            while acked.load(std::sync::atomic::Ordering::SeqCst) < 300 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            nsqd.into_parts()
+        })
+    };
+    let mut sent = 0u64;
+    'publishing: while sent < 100_000 {
+        for _ in 0..8 {
+            producer
+                .send(&Command::Pub {
+                    topic: "durable".into(),
+                    body: format!("m{sent}").into_bytes().into(),
+                })
+                .await;
+            sent += 1;
+        }
+        for _ in 0..8 {
+            match producer.read_frame_within(Duration::from_secs(5)).await {
+                Some(frame) => {
+                    assert_eq!(&frame.data[..], b"OK", "{}", frame_text(&frame));
+                    acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                None => break 'publishing,
+            }
+        }
+    }
+    let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 100_000, "the producer must see the connection end");
+    let (data, tcp, http) = killer.join().expect("killer thread");
+    let restarted = Nsqd::start_in(&pki, "nsqd", &[], data, tcp, http);
+    let depth = restarted
+        .topic("durable")
+        .and_then(|t| t["depth"].as_u64())
+        .expect("topic survives");
+    assert!(acked <= depth, "acked {acked} but nsqd holds {depth}");
+    assert!(depth <= sent, "nsqd holds {depth} of {sent} sent");
+    eprintln!("sent {sent}, acked {acked}, nsqd holds {depth}");
+}
