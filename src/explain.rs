@@ -4,8 +4,9 @@
 use std::fmt;
 
 use crate::auth::jwt::JwtVerifier;
-use crate::auth::{self, apikey, Method, Principal, SecretKind};
+use crate::auth::{Method, Principal};
 use crate::config::Config;
+use crate::identity;
 use crate::policy::{Action, Check, Policy, Subject};
 
 pub enum Credential<'a> {
@@ -94,27 +95,13 @@ fn authenticate(
     policy: &Policy,
     secret: &[u8],
 ) -> Result<Result<Principal, String>, ExplainError> {
-    Ok(match auth::classify(secret) {
-        SecretKind::Jwt => {
-            let Some(settings) = &config.auth.jwt else {
-                return Ok(Err("no [auth.jwt] is configured".into()));
-            };
-            let verifier =
-                JwtVerifier::new(settings).map_err(|e| ExplainError::Jwt(e.to_string()))?;
-            let token = String::from_utf8_lossy(secret);
-            verifier.verify(&token).map_err(|e| e.to_string())
+    let verifier = match &config.auth.jwt {
+        Some(settings) => {
+            Some(JwtVerifier::new(settings).map_err(|e| ExplainError::Jwt(e.to_string()))?)
         }
-        SecretKind::ApiKey => match policy.api_key(&apikey::hash(secret)) {
-            Some(entry) => Ok(Principal {
-                identity: entry.identity.clone(),
-                method: Method::ApiKey,
-                claimed_roles: entry.roles.clone(),
-                expires_at: None,
-            }),
-            None => Err("unknown API key".into()),
-        },
-        SecretKind::Unknown => Err("neither a JWT nor an API key".into()),
-    })
+        None => None,
+    };
+    Ok(identity::from_secret(secret, verifier.as_ref(), policy).map_err(|e| e.to_string()))
 }
 
 impl fmt::Display for Explanation {

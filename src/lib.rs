@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`nsq`]: the NSQ TCP protocol V2, sans-io (bytes in, values out).
 //! - [`auth`]: who a client is: JWT, API key or client certificate.
+//! - [`identity`]: a presented secret (JWT or API key) turned into a principal.
 //! - [`policy`]: pure allow/deny decisions over roles, topics and channels.
 //! - [`config`]: the TOML/env configuration, parsed into validated values.
 //! - [`explain`]: `policy explain`, the proxy's decision for one caller and action.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod explain;
+pub mod identity;
 pub mod nsq;
 pub mod policy;
 pub mod proxy;

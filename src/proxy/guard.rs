@@ -11,7 +11,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::audit::{self, Event};
-use crate::auth::{self, Method, Principal, SecretKind};
+use crate::auth::{self, Method, Principal};
+use crate::identity;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::proxy::Gateway;
@@ -106,29 +107,10 @@ impl Guard {
         }
         self.auth_seen = true;
         let fingerprint = auth::fingerprint(secret);
-        let result = match auth::classify(secret) {
-            SecretKind::Jwt => match (&self.gateway.jwt, std::str::from_utf8(secret)) {
-                (Some(verifier), Ok(token)) => verifier.verify(token),
-                (None, _) => Err(auth::AuthError::NoVerifierConfigured),
-                (_, Err(_)) => Err(auth::AuthError::Malformed),
-            },
-            SecretKind::ApiKey => {
-                let policy = self.policy.borrow().clone();
-                match policy.api_key(&auth::apikey::hash(secret)) {
-                    Some(entry) => Ok(Principal {
-                        identity: entry.identity.clone(),
-                        method: Method::ApiKey,
-                        claimed_roles: entry.roles.clone(),
-                        expires_at: None,
-                    }),
-                    None => Err(auth::AuthError::UnknownApiKey),
-                }
-            }
-            SecretKind::Unknown => Err(auth::AuthError::Malformed),
-        };
+        let policy = self.policy.borrow().clone();
+        let result = identity::from_secret(secret, self.gateway.jwt.as_ref(), &policy);
         match result {
             Ok(principal) => {
-                let policy = self.policy.borrow().clone();
                 let subject = subject(&principal);
                 let roles = policy.roles_of(&subject);
                 let reply = serde_json::json!({
@@ -155,11 +137,7 @@ impl Guard {
             }
             Err(e) => {
                 let reason = e.to_string();
-                let method = match auth::classify(secret) {
-                    SecretKind::Jwt => "jwt",
-                    SecretKind::ApiKey => "api_key",
-                    SecretKind::Unknown => "unknown",
-                };
+                let method = identity::method_name(secret);
                 audit::record(&Event {
                     remote: Some(self.peer),
                     action: "auth",

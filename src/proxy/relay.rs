@@ -26,6 +26,8 @@ const REPLY_SLOTS: usize = 256;
 const READ_CHUNK: usize = 16 * 1024;
 /// After the client side ended, how long nsqd may take to send the replies it still owes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection keeps reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// One entry of the FIFO of replies owed to the client.
 enum Slot {
@@ -61,48 +63,67 @@ pub async fn run(
     guard: &mut Guard,
     settings: &RelaySettings,
 ) -> std::io::Result<()> {
-    let (client_read, client_write) = tokio::io::split(client);
+    let (mut client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream.io);
     let (slots_tx, slots_rx) = mpsc::channel(REPLY_SLOTS);
 
-    let inbound = client_to_upstream(
-        client_read,
-        client_buf,
-        upstream_write,
-        slots_tx,
-        guard,
-        settings,
-    );
-    let outbound = upstream_to_client(
-        upstream_read,
-        upstream.buf,
-        client_write,
-        slots_rx,
-        settings.max_frame_size,
-    );
-    tokio::pin!(inbound, outbound);
-    tokio::select! {
-            result = &mut outbound => result,
-            ended = &mut inbound => {
-                match ended {
-                    Ok(ClientSide::Closed) => debug!("client closed its side"),
-                    Ok(ClientSide::Refused) => debug!("command refused; closing after owed replies"),
-                    Ok(ClientSide::Idle) => {
-                        debug!("client idle past the timeout");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
+    let (result, linger) = {
+        let inbound = client_to_upstream(
+            &mut client_read,
+            client_buf,
+            upstream_write,
+            slots_tx,
+            guard,
+            settings,
+        );
+        let outbound = upstream_to_client(
+            upstream_read,
+            upstream.buf,
+            client_write,
+            slots_rx,
+            settings.max_frame_size,
+        );
+        tokio::pin!(inbound, outbound);
+        tokio::select! {
+            result = &mut outbound => (result, true),
+            ended = &mut inbound => match ended {
+                Ok(ClientSide::Idle) => {
+                    debug!("client idle past the timeout");
+                    (Ok(()), false)
                 }
-                // nsqd owes at most a few replies now; do not wait on it forever.
-                return tokio::time::timeout(DRAIN_TIMEOUT, &mut outbound)
-                    .await
-                    .unwrap_or(Ok(()))
-            }
+                Ok(side) => {
+                    debug!(refused = matches!(side, ClientSide::Refused), "client side ended");
+                    // nsqd owes at most a few replies now; do not wait on it forever.
+                    let result = tokio::time::timeout(DRAIN_TIMEOUT, &mut outbound)
+                        .await
+                        .unwrap_or(Ok(()));
+                    (result, true)
+                }
+                Err(e) => (Err(e), false),
+            },
+        }
+    };
+    if linger {
+        drain_before_close(&mut client_read).await;
+    }
+    result
+}
+
+/// Reads and discards what the client still sends, until it closes or LINGER passes. Closing a
+/// socket with unread input makes the kernel send RST, which can destroy the last frame (an
+/// error telling the client why) before the client reads it.
+pub async fn drain_before_close<R: AsyncRead + Unpin + ?Sized>(client: &mut R) {
+    let mut scratch = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, client.read(&mut scratch)).await {
+        if n == 0 {
+            break;
+        }
     }
 }
 
 async fn client_to_upstream<R, W>(
-    mut client: R,
+    client: &mut R,
     mut buf: BytesMut,
     mut upstream: W,
     slots: mpsc::Sender<Slot>,

@@ -150,6 +150,7 @@ async fn open(gateway: &Gateway, tcp: TcpStream) -> Result<Opened, SessionError>
             let _ = io.write_all(&nsq::error_frame(code, &text)).await;
             let _ = io.flush().await;
             let _ = io.shutdown().await;
+            relay::drain_before_close(io).await;
             Err(SessionError::Refuse { code, text })
         }
         Err(e) => Err(e),
