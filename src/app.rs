@@ -27,6 +27,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         policy_tx,
     ));
     let gateway = Arc::new(Gateway::new(Arc::new(config), policy_rx)?);
+    tokio::spawn(gateway.rates.clone().evict_forever());
+    let conns = gateway.conns.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            conns.evict_idle();
+        }
+    });
     let listener = Listener::bind(gateway).await?;
     listener.run(shutdown).await;
     Ok(())

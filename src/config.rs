@@ -2,6 +2,7 @@
 //! figment into [`RawConfig`], then checked into a [`Config`] whose values are ready to use.
 //! Every rejection names the file, the line (when the key is in the file) and the key.
 
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,10 @@ use serde::Deserialize;
 
 use crate::auth::jwt::{JwtKey, JwtSettings, KeyMaterial};
 use crate::auth::mtls::IdentitySource;
+use crate::limit::conn::ConnSettings;
+use crate::limit::{OnLimit, RateSettings};
 use crate::nsq::Limits;
+use crate::policy::RateQuota;
 
 /// The environment prefix for overrides: `NSQGATE_UPSTREAM__TLS_CA=/ca.pem`.
 pub const ENV_PREFIX: &str = "NSQGATE_";
@@ -58,6 +62,46 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub connections: RawConnections,
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConnections {
+    pub max_total: Option<usize>,
+    pub max_per_ip: Option<usize>,
+    pub max_per_identity: Option<usize>,
+    pub new_per_sec_per_ip: Option<u32>,
+    pub new_burst_per_ip: Option<u32>,
+    /// Load balancers whose PROXY protocol (v1 or v2) header is read and believed.
+    pub proxy_protocol_from: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimits {
+    pub on_limit: OnLimit,
+    pub max_delay_ms: u64,
+    pub idle_evict_secs: u64,
+    pub identity: Option<RateQuota>,
+    pub identity_topic: Option<RateQuota>,
+    pub topic: Option<RateQuota>,
+}
+
+impl Default for RawRateLimits {
+    fn default() -> Self {
+        RawRateLimits {
+            on_limit: OnLimit::Delay,
+            max_delay_ms: 5_000,
+            idle_evict_secs: 600,
+            identity: None,
+            identity_topic: None,
+            topic: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +199,7 @@ pub struct RawLimits {
     pub max_msg_size: u32,
     pub max_body_size: u32,
     pub max_line_len: usize,
+    pub max_mpub_messages: u32,
 }
 
 impl Default for RawLimits {
@@ -164,6 +209,7 @@ impl Default for RawLimits {
             max_msg_size: limits.max_msg_size,
             max_body_size: limits.max_body_size,
             max_line_len: limits.max_line_len,
+            max_mpub_messages: 10_000,
         }
     }
 }
@@ -173,8 +219,10 @@ impl Default for RawLimits {
 pub struct RawTimeouts {
     pub tls_handshake_ms: u64,
     pub identify_ms: u64,
+    pub auth_ms: u64,
     pub upstream_connect_ms: u64,
     pub idle_ms: u64,
+    pub partial_frame_ms: u64,
 }
 
 impl Default for RawTimeouts {
@@ -182,7 +230,9 @@ impl Default for RawTimeouts {
         RawTimeouts {
             tls_handshake_ms: 10_000,
             identify_ms: 10_000,
+            auth_ms: 10_000,
             upstream_connect_ms: 5_000,
+            partial_frame_ms: 30_000,
             // nsqd heartbeats every 30 s and expects an answer within 60 s; allow a little more.
             idle_ms: 65_000,
         }
@@ -231,6 +281,11 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub auth: AuthConfig,
     pub audit_file: Option<PathBuf>,
+    /// Most messages one MPUB may carry.
+    pub max_mpub_messages: u32,
+    pub connections: ConnSettings,
+    pub proxy_protocol_from: Vec<std::net::IpAddr>,
+    pub rates: RateSettings,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,9 +340,14 @@ pub struct UpstreamTls {
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     pub tls_handshake: Duration,
+    /// From connect to a complete IDENTIFY (and the TLS upgrade).
     pub identify: Duration,
+    /// From the end of IDENTIFY to an identity, when one is required.
+    pub auth: Duration,
     pub upstream_connect: Duration,
     pub idle: Duration,
+    /// How long a started command may take to arrive whole (slow-drip defence).
+    pub partial_frame: Duration,
 }
 
 // === impl Config ===
@@ -470,6 +530,8 @@ impl Config {
         let timeouts = Timeouts {
             tls_handshake: millis(at, "timeouts.tls_handshake_ms", t.tls_handshake_ms)?,
             identify: millis(at, "timeouts.identify_ms", t.identify_ms)?,
+            auth: millis(at, "timeouts.auth_ms", t.auth_ms)?,
+            partial_frame: millis(at, "timeouts.partial_frame_ms", t.partial_frame_ms)?,
             upstream_connect: millis(at, "timeouts.upstream_connect_ms", t.upstream_connect_ms)?,
             idle: millis(at, "timeouts.idle_ms", t.idle_ms)?,
         };
@@ -483,7 +545,74 @@ impl Config {
                 None => None,
             },
         };
+        let max_mpub_messages =
+            nonzero(at, "limits.max_mpub_messages", raw.limits.max_mpub_messages)?;
+        let c = raw.connections;
+        let positive = |key: &str, v: Option<usize>| -> Result<Option<usize>, ConfigError> {
+            match v {
+                Some(0) => Err(at.invalid(
+                    key,
+                    "must be greater than 0 (leave it out for no limit)".into(),
+                )),
+                v => Ok(v),
+            }
+        };
+        let new_per_sec_per_ip = match (c.new_per_sec_per_ip, c.new_burst_per_ip) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(at.invalid(
+                    "connections.new_burst_per_ip",
+                    "needs connections.new_per_sec_per_ip".into(),
+                ))
+            }
+            (Some(rate), burst) => {
+                let rate = std::num::NonZeroU32::new(rate).ok_or_else(|| {
+                    at.invalid(
+                        "connections.new_per_sec_per_ip",
+                        "must be greater than 0".into(),
+                    )
+                })?;
+                let burst = match burst {
+                    Some(b) => std::num::NonZeroU32::new(b).ok_or_else(|| {
+                        at.invalid(
+                            "connections.new_burst_per_ip",
+                            "must be greater than 0".into(),
+                        )
+                    })?,
+                    None => rate,
+                };
+                Some((rate, burst))
+            }
+        };
+        let connections = ConnSettings {
+            max_total: positive("connections.max_total", c.max_total)?,
+            max_per_ip: positive("connections.max_per_ip", c.max_per_ip)?,
+            max_per_identity: positive("connections.max_per_identity", c.max_per_identity)?,
+            new_per_sec_per_ip,
+        };
+        let r = raw.rate_limits;
+        for (key, quota) in [
+            ("rate_limits.identity", &r.identity),
+            ("rate_limits.identity_topic", &r.identity_topic),
+            ("rate_limits.topic", &r.topic),
+        ] {
+            if let Some(quota) = quota {
+                quota.validate().map_err(|reason| at.invalid(key, reason))?;
+            }
+        }
+        let rates = RateSettings {
+            on_limit: r.on_limit,
+            max_delay: Duration::from_millis(r.max_delay_ms),
+            idle_evict: Duration::from_secs(r.idle_evict_secs.max(1)),
+            identity: r.identity,
+            identity_topic: r.identity_topic,
+            topic: r.topic,
+        };
         Ok(Config {
+            max_mpub_messages,
+            connections,
+            proxy_protocol_from: c.proxy_protocol_from,
+            rates,
             source: at.file.to_owned(),
             client,
             upstream,

@@ -4,6 +4,7 @@
 //! - [`nsq`]: the NSQ TCP protocol V2, sans-io (bytes in, values out).
 //! - [`auth`]: who a client is: JWT, API key or client certificate.
 //! - [`identity`]: a presented secret (JWT or API key) turned into a principal.
+//! - [`limit`]: publish rate limits and connection limits (flood and exhaustion defences).
 //! - [`policy`]: pure allow/deny decisions over roles, topics and channels.
 //! - [`config`]: the TOML/env configuration, parsed into validated values.
 //! - [`explain`]: `policy explain`, the proxy's decision for one caller and action.
@@ -20,6 +21,7 @@ pub mod certs;
 pub mod config;
 pub mod explain;
 pub mod identity;
+pub mod limit;
 pub mod nsq;
 pub mod policy;
 pub mod proxy;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::pattern::Pattern;
-use super::raw::{self, key_path, Mode, RawApiKey, RawFile, RawRule, SpannedList};
+use super::raw::{self, key_path, Mode, RawApiKey, RawFile, RawRole, RawRule, SpannedList};
 use super::rule::{Effect, Role, Rule};
 use super::{Action, ApiKey, Policy, PolicyError};
 
@@ -134,7 +134,7 @@ impl Builder {
         self.files.push(source.file.to_owned());
         // Checked in file order so the first error reported is the first in the file.
         for (name, role) in by_position(raw.roles) {
-            self.add_role(source, name, role.allow, role.deny)?;
+            self.add_role(source, name, role)?;
         }
         for (identity, roles) in by_position(raw.identities) {
             let base = key_path(&["identities", identity.get_ref()]);
@@ -153,10 +153,28 @@ impl Builder {
         &mut self,
         source: &Source<'_>,
         name: Spanned<String>,
-        allow: Vec<Spanned<RawRule>>,
-        deny: Vec<Spanned<RawRule>>,
+        raw: RawRole,
     ) -> Result<(), PolicyError> {
+        let RawRole {
+            allow,
+            deny,
+            rate,
+            topic_rate,
+        } = raw;
         let origin = source.origin(name.span(), key_path(&["roles", name.get_ref()]));
+        let mut quotas = [None, None];
+        for (slot, (field, quota)) in quotas
+            .iter_mut()
+            .zip([("rate", rate), ("topic_rate", topic_rate)])
+        {
+            if let Some(quota) = quota {
+                let at = source.origin(quota.span(), key_path(&["roles", name.get_ref(), field]));
+                let quota = quota.into_inner();
+                quota.validate().map_err(|reason| at.error(reason))?;
+                *slot = Some(quota);
+            }
+        }
+        let [rate, topic_rate] = quotas;
         if name.get_ref().is_empty() {
             return Err(origin.error("empty role name"));
         }
@@ -182,6 +200,8 @@ impl Builder {
         let role = Role {
             name: name.clone(),
             rules,
+            rate,
+            topic_rate,
         };
         self.roles.insert(name, (role, origin));
         Ok(())

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::PolicyError;
+use super::{PolicyError, RateQuota};
 
 /// A list of strings, each with its place in the file.
 pub(super) type SpannedList = Spanned<Vec<Spanned<String>>>;
@@ -42,6 +42,10 @@ pub(super) struct RawRole {
     pub(super) allow: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub(super) deny: Vec<Spanned<RawRule>>,
+    /// Token bucket per identity holding this role, over all its connections.
+    pub(super) rate: Option<Spanned<RateQuota>>,
+    /// Token bucket per identity holding this role and topic.
+    pub(super) topic_rate: Option<Spanned<RateQuota>>,
 }
 
 #[derive(Debug, Deserialize)]

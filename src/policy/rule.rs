@@ -2,7 +2,7 @@
 //! walks them. No I/O here.
 
 use super::pattern::Pattern;
-use super::Action;
+use super::{Action, RateQuota};
 
 /// A named set of rules, as defined in exactly one policy file.
 #[derive(Clone, Debug)]
@@ -10,6 +10,10 @@ pub(crate) struct Role {
     pub(crate) name: String,
     /// In file order: the `allow` list, then the `deny` list.
     pub(crate) rules: Vec<Rule>,
+    /// Publish rate per identity holding the role.
+    pub(crate) rate: Option<RateQuota>,
+    /// Publish rate per identity holding the role, per topic.
+    pub(crate) topic_rate: Option<RateQuota>,
 }
 
 /// Whether a matching rule grants or refuses.

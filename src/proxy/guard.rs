@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::audit::{self, Event};
 use crate::auth::{self, Method, Principal};
 use crate::identity;
+use crate::limit::conn::ConnPermit;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::proxy::Gateway;
@@ -49,12 +50,19 @@ pub struct Guard {
     subscription: Option<(String, String)>,
     /// Set once a revocation started: deliveries are stopped and RDY is swallowed.
     draining: bool,
+    /// This connection's slots in the connection limits; the identity is bound on AUTH.
+    permit: ConnPermit,
 }
 
 // === impl Guard ===
 
 impl Guard {
-    pub fn new(gateway: Arc<Gateway>, peer: SocketAddr, principal: Option<Principal>) -> Guard {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        peer: SocketAddr,
+        principal: Option<Principal>,
+        permit: ConnPermit,
+    ) -> Guard {
         let policy = gateway.policy.clone();
         // Without require_identity a caller with no credential is "anonymous", and the policy
         // decides what that identity may do (by default: nothing).
@@ -76,7 +84,56 @@ impl Guard {
             cached_version: 0,
             subscription: None,
             draining: false,
+            permit,
         }
+    }
+
+    /// True while an identity is required and none is known yet.
+    pub fn awaiting_identity(&self) -> bool {
+        self.principal.is_none()
+    }
+
+    /// Draws a publish from the rate limits; waits in delay mode. Some(refusal) when over.
+    pub async fn admit(&self, decoded: &DecodedCommand) -> Option<Verdict> {
+        let principal = self.principal.as_ref()?;
+        let topic = match &decoded.command {
+            Command::Pub { topic, .. }
+            | Command::Mpub { topic, .. }
+            | Command::Dpub { topic, .. } => topic,
+            _ => return None,
+        };
+        let rates = self.policy.borrow().rates_of(&subject(principal));
+        let admitted = self
+            .gateway
+            .rates
+            .admit(
+                &principal.identity,
+                topic,
+                rates,
+                decoded.command.message_count(),
+                decoded.command.payload_bytes(),
+            )
+            .await;
+        let limited = admitted.err()?;
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: Some(principal),
+            action: "publish",
+            topic: Some(topic),
+            outcome: "deny",
+            reason: Some(&limited.to_string()),
+            ..Event::default()
+        });
+        // nsqd's own publish-failure codes, so stock producers treat it as a failed publish.
+        let code = match decoded.command {
+            Command::Mpub { .. } => ErrorCode::MpubFailed,
+            Command::Dpub { .. } => ErrorCode::DpubFailed,
+            _ => ErrorCode::PubFailed,
+        };
+        Some(fatal(
+            code,
+            &format!("{} failed: {limited}", decoded.command.name()),
+        ))
     }
 
     pub fn screen(&mut self, decoded: &DecodedCommand) -> Verdict {
@@ -84,6 +141,14 @@ impl Guard {
             // nsqd would accept a second IDENTIFY before SUB and renegotiate; a proxy must not.
             Command::Identify { .. } => fatal(ErrorCode::Invalid, "cannot IDENTIFY again"),
             Command::Auth { secret } => self.authenticate(secret),
+            Command::Mpub { messages, .. }
+                if messages.len() > self.gateway.config.max_mpub_messages as usize =>
+            {
+                fatal(
+                    ErrorCode::BadBody,
+                    &format!("MPUB invalid message count {}", messages.len()),
+                )
+            }
             Command::Pub { topic, .. }
             | Command::Mpub { topic, .. }
             | Command::Dpub { topic, .. } => {
@@ -127,6 +192,9 @@ impl Guard {
                     reason: Some(&format!("roles: {}", roles.join(","))),
                     ..Event::default()
                 });
+                if let Err(refusal) = self.permit.bind_identity(&principal.identity) {
+                    return fatal(ErrorCode::AuthFailed, &format!("AUTH failed: {refusal}"));
+                }
                 // An explicit credential takes over from a certificate identity.
                 self.principal = Some(principal);
                 self.cache.clear();

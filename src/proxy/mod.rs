@@ -2,6 +2,7 @@
 
 pub mod guard;
 pub mod identify;
+pub mod proxied;
 pub mod relay;
 pub mod session;
 pub mod stream;
@@ -18,6 +19,8 @@ use tracing::{info, warn};
 
 use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
+use crate::limit::conn::ConnLimits;
+use crate::limit::RateLimits;
 use crate::policy::Policy;
 use crate::tls::{self, TlsError};
 use upstream::{Connector, UpstreamError};
@@ -48,6 +51,10 @@ pub struct Gateway {
     pub policy: watch::Receiver<Arc<Policy>>,
     /// Present when `[auth.jwt]` is configured.
     pub jwt: Option<JwtVerifier>,
+    /// Publish token buckets, shared by every connection (and the HTTP front).
+    pub rates: Arc<RateLimits>,
+    /// Open-connection caps, shared by every listener.
+    pub conns: Arc<ConnLimits>,
 }
 
 // === impl Gateway ===
@@ -82,6 +89,8 @@ impl Gateway {
             None => None,
         };
         Ok(Gateway {
+            rates: Arc::new(RateLimits::new(config.rates.clone())),
+            conns: ConnLimits::new(config.connections.clone()),
             config,
             tls_acceptor: TlsAcceptor::from(server),
             upstream,
@@ -121,9 +130,13 @@ impl Listener {
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        sessions.spawn(session::serve(self.gateway.clone(), tcp, peer));
-                    }
+                    Ok((tcp, peer)) => match self.gateway.conns.admit() {
+                        Ok(permit) => {
+                            sessions.spawn(session::serve(self.gateway.clone(), tcp, peer, permit));
+                        }
+                        // Closed at once: no handshake, no buffer, nothing held.
+                        Err(_) => drop(tcp),
+                    },
                     Err(e) => {
                         // Out of file descriptors, usually: back off instead of spinning.
                         warn!(error = %e, "accept failed");

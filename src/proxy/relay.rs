@@ -22,8 +22,10 @@ use crate::proxy::upstream::Upstream;
 /// How many reply slots may be outstanding before the client side stops reading; a client that
 /// pipelines more than this waits for nsqd, which is the backpressure we want.
 const REPLY_SLOTS: usize = 256;
-/// A read that leaves less room than this grows the buffer; it never grows past a frame's limit.
-const READ_CHUNK: usize = 16 * 1024;
+/// Read sizes: small while a connection is quiet, large while reads come back full. A frame
+/// larger than either grows the buffer only to its own (limit-checked) size.
+const SMALL_READ: usize = 2 * 1024;
+const LARGE_READ: usize = 64 * 1024;
 /// After the client side ended, how long nsqd may take to send the replies it still owes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection keeps reading (and discarding) what the client still sends.
@@ -50,6 +52,9 @@ enum ClientSide {
 pub struct RelaySettings {
     pub limits: Limits,
     pub idle: Duration,
+    pub partial_frame_timeout: Duration,
+    /// How long a connection may go on without an identity when one is required.
+    pub auth_timeout: Duration,
     pub max_frame_size: u32,
     /// How long a consumer whose permission was revoked may finish in-flight messages.
     pub revocation_grace: Duration,
@@ -134,8 +139,12 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
     let mut revoked_at = None;
+    let mut last_read_full = false;
+    // A started command must arrive whole in time: one byte a minute holds nothing for long.
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    let auth_deadline = tokio::time::Instant::now() + settings.auth_timeout;
     loop {
         // Decode everything already buffered, so one read becomes one upstream write.
         let mut owed = 0usize;
@@ -146,14 +155,29 @@ where
                 Ok(None) => break,
                 Err(e) => {
                     debug!(error = %e, "malformed command from client");
-                    refusal = Some(Slot::Local {
-                        frame: e.to_frame(),
-                        fatal: true,
-                    });
+                    refusal = Some(e.to_frame());
                     break;
                 }
             };
-            match guard.screen(&decoded) {
+            let mut verdict = guard.screen(&decoded);
+            if matches!(verdict, Verdict::Forward) && decoded.command.message_count() > 0 {
+                let admission = guard.admit(&decoded);
+                tokio::pin!(admission);
+                // Usually there are tokens; only a publish that must wait flushes what came
+                // before it, so batching survives and nothing earlier is held hostage.
+                let refused = tokio::select! {
+                    biased;
+                    refused = &mut admission => refused,
+                    _ = std::future::ready(()) => {
+                        flush(&mut out, &mut owed, &mut upstream, &slots).await?;
+                        admission.await
+                    }
+                };
+                if let Some(refused) = refused {
+                    verdict = refused;
+                }
+            }
+            match verdict {
                 Verdict::Drop => {}
                 Verdict::Forward => {
                     if decoded.command.expects_reply() {
@@ -164,26 +188,37 @@ where
                 Verdict::Reply { frame, fatal } => {
                     // Everything before it goes first, then the local reply takes its turn.
                     flush(&mut out, &mut owed, &mut upstream, &slots).await?;
-                    let slot = Slot::Local { frame, fatal };
                     if fatal {
-                        refusal = Some(slot);
+                        refusal = Some(frame);
                         break;
                     }
-                    send_slot(&slots, slot).await?;
+                    send_slot(&slots, Slot::Local { frame, fatal }).await?;
                 }
             }
         }
         flush(&mut out, &mut owed, &mut upstream, &slots).await?;
-        if let Some(slot) = refusal {
-            send_slot(&slots, slot).await?;
+        if let Some(frame) = refusal {
+            send_slot(&slots, Slot::Local { frame, fatal: true }).await?;
             return Ok(ClientSide::Refused);
         }
 
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
+        partial_since = match (buf.is_empty(), partial_since) {
+            (true, _) => None,
+            (false, None) => Some(tokio::time::Instant::now()),
+            (false, since) => since,
+        };
+        let (deadline, expiry) = next_deadline(settings, partial_since, guard, auth_deadline);
+        prepare_read_buffer(&mut buf, last_read_full);
+        let spare = buf.capacity() - buf.len();
         let read = tokio::select! {
-            read = tokio::time::timeout(settings.idle, client.read_buf(&mut buf)) => read,
+            read = client.read_buf(&mut buf) => read,
+            _ = tokio::time::sleep_until(deadline) => {
+                let Some(frame) = expiry else {
+                    return Ok(ClientSide::Idle);
+                };
+                send_slot(&slots, Slot::Local { frame, fatal: true }).await?;
+                return Ok(ClientSide::Refused);
+            }
             revocation = guard.revoked(), if revoked_at.is_none() => {
                 // Stop deliveries now; in-flight messages may still be finished until the grace
                 // period ends, then the client is told and disconnected.
@@ -202,15 +237,54 @@ where
             }
         };
         match read {
-            Err(_) => return Ok(ClientSide::Idle),
-            Ok(Ok(0)) => {
+            Ok(0) => {
                 // Half-close toward nsqd: it answers what it owes, then closes its side.
                 let _ = upstream.shutdown().await;
                 return Ok(ClientSide::Closed);
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
+            Ok(n) => last_read_full = n == spare,
+            Err(e) => return Err(e),
         }
+    }
+}
+
+/// The earliest of the idle, slow-command and missing-AUTH deadlines, with the error frame
+/// to send when it passes (none for idle: like nsqd, an idle client is just disconnected).
+fn next_deadline(
+    settings: &RelaySettings,
+    partial_since: Option<tokio::time::Instant>,
+    guard: &Guard,
+    auth_deadline: tokio::time::Instant,
+) -> (tokio::time::Instant, Option<Bytes>) {
+    let now = tokio::time::Instant::now();
+    let mut deadline = (now + settings.idle, None);
+    if let Some(since) = partial_since {
+        let at = since + settings.partial_frame_timeout;
+        if at < deadline.0 {
+            let frame = nsq::error_frame(ErrorCode::Invalid, "command not completed in time");
+            deadline = (at, Some(frame));
+        }
+    }
+    if guard.awaiting_identity() && auth_deadline < deadline.0 {
+        let frame = nsq::error_frame(ErrorCode::AuthFirst, "AUTH not sent in time");
+        deadline = (auth_deadline, Some(frame));
+    }
+    deadline
+}
+
+/// Small reads for quiet connections, large ones while data streams in; a drained buffer that
+/// grew for one large frame is given back, so idle connections hold little memory.
+fn prepare_read_buffer(buf: &mut BytesMut, last_read_full: bool) {
+    if buf.is_empty() && buf.capacity() > LARGE_READ {
+        *buf = BytesMut::new();
+    }
+    let want = if last_read_full {
+        LARGE_READ
+    } else {
+        SMALL_READ
+    };
+    if buf.capacity() - buf.len() < want / 2 {
+        buf.reserve(want);
     }
 }
 
@@ -234,9 +308,11 @@ async fn flush<W: AsyncWrite + Unpin>(
         *owed = 0;
     }
     if !out.is_empty() {
-        upstream.write_all(out).await?;
+        // split() hands the bytes over and leaves `out` empty without capacity: an idle
+        // connection keeps no write buffer.
+        let chunk = out.split();
+        upstream.write_all(&chunk).await?;
         upstream.flush().await?;
-        out.clear();
     }
     Ok(())
 }
@@ -260,8 +336,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut owed: VecDeque<Slot> = VecDeque::new();
-    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = BytesMut::new();
     let mut slots_open = true;
+    let mut last_read_full = false;
     loop {
         // Frames already buffered are handled before waiting on anything.
         loop {
@@ -297,14 +374,13 @@ where
             out.extend_from_slice(&frame.raw);
         }
         if !out.is_empty() {
-            client.write_all(&out).await?;
+            let chunk = out.split();
+            client.write_all(&chunk).await?;
             client.flush().await?;
-            out.clear();
         }
 
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
+        prepare_read_buffer(&mut buf, last_read_full);
+        let spare = buf.capacity() - buf.len();
         tokio::select! {
             biased;
             slot = slots.recv(), if slots_open => match slot {
@@ -317,11 +393,13 @@ where
                 None => slots_open = false,
             },
             read = upstream.read_buf(&mut buf) => {
-                if read? == 0 {
+                let n = read?;
+                if n == 0 {
                     debug!("nsqd closed the connection");
                     let _ = client.shutdown().await;
                     return Ok(());
                 }
+                last_read_full = n == spare;
             }
         }
     }

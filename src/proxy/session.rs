@@ -5,16 +5,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{Method, Principal};
 use crate::config::ClientCertMode;
+use crate::limit::conn::{ConnPermit, Refusal};
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::proxy::guard::Guard;
 use crate::proxy::identify::{self, ClientIdentify, ClientLeg, IdentifyError};
+use crate::proxy::proxied::{self, ProxyHeaderError};
 use crate::proxy::relay::{self, RelaySettings};
 use crate::proxy::stream::{Io, Replay};
 use crate::proxy::upstream::{Upstream, UpstreamError};
@@ -36,6 +38,10 @@ enum SessionError {
     Timeout(&'static str),
     #[error("client closed the connection during {0}")]
     Closed(&'static str),
+    #[error("connection limit: {0}")]
+    Limited(#[from] Refusal),
+    #[error("{0}")]
+    ProxyHeader(#[from] ProxyHeaderError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -75,11 +81,11 @@ struct Opened {
     principal: Option<Principal>,
 }
 
-pub async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
+pub async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, permit: ConnPermit) {
     let span = tracing::info_span!("conn", %peer);
     async move {
         debug!("accepted");
-        match run(gateway, tcp, peer).await {
+        match run(gateway, tcp, peer, permit).await {
             Ok(()) => debug!("closed"),
             Err(e) => info!(error = %e, "connection ended"),
         }
@@ -88,9 +94,24 @@ pub async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
     .await
 }
 
-async fn run(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) -> Result<(), SessionError> {
+async fn run(
+    gateway: Arc<Gateway>,
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
+    mut permit: ConnPermit,
+) -> Result<(), SessionError> {
     tcp.set_nodelay(true)?;
-    let opened = tokio::time::timeout(gateway.config.timeouts.identify, open(&gateway, tcp))
+    let mut buf = BytesMut::new();
+    if gateway.config.proxy_protocol_from.contains(&peer.ip()) {
+        let header = proxied::read_header(&mut tcp, &mut buf, peer);
+        peer = tokio::time::timeout(gateway.config.timeouts.tls_handshake, header)
+            .await
+            .map_err(|_| SessionError::Timeout("the PROXY header"))??;
+        debug!(client = %peer, "PROXY header");
+    }
+    // Over a limit: closed at once, before any handshake.
+    permit.bind_ip(peer.ip())?;
+    let opened = tokio::time::timeout(gateway.config.timeouts.identify, open(&gateway, tcp, buf))
         .await
         .map_err(|_| SessionError::Timeout("IDENTIFY"))??;
     let settings = RelaySettings {
@@ -98,6 +119,8 @@ async fn run(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) -> Result<
         idle: gateway.config.timeouts.idle,
         max_frame_size: gateway.upstream.max_frame_size(),
         revocation_grace: gateway.config.auth.revocation_grace,
+        partial_frame_timeout: gateway.config.timeouts.partial_frame,
+        auth_timeout: gateway.config.timeouts.auth,
     };
     if let Some(principal) = &opened.principal {
         crate::audit::record(&crate::audit::Event {
@@ -108,7 +131,10 @@ async fn run(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) -> Result<
             ..Default::default()
         });
     }
-    let mut guard = Guard::new(gateway.clone(), peer, opened.principal);
+    if let Some(principal) = &opened.principal {
+        permit.bind_identity(&principal.identity)?;
+    }
+    let mut guard = Guard::new(gateway.clone(), peer, opened.principal, permit);
     relay::run(
         opened.client.into_io(),
         opened.buf,
@@ -121,23 +147,34 @@ async fn run(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) -> Result<
 }
 
 /// Runs the opening; on a refusal the client is told why before the connection closes.
-async fn open(gateway: &Gateway, tcp: TcpStream) -> Result<Opened, SessionError> {
-    let mut first = [0u8; 1];
-    let sniffed = tokio::time::timeout(gateway.config.timeouts.tls_handshake, tcp.peek(&mut first))
-        .await
-        .map_err(|_| SessionError::Timeout("the first bytes"))??;
-    if sniffed == 0 {
-        return Err(SessionError::Closed("the first bytes"));
-    }
+/// `buf` holds bytes already read (after a PROXY header), which belong to the client's stream.
+async fn open(
+    gateway: &Gateway,
+    tcp: TcpStream,
+    mut buf: BytesMut,
+) -> Result<Opened, SessionError> {
+    let first = match buf.first() {
+        Some(byte) => *byte,
+        None => {
+            let mut first = [0u8; 1];
+            let peek = tcp.peek(&mut first);
+            let sniffed = tokio::time::timeout(gateway.config.timeouts.tls_handshake, peek)
+                .await
+                .map_err(|_| SessionError::Timeout("the first bytes"))??;
+            if sniffed == 0 {
+                return Err(SessionError::Closed("the first bytes"));
+            }
+            first[0]
+        }
+    };
     let mut principal = None;
-    let mut client = if first[0] == TLS_HANDSHAKE_RECORD {
-        let (io, identity) = accept_tls(gateway, Replay::new(Bytes::new(), tcp)).await?;
+    let mut client = if first == TLS_HANDSHAKE_RECORD {
+        let (io, identity) = accept_tls(gateway, Replay::new(buf.split().freeze(), tcp)).await?;
         principal = identity;
         ClientStream::Secure(io)
     } else {
         ClientStream::Plain(tcp)
     };
-    let mut buf = BytesMut::with_capacity(4096);
     match opening(gateway, &mut client, &mut buf, &mut principal).await {
         Ok(upstream) => Ok(Opened {
             client,

@@ -1,0 +1,114 @@
+//! The PROXY protocol (v1 text, v2 binary) that TCP load balancers put in front of a
+//! connection, read only from configured trusted sources, so limits and the audit log see the
+//! real client address. Parsing is the `ppp` crate's; this reads just the header's bytes.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use ppp::{HeaderResult, PartialResult};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// A v2 header may carry TLVs; nothing legitimate needs more than this.
+const MAX_HEADER: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyHeaderError {
+    #[error("trusted source sent no valid PROXY header: {0}")]
+    Invalid(String),
+    #[error("PROXY header larger than {MAX_HEADER} bytes")]
+    TooLarge,
+    #[error("connection closed inside the PROXY header")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the header; returns the client address it names (`peer` for LOCAL/UNKNOWN) and leaves
+/// any bytes after the header in `buf`.
+pub async fn read_header(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+) -> Result<SocketAddr, ProxyHeaderError> {
+    loop {
+        if let Some((len, client)) = parse(buf, peer)? {
+            let _ = buf.split_to(len);
+            return Ok(client);
+        }
+        if buf.len() >= MAX_HEADER {
+            return Err(ProxyHeaderError::TooLarge);
+        }
+        buf.reserve(256);
+        if tcp.read_buf(buf).await? == 0 {
+            return Err(ProxyHeaderError::Closed);
+        }
+    }
+}
+
+/// Some((header length, client address)) once a whole header is buffered. No I/O.
+fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, SocketAddr)>, ProxyHeaderError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let result = HeaderResult::parse(buf);
+    if result.is_incomplete() {
+        return Ok(None);
+    }
+    match result {
+        HeaderResult::V1(Ok(header)) => {
+            let client = match header.addresses {
+                ppp::v1::Addresses::Tcp4(a) => SocketAddr::from((a.source_address, a.source_port)),
+                ppp::v1::Addresses::Tcp6(a) => SocketAddr::from((a.source_address, a.source_port)),
+                ppp::v1::Addresses::Unknown => peer,
+            };
+            Ok(Some((header.header.len(), client)))
+        }
+        HeaderResult::V2(Ok(header)) => {
+            let client = match header.addresses {
+                ppp::v2::Addresses::IPv4(a) => SocketAddr::from((a.source_address, a.source_port)),
+                ppp::v2::Addresses::IPv6(a) => SocketAddr::from((a.source_address, a.source_port)),
+                ppp::v2::Addresses::Unspecified | ppp::v2::Addresses::Unix(_) => peer,
+            };
+            Ok(Some((header.len(), client)))
+        }
+        HeaderResult::V1(Err(e)) => Err(ProxyHeaderError::Invalid(format!("{e:?}"))),
+        HeaderResult::V2(Err(e)) => Err(ProxyHeaderError::Invalid(format!("{e:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        "10.0.0.9:1234".parse().unwrap()
+    }
+
+    #[test]
+    fn v1_header_names_the_client_and_leaves_the_rest() {
+        let wire = b"PROXY TCP4 192.0.2.7 10.0.0.1 5555 4150\r\n  V2";
+        let (len, client) = parse(wire, peer()).unwrap().unwrap();
+        assert_eq!(client, "192.0.2.7:5555".parse().unwrap());
+        assert_eq!(&wire[len..], b"  V2");
+        assert!(parse(&wire[..20], peer()).unwrap().is_none());
+    }
+
+    #[test]
+    fn v2_header_names_the_client() {
+        let mut wire = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        wire.extend_from_slice(&[0x21, 0x11, 0, 12]);
+        wire.extend_from_slice(&[198, 51, 100, 4, 10, 0, 0, 1]);
+        wire.extend_from_slice(&7000u16.to_be_bytes());
+        wire.extend_from_slice(&4150u16.to_be_bytes());
+        wire.extend_from_slice(b"  V2");
+        let (len, client) = parse(&wire, peer()).unwrap().unwrap();
+        assert_eq!(client, "198.51.100.4:7000".parse().unwrap());
+        assert_eq!(&wire[len..], b"  V2");
+    }
+
+    #[test]
+    fn garbage_from_a_trusted_source_is_refused() {
+        assert!(parse(b"  V2IDENTIFY\n", peer()).is_err());
+    }
+}
