@@ -373,6 +373,11 @@ where
             }
             out.extend_from_slice(&frame.raw);
         }
+        // The last reply nsqd owed may have been just handled: a local reply queued behind it
+        // is due now.
+        if emit_due_local(&mut owed, &mut out, &mut client).await? {
+            return Ok(());
+        }
         if !out.is_empty() {
             let chunk = out.split();
             client.write_all(&chunk).await?;

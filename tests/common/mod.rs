@@ -125,6 +125,8 @@ pub struct Nsqd {
     child: Child,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// nsqd's HTTPS port (same certificate as the TCP TLS upgrade).
+    pub https: SocketAddr,
     pub data: tempfile::TempDir,
 }
 
@@ -171,10 +173,12 @@ impl Nsqd {
             .expect("start nsqd");
         wait_for_port(http, &mut child, "nsqd");
         wait_for_port(tcp, &mut child, "nsqd");
+        wait_for_port(https, &mut child, "nsqd");
         Nsqd {
             child,
             tcp,
             http,
+            https,
             data,
         }
     }
@@ -202,6 +206,10 @@ impl Nsqd {
 
     pub fn topic_exists(&self, name: &str) -> bool {
         self.topic(name).is_some()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {
