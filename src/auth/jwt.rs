@@ -307,8 +307,9 @@ impl JwtVerifier {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             _ => return Err(AuthError::MissingIdentityClaim),
         };
+        // The session cuts the token off where the verifier itself stops accepting it.
         let expires_at = UNIX_EPOCH
-            .checked_add(Duration::from_secs(exp))
+            .checked_add(Duration::from_secs(exp.saturating_add(self.leeway_secs)))
             .ok_or_else(|| AuthError::MalformedClaim("exp".to_owned()))?;
         Ok(Principal {
             identity,

@@ -19,7 +19,7 @@ fn hs256_good() {
     assert_eq!(principal.claimed_roles, ["reader", "writer"]);
     assert_eq!(
         principal.expires_at,
-        Some(UNIX_EPOCH + Duration::from_secs(NOW + 3600))
+        Some(UNIX_EPOCH + Duration::from_secs(NOW + 3600 + 60))
     );
 }
 
