@@ -2,7 +2,6 @@
 //! figment into [`RawConfig`], then checked into a [`Config`] whose values are ready to use.
 //! Every rejection names the file, the line (when the key is in the file) and the key.
 
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
