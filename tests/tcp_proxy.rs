@@ -381,3 +381,191 @@ async fn killing_nsqd_mid_publish_loses_no_acknowledged_message() {
     assert!(depth <= sent, "nsqd holds {depth} of {sent} sent");
     eprintln!("sent {sent}, acked {acked}, nsqd holds {depth}");
 }
+
+#[tokio::test]
+async fn heartbeats_pass_through_and_nop_keeps_the_connection() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let (mut client, reply) = RawClient::upgraded(
+        gate.addr,
+        &connector,
+        serde_json::json!({"heartbeat_interval": 1000}),
+    )
+    .await;
+    assert!(reply["max_rdy_count"].is_number(), "{reply}");
+    // read_frame answers each heartbeat with NOP itself; count them on the raw stream instead.
+    let mut heartbeats = 0;
+    let started = std::time::Instant::now();
+    while heartbeats < 3 {
+        let frame = client
+            .read_raw_frame_within(Duration::from_secs(5))
+            .await
+            .expect("a heartbeat from nsqd, through nsqgate");
+        assert!(frame.is_heartbeat(), "{}", frame_text(&frame));
+        heartbeats += 1;
+        client.send(&Command::Nop).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // Still alive after three heartbeat rounds.
+    let ok = client.publish("alive", b"x").await.expect("OK");
+    assert_eq!(&ok.data[..], b"OK");
+}
+
+#[tokio::test]
+async fn upstream_client_certificate_for_an_nsqd_that_requires_one() {
+    let pki = Pki::new();
+    pki.issue_client(
+        "gate-client",
+        &nsqgate::certs::ClientSubject {
+            common_name: "nsqgate".into(),
+            ..Default::default()
+        },
+    );
+    let ca = pki.path("ca.pem").display().to_string();
+    let nsqd = Nsqd::start_with(
+        &pki,
+        "nsqd",
+        &[
+            "--tls-client-auth-policy=require-verify",
+            &format!("--tls-root-ca-file={ca}"),
+        ],
+    );
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    // Without a client certificate nsqd refuses the upstream handshake.
+    let without = Gate::start(&pki, &nsqd);
+    let mut client = RawClient::plain(without.addr).await;
+    client
+        .send(&Command::Identify {
+            body: br#"{"feature_negotiation":true,"tls_v1":true}"#.to_vec().into(),
+        })
+        .await;
+    let frame = client.read_frame().await.expect("an error frame");
+    assert!(
+        frame_text(&frame).starts_with("E_IDENTIFY_FAILED"),
+        "{}",
+        frame_text(&frame)
+    );
+
+    // With upstream.tls_cert/tls_key it works.
+    let port = common::free_port();
+    let config = format!(
+        r#"
+[client]
+listen = "127.0.0.1:{port}"
+tls_cert = "gate.pem"
+tls_key = "gate.key"
+
+[upstream]
+nsqd_tcp_address = "{}"
+tls_server_name = "127.0.0.1"
+tls_ca = "ca.pem"
+tls_cert = "gate-client.pem"
+tls_key = "gate-client.key"
+
+{}"#,
+        nsqd.tcp,
+        common::ANONYMOUS
+    );
+    let with = Gate::start_config(&pki, &config, port);
+    let (mut client, _) = RawClient::upgraded(with.addr, &connector, serde_json::json!({})).await;
+    let ok = client.publish("mutual", b"x").await.expect("OK");
+    assert_eq!(&ok.data[..], b"OK");
+    assert_eq!(nsqd.message_count("mutual"), 1);
+}
+
+/// A stand-in for an nsqd auth server (nsqd's `--auth-http-address`): grants everything to the
+/// one secret it knows and records every secret it is asked about.
+fn auth_server(
+    secret: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let presented = request_line
+                .split(['?', '&', ' '])
+                .find_map(|kv| kv.strip_prefix("secret="))
+                .unwrap_or("")
+                .to_owned();
+            record.lock().unwrap().push(presented.clone());
+            let (status, body) = if presented == secret {
+                (
+                    "200 OK",
+                    r#"{"ttl":3600,"identity":"nsqgate","identity_url":"","authorizations":[{"topic":".*","channels":[".*"],"permissions":["subscribe","publish"]}]}"#,
+                )
+            } else {
+                ("403 Forbidden", r#"{"message":"NOT_AUTHORIZED"}"#)
+            };
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn nsqgate_authenticates_to_an_nsqd_that_requires_auth() {
+    let pki = Pki::new();
+    let (auth, seen) = auth_server("gate-secret");
+    let nsqd = Nsqd::start_with(&pki, "nsqd", &[&format!("--auth-http-address={auth}")]);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    // No upstream secret configured: nsqgate refuses rather than run unauthenticated.
+    let without = Gate::start(&pki, &nsqd);
+    let mut client = RawClient::plain(without.addr).await;
+    client
+        .send(&Command::Identify {
+            body: br#"{"feature_negotiation":true,"tls_v1":true}"#.to_vec().into(),
+        })
+        .await;
+    let frame = client.read_frame().await.expect("an error frame");
+    assert!(
+        frame_text(&frame).starts_with("E_IDENTIFY_FAILED"),
+        "{}",
+        frame_text(&frame)
+    );
+
+    let port = common::free_port();
+    let config = format!(
+        r#"
+[client]
+listen = "127.0.0.1:{port}"
+tls_cert = "gate.pem"
+tls_key = "gate.key"
+
+[upstream]
+nsqd_tcp_address = "{}"
+tls_server_name = "127.0.0.1"
+tls_ca = "ca.pem"
+auth_secret = "gate-secret"
+
+{}"#,
+        nsqd.tcp,
+        common::ANONYMOUS
+    );
+    let with = Gate::start_config(&pki, &config, port);
+    let (mut client, reply) =
+        RawClient::upgraded(with.addr, &connector, serde_json::json!({})).await;
+    // The client leg needs no AUTH of its own here (require_identity is off in this config).
+    assert_eq!(reply["auth_required"], false);
+    let ok = client.publish("authed", b"x").await.expect("OK");
+    assert_eq!(&ok.data[..], b"OK", "{}", frame_text(&ok));
+    assert_eq!(nsqd.message_count("authed"), 1);
+    assert!(seen.lock().unwrap().iter().any(|s| s == "gate-secret"));
+}

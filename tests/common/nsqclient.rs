@@ -136,6 +136,22 @@ impl RawClient {
         }
     }
 
+    /// The next frame, heartbeats included (not answered).
+    pub async fn read_raw_frame_within(&mut self, limit: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match nsq::decode_frame(&mut self.buf, 64 * 1024 * 1024) {
+                Ok(Some(frame)) => return Some(frame),
+                Ok(None) => {}
+                Err(e) => panic!("bad frame from server: {e}"),
+            }
+            match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
     /// True when the server closed the connection (EOF or reset) within `limit`.
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
         let mut scratch = [0u8; 1024];

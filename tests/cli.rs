@@ -1,0 +1,102 @@
+//! The command line: check-config exit codes and messages, dev certificates, API keys.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+use std::process::Command;
+
+fn nsqgate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nsqgate"))
+        .args(args)
+        .env_remove("NSQGATE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn certs_dev_then_check_config_accepts_a_good_file_and_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let (code, out, err) = nsqgate(&[
+        "certs",
+        "dev",
+        "--out",
+        certs.to_str().unwrap(),
+        "--host",
+        "localhost",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for name in ["ca", "nsqgate", "nsqd", "client"] {
+        assert!(certs.join(format!("{name}.pem")).is_file(), "{out}");
+        assert!(certs.join(format!("{name}.key")).is_file());
+    }
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.toml"), "[roles.r]\n").unwrap();
+    let good = r#"
+[client]
+listen = "127.0.0.1:4150"
+tls_cert = "certs/nsqgate.pem"
+tls_key = "certs/nsqgate.key"
+
+[upstream]
+nsqd_tcp_address = "127.0.0.1:4151"
+tls_server_name = "localhost"
+tls_ca = "certs/ca.pem"
+"#;
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(&file, good).unwrap();
+    let (code, out, err) = nsqgate(&["check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    std::fs::write(
+        &file,
+        good.replace(
+            "tls_server_name = \"localhost\"\n",
+            "tls_server_nme = \"localhost\"\n",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = nsqgate(&["check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("proxy.toml: line 9: `upstream.tls_server_nme`: unknown key"),
+        "{err}"
+    );
+
+    let (code, _, err) = nsqgate(&["check-config", "--config", "/nonexistent/proxy.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/proxy.toml"), "{err}");
+
+    // The example shipped with the project documents keys that really exist.
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml.example"))
+            .unwrap();
+    std::fs::write(&file, example).unwrap();
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    let (code, out, err) = nsqgate(&["check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "proxy.toml.example does not check out: {out}{err}");
+}
+
+#[test]
+fn keys_new_prints_a_fresh_key_and_its_policy_entry() {
+    let (code, first, _) = nsqgate(&["keys", "new", "--identity", "billing", "--role", "writer"]);
+    assert_eq!(code, 0);
+    let (_, second, _) = nsqgate(&["keys", "new", "--identity", "billing"]);
+    let key = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("nsqk_"))
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(key(&first), key(&second));
+    let hash = nsqgate::auth::apikey::hash_hex(key(&first).as_bytes());
+    assert!(first.contains(&format!("sha256 = \"{hash}\"")), "{first}");
+    assert!(
+        first.contains("[api_keys.\"billing\"]") && first.contains("roles = [\"writer\"]"),
+        "{first}"
+    );
+}
