@@ -35,6 +35,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             conns.evict_idle();
         }
     });
+    // The HTTP fronts share the gateway's policy, JWT verifier and TLS set-up.
+    crate::http::spawn(gateway.clone(), shutdown.clone()).await?;
     let listener = Listener::bind(gateway).await?;
     listener.run(shutdown).await;
     Ok(())

@@ -2,6 +2,8 @@
 //! figment into [`RawConfig`], then checked into a [`Config`] whose values are ready to use.
 //! Every rejection names the file, the line (when the key is in the file) and the key.
 
+pub mod http;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +63,8 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub http: Option<http::RawHttp>,
     #[serde(default)]
     pub connections: RawConnections,
     #[serde(default)]
@@ -280,6 +284,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub auth: AuthConfig,
     pub audit_file: Option<PathBuf>,
+    pub http: Option<http::HttpConfig>,
     /// Most messages one MPUB may carry.
     pub max_mpub_messages: u32,
     pub connections: ConnSettings,
@@ -614,6 +619,9 @@ impl Config {
             rates,
             source: at.file.to_owned(),
             client,
+            http: (raw.http)
+                .map(|h| http::HttpConfig::from_raw(h, upstream.tls.is_some(), at))
+                .transpose()?,
             upstream,
             limits,
             timeouts,

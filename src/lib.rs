@@ -11,6 +11,7 @@
 //! - [`tls`]: rustls server and client configurations built from [`config`].
 //! - [`certs`]: development certificate authority and leaf certificates (rcgen).
 //! - [`proxy`]: the listeners and the per-connection NSQ sessions (all network I/O).
+//! - [`http`]: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin.
 //! - [`audit`]: the audit trail of authentication and authorization decisions.
 //! - [`app`]: wires configuration to listeners and runs until shutdown.
 
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod explain;
+pub mod http;
 pub mod identity;
 pub mod limit;
 pub mod nsq;

@@ -1,0 +1,279 @@
+//! The `[http]` section: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin. The serde
+//! shape ([`RawHttp`]) and its validated form ([`HttpConfig`]); no I/O here.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, Locator};
+
+// === raw, as written ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Deadline for an upstream's response head (nsqd's /debug/pprof/profile takes 30 s).
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout_ms: u64,
+    /// Deadline for reading a client's request head and body.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    pub nsqd: Option<RawNsqdFront>,
+    pub lookupd: Option<RawLookupdFront>,
+    pub nsqadmin: Option<RawAdminFront>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNsqdFront {
+    pub listen: String,
+    pub plain_listen: Option<String>,
+    pub upstream: String,
+    #[serde(default = "default_true")]
+    pub upstream_tls: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLookupdFront {
+    pub listen: String,
+    pub plain_listen: Option<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub nodes: Vec<RawNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub broadcast_address: String,
+    pub tcp_port: u16,
+    pub http_port: u16,
+    pub gate_address: String,
+    pub gate_tcp_port: u16,
+    pub gate_http_port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminFront {
+    pub listen: String,
+    pub upstream: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_upstream_timeout() -> u64 {
+    60_000
+}
+
+fn default_request_timeout() -> u64 {
+    30_000
+}
+
+// === validated ===
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub upstream_timeout: Duration,
+    pub request_timeout: Duration,
+    pub nsqd: Option<NsqdFront>,
+    pub lookupd: Option<LookupdFront>,
+    pub nsqadmin: Option<AdminFront>,
+}
+
+/// The HTTPS front of nsqd's HTTP API.
+#[derive(Clone, Debug)]
+pub struct NsqdFront {
+    pub listen: SocketAddr,
+    /// A plain-HTTP listener that only tells clients to move to `listen` (403 TLS_REQUIRED).
+    pub plain_listen: Option<SocketAddr>,
+    /// nsqd's `--https-address` (or its plain `--http-address` when `upstream_tls` is off).
+    pub upstream: String,
+    /// Verified TLS to nsqd with the `[upstream]` CA and server name; off only when the file
+    /// says `upstream_tls = false`.
+    pub upstream_tls: bool,
+}
+
+/// The HTTPS front of nsqlookupd, rewriting producers to nsqgate addresses.
+#[derive(Clone, Debug)]
+pub struct LookupdFront {
+    pub listen: SocketAddr,
+    pub plain_listen: Option<SocketAddr>,
+    /// nsqlookupd's HTTP address; nsqlookupd has no TLS, so this leg is plain HTTP.
+    pub upstream: String,
+    /// The nsqd instances nsqgate fronts; producers not listed here are dropped.
+    pub nodes: Vec<NodeMapping>,
+}
+
+/// One nsqd as nsqlookupd knows it, and the nsqgate address clients should use instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeMapping {
+    pub broadcast_address: String,
+    pub tcp_port: u16,
+    pub http_port: u16,
+    pub gate_address: String,
+    pub gate_tcp_port: u16,
+    pub gate_http_port: u16,
+}
+
+/// The HTTPS front of nsqadmin.
+#[derive(Clone, Debug)]
+pub struct AdminFront {
+    pub listen: SocketAddr,
+    /// nsqadmin's `--http-address` (plain HTTP; run it where only nsqgate can reach it).
+    pub upstream: String,
+}
+
+// === impl HttpConfig ===
+
+impl HttpConfig {
+    /// Validates the section; `upstream_tls_configured` says whether `[upstream]` has TLS
+    /// settings (CA and server name) the nsqd front can verify nsqd's HTTPS port with.
+    pub(super) fn from_raw(
+        raw: RawHttp,
+        upstream_tls_configured: bool,
+        at: &Locator<'_>,
+    ) -> Result<HttpConfig, ConfigError> {
+        let nsqd = match raw.nsqd {
+            Some(front) => Some(nsqd_front(front, upstream_tls_configured, at)?),
+            None => None,
+        };
+        let lookupd = match raw.lookupd {
+            Some(front) => Some(lookupd_front(front, at)?),
+            None => None,
+        };
+        let nsqadmin = match raw.nsqadmin {
+            Some(front) => Some(AdminFront {
+                listen: address(at, "http.nsqadmin.listen", &front.listen)?,
+                upstream: host_port(at, "http.nsqadmin.upstream", front.upstream)?,
+            }),
+            None => None,
+        };
+        let mut seen = HashSet::new();
+        let listeners = [
+            ("http.nsqd.listen", nsqd.as_ref().map(|f| f.listen)),
+            (
+                "http.nsqd.plain_listen",
+                nsqd.as_ref().and_then(|f| f.plain_listen),
+            ),
+            ("http.lookupd.listen", lookupd.as_ref().map(|f| f.listen)),
+            (
+                "http.lookupd.plain_listen",
+                lookupd.as_ref().and_then(|f| f.plain_listen),
+            ),
+            ("http.nsqadmin.listen", nsqadmin.as_ref().map(|f| f.listen)),
+        ];
+        for (key, listen) in listeners {
+            if let Some(listen) = listen {
+                if listen.port() != 0 && !seen.insert(listen) {
+                    return Err(at.invalid(key, format!("{listen} is used by another listener")));
+                }
+            }
+        }
+        Ok(HttpConfig {
+            upstream_timeout: millis(at, "http.upstream_timeout_ms", raw.upstream_timeout_ms)?,
+            request_timeout: millis(at, "http.request_timeout_ms", raw.request_timeout_ms)?,
+            nsqd,
+            lookupd,
+            nsqadmin,
+        })
+    }
+}
+
+fn nsqd_front(
+    raw: RawNsqdFront,
+    upstream_tls_configured: bool,
+    at: &Locator<'_>,
+) -> Result<NsqdFront, ConfigError> {
+    if raw.upstream_tls && !upstream_tls_configured {
+        return Err(at.invalid(
+            "http.nsqd.upstream_tls",
+            "verifying nsqd's HTTPS port needs [upstream] tls_ca and tls_server_name; \
+             set upstream_tls = false only for a plaintext nsqd on the same host"
+                .into(),
+        ));
+    }
+    Ok(NsqdFront {
+        listen: address(at, "http.nsqd.listen", &raw.listen)?,
+        plain_listen: match &raw.plain_listen {
+            Some(plain) => Some(address(at, "http.nsqd.plain_listen", plain)?),
+            None => None,
+        },
+        upstream: host_port(at, "http.nsqd.upstream", raw.upstream)?,
+        upstream_tls: raw.upstream_tls,
+    })
+}
+
+fn lookupd_front(raw: RawLookupdFront, at: &Locator<'_>) -> Result<LookupdFront, ConfigError> {
+    let mut known = HashSet::new();
+    let mut nodes = Vec::with_capacity(raw.nodes.len());
+    for (index, node) in raw.nodes.into_iter().enumerate() {
+        if node.broadcast_address.is_empty() || node.gate_address.is_empty() {
+            return Err(at.invalid(
+                "http.lookupd.nodes",
+                format!("nodes[{index}]: broadcast_address and gate_address may not be empty"),
+            ));
+        }
+        let key = (
+            node.broadcast_address.clone(),
+            node.tcp_port,
+            node.http_port,
+        );
+        if !known.insert(key) {
+            return Err(at.invalid(
+                "http.lookupd.nodes",
+                format!(
+                    "nodes[{index}]: {}:{} is listed twice",
+                    node.broadcast_address, node.tcp_port
+                ),
+            ));
+        }
+        nodes.push(NodeMapping {
+            broadcast_address: node.broadcast_address,
+            tcp_port: node.tcp_port,
+            http_port: node.http_port,
+            gate_address: node.gate_address,
+            gate_tcp_port: node.gate_tcp_port,
+            gate_http_port: node.gate_http_port,
+        });
+    }
+    Ok(LookupdFront {
+        listen: address(at, "http.lookupd.listen", &raw.listen)?,
+        plain_listen: match &raw.plain_listen {
+            Some(plain) => Some(address(at, "http.lookupd.plain_listen", plain)?),
+            None => None,
+        },
+        upstream: host_port(at, "http.lookupd.upstream", raw.upstream)?,
+        nodes,
+    })
+}
+
+fn address(at: &Locator<'_>, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|e| at.invalid(key, format!("not an IP:port address: {e}")))
+}
+
+/// `host:port`, resolved at connect time so a container name works.
+fn host_port(at: &Locator<'_>, key: &str, text: String) -> Result<String, ConfigError> {
+    let valid = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid && !text.contains('/') {
+        Ok(text)
+    } else {
+        Err(at.invalid(key, "expected host:port (no scheme, no path)".into()))
+    }
+}
+
+fn millis(at: &Locator<'_>, key: &str, value: u64) -> Result<Duration, ConfigError> {
+    if value == 0 {
+        Err(at.invalid(key, "must be greater than 0".into()))
+    } else {
+        Ok(Duration::from_millis(value))
+    }
+}

@@ -1,0 +1,73 @@
+//! What a caller may see or do over HTTP, as pure questions to the policy. No I/O, no audit
+//! (listing filters ask many questions; only the decisions that gate a request are audited, in
+//! `caller`).
+//!
+//! The policy answers about concrete names, so "every topic" is asked with two probe names
+//! that share no character: only a rule whose pattern is `*` (or `**`) matches both, so
+//! [`Access::global`] holds exactly when a rule on topic `*` allows the action.
+
+use crate::policy::{Action, Policy, Subject};
+
+/// Two valid NSQ names with no character in common: a pattern with any literal in it cannot
+/// match both.
+const PROBES: [&str; 2] = ["0", "_"];
+
+/// One caller's view of one policy version.
+pub struct Access<'a> {
+    pub policy: &'a Policy,
+    pub subject: Subject<'a>,
+}
+
+// === impl Access ===
+
+impl Access<'_> {
+    pub fn may(&self, action: Action, topic: &str, channel: Option<&str>) -> bool {
+        self.policy
+            .check(&self.subject, action, topic, channel)
+            .decision
+            .is_allow()
+    }
+
+    /// An allow rule on topic `*` (every channel too, for subscribe).
+    pub fn global(&self, action: Action) -> bool {
+        PROBES.iter().all(|topic| match action {
+            Action::Subscribe => PROBES
+                .iter()
+                .all(|channel| self.may(action, topic, Some(channel))),
+            _ => self.may(action, topic, None),
+        })
+    }
+
+    /// Admin on `*`: the operator's view (debug, config, metrics, every producer).
+    pub fn global_admin(&self) -> bool {
+        self.global(Action::Admin)
+    }
+
+    /// Read access to cluster-wide views (nsqadmin pages): admin or subscribe on `*`.
+    pub fn global_read(&self) -> bool {
+        self.global_admin() || self.global(Action::Subscribe)
+    }
+
+    /// A channel is visible to whoever may subscribe to it or administer it.
+    pub fn channel_visible(&self, topic: &str, channel: &str) -> bool {
+        self.may(Action::Subscribe, topic, Some(channel))
+            || self.may(Action::Admin, topic, Some(channel))
+    }
+
+    /// A topic is visible to whoever may administer or publish to it, subscribe to any channel
+    /// name (a rule with channel `*`), or see one of its existing `channels`.
+    pub fn topic_visible<'c>(
+        &self,
+        topic: &str,
+        channels: impl IntoIterator<Item = &'c str>,
+    ) -> bool {
+        self.may(Action::Admin, topic, None)
+            || self.may(Action::Publish, topic, None)
+            || PROBES
+                .iter()
+                .all(|probe| self.may(Action::Subscribe, topic, Some(probe)))
+            || channels
+                .into_iter()
+                .any(|channel| self.channel_visible(topic, channel))
+    }
+}

@@ -1,0 +1,194 @@
+//! Who is calling and whether one request may go on: identity from a bearer token,
+//! `X-NSQ-Auth` or the client certificate, then one policy decision, both audited exactly like
+//! the TCP path. Returns the refusal to send when the answer is no.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ::http::HeaderMap;
+
+use crate::audit::{self, Event};
+use crate::auth::{self, Method, Principal};
+use crate::http::access::Access;
+use crate::http::reply::{self, Refusal};
+use crate::http::request::{self, Credential};
+use crate::identity;
+use crate::policy::{Action, Decision, Policy, Subject};
+use crate::proxy::Gateway;
+
+/// The identity of a caller without credentials when `auth.require_identity` is off (the same
+/// name the TCP path uses, so one policy entry covers both).
+const ANONYMOUS: &str = "anonymous";
+
+/// What one accepted connection knows about its client.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// From a client certificate verified in the TLS handshake.
+    pub cert: Option<Principal>,
+}
+
+/// An authenticated caller of one request, with the policy version it is judged by.
+pub struct Caller {
+    pub principal: Principal,
+    pub policy: Arc<Policy>,
+    pub peer: SocketAddr,
+}
+
+// === impl Caller ===
+
+impl Caller {
+    /// Authenticates the request: an explicit credential wins over the certificate. A bad
+    /// credential is a 401 even when a certificate or anonymity would have been enough.
+    pub fn authenticate(
+        gateway: &Gateway,
+        conn: &Conn,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Refusal> {
+        let policy = gateway.policy.borrow().clone();
+        let principal = match request::credential(headers) {
+            Credential::Secret(secret) => {
+                let fingerprint = auth::fingerprint(secret);
+                match identity::from_secret(secret, gateway.jwt.as_ref(), &policy) {
+                    Ok(principal) => {
+                        audit::record(&Event {
+                            remote: Some(conn.peer),
+                            principal: Some(&principal),
+                            action: "auth",
+                            outcome: "success",
+                            fingerprint: Some(&fingerprint),
+                            reason: Some("http"),
+                            ..Event::default()
+                        });
+                        principal
+                    }
+                    Err(e) => {
+                        audit::record(&Event {
+                            remote: Some(conn.peer),
+                            action: "auth",
+                            outcome: "failure",
+                            reason: Some(&e.to_string()),
+                            fingerprint: Some(&fingerprint),
+                            method: Some(identity::method_name(secret)),
+                            ..Event::default()
+                        });
+                        return Err(reply::unauthenticated().into());
+                    }
+                }
+            }
+            Credential::Unusable => {
+                audit::record(&Event {
+                    remote: Some(conn.peer),
+                    action: "auth",
+                    outcome: "failure",
+                    reason: Some("unusable Authorization header (expected Bearer)"),
+                    ..Event::default()
+                });
+                return Err(reply::unauthenticated().into());
+            }
+            Credential::None => match (&conn.cert, gateway.config.auth.require_identity) {
+                (Some(principal), _) => principal.clone(),
+                (None, false) => Principal {
+                    identity: ANONYMOUS.to_owned(),
+                    method: Method::Named,
+                    claimed_roles: Vec::new(),
+                    expires_at: None,
+                },
+                (None, true) => return Err(reply::unauthenticated().into()),
+            },
+        };
+        Ok(Caller {
+            principal,
+            policy,
+            peer: conn.peer,
+        })
+    }
+
+    pub fn access(&self) -> Access<'_> {
+        Access {
+            policy: &self.policy,
+            subject: self.subject(),
+        }
+    }
+
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            identity: &self.principal.identity,
+            claimed_roles: &self.principal.claimed_roles,
+        }
+    }
+
+    /// One audited decision that gates the request; the refusal names action and topic.
+    pub fn authorize(
+        &self,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let check = self.policy.check(&self.subject(), action, topic, channel);
+        self.record(action, topic, channel, &check.decision, false);
+        if let Some(would) = &check.audit {
+            self.record(action, topic, channel, would, true);
+        }
+        if check.decision.is_allow() {
+            Ok(())
+        } else {
+            Err(reply::forbidden(action.as_str(), topic, channel).into())
+        }
+    }
+
+    /// An operator-only request (debug, config, metrics): needs an admin rule on topic `*`.
+    pub fn authorize_global_admin(&self, what: &str) -> Result<(), Refusal> {
+        let allowed = self.access().global_admin();
+        self.authorize_global("admin", allowed, what)
+    }
+
+    /// Audits and enforces a cluster-wide decision already made (`allowed`) for `what`.
+    pub fn authorize_global(&self, action: &str, allowed: bool, what: &str) -> Result<(), Refusal> {
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: Some(&self.principal),
+            action,
+            topic: Some("*"),
+            outcome: if allowed { "allow" } else { "deny" },
+            reason: Some(what),
+            ..Event::default()
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(reply::forbidden(action, "*", None).into())
+        }
+    }
+
+    fn record(
+        &self,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+        decision: &Decision,
+        would: bool,
+    ) {
+        let outcome = match (decision.is_allow(), would) {
+            (true, false) => "allow",
+            (false, false) => "deny",
+            (true, true) => "would_allow",
+            (false, true) => "would_deny",
+        };
+        let reason = match decision {
+            Decision::Deny { reason, .. } => Some(reason.as_str()),
+            Decision::Allow { .. } => None,
+        };
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: Some(&self.principal),
+            action: action.as_str(),
+            topic: Some(topic),
+            channel,
+            rule: decision.rule(),
+            outcome,
+            reason,
+            ..Event::default()
+        });
+    }
+}

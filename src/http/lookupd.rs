@@ -1,0 +1,267 @@
+//! The nsqlookupd front: discovery answers rewritten so clients only ever learn nsqgate
+//! addresses, and only about topics they may see; mutations need `admin`.
+//!
+//! | path | who |
+//! |---|---|
+//! | `/ping`, `/info` | anyone |
+//! | `/lookup`, `/topics`, `/channels`, `/nodes` | any identity; filtered and rewritten |
+//! | `/topic/create|delete|tombstone`, `/channel/create|delete` | `admin` on topic (channel) |
+//! | `/debug`, `/debug/pprof/*`, `/metrics` | an `admin` rule on topic `*` |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{HeaderMap, Method, Response, StatusCode};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::Request;
+use serde_json::Value;
+use tracing::warn;
+
+use crate::config::http::NodeMapping;
+use crate::http::body;
+use crate::http::caller::{Caller, Conn};
+use crate::http::metrics::Metrics;
+use crate::http::reply::{self, Body, Refusal};
+use crate::http::request::Query;
+use crate::http::rewrite;
+use crate::http::upstream::{self, HttpUpstream, UpstreamHttpError};
+use crate::http::{forward, upstream_failed, MAX_FILTERED_RESPONSE};
+use crate::policy::Action;
+use crate::proxy::Gateway;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Open,
+    Lookup,
+    Topics,
+    Channels,
+    Nodes,
+    TopicAdmin,
+    ChannelAdmin,
+    Tombstone,
+    Operator,
+    Metrics,
+}
+
+fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
+    let (route, allowed): (Route, &[Method]) = match path {
+        "/ping" | "/info" => (Route::Open, &[Method::GET]),
+        "/lookup" => (Route::Lookup, &[Method::GET]),
+        "/topics" => (Route::Topics, &[Method::GET]),
+        "/channels" => (Route::Channels, &[Method::GET]),
+        "/nodes" => (Route::Nodes, &[Method::GET]),
+        "/topic/create" | "/topic/delete" => (Route::TopicAdmin, &[Method::POST]),
+        "/channel/create" | "/channel/delete" => (Route::ChannelAdmin, &[Method::POST]),
+        "/topic/tombstone" => (Route::Tombstone, &[Method::POST]),
+        "/metrics" => (Route::Metrics, &[Method::GET]),
+        "/debug" | "/debug/pprof" => (Route::Operator, &[Method::GET]),
+        "/debug/pprof/symbol" => (Route::Operator, &[Method::GET, Method::POST]),
+        p if p.strip_prefix("/debug/pprof/").is_some_and(|name| {
+            [
+                "cmdline",
+                "profile",
+                "heap",
+                "goroutine",
+                "block",
+                "threadcreate",
+            ]
+            .contains(&name)
+        }) =>
+        {
+            (Route::Operator, &[Method::GET])
+        }
+        _ => return Err(reply::not_found().into()),
+    };
+    if allowed.contains(method) {
+        Ok(route)
+    } else {
+        Err(reply::method_not_allowed().into())
+    }
+}
+
+/// The nsqlookupd front of one listener.
+pub struct LookupdFront {
+    gateway: Arc<Gateway>,
+    upstream: HttpUpstream,
+    metrics: Arc<Metrics>,
+    /// The nsqd instances nsqgate fronts, and their nsqgate addresses.
+    nodes: Vec<NodeMapping>,
+}
+
+// === impl LookupdFront ===
+
+impl LookupdFront {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        upstream: HttpUpstream,
+        metrics: Arc<Metrics>,
+        nodes: Vec<NodeMapping>,
+    ) -> LookupdFront {
+        LookupdFront {
+            gateway,
+            upstream,
+            metrics,
+            nodes,
+        }
+    }
+
+    pub async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+        let route = match route(req.method(), req.uri().path()) {
+            Ok(route) => route,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let path = req.uri().path().to_owned();
+        let query = Query::parse(req.uri().query());
+        let headers = upstream::forwarded_headers(req.headers());
+        if route == Route::Open {
+            return self.send(Method::GET, &path, headers).await;
+        }
+        let caller = match Caller::authenticate(&self.gateway, conn, req.headers()) {
+            Ok(caller) => caller,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let topic = query.get("topic");
+        let channel = query.get("channel");
+        match route {
+            Route::Open => reply::not_found(),
+            Route::Lookup => self.lookup(&caller, &query, headers).await,
+            Route::Topics => match self.fetch(&path, headers).await {
+                Ok(mut reply) => {
+                    rewrite::topics(&mut reply, &caller.access());
+                    reply::json(StatusCode::OK, &reply)
+                }
+                Err(response) => response,
+            },
+            Route::Channels => {
+                let Some(topic) = topic else {
+                    return reply::bad_request("MISSING_ARG_TOPIC");
+                };
+                let target = query.only(&["topic"]).with_path(&path);
+                match self.fetch(&target, headers).await {
+                    Ok(mut reply) => {
+                        rewrite::channels(&mut reply, topic, &caller.access());
+                        reply::json(StatusCode::OK, &reply)
+                    }
+                    Err(response) => response,
+                }
+            }
+            Route::Nodes => match self.fetch(&path, headers).await {
+                Ok(mut reply) => {
+                    self.rewrite(&mut reply);
+                    rewrite::node_topics(&mut reply, &caller.access());
+                    reply::json(StatusCode::OK, &reply)
+                }
+                Err(response) => response,
+            },
+            Route::TopicAdmin | Route::ChannelAdmin | Route::Tombstone => {
+                let Some(topic) = topic else {
+                    return reply::bad_request("MISSING_ARG_TOPIC");
+                };
+                let channel = match (route, channel) {
+                    (Route::ChannelAdmin, None) => {
+                        return reply::bad_request("MISSING_ARG_CHANNEL")
+                    }
+                    (Route::ChannelAdmin, Some(channel)) => Some(channel),
+                    _ => None,
+                };
+                if let Err(refusal) = caller.authorize(Action::Admin, topic, channel) {
+                    return refusal.into_response();
+                }
+                let mut upstream_query = query.only(&["topic", "channel", "node"]);
+                if let Some(node) = query.get("node") {
+                    upstream_query.set("node", &rewrite::tombstone_node(node, &self.nodes));
+                }
+                let target = upstream_query.with_path(&path);
+                self.send(Method::POST, &target, headers).await
+            }
+            Route::Operator => match caller.authorize_global_admin(&path) {
+                Ok(()) => {
+                    let target = query.with_path(&path);
+                    self.send(req.method().clone(), &target, headers).await
+                }
+                Err(refusal) => refusal.into_response(),
+            },
+            Route::Metrics => match caller.authorize_global_admin("/metrics") {
+                Ok(()) => reply::text(StatusCode::OK, self.metrics.render()),
+                Err(refusal) => refusal.into_response(),
+            },
+        }
+    }
+
+    /// `/lookup?topic=`: a topic the caller may not see is as unknown as a missing one.
+    async fn lookup(&self, caller: &Caller, query: &Query, headers: HeaderMap) -> Response<Body> {
+        let Some(topic) = query.get("topic") else {
+            return reply::bad_request("MISSING_ARG_TOPIC");
+        };
+        let target = query.only(&["topic"]).with_path("/lookup");
+        let mut reply = match self.fetch(&target, headers).await {
+            Ok(reply) => reply,
+            Err(response) => return response,
+        };
+        let access = caller.access();
+        let channels = rewrite::channel_names(&reply);
+        if !access.topic_visible(topic, channels.iter().map(String::as_str)) {
+            return reply::error(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND");
+        }
+        rewrite::channels(&mut reply, topic, &access);
+        self.rewrite(&mut reply);
+        reply::json(StatusCode::OK, &reply)
+    }
+
+    /// Maps producers to nsqgate addresses; unknown ones are dropped, logged and counted.
+    fn rewrite(&self, reply: &mut Value) {
+        let dropped = rewrite::producers(reply, &self.nodes);
+        for producer in &dropped {
+            warn!(
+                broadcast_address = %producer.broadcast_address,
+                tcp_port = producer.tcp_port,
+                http_port = producer.http_port,
+                remote_address = %producer.remote_address,
+                "nsqlookupd lists a producer that is not a configured node; dropped"
+            );
+        }
+        Metrics::add(
+            &self.metrics.rogue_producers,
+            u64::try_from(dropped.len()).unwrap_or(u64::MAX),
+        );
+    }
+
+    /// GETs a JSON reply to filter; a non-200 answer is passed on as nsqlookupd gave it.
+    async fn fetch(&self, target: &str, headers: HeaderMap) -> Result<Value, Response<Body>> {
+        let response = self
+            .upstream
+            .send(Method::GET, target, headers, Bytes::new())
+            .await
+            .map_err(|e| upstream_failed(&self.metrics, &e))?;
+        let status = response.status();
+        let body = body::read_limited(
+            &mut response.into_body(),
+            MAX_FILTERED_RESPONSE,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| {
+            upstream_failed(
+                &self.metrics,
+                &UpstreamHttpError::Timeout(format!("{}: {e}", self.upstream.address())),
+            )
+        })?;
+        if status != StatusCode::OK {
+            return Err(reply::json_bytes(status, body));
+        }
+        serde_json::from_slice(&body).map_err(|_| reply::bad_gateway())
+    }
+
+    async fn send(&self, method: Method, target: &str, headers: HeaderMap) -> Response<Body> {
+        forward(
+            &self.upstream,
+            &self.metrics,
+            method,
+            target,
+            headers,
+            Bytes::new(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,66 @@
+//! Counters of the HTTP fronts, shared by every listener and rendered in the Prometheus text
+//! exposition format for the admin-only `/metrics` endpoint. No I/O here.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Passed to each front (not a global), so tests and several gateways stay independent.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests answered, any status.
+    pub requests: AtomicU64,
+    /// Requests refused with 401 or 403.
+    pub refused: AtomicU64,
+    /// Producers nsqlookupd listed that are not among the configured nodes (a rogue or
+    /// misconfigured nsqd), dropped from /lookup and /nodes.
+    pub rogue_producers: AtomicU64,
+    /// Request heads refused before parsing (Content-Length/Transfer-Encoding tricks).
+    pub smuggling: AtomicU64,
+    /// Upstream exchanges that failed (connect, TLS, timeout).
+    pub upstream_errors: AtomicU64,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let counters = [
+            (
+                "nsqgate_http_requests_total",
+                "HTTP requests answered by nsqgate's HTTP fronts.",
+                &self.requests,
+            ),
+            (
+                "nsqgate_http_refused_total",
+                "HTTP requests refused with 401 or 403.",
+                &self.refused,
+            ),
+            (
+                "nsqgate_lookupd_rogue_producers_dropped_total",
+                "Producers from nsqlookupd not among the configured nodes, dropped from replies.",
+                &self.rogue_producers,
+            ),
+            (
+                "nsqgate_http_smuggling_refused_total",
+                "Request heads refused for ambiguous framing (Content-Length/Transfer-Encoding).",
+                &self.smuggling,
+            ),
+            (
+                "nsqgate_http_upstream_errors_total",
+                "Upstream HTTP exchanges that failed.",
+                &self.upstream_errors,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, counter) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        out
+    }
+}

@@ -1,0 +1,213 @@
+//! The HTTP side of nsqgate: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin, with
+//! the same identities, policy and audit trail as the NSQ TCP listener.
+//!
+//! Layout (sans-io files first):
+//! - [`request`]: request-head screening (smuggling), query parameters, credentials.
+//! - [`reply`]: nsqd-style V1 responses nsqgate answers itself.
+//! - [`access`]: what a caller may see, as pure policy questions.
+//! - [`publish`]: nsqd's `/pub` and `/mpub` body rules.
+//! - [`stats`]: `/stats` filtered to what the caller may see, rendered as JSON or text.
+//! - [`rewrite`]: nsqlookupd replies with producers mapped to nsqgate addresses.
+//! - [`metrics`]: counters, rendered for the admin-only `/metrics`.
+//! - [`caller`]: authentication and audited authorization of one request.
+//! - [`body`], [`upstream`], [`server`]: the I/O: capped body reads, the client leg to the
+//!   NSQ daemons, the listeners.
+//! - [`nsqd`], [`lookupd`], [`nsqadmin`]: the three fronts' routing.
+
+pub mod access;
+pub mod body;
+pub mod caller;
+pub mod lookupd;
+pub mod metrics;
+pub mod nsqadmin;
+pub mod nsqd;
+pub mod publish;
+pub mod reply;
+pub mod request;
+pub mod rewrite;
+pub mod server;
+pub mod stats;
+pub mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ::http::{Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::Request;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::proxy::{Gateway, StartError};
+use crate::tls::{self, TlsError};
+use caller::Conn;
+use metrics::Metrics;
+use reply::Body;
+use upstream::{HttpUpstream, UpstreamHttpError};
+
+/// Largest upstream reply nsqgate buffers to filter (/stats, /lookup, /nodes, /topics).
+pub const MAX_FILTERED_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// One HTTP front: which daemon it stands in front of, and how.
+pub enum Front {
+    Nsqd(nsqd::NsqdFront),
+    Lookupd(lookupd::LookupdFront),
+    Nsqadmin(nsqadmin::AdminFront),
+}
+
+// === impl Front ===
+
+impl Front {
+    pub async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+        match self {
+            Front::Nsqd(front) => front.handle(conn, req).await,
+            Front::Lookupd(front) => front.handle(conn, req).await,
+            Front::Nsqadmin(front) => front.handle(conn, req).await,
+        }
+    }
+}
+
+/// Binds every configured HTTP listener and spawns them; they stop when `shutdown` turns
+/// true. Nothing is spawned unless every listener could be bound.
+pub async fn spawn(
+    gateway: Arc<Gateway>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Arc<Metrics>, StartError> {
+    let metrics = Arc::new(Metrics::default());
+    let Some(config) = gateway.config.http.clone() else {
+        return Ok(metrics);
+    };
+    let connect = gateway.config.timeouts.upstream_connect;
+    let mut fronts: Vec<(TcpListener, Front, &str)> = Vec::new();
+    let mut plain: Vec<(TcpListener, u16)> = Vec::new();
+    if let Some(front) = &config.nsqd {
+        let tls = if front.upstream_tls {
+            upstream_tls(&gateway)?
+        } else {
+            None
+        };
+        let upstream = HttpUpstream::new(
+            front.upstream.clone(),
+            tls,
+            connect,
+            config.upstream_timeout,
+        );
+        let listener = bind(front.listen).await?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        if let Some(address) = front.plain_listen {
+            plain.push((bind(address).await?, port));
+        }
+        let nsqd = nsqd::NsqdFront::new(gateway.clone(), upstream, metrics.clone(), &config);
+        fronts.push((listener, Front::Nsqd(nsqd), "nsqd"));
+    }
+    if let Some(front) = &config.lookupd {
+        let upstream = HttpUpstream::new(
+            front.upstream.clone(),
+            None,
+            connect,
+            config.upstream_timeout,
+        );
+        let listener = bind(front.listen).await?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        if let Some(address) = front.plain_listen {
+            plain.push((bind(address).await?, port));
+        }
+        let lookupd = lookupd::LookupdFront::new(
+            gateway.clone(),
+            upstream,
+            metrics.clone(),
+            front.nodes.clone(),
+        );
+        fronts.push((listener, Front::Lookupd(lookupd), "nsqlookupd"));
+    }
+    if let Some(front) = &config.nsqadmin {
+        let upstream = HttpUpstream::new(
+            front.upstream.clone(),
+            None,
+            connect,
+            config.upstream_timeout,
+        );
+        let listener = bind(front.listen).await?;
+        let admin = nsqadmin::AdminFront::new(gateway.clone(), upstream, &config);
+        fronts.push((listener, Front::Nsqadmin(admin), "nsqadmin"));
+    }
+    for (listener, front, name) in fronts {
+        info!(
+            address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            front = name,
+            "listening for HTTPS clients"
+        );
+        tokio::spawn(server::serve_tls(
+            listener,
+            gateway.clone(),
+            Arc::new(front),
+            metrics.clone(),
+            config.request_timeout,
+            shutdown.clone(),
+        ));
+    }
+    for (listener, https_port) in plain {
+        info!(
+            address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            https_port,
+            "listening for plain HTTP clients (answering TLS_REQUIRED)"
+        );
+        tokio::spawn(server::serve_plain(listener, https_port, shutdown.clone()));
+    }
+    Ok(metrics)
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind { address, source })
+}
+
+/// The verifying client set-up for nsqd's HTTPS port: the `[upstream]` CA and server name.
+fn upstream_tls(
+    gateway: &Gateway,
+) -> Result<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>, StartError> {
+    // Config validation refuses upstream_tls without [upstream] TLS settings.
+    let Some(settings) = &gateway.config.upstream.tls else {
+        return Ok(None);
+    };
+    let config = tls::upstream_config(settings)?;
+    let name = ServerName::try_from(settings.server_name.clone())
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    Ok(Some((config, name)))
+}
+
+/// Sends one request upstream and relays the answer; a failure is a 502 and a log line.
+pub async fn forward(
+    upstream: &HttpUpstream,
+    metrics: &Metrics,
+    method: ::http::Method,
+    path_and_query: &str,
+    headers: ::http::HeaderMap,
+    body: bytes::Bytes,
+) -> Response<Body> {
+    match upstream.send(method, path_and_query, headers, body).await {
+        Ok(response) => upstream::relay(response),
+        Err(e) => upstream_failed(metrics, &e),
+    }
+}
+
+pub fn upstream_failed(metrics: &Metrics, error: &UpstreamHttpError) -> Response<Body> {
+    Metrics::add(&metrics.upstream_errors, 1);
+    warn!(error = %error, "upstream HTTP request failed");
+    reply::bad_gateway()
+}
+
+/// The refusal for a body read that failed.
+pub fn body_failed(error: &body::BodyError, too_big: Response<Body>) -> Response<Body> {
+    match error {
+        body::BodyError::TooBig(_) => too_big,
+        body::BodyError::Timeout => reply::error(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
+        body::BodyError::Read(_) => reply::bad_request("INVALID_REQUEST"),
+    }
+}

@@ -1,0 +1,348 @@
+//! The nsqd HTTP API front: routes each request by nsqd's own table, decides who may do it,
+//! enforces nsqd's body limits before forwarding, and filters `/stats`. Unknown paths are
+//! answered here and never reach nsqd.
+//!
+//! | path | who |
+//! |---|---|
+//! | `/ping`, `/info` | anyone |
+//! | `/pub`, `/mpub` | `publish` on the topic |
+//! | `/topic/*` | `admin` on the topic |
+//! | `/channel/*` | `admin` on the topic and channel |
+//! | `/stats` | any identity; shows only what it may see |
+//! | `/config/*`, `/debug/*`, `/metrics` | an `admin` rule on topic `*` |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::header::CONTENT_LENGTH;
+use ::http::{HeaderMap, Method, Response, StatusCode};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::Request;
+
+use crate::config::http::HttpConfig;
+use crate::http::body;
+use crate::http::caller::{Caller, Conn};
+use crate::http::metrics::Metrics;
+use crate::http::publish::Kind;
+use crate::http::reply::{self, Body, Refusal};
+use crate::http::request::Query;
+use crate::http::stats;
+use crate::http::upstream::{self, HttpUpstream};
+use crate::http::{body_failed, forward, upstream_failed, MAX_FILTERED_RESPONSE};
+use crate::nsq::{is_valid_channel_name, is_valid_topic_name};
+use crate::policy::Action;
+use crate::proxy::Gateway;
+
+/// What a request is, by method and path, as nsqd's router sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Ping,
+    Info,
+    Publish(PublishPath),
+    Stats,
+    /// `/topic/<op>`, all POST.
+    Topic,
+    /// `/channel/<op>`, all POST.
+    Channel,
+    /// `GET|PUT /config/:opt` and nsqd's `/debug/...` endpoints.
+    Operator,
+    /// nsqgate's own counters.
+    Metrics,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishPath {
+    Pub,
+    Mpub,
+}
+
+/// The route for `method path`, or the local answer (404, 405).
+pub fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
+    const TOPIC_OPS: [&str; 5] = ["create", "delete", "empty", "pause", "unpause"];
+    let (route, allowed): (Route, &[Method]) = match path {
+        "/ping" => (Route::Ping, &[Method::GET]),
+        "/info" => (Route::Info, &[Method::GET]),
+        "/pub" => (Route::Publish(PublishPath::Pub), &[Method::POST]),
+        "/mpub" => (Route::Publish(PublishPath::Mpub), &[Method::POST]),
+        "/stats" => (Route::Stats, &[Method::GET]),
+        "/metrics" => (Route::Metrics, &[Method::GET]),
+        "/debug/setblockrate" => (Route::Operator, &[Method::PUT]),
+        "/debug/freememory" => (Route::Operator, &[Method::POST]),
+        "/debug/pprof/symbol" => (Route::Operator, &[Method::GET, Method::POST]),
+        _ => match path.split_once('/').map(|(_, rest)| rest.split_once('/')) {
+            Some(Some(("topic", op))) if TOPIC_OPS.contains(&op) => (Route::Topic, &[Method::POST]),
+            Some(Some(("channel", op))) if TOPIC_OPS.contains(&op) => {
+                (Route::Channel, &[Method::POST])
+            }
+            Some(Some(("config", opt))) if !opt.is_empty() && !opt.contains('/') => {
+                (Route::Operator, &[Method::GET, Method::PUT])
+            }
+            Some(Some(("debug", rest)))
+                if rest == "pprof/"
+                    || rest.strip_prefix("pprof/").is_some_and(|name| {
+                        [
+                            "cmdline",
+                            "profile",
+                            "heap",
+                            "goroutine",
+                            "block",
+                            "threadcreate",
+                        ]
+                        .contains(&name)
+                    }) =>
+            {
+                (Route::Operator, &[Method::GET])
+            }
+            _ => return Err(reply::not_found().into()),
+        },
+    };
+    if allowed.contains(method) {
+        Ok(route)
+    } else {
+        Err(reply::method_not_allowed().into())
+    }
+}
+
+/// The nsqd front of one listener.
+pub struct NsqdFront {
+    gateway: Arc<Gateway>,
+    upstream: HttpUpstream,
+    metrics: Arc<Metrics>,
+    request_timeout: Duration,
+}
+
+// === impl NsqdFront ===
+
+impl NsqdFront {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        upstream: HttpUpstream,
+        metrics: Arc<Metrics>,
+        config: &HttpConfig,
+    ) -> NsqdFront {
+        NsqdFront {
+            gateway,
+            upstream,
+            metrics,
+            request_timeout: config.request_timeout,
+        }
+    }
+
+    pub async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+        let route = match route(req.method(), req.uri().path()) {
+            Ok(route) => route,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let query = Query::parse(req.uri().query());
+        let path = req.uri().path().to_owned();
+        let headers = upstream::forwarded_headers(req.headers());
+        if matches!(route, Route::Ping | Route::Info) {
+            return self.send(Method::GET, &path, headers, Bytes::new()).await;
+        }
+        let caller = match Caller::authenticate(&self.gateway, conn, req.headers()) {
+            Ok(caller) => caller,
+            Err(refusal) => return refusal.into_response(),
+        };
+        match route {
+            Route::Ping | Route::Info => reply::not_found(),
+            Route::Publish(which) => self.publish(&caller, which, &query, req).await,
+            Route::Stats => self.stats(&caller, &query, headers).await,
+            Route::Topic => {
+                let topic = match topic_arg(&query, "INVALID_TOPIC") {
+                    Ok(topic) => topic,
+                    Err(refusal) => return refusal.into_response(),
+                };
+                if let Err(refusal) = caller.authorize(Action::Admin, topic, None) {
+                    return refusal.into_response();
+                }
+                let target = query.only(&["topic"]).with_path(&path);
+                self.send(Method::POST, &target, headers, Bytes::new())
+                    .await
+            }
+            Route::Channel => {
+                let (topic, channel) = match topic_channel_args(&query) {
+                    Ok(args) => args,
+                    Err(refusal) => return refusal.into_response(),
+                };
+                if let Err(refusal) = caller.authorize(Action::Admin, topic, Some(channel)) {
+                    return refusal.into_response();
+                }
+                let target = query.only(&["topic", "channel"]).with_path(&path);
+                self.send(Method::POST, &target, headers, Bytes::new())
+                    .await
+            }
+            Route::Operator => {
+                if let Err(refusal) = caller.authorize_global_admin(&path) {
+                    return refusal.into_response();
+                }
+                let method = req.method().clone();
+                let target = query.with_path(&path);
+                let limit = Kind::Pub.limit(&self.gateway.config.limits);
+                match body::read_limited(&mut req.into_body(), limit, self.request_timeout).await {
+                    Ok(body) => self.send(method, &target, headers, body).await,
+                    Err(e) => body_failed(
+                        &e,
+                        reply::error(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_VALUE"),
+                    ),
+                }
+            }
+            Route::Metrics => match caller.authorize_global_admin("/metrics") {
+                Ok(()) => reply::text(StatusCode::OK, self.metrics.render()),
+                Err(refusal) => refusal.into_response(),
+            },
+        }
+    }
+
+    async fn publish(
+        &self,
+        caller: &Caller,
+        which: PublishPath,
+        query: &Query,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let topic = match topic_arg(query, "INVALID_TOPIC") {
+            Ok(topic) => topic,
+            Err(refusal) => return refusal.into_response(),
+        };
+        if let Err(refusal) = caller.authorize(Action::Publish, topic, None) {
+            return refusal.into_response();
+        }
+        let kind = match which {
+            PublishPath::Pub => Kind::Pub,
+            PublishPath::Mpub => Kind::mpub(query.get("binary")),
+        };
+        let limits = self.gateway.config.limits;
+        let limit = kind.limit(&limits);
+        let too_big = || {
+            let refusal = kind.too_big();
+            reply::error(refusal.status, refusal.code)
+        };
+        let declared = declared_length(req.headers());
+        let mut incoming = req.into_body();
+        // Refuse by the declared length before keeping a byte, as nsqd does.
+        if declared.is_some_and(|len| len > limit as u64) {
+            self.drain(&mut incoming, &limits).await;
+            return too_big();
+        }
+        let body = match body::read_limited(&mut incoming, limit, self.request_timeout).await {
+            Ok(body) => body,
+            Err(e) => {
+                if matches!(e, body::BodyError::TooBig(_)) {
+                    self.drain(&mut incoming, &limits).await;
+                }
+                return body_failed(&e, too_big());
+            }
+        };
+        if let Err(refusal) = kind.check(&body, &limits) {
+            return reply::error(refusal.status, refusal.code);
+        }
+        let target = query
+            .only(&["topic", "defer", "binary"])
+            .with_path(match which {
+                PublishPath::Pub => "/pub",
+                PublishPath::Mpub => "/mpub",
+            });
+        let headers = upstream::forwarded_headers(&HeaderMap::new());
+        self.send(Method::POST, &target, headers, body).await
+    }
+
+    async fn stats(&self, caller: &Caller, query: &Query, headers: HeaderMap) -> Response<Body> {
+        let mut upstream_query =
+            query.only(&["topic", "channel", "include_clients", "include_mem"]);
+        upstream_query.set("format", "json");
+        let target = upstream_query.with_path("/stats");
+        let response = match self
+            .upstream
+            .send(Method::GET, &target, headers, Bytes::new())
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => return upstream_failed(&self.metrics, &e),
+        };
+        let status = response.status();
+        let body = match body::read_limited(
+            &mut response.into_body(),
+            MAX_FILTERED_RESPONSE,
+            self.request_timeout,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(e) => {
+                return upstream_failed(
+                    &self.metrics,
+                    &crate::http::upstream::UpstreamHttpError::Timeout(e.to_string()),
+                )
+            }
+        };
+        if status != StatusCode::OK {
+            // nsqd's own error (e.g. 500 with its health text): pass it on as it came.
+            return reply::json_bytes(status, body);
+        }
+        let Ok(mut stats) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return reply::bad_gateway();
+        };
+        stats::filter(&mut stats, &caller.access());
+        if query.get("format") == Some("json") {
+            reply::json(StatusCode::OK, &stats)
+        } else {
+            reply::text(StatusCode::OK, stats::render_text(&stats, unix_now()))
+        }
+    }
+
+    /// Lets a refused client finish sending (up to the MPUB body limit, for 2 s) so it reads
+    /// the 413 rather than a reset; nothing read here is kept.
+    async fn drain(&self, incoming: &mut Incoming, limits: &crate::nsq::Limits) {
+        let max = Kind::MpubText.limit(limits);
+        body::drain(incoming, max, Duration::from_secs(2)).await;
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response<Body> {
+        forward(&self.upstream, &self.metrics, method, target, headers, body).await
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The `topic` parameter, checked as nsqd checks it (missing → 400 MISSING_ARG_TOPIC).
+fn topic_arg<'q>(query: &'q Query, invalid: &str) -> Result<&'q str, Refusal> {
+    let topic = query
+        .get("topic")
+        .ok_or_else(|| Refusal::from(reply::bad_request("MISSING_ARG_TOPIC")))?;
+    if is_valid_topic_name(topic) {
+        Ok(topic)
+    } else {
+        Err(reply::bad_request(invalid).into())
+    }
+}
+
+fn topic_channel_args(query: &Query) -> Result<(&str, &str), Refusal> {
+    let topic = topic_arg(query, "INVALID_ARG_TOPIC")?;
+    let channel = query
+        .get("channel")
+        .ok_or_else(|| Refusal::from(reply::bad_request("MISSING_ARG_CHANNEL")))?;
+    if is_valid_channel_name(channel) {
+        Ok((topic, channel))
+    } else {
+        Err(reply::bad_request("INVALID_ARG_CHANNEL").into())
+    }
+}

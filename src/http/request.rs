@@ -1,0 +1,221 @@
+//! Reading what a request asks for, with no I/O: screening a raw request head for smuggling
+//! tricks before hyper parses it, query parameters (nsqd reads parameters from the query string
+//! only), and the credential a caller presents.
+
+use ::http::header::{HeaderMap, AUTHORIZATION};
+
+/// The header a caller may use instead of `Authorization: Bearer`: an API key or a JWT, as
+/// sent in NSQ's AUTH command. Handy for tools that cannot set a bearer token.
+pub const X_NSQ_AUTH: &str = "x-nsq-auth";
+
+/// Why a request head is refused before it reaches the HTTP parser.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Both framings present: two parsers may disagree about where the body ends.
+    #[error("both Content-Length and Transfer-Encoding")]
+    LengthAndChunked,
+    /// More than one Content-Length header (or a list in one).
+    #[error("several Content-Length values")]
+    SeveralLengths,
+    /// More than one Transfer-Encoding header line.
+    #[error("several Transfer-Encoding headers")]
+    SeveralEncodings,
+    /// A header line hyper might read differently from another server (obs-fold, a name
+    /// with whitespace before the colon, a line without a colon).
+    #[error("malformed header line")]
+    Malformed,
+}
+
+/// The end of the request head (index just past `\r\n\r\n`), once `buf` holds all of it.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+}
+
+/// Checks the header lines of a complete request head (request line included).
+pub fn screen_head(head: &[u8]) -> Result<(), HeadError> {
+    let mut lengths = 0;
+    let mut encodings = 0;
+    // Skip the request line; the head ends in an empty line.
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(HeadError::Malformed);
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(HeadError::Malformed)?;
+        let name = &line[..colon];
+        if name.iter().any(|b| b.is_ascii_whitespace()) {
+            return Err(HeadError::Malformed);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if line[colon + 1..].contains(&b',') {
+                return Err(HeadError::SeveralLengths);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings += 1;
+        }
+    }
+    match (lengths, encodings) {
+        (l, e) if l > 0 && e > 0 => Err(HeadError::LengthAndChunked),
+        (l, _) if l > 1 => Err(HeadError::SeveralLengths),
+        (_, e) if e > 1 => Err(HeadError::SeveralEncodings),
+        _ => Ok(()),
+    }
+}
+
+/// Query parameters, percent-decoded, in order. Like Go's `url.Values.Get`, the first value of
+/// a repeated name wins.
+#[derive(Debug, Default)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+// === impl Query ===
+
+impl Query {
+    /// Parses a raw query string; undecodable parts are kept as written (nsqd then refuses
+    /// the name as invalid, as it would).
+    pub fn parse(raw: Option<&str>) -> Query {
+        let pairs = raw
+            .unwrap_or("")
+            .split('&')
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let (name, value) = part.split_once('=').unwrap_or((part, ""));
+                (decode(name), decode(value))
+            })
+            .collect();
+        Query { pairs }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The query re-encoded from the decoded pairs, so the upstream sees exactly the names
+    /// nsqgate authorized (no second parser reading the raw text differently).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        for (name, value) in &self.pairs {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            encode_into(&mut out, name);
+            out.push('=');
+            encode_into(&mut out, value);
+        }
+        out
+    }
+
+    /// `path?query`, or just `path` when there are no parameters.
+    pub fn with_path(&self, path: &str) -> String {
+        match self.encode() {
+            query if query.is_empty() => path.to_owned(),
+            query => format!("{path}?{query}"),
+        }
+    }
+
+    /// Only the named parameters, in their original order.
+    pub fn only(&self, names: &[&str]) -> Query {
+        Query {
+            pairs: self
+                .pairs
+                .iter()
+                .filter(|(name, _)| names.contains(&name.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.pairs.retain(|(n, _)| n != name);
+        self.pairs.push((name.to_owned(), value.to_owned()));
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn encode_into(out: &mut String, text: &str) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', high, low]) => hex(*high).zip(hex(*low)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, other) => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// What a caller presented as its credential.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// Nothing: the client certificate (or anonymity) decides.
+    None,
+    /// A bearer token or `X-NSQ-Auth` value: an API key or a JWT.
+    Secret(&'a [u8]),
+    /// An `Authorization` header of another scheme, or an empty value.
+    Unusable,
+}
+
+/// `Authorization: Bearer <secret>` first, then `X-NSQ-Auth: <secret>`.
+pub fn credential(headers: &HeaderMap) -> Credential<'_> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let value = value.as_bytes();
+        let token = value
+            .split_first_chunk::<7>()
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+            .map(|(_, rest)| rest.trim_ascii());
+        return match token {
+            Some(token) if !token.is_empty() => Credential::Secret(token),
+            _ => Credential::Unusable,
+        };
+    }
+    match headers.get(X_NSQ_AUTH).map(|v| v.as_bytes().trim_ascii()) {
+        Some([]) => Credential::Unusable,
+        Some(secret) => Credential::Secret(secret),
+        None => Credential::None,
+    }
+}

@@ -1,0 +1,260 @@
+//! Unit tests of the sans-io pieces: head screening, queries, credentials, publish bodies,
+//! routing, lookupd rewriting and /stats filtering.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde_json::json;
+
+use super::access::Access;
+use super::nsqd::{route, PublishPath, Route};
+use super::publish::Kind;
+use super::request::{self, Credential, HeadError, Query};
+use super::{rewrite, stats};
+use crate::config::http::NodeMapping;
+use crate::nsq::Limits;
+use crate::policy::{Policy, Subject};
+
+fn head(lines: &str) -> Vec<u8> {
+    format!("POST /pub?topic=t HTTP/1.1\r\n{lines}\r\n").into_bytes()
+}
+
+#[test]
+fn head_screen_refuses_ambiguous_framing() {
+    assert_eq!(
+        request::screen_head(&head("Host: a\r\nContent-Length: 3\r\n")),
+        Ok(())
+    );
+    assert_eq!(
+        request::screen_head(&head("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n")),
+        Err(HeadError::LengthAndChunked)
+    );
+    assert_eq!(
+        request::screen_head(&head("transfer-encoding: chunked\r\ncontent-LENGTH: 3\r\n")),
+        Err(HeadError::LengthAndChunked)
+    );
+    assert_eq!(
+        request::screen_head(&head("Content-Length: 3\r\nContent-Length: 3\r\n")),
+        Err(HeadError::SeveralLengths)
+    );
+    assert_eq!(
+        request::screen_head(&head("Content-Length: 3, 3\r\n")),
+        Err(HeadError::SeveralLengths)
+    );
+    assert_eq!(
+        request::screen_head(&head("Content-Length : 3\r\n")),
+        Err(HeadError::Malformed)
+    );
+    assert_eq!(
+        request::screen_head(&head("X-A: 1\r\n folded\r\n")),
+        Err(HeadError::Malformed)
+    );
+    assert_eq!(request::head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
+    assert_eq!(request::head_end(b"GET / HTTP/1.1\r\n"), None);
+}
+
+#[test]
+fn query_decodes_and_reencodes_what_was_authorized() {
+    let query = Query::parse(Some("topic=a%2Eb&topic=evil&defer=10&x=%zz+y"));
+    assert_eq!(query.get("topic"), Some("a.b"));
+    assert_eq!(query.get("x"), Some("%zz y"));
+    assert_eq!(
+        query.only(&["topic", "defer"]).with_path("/pub"),
+        "/pub?topic=a.b&topic=evil&defer=10"
+    );
+    let mut query = Query::parse(None);
+    assert_eq!(query.with_path("/stats"), "/stats");
+    query.set("format", "json");
+    assert_eq!(query.with_path("/stats"), "/stats?format=json");
+}
+
+#[test]
+fn credentials_come_from_bearer_then_x_nsq_auth() {
+    let mut headers = HeaderMap::new();
+    assert_eq!(request::credential(&headers), Credential::None);
+    headers.insert("x-nsq-auth", HeaderValue::from_static("nsqk_b"));
+    assert_eq!(request::credential(&headers), Credential::Secret(b"nsqk_b"));
+    headers.insert("authorization", HeaderValue::from_static("bearer nsqk_a"));
+    assert_eq!(request::credential(&headers), Credential::Secret(b"nsqk_a"));
+    headers.insert(
+        "authorization",
+        HeaderValue::from_static("Basic Zm9vOmJhcg=="),
+    );
+    assert_eq!(request::credential(&headers), Credential::Unusable);
+}
+
+#[test]
+fn publish_bodies_follow_nsqd_rules() {
+    let limits = Limits {
+        max_msg_size: 4,
+        max_body_size: 20,
+        ..Limits::default()
+    };
+    assert_eq!(Kind::Pub.limit(&limits), 4);
+    assert_eq!(Kind::Pub.check(b"", &limits).unwrap_err().code, "MSG_EMPTY");
+    assert_eq!(Kind::mpub(Some("0")), Kind::MpubText);
+    assert_eq!(Kind::mpub(Some("yes")), Kind::MpubBinary);
+    assert!(Kind::MpubText.check(b"abcd\n\nab", &limits).is_ok());
+    let refusal = Kind::MpubText.check(b"abcde", &limits).unwrap_err();
+    assert_eq!(
+        (refusal.status, refusal.code),
+        (StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG")
+    );
+    let good = [&1u32.to_be_bytes()[..], &2u32.to_be_bytes(), b"ok"].concat();
+    assert!(Kind::MpubBinary.check(&good, &limits).is_ok());
+    let short = [&1u32.to_be_bytes()[..], &3u32.to_be_bytes(), b"ok"].concat();
+    assert_eq!(
+        Kind::MpubBinary.check(&short, &limits).unwrap_err().code,
+        "BAD_MESSAGE"
+    );
+    let none = 0u32.to_be_bytes();
+    assert_eq!(
+        Kind::MpubBinary.check(&none, &limits).unwrap_err().code,
+        "BAD_BODY"
+    );
+}
+
+#[test]
+fn routes_follow_nsqds_table() {
+    assert_eq!(
+        route(&Method::POST, "/pub").unwrap(),
+        Route::Publish(PublishPath::Pub)
+    );
+    assert_eq!(
+        route(&Method::POST, "/channel/pause").unwrap(),
+        Route::Channel
+    );
+    assert_eq!(
+        route(&Method::PUT, "/config/log_level").unwrap(),
+        Route::Operator
+    );
+    assert_eq!(
+        route(&Method::GET, "/debug/pprof/heap").unwrap(),
+        Route::Operator
+    );
+    let status = |m: Method, p: &str| route(&m, p).unwrap_err().into_response().status();
+    assert_eq!(status(Method::GET, "/pub"), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(status(Method::GET, "/topic/explode"), StatusCode::NOT_FOUND);
+    assert_eq!(status(Method::GET, "/config/a/b"), StatusCode::NOT_FOUND);
+    assert_eq!(
+        status(Method::GET, "/debug/pprof/nope"),
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn policy() -> Policy {
+    let text = r#"
+[roles.reader]
+allow = [
+  { action = "subscribe", topics = ["orders"], channels = ["billing"] },
+  { action = "publish", topics = ["events"] },
+]
+[roles.ops]
+allow = [{ action = "admin", topics = ["*"] }]
+[identities]
+reader = ["reader"]
+ops = ["ops"]
+"#;
+    Policy::from_sources(&[("p.toml".into(), text.to_owned())]).unwrap()
+}
+
+fn access<'a>(policy: &'a Policy, identity: &'a str) -> Access<'a> {
+    Access {
+        policy,
+        subject: Subject {
+            identity,
+            claimed_roles: &[],
+        },
+    }
+}
+
+#[test]
+fn visibility_and_global_rules() {
+    let policy = policy();
+    let reader = access(&policy, "reader");
+    assert!(reader.topic_visible("events", []));
+    assert!(!reader.topic_visible("orders", []));
+    assert!(reader.topic_visible("orders", ["other", "billing"]));
+    assert!(!reader.channel_visible("orders", "other"));
+    assert!(!reader.global_admin() && !reader.global_read());
+    let ops = access(&policy, "ops");
+    assert!(ops.global_admin() && ops.global_read());
+}
+
+fn node(address: &str, tcp: u16, gate: &str) -> NodeMapping {
+    NodeMapping {
+        broadcast_address: address.into(),
+        tcp_port: tcp,
+        http_port: tcp + 1,
+        gate_address: gate.into(),
+        gate_tcp_port: 4150,
+        gate_http_port: 4152,
+    }
+}
+
+#[test]
+fn producers_are_mapped_or_dropped() {
+    let nodes = [
+        node("10.0.0.1", 4150, "gate-1"),
+        node("10.0.0.2", 4150, "gate-2"),
+    ];
+    let mut reply = json!({"channels": [], "producers": [
+        {"remote_address": "10.0.0.1:5555", "hostname": "n1", "broadcast_address": "10.0.0.1",
+         "tcp_port": 4150, "http_port": 4151, "version": "1.3.0"},
+        {"remote_address": "10.9.9.9:5555", "hostname": "evil", "broadcast_address": "10.0.0.1",
+         "tcp_port": 9999, "http_port": 4151, "version": "1.3.0"},
+    ]});
+    let dropped = rewrite::producers(&mut reply, &nodes);
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].tcp_port, 9999);
+    assert_eq!(
+        reply["producers"],
+        json!([{"remote_address": "gate-1:4150", "hostname": "gate-1",
+                "broadcast_address": "gate-1", "tcp_port": 4150, "http_port": 4152,
+                "version": "1.3.0"}])
+    );
+    assert_eq!(
+        rewrite::tombstone_node("gate-2:4152", &nodes),
+        "10.0.0.2:4151"
+    );
+    assert_eq!(rewrite::tombstone_node("other:1", &nodes), "other:1");
+}
+
+#[test]
+fn nodes_keep_topics_and_tombstones_in_step() {
+    let policy = policy();
+    let mut reply = json!({"producers": [
+        {"broadcast_address": "a", "topics": ["orders", "events", "x"], "tombstones": [false, true, false]},
+    ]});
+    rewrite::node_topics(&mut reply, &access(&policy, "reader"));
+    assert_eq!(reply["producers"][0]["topics"], json!(["events"]));
+    assert_eq!(reply["producers"][0]["tombstones"], json!([true]));
+}
+
+#[test]
+fn stats_are_filtered_and_rendered() {
+    let policy = policy();
+    let mut reply = json!({
+        "version": "1.3.0", "health": "OK", "start_time": 0,
+        "topics": [
+            {"topic_name": "orders", "depth": 1, "channels": [
+                {"channel_name": "billing", "depth": 1, "clients": []},
+                {"channel_name": "secret", "depth": 2, "clients": []}]},
+            {"topic_name": "hidden", "depth": 5, "channels": []},
+        ],
+        "producers": [{"client_id": "x"}],
+    });
+    stats::filter(&mut reply, &access(&policy, "reader"));
+    assert_eq!(reply["topics"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        reply["topics"][0]["channels"],
+        json!([{"channel_name": "billing", "depth": 1, "clients": []}])
+    );
+    assert_eq!(reply["producers"], json!([]));
+    let text = stats::render_text(&reply, 3_723);
+    assert!(text.contains("start_time 1970-01-01T00:00:00Z"), "{text}");
+    assert!(text.contains("uptime 1h2m3s"), "{text}");
+    assert!(text.contains("[orders         ] depth: 1"), "{text}");
+    assert!(text.contains("[billing                  ]"), "{text}");
+    assert!(text.contains("Producers: None"), "{text}");
+}

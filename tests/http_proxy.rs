@@ -1,0 +1,833 @@
+//! The HTTP fronts end to end: HTTPS requests (hyper over rustls) → nsqgate → stock nsqd's
+//! HTTPS port and stock nsqlookupd, checked by the replies and by what nsqd's /stats holds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use common::{free_port, tool, wait_for_port, Gate, Nsqd, Pki};
+use nsqgate::auth::apikey;
+
+const WRITER_KEY: &str = "nsqk_http_test_writer_key_000000000000000000000000";
+const OPS_KEY: &str = "nsqk_http_test_ops_key_00000000000000000000000000000";
+
+/// `writer` may publish to `orders` and subscribe to its channels; `ops` is an admin on `*`.
+fn policy() -> String {
+    format!(
+        r#"
+[roles.writer]
+allow = [
+  {{ action = "publish", topics = ["orders"] }},
+  {{ action = "subscribe", topics = ["orders"], channels = ["*"] }},
+]
+
+[roles.ops]
+allow = [
+  {{ action = "admin", topics = ["*"] }},
+  {{ action = "publish", topics = ["*"] }},
+  {{ action = "subscribe", topics = ["*"], channels = ["*"] }},
+]
+
+[api_keys.writer]
+sha256 = "{}"
+roles = ["writer"]
+
+[api_keys.ops]
+sha256 = "{}"
+roles = ["ops"]
+"#,
+        apikey::hash_hex(WRITER_KEY.as_bytes()),
+        apikey::hash_hex(OPS_KEY.as_bytes()),
+    )
+}
+
+/// nsqgate with an nsqd HTTPS front (and its plain TLS_REQUIRED listener), plus `extra`.
+struct Setup {
+    pki: Pki,
+    nsqd: Nsqd,
+    gate: Gate,
+    https: SocketAddr,
+    plain: SocketAddr,
+}
+
+fn start(extra_nsqd_args: &[&str], extra_config: &str) -> Setup {
+    let pki = Pki::new();
+    pki.write_policy("http-policy", "http.toml", &policy());
+    let nsqd = Nsqd::start_with(&pki, "nsqd", extra_nsqd_args);
+    let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let plain: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = format!(
+        r#"
+[auth]
+require_identity = true
+policy_dir = "http-policy"
+
+[http.nsqd]
+listen = "{https}"
+plain_listen = "{plain}"
+upstream = "{upstream}"
+{extra_config}
+"#,
+        upstream = nsqd.https,
+    );
+    let gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
+    Setup {
+        pki,
+        nsqd,
+        gate,
+        https,
+        plain,
+    }
+}
+
+// === a small HTTPS client ===
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn connector(pki: &Pki) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn tls_stream(pki: &Pki, addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    connector(pki).connect(name, tcp).await.unwrap()
+}
+
+/// One HTTPS request; `key` goes in `Authorization: Bearer`.
+async fn request(
+    pki: &Pki,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut headers = Vec::new();
+    if let Some(key) = key {
+        headers.push(("authorization", format!("Bearer {key}")));
+    }
+    request_with(pki, addr, method, path, &headers, body).await
+}
+
+async fn request_with(
+    pki: &Pki,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let tls = tls_stream(pki, addr).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    let request = builder.body(Full::new(body.into())).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Raw bytes over TLS, for what a well-behaved client library would never send.
+async fn raw_request(pki: &Pki, addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut tls = tls_stream(pki, addr).await;
+    // nsqgate may answer (and stop reading) before the whole request is sent.
+    let _ = tls.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn assert_v1(reply: &Reply) {
+    assert_eq!(
+        reply
+            .headers
+            .get("x-nsq-content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some("nsq; version=1.0"),
+        "X-NSQ-Content-Type kept on {}",
+        reply.status
+    );
+}
+
+// === nsqd front ===
+
+#[tokio::test]
+async fn pub_and_mpub_follow_the_policy() {
+    let s = start(&[], "");
+    let (pki, gate) = (&s.pki, s.https);
+
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/pub?topic=orders",
+        Some(WRITER_KEY),
+        "one",
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "OK")
+    );
+    assert_v1(&reply);
+
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/pub?topic=orders&defer=1000",
+        Some(WRITER_KEY),
+        "deferred",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/mpub?topic=orders",
+        Some(WRITER_KEY),
+        "a\nb\n\nc\n",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let mut binary = 2u32.to_be_bytes().to_vec();
+    for body in [&b"bin-1"[..], &b"bin-two"[..]] {
+        binary.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        binary.extend_from_slice(body);
+    }
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/mpub?topic=orders&binary=true",
+        Some(WRITER_KEY),
+        binary,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    // The same key in X-NSQ-Auth.
+    let headers = [("x-nsq-auth", WRITER_KEY.to_owned())];
+    let reply = request_with(
+        pki,
+        gate,
+        Method::POST,
+        "/pub?topic=orders",
+        &headers,
+        "x-nsq-auth",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    // Denied: another topic.
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/pub?topic=secrets",
+        Some(WRITER_KEY),
+        "no",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let body = reply.json();
+    assert_eq!(
+        (body["action"].as_str(), body["topic"].as_str()),
+        (Some("publish"), Some("secrets"))
+    );
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/mpub?topic=secrets",
+        Some(WRITER_KEY),
+        "no\nno",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+
+    // No identity, or a wrong one.
+    let reply = request(pki, gate, Method::POST, "/pub?topic=orders", None, "anon").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["message"], "UNAUTHENTICATED");
+    let wrong = "nsqk_not_a_configured_key_0000000000000000000000000";
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/pub?topic=orders",
+        Some(wrong),
+        "bad",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    // Bad arguments are answered like nsqd would.
+    let reply = request(pki, gate, Method::POST, "/pub", Some(WRITER_KEY), "x").await;
+    assert_eq!(
+        (reply.status, reply.json()["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("MISSING_ARG_TOPIC"))
+    );
+
+    // 1 + 1 deferred + 3 text + 2 binary + 1 via X-NSQ-Auth; nothing else landed anywhere.
+    assert_eq!(s.nsqd.message_count("orders"), 8);
+    assert!(!s.nsqd.topic_exists("secrets"));
+
+    let audit = s.gate.audit_events();
+    assert!(
+        audit.iter().any(|e| e["action"] == "publish"
+            && e["outcome"] == "deny"
+            && e["topic"] == "secrets"
+            && e["identity"] == "writer"),
+        "the denial is audited"
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_and_nothing_lands() {
+    let s = start(&[], "");
+    let (pki, gate) = (&s.pki, s.https);
+    let max = common::MAX_MSG_SIZE;
+
+    // Declared too big: refused from Content-Length.
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/pub?topic=orders",
+        Some(WRITER_KEY),
+        vec![b'x'; max + 1],
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.json()["message"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("MSG_TOO_BIG"))
+    );
+    assert_v1(&reply);
+
+    // Chunked, so only counting while streaming can catch it.
+    let chunk = vec![b'y'; 64 * 1024];
+    let mut raw = format!(
+        "POST /pub?topic=orders HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {WRITER_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..(max / chunk.len() + 2) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(&chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw_request(pki, gate, &raw).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.200}");
+    assert!(answer.contains("MSG_TOO_BIG"), "{answer:.300}");
+
+    // One line of a text MPUB over the message limit.
+    let mut body = b"small\n".to_vec();
+    body.extend(vec![b'z'; max + 1]);
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/mpub?topic=orders",
+        Some(WRITER_KEY),
+        body,
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.json()["message"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("MSG_TOO_BIG"))
+    );
+
+    // A binary MPUB whose declared size lies.
+    let mut body = 1u32.to_be_bytes().to_vec();
+    body.extend_from_slice(&100u32.to_be_bytes());
+    body.extend_from_slice(b"short");
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/mpub?topic=orders&binary=1",
+        Some(WRITER_KEY),
+        body,
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.json()["message"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("BAD_MESSAGE"))
+    );
+
+    assert!(!s.nsqd.topic_exists("orders"), "nothing reached nsqd");
+}
+
+#[tokio::test]
+async fn stats_shows_only_the_callers_topics() {
+    let s = start(&[], "");
+    let (pki, gate) = (&s.pki, s.https);
+    for path in [
+        "/topic/create?topic=orders",
+        "/topic/create?topic=secrets",
+        "/channel/create?topic=orders&channel=billing",
+        "/channel/create?topic=secrets&channel=audit",
+    ] {
+        let reply = request(pki, gate, Method::POST, path, Some(OPS_KEY), "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+    }
+    assert!(s.nsqd.topic_exists("orders") && s.nsqd.topic_exists("secrets"));
+
+    let names = |stats: &Value| -> Vec<String> {
+        stats["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["topic_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let reply = request(
+        pki,
+        gate,
+        Method::GET,
+        "/stats?format=json",
+        Some(WRITER_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_v1(&reply);
+    let stats = reply.json();
+    assert_eq!(names(&stats), ["orders"]);
+    assert_eq!(stats["topics"][0]["channels"][0]["channel_name"], "billing");
+
+    let reply = request(pki, gate, Method::GET, "/stats", Some(WRITER_KEY), "").await;
+    let text = reply.text();
+    assert!(
+        text.contains("[orders") && text.contains("billing"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secrets") && !text.contains("audit"),
+        "{text}"
+    );
+
+    let reply = request(
+        pki,
+        gate,
+        Method::GET,
+        "/stats?format=json",
+        Some(OPS_KEY),
+        "",
+    )
+    .await;
+    let mut all = names(&reply.json());
+    all.sort();
+    assert_eq!(all, ["orders", "secrets"]);
+
+    let reply = request(pki, gate, Method::GET, "/stats?format=json", None, "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn admin_operator_and_unknown_paths() {
+    let s = start(&[], "");
+    let (pki, gate) = (&s.pki, s.https);
+
+    let reply = request(
+        pki,
+        gate,
+        Method::POST,
+        "/topic/create?topic=orders",
+        Some(WRITER_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["action"], "admin");
+    assert!(!s.nsqd.topic_exists("orders"));
+
+    let reply = request(
+        pki,
+        gate,
+        Method::GET,
+        "/config/tls_key",
+        Some(WRITER_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = request(
+        pki,
+        gate,
+        Method::GET,
+        "/config/tls_required",
+        Some(OPS_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let reply = request(pki, gate, Method::GET, "/ping", None, "").await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "OK")
+    );
+    let reply = request(pki, gate, Method::GET, "/info", None, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["version"], "1.3.0");
+
+    let reply = request(pki, gate, Method::GET, "/no/such/path", Some(OPS_KEY), "").await;
+    assert_eq!(
+        (reply.status, reply.json()["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
+    let reply = request(
+        pki,
+        gate,
+        Method::GET,
+        "/pub?topic=orders",
+        Some(OPS_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Request smuggling shapes are refused before any parsing or forwarding.
+    let both = format!(
+        "POST /pub?topic=orders HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {WRITER_KEY}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    let answer = raw_request(pki, gate, both.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let twice = format!(
+        "POST /pub?topic=orders HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {WRITER_KEY}\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nsmug"
+    );
+    let answer = raw_request(pki, gate, twice.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(!s.nsqd.topic_exists("orders"));
+
+    // The plain listener only points to HTTPS.
+    let mut plain = std::net::TcpStream::connect(s.plain).unwrap();
+    use std::io::{Read, Write};
+    write!(plain, "GET /stats HTTP/1.0\r\nHost: g\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 403") || answer.starts_with("HTTP/1.1 403"),
+        "{answer}"
+    );
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["message"], "TLS_REQUIRED");
+    assert_eq!(body["https_port"], s.https.port());
+
+    // /metrics: operators only.
+    let reply = request(pki, gate, Method::GET, "/metrics", Some(WRITER_KEY), "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = request(pki, gate, Method::GET, "/metrics", Some(OPS_KEY), "").await;
+    assert!(
+        reply
+            .text()
+            .contains("nsqgate_http_smuggling_refused_total 2"),
+        "{}",
+        reply.text()
+    );
+}
+
+// === nsqlookupd front ===
+
+struct Lookupd {
+    child: Child,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Lookupd {
+    fn start() -> Lookupd {
+        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut child = Command::new(tool("nsqlookupd"))
+            .arg(format!("--tcp-address={tcp}"))
+            .arg(format!("--http-address={http}"))
+            .arg("--broadcast-address=127.0.0.1")
+            .arg("--log-level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nsqlookupd");
+        wait_for_port(http, &mut child, "nsqlookupd");
+        wait_for_port(tcp, &mut child, "nsqlookupd");
+        Lookupd { child, tcp, http }
+    }
+
+    fn producers(&self, topic: &str) -> usize {
+        let mut stream = std::net::TcpStream::connect(self.http).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "GET /lookup?topic={topic} HTTP/1.0\r\nHost: l\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+            .split("\r\n\r\n")
+            .nth(1)
+            .and_then(|body| serde_json::from_str::<Value>(body).ok())
+            .and_then(|v| v["producers"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lookupd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POST on nsqd's plain HTTP port (open with --tls-required=tcp-https).
+fn nsqd_post(nsqd: &Nsqd, path: &str) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(nsqd.http).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: n\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains(" 200 "), "{answer}");
+}
+
+#[tokio::test]
+async fn lookup_rewrites_known_producers_and_drops_a_rogue_one() {
+    let lookupd = Lookupd::start();
+    let register = format!("--lookupd-tcp-address={}", lookupd.tcp);
+    let args = [register.as_str(), "--broadcast-address=127.0.0.1"];
+    let pki = Pki::new();
+    pki.write_policy("http-policy", "http.toml", &policy());
+    let first = Nsqd::start_with(&pki, "nsqd", &args);
+    let second = Nsqd::start_with(&pki, "nsqd", &args);
+    let rogue = Nsqd::start_with(&pki, "nsqd", &args);
+    for nsqd in [&first, &second, &rogue] {
+        nsqd_post(nsqd, "/topic/create?topic=orders");
+        nsqd_post(nsqd, "/topic/create?topic=secrets");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lookupd.producers("orders") < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "three nsqd never registered with nsqlookupd"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let node = |nsqd: &Nsqd, name: &str, tcp: u16, http: u16| {
+        format!(
+            "[[http.lookupd.nodes]]\nbroadcast_address = \"127.0.0.1\"\ntcp_port = {}\nhttp_port = {}\ngate_address = \"{name}\"\ngate_tcp_port = {tcp}\ngate_http_port = {http}\n",
+            nsqd.tcp.port(),
+            nsqd.http.port(),
+        )
+    };
+    let config = format!(
+        "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.lookupd]\nlisten = \"{front}\"\nupstream = \"{}\"\n\n{}\n{}",
+        lookupd.http,
+        node(&first, "gate-a.example", 14150, 14152),
+        node(&second, "gate-b.example", 24150, 24152),
+    );
+    let gate = Gate::start_with(&pki, &first, "127.0.0.1", "ca.pem", &config);
+
+    let reply = request(
+        &pki,
+        front,
+        Method::GET,
+        "/lookup?topic=orders",
+        Some(WRITER_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_v1(&reply);
+    let mut seen: Vec<(String, u64, u64, String)> = reply.json()["producers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["broadcast_address"].as_str().unwrap().to_owned(),
+                p["tcp_port"].as_u64().unwrap(),
+                p["http_port"].as_u64().unwrap(),
+                p["remote_address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "gate-a.example".to_owned(),
+                14150,
+                14152,
+                "gate-a.example:14150".to_owned()
+            ),
+            (
+                "gate-b.example".to_owned(),
+                24150,
+                24152,
+                "gate-b.example:24150".to_owned()
+            ),
+        ]
+    );
+    assert!(
+        !reply.text().contains(&rogue.tcp.port().to_string()),
+        "the rogue nsqd never appears"
+    );
+
+    // /nodes: the same rewrite, and only the caller's topics.
+    let reply = request(&pki, front, Method::GET, "/nodes", Some(WRITER_KEY), "").await;
+    let nodes = reply.json();
+    let producers = nodes["producers"].as_array().unwrap();
+    assert_eq!(producers.len(), 2, "{nodes}");
+    for producer in producers {
+        assert!(producer["broadcast_address"]
+            .as_str()
+            .unwrap()
+            .ends_with(".example"));
+        assert_eq!(producer["topics"], serde_json::json!(["orders"]));
+    }
+
+    // Topics the caller may not see are as unknown as missing ones.
+    let reply = request(
+        &pki,
+        front,
+        Method::GET,
+        "/lookup?topic=secrets",
+        Some(WRITER_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = request(&pki, front, Method::GET, "/topics", Some(WRITER_KEY), "").await;
+    assert_eq!(reply.json()["topics"], serde_json::json!(["orders"]));
+    let reply = request(&pki, front, Method::GET, "/lookup?topic=orders", None, "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    // Every drop was logged and counted: one per reply that listed the rogue (/lookup, /nodes).
+    let reply = request(&pki, front, Method::GET, "/metrics", Some(OPS_KEY), "").await;
+    assert!(
+        reply
+            .text()
+            .contains("nsqgate_lookupd_rogue_producers_dropped_total 2"),
+        "{}",
+        reply.text()
+    );
+    assert!(gate.log().contains("not a configured node"));
+}
+
+// === nsqadmin front ===
+
+#[tokio::test]
+async fn nsqadmin_needs_read_on_everything_and_admin_to_change() {
+    let lookupd = Lookupd::start();
+    let pki = Pki::new();
+    pki.write_policy("http-policy", "http.toml", &policy());
+    let nsqd = Nsqd::start(&pki);
+    let admin_http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut nsqadmin = Command::new(tool("nsqadmin"))
+        .arg(format!("--http-address={admin_http}"))
+        .arg(format!("--lookupd-http-address={}", lookupd.http))
+        .arg("--log-level=error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nsqadmin");
+    wait_for_port(admin_http, &mut nsqadmin, "nsqadmin");
+    let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = format!(
+        "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.nsqadmin]\nlisten = \"{front}\"\nupstream = \"{admin_http}\"\n"
+    );
+    let _gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
+
+    let reply = request(&pki, front, Method::GET, "/", None, "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = request(&pki, front, Method::GET, "/", Some(WRITER_KEY), "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["action"], "read");
+    let reply = request(&pki, front, Method::GET, "/", Some(OPS_KEY), "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.text().contains("nsqadmin"), "{}", reply.text());
+    let reply = request(&pki, front, Method::GET, "/api/topics", Some(OPS_KEY), "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(reply.json().get("topics").is_some(), "{}", reply.text());
+    let reply = request(
+        &pki,
+        front,
+        Method::POST,
+        "/api/topics",
+        Some(WRITER_KEY),
+        "{}",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["action"], "admin");
+
+    let _ = nsqadmin.kill();
+    let _ = nsqadmin.wait();
+}
