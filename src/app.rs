@@ -10,6 +10,7 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::policy::{Policy, PolicyError};
+use crate::proxy::upstream::{Pool, Route};
 use crate::proxy::{Gateway, Listener, StartError};
 
 /// Binds every listener of `config` and serves until `shutdown` turns true.
@@ -37,8 +38,31 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     });
     // The HTTP fronts share the gateway's policy, JWT verifier and TLS set-up.
     crate::http::spawn(gateway.clone(), shutdown.clone()).await?;
-    let listener = Listener::bind(gateway).await?;
-    listener.run(shutdown).await;
+    // One listener per route: [upstream], each [[nodes]] entry, and the producer pool.
+    let mut routes = vec![(gateway.config.client.listen, gateway.clone())];
+    let mut members = vec![gateway.connector(&gateway.config.upstream)?];
+    for node in &gateway.config.nodes {
+        let connector = gateway.connector(&node.upstream)?;
+        members.push(connector.clone());
+        routes.push((
+            node.listen,
+            Arc::new(gateway.with_route(Route::Node(connector))),
+        ));
+    }
+    if let Some(pool) = &gateway.config.producer_pool {
+        let members = Pool::new(members);
+        tokio::spawn(members.clone().check_health_forever(pool.health_check));
+        routes.push((
+            pool.listen,
+            Arc::new(gateway.with_route(Route::Pool(members))),
+        ));
+    }
+    let mut listeners = tokio::task::JoinSet::new();
+    for (address, gateway) in routes {
+        let listener = Listener::bind(gateway, address).await?;
+        listeners.spawn(listener.run(shutdown.clone()));
+    }
+    while listeners.join_next().await.is_some() {}
     Ok(())
 }
 

@@ -66,9 +66,36 @@ pub struct RawConfig {
     #[serde(default)]
     pub http: Option<http::RawHttp>,
     #[serde(default)]
+    pub nodes: Vec<RawNode>,
+    pub producer_pool: Option<RawPool>,
+    #[serde(default)]
     pub connections: RawConnections,
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+}
+
+/// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the
+/// client certificate and AUTH secret are those of `[upstream]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub listen: String,
+    pub nsqd_tcp_address: String,
+    /// Defaults to `upstream.tls_server_name`.
+    pub tls_server_name: Option<String>,
+}
+
+/// Edge gateway for producers: a listener that spreads new connections over every known nsqd.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub listen: String,
+    #[serde(default = "default_health_check_ms")]
+    pub health_check_ms: u64,
+}
+
+fn default_health_check_ms() -> u64 {
+    2_000
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,6 +316,10 @@ pub struct Config {
     pub max_mpub_messages: u32,
     pub connections: ConnSettings,
     pub proxy_protocol_from: Vec<std::net::IpAddr>,
+    /// More listeners, each in front of its own nsqd (gateway mode).
+    pub nodes: Vec<NodeConfig>,
+    /// A producers' listener over `[upstream]` and every node.
+    pub producer_pool: Option<PoolConfig>,
     pub rates: RateSettings,
 }
 
@@ -332,6 +363,18 @@ pub struct UpstreamConfig {
     /// None only when the file says `tls = false` explicitly.
     pub tls: Option<UpstreamTls>,
     pub auth_secret: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub upstream: UpstreamConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    pub listen: SocketAddr,
+    pub health_check: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -612,7 +655,40 @@ impl Config {
             identity_topic: r.identity_topic,
             topic: r.topic,
         };
+        let mut nodes = Vec::new();
+        for (index, node) in raw.nodes.into_iter().enumerate() {
+            let key = |field: &str| format!("nodes[{index}].{field}");
+            let listen = node
+                .listen
+                .parse()
+                .map_err(|e| at.invalid(&key("listen"), format!("not an IP:port address: {e}")))?;
+            if !node.nsqd_tcp_address.contains(':') {
+                return Err(at.invalid(&key("nsqd_tcp_address"), "expected host:port".into()));
+            }
+            let mut upstream = upstream.clone();
+            upstream.nsqd_tcp_address = node.nsqd_tcp_address;
+            if let (Some(tls), Some(name)) = (upstream.tls.as_mut(), node.tls_server_name) {
+                rustls_pki_types::ServerName::try_from(name.clone())
+                    .map_err(|e| at.invalid(&key("tls_server_name"), e.to_string()))?;
+                tls.server_name = name;
+            }
+            nodes.push(NodeConfig { listen, upstream });
+        }
+        let producer_pool = match raw.producer_pool {
+            Some(pool) => Some(PoolConfig {
+                listen: pool.listen.parse().map_err(|e| {
+                    at.invalid(
+                        "producer_pool.listen",
+                        format!("not an IP:port address: {e}"),
+                    )
+                })?,
+                health_check: millis(at, "producer_pool.health_check_ms", pool.health_check_ms)?,
+            }),
+            None => None,
+        };
         Ok(Config {
+            nodes,
+            producer_pool,
             max_mpub_messages,
             connections,
             proxy_protocol_from: c.proxy_protocol_from,

@@ -831,3 +831,53 @@ async fn nsqadmin_needs_read_on_everything_and_admin_to_change() {
     let _ = nsqadmin.kill();
     let _ = nsqadmin.wait();
 }
+
+#[tokio::test]
+async fn http_publishing_draws_on_the_same_rate_limits() {
+    let rates = "\n[rate_limits]\non_limit = \"reject\"\nidentity = { messages_per_sec = 5, burst_messages = 5 }\n";
+    let setup = start(&[], rates);
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let reply = request(
+            &setup.pki,
+            setup.https,
+            Method::POST,
+            "/pub?topic=orders",
+            Some(WRITER_KEY),
+            format!("m{i}"),
+        )
+        .await;
+        statuses.push(reply.status);
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(
+                reply.json()["message"],
+                "TOO_MANY_REQUESTS",
+                "{}",
+                reply.text()
+            );
+        }
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!((5..=6).contains(&ok), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // An MPUB counts every message in it: 3 messages on a (nearly) empty bucket are refused.
+    let reply = request(
+        &setup.pki,
+        setup.https,
+        Method::POST,
+        "/mpub?topic=orders",
+        Some(WRITER_KEY),
+        "a\nb\nc\n",
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(setup.nsqd.message_count("orders"), ok as u64);
+}

@@ -49,7 +49,7 @@ impl Caller {
         let principal = match request::credential(headers) {
             Credential::Secret(secret) => {
                 let fingerprint = auth::fingerprint(secret);
-                match identity::from_secret(secret, gateway.jwt.as_ref(), &policy) {
+                match identity::from_secret(secret, gateway.jwt.as_deref(), &policy) {
                     Ok(principal) => {
                         audit::record(&Event {
                             remote: Some(conn.peer),

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::Request;
 
+use crate::audit;
 use crate::config::http::HttpConfig;
 use crate::http::body;
 use crate::http::caller::{Caller, Conn};
@@ -31,7 +32,7 @@ use crate::http::stats;
 use crate::http::upstream::{self, HttpUpstream};
 use crate::http::{body_failed, forward, upstream_failed, MAX_FILTERED_RESPONSE};
 use crate::nsq::{is_valid_channel_name, is_valid_topic_name};
-use crate::policy::Action;
+use crate::policy::{Action, Subject};
 use crate::proxy::Gateway;
 
 /// What a request is, by method and path, as nsqd's router sees it.
@@ -236,6 +237,32 @@ impl NsqdFront {
         };
         if let Err(refusal) = kind.check(&body, &limits) {
             return reply::error(refusal.status, refusal.code);
+        }
+        // The same buckets as TCP publishing: an identity's rate is one rate, whatever path.
+        let (messages, bytes) = kind.measure(&body);
+        let rates = caller.policy.rates_of(&Subject {
+            identity: &caller.principal.identity,
+            claimed_roles: &caller.principal.claimed_roles,
+        });
+        let admitted = self
+            .gateway
+            .rates
+            .admit(&caller.principal.identity, topic, rates, messages, bytes)
+            .await;
+        if let Err(limited) = admitted {
+            audit::record(&audit::Event {
+                remote: Some(caller.peer),
+                principal: Some(&caller.principal),
+                action: "publish",
+                topic: Some(topic),
+                outcome: "deny",
+                reason: Some(&limited.to_string()),
+                ..audit::Event::default()
+            });
+            return reply::json(
+                StatusCode::TOO_MANY_REQUESTS,
+                &serde_json::json!({"message": "TOO_MANY_REQUESTS", "detail": limited.to_string()}),
+            );
         }
         let target = query
             .only(&["topic", "defer", "binary"])

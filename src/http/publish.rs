@@ -79,6 +79,26 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// Messages and payload bytes in a body that passed [`Kind::check`], for the rate limits.
+    pub fn measure(self, body: &[u8]) -> (u32, u64) {
+        match self {
+            Kind::Pub => (1, body.len() as u64),
+            Kind::MpubText => body
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .fold((0, 0), |(n, bytes), line| {
+                    (n + 1, bytes + line.len() as u64)
+                }),
+            Kind::MpubBinary => {
+                let count = read_len(body).map_or(0, |(count, _)| count.max(0) as u32);
+                let framing = 4 + 4 * u64::from(count);
+                (count, (body.len() as u64).saturating_sub(framing))
+            }
+        }
+    }
+}
+
 /// nsqd's `readMPUB`: a positive count no larger than fits the body limit, then that many
 /// positive sizes no larger than the message limit, each followed by its body. A failure is
 /// 413 with nsqd's code minus `E_`.

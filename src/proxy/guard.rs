@@ -173,7 +173,7 @@ impl Guard {
         self.auth_seen = true;
         let fingerprint = auth::fingerprint(secret);
         let policy = self.policy.borrow().clone();
-        let result = identity::from_secret(secret, self.gateway.jwt.as_ref(), &policy);
+        let result = identity::from_secret(secret, self.gateway.jwt.as_deref(), &policy);
         match result {
             Ok(principal) => {
                 let subject = subject(&principal);

@@ -23,7 +23,7 @@ use crate::limit::conn::ConnLimits;
 use crate::limit::RateLimits;
 use crate::policy::Policy;
 use crate::tls::{self, TlsError};
-use upstream::{Connector, UpstreamError};
+use upstream::{Connector, Route, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -43,14 +43,18 @@ pub enum StartError {
 }
 
 /// What every session of one listener shares: configuration and both legs' TLS set-ups.
+#[derive(Clone)]
 pub struct Gateway {
     pub config: Arc<Config>,
     pub tls_acceptor: TlsAcceptor,
-    pub upstream: Connector,
+    /// Where this listener's clients go: `[upstream]`, a `[[nodes]]` entry, or the pool.
+    pub route: Route,
+    /// Verifying TLS toward nsqd, shared by every route.
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// The live policy; a reload sends a new version and sessions re-check against it.
     pub policy: watch::Receiver<Arc<Policy>>,
     /// Present when `[auth.jwt]` is configured.
-    pub jwt: Option<JwtVerifier>,
+    pub jwt: Option<Arc<JwtVerifier>>,
     /// Publish token buckets, shared by every connection (and the HTTP front).
     pub rates: Arc<RateLimits>,
     /// Open-connection caps, shared by every listener.
@@ -78,14 +82,14 @@ impl Gateway {
             .saturating_add(64);
         let upstream = Connector::new(
             &config.upstream,
-            upstream_tls,
+            upstream_tls.clone(),
             config.timeouts.upstream_connect,
             max_frame,
         )?;
         let jwt = match &config.auth.jwt {
-            Some(settings) => {
-                Some(JwtVerifier::new(settings).map_err(|e| StartError::Jwt(e.to_string()))?)
-            }
+            Some(settings) => Some(Arc::new(
+                JwtVerifier::new(settings).map_err(|e| StartError::Jwt(e.to_string()))?,
+            )),
             None => None,
         };
         Ok(Gateway {
@@ -93,7 +97,8 @@ impl Gateway {
             conns: ConnLimits::new(config.connections.clone()),
             config,
             tls_acceptor: TlsAcceptor::from(server),
-            upstream,
+            route: Route::Node(upstream),
+            upstream_tls,
             policy,
             jwt,
         })
@@ -101,6 +106,28 @@ impl Gateway {
 
     pub fn upstream_tls(&self) -> bool {
         self.config.upstream.tls.is_some()
+    }
+
+    /// A connector to one nsqd with the shared upstream settings.
+    pub fn connector(
+        &self,
+        upstream: &crate::config::UpstreamConfig,
+    ) -> Result<Connector, StartError> {
+        let max_frame = self.route.max_frame_size();
+        Ok(Connector::new(
+            upstream,
+            self.upstream_tls.clone(),
+            self.config.timeouts.upstream_connect,
+            max_frame,
+        )?)
+    }
+
+    /// The same gateway (policy, identity, limits) sending its clients somewhere else.
+    pub fn with_route(&self, route: Route) -> Gateway {
+        Gateway {
+            route,
+            ..self.clone()
+        }
     }
 }
 
@@ -111,8 +138,7 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub async fn bind(gateway: Arc<Gateway>) -> Result<Listener, StartError> {
-        let address = gateway.config.client.listen;
+    pub async fn bind(gateway: Arc<Gateway>, address: SocketAddr) -> Result<Listener, StartError> {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| StartError::Bind { address, source })?;
@@ -126,7 +152,7 @@ impl Listener {
     /// Accepts until `shutdown` turns true, then waits for open sessions to end.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut sessions = JoinSet::new();
-        info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), upstream = self.gateway.upstream.address(), "listening for NSQ clients");
+        info!(address = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), upstream = self.gateway.route.address(), "listening for NSQ clients");
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {

@@ -19,7 +19,7 @@ use crate::proxy::identify::{self, ClientIdentify, ClientLeg, IdentifyError};
 use crate::proxy::proxied::{self, ProxyHeaderError};
 use crate::proxy::relay::{self, RelaySettings};
 use crate::proxy::stream::{Io, Replay};
-use crate::proxy::upstream::{Upstream, UpstreamError};
+use crate::proxy::upstream::{Routed, UpstreamError};
 use crate::proxy::Gateway;
 
 /// The first byte of a TLS handshake record: a client that starts with TLS.
@@ -76,7 +76,7 @@ impl ClientStream {
 struct Opened {
     client: ClientStream,
     buf: BytesMut,
-    upstream: Upstream,
+    upstream: Routed,
     /// The identity a verified client certificate gave, if any.
     principal: Option<Principal>,
 }
@@ -117,7 +117,7 @@ async fn run(
     let settings = RelaySettings {
         limits: gateway.config.limits,
         idle: gateway.config.timeouts.idle,
-        max_frame_size: gateway.upstream.max_frame_size(),
+        max_frame_size: gateway.route.max_frame_size(),
         revocation_grace: gateway.config.auth.revocation_grace,
         partial_frame_timeout: gateway.config.timeouts.partial_frame,
         auth_timeout: gateway.config.timeouts.auth,
@@ -135,14 +135,18 @@ async fn run(
         permit.bind_identity(&principal.identity)?;
     }
     let mut guard = Guard::new(gateway.clone(), peer, opened.principal, permit);
-    relay::run(
+    // The pool lease (if any) lives until the relay ends, so the member's count is right.
+    let Routed { upstream, lease } = opened.upstream;
+    let relayed = relay::run(
         opened.client.into_io(),
         opened.buf,
-        opened.upstream,
+        upstream,
         &mut guard,
         &settings,
     )
-    .await?;
+    .await;
+    drop(lease);
+    relayed?;
     Ok(())
 }
 
@@ -199,7 +203,7 @@ async fn opening(
     client: &mut ClientStream,
     buf: &mut BytesMut,
     principal: &mut Option<Principal>,
-) -> Result<Upstream, SessionError> {
+) -> Result<Routed, SessionError> {
     fill(client.io(), buf, nsq::MAGIC_V2.len(), "the protocol magic").await?;
     if &buf[..4] != nsq::MAGIC_V2 {
         return Err(SessionError::Refuse {
@@ -238,7 +242,7 @@ async fn opening(
                 && principal.is_none()
                 && !(upgrade && gateway.config.client.client_cert == ClientCertMode::Required),
         };
-        identify::client_reply(&upstream.identify_reply, leg)
+        identify::client_reply(&upstream.upstream.identify_reply, leg)
     } else {
         b"OK".to_vec()
     };
@@ -279,13 +283,13 @@ fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<
 async fn connect_upstream(
     gateway: &Gateway,
     identify: &ClientIdentify,
-) -> Result<Upstream, SessionError> {
+) -> Result<Routed, SessionError> {
     let body = identify.upstream_body(gateway.upstream_tls());
-    match gateway.upstream.connect(body).await {
-        Ok(upstream) => Ok(upstream),
+    match gateway.route.connect(body).await {
+        Ok(routed) => Ok(routed),
         Err(e) => {
             // The client learns only that the upstream is unavailable; the log says why.
-            warn!(upstream = gateway.upstream.address(), error = %e, "upstream refused");
+            warn!(upstream = gateway.route.address(), error = %e, "upstream refused");
             Err(SessionError::Refuse {
                 code: ErrorCode::IdentifyFailed,
                 text: "nsqgate could not open a verified connection to nsqd".into(),

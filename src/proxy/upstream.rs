@@ -215,3 +215,163 @@ async fn read_reply(
         }
     }
 }
+
+/// Where a listener's clients are sent: one nsqd, or (for producers at the edge) the least
+/// busy healthy member of a pool.
+#[derive(Clone)]
+pub enum Route {
+    Node(Connector),
+    Pool(Arc<Pool>),
+}
+
+/// A ready upstream leg and, for a pool, its claim on a member's connection count.
+pub struct Routed {
+    pub upstream: Upstream,
+    /// Held for the life of the connection; dropping it lowers the member's count.
+    pub lease: Option<Lease>,
+}
+
+impl Route {
+    pub async fn connect(&self, identify_body: Vec<u8>) -> Result<Routed, UpstreamError> {
+        match self {
+            Route::Node(connector) => Ok(Routed {
+                upstream: connector.connect(identify_body).await?,
+                lease: None,
+            }),
+            Route::Pool(pool) => pool.connect(identify_body).await,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        match self {
+            Route::Node(connector) => connector.address().to_owned(),
+            Route::Pool(pool) => pool.describe(),
+        }
+    }
+
+    pub fn max_frame_size(&self) -> u32 {
+        match self {
+            Route::Node(connector) => connector.max_frame_size(),
+            Route::Pool(pool) => pool
+                .members
+                .iter()
+                .map(|m| m.connector.max_frame_size())
+                .max()
+                .unwrap_or(HANDSHAKE_FRAME_LIMIT),
+        }
+    }
+}
+
+/// Known nsqd for producers: new connections go to the healthy member with the fewest open
+/// connections; a member that fails to connect or fails its health check is skipped until it
+/// passes again.
+pub struct Pool {
+    members: Vec<Member>,
+}
+
+struct Member {
+    connector: Connector,
+    active: std::sync::atomic::AtomicUsize,
+    healthy: std::sync::atomic::AtomicBool,
+}
+
+pub struct Lease {
+    pool: Arc<Pool>,
+    index: usize,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(member) = self.pool.members.get(self.index) {
+            member
+                .active
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(connectors: Vec<Connector>) -> Arc<Pool> {
+        Arc::new(Pool {
+            members: connectors
+                .into_iter()
+                .map(|connector| Member {
+                    connector,
+                    active: std::sync::atomic::AtomicUsize::new(0),
+                    healthy: std::sync::atomic::AtomicBool::new(true),
+                })
+                .collect(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        let addresses: Vec<&str> = self.members.iter().map(|m| m.connector.address()).collect();
+        format!("pool[{}]", addresses.join(","))
+    }
+
+    /// Healthy members first, fewest connections first; unhealthy ones only as a last resort.
+    fn order(&self) -> Vec<usize> {
+        use std::sync::atomic::Ordering;
+        let mut order: Vec<usize> = (0..self.members.len()).collect();
+        order.sort_by_key(|&i| {
+            let m = &self.members[i];
+            (
+                !m.healthy.load(Ordering::Acquire),
+                m.active.load(Ordering::Acquire),
+            )
+        });
+        order
+    }
+
+    async fn connect(self: &Arc<Self>, identify_body: Vec<u8>) -> Result<Routed, UpstreamError> {
+        use std::sync::atomic::Ordering;
+        let mut last = UpstreamError::Protocol("the producer pool is empty".into());
+        for index in self.order() {
+            let member = &self.members[index];
+            member.active.fetch_add(1, Ordering::AcqRel);
+            let lease = Lease {
+                pool: self.clone(),
+                index,
+            };
+            match member.connector.connect(identify_body.clone()).await {
+                Ok(upstream) => {
+                    member.healthy.store(true, Ordering::Release);
+                    return Ok(Routed {
+                        upstream,
+                        lease: Some(lease),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(nsqd = member.connector.address(), error = %e, "pool member failed; trying the next");
+                    member.healthy.store(false, Ordering::Release);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Probes every member with a TCP connect each period.
+    pub async fn check_health_forever(self: Arc<Self>, every: Duration) {
+        use std::sync::atomic::Ordering;
+        loop {
+            for member in &self.members {
+                // Connect and say the magic, so nsqd sees a client that simply left.
+                let probe = async {
+                    let mut tcp = TcpStream::connect(member.connector.address()).await?;
+                    tcp.write_all(nsq::MAGIC_V2).await?;
+                    tcp.shutdown().await
+                };
+                let up = matches!(tokio::time::timeout(every, probe).await, Ok(Ok(())));
+                if member.healthy.swap(up, Ordering::AcqRel) != up {
+                    tracing::info!(
+                        nsqd = member.connector.address(),
+                        healthy = up,
+                        "pool member health changed"
+                    );
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Gateway mode (one nsqgate listener per known nsqd, discovery through nsqgate) and the edge
+//! producer pool, against real nsqd, nsqlookupd and nsq_tail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::nsqclient::{tls_connector, RawClient};
+use common::{free_port, run_tool, tool, wait_for_port, Gate, Nsqd, Pki};
+use nsqgate::auth::apikey;
+
+const KEY: &str = "nsqk_gateway_test_key_0000000000000000000000000000";
+
+fn policy() -> String {
+    format!(
+        r#"
+[roles.gw]
+allow = [
+  {{ action = "publish", topics = ["gw*", "pool"] }},
+  {{ action = "subscribe", topics = ["gw*"], channels = ["*", "tail*#ephemeral"] }},
+]
+
+[api_keys.gw-client]
+sha256 = "{}"
+roles = ["gw"]
+"#,
+        apikey::hash_hex(KEY.as_bytes())
+    )
+}
+
+/// A real nsqlookupd on free ports.
+struct Lookupd {
+    child: std::process::Child,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Lookupd {
+    fn start() -> Lookupd {
+        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut child = std::process::Command::new(tool("nsqlookupd"))
+            .arg(format!("--tcp-address={tcp}"))
+            .arg(format!("--http-address={http}"))
+            .arg("--broadcast-address=127.0.0.1")
+            .arg("--log-level=error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(http, &mut child, "nsqlookupd");
+        Lookupd { child, tcp, http }
+    }
+
+    fn producers(&self, topic: &str) -> usize {
+        let body = get(self.http, &format!("/lookup?topic={topic}"));
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["producers"].as_array().map(|p| p.len()))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lookupd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+fn nsqd_pub(nsqd: &Nsqd, topic: &str, body: &str) {
+    let mut stream = TcpStream::connect(nsqd.http).unwrap();
+    write!(
+        stream,
+        "POST /pub?topic={topic} HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+}
+
+#[test]
+fn nsq_tail_discovers_through_nsqgate_and_reaches_every_nsqd_only_through_it() {
+    let lookupd = Lookupd::start();
+    let register = format!("--lookupd-tcp-address={}", lookupd.tcp);
+    let args = [register.as_str(), "--broadcast-address=127.0.0.1"];
+    let pki = Pki::new();
+    pki.write_policy("gw-policy", "gw.toml", &policy());
+    let first = Nsqd::start_with(&pki, "nsqd", &args);
+    let second = Nsqd::start_with(&pki, "nsqd", &args);
+    for (nsqd, name) in [(&first, "first"), (&second, "second")] {
+        for i in 0..5 {
+            nsqd_pub(nsqd, "gw", &format!("{name}-{i}"));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lookupd.producers("gw") < 2 {
+        assert!(Instant::now() < deadline, "the nsqd never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (port_a, port_b, front) = (free_port(), free_port(), free_port());
+    let node = |nsqd: &Nsqd, gate_port: u16| {
+        format!(
+            "[[http.lookupd.nodes]]\nbroadcast_address = \"127.0.0.1\"\ntcp_port = {}\nhttp_port = {}\ngate_address = \"127.0.0.1\"\ngate_tcp_port = {gate_port}\ngate_http_port = {gate_port}\n",
+            nsqd.tcp.port(),
+            nsqd.http.port()
+        )
+    };
+    let config = format!(
+        r#"
+[client]
+listen = "127.0.0.1:{port_a}"
+tls_cert = "gate.pem"
+tls_key = "gate.key"
+
+[upstream]
+nsqd_tcp_address = "{}"
+tls_server_name = "127.0.0.1"
+tls_ca = "ca.pem"
+
+[[nodes]]
+listen = "127.0.0.1:{port_b}"
+nsqd_tcp_address = "{}"
+
+[auth]
+policy_dir = "gw-policy"
+
+[http.lookupd]
+listen = "127.0.0.1:{front}"
+upstream = "{}"
+
+{}
+{}"#,
+        first.tcp,
+        second.tcp,
+        lookupd.http,
+        node(&first, port_a),
+        node(&second, port_b)
+    );
+    let gate = Gate::start_config(&pki, &config, port_a);
+    let mut probe = std::process::Command::new("true").spawn().unwrap();
+    wait_for_port(
+        ([127, 0, 0, 1], port_b).into(),
+        &mut probe,
+        "the second gate listener",
+    );
+
+    // Stock nsq_tail, told only about nsqgate's lookupd front. Go's HTTP client trusts the dev
+    // CA through SSL_CERT_FILE; the consumer options set TLS and the API key (which go-nsq
+    // also sends to lookupd as a bearer token).
+    let ca = pki.path("ca.pem").display().to_string();
+    let tail_args = vec![
+        "--topic=gw".to_string(),
+        format!("--lookupd-http-address=https://127.0.0.1:{front}"),
+        "-n=10".to_string(),
+        "--consumer-opt=tls_v1,true".to_string(),
+        format!("--consumer-opt=tls_root_ca_file,{ca}"),
+        format!("--consumer-opt=auth_secret,{KEY}"),
+    ];
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let (ok, stdout, stderr) =
+        run_tool(&tool("nsq_tail"), &tail_args, b"", Duration::from_secs(60));
+    assert!(
+        ok,
+        "nsq_tail failed: {stderr}\n--- gate ---\n{}",
+        gate.log()
+    );
+    let mut received: Vec<String> = String::from_utf8_lossy(&stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    received.sort();
+    let mut expected: Vec<String> = (0..5)
+        .flat_map(|i| [format!("first-{i}"), format!("second-{i}")])
+        .collect();
+    expected.sort();
+    assert_eq!(received, expected);
+
+    // nsq_tail only ever knew nsqgate's addresses; both of its nsqd connections were
+    // subscriptions authorized by nsqgate, one on each listener's nsqd.
+    let subscribes: Vec<_> = gate
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["action"] == "subscribe" && e["outcome"] == "allow")
+        .collect();
+    assert_eq!(subscribes.len(), 2, "{subscribes:?}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port_a}")), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port_b}")), "{stderr}");
+    assert!(
+        !stderr.contains(&first.tcp.to_string()),
+        "direct nsqd address leaked: {stderr}"
+    );
+    assert!(
+        !stderr.contains(&second.tcp.to_string()),
+        "direct nsqd address leaked: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
+    let pki = Pki::new();
+    pki.write_policy("gw-policy", "gw.toml", &policy());
+    let first = Nsqd::start(&pki);
+    let mut second = Nsqd::start(&pki);
+    let (port, pool_port) = (free_port(), free_port());
+    let config = format!(
+        r#"
+[client]
+listen = "127.0.0.1:{port}"
+tls_cert = "gate.pem"
+tls_key = "gate.key"
+
+[upstream]
+nsqd_tcp_address = "{}"
+tls_server_name = "127.0.0.1"
+tls_ca = "ca.pem"
+
+[[nodes]]
+listen = "127.0.0.1:{}"
+nsqd_tcp_address = "{}"
+
+[producer_pool]
+listen = "127.0.0.1:{pool_port}"
+health_check_ms = 200
+
+[auth]
+policy_dir = "gw-policy"
+"#,
+        first.tcp,
+        free_port(),
+        second.tcp
+    );
+    let _gate = Gate::start_config(&pki, &config, port);
+    let pool: SocketAddr = ([127, 0, 0, 1], pool_port).into();
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let producer = || async {
+        let (mut client, _) = RawClient::upgraded(pool, &connector, serde_json::json!({})).await;
+        client
+            .send(&nsqgate::nsq::Command::Auth {
+                secret: KEY.as_bytes().to_vec().into(),
+            })
+            .await;
+        client.read_frame().await.unwrap();
+        client
+    };
+
+    // Four producers held open: least-connections puts two on each nsqd.
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut client = producer().await;
+        let ok = client
+            .publish("pool", format!("p{i}").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(&ok.data[..], b"OK");
+        held.push(client);
+    }
+    assert_eq!(first.message_count("pool"), 2);
+    assert_eq!(second.message_count("pool"), 2);
+
+    // One nsqd dies: its producers see their connections end (nothing acked is lost), and
+    // new producers all go to the one that is left.
+    second.terminate();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut ended = 0;
+    for client in &mut held {
+        if client.publish("pool", b"after").await.is_none() {
+            ended += 1;
+        }
+    }
+    assert_eq!(
+        ended, 2,
+        "the two producers on the dead nsqd see their connection end"
+    );
+    for i in 0..3 {
+        let mut client = producer().await;
+        let ok = client
+            .publish("pool", format!("n{i}").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(&ok.data[..], b"OK");
+    }
+    assert_eq!(first.message_count("pool"), 2 + 2 + 3);
+}
