@@ -881,3 +881,56 @@ async fn http_publishing_draws_on_the_same_rate_limits() {
     );
     assert_eq!(setup.nsqd.message_count("orders"), ok as u64);
 }
+
+#[tokio::test]
+async fn curl_with_a_jwt_publishes_where_allowed() {
+    let secret = "an-hs256-secret-of-at-least-32-bytes!!";
+    let jwt_config = "\n[auth.jwt]\nkeys = [{ kid = \"hs\", algorithm = \"HS256\", secret_file = \"jwt.secret\" }]\n";
+    // The secret file must exist before nsqgate starts: write it where the config resolves it.
+    let setup = {
+        let pki = Pki::new();
+        std::fs::write(pki.path("jwt.secret"), secret).unwrap();
+        pki.write_policy("http-policy", "http.toml", &policy());
+        let nsqd = Nsqd::start(&pki);
+        let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let config = format!(
+            "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.nsqd]\nlisten = \"{https}\"\nupstream = \"{}\"\n{jwt_config}",
+            nsqd.https
+        );
+        let gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
+        (pki, nsqd, gate, https)
+    };
+    let (pki, nsqd, _gate, https) = setup;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("hs".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": "curl-user", "roles": ["writer"], "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let curl = |path: &str, body: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(pki.path("ca.pem"))
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["--data-binary", body])
+            .arg(format!("https://127.0.0.1:{}{path}", https.port()))
+            .output()
+            .expect("curl (apt-get install curl)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_owned(), body.to_owned())
+    };
+    assert_eq!(curl("/pub?topic=orders", "hello").0, "200");
+    assert_eq!(curl("/mpub?topic=orders", "a\nb\n").0, "200");
+    let (code, body) = curl("/pub?topic=payments", "nope");
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("payments"), "{body}");
+    assert_eq!(nsqd.message_count("orders"), 3);
+    assert!(!nsqd.topic_exists("payments"));
+}
