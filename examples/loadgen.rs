@@ -117,7 +117,9 @@ async fn publish(
     let mut in_flight = 0usize;
     let mut batch = BytesMut::new();
     loop {
-        let sending = Instant::now() < deadline;
+        // Refill in batches once half the window is acknowledged, as a pipelining producer
+        // does, so each write carries many commands.
+        let sending = Instant::now() < deadline && in_flight <= args.depth / 2;
         while sending && in_flight < args.depth {
             batch.extend_from_slice(&pub_frame);
             in_flight += 1;

@@ -97,23 +97,26 @@ impl RateLimits {
         messages: u32,
         bytes: u64,
     ) -> Result<(), Limited> {
-        let scopes = [
+        // Keys are built only for scopes that have a quota: unlimited costs nothing.
+        let scopes: [(&'static str, Option<RateQuota>, &(dyn Fn() -> Key + Sync)); 3] = [
             (
                 "identity",
                 rates.identity.or(self.settings.identity),
-                Key::Identity(identity.to_owned()),
+                &|| Key::Identity(identity.to_owned()),
             ),
             (
                 "identity and topic",
                 rates.identity_topic.or(self.settings.identity_topic),
-                Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
+                &|| Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
             ),
-            ("topic", self.settings.topic, Key::Topic(topic.to_owned())),
+            ("topic", self.settings.topic, &|| {
+                Key::Topic(topic.to_owned())
+            }),
         ];
         let deadline = tokio::time::Instant::now() + self.settings.max_delay;
         for (scope, quota, key) in scopes {
             let Some(quota) = quota else { continue };
-            let bucket = self.bucket(key, quota);
+            let bucket = self.bucket(key(), quota);
             let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
             for (unit, limiter, amount) in [
                 ("messages", &bucket.messages, messages),
