@@ -97,26 +97,24 @@ impl RateLimits {
         messages: u32,
         bytes: u64,
     ) -> Result<(), Limited> {
-        // Keys are built only for scopes that have a quota: unlimited costs nothing.
-        let scopes: [(&'static str, Option<RateQuota>, &(dyn Fn() -> Key + Sync)); 3] = [
-            (
-                "identity",
-                rates.identity.or(self.settings.identity),
-                &|| Key::Identity(identity.to_owned()),
-            ),
+        let scopes = [
+            ("identity", rates.identity.or(self.settings.identity)),
             (
                 "identity and topic",
                 rates.identity_topic.or(self.settings.identity_topic),
-                &|| Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
             ),
-            ("topic", self.settings.topic, &|| {
-                Key::Topic(topic.to_owned())
-            }),
+            ("topic", self.settings.topic),
         ];
         let deadline = tokio::time::Instant::now() + self.settings.max_delay;
-        for (scope, quota, key) in scopes {
+        for (scope, quota) in scopes {
             let Some(quota) = quota else { continue };
-            let bucket = self.bucket(key(), quota);
+            // Keys are built only for scopes with a quota: unlimited costs nothing.
+            let key = match scope {
+                "identity" => Key::Identity(identity.to_owned()),
+                "topic" => Key::Topic(topic.to_owned()),
+                _ => Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
+            };
+            let bucket = self.bucket(key, quota);
             let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
             for (unit, limiter, amount) in [
                 ("messages", &bucket.messages, messages),
