@@ -100,3 +100,35 @@ fn keys_new_prints_a_fresh_key_and_its_policy_entry() {
         "{first}"
     );
 }
+
+#[test]
+fn the_docker_compose_config_checks_out() {
+    // No Docker engine here: check what can be checked. deploy/proxy.compose.toml names the
+    // certs volume (/certs) by absolute path; point it at dev certs made here instead.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let (code, _, err) = nsqgate(&[
+        "certs",
+        "dev",
+        "--out",
+        certs.to_str().unwrap(),
+        "--host",
+        "nsqd",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/deploy/proxy.compose.toml")).unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(
+        &file,
+        text.replace("\"/certs/", &format!("\"{}/", certs.display())),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(format!("{root}/policies"), dir.path().join("policies")).unwrap();
+    let (code, out, err) = nsqgate(&["check-config", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The compose file mounts that config and the policies where nsqgate looks for them.
+    let compose = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
+    assert!(compose.contains("./deploy/proxy.compose.toml:/etc/nsqgate/proxy.toml:ro"));
+    assert!(compose.contains("./policies:/etc/nsqgate/policies:ro"));
+}
