@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use crate::auth::Principal;
+use crate::policy::{Action, Decision};
 
 /// The tracing target audit events use; `main` routes it to the audit sink.
 pub const TARGET: &str = "audit";
@@ -51,4 +52,37 @@ pub fn record(event: &Event<'_>) {
         fingerprint = %event.fingerprint.unwrap_or(""),
         "audit"
     );
+}
+
+/// Records a policy decision: `would` marks what audit-mode rules would have decided.
+pub fn record_decision(
+    remote: SocketAddr,
+    principal: &Principal,
+    action: Action,
+    topic: &str,
+    channel: Option<&str>,
+    decision: &Decision,
+    would: bool,
+) {
+    let outcome = match (decision.is_allow(), would) {
+        (true, false) => "allow",
+        (false, false) => "deny",
+        (true, true) => "would_allow",
+        (false, true) => "would_deny",
+    };
+    let reason = match decision {
+        Decision::Deny { reason, .. } => Some(reason.as_str()),
+        Decision::Allow { .. } => None,
+    };
+    record(&Event {
+        remote: Some(remote),
+        principal: Some(principal),
+        action: action.as_str(),
+        topic: Some(topic),
+        channel,
+        rule: decision.rule(),
+        outcome,
+        reason,
+        ..Event::default()
+    });
 }

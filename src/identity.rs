@@ -1,6 +1,6 @@
 //! One way to turn a presented secret into a [`Principal`], shared by the NSQ AUTH command, the
 //! HTTP front and `policy explain`: a JWT goes to the verifier, an API key is hashed and looked
-//! up in the live policy. No I/O here.
+//! up in the live policy; likewise one way to read a verified client certificate. No I/O here.
 
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::{self, apikey, AuthError, Method, Principal, SecretKind};
@@ -29,6 +29,22 @@ pub fn from_secret(
             .ok_or(AuthError::UnknownApiKey),
         SecretKind::Unknown => Err(AuthError::UnrecognizedSecret),
     }
+}
+
+/// The identity a verified client certificate gives (rustls has already checked its chain
+/// against the client CA and CRLs when this is called).
+pub fn from_certificate(
+    chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    order: &[crate::auth::mtls::IdentitySource],
+) -> Option<Principal> {
+    let leaf = chain?.first()?;
+    let identity = crate::auth::mtls::identity_from_cert(leaf, order)?;
+    Some(Principal {
+        identity,
+        method: Method::Certificate,
+        claimed_roles: Vec::new(),
+        expires_at: None,
+    })
 }
 
 /// The method a secret would authenticate with, for audit lines about failures.

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::nsqclient::{tls_connector, RawClient};
-use common::{free_port, run_tool, tool, wait_for_port, Gate, Nsqd, Pki};
+use common::{free_port, run_tool, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
 use nsqgate::auth::apikey;
 
 const KEY: &str = "nsqk_gateway_test_key_0000000000000000000000000000";
@@ -30,56 +30,6 @@ roles = ["gw"]
 "#,
         apikey::hash_hex(KEY.as_bytes())
     )
-}
-
-/// A real nsqlookupd on free ports.
-struct Lookupd {
-    child: std::process::Child,
-    tcp: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Lookupd {
-    fn start() -> Lookupd {
-        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut child = std::process::Command::new(tool("nsqlookupd"))
-            .arg(format!("--tcp-address={tcp}"))
-            .arg(format!("--http-address={http}"))
-            .arg("--broadcast-address=127.0.0.1")
-            .arg("--log-level=error")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(http, &mut child, "nsqlookupd");
-        Lookupd { child, tcp, http }
-    }
-
-    fn producers(&self, topic: &str) -> usize {
-        let body = get(self.http, &format!("/lookup?topic={topic}"));
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["producers"].as_array().map(|p| p.len()))
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Lookupd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }
 
 fn nsqd_pub(nsqd: &Nsqd, topic: &str, body: &str) {
@@ -223,33 +173,12 @@ async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
     let first = Nsqd::start(&pki);
     let mut second = Nsqd::start(&pki);
     let (port, pool_port) = (free_port(), free_port());
-    let config = format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port}"
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-
-[upstream]
-nsqd_tcp_address = "{}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-
-[[nodes]]
-listen = "127.0.0.1:{}"
-nsqd_tcp_address = "{}"
-
-[producer_pool]
-listen = "127.0.0.1:{pool_port}"
-health_check_ms = 200
-
-[auth]
-policy_dir = "gw-policy"
-"#,
-        first.tcp,
+    let rest = format!(
+        "[[nodes]]\nlisten = \"127.0.0.1:{}\"\nnsqd_tcp_address = \"{}\"\n\n[producer_pool]\nlisten = \"127.0.0.1:{pool_port}\"\nhealth_check_ms = 200\n\n[auth]\npolicy_dir = \"gw-policy\"\n",
         free_port(),
         second.tcp
     );
+    let config = common::gate_config(port, first.tcp, "", &rest);
     let _gate = Gate::start_config(&pki, &config, port);
     let pool: SocketAddr = ([127, 0, 0, 1], pool_port).into();
     let connector = tls_connector(&pki.path("ca.pem"), None);

@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use common::{free_port, tool, wait_for_port, Gate, Nsqd, Pki};
+use common::{free_port, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
 use nsqgate::auth::apikey;
 
 const WRITER_KEY: &str = "nsqk_http_test_writer_key_000000000000000000000000";
@@ -589,56 +589,6 @@ async fn admin_operator_and_unknown_paths() {
 }
 
 // === nsqlookupd front ===
-
-struct Lookupd {
-    child: Child,
-    tcp: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Lookupd {
-    fn start() -> Lookupd {
-        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut child = Command::new(tool("nsqlookupd"))
-            .arg(format!("--tcp-address={tcp}"))
-            .arg(format!("--http-address={http}"))
-            .arg("--broadcast-address=127.0.0.1")
-            .arg("--log-level=error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nsqlookupd");
-        wait_for_port(http, &mut child, "nsqlookupd");
-        wait_for_port(tcp, &mut child, "nsqlookupd");
-        Lookupd { child, tcp, http }
-    }
-
-    fn producers(&self, topic: &str) -> usize {
-        let mut stream = std::net::TcpStream::connect(self.http).unwrap();
-        use std::io::{Read, Write};
-        write!(
-            stream,
-            "GET /lookup?topic={topic} HTTP/1.0\r\nHost: l\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
-            .split("\r\n\r\n")
-            .nth(1)
-            .and_then(|body| serde_json::from_str::<Value>(body).ok())
-            .and_then(|v| v["producers"].as_array().map(Vec::len))
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Lookupd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// POST on nsqd's plain HTTP port (open with --tls-required=tcp-https).
 fn nsqd_post(nsqd: &Nsqd, path: &str) {

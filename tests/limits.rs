@@ -56,24 +56,11 @@ roles = ["fast"]
 }
 
 fn gate_config(_pki: &Pki, nsqd: &Nsqd, port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port}"
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-
-[upstream]
-nsqd_tcp_address = "{}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-
-[auth]
-policy_dir = "limited"
-
-{extra}
-"#,
-        nsqd.tcp
+    common::gate_config(
+        port,
+        nsqd.tcp,
+        "",
+        &format!("[auth]\npolicy_dir = \"limited\"\n\n{extra}"),
     )
 }
 

@@ -451,23 +451,11 @@ async fn upstream_client_certificate_for_an_nsqd_that_requires_one() {
 
     // With upstream.tls_cert/tls_key it works.
     let port = common::free_port();
-    let config = format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port}"
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-
-[upstream]
-nsqd_tcp_address = "{}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-tls_cert = "gate-client.pem"
-tls_key = "gate-client.key"
-
-{}"#,
+    let config = common::gate_config(
+        port,
         nsqd.tcp,
-        common::ANONYMOUS
+        "tls_cert = \"gate-client.pem\"\ntls_key = \"gate-client.key\"",
+        common::ANONYMOUS,
     );
     let with = Gate::start_config(&pki, &config, port);
     let (mut client, _) = RawClient::upgraded(with.addr, &connector, serde_json::json!({})).await;
@@ -542,22 +530,11 @@ async fn nsqgate_authenticates_to_an_nsqd_that_requires_auth() {
     );
 
     let port = common::free_port();
-    let config = format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port}"
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-
-[upstream]
-nsqd_tcp_address = "{}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-auth_secret = "gate-secret"
-
-{}"#,
+    let config = common::gate_config(
+        port,
         nsqd.tcp,
-        common::ANONYMOUS
+        "auth_secret = \"gate-secret\"",
+        common::ANONYMOUS,
     );
     let with = Gate::start_config(&pki, &config, port);
     let (mut client, reply) =

@@ -169,26 +169,14 @@ impl Caller {
         decision: &Decision,
         would: bool,
     ) {
-        let outcome = match (decision.is_allow(), would) {
-            (true, false) => "allow",
-            (false, false) => "deny",
-            (true, true) => "would_allow",
-            (false, true) => "would_deny",
-        };
-        let reason = match decision {
-            Decision::Deny { reason, .. } => Some(reason.as_str()),
-            Decision::Allow { .. } => None,
-        };
-        audit::record(&Event {
-            remote: Some(self.peer),
-            principal: Some(&self.principal),
-            action: action.as_str(),
-            topic: Some(topic),
+        audit::record_decision(
+            self.peer,
+            &self.principal,
+            action,
+            topic,
             channel,
-            rule: decision.rule(),
-            outcome,
-            reason,
-            ..Event::default()
-        });
+            decision,
+            would,
+        );
     }
 }

@@ -22,7 +22,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::auth::{Method, Principal};
 use crate::http::caller::Conn;
 use crate::http::metrics::Metrics;
 use crate::http::reply;
@@ -98,20 +97,10 @@ async fn connection(
         Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
     };
     // rustls has verified the chain against the client CA (and CRLs) by now.
-    let cert = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| {
-            crate::auth::mtls::identity_from_cert(leaf, &gateway.config.client.cert_identity_order)
-        })
-        .map(|identity| Principal {
-            identity,
-            method: Method::Certificate,
-            claimed_roles: Vec::new(),
-            expires_at: None,
-        });
+    let cert = crate::identity::from_certificate(
+        tls.get_ref().1.peer_certificates(),
+        &gateway.config.client.cert_identity_order,
+    );
     let conn = Arc::new(Conn { peer, cert });
     serve_screened(tls, conn, front, metrics, request_timeout).await;
 }

@@ -260,27 +260,9 @@ impl Guard {
             None => {
                 let check = policy.check(&subject(principal), action, topic, channel);
                 let record = |decision: &Decision, would: bool| {
-                    let outcome = match (decision.is_allow(), would) {
-                        (true, false) => "allow",
-                        (false, false) => "deny",
-                        (true, true) => "would_allow",
-                        (false, true) => "would_deny",
-                    };
-                    let reason = match decision {
-                        Decision::Deny { reason, .. } => Some(reason.as_str()),
-                        Decision::Allow { .. } => None,
-                    };
-                    audit::record(&Event {
-                        remote: Some(self.peer),
-                        principal: Some(principal),
-                        action: action_name(action),
-                        topic: Some(topic),
-                        channel,
-                        rule: decision.rule(),
-                        outcome,
-                        reason,
-                        ..Event::default()
-                    });
+                    audit::record_decision(
+                        self.peer, principal, action, topic, channel, decision, would,
+                    );
                 };
                 record(&check.decision, false);
                 if let Some(would) = &check.audit {

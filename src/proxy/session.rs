@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::auth::{Method, Principal};
+use crate::auth::Principal;
 use crate::config::ClientCertMode;
 use crate::limit::conn::{ConnPermit, Refusal};
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
@@ -312,20 +312,10 @@ where
         .map_err(|_| SessionError::Timeout("the TLS handshake"))?
         .map_err(SessionError::Tls)?;
     // rustls has already verified the chain against the client CA (and CRLs) by now.
-    let principal = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| {
-            crate::auth::mtls::identity_from_cert(leaf, &gateway.config.client.cert_identity_order)
-        })
-        .map(|identity| Principal {
-            identity,
-            method: Method::Certificate,
-            claimed_roles: Vec::new(),
-            expires_at: None,
-        });
+    let principal = crate::identity::from_certificate(
+        tls.get_ref().1.peer_certificates(),
+        &gateway.config.client.cert_identity_order,
+    );
     Ok((Box::new(tls), principal))
 }
 

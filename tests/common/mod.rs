@@ -239,6 +239,77 @@ impl Drop for Nsqd {
     }
 }
 
+/// An nsqgate config: a listener on `port` in front of `nsqd` (verified as 127.0.0.1 against
+/// the test CA), `upstream_extra` lines inside `[upstream]`, then `rest`.
+pub fn gate_config(port: u16, nsqd: SocketAddr, upstream_extra: &str, rest: &str) -> String {
+    format!(
+        r#"
+[client]
+listen = "127.0.0.1:{port}"
+tls_cert = "gate.pem"
+tls_key = "gate.key"
+
+[upstream]
+nsqd_tcp_address = "{nsqd}"
+tls_server_name = "127.0.0.1"
+tls_ca = "ca.pem"
+{upstream_extra}
+
+{rest}
+"#
+    )
+}
+
+/// A running stock nsqlookupd on free ports.
+pub struct Lookupd {
+    child: Child,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Lookupd {
+    pub fn start() -> Lookupd {
+        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut child = Command::new(tool("nsqlookupd"))
+            .arg(format!("--tcp-address={tcp}"))
+            .arg(format!("--http-address={http}"))
+            .arg("--broadcast-address=127.0.0.1")
+            .arg("--log-level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nsqlookupd");
+        wait_for_port(http, &mut child, "nsqlookupd");
+        wait_for_port(tcp, &mut child, "nsqlookupd");
+        Lookupd { child, tcp, http }
+    }
+
+    /// How many producers nsqlookupd lists for `topic` (0 when it does not know the topic).
+    pub fn producers(&self, topic: &str) -> usize {
+        let mut stream = TcpStream::connect(self.http).expect("connect nsqlookupd");
+        let _ = write!(
+            stream,
+            "GET /lookup?topic={topic} HTTP/1.0\r\nHost: l\r\n\r\n"
+        );
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+            .split("\r\n\r\n")
+            .nth(1)
+            .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+            .and_then(|v| v["producers"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lookupd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running nsqgate binary with a config written for the test.
 pub struct Gate {
     child: Child,
