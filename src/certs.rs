@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum CertError {
 pub struct Pem {
     pub cert: String,
     pub key: String,
+    /// The certificate's serial number, to name it in a CRL.
+    pub serial: Vec<u8>,
 }
 
 /// A certificate authority that can issue more leaves after generation.
@@ -59,6 +62,7 @@ impl DevCa {
         Pem {
             cert: self.issuer.pem(),
             key: self.issuer.key().serialize_pem(),
+            serial: Vec::new(),
         }
     }
 
@@ -87,14 +91,42 @@ impl DevCa {
         self.sign(params)
     }
 
+    /// A PEM CRL, signed by this CA, revoking the certificates with these serial numbers.
+    pub fn crl(&self, revoked: &[&[u8]]) -> Result<String, CertError> {
+        let now = time::OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(30),
+            crl_number: SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     fn sign(&self, mut params: CertificateParams) -> Result<Pem, CertError> {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
+        // Random positive serials, so a CRL can name one certificate.
+        let mut serial: [u8; 16] = rand::random();
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pem {
             cert: cert.pem(),
             key: key.serialize_pem(),
+            serial: serial.to_vec(),
         })
     }
 }

@@ -1160,3 +1160,107 @@ async fn a_token_accepted_within_the_leeway_is_not_refused_as_expired_at_the_nex
     );
     assert_eq!(f.nsqd.message_count("orders.leeway"), 1);
 }
+
+#[tokio::test]
+async fn a_client_certificate_revoked_by_the_crl_is_refused() {
+    let pki = Pki::new();
+    let issue = |name: &str| {
+        let pem = pki
+            .ca
+            .issue_client(&ClientSubject {
+                common_name: name.into(),
+                uris: vec![format!("spiffe://nsqgate.test/{name}")],
+                dns_names: Vec::new(),
+            })
+            .unwrap();
+        pki.write(name, &pem);
+        pem
+    };
+    issue("kept");
+    let revoked = issue("revoked");
+    std::fs::write(
+        pki.path("revoked.crl.pem"),
+        pki.ca.crl(&[&revoked.serial]).unwrap(),
+    )
+    .unwrap();
+    pki.write_policy(
+        "crl-policy",
+        "crl.toml",
+        r#"
+[roles.any]
+allow = [{ action = "publish", topics = ["*"] }]
+[identities]
+"spiffe://nsqgate.test/kept" = ["any"]
+"spiffe://nsqgate.test/revoked" = ["any"]
+"#,
+    );
+    let nsqd = Nsqd::start(&pki);
+    let port = free_port();
+    let config = format!(
+        r#"
+[client]
+listen = "127.0.0.1:{port}"
+tls_cert = "gate.pem"
+tls_key = "gate.key"
+tls_client_ca = "ca.pem"
+client_cert = "required"
+tls_client_crls = ["revoked.crl.pem"]
+
+[upstream]
+nsqd_tcp_address = "{}"
+tls_server_name = "127.0.0.1"
+tls_ca = "ca.pem"
+
+[auth]
+policy_dir = "crl-policy"
+"#,
+        nsqd.tcp
+    );
+    let gate = Gate::start_config(&pki, &config, port);
+
+    let publish_with = |name: &'static str| {
+        let connector = tls_connector(
+            &pki.path("ca.pem"),
+            Some((
+                &pki.path(&format!("{name}.pem")),
+                &pki.path(&format!("{name}.key")),
+            )),
+        );
+        async move {
+            let tcp = TcpStream::connect(gate.addr).await.unwrap();
+            let server = ServerName::try_from("127.0.0.1").unwrap();
+            // With TLS 1.3 the server's verdict on a client certificate may arrive only after
+            // the client thinks the handshake is done; either way nothing may get through.
+            let Ok(mut tls) = connector.connect(server, tcp).await else {
+                return None;
+            };
+            let mut out = BytesMut::new();
+            out.extend_from_slice(nsqgate::nsq::MAGIC_V2);
+            Command::Pub {
+                topic: name.into(),
+                body: b"x".to_vec().into(),
+            }
+            .encode(&mut out);
+            let _ = tls.write_all(&out).await;
+            let mut reply = vec![0u8; 64];
+            match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut reply)).await {
+                Ok(Ok(n)) if n > 0 => Some(reply[..n].to_vec()),
+                _ => None,
+            }
+        }
+    };
+    let kept = publish_with("kept")
+        .await
+        .expect("the kept certificate is served");
+    assert!(
+        kept.ends_with(b"OK"),
+        "{:?}",
+        String::from_utf8_lossy(&kept)
+    );
+    assert_eq!(nsqd.message_count("kept"), 1);
+    assert!(
+        publish_with("revoked").await.is_none(),
+        "the revoked certificate must not get through"
+    );
+    assert!(!nsqd.topic_exists("revoked"));
+}

@@ -130,8 +130,6 @@ async fn run(
             outcome: "success",
             ..Default::default()
         });
-    }
-    if let Some(principal) = &opened.principal {
         permit.bind_identity(&principal.identity)?;
     }
     let mut guard = Guard::new(gateway.clone(), peer, opened.principal, permit);
