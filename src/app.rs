@@ -27,7 +27,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         config.auth.policy_reload,
         policy_tx,
     ));
+    let mut config = config;
+    // Fail closed at start: without the issuer's keys no token could be checked.
+    crate::jwks::load_initial(&mut config)
+        .await
+        .map_err(|e| StartError::Jwt(format!("initial JWKS fetch failed: {e}")))?;
     let gateway = Arc::new(Gateway::new(Arc::new(config), policy_rx)?);
+    if let (Some(source), Some(verifier)) = (&gateway.config.auth.jwks_source, &gateway.jwt) {
+        tokio::spawn(crate::jwks::refresh_forever(
+            source.clone(),
+            verifier.clone(),
+        ));
+    }
     tokio::spawn(gateway.rates.clone().evict_forever());
     let conns = gateway.conns.clone();
     tokio::spawn(async move {

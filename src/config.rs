@@ -182,6 +182,12 @@ pub struct RawJwt {
     #[serde(default)]
     pub keys: Vec<RawJwtKey>,
     pub jwks_file: Option<PathBuf>,
+    /// An https URL serving the issuer's JWKS, re-fetched in the background.
+    pub jwks_url: Option<String>,
+    /// The CA that the JWKS URL's certificate must chain to.
+    pub jwks_ca: Option<PathBuf>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     #[serde(default = "default_leeway")]
@@ -281,6 +287,10 @@ fn default_identity_order() -> Vec<IdentitySource> {
     vec![IdentitySource::Uri, IdentitySource::Dns, IdentitySource::Cn]
 }
 
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
 fn default_leeway() -> u64 {
     30
 }
@@ -341,6 +351,15 @@ pub struct AuthConfig {
     pub policy_reload: Duration,
     pub revocation_grace: Duration,
     pub jwt: Option<JwtSettings>,
+    /// Where the JWKS is fetched from and refreshed, when `jwks_url` is set.
+    pub jwks_source: Option<JwksSource>,
+}
+
+#[derive(Clone, Debug)]
+pub struct JwksSource {
+    pub url: ::http::Uri,
+    pub ca: PathBuf,
+    pub refresh: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -587,6 +606,10 @@ impl Config {
             policy_dir: resolve(&raw.auth.policy_dir),
             policy_reload: millis(at, "auth.policy_reload_ms", raw.auth.policy_reload_ms)?,
             revocation_grace: millis(at, "auth.revocation_grace_ms", raw.auth.revocation_grace_ms)?,
+            jwks_source: match &raw.auth.jwt {
+                Some(jwt) => jwks_source(jwt, at, &existing)?,
+                None => None,
+            },
             jwt: match raw.auth.jwt {
                 Some(jwt) => Some(jwt_settings(jwt, at, &existing)?),
                 None => None,
@@ -754,10 +777,11 @@ fn jwt_settings(
         Some(file) => Some(read("auth.jwt.jwks_file", file)?),
         None => None,
     };
-    if keys.is_empty() && jwks.is_none() {
+    let fetched = raw.jwks_url.is_some();
+    if keys.is_empty() && jwks.is_none() && !fetched {
         return Err(at.invalid(
             "auth.jwt",
-            "configure at least one key or a jwks_file".into(),
+            "configure at least one key, a jwks_file or a jwks_url".into(),
         ));
     }
     let settings = JwtSettings {
@@ -769,10 +793,43 @@ fn jwt_settings(
         identity_claim: raw.identity_claim,
         roles_claim: raw.roles_claim,
     };
-    // Build once here so bad keys are config errors, not start-up surprises.
-    crate::auth::jwt::JwtVerifier::new(&settings)
-        .map_err(|e| at.invalid("auth.jwt", e.to_string()))?;
+    // Build once here so bad keys are config errors, not start-up surprises (keys that come
+    // from jwks_url are checked when they are fetched).
+    if !(fetched && settings.keys.is_empty() && settings.jwks.is_none()) {
+        crate::auth::jwt::JwtVerifier::new(&settings)
+            .map_err(|e| at.invalid("auth.jwt", e.to_string()))?;
+    }
     Ok(settings)
+}
+
+fn jwks_source(
+    raw: &RawJwt,
+    at: &Locator<'_>,
+    existing: &dyn Fn(&str, &Path) -> Result<PathBuf, ConfigError>,
+) -> Result<Option<JwksSource>, ConfigError> {
+    let Some(url) = &raw.jwks_url else {
+        return Ok(None);
+    };
+    let url: ::http::Uri = url
+        .parse()
+        .map_err(|e| at.invalid("auth.jwt.jwks_url", format!("not a URL: {e}")))?;
+    if url.scheme_str() != Some("https") || url.host().is_none() {
+        return Err(at.invalid(
+            "auth.jwt.jwks_url",
+            "must be an https:// URL: keys fetched in clear could be replaced on the way".into(),
+        ));
+    }
+    let ca = raw.jwks_ca.as_deref().ok_or_else(|| {
+        at.invalid(
+            "auth.jwt.jwks_ca",
+            "required with jwks_url: the CA its certificate must chain to".into(),
+        )
+    })?;
+    Ok(Some(JwksSource {
+        url,
+        ca: existing("auth.jwt.jwks_ca", ca)?,
+        refresh: Duration::from_secs(raw.jwks_refresh_secs.max(1)),
+    }))
 }
 
 fn nonzero(at: &Locator<'_>, key: &str, value: u32) -> Result<u32, ConfigError> {

@@ -4,6 +4,7 @@
 //! - [`nsq`]: the NSQ TCP protocol V2, sans-io (bytes in, values out).
 //! - [`auth`]: who a client is: JWT, API key or client certificate.
 //! - [`identity`]: a presented secret (JWT or API key) turned into a principal.
+//! - [`jwks`]: fetching and refreshing an issuer's JWKS over verified HTTPS.
 //! - [`limit`]: publish rate limits and connection limits (flood and exhaustion defences).
 //! - [`policy`]: pure allow/deny decisions over roles, topics and channels.
 //! - [`config`]: the TOML/env configuration, parsed into validated values.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod explain;
 pub mod http;
 pub mod identity;
+pub mod jwks;
 pub mod limit;
 pub mod nsq;
 pub mod policy;

@@ -155,13 +155,27 @@ struct ExplainArgs {
 fn explain(args: &ExplainArgs) -> ExitCode {
     use nsqgate::explain::{explain, Credential, Request};
 
-    let config = match Config::load(&args.config) {
+    let mut config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("config error: {e}");
             return ExitCode::from(2);
         }
     };
+    if config.auth.jwks_source.is_some() {
+        let fetched = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(nsqgate::jwks::load_initial(&mut config))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = fetched {
+            eprintln!("error: JWKS fetch failed: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let credential = match (&args.identity, &args.token, &args.api_key) {
         (Some(identity), _, _) => Credential::Identity(identity),
         (_, Some(token), _) => Credential::Secret(token.as_bytes()),

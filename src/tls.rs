@@ -82,7 +82,7 @@ fn protocol_versions(min: TlsVersion) -> &'static [&'static rustls::SupportedPro
     }
 }
 
-fn root_store(ca: &Path) -> Result<RootCertStore, TlsError> {
+pub fn root_store(ca: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(ca)? {
         roots.add(cert).map_err(|e| TlsError::Ca {

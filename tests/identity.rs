@@ -1264,3 +1264,133 @@ policy_dir = "crl-policy"
     );
     assert!(!nsqd.topic_exists("revoked"));
 }
+
+/// A tiny HTTPS server for a JWKS document whose answer the test can change.
+async fn jwks_server(
+    pki: &Pki,
+    answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+) -> SocketAddr {
+    let certs = nsqgate::tls::load_certs(&pki.path("gate.pem")).unwrap();
+    let key = nsqgate::tls::load_key(&pki.path("gate.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).await.unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let (status, body) = answer.lock().unwrap().clone();
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An ES256 key: its PKCS#8 PEM for signing and its public JWK.
+fn es256_jwk(kid: &str) -> (EncodingKey, Value) {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let raw = pair.public_key_raw();
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
+    });
+    (
+        EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+        jwk,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_url_keys_are_fetched_refreshed_and_kept_when_a_refresh_fails() {
+    let pki = Pki::new();
+    pki.write_policy(
+        "jwks-policy",
+        "jwks.toml",
+        "[roles.any]\nallow = [{ action = \"publish\", topics = [\"*\"] }]\n[identities]\nalice = [\"any\"]\n",
+    );
+    let (first_key, first_jwk) = es256_jwk("k1");
+    let (second_key, second_jwk) = es256_jwk("k2");
+    let answer = std::sync::Arc::new(std::sync::Mutex::new((
+        200u16,
+        json!({ "keys": [first_jwk] }).to_string(),
+    )));
+    let server = jwks_server(&pki, answer.clone()).await;
+    let nsqd = Nsqd::start(&pki);
+    let port = free_port();
+    let rest = format!(
+        "[auth]\npolicy_dir = \"jwks-policy\"\n\n[auth.jwt]\njwks_url = \"https://127.0.0.1:{}/keys.json\"\njwks_ca = \"ca.pem\"\njwks_refresh_secs = 1\nleeway_secs = 0\n",
+        server.port()
+    );
+    let gate = Gate::start_config(&pki, &common::gate_config(port, nsqd.tcp, "", &rest), port);
+    let token = |kid: &str, key: &EncodingKey| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        jsonwebtoken::encode(&header, &json!({"sub": "alice", "exp": exp}), key).unwrap()
+    };
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let try_auth = |secret: String| {
+        let connector = connector.clone();
+        async move {
+            let (mut client, _) = RawClient::upgraded(gate.addr, &connector, json!({})).await;
+            auth(&mut client, &secret).await.map(|f| f.frame_type)
+        }
+    };
+    // Fetched at start.
+    assert_eq!(
+        try_auth(token("k1", &first_key)).await,
+        Some(FrameType::Response)
+    );
+    // The issuer rotates: after a refresh the new key works and the old one is gone.
+    *answer.lock().unwrap() = (200, json!({ "keys": [second_jwk] }).to_string());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        try_auth(token("k2", &second_key)).await,
+        Some(FrameType::Response)
+    );
+    assert_eq!(
+        try_auth(token("k1", &first_key)).await,
+        Some(FrameType::Error)
+    );
+    // The issuer fails (an error, then garbage): the last good set stays in force.
+    *answer.lock().unwrap() = (500, "{}".into());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    *answer.lock().unwrap() = (200, "not json".into());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        try_auth(token("k2", &second_key)).await,
+        Some(FrameType::Response)
+    );
+    assert!(
+        gate.log().contains("JWKS refresh failed"),
+        "the failure is logged"
+    );
+}
