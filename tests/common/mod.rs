@@ -169,6 +169,8 @@ impl Nsqd {
             .arg("--log-level=error")
             .args(extra)
             .stdout(Stdio::null())
+            // Expected refusals (tests provoke them) would read like failures in CI output.
+            .stderr(std::fs::File::create(data.path().join("nsqd.log")).expect("nsqd log"))
             .spawn()
             .expect("start nsqd");
         wait_for_port(http, &mut child, "nsqd");
