@@ -365,11 +365,35 @@ async fn silent_and_idle_clients_are_dropped() {
         started.elapsed()
     );
 
-    let (mut idle, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    // Heartbeats every second: a client that answers none of them is gone after two.
+    let (mut idle, _) = RawClient::upgraded(
+        gate.addr,
+        &connector,
+        serde_json::json!({"heartbeat_interval": 1000}),
+    )
+    .await;
     let started = Instant::now();
     assert!(
-        idle.closed_within(Duration::from_secs(5)).await,
+        idle.closed_within(Duration::from_secs(8)).await,
         "idle client dropped"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+
+    // Heartbeats disabled: the configured idle timeout (1 s here) applies.
+    let (mut quiet, _) = RawClient::upgraded(
+        gate.addr,
+        &connector,
+        serde_json::json!({"heartbeat_interval": -1}),
+    )
+    .await;
+    let started = Instant::now();
+    assert!(
+        quiet.closed_within(Duration::from_secs(5)).await,
+        "quiet client dropped"
     );
     let waited = started.elapsed();
     assert!(

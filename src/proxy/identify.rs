@@ -14,6 +14,9 @@ const RELAYED_NUMBERS: &[&str] = &[
     "sample_rate",
 ];
 
+/// nsqd's heartbeat interval when a client does not choose one (half its 60 s client timeout).
+pub const DEFAULT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentifyError {
     #[error("IDENTIFY failed to decode JSON body")]
@@ -92,6 +95,20 @@ impl ClientIdentify {
         })
     }
 
+    /// The heartbeat interval nsqd will use for this client; None when the client disabled
+    /// heartbeats (-1). Absent or 0 means nsqd's default of 30 s.
+    pub fn heartbeat_interval(&self) -> Option<std::time::Duration> {
+        match self
+            .relayed
+            .get("heartbeat_interval")
+            .and_then(Value::as_i64)
+        {
+            Some(ms) if ms < 0 => None,
+            Some(ms) if ms > 0 => Some(std::time::Duration::from_millis(ms.unsigned_abs())),
+            _ => Some(DEFAULT_HEARTBEAT),
+        }
+    }
+
     /// The IDENTIFY body nsqgate sends to nsqd for this client.
     pub fn upstream_body(&self, upstream_tls: bool) -> Vec<u8> {
         let mut fields = self.relayed.clone();
@@ -142,6 +159,18 @@ mod tests {
         assert_eq!(up["tls_v1"], true);
         assert_eq!(up["snappy"], false);
         assert!(up.get("long_id").is_none());
+    }
+
+    #[test]
+    fn heartbeat_interval_as_nsqd_reads_it() {
+        let hb = |body: &[u8]| ClientIdentify::parse(body).unwrap().heartbeat_interval();
+        assert_eq!(hb(b"{}"), Some(DEFAULT_HEARTBEAT));
+        assert_eq!(hb(br#"{"heartbeat_interval":0}"#), Some(DEFAULT_HEARTBEAT));
+        assert_eq!(
+            hb(br#"{"heartbeat_interval":5000}"#),
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(hb(br#"{"heartbeat_interval":-1}"#), None);
     }
 
     #[test]

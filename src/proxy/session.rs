@@ -22,6 +22,9 @@ use crate::proxy::stream::{Io, Replay};
 use crate::proxy::upstream::{Routed, UpstreamError};
 use crate::proxy::Gateway;
 
+/// Added to two heartbeat intervals before an idle client is dropped.
+const IDLE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The first byte of a TLS handshake record: a client that starts with TLS.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -74,6 +77,8 @@ impl ClientStream {
 
 /// A connection that finished its opening: both legs ready to relay.
 struct Opened {
+    /// The heartbeat interval nsqd uses for this client (None: the client disabled them).
+    heartbeat: Option<std::time::Duration>,
     client: ClientStream,
     buf: BytesMut,
     upstream: Routed,
@@ -116,7 +121,11 @@ async fn run(
         .map_err(|_| SessionError::Timeout("IDENTIFY"))??;
     let settings = RelaySettings {
         limits: gateway.config.limits,
-        idle: gateway.config.timeouts.idle,
+        // Like nsqd: a client that neither sends nor answers a heartbeat for two intervals is
+        // gone. With heartbeats disabled, the configured idle timeout applies.
+        idle: opened
+            .heartbeat
+            .map_or(gateway.config.timeouts.idle, |hb| 2 * hb + IDLE_SLACK),
         max_frame_size: gateway.route.max_frame_size(),
         revocation_grace: gateway.config.auth.revocation_grace,
         partial_frame_timeout: gateway.config.timeouts.partial_frame,
@@ -178,7 +187,8 @@ async fn open(
         ClientStream::Plain(tcp)
     };
     match opening(gateway, &mut client, &mut buf, &mut principal).await {
-        Ok(upstream) => Ok(Opened {
+        Ok((upstream, heartbeat)) => Ok(Opened {
+            heartbeat,
             client,
             buf,
             upstream,
@@ -201,7 +211,7 @@ async fn opening(
     client: &mut ClientStream,
     buf: &mut BytesMut,
     principal: &mut Option<Principal>,
-) -> Result<Routed, SessionError> {
+) -> Result<(Routed, Option<std::time::Duration>), SessionError> {
     fill(client.io(), buf, nsq::MAGIC_V2.len(), "the protocol magic").await?;
     if &buf[..4] != nsq::MAGIC_V2 {
         return Err(SessionError::Refuse {
@@ -220,7 +230,7 @@ async fn opening(
         let mut replayed = BytesMut::from(&first.raw[..]);
         replayed.extend_from_slice(buf);
         *buf = replayed;
-        return Ok(upstream);
+        return Ok((upstream, Some(identify::DEFAULT_HEARTBEAT)));
     };
 
     let identify = ClientIdentify::parse(body)?;
@@ -263,7 +273,7 @@ async fn opening(
         io.write_all(&nsq::response_frame(b"OK")).await?;
         io.flush().await?;
     }
-    Ok(upstream)
+    Ok((upstream, identify.heartbeat_interval()))
 }
 
 fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<(), SessionError> {
