@@ -884,3 +884,21 @@ async fn curl_with_a_jwt_publishes_where_allowed() {
     assert_eq!(nsqd.message_count("orders"), 3);
     assert!(!nsqd.topic_exists("payments"));
 }
+
+#[tokio::test]
+async fn http_connections_count_against_the_same_caps() {
+    let setup = start(&[], "\n[connections]\nmax_per_ip = 2\n");
+    let held = [
+        tls_stream(&setup.pki, setup.https).await,
+        tls_stream(&setup.pki, setup.https).await,
+    ];
+    // The third connection from this address is closed at once, before any TLS.
+    let mut third = TcpStream::connect(setup.https).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = request(&setup.pki, setup.https, Method::GET, "/ping", None, "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+}

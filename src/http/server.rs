@@ -55,14 +55,17 @@ pub async fn serve_tls(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    connections.spawn(connection(
-                        tcp,
-                        peer,
-                        gateway.clone(),
-                        front.clone(),
-                        metrics.clone(),
-                        request_timeout,
-                    ));
+                    // The same connection caps as the NSQ listeners (total, per IP, new/s per
+                    // IP); over a cap the connection is closed at once.
+                    let Ok(mut permit) = gateway.conns.admit() else { continue };
+                    if permit.bind_ip(peer.ip()).is_err() {
+                        continue;
+                    }
+                    let (gateway, front, metrics) = (gateway.clone(), front.clone(), metrics.clone());
+                    connections.spawn(async move {
+                        let _permit = permit;
+                        connection(tcp, peer, gateway, front, metrics, request_timeout).await
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "HTTP accept failed");
