@@ -259,6 +259,7 @@ pub struct RawTimeouts {
     pub upstream_connect_ms: u64,
     pub idle_ms: u64,
     pub partial_frame_ms: u64,
+    pub write_ms: u64,
 }
 
 impl Default for RawTimeouts {
@@ -269,6 +270,7 @@ impl Default for RawTimeouts {
             auth_ms: 10_000,
             upstream_connect_ms: 5_000,
             partial_frame_ms: 30_000,
+            write_ms: 30_000,
             // nsqd heartbeats every 30 s and expects an answer within 60 s; allow a little more.
             idle_ms: 65_000,
         }
@@ -414,6 +416,8 @@ pub struct Timeouts {
     pub idle: Duration,
     /// How long a started command may take to arrive whole (slow-drip defence).
     pub partial_frame: Duration,
+    /// How long one write to a peer may block (a peer that stops reading).
+    pub write: Duration,
 }
 
 // === impl Config ===
@@ -598,6 +602,7 @@ impl Config {
             identify: millis(at, "timeouts.identify_ms", t.identify_ms)?,
             auth: millis(at, "timeouts.auth_ms", t.auth_ms)?,
             partial_frame: millis(at, "timeouts.partial_frame_ms", t.partial_frame_ms)?,
+            write: millis(at, "timeouts.write_ms", t.write_ms)?,
             upstream_connect: millis(at, "timeouts.upstream_connect_ms", t.upstream_connect_ms)?,
             idle: millis(at, "timeouts.idle_ms", t.idle_ms)?,
         };

@@ -459,3 +459,64 @@ async fn five_thousand_idle_connections() {
     assert_eq!(&late.publish("idle", b"y").await.unwrap().data[..], b"OK");
     drop(clients);
 }
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_cut_off_by_the_write_timeout() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let port = free_port();
+    let extra = "[timeouts]\nwrite_ms = 1000\n";
+    let config = gate_config(&pki, &nsqd, port, extra).replace(
+        "policy_dir = \"limited\"",
+        "policy_dir = \"open-policy\"\nrequire_identity = false",
+    );
+    let gate = Gate::start_config(&pki, &config, port);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    // 32 MiB waiting in the topic: far more than the socket buffers between here and nsqgate.
+    let (mut producer, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    let body = vec![b'z'; 512 * 1024];
+    for _ in 0..64 {
+        let ok = producer.publish("flood", &body).await.unwrap();
+        assert_eq!(&ok.data[..], b"OK");
+    }
+    let (mut consumer, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    consumer
+        .send(&Command::Sub {
+            topic: "flood".into(),
+            channel: "stuck".into(),
+        })
+        .await;
+    consumer.send(&Command::Rdy { count: 64 }).await;
+    // The consumer now reads nothing. nsqgate's writes to it block, and after write_ms the
+    // connection is given up: nsqd sees its client leave.
+    let channel_clients = || {
+        nsqd.topic("flood").and_then(|t| {
+            t["channels"]
+                .as_array()?
+                .iter()
+                .find(|c| c["channel_name"] == "stuck")
+                .and_then(|c| c["clients"].as_array().map(Vec::len))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen_connected = false;
+    loop {
+        match channel_clients() {
+            Some(1) => seen_connected = true,
+            Some(0) if seen_connected => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stuck consumer was never cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The reason is logged once the connection's linger ends.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gate.log().contains("peer stopped reading") {
+        assert!(Instant::now() < deadline, "the reason is logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(consumer);
+}

@@ -56,6 +56,8 @@ pub struct RelaySettings {
     /// How long a connection may go on without an identity when one is required.
     pub auth_timeout: Duration,
     pub max_frame_size: u32,
+    /// How long a write to either peer may take before the connection is given up.
+    pub write_timeout: Duration,
     /// How long a consumer whose permission was revoked may finish in-flight messages.
     pub revocation_grace: Duration,
 }
@@ -87,6 +89,7 @@ pub async fn run(
             client_write,
             slots_rx,
             settings.max_frame_size,
+            settings.write_timeout,
         );
         tokio::pin!(inbound, outbound);
         tokio::select! {
@@ -169,7 +172,7 @@ where
                     biased;
                     refused = &mut admission => refused,
                     _ = std::future::ready(()) => {
-                        flush(&mut out, &mut owed, &mut upstream, &slots).await?;
+                        flush(&mut out, &mut owed, &mut upstream, &slots, settings.write_timeout).await?;
                         admission.await
                     }
                 };
@@ -187,7 +190,14 @@ where
                 }
                 Verdict::Reply { frame, fatal } => {
                     // Everything before it goes first, then the local reply takes its turn.
-                    flush(&mut out, &mut owed, &mut upstream, &slots).await?;
+                    flush(
+                        &mut out,
+                        &mut owed,
+                        &mut upstream,
+                        &slots,
+                        settings.write_timeout,
+                    )
+                    .await?;
                     if fatal {
                         refusal = Some(frame);
                         break;
@@ -196,7 +206,14 @@ where
                 }
             }
         }
-        flush(&mut out, &mut owed, &mut upstream, &slots).await?;
+        flush(
+            &mut out,
+            &mut owed,
+            &mut upstream,
+            &slots,
+            settings.write_timeout,
+        )
+        .await?;
         if let Some(frame) = refusal {
             send_slot(&slots, Slot::Local { frame, fatal: true }).await?;
             return Ok(ClientSide::Refused);
@@ -224,8 +241,7 @@ where
                 // period ends, then the client is told and disconnected.
                 debug!(reason = revocation.reason, "subscription revoked");
                 revoked_at = Some(tokio::time::Instant::now() + settings.revocation_grace);
-                upstream.write_all(b"RDY 0\n").await?;
-                upstream.flush().await?;
+                write_within(&mut upstream, b"RDY 0\n", settings.write_timeout).await?;
                 continue;
             }
             _ = sleep_until_or_never(revoked_at) => {
@@ -302,6 +318,7 @@ async fn flush<W: AsyncWrite + Unpin>(
     owed: &mut usize,
     upstream: &mut W,
     slots: &mpsc::Sender<Slot>,
+    limit: Duration,
 ) -> std::io::Result<()> {
     if *owed > 0 {
         send_slot(slots, Slot::Upstream(*owed)).await?;
@@ -311,10 +328,25 @@ async fn flush<W: AsyncWrite + Unpin>(
         // split() hands the bytes over and leaves `out` empty without capacity: an idle
         // connection keeps no write buffer.
         let chunk = out.split();
-        upstream.write_all(&chunk).await?;
-        upstream.flush().await?;
+        write_within(upstream, &chunk, limit).await?;
     }
     Ok(())
+}
+
+/// Writes and flushes within `limit`: a peer that stops reading cannot hold a connection (and
+/// everything queued behind it) forever.
+async fn write_within<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    let write = async {
+        writer.write_all(bytes).await?;
+        writer.flush().await
+    };
+    tokio::time::timeout(limit, write)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading"))?
 }
 
 async fn send_slot(slots: &mpsc::Sender<Slot>, slot: Slot) -> std::io::Result<()> {
@@ -330,6 +362,7 @@ async fn upstream_to_client<R, W>(
     mut client: W,
     mut slots: mpsc::Receiver<Slot>,
     max_frame_size: u32,
+    write_timeout: Duration,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -355,7 +388,7 @@ where
                 while let Ok(slot) = slots.try_recv() {
                     owed.push_back(slot);
                 }
-                if emit_due_local(&mut owed, &mut out, &mut client).await? {
+                if emit_due_local(&mut owed, &mut out, &mut client, write_timeout).await? {
                     return Ok(());
                 }
                 match owed.front_mut() {
@@ -375,13 +408,12 @@ where
         }
         // The last reply nsqd owed may have been just handled: a local reply queued behind it
         // is due now.
-        if emit_due_local(&mut owed, &mut out, &mut client).await? {
+        if emit_due_local(&mut owed, &mut out, &mut client, write_timeout).await? {
             return Ok(());
         }
         if !out.is_empty() {
             let chunk = out.split();
-            client.write_all(&chunk).await?;
-            client.flush().await?;
+            write_within(&mut client, &chunk, write_timeout).await?;
         }
 
         prepare_read_buffer(&mut buf, last_read_full);
@@ -391,7 +423,7 @@ where
             slot = slots.recv(), if slots_open => match slot {
                 Some(slot) => {
                     owed.push_back(slot);
-                    if emit_due_local(&mut owed, &mut out, &mut client).await? {
+                    if emit_due_local(&mut owed, &mut out, &mut client, write_timeout).await? {
                         return Ok(());
                     }
                 }
@@ -415,6 +447,7 @@ async fn emit_due_local<W: AsyncWrite + Unpin>(
     owed: &mut VecDeque<Slot>,
     out: &mut BytesMut,
     client: &mut W,
+    write_timeout: Duration,
 ) -> std::io::Result<bool> {
     while let Some(Slot::Local { .. }) = owed.front() {
         let Some(Slot::Local { frame, fatal }) = owed.pop_front() else {
@@ -422,8 +455,7 @@ async fn emit_due_local<W: AsyncWrite + Unpin>(
         };
         out.extend_from_slice(&frame);
         if fatal {
-            client.write_all(out).await?;
-            client.flush().await?;
+            write_within(client, out, write_timeout).await?;
             let _ = client.shutdown().await;
             return Ok(true);
         }

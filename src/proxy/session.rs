@@ -129,6 +129,7 @@ async fn run(
         max_frame_size: gateway.route.max_frame_size(),
         revocation_grace: gateway.config.auth.revocation_grace,
         partial_frame_timeout: gateway.config.timeouts.partial_frame,
+        write_timeout: gateway.config.timeouts.write,
         auth_timeout: gateway.config.timeouts.auth,
     };
     if let Some(principal) = &opened.principal {
