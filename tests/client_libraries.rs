@@ -98,3 +98,51 @@ fn nsqjs_publishes_and_consumes_through_nsqgate_with_tls() {
     assert_eq!(summary["received"], 50, "{summary}");
     assert_eq!(nsqd.message_count("nsqjs"), 50);
 }
+
+/// pynsq and nsqjs with only their documented `auth_secret` / `authSecret` option, against a
+/// gate that requires an identity: an API key lets them publish and consume their topic.
+#[test]
+fn client_libraries_authenticate_with_their_auth_secret_option() {
+    let pki = Pki::new();
+    let key = nsqgate::auth::apikey::generate();
+    pki.write_policy(
+        "keyed",
+        "keyed.toml",
+        &format!(
+            r#"
+[roles.lib]
+allow = [
+  {{ action = "publish", topics = ["lib-*"] }},
+  {{ action = "subscribe", topics = ["lib-*"], channels = ["ch"] }},
+]
+[api_keys.library-client]
+sha256 = "{}"
+roles = ["lib"]
+"#,
+            nsqgate::auth::apikey::hash_hex(key.as_bytes())
+        ),
+    );
+    let nsqd = Nsqd::start(&pki);
+    let port = common::free_port();
+    let config = common::gate_config(port, nsqd.tcp, "", "[auth]\npolicy_dir = \"keyed\"\n");
+    let gate = Gate::start_config(&pki, &config, port);
+    for (interpreter, script, topic) in [
+        ("python", "pynsq_roundtrip.py", "lib-py"),
+        ("node", "nsqjs_roundtrip.js", "lib-js"),
+    ] {
+        let mut args = client_args(&gate, &pki, topic, 20);
+        args.push(format!("--secret={key}"));
+        let (ok, summary, stderr) = run_client(interpreter, script, &args);
+        assert!(ok, "{script} with a secret failed: {summary}\n{stderr}");
+        assert_eq!(nsqd.message_count(topic), 20);
+        // Without the secret the same client is refused and nothing lands.
+        let denied_topic = format!("{topic}-nokey");
+        let (ok, summary, _) = run_client(
+            interpreter,
+            script,
+            &client_args(&gate, &pki, &denied_topic, 1),
+        );
+        assert!(!ok, "{script} without a secret must fail: {summary}");
+        assert!(!nsqd.topic_exists(&denied_topic));
+    }
+}
