@@ -546,3 +546,57 @@ async fn nsqgate_authenticates_to_an_nsqd_that_requires_auth() {
     assert_eq!(nsqd.message_count("authed"), 1);
     assert!(seen.lock().unwrap().iter().any(|s| s == "gate-secret"));
 }
+
+#[tokio::test]
+async fn garbage_gets_errors_or_closes_and_never_takes_nsqgate_down() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    // A small deterministic generator: the same garbage on every run.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..60 {
+        let mut bytes: Vec<u8> = (0..(next() % 4096) as usize)
+            .map(|_| next() as u8)
+            .collect();
+        let mut client = if round % 3 == 0 {
+            // Raw garbage, no magic.
+            RawClient::plain_without_magic(gate.addr).await
+        } else if round % 3 == 1 {
+            // The magic, then garbage.
+            RawClient::plain(gate.addr).await
+        } else {
+            // A valid TLS session, then garbage where commands belong.
+            let (client, _) =
+                RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+            // Start with something command-like half the time.
+            if round % 2 == 0 {
+                let mut line = b"PUB x\n".to_vec();
+                line.append(&mut bytes);
+                bytes = line;
+            }
+            client
+        };
+        client.send_raw(&bytes).await;
+        // Read what comes back (an error frame, a close, or nothing yet for a frame that is
+        // still incomplete, which the partial-frame deadline ends later).
+        while let Some(frame) = client
+            .read_raw_frame_within(Duration::from_millis(500))
+            .await
+        {
+            if frame.frame_type == FrameType::Error {
+                break;
+            }
+        }
+    }
+    // nsqgate is still serving.
+    let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    let ok = client.publish("after-garbage", b"x").await.expect("OK");
+    assert_eq!(&ok.data[..], b"OK");
+}

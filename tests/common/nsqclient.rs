@@ -54,6 +54,15 @@ impl RawClient {
         client
     }
 
+    /// Plain TCP, nothing sent yet.
+    pub async fn plain_without_magic(addr: SocketAddr) -> RawClient {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        RawClient {
+            io: Box::new(tcp),
+            buf: BytesMut::new(),
+        }
+    }
+
     /// TLS from the first byte, then the magic inside TLS.
     pub async fn tls_first(addr: SocketAddr, connector: &TlsConnector) -> RawClient {
         let tcp = TcpStream::connect(addr).await.expect("connect");
