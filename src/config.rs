@@ -260,6 +260,7 @@ pub struct RawTimeouts {
     pub idle_ms: u64,
     pub partial_frame_ms: u64,
     pub write_ms: u64,
+    pub shutdown_ms: u64,
 }
 
 impl Default for RawTimeouts {
@@ -271,6 +272,7 @@ impl Default for RawTimeouts {
             upstream_connect_ms: 5_000,
             partial_frame_ms: 30_000,
             write_ms: 30_000,
+            shutdown_ms: 10_000,
             // nsqd heartbeats every 30 s and expects an answer within 60 s; allow a little more.
             idle_ms: 65_000,
         }
@@ -418,6 +420,8 @@ pub struct Timeouts {
     pub partial_frame: Duration,
     /// How long one write to a peer may block (a peer that stops reading).
     pub write: Duration,
+    /// How long open connections may drain after SIGTERM.
+    pub shutdown: Duration,
 }
 
 // === impl Config ===
@@ -603,6 +607,7 @@ impl Config {
             auth: millis(at, "timeouts.auth_ms", t.auth_ms)?,
             partial_frame: millis(at, "timeouts.partial_frame_ms", t.partial_frame_ms)?,
             write: millis(at, "timeouts.write_ms", t.write_ms)?,
+            shutdown: millis(at, "timeouts.shutdown_ms", t.shutdown_ms)?,
             upstream_connect: millis(at, "timeouts.upstream_connect_ms", t.upstream_connect_ms)?,
             idle: millis(at, "timeouts.idle_ms", t.idle_ms)?,
         };

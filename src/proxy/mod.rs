@@ -158,7 +158,13 @@ impl Listener {
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => match self.gateway.conns.admit() {
                         Ok(permit) => {
-                            sessions.spawn(session::serve(self.gateway.clone(), tcp, peer, permit));
+                            sessions.spawn(session::serve(
+                                self.gateway.clone(),
+                                tcp,
+                                peer,
+                                permit,
+                                shutdown.clone(),
+                            ));
                         }
                         // Closed at once: no handshake, no buffer, nothing held.
                         Err(_) => drop(tcp),
@@ -177,7 +183,22 @@ impl Listener {
                 }
             }
         }
-        info!(open = sessions.len(), "stopped accepting; closing sessions");
+        // Sessions stop reading new commands, hand the client every reply nsqd still owes,
+        // then close; whatever has not finished by the deadline is cut off.
+        info!(
+            open = sessions.len(),
+            "stopped accepting; draining sessions"
+        );
+        let drained = tokio::time::timeout(self.gateway.config.timeouts.shutdown, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            info!(
+                open = sessions.len(),
+                "drain deadline passed; closing the rest"
+            );
+        }
         sessions.shutdown().await;
     }
 }

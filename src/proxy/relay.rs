@@ -58,6 +58,8 @@ pub struct RelaySettings {
     pub max_frame_size: u32,
     /// How long a write to either peer may take before the connection is given up.
     pub write_timeout: Duration,
+    /// Turns true on SIGTERM: stop reading commands, deliver what nsqd owes, close.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// How long a consumer whose permission was revoked may finish in-flight messages.
     pub revocation_grace: Duration,
 }
@@ -82,6 +84,7 @@ pub async fn run(
             slots_tx,
             guard,
             settings,
+            settings.shutdown.clone(),
         );
         let outbound = upstream_to_client(
             upstream_read,
@@ -137,6 +140,7 @@ async fn client_to_upstream<R, W>(
     slots: mpsc::Sender<Slot>,
     guard: &mut Guard,
     settings: &RelaySettings,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<ClientSide>
 where
     R: AsyncRead + Unpin,
@@ -229,6 +233,13 @@ where
         let spare = buf.capacity() - buf.len();
         let read = tokio::select! {
             read = client.read_buf(&mut buf) => read,
+            _ = stopping(&mut shutdown) => {
+                // Like a client that hung up: nsqd answers what it owes, then closes, and the
+                // other direction hands those answers to the client before closing it.
+                debug!("shutting down: no more commands from this client");
+                let _ = upstream.shutdown().await;
+                return Ok(ClientSide::Closed);
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 let Some(frame) = expiry else {
                     return Ok(ClientSide::Idle);
@@ -301,6 +312,13 @@ fn prepare_read_buffer(buf: &mut BytesMut, last_read_full: bool) {
     };
     if buf.capacity() - buf.len() < want / 2 {
         buf.reserve(want);
+    }
+}
+
+/// Completes once shutdown is asked for; never, if nobody can ask any more.
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::Principal;
@@ -86,11 +87,17 @@ struct Opened {
     principal: Option<Principal>,
 }
 
-pub async fn serve(gateway: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, permit: ConnPermit) {
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    shutdown: watch::Receiver<bool>,
+) {
     let span = tracing::info_span!("conn", %peer);
     async move {
         debug!("accepted");
-        match run(gateway, tcp, peer, permit).await {
+        match run(gateway, tcp, peer, permit, shutdown).await {
             Ok(()) => debug!("closed"),
             Err(e) => info!(error = %e, "connection ended"),
         }
@@ -104,6 +111,7 @@ async fn run(
     mut tcp: TcpStream,
     mut peer: SocketAddr,
     mut permit: ConnPermit,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     tcp.set_nodelay(true)?;
     let mut buf = BytesMut::new();
@@ -130,6 +138,7 @@ async fn run(
         revocation_grace: gateway.config.auth.revocation_grace,
         partial_frame_timeout: gateway.config.timeouts.partial_frame,
         write_timeout: gateway.config.timeouts.write,
+        shutdown,
         auth_timeout: gateway.config.timeouts.auth,
     };
     if let Some(principal) = &opened.principal {
