@@ -24,7 +24,7 @@ use crate::proxy::upstream::Upstream;
 const REPLY_SLOTS: usize = 256;
 /// Read sizes: small while a connection is quiet, large while reads come back full. A frame
 /// larger than either grows the buffer only to its own (limit-checked) size.
-const SMALL_READ: usize = 2 * 1024;
+const SMALL_READ: usize = 512;
 const LARGE_READ: usize = 64 * 1024;
 /// After the client side ended, how long nsqd may take to send the replies it still owes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,7 +124,8 @@ pub async fn run(
 /// socket with unread input makes the kernel send RST, which can destroy the last frame (an
 /// error telling the client why) before the client reads it.
 pub async fn drain_before_close<R: AsyncRead + Unpin + ?Sized>(client: &mut R) {
-    let mut scratch = [0u8; 4096];
+    // On the heap: an array here would sit in every session's future for its whole life.
+    let mut scratch = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + LINGER;
     while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, client.read(&mut scratch)).await {
         if n == 0 {

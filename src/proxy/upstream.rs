@@ -160,6 +160,10 @@ impl Connector {
             read_reply(&mut io, &mut buf, "AUTH").await?;
         }
 
+        // The handshake buffer is usually drained by now; an idle connection need not keep it.
+        if buf.is_empty() {
+            buf = BytesMut::new();
+        }
         Ok(Upstream {
             io,
             buf,
