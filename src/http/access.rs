@@ -54,8 +54,9 @@ impl Access<'_> {
             || self.may(Action::Admin, topic, Some(channel))
     }
 
-    /// A topic is visible to whoever may administer or publish to it, subscribe to any channel
-    /// name (a rule with channel `*`), or see one of its existing `channels`.
+    /// A topic is visible to whoever may administer or publish to it, subscribe to some channel
+    /// of it (existing or not: a consumer must discover a topic before its channel exists),
+    /// or see one of its existing `channels`.
     pub fn topic_visible<'c>(
         &self,
         topic: &str,
@@ -63,9 +64,7 @@ impl Access<'_> {
     ) -> bool {
         self.may(Action::Admin, topic, None)
             || self.may(Action::Publish, topic, None)
-            || PROBES
-                .iter()
-                .all(|probe| self.may(Action::Subscribe, topic, Some(probe)))
+            || self.policy.may_subscribe_somewhere(&self.subject, topic)
             || channels
                 .into_iter()
                 .any(|channel| self.channel_visible(topic, channel))

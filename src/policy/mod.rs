@@ -238,6 +238,35 @@ impl Policy {
         self.api_keys.get(sha256)
     }
 
+    /// Whether the subject may subscribe to at least one channel of `topic`: an enforcing
+    /// allow-subscribe rule matches the topic (whatever its channels) and no enforcing deny
+    /// covers every channel of it. For discovery: a consumer allowed only on channel
+    /// `billing` must still find the topic before that channel exists.
+    pub fn may_subscribe_somewhere(&self, subject: &Subject<'_>, topic: &str) -> bool {
+        let mut allowed = false;
+        for (index, role) in self.roles.iter().enumerate() {
+            if !self.has_role(subject, index) {
+                continue;
+            }
+            for rule in role
+                .rules
+                .iter()
+                .filter(|r| !r.audit && r.action == Action::Subscribe)
+            {
+                if !rule.matches_topic(subject.identity, topic) {
+                    continue;
+                }
+                match (rule.effect, &rule.channels) {
+                    // A deny with no channel list covers every channel.
+                    (rule::Effect::Deny, None) => return false,
+                    (rule::Effect::Deny, Some(_)) => {}
+                    (rule::Effect::Allow, _) => allowed = true,
+                }
+            }
+        }
+        allowed
+    }
+
     /// The publish rates the subject's roles grant: per field, the most generous any of its
     /// roles sets (roles grant capacity, they do not take it away). `None` where no role sets
     /// a quota, so the global default applies.

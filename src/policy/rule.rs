@@ -44,6 +44,11 @@ pub(crate) struct Rule {
 // === impl Rule ===
 
 impl Rule {
+    /// Whether this rule's topic patterns match `topic`, whatever its action and channels.
+    pub(crate) fn matches_topic(&self, identity: &str, topic: &str) -> bool {
+        any_matches(&self.topics, topic, identity)
+    }
+
     /// Whether this rule applies to `action` on `topic` (and `channel`) for `identity`.
     pub(crate) fn matches(
         &self,

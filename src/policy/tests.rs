@@ -320,3 +320,34 @@ fn action_round_trips_through_text() {
     }
     assert!("Publish".parse::<Action>().is_err());
 }
+
+#[test]
+fn may_subscribe_somewhere_finds_channel_restricted_consumers() {
+    let policy = Policy::from_sources(&[(
+        "p.toml".into(),
+        r#"
+[roles.billing]
+allow = [{ action = "subscribe", topics = ["orders"], channels = ["billing"] }]
+deny = [{ action = "subscribe", topics = ["orders.secret"] }]
+[roles.trial]
+allow = [{ action = "subscribe", topics = ["trial"], channels = ["*"], audit = true }]
+[identities]
+alice = ["billing", "trial"]
+"#
+        .to_owned(),
+    )])
+    .unwrap();
+    let alice = Subject {
+        identity: "alice",
+        claimed_roles: &[],
+    };
+    let bob = Subject {
+        identity: "bob",
+        claimed_roles: &[],
+    };
+    assert!(policy.may_subscribe_somewhere(&alice, "orders"));
+    assert!(!policy.may_subscribe_somewhere(&alice, "payments"));
+    assert!(!policy.may_subscribe_somewhere(&bob, "orders"));
+    // An audit-only allow does not count.
+    assert!(!policy.may_subscribe_somewhere(&alice, "trial"));
+}
