@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::locate::millis;
 use super::{ConfigError, Locator};
 
 // === raw, as written ===
@@ -267,13 +268,5 @@ fn host_port(at: &Locator<'_>, key: &str, text: String) -> Result<String, Config
         Ok(text)
     } else {
         Err(at.invalid(key, "expected host:port (no scheme, no path)".into()))
-    }
-}
-
-fn millis(at: &Locator<'_>, key: &str, value: u64) -> Result<Duration, ConfigError> {
-    if value == 0 {
-        Err(at.invalid(key, "must be greater than 0".into()))
-    } else {
-        Ok(Duration::from_millis(value))
     }
 }

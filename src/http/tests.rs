@@ -173,7 +173,9 @@ fn visibility_and_global_rules() {
     let policy = policy();
     let reader = access(&policy, "reader");
     assert!(reader.topic_visible("events", []));
-    assert!(!reader.topic_visible("orders", []));
+    // Allowed on one channel only, it still discovers the topic before that channel exists.
+    assert!(reader.topic_visible("orders", []));
+    assert!(!reader.topic_visible("payments", []));
     assert!(reader.topic_visible("orders", ["other", "billing"]));
     assert!(!reader.channel_visible("orders", "other"));
     assert!(!reader.global_admin() && !reader.global_read());
@@ -227,8 +229,8 @@ fn nodes_keep_topics_and_tombstones_in_step() {
         {"broadcast_address": "a", "topics": ["orders", "events", "x"], "tombstones": [false, true, false]},
     ]});
     rewrite::node_topics(&mut reply, &access(&policy, "reader"));
-    assert_eq!(reply["producers"][0]["topics"], json!(["events"]));
-    assert_eq!(reply["producers"][0]["tombstones"], json!([true]));
+    assert_eq!(reply["producers"][0]["topics"], json!(["orders", "events"]));
+    assert_eq!(reply["producers"][0]["tombstones"], json!([false, true]));
 }
 
 #[test]

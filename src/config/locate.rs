@@ -1,0 +1,124 @@
+//! Where a key stands in the config file, so every rejection names file, line and key; and
+//! the small checks every section uses. No I/O but resolving paths against the file's folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{ConfigError, ENV_PREFIX};
+
+/// Finds where a dotted key stands in the config file, so errors can name the line.
+pub struct Locator<'a> {
+    pub(super) file: &'a Path,
+    pub(super) text: &'a str,
+}
+
+impl Locator<'_> {
+    /// A path from the file, relative to the file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            return path.to_owned();
+        }
+        self.file
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(path)
+    }
+
+    /// A path from the file that must name an existing file.
+    pub fn existing(&self, key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+        let full = self.resolve(path);
+        if full.is_file() {
+            Ok(full)
+        } else {
+            Err(self.invalid(key, format!("file {} does not exist", full.display())))
+        }
+    }
+
+    pub fn invalid(&self, key: &str, reason: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: key_line(self.text, key),
+            key: key.to_owned(),
+            reason,
+        }
+    }
+
+    pub(super) fn figment_error(&self, err: figment::Error) -> ConfigError {
+        let mut key = err.path.join(".");
+        let reason = match &err.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                append_segment(&mut key, field);
+                "unknown key (a typo?)".to_owned()
+            }
+            figment::error::Kind::MissingField(field) => {
+                append_segment(&mut key, field);
+                "required key is missing".to_owned()
+            }
+            kind => kind.to_string(),
+        };
+        let from_env = err
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name.contains("environment"));
+        let reason = if from_env {
+            format!("{reason} (set by an {ENV_PREFIX}* environment variable)")
+        } else {
+            reason
+        };
+        self.invalid(&key, reason)
+    }
+}
+
+/// figment names the field in the path for some errors and not for others.
+fn append_segment(key: &mut String, field: &str) {
+    if key.rsplit('.').next() == Some(field) {
+        return;
+    }
+    if !key.is_empty() {
+        key.push('.');
+    }
+    key.push_str(field);
+}
+
+/// 1-based line of `section.key` (or of `[section]` for a one-part key) in a TOML text.
+fn key_line(text: &str, dotted: &str) -> Option<usize> {
+    let (table, key) = match dotted.rsplit_once('.') {
+        Some((table, key)) => (table, key),
+        None => ("", dotted),
+    };
+    let mut current = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = header.trim().to_owned();
+            if table.is_empty() && current == key {
+                return Some(index + 1);
+            }
+            continue;
+        }
+        if current == table {
+            if let Some((name, _)) = line.split_once('=') {
+                if name.trim().trim_matches('"') == key {
+                    return Some(index + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+pub fn nonzero(at: &Locator<'_>, key: &str, value: u32) -> Result<u32, ConfigError> {
+    if value == 0 {
+        Err(at.invalid(key, "must be greater than 0".into()))
+    } else {
+        Ok(value)
+    }
+}
+
+pub fn millis(at: &Locator<'_>, key: &str, value: u64) -> Result<Duration, ConfigError> {
+    if value == 0 {
+        Err(at.invalid(key, "must be greater than 0".into()))
+    } else {
+        Ok(Duration::from_millis(value))
+    }
+}

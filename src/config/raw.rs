@@ -1,0 +1,269 @@
+//! The configuration as written: serde types with defaults, before any validation.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::auth::mtls::IdentitySource;
+use crate::limit::OnLimit;
+use crate::nsq::Limits;
+use crate::policy::RateQuota;
+
+use super::http;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub client: RawClient,
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub http: Option<http::RawHttp>,
+    #[serde(default)]
+    pub nodes: Vec<RawNode>,
+    pub producer_pool: Option<RawPool>,
+    #[serde(default)]
+    pub connections: RawConnections,
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+}
+
+/// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the
+/// client certificate and AUTH secret are those of `[upstream]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub listen: String,
+    pub nsqd_tcp_address: String,
+    /// Defaults to `upstream.tls_server_name`.
+    pub tls_server_name: Option<String>,
+}
+
+/// Edge gateway for producers: a listener that spreads new connections over every known nsqd.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub listen: String,
+    #[serde(default = "default_health_check_ms")]
+    pub health_check_ms: u64,
+}
+
+fn default_health_check_ms() -> u64 {
+    2_000
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConnections {
+    pub max_total: Option<usize>,
+    pub max_per_ip: Option<usize>,
+    pub max_per_identity: Option<usize>,
+    pub new_per_sec_per_ip: Option<u32>,
+    pub new_burst_per_ip: Option<u32>,
+    /// Load balancers whose PROXY protocol (v1 or v2) header is read and believed.
+    pub proxy_protocol_from: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimits {
+    pub on_limit: OnLimit,
+    pub max_delay_ms: u64,
+    pub idle_evict_secs: u64,
+    pub identity: Option<RateQuota>,
+    pub identity_topic: Option<RateQuota>,
+    pub topic: Option<RateQuota>,
+}
+
+impl Default for RawRateLimits {
+    fn default() -> Self {
+        RawRateLimits {
+            on_limit: OnLimit::Delay,
+            max_delay_ms: 5_000,
+            idle_evict_secs: 600,
+            identity: None,
+            identity_topic: None,
+            topic: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub listen: String,
+    #[serde(default = "default_true")]
+    pub require_tls: bool,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    #[serde(default = "default_min_version")]
+    pub tls_min_version: String,
+    /// Enables client certificates: the CA they must chain to.
+    pub tls_client_ca: Option<PathBuf>,
+    /// "optional" (default when tls_client_ca is set) or "required".
+    pub client_cert: Option<String>,
+    #[serde(default)]
+    pub tls_client_crls: Vec<PathBuf>,
+    #[serde(default = "default_identity_order")]
+    pub cert_identity_order: Vec<IdentitySource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    pub require_identity: bool,
+    pub policy_dir: PathBuf,
+    pub policy_reload_ms: u64,
+    pub revocation_grace_ms: u64,
+    pub jwt: Option<RawJwt>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            require_identity: true,
+            policy_dir: PathBuf::from("policies"),
+            policy_reload_ms: 2_000,
+            revocation_grace_ms: 2_000,
+            jwt: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    #[serde(default)]
+    pub keys: Vec<RawJwtKey>,
+    pub jwks_file: Option<PathBuf>,
+    /// An https URL serving the issuer's JWKS, re-fetched in the background.
+    pub jwks_url: Option<String>,
+    /// The CA that the JWKS URL's certificate must chain to.
+    pub jwks_ca: Option<PathBuf>,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    #[serde(default = "default_identity_claim")]
+    pub identity_claim: String,
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtKey {
+    pub kid: Option<String>,
+    pub algorithm: String,
+    /// A PEM public key, for RS*, PS*, ES* and EdDSA.
+    pub file: Option<PathBuf>,
+    /// A file holding the shared secret, for HS*.
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Where audit JSON lines go; stderr when unset.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub nsqd_tcp_address: String,
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    pub tls_server_name: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub auth_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_msg_size: u32,
+    pub max_body_size: u32,
+    pub max_line_len: usize,
+    pub max_mpub_messages: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let limits = Limits::default();
+        RawLimits {
+            max_msg_size: limits.max_msg_size,
+            max_body_size: limits.max_body_size,
+            max_line_len: limits.max_line_len,
+            max_mpub_messages: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTimeouts {
+    pub tls_handshake_ms: u64,
+    pub identify_ms: u64,
+    pub auth_ms: u64,
+    pub upstream_connect_ms: u64,
+    pub idle_ms: u64,
+    pub partial_frame_ms: u64,
+    pub write_ms: u64,
+    pub shutdown_ms: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            tls_handshake_ms: 10_000,
+            identify_ms: 10_000,
+            auth_ms: 10_000,
+            upstream_connect_ms: 5_000,
+            partial_frame_ms: 30_000,
+            write_ms: 30_000,
+            shutdown_ms: 10_000,
+            // nsqd heartbeats every 30 s and expects an answer within 60 s; allow a little more.
+            idle_ms: 65_000,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_min_version() -> String {
+    "1.2".to_owned()
+}
+
+fn default_identity_order() -> Vec<IdentitySource> {
+    vec![IdentitySource::Uri, IdentitySource::Dns, IdentitySource::Cn]
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_identity_claim() -> String {
+    "sub".to_owned()
+}
+
+fn default_roles_claim() -> String {
+    "roles".to_owned()
+}

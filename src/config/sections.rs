@@ -1,0 +1,247 @@
+//! The sections of the configuration that need more than a field-by-field copy: listeners,
+//! TLS files, the upstream and its nodes, connection caps and rate limits. No I/O but checking
+//! that named files exist.
+
+use std::time::Duration;
+
+use crate::limit::conn::ConnSettings;
+use crate::limit::RateSettings;
+
+use super::locate::{millis, Locator};
+use super::raw::{RawClient, RawConnections, RawNode, RawPool, RawRateLimits, RawUpstream};
+use super::{
+    ClientCertMode, ClientConfig, ConfigError, NodeConfig, PoolConfig, TlsVersion, UpstreamConfig,
+    UpstreamTls,
+};
+
+pub(super) fn client(raw: RawClient, at: &Locator<'_>) -> Result<ClientConfig, ConfigError> {
+    let listen = raw
+        .listen
+        .parse()
+        .map_err(|e| at.invalid("client.listen", format!("not an IP:port address: {e}")))?;
+    let tls_min_version = match raw.tls_min_version.as_str() {
+        "1.2" | "tls1.2" => TlsVersion::V1_2,
+        "1.3" | "tls1.3" => TlsVersion::V1_3,
+        other => {
+            return Err(at.invalid(
+                "client.tls_min_version",
+                format!("{other:?} is not supported; use \"1.2\" or \"1.3\""),
+            ))
+        }
+    };
+    let client_cert = match (raw.client_cert.as_deref(), &raw.tls_client_ca) {
+        (None | Some("none"), None) => ClientCertMode::None,
+        (None | Some("optional"), Some(_)) => ClientCertMode::Optional,
+        (Some("required"), Some(_)) => ClientCertMode::Required,
+        (Some("optional" | "required"), None) => {
+            return Err(at.invalid(
+                "client.tls_client_ca",
+                "required when client_cert is optional or required".into(),
+            ))
+        }
+        (Some("none"), Some(_)) => {
+            return Err(at.invalid(
+                "client.client_cert",
+                "\"none\" contradicts tls_client_ca; remove one".into(),
+            ))
+        }
+        (Some(other), _) => {
+            return Err(at.invalid(
+                "client.client_cert",
+                format!("{other:?}: use \"none\", \"optional\" or \"required\""),
+            ))
+        }
+    };
+    let tls_client_ca = match &raw.tls_client_ca {
+        Some(ca) => Some(at.existing("client.tls_client_ca", ca)?),
+        None => None,
+    };
+    let tls_client_crls = raw
+        .tls_client_crls
+        .iter()
+        .map(|crl| at.existing("client.tls_client_crls", crl))
+        .collect::<Result<Vec<_>, _>>()?;
+    if raw.cert_identity_order.is_empty() {
+        return Err(at.invalid(
+            "client.cert_identity_order",
+            "name at least one of \"uri\", \"dns\", \"cn\"".into(),
+        ));
+    }
+    Ok(ClientConfig {
+        listen,
+        require_tls: raw.require_tls,
+        tls_cert: at.existing("client.tls_cert", &raw.tls_cert)?,
+        tls_key: at.existing("client.tls_key", &raw.tls_key)?,
+        tls_min_version,
+        client_cert,
+        tls_client_ca,
+        tls_client_crls,
+        cert_identity_order: raw.cert_identity_order,
+    })
+}
+
+pub(super) fn upstream(up: RawUpstream, at: &Locator<'_>) -> Result<UpstreamConfig, ConfigError> {
+    if !up.nsqd_tcp_address.contains(':') {
+        return Err(at.invalid("upstream.nsqd_tcp_address", "expected host:port".into()));
+    }
+    let tls = if up.tls {
+        let ca = up.tls_ca.as_deref().ok_or_else(|| {
+            at.invalid(
+                "upstream.tls_ca",
+                "required while upstream.tls is on: the CA that signed nsqd's certificate".into(),
+            )
+        })?;
+        let server_name = up.tls_server_name.clone().ok_or_else(|| {
+            at.invalid(
+                "upstream.tls_server_name",
+                "required while upstream.tls is on: the name nsqd's certificate must carry".into(),
+            )
+        })?;
+        rustls_pki_types::ServerName::try_from(server_name.clone())
+            .map_err(|e| at.invalid("upstream.tls_server_name", e.to_string()))?;
+        let client_cert = match (&up.tls_cert, &up.tls_key) {
+            (Some(cert), Some(key)) => Some((
+                at.existing("upstream.tls_cert", cert)?,
+                at.existing("upstream.tls_key", key)?,
+            )),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(at.invalid(
+                    "upstream.tls_key",
+                    "tls_cert is set, so tls_key is required".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(at.invalid(
+                    "upstream.tls_cert",
+                    "tls_key is set, so tls_cert is required".into(),
+                ))
+            }
+        };
+        Some(UpstreamTls {
+            server_name,
+            ca: at.existing("upstream.tls_ca", ca)?,
+            client_cert,
+        })
+    } else {
+        None
+    };
+    Ok(UpstreamConfig {
+        nsqd_tcp_address: up.nsqd_tcp_address,
+        tls,
+        auth_secret: up.auth_secret.filter(|s| !s.is_empty()),
+    })
+}
+
+pub(super) fn connections(
+    c: &RawConnections,
+    at: &Locator<'_>,
+) -> Result<ConnSettings, ConfigError> {
+    let positive = |key: &str, v: Option<usize>| -> Result<Option<usize>, ConfigError> {
+        match v {
+            Some(0) => Err(at.invalid(
+                key,
+                "must be greater than 0 (leave it out for no limit)".into(),
+            )),
+            v => Ok(v),
+        }
+    };
+    let new_per_sec_per_ip = match (c.new_per_sec_per_ip, c.new_burst_per_ip) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(at.invalid(
+                "connections.new_burst_per_ip",
+                "needs connections.new_per_sec_per_ip".into(),
+            ))
+        }
+        (Some(rate), burst) => {
+            let rate = std::num::NonZeroU32::new(rate).ok_or_else(|| {
+                at.invalid(
+                    "connections.new_per_sec_per_ip",
+                    "must be greater than 0".into(),
+                )
+            })?;
+            let burst = match burst {
+                Some(b) => std::num::NonZeroU32::new(b).ok_or_else(|| {
+                    at.invalid(
+                        "connections.new_burst_per_ip",
+                        "must be greater than 0".into(),
+                    )
+                })?,
+                None => rate,
+            };
+            Some((rate, burst))
+        }
+    };
+    Ok(ConnSettings {
+        max_total: positive("connections.max_total", c.max_total)?,
+        max_per_ip: positive("connections.max_per_ip", c.max_per_ip)?,
+        max_per_identity: positive("connections.max_per_identity", c.max_per_identity)?,
+        new_per_sec_per_ip,
+    })
+}
+
+pub(super) fn rates(r: RawRateLimits, at: &Locator<'_>) -> Result<RateSettings, ConfigError> {
+    for (key, quota) in [
+        ("rate_limits.identity", &r.identity),
+        ("rate_limits.identity_topic", &r.identity_topic),
+        ("rate_limits.topic", &r.topic),
+    ] {
+        if let Some(quota) = quota {
+            quota.validate().map_err(|reason| at.invalid(key, reason))?;
+        }
+    }
+    Ok(RateSettings {
+        on_limit: r.on_limit,
+        max_delay: Duration::from_millis(r.max_delay_ms),
+        idle_evict: Duration::from_secs(r.idle_evict_secs.max(1)),
+        identity: r.identity,
+        identity_topic: r.identity_topic,
+        topic: r.topic,
+    })
+}
+
+pub(super) fn nodes(
+    raw: Vec<RawNode>,
+    upstream: &UpstreamConfig,
+    at: &Locator<'_>,
+) -> Result<Vec<NodeConfig>, ConfigError> {
+    let mut nodes = Vec::new();
+    for (index, node) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("nodes[{index}].{field}");
+        let listen = node
+            .listen
+            .parse()
+            .map_err(|e| at.invalid(&key("listen"), format!("not an IP:port address: {e}")))?;
+        if !node.nsqd_tcp_address.contains(':') {
+            return Err(at.invalid(&key("nsqd_tcp_address"), "expected host:port".into()));
+        }
+        let mut upstream = upstream.clone();
+        upstream.nsqd_tcp_address = node.nsqd_tcp_address;
+        if let (Some(tls), Some(name)) = (upstream.tls.as_mut(), node.tls_server_name) {
+            rustls_pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| at.invalid(&key("tls_server_name"), e.to_string()))?;
+            tls.server_name = name;
+        }
+        nodes.push(NodeConfig { listen, upstream });
+    }
+    Ok(nodes)
+}
+
+pub(super) fn pool(
+    raw: Option<RawPool>,
+    at: &Locator<'_>,
+) -> Result<Option<PoolConfig>, ConfigError> {
+    Ok(match raw {
+        Some(pool) => Some(PoolConfig {
+            listen: pool.listen.parse().map_err(|e| {
+                at.invalid(
+                    "producer_pool.listen",
+                    format!("not an IP:port address: {e}"),
+                )
+            })?,
+            health_check: millis(at, "producer_pool.health_check_ms", pool.health_check_ms)?,
+        }),
+        None => None,
+    })
+}
