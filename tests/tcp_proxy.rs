@@ -436,18 +436,7 @@ async fn upstream_client_certificate_for_an_nsqd_that_requires_one() {
 
     // Without a client certificate nsqd refuses the upstream handshake.
     let without = Gate::start(&pki, &nsqd);
-    let mut client = RawClient::plain(without.addr).await;
-    client
-        .send(&Command::Identify {
-            body: br#"{"feature_negotiation":true,"tls_v1":true}"#.to_vec().into(),
-        })
-        .await;
-    let frame = client.read_frame().await.expect("an error frame");
-    assert!(
-        frame_text(&frame).starts_with("E_IDENTIFY_FAILED"),
-        "{}",
-        frame_text(&frame)
-    );
+    assert_identify_fails(without.addr).await;
 
     // With upstream.tls_cert/tls_key it works.
     let port = common::free_port();
@@ -516,18 +505,7 @@ async fn nsqgate_authenticates_to_an_nsqd_that_requires_auth() {
 
     // No upstream secret configured: nsqgate refuses rather than run unauthenticated.
     let without = Gate::start(&pki, &nsqd);
-    let mut client = RawClient::plain(without.addr).await;
-    client
-        .send(&Command::Identify {
-            body: br#"{"feature_negotiation":true,"tls_v1":true}"#.to_vec().into(),
-        })
-        .await;
-    let frame = client.read_frame().await.expect("an error frame");
-    assert!(
-        frame_text(&frame).starts_with("E_IDENTIFY_FAILED"),
-        "{}",
-        frame_text(&frame)
-    );
+    assert_identify_fails(without.addr).await;
 
     let port = common::free_port();
     let config = common::gate_config(
@@ -599,4 +577,20 @@ async fn garbage_gets_errors_or_closes_and_never_takes_nsqgate_down() {
     let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
     let ok = client.publish("after-garbage", b"x").await.expect("OK");
     assert_eq!(&ok.data[..], b"OK");
+}
+
+/// A client asking for TLS gets E_IDENTIFY_FAILED: nsqgate could not open its upstream leg.
+async fn assert_identify_fails(addr: std::net::SocketAddr) {
+    let mut client = RawClient::plain(addr).await;
+    client
+        .send(&Command::Identify {
+            body: br#"{"feature_negotiation":true,"tls_v1":true}"#.to_vec().into(),
+        })
+        .await;
+    let frame = client.read_frame().await.expect("an error frame");
+    assert!(
+        frame_text(&frame).starts_with("E_IDENTIFY_FAILED"),
+        "{}",
+        frame_text(&frame)
+    );
 }

@@ -57,17 +57,9 @@ fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
         "/metrics" => (Route::Metrics, &[Method::GET]),
         "/debug" | "/debug/pprof" => (Route::Operator, &[Method::GET]),
         "/debug/pprof/symbol" => (Route::Operator, &[Method::GET, Method::POST]),
-        p if p.strip_prefix("/debug/pprof/").is_some_and(|name| {
-            [
-                "cmdline",
-                "profile",
-                "heap",
-                "goroutine",
-                "block",
-                "threadcreate",
-            ]
-            .contains(&name)
-        }) =>
+        p if p
+            .strip_prefix("/debug/pprof/")
+            .is_some_and(crate::http::request::is_pprof_profile) =>
         {
             (Route::Operator, &[Method::GET])
         }

@@ -81,17 +81,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
             }
             Some(Some(("debug", rest)))
                 if rest == "pprof/"
-                    || rest.strip_prefix("pprof/").is_some_and(|name| {
-                        [
-                            "cmdline",
-                            "profile",
-                            "heap",
-                            "goroutine",
-                            "block",
-                            "threadcreate",
-                        ]
-                        .contains(&name)
-                    }) =>
+                    || rest
+                        .strip_prefix("pprof/")
+                        .is_some_and(crate::http::request::is_pprof_profile) =>
             {
                 (Route::Operator, &[Method::GET])
             }

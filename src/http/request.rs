@@ -219,3 +219,16 @@ pub fn credential(headers: &HeaderMap) -> Credential<'_> {
         None => Credential::None,
     }
 }
+
+/// The Go pprof profiles nsqd and nsqlookupd serve under `/debug/pprof/`.
+pub fn is_pprof_profile(name: &str) -> bool {
+    [
+        "cmdline",
+        "profile",
+        "heap",
+        "goroutine",
+        "block",
+        "threadcreate",
+    ]
+    .contains(&name)
+}
