@@ -520,3 +520,67 @@ async fn a_consumer_that_stops_reading_is_cut_off_by_the_write_timeout() {
     }
     drop(consumer);
 }
+
+#[tokio::test]
+async fn clients_that_have_not_authenticated_hold_no_nsqd_connection() {
+    let pki = Pki::new();
+    let keys = limited_policy(&pki);
+    let nsqd = Nsqd::start(&pki);
+    let port = free_port();
+    let gate = Gate::start_config(&pki, &gate_config(&pki, &nsqd, port, ""), port);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let nsqd_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", nsqd.pid()))
+            .unwrap()
+            .count()
+    };
+
+    // The first unauthenticated client makes nsqgate learn nsqd's IDENTIFY defaults once.
+    let mut waiting = vec![
+        RawClient::upgraded(gate.addr, &connector, serde_json::json!({}))
+            .await
+            .0,
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = nsqd_fds();
+    for _ in 0..20 {
+        let (client, reply) =
+            RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+        assert_eq!(reply["auth_required"], true);
+        assert!(
+            reply["max_rdy_count"].as_u64().is_some(),
+            "nsqd's values: {reply}"
+        );
+        waiting.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = nsqd_fds();
+    assert!(
+        after <= before,
+        "nsqd descriptors {before} -> {after}: unauthenticated clients reached nsqd"
+    );
+
+    // Once one authenticates, it gets its nsqd connection and works as usual.
+    let mut client = waiting.pop().unwrap();
+    client
+        .send(&Command::Auth {
+            secret: keys.fast.as_bytes().to_vec().into(),
+        })
+        .await;
+    let reply = client.read_frame().await.unwrap();
+    assert_eq!(
+        reply.frame_type,
+        FrameType::Response,
+        "{}",
+        frame_text(&reply)
+    );
+    assert_eq!(
+        &client.publish("authed", b"x").await.unwrap().data[..],
+        b"OK"
+    );
+    assert_eq!(nsqd.message_count("authed"), 1);
+    assert!(
+        nsqd_fds() > after,
+        "the authenticated client has its nsqd connection"
+    );
+}

@@ -123,6 +123,26 @@ impl ClientIdentify {
     }
 }
 
+impl ClientIdentify {
+    /// The reply nsqd will give this client, predicted from `defaults` (nsqd's reply to an
+    /// IDENTIFY that asked for nothing): the client's own choices replace nsqd's defaults. Used
+    /// while the client has not authenticated and so has no nsqd connection of its own yet.
+    pub fn expected_reply(&self, defaults: &Map<String, Value>) -> Map<String, Value> {
+        let mut reply = defaults.clone();
+        for key in [
+            "msg_timeout",
+            "output_buffer_size",
+            "output_buffer_timeout",
+            "sample_rate",
+        ] {
+            if let Some(value) = self.relayed.get(key).filter(|v| v.as_i64() != Some(0)) {
+                reply.insert(key.to_owned(), value.clone());
+            }
+        }
+        reply
+    }
+}
+
 /// What the client leg agreed to, to be stated in the reply.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientLeg {
@@ -171,6 +191,18 @@ mod tests {
             Some(std::time::Duration::from_secs(5))
         );
         assert_eq!(hb(br#"{"heartbeat_interval":-1}"#), None);
+    }
+
+    #[test]
+    fn expected_reply_takes_the_clients_choices_over_nsqds_defaults() {
+        let defaults: Map<String, Value> =
+            serde_json::from_str(r#"{"max_rdy_count":2500,"msg_timeout":60000,"sample_rate":0}"#)
+                .unwrap();
+        let identify = ClientIdentify::parse(br#"{"msg_timeout":30000,"sample_rate":0}"#).unwrap();
+        let reply = identify.expected_reply(&defaults);
+        assert_eq!(reply["msg_timeout"], 30000);
+        assert_eq!(reply["max_rdy_count"], 2500);
+        assert_eq!(reply["sample_rate"], 0);
     }
 
     #[test]

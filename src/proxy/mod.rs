@@ -59,6 +59,9 @@ pub struct Gateway {
     pub rates: Arc<RateLimits>,
     /// Open-connection caps, shared by every listener.
     pub conns: Arc<ConnLimits>,
+    /// nsqd's reply to an IDENTIFY that asks for nothing, learned once: the base of the reply
+    /// to a client that must AUTH before nsqgate opens an nsqd connection for it.
+    identify_defaults: Arc<tokio::sync::OnceCell<serde_json::Map<String, serde_json::Value>>>,
 }
 
 // === impl Gateway ===
@@ -94,6 +97,7 @@ impl Gateway {
         };
         Ok(Gateway {
             rates: Arc::new(RateLimits::new(config.rates.clone())),
+            identify_defaults: Arc::default(),
             conns: ConnLimits::new(config.connections.clone()),
             config,
             tls_acceptor: TlsAcceptor::from(server),
@@ -106,6 +110,20 @@ impl Gateway {
 
     pub fn upstream_tls(&self) -> bool {
         self.config.upstream.tls.is_some()
+    }
+
+    /// nsqd's default IDENTIFY reply, asking nsqd once (over a verified connection that is
+    /// closed right after) and remembering it.
+    pub async fn identify_defaults(
+        &self,
+    ) -> Result<&serde_json::Map<String, serde_json::Value>, UpstreamError> {
+        self.identify_defaults
+            .get_or_try_init(|| async {
+                let probe = identify::ClientIdentify::default().upstream_body(self.upstream_tls());
+                let routed = self.route.connect(probe).await?;
+                Ok(routed.upstream.identify_reply)
+            })
+            .await
     }
 
     /// A connector to one nsqd with the shared upstream settings.
@@ -126,6 +144,8 @@ impl Gateway {
     pub fn with_route(&self, route: Route) -> Gateway {
         Gateway {
             route,
+            // Another nsqd may be configured differently: learn its defaults afresh.
+            identify_defaults: Arc::default(),
             ..self.clone()
         }
     }

@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::config::ClientCertMode;
 use crate::limit::conn::{ConnPermit, Refusal};
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
-use crate::proxy::guard::Guard;
+use crate::proxy::guard::{Guard, Verdict};
 use crate::proxy::identify::{self, ClientIdentify, ClientLeg, IdentifyError};
 use crate::proxy::proxied::{self, ProxyHeaderError};
 use crate::proxy::relay::{self, RelaySettings};
@@ -42,6 +42,8 @@ enum SessionError {
     Timeout(&'static str),
     #[error("client closed the connection during {0}")]
     Closed(&'static str),
+    #[error("refused {0} before AUTH")]
+    Refused(&'static str),
     #[error("connection limit: {0}")]
     Limited(#[from] Refusal),
     #[error("{0}")]
@@ -82,7 +84,10 @@ struct Opened {
     heartbeat: Option<std::time::Duration>,
     client: ClientStream,
     buf: BytesMut,
-    upstream: Routed,
+    /// None while the client must still AUTH: nsqd sees nothing of it before then.
+    upstream: Option<Routed>,
+    /// The client's IDENTIFY, relayed to nsqd when its connection is opened.
+    identify: ClientIdentify,
     /// The identity a verified client certificate gave, if any.
     principal: Option<Principal>,
 }
@@ -152,16 +157,31 @@ async fn run(
         permit.bind_identity(&principal.identity)?;
     }
     let mut guard = Guard::new(gateway.clone(), peer, opened.principal, permit);
-    // The pool lease (if any) lives until the relay ends, so the member's count is right.
-    let Routed { upstream, lease } = opened.upstream;
-    let relayed = relay::run(
-        opened.client.into_io(),
-        opened.buf,
+    let Opened {
+        mut client,
+        mut buf,
         upstream,
-        &mut guard,
-        &settings,
-    )
-    .await;
+        identify,
+        ..
+    } = opened;
+    let routed = match upstream {
+        Some(routed) => routed,
+        None => {
+            let authenticated =
+                authenticate_first(&gateway, &mut guard, &mut client, &mut buf, &identify).await;
+            match authenticated {
+                Ok(routed) => routed,
+                Err(SessionError::Refuse { code, text }) => {
+                    refuse(client.io(), &nsq::error_frame(code, &text)).await;
+                    return Err(SessionError::Refuse { code, text });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    // The pool lease (if any) lives until the relay ends, so the member's count is right.
+    let Routed { upstream, lease } = routed;
+    let relayed = relay::run(client.into_io(), buf, upstream, &mut guard, &settings).await;
     drop(lease);
     relayed?;
     Ok(())
@@ -197,22 +217,87 @@ async fn open(
         ClientStream::Plain(tcp)
     };
     match opening(gateway, &mut client, &mut buf, &mut principal).await {
-        Ok((upstream, heartbeat)) => Ok(Opened {
+        Ok((upstream, heartbeat, identify)) => Ok(Opened {
             heartbeat,
+            identify,
             client,
             buf,
             upstream,
             principal,
         }),
         Err(SessionError::Refuse { code, text }) => {
-            let io = client.io();
-            let _ = io.write_all(&nsq::error_frame(code, &text)).await;
-            let _ = io.flush().await;
-            let _ = io.shutdown().await;
-            relay::drain_before_close(io).await;
+            refuse(client.io(), &nsq::error_frame(code, &text)).await;
             Err(SessionError::Refuse { code, text })
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Tells the client why, then closes without destroying that last frame.
+async fn refuse(io: &mut (dyn Io + '_), frame: &[u8]) {
+    let _ = io.write_all(frame).await;
+    let _ = io.flush().await;
+    let _ = io.shutdown().await;
+    relay::drain_before_close(io).await;
+}
+
+/// The client must AUTH before anything else, and nsqgate opens its nsqd connection only
+/// once AUTH has succeeded (and before answering it, so an AUTH reply means the connection
+/// works). NOP is allowed meanwhile; anything else is refused as nsqd refuses it.
+async fn authenticate_first(
+    gateway: &Gateway,
+    guard: &mut Guard,
+    client: &mut ClientStream,
+    buf: &mut BytesMut,
+    identify: &ClientIdentify,
+) -> Result<Routed, SessionError> {
+    let deadline = tokio::time::Instant::now() + gateway.config.timeouts.auth;
+    loop {
+        let next = read_command(gateway, client.io(), buf);
+        let decoded = match tokio::time::timeout_at(deadline, next).await {
+            Ok(decoded) => decoded?,
+            Err(_) => {
+                return Err(SessionError::Refuse {
+                    code: ErrorCode::AuthFirst,
+                    text: "AUTH not sent in time".into(),
+                })
+            }
+        };
+        let refusal = match &decoded.command {
+            Command::Nop => continue,
+            Command::Auth { .. } => match guard.screen(&decoded) {
+                Verdict::Reply {
+                    frame,
+                    fatal: false,
+                } => {
+                    let routed = connect_upstream(gateway, identify).await.map_err(|_| {
+                        SessionError::Refuse {
+                            code: ErrorCode::AuthFailed,
+                            text:
+                                "AUTH failed: nsqgate could not open a verified connection to nsqd"
+                                    .into(),
+                        }
+                    })?;
+                    let io = client.io();
+                    io.write_all(&frame).await?;
+                    io.flush().await?;
+                    return Ok(routed);
+                }
+                Verdict::Reply { frame, .. } => frame,
+                Verdict::Forward | Verdict::Drop => {
+                    nsq::error_frame(ErrorCode::AuthFailed, "AUTH failed")
+                }
+            },
+            Command::Identify { .. } => {
+                nsq::error_frame(ErrorCode::Invalid, "cannot IDENTIFY again")
+            }
+            other => nsq::error_frame(
+                ErrorCode::AuthFirst,
+                &format!("AUTH required before {}", other.name()),
+            ),
+        };
+        refuse(client.io(), &refusal).await;
+        return Err(SessionError::Refused(decoded.command.name()));
     }
 }
 
@@ -221,7 +306,7 @@ async fn opening(
     client: &mut ClientStream,
     buf: &mut BytesMut,
     principal: &mut Option<Principal>,
-) -> Result<(Routed, Option<std::time::Duration>), SessionError> {
+) -> Result<(Option<Routed>, Option<std::time::Duration>, ClientIdentify), SessionError> {
     fill(client.io(), buf, nsq::MAGIC_V2.len(), "the protocol magic").await?;
     if &buf[..4] != nsq::MAGIC_V2 {
         return Err(SessionError::Refuse {
@@ -235,12 +320,18 @@ async fn opening(
     let Command::Identify { body } = &first.command else {
         // IDENTIFY is optional in NSQ; without it there is no TLS upgrade either.
         require_tls(gateway, client, first.command.name())?;
-        let upstream = connect_upstream(gateway, &ClientIdentify::default()).await?;
-        // The command is relayed as the first one of the relay phase.
+        let identify = ClientIdentify::default();
+        // Without an identity yet, the command (AUTH, hopefully) goes to authenticate_first.
+        let upstream = if gateway.config.auth.require_identity && principal.is_none() {
+            None
+        } else {
+            Some(connect_upstream(gateway, &identify).await?)
+        };
+        // The command is handled as the first one of the next phase.
         let mut replayed = BytesMut::from(&first.raw[..]);
         replayed.extend_from_slice(buf);
         *buf = replayed;
-        return Ok((upstream, Some(identify::DEFAULT_HEARTBEAT)));
+        return Ok((upstream, Some(identify::DEFAULT_HEARTBEAT), identify));
     };
 
     let identify = ClientIdentify::parse(body)?;
@@ -248,19 +339,32 @@ async fn opening(
     if !upgrade {
         require_tls(gateway, client, "IDENTIFY without tls_v1")?;
     }
-    let upstream = connect_upstream(gateway, &identify).await?;
+    // An in-band upgrade shows its certificate only after this reply, so a listener that
+    // requires client certificates counts on the certificate; otherwise AUTH is asked for.
+    // AUTH is accepted either way (nsqjs sends it whenever it has a secret).
+    let auth_required = gateway.config.auth.require_identity
+        && principal.is_none()
+        && !(upgrade && gateway.config.client.client_cert == ClientCertMode::Required);
+    // A client that must still AUTH gets no nsqd connection yet: its reply is predicted from
+    // nsqd's defaults, and authenticate_first opens the connection after AUTH.
+    let (upstream, nsqd_reply) = if auth_required {
+        let defaults = gateway
+            .identify_defaults()
+            .await
+            .map_err(|e| upstream_unavailable(gateway, e))?;
+        (None, identify.expected_reply(defaults))
+    } else {
+        let routed = connect_upstream(gateway, &identify).await?;
+        let reply = routed.upstream.identify_reply.clone();
+        (Some(routed), reply)
+    };
 
     let reply = if identify.feature_negotiation {
         let leg = ClientLeg {
             tls_v1: upgrade,
-            // An in-band upgrade shows its certificate only after this reply, so a listener
-            // that requires client certificates counts on the certificate; otherwise AUTH is
-            // asked for. AUTH is accepted either way (nsqjs sends it whenever it has a secret).
-            auth_required: gateway.config.auth.require_identity
-                && principal.is_none()
-                && !(upgrade && gateway.config.client.client_cert == ClientCertMode::Required),
+            auth_required,
         };
-        identify::client_reply(&upstream.upstream.identify_reply, leg)
+        identify::client_reply(&nsqd_reply, leg)
     } else {
         b"OK".to_vec()
     };
@@ -283,7 +387,8 @@ async fn opening(
         io.write_all(&nsq::response_frame(b"OK")).await?;
         io.flush().await?;
     }
-    Ok((upstream, identify.heartbeat_interval()))
+    let heartbeat = identify.heartbeat_interval();
+    Ok((upstream, heartbeat, identify))
 }
 
 fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<(), SessionError> {
@@ -303,16 +408,19 @@ async fn connect_upstream(
     identify: &ClientIdentify,
 ) -> Result<Routed, SessionError> {
     let body = identify.upstream_body(gateway.upstream_tls());
-    match gateway.route.connect(body).await {
-        Ok(routed) => Ok(routed),
-        Err(e) => {
-            // The client learns only that the upstream is unavailable; the log says why.
-            warn!(upstream = gateway.route.address(), error = %e, "upstream refused");
-            Err(SessionError::Refuse {
-                code: ErrorCode::IdentifyFailed,
-                text: "nsqgate could not open a verified connection to nsqd".into(),
-            })
-        }
+    gateway
+        .route
+        .connect(body)
+        .await
+        .map_err(|e| upstream_unavailable(gateway, e))
+}
+
+/// The client learns only that the upstream is unavailable; the log says why.
+fn upstream_unavailable(gateway: &Gateway, e: UpstreamError) -> SessionError {
+    warn!(upstream = gateway.route.address(), error = %e, "upstream refused");
+    SessionError::Refuse {
+        code: ErrorCode::IdentifyFailed,
+        text: "nsqgate could not open a verified connection to nsqd".into(),
     }
 }
 
