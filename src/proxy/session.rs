@@ -345,9 +345,13 @@ async fn opening(
     let auth_required = gateway.config.auth.require_identity
         && principal.is_none()
         && !(upgrade && gateway.config.client.client_cert == ClientCertMode::Required);
-    // A client that must still AUTH gets no nsqd connection yet: its reply is predicted from
-    // nsqd's defaults, and authenticate_first opens the connection after AUTH.
-    let (upstream, nsqd_reply) = if auth_required {
+    // A client whose certificate is still to come is not known yet either.
+    let certificate_pending =
+        upgrade && principal.is_none() && gateway.config.client.client_cert != ClientCertMode::None;
+    // A client that must still prove who it is gets no nsqd connection yet: its reply is
+    // predicted from nsqd's defaults; the connection opens once a certificate names it (below)
+    // or its AUTH succeeds (authenticate_first).
+    let (mut upstream, nsqd_reply) = if auth_required || certificate_pending {
         let defaults = gateway
             .identify_defaults()
             .await
@@ -383,6 +387,9 @@ async fn opening(
         let (io, identity) = accept_tls(gateway, raw).await?;
         *principal = identity;
         *client = ClientStream::Secure(io);
+        if upstream.is_none() && (principal.is_some() || !gateway.config.auth.require_identity) {
+            upstream = Some(connect_upstream(gateway, &identify).await?);
+        }
         let io = client.io();
         io.write_all(&nsq::response_frame(b"OK")).await?;
         io.flush().await?;
