@@ -10,6 +10,26 @@ use crate::policy::{Action, Decision};
 /// The tracing target audit events use; `main` routes it to the audit sink.
 pub const TARGET: &str = "audit";
 
+/// Counts of the security decisions the audit log records, for `/metrics`. Shared by every
+/// listener of one process through the gateway (not a global, so tests stay independent).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub auth_success: std::sync::atomic::AtomicU64,
+    pub auth_failure: std::sync::atomic::AtomicU64,
+    /// Commands and requests the policy denied.
+    pub denied: std::sync::atomic::AtomicU64,
+    /// Publishes refused by a rate limit.
+    pub rate_limited: std::sync::atomic::AtomicU64,
+    /// Live subscriptions closed by a policy change or token expiry.
+    pub revoked: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// One audit record. Absent fields are logged as empty strings so every line has every key.
 #[derive(Debug, Default)]
 pub struct Event<'a> {

@@ -586,6 +586,19 @@ async fn admin_operator_and_unknown_paths() {
         "{}",
         reply.text()
     );
+    // Process-wide security counters too: this test was denied several times above.
+    let counter = |name: &str| -> u64 {
+        reply
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{}", reply.text()))
+    };
+    assert!(counter("nsqgate_denied_total") >= 2);
+    assert!(counter("nsqgate_auth_success_total") >= 1);
+    assert!(counter("nsqgate_connections_open") >= 1);
+    counter("nsqgate_connections_refused_total");
 }
 
 // === nsqlookupd front ===

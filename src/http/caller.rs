@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ::http::HeaderMap;
 
-use crate::audit::{self, Event};
+use crate::audit::{self, Counters, Event};
 use crate::auth::{self, Method, Principal};
 use crate::http::access::Access;
 use crate::http::reply::{self, Refusal};
@@ -33,6 +33,8 @@ pub struct Caller {
     pub principal: Principal,
     pub policy: Arc<Policy>,
     pub peer: SocketAddr,
+    /// Where denials are counted for `/metrics`.
+    pub counters: Arc<Counters>,
 }
 
 // === impl Caller ===
@@ -51,6 +53,7 @@ impl Caller {
                 let fingerprint = auth::fingerprint(secret);
                 match identity::from_secret(secret, gateway.jwt.as_deref(), &policy) {
                     Ok(principal) => {
+                        Counters::bump(&gateway.counters.auth_success);
                         audit::record(&Event {
                             remote: Some(conn.peer),
                             principal: Some(&principal),
@@ -63,6 +66,7 @@ impl Caller {
                         principal
                     }
                     Err(e) => {
+                        Counters::bump(&gateway.counters.auth_failure);
                         audit::record(&Event {
                             remote: Some(conn.peer),
                             action: "auth",
@@ -77,6 +81,7 @@ impl Caller {
                 }
             }
             Credential::Unusable => {
+                Counters::bump(&gateway.counters.auth_failure);
                 audit::record(&Event {
                     remote: Some(conn.peer),
                     action: "auth",
@@ -101,6 +106,7 @@ impl Caller {
             principal,
             policy,
             peer: conn.peer,
+            counters: gateway.counters.clone(),
         })
     }
 
@@ -133,6 +139,7 @@ impl Caller {
         if check.decision.is_allow() {
             Ok(())
         } else {
+            Counters::bump(&self.counters.denied);
             Err(reply::forbidden(action.as_str(), topic, channel).into())
         }
     }
@@ -157,6 +164,7 @@ impl Caller {
         if allowed {
             Ok(())
         } else {
+            Counters::bump(&self.counters.denied);
             Err(reply::forbidden(action, "*", None).into())
         }
     }

@@ -175,7 +175,7 @@ impl LookupdFront {
                 Err(refusal) => refusal.into_response(),
             },
             Route::Metrics => match caller.authorize_global_admin("/metrics") {
-                Ok(()) => reply::text(StatusCode::OK, self.metrics.render()),
+                Ok(()) => reply::text(StatusCode::OK, self.metrics.render_with(&self.gateway)),
                 Err(refusal) => refusal.into_response(),
             },
         }

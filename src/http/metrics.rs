@@ -27,6 +27,55 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// This front's counters plus the process-wide ones: connections and security decisions.
+    pub fn render_with(&self, gateway: &crate::proxy::Gateway) -> String {
+        let mut out = self.render();
+        let c = &gateway.counters;
+        let counters = [
+            (
+                "nsqgate_auth_success_total",
+                "Successful authentications (AUTH, certificate, HTTP).",
+                &c.auth_success,
+            ),
+            (
+                "nsqgate_auth_failure_total",
+                "Refused credentials.",
+                &c.auth_failure,
+            ),
+            (
+                "nsqgate_denied_total",
+                "Commands and requests the policy denied.",
+                &c.denied,
+            ),
+            (
+                "nsqgate_rate_limited_total",
+                "Publishes refused by a rate limit.",
+                &c.rate_limited,
+            ),
+            (
+                "nsqgate_revoked_total",
+                "Live subscriptions closed by revocation or token expiry.",
+                &c.revoked,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        let conns = &gateway.conns;
+        let _ = writeln!(
+            out,
+            "# HELP nsqgate_connections_open Client connections open now."
+        );
+        let _ = writeln!(out, "# TYPE nsqgate_connections_open gauge");
+        let _ = writeln!(out, "nsqgate_connections_open {}", conns.open());
+        let _ = writeln!(out, "# HELP nsqgate_connections_refused_total Connections closed at once by a connection cap.");
+        let _ = writeln!(out, "# TYPE nsqgate_connections_refused_total counter");
+        let _ = writeln!(out, "nsqgate_connections_refused_total {}", conns.refused());
+        out
+    }
+
     pub fn render(&self) -> String {
         let counters = [
             (

@@ -181,7 +181,7 @@ impl NsqdFront {
                 }
             }
             Route::Metrics => match caller.authorize_global_admin("/metrics") {
-                Ok(()) => reply::text(StatusCode::OK, self.metrics.render()),
+                Ok(()) => reply::text(StatusCode::OK, self.metrics.render_with(&self.gateway)),
                 Err(refusal) => refusal.into_response(),
             },
         }
@@ -242,6 +242,7 @@ impl NsqdFront {
             .admit(&caller.principal.identity, topic, rates, messages, bytes)
             .await;
         if let Err(limited) = admitted {
+            audit::Counters::bump(&self.gateway.counters.rate_limited);
             audit::record(&audit::Event {
                 remote: Some(caller.peer),
                 principal: Some(&caller.principal),

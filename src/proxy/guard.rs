@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::audit::{self, Event};
+use crate::audit::{self, Counters, Event};
 use crate::auth::{self, Method, Principal};
 use crate::identity;
 use crate::limit::conn::ConnPermit;
@@ -115,6 +115,7 @@ impl Guard {
             )
             .await;
         let limited = admitted.err()?;
+        Counters::bump(&self.gateway.counters.rate_limited);
         audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(principal),
@@ -183,6 +184,7 @@ impl Guard {
                     "identity_url": "",
                     "permission_count": roles.len(),
                 });
+                Counters::bump(&self.gateway.counters.auth_success);
                 audit::record(&Event {
                     remote: Some(self.peer),
                     principal: Some(&principal),
@@ -206,6 +208,7 @@ impl Guard {
             Err(e) => {
                 let reason = e.to_string();
                 let method = identity::method_name(secret);
+                Counters::bump(&self.gateway.counters.auth_failure);
                 audit::record(&Event {
                     remote: Some(self.peer),
                     action: "auth",
@@ -276,6 +279,7 @@ impl Guard {
         if allowed {
             Verdict::Forward
         } else {
+            Counters::bump(&self.gateway.counters.denied);
             fatal(
                 ErrorCode::Unauthorized,
                 &format!(
@@ -330,6 +334,7 @@ impl Guard {
 
     fn revoke(&mut self, reason: &'static str) -> Revocation {
         self.draining = true;
+        Counters::bump(&self.gateway.counters.revoked);
         let (topic, channel) = self.subscription.clone().unwrap_or_default();
         audit::record(&Event {
             remote: Some(self.peer),

@@ -59,6 +59,8 @@ pub struct Gateway {
     pub rates: Arc<RateLimits>,
     /// Open-connection caps, shared by every listener.
     pub conns: Arc<ConnLimits>,
+    /// Security decisions counted for `/metrics`.
+    pub counters: Arc<crate::audit::Counters>,
     /// nsqd's reply to an IDENTIFY that asks for nothing, learned once: the base of the reply
     /// to a client that must AUTH before nsqgate opens an nsqd connection for it.
     identify_defaults: Arc<tokio::sync::OnceCell<serde_json::Map<String, serde_json::Value>>>,
@@ -98,6 +100,7 @@ impl Gateway {
         Ok(Gateway {
             rates: Arc::new(RateLimits::new(config.rates.clone())),
             identify_defaults: Arc::default(),
+            counters: Arc::default(),
             conns: ConnLimits::new(config.connections.clone()),
             config,
             tls_acceptor: TlsAcceptor::from(server),

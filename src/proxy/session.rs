@@ -147,6 +147,7 @@ async fn run(
         auth_timeout: gateway.config.timeouts.auth,
     };
     if let Some(principal) = &opened.principal {
+        crate::audit::Counters::bump(&gateway.counters.auth_success);
         crate::audit::record(&crate::audit::Event {
             remote: Some(peer),
             principal: Some(principal),
