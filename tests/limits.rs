@@ -64,6 +64,16 @@ fn gate_config(_pki: &Pki, nsqd: &Nsqd, port: u16, extra: &str) -> String {
     )
 }
 
+/// A gate where anyone may do anything (no identity needed): for tests of transport limits.
+fn open_gate_config(nsqd: &Nsqd, port: u16, extra: &str) -> String {
+    common::gate_config(
+        port,
+        nsqd.tcp,
+        "",
+        &format!("{}\n{extra}", common::ANONYMOUS),
+    )
+}
+
 async fn authed(addr: SocketAddr, connector: &TlsConnector, key: &str) -> RawClient {
     let (mut client, reply) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
     assert_eq!(reply["auth_required"], true);
@@ -261,10 +271,7 @@ async fn per_ip_cap_refuses_the_next_connection_until_one_closes() {
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki);
     let port = free_port();
-    let config = gate_config(&pki, &nsqd, port, "[connections]\nmax_per_ip = 3\n").replace(
-        "policy_dir = \"limited\"",
-        "policy_dir = \"open-policy\"\nrequire_identity = false",
-    );
+    let config = open_gate_config(&nsqd, port, "[connections]\nmax_per_ip = 3\n");
     let gate = Gate::start_config(&pki, &config, port);
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
@@ -297,10 +304,7 @@ async fn proxy_protocol_from_a_trusted_balancer_gives_the_real_address() {
     let nsqd = Nsqd::start(&pki);
     let port = free_port();
     let extra = "[connections]\nmax_per_ip = 1\nproxy_protocol_from = [\"127.0.0.1\"]\n";
-    let config = gate_config(&pki, &nsqd, port, extra).replace(
-        "policy_dir = \"limited\"",
-        "policy_dir = \"open-policy\"\nrequire_identity = false",
-    );
+    let config = open_gate_config(&nsqd, port, extra);
     let gate = Gate::start_config(&pki, &config, port);
 
     let connect_as = |client: &'static str| async move {
@@ -344,10 +348,7 @@ async fn silent_and_idle_clients_are_dropped() {
     let nsqd = Nsqd::start(&pki);
     let port = free_port();
     let extra = "[timeouts]\ntls_handshake_ms = 500\nidentify_ms = 800\nidle_ms = 1000\n";
-    let config = gate_config(&pki, &nsqd, port, extra).replace(
-        "policy_dir = \"limited\"",
-        "policy_dir = \"open-policy\"\nrequire_identity = false",
-    );
+    let config = open_gate_config(&nsqd, port, extra);
     let gate = Gate::start_config(&pki, &config, port);
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
@@ -408,10 +409,7 @@ async fn five_thousand_idle_connections() {
     let pki = Pki::new();
     let nsqd = Nsqd::start_with(&pki, "nsqd", &["--max-rdy-count=2500"]);
     let port = free_port();
-    let config = gate_config(&pki, &nsqd, port, "").replace(
-        "policy_dir = \"limited\"",
-        "policy_dir = \"open-policy\"\nrequire_identity = false",
-    );
+    let config = open_gate_config(&nsqd, port, "");
     let gate = Gate::start_config(&pki, &config, port);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let (mut first, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
@@ -466,10 +464,7 @@ async fn a_consumer_that_stops_reading_is_cut_off_by_the_write_timeout() {
     let nsqd = Nsqd::start(&pki);
     let port = free_port();
     let extra = "[timeouts]\nwrite_ms = 1000\n";
-    let config = gate_config(&pki, &nsqd, port, extra).replace(
-        "policy_dir = \"limited\"",
-        "policy_dir = \"open-policy\"\nrequire_identity = false",
-    );
+    let config = open_gate_config(&nsqd, port, extra);
     let gate = Gate::start_config(&pki, &config, port);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     // 32 MiB waiting in the topic: far more than the socket buffers between here and nsqgate.
