@@ -5,59 +5,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+/// How long one client program may run.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+
 use std::time::Duration;
 
-use common::{wait_output, Gate, Nsqd, Pki};
-
-pub fn clients_dir() -> PathBuf {
-    std::env::var_os("NSQGATE_CLIENTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
-}
-
-/// Runs one client program; returns (exit ok, its JSON summary line, stderr).
-pub fn run_client(
-    interpreter: &str,
-    script: &str,
-    args: &[String],
-) -> (bool, serde_json::Value, String) {
-    let dir = clients_dir();
-    let program = match interpreter {
-        "python" => dir.join(".venv/bin/python"),
-        _ => PathBuf::from("node"),
-    };
-    assert!(
-        interpreter != "python" || program.is_file(),
-        "{} is missing: run scripts/install-clients (scripts/test does)",
-        program.display()
-    );
-    assert!(
-        interpreter != "node" || dir.join("node_modules/nsqjs").is_dir(),
-        "nsqjs is missing from {}: run scripts/install-clients",
-        dir.display()
-    );
-    let child = Command::new(&program)
-        .arg(dir.join(script))
-        .args(args)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
-    let (ok, stdout, stderr) = wait_output(child, Duration::from_secs(90), &program);
-    let stdout = String::from_utf8_lossy(&stdout);
-    let summary = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| {
-            panic!("{script} printed no JSON summary; stdout: {stdout}\nstderr: {stderr}")
-        });
-    (ok, summary, stderr)
-}
+use common::{run_client, Gate, Nsqd, Pki};
 
 pub fn client_args(gate: &Gate, pki: &Pki, topic: &str, count: usize) -> Vec<String> {
     vec![
@@ -78,6 +31,7 @@ fn pynsq_publishes_and_consumes_through_nsqgate_with_tls() {
         "python",
         "pynsq_roundtrip.py",
         &client_args(&gate, &pki, "pynsq", 50),
+        CLIENT_TIMEOUT,
     );
     assert!(ok, "pynsq round trip failed: {summary}\n{stderr}");
     assert_eq!(summary["received"], 50, "{summary}");
@@ -93,6 +47,7 @@ fn nsqjs_publishes_and_consumes_through_nsqgate_with_tls() {
         "node",
         "nsqjs_roundtrip.js",
         &client_args(&gate, &pki, "nsqjs", 50),
+        CLIENT_TIMEOUT,
     );
     assert!(ok, "nsqjs round trip failed: {summary}\n{stderr}");
     assert_eq!(summary["received"], 50, "{summary}");
@@ -132,7 +87,7 @@ roles = ["lib"]
     ] {
         let mut args = client_args(&gate, &pki, topic, 20);
         args.push(format!("--secret={key}"));
-        let (ok, summary, stderr) = run_client(interpreter, script, &args);
+        let (ok, summary, stderr) = run_client(interpreter, script, &args, CLIENT_TIMEOUT);
         assert!(ok, "{script} with a secret failed: {summary}\n{stderr}");
         assert_eq!(nsqd.message_count(topic), 20);
         // Without the secret the same client is refused and nothing lands.
@@ -141,6 +96,7 @@ roles = ["lib"]
             interpreter,
             script,
             &client_args(&gate, &pki, &denied_topic, 1),
+            CLIENT_TIMEOUT,
         );
         assert!(!ok, "{script} without a secret must fail: {summary}");
         assert!(!nsqd.topic_exists(&denied_topic));

@@ -9,7 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::Command as Process;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
-use common::{free_port, run_tool, tool, wait_output, Gate, Nsqd, Pki};
+use common::{free_port, run_tool, tool, Gate, Nsqd, Pki};
 use nsqgate::certs::{ClientSubject, DevCa};
 use nsqgate::nsq::{Command, Frame, FrameType};
 
@@ -358,38 +358,14 @@ fn to_nsq(
     (ok, stderr)
 }
 
-fn clients_dir() -> PathBuf {
-    std::env::var_os("NSQGATE_CLIENTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
-}
-
 /// Runs pynsq_roundtrip.py; (exit ok, its JSON summary, stderr).
 fn pynsq(args: &[String]) -> (bool, Value, String) {
-    let dir = clients_dir();
-    let python = dir.join(".venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/install-clients (scripts/test does)",
-        python.display()
-    );
-    let child = Process::new(&python)
-        .arg(dir.join("pynsq_roundtrip.py"))
-        .args(args)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", python.display()));
-    let (ok, stdout, stderr) = wait_output(child, Duration::from_secs(60), &python);
-    let stdout = String::from_utf8_lossy(&stdout);
-    let summary = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("pynsq printed no JSON summary; stdout: {stdout}\n{stderr}"));
-    (ok, summary, stderr)
+    common::run_client(
+        "python",
+        "pynsq_roundtrip.py",
+        args,
+        Duration::from_secs(60),
+    )
 }
 
 fn pynsq_publish(f: &Fixture, topic: &str, count: usize, secret: &str) -> (bool, Value, String) {

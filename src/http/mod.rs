@@ -85,38 +85,22 @@ pub async fn spawn(
     let connect = gateway.config.timeouts.upstream_connect;
     let mut fronts: Vec<(TcpListener, Front, &str)> = Vec::new();
     let mut plain: Vec<(TcpListener, u16)> = Vec::new();
+    let http_upstream =
+        |address, tls| HttpUpstream::new(address, tls, connect, config.upstream_timeout);
     if let Some(front) = &config.nsqd {
         let tls = if front.upstream_tls {
             upstream_tls(&gateway)?
         } else {
             None
         };
-        let upstream = HttpUpstream::new(
-            front.upstream.clone(),
-            tls,
-            connect,
-            config.upstream_timeout,
-        );
-        let listener = bind(front.listen).await?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        if let Some(address) = front.plain_listen {
-            plain.push((bind(address).await?, port));
-        }
+        let upstream = http_upstream(front.upstream.clone(), tls);
+        let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
         let nsqd = nsqd::NsqdFront::new(gateway.clone(), upstream, metrics.clone(), &config);
         fronts.push((listener, Front::Nsqd(nsqd), "nsqd"));
     }
     if let Some(front) = &config.lookupd {
-        let upstream = HttpUpstream::new(
-            front.upstream.clone(),
-            None,
-            connect,
-            config.upstream_timeout,
-        );
-        let listener = bind(front.listen).await?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        if let Some(address) = front.plain_listen {
-            plain.push((bind(address).await?, port));
-        }
+        let upstream = http_upstream(front.upstream.clone(), None);
+        let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
         let lookupd = lookupd::LookupdFront::new(
             gateway.clone(),
             upstream,
@@ -126,12 +110,7 @@ pub async fn spawn(
         fronts.push((listener, Front::Lookupd(lookupd), "nsqlookupd"));
     }
     if let Some(front) = &config.nsqadmin {
-        let upstream = HttpUpstream::new(
-            front.upstream.clone(),
-            None,
-            connect,
-            config.upstream_timeout,
-        );
+        let upstream = http_upstream(front.upstream.clone(), None);
         let listener = bind(front.listen).await?;
         let admin = nsqadmin::AdminFront::new(gateway.clone(), upstream, &config);
         fronts.push((listener, Front::Nsqadmin(admin), "nsqadmin"));
@@ -160,6 +139,21 @@ pub async fn spawn(
         tokio::spawn(server::serve_plain(listener, https_port, shutdown.clone()));
     }
     Ok(metrics)
+}
+
+/// Binds a front's HTTPS listener and, when configured, its plain listener that points
+/// clients at the HTTPS port.
+async fn bind_with_plain(
+    listen: SocketAddr,
+    plain_listen: Option<SocketAddr>,
+    plain: &mut Vec<(TcpListener, u16)>,
+) -> Result<TcpListener, StartError> {
+    let listener = bind(listen).await?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    if let Some(address) = plain_listen {
+        plain.push((bind(address).await?, port));
+    }
+    Ok(listener)
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {

@@ -312,6 +312,56 @@ impl Drop for Lookupd {
     }
 }
 
+/// Where scripts/install-clients put pynsq and nsqjs.
+pub fn clients_dir() -> PathBuf {
+    std::env::var_os("NSQGATE_CLIENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
+}
+
+/// Runs one client program from tests/clients; (exit ok, its JSON summary line, stderr).
+pub fn run_client(
+    interpreter: &str,
+    script: &str,
+    args: &[String],
+    timeout: Duration,
+) -> (bool, serde_json::Value, String) {
+    let dir = clients_dir();
+    let program = match interpreter {
+        "python" => dir.join(".venv/bin/python"),
+        _ => PathBuf::from("node"),
+    };
+    assert!(
+        interpreter != "python" || program.is_file(),
+        "{} is missing: run scripts/install-clients (scripts/test does)",
+        program.display()
+    );
+    assert!(
+        interpreter != "node" || dir.join("node_modules/nsqjs").is_dir(),
+        "nsqjs is missing from {}: run scripts/install-clients",
+        dir.display()
+    );
+    let child = Command::new(&program)
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+    let (ok, stdout, stderr) = wait_output(child, timeout, &program);
+    let stdout = String::from_utf8_lossy(&stdout);
+    let summary = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!("{script} printed no JSON summary; stdout: {stdout}\nstderr: {stderr}")
+        });
+    (ok, summary, stderr)
+}
+
 /// A running nsqgate binary with a config written for the test.
 pub struct Gate {
     child: Child,
