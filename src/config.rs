@@ -75,6 +75,8 @@ pub struct Config {
     pub http: Option<http::HttpConfig>,
     /// Most messages one MPUB may carry.
     pub max_mpub_messages: u32,
+    /// Bytes all connections without an identity may hold in their command buffers together.
+    pub max_unauthenticated_memory: usize,
     pub connections: ConnSettings,
     pub proxy_protocol_from: Vec<std::net::IpAddr>,
     /// More listeners, each in front of its own nsqd (gateway mode).
@@ -133,6 +135,22 @@ pub struct UpstreamConfig {
     /// None only when the file says `tls = false` explicitly.
     pub tls: Option<UpstreamTls>,
     pub auth_secret: Option<String>,
+    /// The client's client_id, hostname and user_agent go to nsqd (inside TLS); otherwise
+    /// nsqd sees nsqgate's own.
+    pub forward_client_metadata: bool,
+    /// IDENTIFY ranges set by the operator, over what nsqd tells and its defaults.
+    pub nsqd_options: NsqdOptions,
+}
+
+/// The operator's word on nsqd's IDENTIFY ranges (unset: learned from nsqd, else its default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NsqdOptions {
+    pub max_heartbeat_interval_ms: Option<i64>,
+    pub max_output_buffer_size: Option<i64>,
+    pub min_output_buffer_timeout_ms: Option<i64>,
+    pub max_output_buffer_timeout_ms: Option<i64>,
+    pub snappy: Option<bool>,
+    pub deflate: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -206,7 +224,17 @@ impl Config {
                 u32::try_from(raw.limits.max_line_len).unwrap_or(u32::MAX),
             )?)
             .unwrap_or(usize::MAX),
+            max_auth_size: nonzero(at, "limits.max_auth_size", raw.limits.max_auth_size)?,
         };
+        let max_unauthenticated_memory = usize::try_from(raw.limits.max_unauthenticated_memory)
+            .ok()
+            .filter(|bytes| *bytes >= limits.max_auth_size as usize)
+            .ok_or_else(|| {
+                at.invalid(
+                    "limits.max_unauthenticated_memory",
+                    "must hold at least one AUTH of limits.max_auth_size bytes".into(),
+                )
+            })?;
         if limits.max_body_size < limits.max_msg_size {
             return Err(at.invalid(
                 "limits.max_body_size",
@@ -245,6 +273,7 @@ impl Config {
         let nodes = sections::nodes(raw.nodes, &upstream, at)?;
         let producer_pool = sections::pool(raw.producer_pool, at)?;
         Ok(Config {
+            max_unauthenticated_memory,
             nodes,
             producer_pool,
             max_mpub_messages,

@@ -425,9 +425,19 @@ async fn five_thousand_idle_connections() {
             let connector = connector.clone();
             let addr = gate.addr;
             pending.spawn(async move {
-                RawClient::upgraded(addr, &connector, serde_json::json!({}))
+                let mut client = RawClient::upgraded(addr, &connector, serde_json::json!({}))
                     .await
-                    .0
+                    .0;
+                // An idle subscriber: SUB is what makes nsqgate open its nsqd connection.
+                client
+                    .send(&Command::Sub {
+                        topic: "idle".into(),
+                        channel: "idle".into(),
+                    })
+                    .await;
+                let ok = client.read_frame().await.unwrap();
+                assert_eq!(&ok.data[..], b"OK", "{}", frame_text(&ok));
+                client
             });
             next += 1;
         }

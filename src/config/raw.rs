@@ -188,6 +188,24 @@ pub struct RawUpstream {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub auth_secret: Option<String>,
+    /// Pass the client's client_id, hostname and user_agent on to nsqd (inside TLS).
+    #[serde(default)]
+    pub forward_client_metadata: bool,
+    /// For an nsqd started with other IDENTIFY ranges than its defaults.
+    #[serde(default)]
+    pub nsqd_options: RawNsqdOptions,
+}
+
+/// nsqd's flags that bound IDENTIFY settings; unset means learned from nsqd, else its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNsqdOptions {
+    pub max_heartbeat_interval_ms: Option<u64>,
+    pub max_output_buffer_size: Option<u64>,
+    pub min_output_buffer_timeout_ms: Option<u64>,
+    pub max_output_buffer_timeout_ms: Option<u64>,
+    pub snappy: Option<bool>,
+    pub deflate: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +215,8 @@ pub struct RawLimits {
     pub max_body_size: u32,
     pub max_line_len: usize,
     pub max_mpub_messages: u32,
+    pub max_auth_size: u32,
+    pub max_unauthenticated_memory: u64,
 }
 
 impl Default for RawLimits {
@@ -207,6 +227,9 @@ impl Default for RawLimits {
             max_body_size: limits.max_body_size,
             max_line_len: limits.max_line_len,
             max_mpub_messages: 10_000,
+            max_auth_size: limits.max_auth_size,
+            // 4,096 connections each holding a whole maximal AUTH (16 KiB) at once.
+            max_unauthenticated_memory: 64 * 1024 * 1024,
         }
     }
 }

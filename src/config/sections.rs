@@ -8,10 +8,12 @@ use crate::limit::conn::ConnSettings;
 use crate::limit::RateSettings;
 
 use super::locate::{millis, Locator};
-use super::raw::{RawClient, RawConnections, RawNode, RawPool, RawRateLimits, RawUpstream};
+use super::raw::{
+    RawClient, RawConnections, RawNode, RawNsqdOptions, RawPool, RawRateLimits, RawUpstream,
+};
 use super::{
-    ClientCertMode, ClientConfig, ConfigError, NodeConfig, PoolConfig, TlsVersion, UpstreamConfig,
-    UpstreamTls,
+    ClientCertMode, ClientConfig, ConfigError, NodeConfig, NsqdOptions, PoolConfig, TlsVersion,
+    UpstreamConfig, UpstreamTls,
 };
 
 pub(super) fn client(raw: RawClient, at: &Locator<'_>) -> Result<ClientConfig, ConfigError> {
@@ -130,7 +132,51 @@ pub(super) fn upstream(up: RawUpstream, at: &Locator<'_>) -> Result<UpstreamConf
         nsqd_tcp_address: up.nsqd_tcp_address,
         tls,
         auth_secret: up.auth_secret.filter(|s| !s.is_empty()),
+        forward_client_metadata: up.forward_client_metadata,
+        nsqd_options: nsqd_options(&up.nsqd_options, at)?,
     })
+}
+
+fn nsqd_options(raw: &RawNsqdOptions, at: &Locator<'_>) -> Result<NsqdOptions, ConfigError> {
+    let positive = |key: &str, value: Option<u64>| -> Result<Option<i64>, ConfigError> {
+        match value.map(i64::try_from) {
+            None => Ok(None),
+            Some(Ok(v)) if v > 0 => Ok(Some(v)),
+            Some(_) => Err(at.invalid(
+                &format!("upstream.nsqd_options.{key}"),
+                "must be a positive number, as nsqd's flag of that name".into(),
+            )),
+        }
+    };
+    let options = NsqdOptions {
+        max_heartbeat_interval_ms: positive(
+            "max_heartbeat_interval_ms",
+            raw.max_heartbeat_interval_ms,
+        )?,
+        max_output_buffer_size: positive("max_output_buffer_size", raw.max_output_buffer_size)?,
+        min_output_buffer_timeout_ms: positive(
+            "min_output_buffer_timeout_ms",
+            raw.min_output_buffer_timeout_ms,
+        )?,
+        max_output_buffer_timeout_ms: positive(
+            "max_output_buffer_timeout_ms",
+            raw.max_output_buffer_timeout_ms,
+        )?,
+        snappy: raw.snappy,
+        deflate: raw.deflate,
+    };
+    if let (Some(min), Some(max)) = (
+        options.min_output_buffer_timeout_ms,
+        options.max_output_buffer_timeout_ms,
+    ) {
+        if min > max {
+            return Err(at.invalid(
+                "upstream.nsqd_options.min_output_buffer_timeout_ms",
+                "must not exceed max_output_buffer_timeout_ms".into(),
+            ));
+        }
+    }
+    Ok(options)
 }
 
 pub(super) fn connections(

@@ -106,3 +106,39 @@ fn bad_values_are_rejected() {
         .unwrap_err();
     assert_eq!(err.key(), Some("limits.max_msg_size"));
 }
+
+#[test]
+fn opening_keys_are_validated_by_name() {
+    let fx = Fixture::new();
+    let config = fx.load(GOOD).unwrap();
+    assert_eq!(config.limits.max_auth_size, 16 * 1024);
+    assert_eq!(config.max_unauthenticated_memory, 64 * 1024 * 1024);
+    assert!(!config.upstream.forward_client_metadata);
+    let options = format!(
+        "{GOOD}forward_client_metadata = true\n[upstream.nsqd_options]\nmax_heartbeat_interval_ms = 120000\n"
+    );
+    let config = fx.load(&options).unwrap();
+    assert!(config.upstream.forward_client_metadata);
+    assert_eq!(
+        config.upstream.nsqd_options.max_heartbeat_interval_ms,
+        Some(120_000)
+    );
+    for (extra, key) in [
+        ("[limits]\nmax_auth_size = 0\n", "limits.max_auth_size"),
+        (
+            "[limits]\nmax_unauthenticated_memory = 100\n",
+            "limits.max_unauthenticated_memory",
+        ),
+        (
+            "[upstream.nsqd_options]\nmin_output_buffer_timeout_ms = 0\n",
+            "upstream.nsqd_options.min_output_buffer_timeout_ms",
+        ),
+        (
+            "[upstream.nsqd_options]\nmin_output_buffer_timeout_ms = 50\nmax_output_buffer_timeout_ms = 10\n",
+            "upstream.nsqd_options.min_output_buffer_timeout_ms",
+        ),
+    ] {
+        let err = fx.load(&format!("{GOOD}{extra}")).unwrap_err();
+        assert_eq!(err.key(), Some(key), "{err}");
+    }
+}

@@ -5,6 +5,7 @@
 //! - `frame`: server frames (response, error, message) and the message layout.
 //! - `error`: nsqd's `E_*` codes and [`ProtocolError`], which renders as nsqd's error frame.
 //! - `names`: topic and channel name rules.
+//! - `identify`: IDENTIFY's body as nsqd reads it, and nsqd's checks of its settings.
 //! - `codec`: `Decoder`/`Encoder` adapters for `Framed` streams.
 //!
 //! Facts come from nsqd v1.3.0 (`nsqd/protocol_v2.go`, `internal/protocol/`); see
@@ -14,6 +15,7 @@ mod codec;
 mod command;
 mod error;
 mod frame;
+mod identify;
 mod names;
 mod parse;
 
@@ -31,6 +33,7 @@ pub use frame::{
     decode_frame, encode_frame, error_frame, message_frame, response_frame, Frame, FrameType,
     Message, HEARTBEAT, MESSAGE_HEADER_LEN,
 };
+pub use identify::{IdentifyData, IdentifyRanges, IdentifyRefusal};
 pub use names::{is_ephemeral, is_valid_channel_name, is_valid_topic_name};
 
 /// The 4 bytes a client sends first to speak protocol V2.
@@ -45,17 +48,22 @@ pub struct Limits {
     pub max_body_size: u32,
     /// Longest command line, counting its `\n`; nsqd's read buffer is 16 KiB.
     pub max_line_len: usize,
+    /// Largest IDENTIFY or AUTH body: both come before a client has an identity, so they are
+    /// held to less than `max_body_size` (nsqgate's own bound; nsqd has none).
+    pub max_auth_size: u32,
 }
 
 // === impl Limits ===
 
 impl Default for Limits {
-    /// nsqd's defaults: 1 MiB messages, 5 MiB bodies, 16 KiB lines.
+    /// nsqd's defaults: 1 MiB messages, 5 MiB bodies, 16 KiB lines; 16 KiB for IDENTIFY and
+    /// AUTH (the longest token the JWT verifier accepts).
     fn default() -> Self {
         Limits {
             max_msg_size: 1024 * 1024,
             max_body_size: 5 * 1024 * 1024,
             max_line_len: 16 * 1024,
+            max_auth_size: 16 * 1024,
         }
     }
 }

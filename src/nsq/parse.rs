@@ -180,6 +180,15 @@ impl BodyKind {
                 if size <= 0 {
                     return Err(ProtocolError::InvalidBodySize { command, size });
                 }
+                // Refused from the declared length, before a byte of the body is held.
+                let before_identity = matches!(self, BodyKind::Identify | BodyKind::Auth);
+                if before_identity && i64::from(size) > i64::from(limits.max_auth_size) {
+                    return Err(ProtocolError::BodyTooBig {
+                        command,
+                        size,
+                        max: limits.max_auth_size,
+                    });
+                }
             }
             BodyKind::Pub { .. } | BodyKind::Dpub { .. } => {
                 let command = self.name();

@@ -1,126 +1,153 @@
-//! IDENTIFY on two legs: which of the client's settings are passed on to nsqd, and the truthful
-//! reply for the client leg built from nsqd's reply. Pure functions over JSON; no I/O here.
+//! IDENTIFY on two legs: which of the client's settings are passed on to nsqd (and which
+//! metadata crosses before nsqd's certificate is verified), and the truthful reply for the
+//! client leg built from nsqd's reply. Pure functions over JSON; no I/O here.
 
 use serde_json::{Map, Value};
 
-/// Settings that concern nsqd's treatment of the connection, relayed as the client sent them.
-/// TLS and compression fields are decided per leg and never relayed.
-const RELAYED_STRINGS: &[&str] = &["client_id", "hostname", "user_agent"];
-const RELAYED_NUMBERS: &[&str] = &[
-    "heartbeat_interval",
-    "output_buffer_size",
-    "output_buffer_timeout",
-    "msg_timeout",
-    "sample_rate",
-];
+use crate::nsq::{IdentifyData, IdentifyRanges, IdentifyRefusal};
 
 /// nsqd's heartbeat interval when a client does not choose one (half its 60 s client timeout).
 pub const DEFAULT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum IdentifyError {
-    #[error("IDENTIFY failed to decode JSON body")]
-    NotJson,
-    #[error("IDENTIFY field {key} must be {expected}")]
-    WrongType {
-        key: &'static str,
-        expected: &'static str,
-    },
+/// What nsqd records about a connection (its /stats `client_id`, `hostname`, `user_agent`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    pub client_id: String,
+    pub hostname: String,
+    pub user_agent: String,
 }
 
-/// A client's IDENTIFY, read.
+impl Metadata {
+    /// nsqgate's own: its name, the host it runs on, its version.
+    pub fn own(hostname: &str) -> Metadata {
+        Metadata {
+            client_id: "nsqgate".to_owned(),
+            hostname: hostname.to_owned(),
+            user_agent: format!("nsqgate/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// nsqgate's IDENTIFY for one client's nsqd connection.
+#[derive(Clone, Debug)]
+pub struct UpstreamIdentify {
+    /// Sent in clear, before nsqd's certificate is verified: connection settings and
+    /// nsqgate's own metadata only (unless metadata may cross in clear: no upstream TLS).
+    pub first: Vec<u8>,
+    /// The client's metadata, sent as a second IDENTIFY inside the verified TLS session
+    /// (`upstream.forward_client_metadata`); nsqd v1.3.0 accepts it before SUB and answers OK.
+    pub after_tls: Option<Vec<u8>>,
+}
+
+/// A client's IDENTIFY, read as nsqd reads it.
 #[derive(Clone, Debug, Default)]
 pub struct ClientIdentify {
     /// Without it, nsqd answers a bare `OK` and nothing is upgraded.
     pub feature_negotiation: bool,
     pub tls_v1: bool,
-    relayed: Map<String, Value>,
+    data: IdentifyData,
 }
 
 // === impl ClientIdentify ===
 
 impl ClientIdentify {
-    pub fn parse(body: &[u8]) -> Result<ClientIdentify, IdentifyError> {
-        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
-            return Err(IdentifyError::NotJson);
-        };
-        let flag = |key: &'static str| -> Result<bool, IdentifyError> {
-            match fields.get(key) {
-                None | Some(Value::Null) => Ok(false),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(_) => Err(IdentifyError::WrongType {
-                    key,
-                    expected: "a boolean",
-                }),
-            }
-        };
-        let feature_negotiation = flag("feature_negotiation")?;
-        let tls_v1 = flag("tls_v1")?;
-        for key in ["snappy", "deflate"] {
-            flag(key)?;
-        }
-        let mut relayed = Map::new();
-        for &key in RELAYED_STRINGS {
-            match fields.get(key) {
-                None | Some(Value::Null) => {}
-                Some(v @ Value::String(_)) => {
-                    relayed.insert(key.to_owned(), v.clone());
-                }
-                Some(_) => {
-                    return Err(IdentifyError::WrongType {
-                        key,
-                        expected: "a string",
-                    })
-                }
-            }
-        }
-        for &key in RELAYED_NUMBERS {
-            match fields.get(key) {
-                None | Some(Value::Null) => {}
-                Some(v @ Value::Number(n)) if n.is_i64() => {
-                    relayed.insert(key.to_owned(), v.clone());
-                }
-                Some(_) => {
-                    return Err(IdentifyError::WrongType {
-                        key,
-                        expected: "an integer",
-                    })
-                }
-            }
-        }
+    /// Go's reading of the body; a refusal is nsqd's own code and text.
+    pub fn parse(body: &[u8]) -> Result<ClientIdentify, IdentifyRefusal> {
+        let data = IdentifyData::parse(body)?;
         Ok(ClientIdentify {
-            feature_negotiation,
-            tls_v1,
-            relayed,
+            feature_negotiation: data.feature_negotiation,
+            tls_v1: data.tls_v1,
+            data,
         })
+    }
+
+    /// nsqd's checks, for when nsqgate answers in nsqd's place (no nsqd connection yet).
+    pub fn check(&self, ranges: &IdentifyRanges) -> Result<(), IdentifyRefusal> {
+        self.data.check(ranges)?;
+        self.check_compression(ranges)
+    }
+
+    /// The one check nsqd cannot make for nsqgate: compression is never asked of nsqd.
+    pub fn check_compression(&self, ranges: &IdentifyRanges) -> Result<(), IdentifyRefusal> {
+        self.data.check_compression(ranges)
     }
 
     /// The heartbeat interval nsqd will use for this client; None when the client disabled
     /// heartbeats (-1). Absent or 0 means nsqd's default of 30 s.
     pub fn heartbeat_interval(&self) -> Option<std::time::Duration> {
-        match self
-            .relayed
-            .get("heartbeat_interval")
-            .and_then(Value::as_i64)
-        {
-            Some(ms) if ms < 0 => None,
-            Some(ms) if ms > 0 => Some(std::time::Duration::from_millis(ms.unsigned_abs())),
+        match self.data.heartbeat_interval {
+            ms if ms < 0 => None,
+            ms if ms > 0 => Some(std::time::Duration::from_millis(ms.unsigned_abs())),
             _ => Some(DEFAULT_HEARTBEAT),
         }
     }
 
-    /// The IDENTIFY body nsqgate sends to nsqd for this client.
-    pub fn upstream_body(&self, upstream_tls: bool) -> Vec<u8> {
-        let mut fields = self.relayed.clone();
-        fields.insert("feature_negotiation".into(), Value::Bool(true));
-        fields.insert("tls_v1".into(), Value::Bool(upstream_tls));
-        fields.insert("snappy".into(), Value::Bool(false));
-        fields.insert("deflate".into(), Value::Bool(false));
-        fields
-            .entry("user_agent")
-            .or_insert_with(|| Value::String(format!("nsqgate/{}", env!("CARGO_PKG_VERSION"))));
-        Value::Object(fields).to_string().into_bytes()
+    /// The client's own metadata, as it sent it.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            client_id: self.data.client_id.clone(),
+            hostname: self.data.hostname.clone(),
+            user_agent: self.data.user_agent.clone(),
+        }
     }
+
+    /// The settings nsqd applies to the connection, relayed when the client chose them (0
+    /// means nsqd's default, as if absent).
+    fn settings(&self) -> Map<String, Value> {
+        let d = &self.data;
+        let mut fields = Map::new();
+        for (key, value) in [
+            ("heartbeat_interval", d.heartbeat_interval),
+            ("output_buffer_size", d.output_buffer_size),
+            ("output_buffer_timeout", d.output_buffer_timeout),
+            ("msg_timeout", d.msg_timeout),
+            ("sample_rate", i64::from(d.sample_rate)),
+        ] {
+            if value != 0 {
+                fields.insert(key.to_owned(), value.into());
+            }
+        }
+        fields
+    }
+
+    /// nsqgate's IDENTIFY for this client: the first in clear with `own` metadata when nsqd's
+    /// certificate is still to be verified; the client's metadata when `forward` says so
+    /// (inside TLS when there is TLS).
+    pub fn upstream(&self, upstream_tls: bool, own: &Metadata, forward: bool) -> UpstreamIdentify {
+        let settings = self.settings();
+        let client = self.metadata();
+        let in_clear = if forward && !upstream_tls {
+            &client
+        } else {
+            own
+        };
+        let mut first = settings.clone();
+        put_metadata(&mut first, in_clear);
+        first.insert("feature_negotiation".into(), Value::Bool(true));
+        first.insert("tls_v1".into(), Value::Bool(upstream_tls));
+        first.insert("snappy".into(), Value::Bool(false));
+        first.insert("deflate".into(), Value::Bool(false));
+        // The second IDENTIFY repeats what nsqd would otherwise reset (sample_rate) and leaves
+        // out output_buffer_size: nsqd v1.3.0 would rebuild its writer on the raw socket.
+        let after_tls = (forward && upstream_tls).then(|| {
+            let mut second = Map::new();
+            put_metadata(&mut second, &client);
+            if self.data.sample_rate != 0 {
+                second.insert("sample_rate".into(), self.data.sample_rate.into());
+            }
+            Value::Object(second).to_string().into_bytes()
+        });
+        UpstreamIdentify {
+            first: Value::Object(first).to_string().into_bytes(),
+            after_tls,
+        }
+    }
+}
+
+fn put_metadata(fields: &mut Map<String, Value>, metadata: &Metadata) {
+    fields.insert("client_id".into(), metadata.client_id.clone().into());
+    fields.insert("hostname".into(), metadata.hostname.clone().into());
+    fields.insert("user_agent".into(), metadata.user_agent.clone().into());
 }
 
 impl ClientIdentify {
@@ -129,14 +156,28 @@ impl ClientIdentify {
     /// while the client has not authenticated and so has no nsqd connection of its own yet.
     pub fn expected_reply(&self, defaults: &Map<String, Value>) -> Map<String, Value> {
         let mut reply = defaults.clone();
-        for key in [
-            "msg_timeout",
-            "output_buffer_size",
-            "output_buffer_timeout",
-            "sample_rate",
+        let d = &self.data;
+        // nsqd reports what it set: an output buffer of -1 is a 1-byte buffer with no timeout;
+        // the sample rate is always the client's (0 when absent).
+        let size = match d.output_buffer_size {
+            -1 => Some(1),
+            0 => None,
+            n => Some(n),
+        };
+        let timeout = match (d.output_buffer_size, d.output_buffer_timeout) {
+            (-1, _) | (_, -1) => Some(0),
+            (_, 0) => None,
+            (_, n) => Some(n),
+        };
+        let msg_timeout = (d.msg_timeout != 0).then_some(d.msg_timeout);
+        for (key, value) in [
+            ("msg_timeout", msg_timeout),
+            ("output_buffer_size", size),
+            ("output_buffer_timeout", timeout),
+            ("sample_rate", Some(i64::from(d.sample_rate))),
         ] {
-            if let Some(value) = self.relayed.get(key).filter(|v| v.as_i64() != Some(0)) {
-                reply.insert(key.to_owned(), value.clone());
+            if let Some(value) = value {
+                reply.insert(key.to_owned(), value.into());
             }
         }
         reply
@@ -167,18 +208,54 @@ pub fn client_reply(upstream_reply: &Map<String, Value>, leg: ClientLeg) -> Vec<
 mod tests {
     use super::*;
 
+    fn own() -> Metadata {
+        Metadata::own("gatehost")
+    }
+
     #[test]
     fn relays_settings_and_decides_tls_per_leg() {
         let body = br#"{"client_id":"c","hostname":"h","heartbeat_interval":5000,"tls_v1":true,
             "feature_negotiation":true,"snappy":true,"deflate_level":3,"long_id":"x"}"#;
         let identify = ClientIdentify::parse(body).unwrap();
         assert!(identify.tls_v1 && identify.feature_negotiation);
-        let up: Value = serde_json::from_slice(&identify.upstream_body(true)).unwrap();
-        assert_eq!(up["client_id"], "c");
+        let sent = identify.upstream(true, &own(), false);
+        let up: Value = serde_json::from_slice(&sent.first).unwrap();
         assert_eq!(up["heartbeat_interval"], 5000);
         assert_eq!(up["tls_v1"], true);
         assert_eq!(up["snappy"], false);
         assert!(up.get("long_id").is_none());
+        assert!(sent.after_tls.is_none());
+    }
+
+    #[test]
+    fn only_nsqgates_metadata_crosses_before_verification() {
+        let body = br#"{"client_id":"c","hostname":"h","user_agent":"u","sample_rate":7,
+            "output_buffer_size":128}"#;
+        let identify = ClientIdentify::parse(body).unwrap();
+        let sent = identify.upstream(true, &own(), false);
+        let first: Value = serde_json::from_slice(&sent.first).unwrap();
+        assert_eq!(first["client_id"], "nsqgate");
+        assert_eq!(first["hostname"], "gatehost");
+        assert!(first["user_agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("nsqgate/"));
+        // Forwarded: still nsqgate's in clear, the client's after TLS (no buffer size there).
+        let sent = identify.upstream(true, &own(), true);
+        let first: Value = serde_json::from_slice(&sent.first).unwrap();
+        assert_eq!(first["client_id"], "nsqgate");
+        assert_eq!(first["output_buffer_size"], 128);
+        let second: Value = serde_json::from_slice(&sent.after_tls.unwrap()).unwrap();
+        assert_eq!(second["client_id"], "c");
+        assert_eq!(second["user_agent"], "u");
+        assert_eq!(second["sample_rate"], 7);
+        assert!(second.get("output_buffer_size").is_none());
+        assert!(second.get("feature_negotiation").is_none());
+        // Without upstream TLS nothing is verified anyway: one IDENTIFY, the client's values.
+        let sent = identify.upstream(false, &own(), true);
+        let first: Value = serde_json::from_slice(&sent.first).unwrap();
+        assert_eq!(first["hostname"], "h");
+        assert!(sent.after_tls.is_none());
     }
 
     #[test]
@@ -206,22 +283,27 @@ mod tests {
     }
 
     #[test]
-    fn rejects_wrong_types_like_nsqd() {
+    fn expected_reply_reports_what_nsqd_sets() {
+        let defaults: Map<String, Value> = serde_json::from_str(
+            r#"{"output_buffer_size":16384,"output_buffer_timeout":250,"sample_rate":0}"#,
+        )
+        .unwrap();
+        let reply = |body: &[u8]| {
+            ClientIdentify::parse(body)
+                .unwrap()
+                .expected_reply(&defaults)
+        };
+        let r = reply(br#"{"output_buffer_size":-1,"output_buffer_timeout":100}"#);
         assert_eq!(
-            ClientIdentify::parse(b"[1]").unwrap_err(),
-            IdentifyError::NotJson
+            (&r["output_buffer_size"], &r["output_buffer_timeout"]),
+            (&1.into(), &0.into())
         );
-        assert!(matches!(
-            ClientIdentify::parse(br#"{"tls_v1":"yes"}"#),
-            Err(IdentifyError::WrongType { key: "tls_v1", .. })
-        ));
-        assert!(matches!(
-            ClientIdentify::parse(br#"{"msg_timeout":1.5}"#),
-            Err(IdentifyError::WrongType {
-                key: "msg_timeout",
-                ..
-            })
-        ));
+        let r = reply(br#"{"output_buffer_timeout":-1}"#);
+        assert_eq!(
+            (&r["output_buffer_size"], &r["output_buffer_timeout"]),
+            (&16384.into(), &0.into())
+        );
+        assert_eq!(reply(br#"{"sample_rate":12}"#)["sample_rate"], 12);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The NSQ TCP listener and its sessions. All network I/O of the TCP path lives below here.
 
+pub mod budget;
 pub mod guard;
 pub mod identify;
+pub mod learn;
 pub mod proxied;
 pub mod relay;
 pub mod session;
@@ -61,9 +63,15 @@ pub struct Gateway {
     pub conns: Arc<ConnLimits>,
     /// Security decisions counted for `/metrics`.
     pub counters: Arc<crate::audit::Counters>,
-    /// nsqd's reply to an IDENTIFY that asks for nothing, learned once: the base of the reply
-    /// to a client that must AUTH before nsqgate opens an nsqd connection for it.
-    identify_defaults: Arc<tokio::sync::OnceCell<serde_json::Map<String, serde_json::Value>>>,
+    /// nsqd's reply to an IDENTIFY that asks for nothing and the ranges it applies, learned
+    /// once: nsqgate answers in nsqd's place a client that has no nsqd connection yet.
+    learned: Arc<tokio::sync::OnceCell<learn::Learned>>,
+    /// nsqd's HTTP API for `[upstream]` (from `[http.nsqd]`), asked for IDENTIFY ranges.
+    nsqd_http: Option<Arc<crate::http::upstream::HttpUpstream>>,
+    /// What nsqd records about each connection, unless the client's is forwarded.
+    pub own_metadata: Arc<identify::Metadata>,
+    /// Bytes held in command buffers by connections that have no identity yet, all listeners.
+    pub unauthenticated: Arc<budget::Budget>,
 }
 
 // === impl Gateway ===
@@ -97,9 +105,13 @@ impl Gateway {
             )),
             None => None,
         };
+        let nsqd_http = nsqd_http(&config, upstream_tls.clone())?;
         Ok(Gateway {
             rates: Arc::new(RateLimits::new(config.rates.clone())),
-            identify_defaults: Arc::default(),
+            learned: Arc::default(),
+            nsqd_http,
+            own_metadata: Arc::new(identify::Metadata::own(&own_hostname())),
+            unauthenticated: budget::Budget::new(config.max_unauthenticated_memory),
             counters: Arc::default(),
             conns: ConnLimits::new(config.connections.clone()),
             config,
@@ -115,16 +127,26 @@ impl Gateway {
         self.config.upstream.tls.is_some()
     }
 
-    /// nsqd's default IDENTIFY reply, asking nsqd once (over a verified connection that is
-    /// closed right after) and remembering it.
-    pub async fn identify_defaults(
-        &self,
-    ) -> Result<&serde_json::Map<String, serde_json::Value>, UpstreamError> {
-        self.identify_defaults
+    /// What nsqd does with IDENTIFY: its reply to a probe (over a verified connection that is
+    /// closed right after) and the ranges it applies, learned once and remembered.
+    pub async fn learned(&self) -> Result<&learn::Learned, UpstreamError> {
+        self.learned
             .get_or_try_init(|| async {
-                let probe = identify::ClientIdentify::default().upstream_body(self.upstream_tls());
+                let probe = identify::ClientIdentify::default().upstream(
+                    self.upstream_tls(),
+                    &self.own_metadata,
+                    false,
+                );
                 let routed = self.route.connect(probe).await?;
-                Ok(routed.upstream.identify_reply)
+                let reply = routed.upstream.identify_reply;
+                let told = learn::ask(self.nsqd_http.as_deref()).await;
+                let ranges = learn::ranges(&reply, &told, &self.config.upstream.nsqd_options);
+                info!(
+                    upstream = self.route.address(),
+                    ?ranges,
+                    "learned nsqd's IDENTIFY ranges"
+                );
+                Ok(learn::Learned { reply, ranges })
             })
             .await
     }
@@ -147,11 +169,47 @@ impl Gateway {
     pub fn with_route(&self, route: Route) -> Gateway {
         Gateway {
             route,
-            // Another nsqd may be configured differently: learn its defaults afresh.
-            identify_defaults: Arc::default(),
+            // Another nsqd may be configured differently: learn its defaults afresh; nsqgate
+            // knows no HTTP address for it, so its ranges are nsqd_options or the defaults.
+            learned: Arc::default(),
+            nsqd_http: None,
             ..self.clone()
         }
     }
+}
+
+/// nsqd's HTTP API as the `[http.nsqd]` front reaches it, if that front is configured.
+fn nsqd_http(
+    config: &Config,
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Option<Arc<crate::http::upstream::HttpUpstream>>, StartError> {
+    let Some(front) = config.http.as_ref().and_then(|h| h.nsqd.as_ref()) else {
+        return Ok(None);
+    };
+    let tls = match (&config.upstream.tls, upstream_tls) {
+        (Some(settings), Some(client)) if front.upstream_tls => {
+            let name = rustls::pki_types::ServerName::try_from(settings.server_name.clone())
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+            Some((client, name))
+        }
+        _ => None,
+    };
+    let timeout = config.timeouts.upstream_connect;
+    Ok(Some(Arc::new(crate::http::upstream::HttpUpstream::new(
+        front.upstream.clone(),
+        tls,
+        timeout,
+        timeout,
+    ))))
+}
+
+/// The host nsqgate runs on, as nsqd's /stats should show it.
+fn own_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "nsqgate".to_owned())
 }
 
 /// A bound NSQ TCP listener.

@@ -1,6 +1,11 @@
 //! One client connection from accept to close: tell TLS-first from NSQ-first by the first byte,
-//! read the magic and IDENTIFY, open the upstream leg, upgrade the client leg in-band exactly as
-//! nsqd does (JSON reply in clear, TLS handshake, `OK` inside TLS), then relay.
+//! read the magic and IDENTIFY, open the upstream leg (now, for a client with an identity; else
+//! later, see `pending`), upgrade the client leg in-band exactly as nsqd does (JSON reply in
+//! clear, TLS handshake, `OK` inside TLS), then relay. A refusal of IDENTIFY is nsqd's own: its
+//! words relayed, or, without an nsqd connection yet, nsqd's checks made here with its ranges.
+//! Until the client has an identity its buffers are charged to the shared unauthenticated budget.
+
+mod pending;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +19,11 @@ use tracing::{debug, info, warn, Instrument};
 use crate::auth::Principal;
 use crate::config::ClientCertMode;
 use crate::limit::conn::{ConnPermit, Refusal};
+use crate::nsq::IdentifyRefusal;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
-use crate::proxy::guard::{Guard, Verdict};
-use crate::proxy::identify::{self, ClientIdentify, ClientLeg, IdentifyError};
+use crate::proxy::budget::Charge;
+use crate::proxy::guard::Guard;
+use crate::proxy::identify::{self, ClientIdentify, ClientLeg};
 use crate::proxy::proxied::{self, ProxyHeaderError};
 use crate::proxy::relay::{self, RelaySettings};
 use crate::proxy::stream::{Io, Replay};
@@ -34,6 +41,9 @@ enum SessionError {
     /// Told to the client as an NSQ error frame, then the connection closes.
     #[error("{code} {text}")]
     Refuse { code: ErrorCode, text: String },
+    /// nsqd's own refusal of the client's IDENTIFY, relayed word for word, then closed.
+    #[error("nsqd refused the client's IDENTIFY: {code} {text}")]
+    Nsqd { code: String, text: String },
     #[error("upstream: {0}")]
     Upstream(#[from] UpstreamError),
     #[error("client TLS handshake failed: {0}")]
@@ -42,8 +52,9 @@ enum SessionError {
     Timeout(&'static str),
     #[error("client closed the connection during {0}")]
     Closed(&'static str),
-    #[error("refused {0} before AUTH")]
-    Refused(&'static str),
+    /// A local reply that ends the connection (an AUTH refusal, say), sent as it is.
+    #[error("refused: {}", String::from_utf8_lossy(.0.get(8..).unwrap_or_default()))]
+    Local(bytes::Bytes),
     #[error("connection limit: {0}")]
     Limited(#[from] Refusal),
     #[error("{0}")]
@@ -90,6 +101,9 @@ struct Opened {
     identify: ClientIdentify,
     /// The identity a verified client certificate gave, if any.
     principal: Option<Principal>,
+    /// IDENTIFY was judged here (no nsqd connection then): a later refusal by nsqd means
+    /// nsqgate's idea of nsqd's ranges is wrong.
+    judged: bool,
 }
 
 pub async fn serve(
@@ -129,21 +143,21 @@ async fn run(
     }
     // Over a limit: closed at once, before any handshake.
     permit.bind_ip(peer.ip())?;
-    let opened = tokio::time::timeout(gateway.config.timeouts.identify, open(&gateway, tcp, buf))
+    let mut charge = Some(gateway.unauthenticated.charge());
+    let opening = open(&gateway, tcp, buf, &mut charge);
+    let opened = tokio::time::timeout(gateway.config.timeouts.identify, opening)
         .await
         .map_err(|_| SessionError::Timeout("IDENTIFY"))??;
     let settings = RelaySettings {
         limits: gateway.config.limits,
         // Like nsqd: a client that neither sends nor answers a heartbeat for two intervals is
         // gone. With heartbeats disabled, the configured idle timeout applies.
-        idle: opened
-            .heartbeat
-            .map_or(gateway.config.timeouts.idle, |hb| 2 * hb + IDLE_SLACK),
+        idle: idle_timeout(&gateway, opened.heartbeat),
         max_frame_size: gateway.route.max_frame_size(),
         revocation_grace: gateway.config.auth.revocation_grace,
         partial_frame_timeout: gateway.config.timeouts.partial_frame,
         write_timeout: gateway.config.timeouts.write,
-        shutdown,
+        shutdown: shutdown.clone(),
         auth_timeout: gateway.config.timeouts.auth,
     };
     if let Some(principal) = &opened.principal {
@@ -163,23 +177,36 @@ async fn run(
         mut buf,
         upstream,
         identify,
+        heartbeat,
+        judged,
         ..
     } = opened;
     let routed = match upstream {
         Some(routed) => routed,
         None => {
-            let authenticated =
-                authenticate_first(&gateway, &mut guard, &mut client, &mut buf, &identify).await;
-            match authenticated {
+            let waiting = pending::Waiting {
+                gateway: &gateway,
+                identify: &identify,
+                heartbeat,
+                judged,
+                shutdown,
+            };
+            match waiting
+                .run(&mut guard, &mut client, &mut buf, &mut charge)
+                .await
+            {
                 Ok(routed) => routed,
-                Err(SessionError::Refuse { code, text }) => {
-                    refuse(client.io(), &nsq::error_frame(code, &text)).await;
-                    return Err(SessionError::Refuse { code, text });
+                Err(e) => {
+                    if let Some(frame) = e.frame() {
+                        refuse(client.io(), &frame).await;
+                    }
+                    return Err(e);
                 }
-                Err(e) => return Err(e),
             }
         }
     };
+    // From here on the relay's own bounds apply.
+    drop(charge);
     // The pool lease (if any) lives until the relay ends, so the member's count is right.
     let Routed { upstream, lease } = routed;
     let relayed = relay::run(client.into_io(), buf, upstream, &mut guard, &settings).await;
@@ -194,6 +221,7 @@ async fn open(
     gateway: &Gateway,
     tcp: TcpStream,
     mut buf: BytesMut,
+    charge: &mut Option<Charge>,
 ) -> Result<Opened, SessionError> {
     let first = match buf.first() {
         Some(byte) => *byte,
@@ -210,27 +238,34 @@ async fn open(
         }
     };
     let mut principal = None;
-    let mut client = if first == TLS_HANDSHAKE_RECORD {
+    let client = if first == TLS_HANDSHAKE_RECORD {
         let (io, identity) = accept_tls(gateway, Replay::new(buf.split().freeze(), tcp)).await?;
         principal = identity;
         ClientStream::Secure(io)
     } else {
         ClientStream::Plain(tcp)
     };
-    match opening(gateway, &mut client, &mut buf, &mut principal).await {
-        Ok((upstream, heartbeat, identify)) => Ok(Opened {
-            heartbeat,
-            identify,
-            client,
-            buf,
-            upstream,
-            principal,
-        }),
-        Err(SessionError::Refuse { code, text }) => {
-            refuse(client.io(), &nsq::error_frame(code, &text)).await;
-            Err(SessionError::Refuse { code, text })
+    if principal.is_some() {
+        // A certificate named the client: its buffers are no stranger's.
+        *charge = None;
+    }
+    let mut opened = Opened {
+        heartbeat: Some(identify::DEFAULT_HEARTBEAT),
+        identify: ClientIdentify::default(),
+        client,
+        buf,
+        upstream: None,
+        principal,
+        judged: false,
+    };
+    match opening(gateway, &mut opened, charge).await {
+        Ok(()) => Ok(opened),
+        Err(e) => {
+            if let Some(frame) = e.frame() {
+                refuse(opened.client.io(), &frame).await;
+            }
+            Err(e)
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -242,72 +277,18 @@ async fn refuse(io: &mut (dyn Io + '_), frame: &[u8]) {
     relay::drain_before_close(io).await;
 }
 
-/// The client must AUTH before anything else, and nsqgate opens its nsqd connection only
-/// once AUTH has succeeded (and before answering it, so an AUTH reply means the connection
-/// works). NOP is allowed meanwhile; anything else is refused as nsqd refuses it.
-async fn authenticate_first(
-    gateway: &Gateway,
-    guard: &mut Guard,
-    client: &mut ClientStream,
-    buf: &mut BytesMut,
-    identify: &ClientIdentify,
-) -> Result<Routed, SessionError> {
-    let deadline = tokio::time::Instant::now() + gateway.config.timeouts.auth;
-    loop {
-        let next = read_command(gateway, client.io(), buf);
-        let decoded = match tokio::time::timeout_at(deadline, next).await {
-            Ok(decoded) => decoded?,
-            Err(_) => {
-                return Err(SessionError::Refuse {
-                    code: ErrorCode::AuthFirst,
-                    text: "AUTH not sent in time".into(),
-                })
-            }
-        };
-        let refusal = match &decoded.command {
-            Command::Nop => continue,
-            Command::Auth { .. } => match guard.screen(&decoded) {
-                Verdict::Reply {
-                    frame,
-                    fatal: false,
-                } => {
-                    let routed = connect_upstream(gateway, identify).await.map_err(|_| {
-                        SessionError::Refuse {
-                            code: ErrorCode::AuthFailed,
-                            text:
-                                "AUTH failed: nsqgate could not open a verified connection to nsqd"
-                                    .into(),
-                        }
-                    })?;
-                    let io = client.io();
-                    io.write_all(&frame).await?;
-                    io.flush().await?;
-                    return Ok(routed);
-                }
-                Verdict::Reply { frame, .. } => frame,
-                Verdict::Forward | Verdict::Drop => {
-                    nsq::error_frame(ErrorCode::AuthFailed, "AUTH failed")
-                }
-            },
-            Command::Identify { .. } => {
-                nsq::error_frame(ErrorCode::Invalid, "cannot IDENTIFY again")
-            }
-            other => nsq::error_frame(
-                ErrorCode::AuthFirst,
-                &format!("AUTH required before {}", other.name()),
-            ),
-        };
-        refuse(client.io(), &refusal).await;
-        return Err(SessionError::Refused(decoded.command.name()));
-    }
-}
-
+/// Magic, IDENTIFY (or another first command) and the in-band upgrade; fills `opened`.
 async fn opening(
     gateway: &Gateway,
-    client: &mut ClientStream,
-    buf: &mut BytesMut,
-    principal: &mut Option<Principal>,
-) -> Result<(Option<Routed>, Option<std::time::Duration>, ClientIdentify), SessionError> {
+    opened: &mut Opened,
+    charge: &mut Option<Charge>,
+) -> Result<(), SessionError> {
+    let Opened {
+        client,
+        buf,
+        principal,
+        ..
+    } = opened;
     fill(client.io(), buf, nsq::MAGIC_V2.len(), "the protocol magic").await?;
     if &buf[..4] != nsq::MAGIC_V2 {
         return Err(SessionError::Refuse {
@@ -317,25 +298,36 @@ async fn opening(
     }
     let _ = buf.split_to(4);
 
-    let first = read_command(gateway, client.io(), buf).await?;
+    let first = read_command(gateway, client.io(), buf, charge).await?;
     let Command::Identify { body } = &first.command else {
         // IDENTIFY is optional in NSQ; without it there is no TLS upgrade either.
         require_tls(gateway, client, first.command.name())?;
-        let identify = ClientIdentify::default();
-        // Without an identity yet, the command (AUTH, hopefully) goes to authenticate_first.
-        let upstream = if gateway.config.auth.require_identity && principal.is_none() {
-            None
-        } else {
-            Some(connect_upstream(gateway, &identify).await?)
-        };
-        // The command is handled as the first one of the next phase.
+        if principal.is_some() {
+            opened.upstream = Some(connect_upstream(gateway, &opened.identify, false).await?);
+        }
+        // Otherwise no nsqd connection yet: the command is the first one `pending` handles.
         let mut replayed = BytesMut::from(&first.raw[..]);
-        replayed.extend_from_slice(buf);
-        *buf = replayed;
-        return Ok((upstream, Some(identify::DEFAULT_HEARTBEAT), identify));
+        replayed.extend_from_slice(&opened.buf);
+        opened.buf = replayed;
+        return Ok(());
     };
 
     let identify = ClientIdentify::parse(body)?;
+    // A client with no identity yet (one still to AUTH or to show its certificate, or an
+    // anonymous one) gets no nsqd connection: nsqgate judges IDENTIFY with nsqd's checks and
+    // ranges, before its own TLS rule as nsqd would, and predicts nsqd's reply; the
+    // connection opens once it is needed (`pending`).
+    let learned = match principal {
+        None => {
+            let learned = gateway
+                .learned()
+                .await
+                .map_err(|e| upstream_unavailable(gateway, e))?;
+            identify.check(&learned.ranges)?;
+            Some(learned)
+        }
+        Some(_) => None,
+    };
     let upgrade = identify.feature_negotiation && identify.tls_v1 && !client.is_tls();
     if !upgrade {
         require_tls(gateway, client, "IDENTIFY without tls_v1")?;
@@ -346,22 +338,22 @@ async fn opening(
     let auth_required = gateway.config.auth.require_identity
         && principal.is_none()
         && !(upgrade && gateway.config.client.client_cert == ClientCertMode::Required);
-    // A client whose certificate is still to come is not known yet either.
-    let certificate_pending =
-        upgrade && principal.is_none() && gateway.config.client.client_cert != ClientCertMode::None;
-    // A client that must still prove who it is gets no nsqd connection yet: its reply is
-    // predicted from nsqd's defaults; the connection opens once a certificate names it (below)
-    // or its AUTH succeeds (authenticate_first).
-    let (mut upstream, nsqd_reply) = if auth_required || certificate_pending {
-        let defaults = gateway
-            .identify_defaults()
-            .await
-            .map_err(|e| upstream_unavailable(gateway, e))?;
-        (None, identify.expected_reply(defaults))
+    let nsqd_reply = if let Some(learned) = learned {
+        opened.judged = true;
+        identify.expected_reply(&learned.reply)
     } else {
-        let routed = connect_upstream(gateway, &identify).await?;
+        let routed = connect_upstream(gateway, &identify, false).await?;
         let reply = routed.upstream.identify_reply.clone();
-        (Some(routed), reply)
+        opened.upstream = Some(routed);
+        // nsqd was never asked for compression, so this one check is nsqgate's to make.
+        if identify.feature_negotiation {
+            let learned = gateway
+                .learned()
+                .await
+                .map_err(|e| upstream_unavailable(gateway, e))?;
+            identify.check_compression(&learned.ranges)?;
+        }
+        reply
     };
 
     let reply = if identify.feature_negotiation {
@@ -376,27 +368,36 @@ async fn opening(
     let io = client.io();
     io.write_all(&nsq::response_frame(&reply)).await?;
     io.flush().await?;
+    opened.heartbeat = identify.heartbeat_interval();
 
     if upgrade {
-        let ClientStream::Plain(tcp) =
-            std::mem::replace(client, ClientStream::Secure(Box::new(tokio::io::empty())))
-        else {
+        let ClientStream::Plain(tcp) = std::mem::replace(
+            &mut opened.client,
+            ClientStream::Secure(Box::new(tokio::io::empty())),
+        ) else {
             return Err(SessionError::Closed("TLS upgrade"));
         };
         // A client may have sent its ClientHello right behind IDENTIFY; those bytes are in buf.
-        let raw = Replay::new(buf.split().freeze(), tcp);
+        let raw = Replay::new(opened.buf.split().freeze(), tcp);
         let (io, identity) = accept_tls(gateway, raw).await?;
-        *principal = identity;
-        *client = ClientStream::Secure(io);
-        if upstream.is_none() && (principal.is_some() || !gateway.config.auth.require_identity) {
-            upstream = Some(connect_upstream(gateway, &identify).await?);
+        opened.principal = identity;
+        opened.client = ClientStream::Secure(io);
+        if opened.principal.is_some() {
+            *charge = None;
+            opened.upstream = Some(connect_upstream(gateway, &identify, opened.judged).await?);
         }
-        let io = client.io();
+        let io = opened.client.io();
         io.write_all(&nsq::response_frame(b"OK")).await?;
         io.flush().await?;
     }
-    let heartbeat = identify.heartbeat_interval();
-    Ok((upstream, heartbeat, identify))
+    opened.identify = identify;
+    Ok(())
+}
+
+/// How long a quiet client is kept: two missed heartbeats, as nsqd; the configured idle
+/// timeout when the client disabled heartbeats.
+fn idle_timeout(gateway: &Gateway, heartbeat: Option<std::time::Duration>) -> std::time::Duration {
+    heartbeat.map_or(gateway.config.timeouts.idle, |hb| 2 * hb + IDLE_SLACK)
 }
 
 fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<(), SessionError> {
@@ -411,16 +412,35 @@ fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<
     Ok(())
 }
 
+/// Opens the client's nsqd connection. nsqd's refusal of the client's settings reaches the
+/// client word for word; when nsqgate had judged them acceptable (`judged`), the log says its
+/// idea of nsqd's ranges is wrong.
 async fn connect_upstream(
     gateway: &Gateway,
     identify: &ClientIdentify,
+    judged: bool,
 ) -> Result<Routed, SessionError> {
-    let body = identify.upstream_body(gateway.upstream_tls());
-    gateway
-        .route
-        .connect(body)
-        .await
-        .map_err(|e| upstream_unavailable(gateway, e))
+    let upstream = &gateway.config.upstream;
+    let sent = identify.upstream(
+        gateway.upstream_tls(),
+        &gateway.own_metadata,
+        upstream.forward_client_metadata,
+    );
+    match gateway.route.connect(sent).await {
+        Ok(routed) => Ok(routed),
+        Err(e) => match e.client_refusal() {
+            Some((code, text)) => {
+                if judged {
+                    warn!(upstream = gateway.route.address(), nsqd_said = %format!("{code} {text}").escape_debug(), "nsqd refused an IDENTIFY that nsqgate accepted: its ranges differ from nsqgate's (set [upstream.nsqd_options])");
+                }
+                Err(SessionError::Nsqd {
+                    code: code.to_owned(),
+                    text: text.to_owned(),
+                })
+            }
+            None => Err(upstream_unavailable(gateway, e)),
+        },
+    }
 }
 
 /// The client learns only that the upstream is unavailable; the log says why.
@@ -453,10 +473,13 @@ where
     Ok((Box::new(tls), principal))
 }
 
+/// The next command; while the client has no identity (`charge`), the buffer's capacity (the
+/// codec reserves a declared body before reading it) is charged to the shared budget first.
 async fn read_command(
     gateway: &Gateway,
     io: &mut (dyn Io + '_),
     buf: &mut BytesMut,
+    charge: &mut Option<Charge>,
 ) -> Result<DecodedCommand, SessionError> {
     loop {
         match nsq::decode_command(buf, &gateway.config.limits) {
@@ -468,6 +491,14 @@ async fn read_command(
                     text: e.to_string(),
                 })
             }
+        }
+        if let Some(charge) = charge {
+            // tokio's read_buf reserves a little when the buffer is full.
+            let wanted = buf.capacity().max(buf.len() + 64);
+            charge.hold(wanted).map_err(|over| SessionError::Refuse {
+                code: ErrorCode::BadBody,
+                text: format!("{over} (try again later)"),
+            })?;
         }
         if io.read_buf(buf).await? == 0 {
             return Err(SessionError::Closed("IDENTIFY"));
@@ -489,11 +520,31 @@ async fn fill(
     Ok(())
 }
 
-impl From<IdentifyError> for SessionError {
-    fn from(e: IdentifyError) -> SessionError {
+impl From<IdentifyRefusal> for SessionError {
+    fn from(e: IdentifyRefusal) -> SessionError {
         SessionError::Refuse {
-            code: ErrorCode::BadBody,
+            code: e.code(),
             text: e.to_string(),
+        }
+    }
+}
+
+impl SessionError {
+    /// The frame that tells the client why, for the errors that are the client's to hear.
+    fn frame(&self) -> Option<bytes::Bytes> {
+        match self {
+            SessionError::Refuse { code, text } => Some(nsq::error_frame(*code, text)),
+            SessionError::Local(frame) => Some(frame.clone()),
+            SessionError::Nsqd { code, text } => {
+                let mut frame = BytesMut::new();
+                let payload = match text.is_empty() {
+                    true => code.clone(),
+                    false => format!("{code} {text}"),
+                };
+                nsq::encode_frame(nsq::FrameType::Error, payload.as_bytes(), &mut frame);
+                Some(frame.freeze())
+            }
+            _ => None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The upstream leg: connect to nsqd, send nsqgate's IDENTIFY, upgrade to TLS and verify nsqd's
 //! certificate (CA and server name), and AUTH with nsqgate's own secret when nsqd asks for it.
-//! Nothing from the client is sent before all of that has succeeded.
+//! Before nsqd's certificate is verified only nsqgate's own metadata and the client's connection
+//! settings cross; the client's metadata, when forwarded at all, follows inside TLS.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamConfig;
 use crate::nsq::{self, Command, Frame, FrameType};
+use crate::proxy::identify::UpstreamIdentify;
 use crate::proxy::stream::{Io, Replay};
 
 /// Frames from nsqd during the handshake are small JSON; anything larger is not nsqd.
@@ -44,6 +46,23 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("connection to nsqd failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+// === impl UpstreamError ===
+
+impl UpstreamError {
+    /// nsqd's refusal of the client's own IDENTIFY settings (`E_BAD_BODY IDENTIFY heartbeat
+    /// interval (100) is invalid`): the client's fault, to be relayed word for word.
+    pub fn client_refusal(&self) -> Option<(&str, &str)> {
+        match self {
+            UpstreamError::Refused {
+                command: "IDENTIFY",
+                code,
+                text,
+            } => Some((code, text)),
+            _ => None,
+        }
+    }
 }
 
 /// Built once per listener from the configuration.
@@ -99,15 +118,16 @@ impl Connector {
         self.max_frame_size
     }
 
-    /// Opens a leg for one client, relaying `identify_body` as nsqgate's own IDENTIFY.
-    pub async fn connect(&self, identify_body: Vec<u8>) -> Result<Upstream, UpstreamError> {
+    /// Opens a leg for one client with nsqgate's IDENTIFY for it.
+    pub async fn connect(&self, identify: UpstreamIdentify) -> Result<Upstream, UpstreamError> {
         let deadline = self.connect_timeout;
-        tokio::time::timeout(deadline, self.handshake(identify_body))
+        tokio::time::timeout(deadline, self.handshake(identify))
             .await
             .map_err(|_| UpstreamError::Timeout(self.address.clone()))?
     }
 
-    async fn handshake(&self, identify_body: Vec<u8>) -> Result<Upstream, UpstreamError> {
+    async fn handshake(&self, identify: UpstreamIdentify) -> Result<Upstream, UpstreamError> {
+        let identify_body = identify.first;
         let tcp =
             TcpStream::connect(&self.address)
                 .await
@@ -143,6 +163,16 @@ impl Connector {
                 .map_err(UpstreamError::Tls)?;
             io = Box::new(tls);
             expect_ok(read_reply(&mut io, &mut buf, "TLS upgrade").await?)?;
+            if let Some(metadata) = identify.after_tls {
+                let mut out = BytesMut::new();
+                Command::Identify {
+                    body: metadata.into(),
+                }
+                .encode(&mut out);
+                io.write_all(&out).await?;
+                io.flush().await?;
+                expect_ok(read_reply(&mut io, &mut buf, "IDENTIFY (client metadata)").await?)?;
+            }
         }
 
         if identify_reply.get("auth_required") == Some(&Value::Bool(true)) {
@@ -236,13 +266,13 @@ pub struct Routed {
 }
 
 impl Route {
-    pub async fn connect(&self, identify_body: Vec<u8>) -> Result<Routed, UpstreamError> {
+    pub async fn connect(&self, identify: UpstreamIdentify) -> Result<Routed, UpstreamError> {
         match self {
             Route::Node(connector) => Ok(Routed {
-                upstream: connector.connect(identify_body).await?,
+                upstream: connector.connect(identify).await?,
                 lease: None,
             }),
-            Route::Pool(pool) => pool.connect(identify_body).await,
+            Route::Pool(pool) => pool.connect(identify).await,
         }
     }
 
@@ -327,7 +357,10 @@ impl Pool {
         order
     }
 
-    async fn connect(self: &Arc<Self>, identify_body: Vec<u8>) -> Result<Routed, UpstreamError> {
+    async fn connect(
+        self: &Arc<Self>,
+        identify: UpstreamIdentify,
+    ) -> Result<Routed, UpstreamError> {
         use std::sync::atomic::Ordering;
         let mut last = UpstreamError::Protocol("the producer pool is empty".into());
         for index in self.order() {
@@ -337,7 +370,7 @@ impl Pool {
                 pool: self.clone(),
                 index,
             };
-            match member.connector.connect(identify_body.clone()).await {
+            match member.connector.connect(identify.clone()).await {
                 Ok(upstream) => {
                     member.healthy.store(true, Ordering::Release);
                     return Ok(Routed {
@@ -345,6 +378,8 @@ impl Pool {
                         lease: Some(lease),
                     });
                 }
+                // The client's settings, refused: another member would refuse them too.
+                Err(e) if e.client_refusal().is_some() => return Err(e),
                 Err(e) => {
                     tracing::warn!(nsqd = member.connector.address(), error = %e, "pool member failed; trying the next");
                     member.healthy.store(false, Ordering::Release);

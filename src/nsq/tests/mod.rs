@@ -5,6 +5,7 @@
 
 mod decode;
 mod frames;
+mod identify;
 mod nsqd_errors;
 mod props;
 

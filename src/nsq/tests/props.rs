@@ -61,6 +61,7 @@ fn small_limits() -> impl Strategy<Value = Limits> {
             max_msg_size,
             max_body_size,
             max_line_len,
+            max_auth_size: max_body_size,
         }
     })
 }
