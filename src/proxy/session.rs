@@ -5,7 +5,10 @@
 //! words relayed, or, without an nsqd connection yet, nsqd's checks made here with its ranges.
 //! Until the client has an identity its buffers are charged to the shared unauthenticated budget.
 
+mod opening;
 mod pending;
+
+use opening::opening;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,13 +20,12 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::Principal;
-use crate::config::ClientCertMode;
 use crate::limit::conn::{ConnPermit, Refusal};
 use crate::nsq::IdentifyRefusal;
-use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
+use crate::nsq::{self, DecodedCommand, ErrorCode};
 use crate::proxy::budget::Charge;
 use crate::proxy::guard::Guard;
-use crate::proxy::identify::{self, ClientIdentify, ClientLeg};
+use crate::proxy::identify::{self, ClientIdentify};
 use crate::proxy::proxied::{self, ProxyHeaderError};
 use crate::proxy::relay::{self, RelaySettings};
 use crate::proxy::stream::{Io, Replay};
@@ -275,123 +277,6 @@ async fn refuse(io: &mut (dyn Io + '_), frame: &[u8]) {
     let _ = io.flush().await;
     let _ = io.shutdown().await;
     relay::drain_before_close(io).await;
-}
-
-/// Magic, IDENTIFY (or another first command) and the in-band upgrade; fills `opened`.
-async fn opening(
-    gateway: &Gateway,
-    opened: &mut Opened,
-    charge: &mut Option<Charge>,
-) -> Result<(), SessionError> {
-    let Opened {
-        client,
-        buf,
-        principal,
-        ..
-    } = opened;
-    fill(client.io(), buf, nsq::MAGIC_V2.len(), "the protocol magic").await?;
-    if &buf[..4] != nsq::MAGIC_V2 {
-        return Err(SessionError::Refuse {
-            code: ErrorCode::BadProtocol,
-            text: "client sent bad protocol identifier".into(),
-        });
-    }
-    let _ = buf.split_to(4);
-
-    let first = read_command(gateway, client.io(), buf, charge).await?;
-    let Command::Identify { body } = &first.command else {
-        // IDENTIFY is optional in NSQ; without it there is no TLS upgrade either.
-        require_tls(gateway, client, first.command.name())?;
-        if principal.is_some() {
-            opened.upstream = Some(connect_upstream(gateway, &opened.identify, false).await?);
-        }
-        // Otherwise no nsqd connection yet: the command is the first one `pending` handles.
-        let mut replayed = BytesMut::from(&first.raw[..]);
-        replayed.extend_from_slice(&opened.buf);
-        opened.buf = replayed;
-        return Ok(());
-    };
-
-    let identify = ClientIdentify::parse(body)?;
-    // A client with no identity yet (one still to AUTH or to show its certificate, or an
-    // anonymous one) gets no nsqd connection: nsqgate judges IDENTIFY with nsqd's checks and
-    // ranges, before its own TLS rule as nsqd would, and predicts nsqd's reply; the
-    // connection opens once it is needed (`pending`).
-    let learned = match principal {
-        None => {
-            let learned = gateway
-                .learned()
-                .await
-                .map_err(|e| upstream_unavailable(gateway, e))?;
-            identify.check(&learned.ranges)?;
-            Some(learned)
-        }
-        Some(_) => None,
-    };
-    let upgrade = identify.feature_negotiation && identify.tls_v1 && !client.is_tls();
-    if !upgrade {
-        require_tls(gateway, client, "IDENTIFY without tls_v1")?;
-    }
-    // An in-band upgrade shows its certificate only after this reply, so a listener that
-    // requires client certificates counts on the certificate; otherwise AUTH is asked for.
-    // AUTH is accepted either way (nsqjs sends it whenever it has a secret).
-    let auth_required = gateway.config.auth.require_identity
-        && principal.is_none()
-        && !(upgrade && gateway.config.client.client_cert == ClientCertMode::Required);
-    let nsqd_reply = if let Some(learned) = learned {
-        opened.judged = true;
-        identify.expected_reply(&learned.reply)
-    } else {
-        let routed = connect_upstream(gateway, &identify, false).await?;
-        let reply = routed.upstream.identify_reply.clone();
-        opened.upstream = Some(routed);
-        // nsqd was never asked for compression, so this one check is nsqgate's to make.
-        if identify.feature_negotiation {
-            let learned = gateway
-                .learned()
-                .await
-                .map_err(|e| upstream_unavailable(gateway, e))?;
-            identify.check_compression(&learned.ranges)?;
-        }
-        reply
-    };
-
-    let reply = if identify.feature_negotiation {
-        let leg = ClientLeg {
-            tls_v1: upgrade,
-            auth_required,
-        };
-        identify::client_reply(&nsqd_reply, leg)
-    } else {
-        b"OK".to_vec()
-    };
-    let io = client.io();
-    io.write_all(&nsq::response_frame(&reply)).await?;
-    io.flush().await?;
-    opened.heartbeat = identify.heartbeat_interval();
-
-    if upgrade {
-        let ClientStream::Plain(tcp) = std::mem::replace(
-            &mut opened.client,
-            ClientStream::Secure(Box::new(tokio::io::empty())),
-        ) else {
-            return Err(SessionError::Closed("TLS upgrade"));
-        };
-        // A client may have sent its ClientHello right behind IDENTIFY; those bytes are in buf.
-        let raw = Replay::new(opened.buf.split().freeze(), tcp);
-        let (io, identity) = accept_tls(gateway, raw).await?;
-        opened.principal = identity;
-        opened.client = ClientStream::Secure(io);
-        if opened.principal.is_some() {
-            *charge = None;
-            opened.upstream = Some(connect_upstream(gateway, &identify, opened.judged).await?);
-        }
-        let io = opened.client.io();
-        io.write_all(&nsq::response_frame(b"OK")).await?;
-        io.flush().await?;
-    }
-    opened.identify = identify;
-    Ok(())
 }
 
 /// How long a quiet client is kept: two missed heartbeats, as nsqd; the configured idle
