@@ -1,5 +1,5 @@
 //! Wires a loaded configuration to its listeners and runs them until shutdown; keeps the
-//! policy current by re-reading its folder when a file in it changes (or on SIGHUP).
+//! policy and the client CRLs current by re-reading them when a file changes (or on SIGHUP).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::upstream::{Pool, Route};
 use crate::proxy::{Gateway, Listener, StartError};
+use crate::tls::ClientCerts;
 
 /// Binds every listener of `config` and serves until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
@@ -22,17 +23,20 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         "policy loaded"
     );
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
-    tokio::spawn(watch_policy(
-        config.auth.policy_dir.clone(),
-        config.auth.policy_reload,
-        policy_tx,
-    ));
     let mut config = config;
     // Fail closed at start: without the issuer's keys no token could be checked.
     crate::jwks::load_initial(&mut config)
         .await
         .map_err(|e| StartError::Jwt(format!("initial JWKS fetch failed: {e}")))?;
     let gateway = Arc::new(Gateway::new(Arc::new(config), policy_rx)?);
+    tokio::spawn(watch_policy(
+        Watched {
+            dir: gateway.config.auth.policy_dir.clone(),
+            certs: gateway.client_certs.clone(),
+        },
+        gateway.config.auth.policy_reload,
+        policy_tx,
+    ));
     if let (Some(source), Some(verifier)) = (&gateway.config.auth.jwks_source, &gateway.jwt) {
         tokio::spawn(crate::jwks::refresh_forever(
             source.clone(),
@@ -81,39 +85,91 @@ pub fn load_policy(dir: &Path, version: u64) -> Result<Policy, PolicyError> {
     Ok(Policy::load_dir(dir)?.with_version(version))
 }
 
-/// Polls the policy folder; a changed, valid policy replaces the live one. An invalid one is
-/// refused loudly and the last good policy stays in force.
-async fn watch_policy(
+/// What a reload re-reads: the policy folder and the client CRLs.
+struct Watched {
     dir: PathBuf,
+    certs: Option<Arc<ClientCerts>>,
+}
+
+/// Polls the policy folder and the CRL files; a changed, valid policy replaces the live one,
+/// and changed CRLs apply to the next handshake. Either change sends a new policy version, so
+/// every live connection is judged again (its key, roles and certificate). An invalid change
+/// is refused loudly and the last good policy (or CRLs) stays in force.
+async fn watch_policy(
+    watched: Watched,
     every: std::time::Duration,
     policy: watch::Sender<Arc<Policy>>,
 ) {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut seen = fingerprint(&dir);
+    let crl_files = watched
+        .certs
+        .as_ref()
+        .map(|certs| certs.crl_files().to_vec())
+        .unwrap_or_default();
+    let mut seen = (fingerprint(&watched.dir), files_fingerprint(&crl_files));
     let mut version = 1;
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(every) => false,
             Some(_) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let now = fingerprint(&dir);
-        if now == seen && !forced {
+        let now = (fingerprint(&watched.dir), files_fingerprint(&crl_files));
+        let policy_changed = forced || now.0 != seen.0;
+        let crls_changed = forced || now.1 != seen.1;
+        if !policy_changed && !crls_changed {
             continue;
         }
         seen = now;
-        match load_policy(&dir, version + 1) {
-            Ok(next) => {
-                version += 1;
-                info!(version, "policy reloaded");
-                if policy.send(Arc::new(next)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "policy change refused; the previous policy stays in force")
-            }
+        let crls_reloaded = crls_changed && reload_crls(watched.certs.as_deref());
+        let loaded = if policy_changed {
+            load_policy(&watched.dir, version + 1)
+                .map_err(|e| {
+                    error!(error = %e, "policy change refused; the previous policy stays in force")
+                })
+                .ok()
+        } else {
+            None
+        };
+        let next = match loaded {
+            Some(next) => next,
+            // The same rules under a new version, so live connections are judged again.
+            None if crls_reloaded => Policy::clone(&policy.borrow()).with_version(version + 1),
+            None => continue,
+        };
+        version = next.version();
+        info!(version, "policy reloaded");
+        if policy.send(Arc::new(next)).is_err() {
+            return;
         }
     }
+}
+
+/// Re-reads the client CRLs; true when they were replaced.
+fn reload_crls(certs: Option<&ClientCerts>) -> bool {
+    let Some(certs) = certs else {
+        return false;
+    };
+    match certs.reload() {
+        Ok(()) => {
+            info!(files = certs.crl_files().len(), "client CRLs reloaded");
+            true
+        }
+        Err(e) => {
+            error!(error = %e, "CRL change refused; the previous CRLs stay in force");
+            false
+        }
+    }
+}
+
+/// Sizes and modification times of the given files (a missing file has none).
+fn files_fingerprint(files: &[PathBuf]) -> Vec<(u64, Option<SystemTime>)> {
+    files
+        .iter()
+        .map(|path| match std::fs::metadata(path) {
+            Ok(meta) => (meta.len(), meta.modified().ok()),
+            Err(_) => (0, None),
+        })
+        .collect()
 }
 
 /// Names, sizes and modification times of the folder's files: cheap change detection.

@@ -64,6 +64,7 @@ pub fn explain(
             method: Method::Named,
             claimed_roles: Vec::new(),
             expires_at: None,
+            proof: Default::default(),
         },
         Credential::Secret(secret) => match authenticate(config, &policy, secret)? {
             Ok(principal) => principal,

@@ -1,5 +1,6 @@
 //! rustls configurations for both legs: the server side that clients connect to, and the
-//! verifying client side nsqgate uses toward nsqd. Reads PEM files; no sockets here.
+//! verifying client side nsqgate uses toward nsqd, and the client-certificate verifier whose CRLs
+//! are re-read on reload ([`ClientCerts`]). Reads PEM files; no sockets here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,10 +8,13 @@ use std::sync::Arc;
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{ClientCertMode, ClientConfig as ClientLegConfig, TlsVersion, UpstreamTls};
+
+mod client_certs;
+
+pub use client_certs::ClientCerts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -26,35 +30,46 @@ pub enum TlsError {
 
 /// The ALPN-free server configuration for the client leg.
 pub fn server_config(client: &ClientLegConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(server_tls(client)?.config)
+}
+
+/// The client leg's server configuration and, when client certificates are on, its verifier
+/// (whose CRLs can be re-read while the configuration is in use).
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    pub client_certs: Option<Arc<ClientCerts>>,
+}
+
+pub fn server_tls(client: &ClientLegConfig) -> Result<ServerTls, TlsError> {
     let certs = load_certs(&client.tls_cert)?;
     let key = load_key(&client.tls_key)?;
     let provider = Arc::new(ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(protocol_versions(client.tls_min_version))?;
-    let builder = match (&client.tls_client_ca, client.client_cert) {
+    let (builder, client_certs) = match (&client.tls_client_ca, client.client_cert) {
         (Some(ca), ClientCertMode::Optional | ClientCertMode::Required) => {
-            let roots = Arc::new(root_store(ca)?);
-            let crls = client
-                .tls_client_crls
-                .iter()
-                .map(|path| load_crl(path))
-                .collect::<Result<Vec<_>, _>>()?;
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(roots, provider).with_crls(crls);
-            let verifier = if client.client_cert == ClientCertMode::Optional {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            let verifier = verifier.build().map_err(|e| TlsError::Ca {
-                path: ca.clone(),
-                reason: e.to_string(),
-            })?;
-            builder.with_client_cert_verifier(verifier)
+            let verifier = Arc::new(ClientCerts::load(
+                ca,
+                root_store(ca)?,
+                &client.tls_client_crls,
+                client.client_cert == ClientCertMode::Optional,
+                provider,
+            )?);
+            (
+                builder.with_client_cert_verifier(verifier.clone()),
+                Some(verifier),
+            )
         }
-        _ => builder.with_no_client_auth(),
+        _ => (builder.with_no_client_auth(), None),
     };
-    Ok(Arc::new(builder.with_single_cert(certs, key)?))
+    let mut config = builder.with_single_cert(certs, key)?;
+    if let Some(verifier) = &client_certs {
+        config.session_storage = verifier.sessions();
+    }
+    Ok(ServerTls {
+        config: Arc::new(config),
+        client_certs,
+    })
 }
 
 /// The upstream client configuration: only nsqd certificates that chain to `tls.ca` pass;
@@ -93,7 +108,7 @@ pub fn root_store(ca: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, TlsError> {
+pub(crate) fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, TlsError> {
     CertificateRevocationListDer::from_pem_file(path).map_err(|e| TlsError::Ca {
         path: path.to_owned(),
         reason: format!("not a PEM CRL: {e}"),

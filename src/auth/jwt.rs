@@ -316,6 +316,7 @@ impl JwtVerifier {
             method: Method::Jwt,
             claimed_roles: self.roles(claims)?,
             expires_at: Some(expires_at),
+            proof: Default::default(),
         })
     }
 

@@ -45,6 +45,23 @@ pub struct Principal {
     pub claimed_roles: Vec<String>,
     /// When the credential stops being valid, so a session can be cut off at that time.
     pub expires_at: Option<SystemTime>,
+    /// What was presented, kept so a live connection is judged again when the policy or the
+    /// CRLs change: who it is stays, what it may do is looked up anew.
+    pub proof: Proof,
+}
+
+/// The part of a credential that must be looked up again after a reload.
+#[derive(Clone, Debug, Default)]
+pub enum Proof {
+    /// Nothing outside the principal: a JWT (its roles and expiry are in the principal), an
+    /// anonymous or a named caller.
+    #[default]
+    SelfContained,
+    /// An API key, by its SHA-256: the key's current policy entry says who it is and its roles;
+    /// a key no longer in the policy no longer authenticates anyone.
+    ApiKey([u8; 32]),
+    /// The verified client certificate chain, leaf first, checked again against reloaded CRLs.
+    Certificate(std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>),
 }
 
 /// Why a credential was refused. `Display` is a short, secret-free reason for the audit log.

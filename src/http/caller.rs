@@ -98,6 +98,7 @@ impl Caller {
                     method: Method::Named,
                     claimed_roles: Vec::new(),
                     expires_at: None,
+                    proof: Default::default(),
                 },
                 (None, true) => return Err(reply::unauthenticated().into()),
             },

@@ -1,8 +1,14 @@
 //! The per-connection gatekeeper of the relay phase: answers AUTH itself, checks every publish
-//! and SUB against the policy (deny by default), caches decisions per policy version, and
-//! notices when a live subscription loses its permission or its token expires.
+//! and SUB against the policy (deny by default), caches decisions per policy version (a small
+//! LRU, `decisions`), mirrors nsqd's state rules where nsqgate must answer itself (`state`), and
+//! notices when a connection loses its standing: a reload that deletes its API key, takes its
+//! identity's last role or revokes its certificate, a subscription no longer allowed, or an
+//! expired token. Who the client is stays fixed; what it may do is looked up in the current
+//! policy.
 
-use std::collections::HashMap;
+mod decisions;
+mod state;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,12 +17,16 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::audit::{self, Counters, Event};
-use crate::auth::{self, Method, Principal};
-use crate::identity;
+use crate::auth::{self, Method, Principal, Proof};
+use crate::identity::{self, Gone};
 use crate::limit::conn::ConnPermit;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
-use crate::policy::{Action, Decision, Policy, Subject};
+use crate::policy::{Action, Decision, Policy};
 use crate::proxy::Gateway;
+use decisions::Decisions;
+use state::State;
+
+type CertChain = Arc<[rustls::pki_types::CertificateDer<'static>]>;
 
 /// The identity of a caller without credentials when `auth.require_identity` is off.
 pub const ANONYMOUS: &str = "anonymous";
@@ -33,7 +43,10 @@ pub enum Verdict {
 
 /// Why a live connection must end.
 pub struct Revocation {
-    pub reason: &'static str,
+    pub reason: String,
+    /// nsqd delivers messages to this connection: stop them (RDY 0) and let the client finish
+    /// what it holds for the grace period. Otherwise it is told at once.
+    pub subscribed: bool,
 }
 
 pub struct Guard {
@@ -41,12 +54,20 @@ pub struct Guard {
     peer: SocketAddr,
     /// Who the client is, once known (client certificate or AUTH).
     principal: Option<Principal>,
+    /// The client certificate the connection was opened with, kept after an AUTH too: a
+    /// reloaded CRL that revokes it ends the connection.
+    cert_chain: Option<CertChain>,
     /// AUTH may be sent once per connection, as with nsqd.
     auth_seen: bool,
     policy: watch::Receiver<Arc<Policy>>,
     /// Decisions already made on this connection under `cached_version` of the policy.
-    cache: HashMap<(Action, String, String), bool>,
+    cache: Decisions,
     cached_version: u64,
+    /// Whether the principal still stands under `cached_version` (sticky once lost).
+    standing: Result<(), Gone>,
+    /// Whether the principal had any role under `cached_version`.
+    had_roles: bool,
+    state: State,
     subscription: Option<(String, String)>,
     /// Set once a revocation started: deliveries are stopped and RDY is swallowed.
     draining: bool,
@@ -72,20 +93,43 @@ impl Guard {
                 method: Method::Named,
                 claimed_roles: Vec::new(),
                 expires_at: None,
+                proof: Proof::SelfContained,
             })
         });
-        Guard {
+        let cert_chain = match principal.as_ref().map(|p| &p.proof) {
+            Some(Proof::Certificate(chain)) => Some(chain.clone()),
+            _ => None,
+        };
+        let mut guard = Guard {
             gateway,
             peer,
-            principal,
+            principal: None,
+            cert_chain,
             auth_seen: false,
             policy,
-            cache: HashMap::new(),
+            cache: Decisions::default(),
             cached_version: 0,
+            standing: Ok(()),
+            had_roles: false,
+            state: State::Init,
             subscription: None,
             draining: false,
             permit,
+        };
+        if let Some(principal) = principal {
+            guard.adopt(principal);
         }
+        guard
+    }
+
+    /// Takes `principal` as who the client is, judged from now on under the current policy.
+    fn adopt(&mut self, principal: Principal) {
+        let policy = self.policy.borrow().clone();
+        self.had_roles = identity::current_subject(&principal, &policy)
+            .is_ok_and(|subject| !policy.roles_of(&subject).is_empty());
+        self.principal = Some(principal);
+        self.cache.clear();
+        self.cached_version = policy.version();
     }
 
     /// True while an identity is required and none is known yet.
@@ -102,7 +146,13 @@ impl Guard {
             | Command::Dpub { topic, .. } => topic,
             _ => return None,
         };
-        let rates = self.policy.borrow().rates_of(&subject(principal));
+        let rates = {
+            let policy = self.policy.borrow();
+            // A principal that no longer stands is refused by the re-check after admission.
+            identity::current_subject(principal, &policy)
+                .map(|subject| policy.rates_of(&subject))
+                .unwrap_or_default()
+        };
         let admitted = self
             .gateway
             .rates
@@ -138,7 +188,11 @@ impl Guard {
     }
 
     pub fn screen(&mut self, decoded: &DecodedCommand) -> Verdict {
-        match &decoded.command {
+        let command = &decoded.command;
+        if let Some(text) = self.state.refusal(command) {
+            return fatal(ErrorCode::Invalid, &text);
+        }
+        let verdict = match command {
             // nsqd would accept a second IDENTIFY before SUB and renegotiate; a proxy must not.
             Command::Identify { .. } => fatal(ErrorCode::Invalid, "cannot IDENTIFY again"),
             Command::Auth { secret } => self.authenticate(secret),
@@ -150,10 +204,8 @@ impl Guard {
                     &format!("MPUB invalid message count {}", messages.len()),
                 )
             }
-            Command::Pub { topic, .. }
-            | Command::Mpub { topic, .. }
-            | Command::Dpub { topic, .. } => {
-                self.authorize(decoded.command.name(), Action::Publish, topic, None)
+            Command::Pub { .. } | Command::Mpub { .. } | Command::Dpub { .. } => {
+                self.recheck(decoded)
             }
             Command::Sub { topic, channel } => {
                 let verdict = self.authorize("SUB", Action::Subscribe, topic, Some(channel));
@@ -163,6 +215,23 @@ impl Guard {
                 verdict
             }
             Command::Rdy { .. } if self.draining => Verdict::Drop,
+            _ => Verdict::Forward,
+        };
+        if matches!(verdict, Verdict::Forward) {
+            self.state = self.state.after(command);
+        }
+        verdict
+    }
+
+    /// Authorizes a publish against the current policy and credential. Called when it arrives
+    /// and again after a rate-limit delay: a token may expire, or a reload revoke it, meanwhile.
+    pub fn recheck(&mut self, decoded: &DecodedCommand) -> Verdict {
+        match &decoded.command {
+            Command::Pub { topic, .. }
+            | Command::Mpub { topic, .. }
+            | Command::Dpub { topic, .. } => {
+                self.authorize(decoded.command.name(), Action::Publish, topic, None)
+            }
             _ => Verdict::Forward,
         }
     }
@@ -177,8 +246,9 @@ impl Guard {
         let result = identity::from_secret(secret, self.gateway.jwt.as_deref(), &policy);
         match result {
             Ok(principal) => {
-                let subject = subject(&principal);
-                let roles = policy.roles_of(&subject);
+                let roles = identity::current_subject(&principal, &policy)
+                    .map(|subject| policy.roles_of(&subject))
+                    .unwrap_or_default();
                 let reply = serde_json::json!({
                     "identity": principal.identity,
                     "identity_url": "",
@@ -198,8 +268,7 @@ impl Guard {
                     return fatal(ErrorCode::AuthFailed, &format!("AUTH failed: {refusal}"));
                 }
                 // An explicit credential takes over from a certificate identity.
-                self.principal = Some(principal);
-                self.cache.clear();
+                self.adopt(principal);
                 Verdict::Reply {
                     frame: nsq::response_frame(reply.to_string().as_bytes()),
                     fatal: false,
@@ -252,34 +321,7 @@ impl Guard {
             });
             return fatal(ErrorCode::AuthFailed, "AUTH token expired");
         }
-        let policy = self.policy.borrow().clone();
-        if policy.version() != self.cached_version {
-            self.cache.clear();
-            self.cached_version = policy.version();
-        }
-        let key = (action, topic.to_owned(), channel.unwrap_or("").to_owned());
-        let allowed = match self.cache.get(&key) {
-            Some(allowed) => *allowed,
-            None => {
-                let check = policy.check(&subject(principal), action, topic, channel);
-                let record = |decision: &Decision, would: bool| {
-                    audit::record_decision(
-                        self.peer, principal, action, topic, channel, decision, would,
-                    );
-                };
-                record(&check.decision, false);
-                if let Some(would) = &check.audit {
-                    record(would, true);
-                }
-                let allowed = check.decision.is_allow();
-                self.cache.insert(key, allowed);
-                allowed
-            }
-        };
-        if allowed {
-            Verdict::Forward
-        } else {
-            Counters::bump(&self.gateway.counters.denied);
+        let denied = || {
             fatal(
                 ErrorCode::Unauthorized,
                 &format!(
@@ -287,11 +329,90 @@ impl Guard {
                     channel.unwrap_or("")
                 ),
             )
+        };
+        let policy = match self.refresh() {
+            Ok(policy) => policy,
+            Err(gone) => {
+                // Refused exactly like a lost permission, and counted as the revocation it is.
+                self.revoke(gone.to_string());
+                return denied();
+            }
+        };
+        let allowed = match self.cache.get(action, topic, channel.unwrap_or("")) {
+            Some(allowed) => allowed,
+            None => {
+                let allowed = self.decide(&policy, action, topic, channel);
+                self.cache
+                    .insert(action, topic, channel.unwrap_or(""), allowed);
+                allowed
+            }
+        };
+        if allowed {
+            Verdict::Forward
+        } else {
+            Counters::bump(&self.gateway.counters.denied);
+            denied()
         }
     }
 
-    /// Completes when this connection's subscription is no longer allowed: the policy changed
-    /// under it, or its token expired. Pending forever for a connection with nothing to lose.
+    /// One audited policy decision for the principal (which stands under `policy`).
+    fn decide(&self, policy: &Policy, action: Action, topic: &str, channel: Option<&str>) -> bool {
+        let Some(principal) = &self.principal else {
+            return false;
+        };
+        let Ok(subject) = identity::current_subject(principal, policy) else {
+            return false;
+        };
+        let check = policy.check(&subject, action, topic, channel);
+        let record = |decision: &Decision, would: bool| {
+            audit::record_decision(
+                self.peer, principal, action, topic, channel, decision, would,
+            );
+        };
+        record(&check.decision, false);
+        if let Some(would) = &check.audit {
+            record(would, true);
+        }
+        check.decision.is_allow()
+    }
+
+    /// The current policy, after judging the connection again if it changed since the last
+    /// look (a CRL reload changes its version too): the decision cache is dropped, and the
+    /// credential must still stand. Once lost, standing is not regained.
+    fn refresh(&mut self) -> Result<Arc<Policy>, Gone> {
+        let policy = self.policy.borrow().clone();
+        if policy.version() != self.cached_version {
+            self.cached_version = policy.version();
+            self.cache.clear();
+            if self.standing.is_ok() {
+                self.standing = self.stands_under(&policy);
+            }
+        }
+        self.standing.map(|()| policy)
+    }
+
+    fn stands_under(&mut self, policy: &Policy) -> Result<(), Gone> {
+        if let (Some(chain), Some(certs)) = (&self.cert_chain, &self.gateway.client_certs) {
+            certs
+                .still_valid(chain)
+                .map_err(|_| Gone::CertificateRevoked)?;
+        }
+        let Some(principal) = &self.principal else {
+            return Ok(());
+        };
+        let subject = identity::current_subject(principal, policy)?;
+        let has_roles = !policy.roles_of(&subject).is_empty();
+        let had_roles = std::mem::replace(&mut self.had_roles, has_roles);
+        if had_roles && !has_roles {
+            return Err(Gone::NoRoles);
+        }
+        Ok(())
+    }
+
+    /// Completes when this connection loses its standing: a reload took its credential (API
+    /// key deleted, certificate revoked, last role gone) or its subscription's permission, or
+    /// its token expired while subscribed. Pending forever for a connection with nothing to
+    /// lose.
     pub async fn revoked(&mut self) -> Revocation {
         loop {
             let expiry = self
@@ -308,14 +429,17 @@ impl Guard {
                     if changed.is_err() {
                         std::future::pending::<()>().await;
                     }
+                    if let Err(gone) = self.refresh() {
+                        return self.revoke(gone.to_string());
+                    }
                     if let Some((topic, channel)) = self.subscription.clone() {
                         if !self.still_allowed(&topic, &channel) {
-                            return self.revoke("policy no longer allows this subscription");
+                            return self.revoke("policy no longer allows this subscription".into());
                         }
                     }
                 }
                 _ = tokio::time::sleep(expiry.unwrap_or(Duration::MAX)), if expiry.is_some() => {
-                    return self.revoke("token expired");
+                    return self.revoke("token expired".into());
                 }
             }
         }
@@ -326,34 +450,33 @@ impl Guard {
             return false;
         };
         let policy = self.policy.borrow_and_update().clone();
-        policy
-            .check(&subject(principal), Action::Subscribe, topic, Some(channel))
-            .decision
-            .is_allow()
+        identity::current_subject(principal, &policy).is_ok_and(|subject| {
+            policy
+                .check(&subject, Action::Subscribe, topic, Some(channel))
+                .decision
+                .is_allow()
+        })
     }
 
-    fn revoke(&mut self, reason: &'static str) -> Revocation {
-        self.draining = true;
-        Counters::bump(&self.gateway.counters.revoked);
-        let (topic, channel) = self.subscription.clone().unwrap_or_default();
-        audit::record(&Event {
-            remote: Some(self.peer),
-            principal: self.principal.as_ref(),
-            action: "revoke",
-            topic: Some(&topic),
-            channel: Some(&channel),
-            outcome: "closed",
-            reason: Some(reason),
-            ..Event::default()
-        });
-        Revocation { reason }
-    }
-}
-
-fn subject(principal: &Principal) -> Subject<'_> {
-    Subject {
-        identity: &principal.identity,
-        claimed_roles: &principal.claimed_roles,
+    /// Starts the end of this connection: counted and audited once, however it is noticed.
+    fn revoke(&mut self, reason: String) -> Revocation {
+        let subscribed = self.subscription.is_some();
+        if !self.draining {
+            self.draining = true;
+            Counters::bump(&self.gateway.counters.revoked);
+            let (topic, channel) = self.subscription.clone().unwrap_or_default();
+            audit::record(&Event {
+                remote: Some(self.peer),
+                principal: self.principal.as_ref(),
+                action: "revoke",
+                topic: Some(&topic),
+                channel: Some(&channel),
+                outcome: "closed",
+                reason: Some(&reason),
+                ..Event::default()
+            });
+        }
+        Revocation { reason, subscribed }
     }
 }
 

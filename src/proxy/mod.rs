@@ -49,6 +49,8 @@ pub enum StartError {
 pub struct Gateway {
     pub config: Arc<Config>,
     pub tls_acceptor: TlsAcceptor,
+    /// The client-certificate verifier behind `tls_acceptor` (CRLs re-read on reload).
+    pub client_certs: Option<Arc<tls::ClientCerts>>,
     /// Where this listener's clients go: `[upstream]`, a `[[nodes]]` entry, or the pool.
     pub route: Route,
     /// Verifying TLS toward nsqd, shared by every route.
@@ -81,7 +83,7 @@ impl Gateway {
         config: Arc<Config>,
         policy: watch::Receiver<Arc<Policy>>,
     ) -> Result<Gateway, StartError> {
-        let server = tls::server_config(&config.client)?;
+        let server = tls::server_tls(&config.client)?;
         let upstream_tls = match &config.upstream.tls {
             Some(settings) => Some(tls::upstream_config(settings)?),
             None => None,
@@ -115,7 +117,8 @@ impl Gateway {
             counters: Arc::default(),
             conns: ConnLimits::new(config.connections.clone()),
             config,
-            tls_acceptor: TlsAcceptor::from(server),
+            tls_acceptor: TlsAcceptor::from(server.config),
+            client_certs: server.client_certs,
             route: Route::Node(upstream),
             upstream_tls,
             policy,

@@ -49,20 +49,25 @@ where
             };
             let mut verdict = guard.screen(&decoded);
             if matches!(verdict, Verdict::Forward) && decoded.command.message_count() > 0 {
-                let admission = guard.admit(&decoded);
-                tokio::pin!(admission);
-                // Usually there are tokens; only a publish that must wait flushes what came
-                // before it, so batching survives and nothing earlier is held hostage.
-                let refused = tokio::select! {
-                    biased;
-                    refused = &mut admission => refused,
-                    _ = std::future::ready(()) => {
-                        flush(&mut out, &mut owed, &mut upstream, &slots, settings.write_timeout).await?;
-                        admission.await
+                let (refused, waited) = {
+                    let admission = guard.admit(&decoded);
+                    tokio::pin!(admission);
+                    // Usually there are tokens; only a publish that must wait flushes what came
+                    // before it, so batching survives and nothing earlier is held hostage.
+                    tokio::select! {
+                        biased;
+                        refused = &mut admission => (refused, false),
+                        _ = std::future::ready(()) => {
+                            flush(&mut out, &mut owed, &mut upstream, &slots, settings.write_timeout).await?;
+                            (admission.await, true)
+                        }
                     }
                 };
                 if let Some(refused) = refused {
                     verdict = refused;
+                } else if waited {
+                    // Time passed: the token may have expired, or a reload revoked the right.
+                    verdict = guard.recheck(&decoded);
                 }
             }
             match verdict {
@@ -129,11 +134,17 @@ where
                 return Ok(ClientSide::Refused);
             }
             revocation = guard.revoked(), if revoked_at.is_none() => {
-                // Stop deliveries now; in-flight messages may still be finished until the grace
-                // period ends, then the client is told and disconnected.
-                debug!(reason = revocation.reason, "subscription revoked");
-                revoked_at = Some(tokio::time::Instant::now() + settings.revocation_grace);
-                write_within(&mut upstream, b"RDY 0\n", settings.write_timeout).await?;
+                // A subscriber's deliveries stop now; it may finish in-flight messages until the
+                // grace period ends, then it is told and disconnected. Anyone else (RDY before
+                // SUB would be an error) is told at once, after the replies nsqd still owes.
+                debug!(reason = %revocation.reason, "revoked");
+                let grace = if revocation.subscribed {
+                    write_within(&mut upstream, b"RDY 0\n", settings.write_timeout).await?;
+                    settings.revocation_grace
+                } else {
+                    Duration::ZERO
+                };
+                revoked_at = Some(tokio::time::Instant::now() + grace);
                 continue;
             }
             _ = sleep_until_or_never(revoked_at) => {

@@ -1,0 +1,96 @@
+//! The per-connection cache of policy decisions: a small, fixed-size LRU, so a client that
+//! publishes to 100,000 distinct topics costs a connection no more than a few kilobytes. A miss
+//! only means one more policy check. Pure data structure; no I/O.
+
+use std::collections::VecDeque;
+
+use crate::policy::Action;
+
+/// How many decisions one connection remembers. Real clients use a handful of topics; a linear
+/// scan over this many short keys costs less than one hash of a long topic name would save.
+pub(super) const CAPACITY: usize = 32;
+
+type Key = (Action, String, String);
+
+/// Most recently used first.
+#[derive(Debug, Default)]
+pub(super) struct Decisions {
+    entries: VecDeque<(Key, bool)>,
+}
+
+impl Decisions {
+    /// The cached decision for `action` on `topic`/`channel`, marked most recently used.
+    pub(super) fn get(&mut self, action: Action, topic: &str, channel: &str) -> Option<bool> {
+        let at = self
+            .entries
+            .iter()
+            .position(|((a, t, c), _)| *a == action && t == topic && c == channel)?;
+        let entry = self.entries.remove(at)?;
+        let allowed = entry.1;
+        self.entries.push_front(entry);
+        Some(allowed)
+    }
+
+    /// Remembers a decision, forgetting the least recently used one when full.
+    pub(super) fn insert(&mut self, action: Action, topic: &str, channel: &str, allowed: bool) {
+        if self.entries.len() >= CAPACITY {
+            self.entries.pop_back();
+        }
+        self.entries
+            .push_front(((action, topic.to_owned(), channel.to_owned()), allowed));
+    }
+
+    pub(super) fn clear(&mut self) {
+        // A fresh deque: the old one's capacity is given back.
+        self.entries = VecDeque::new();
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hundred_thousand_topics_stay_within_capacity() {
+        let mut cache = Decisions::default();
+        for n in 0..100_000 {
+            let topic = format!("topic.{n}");
+            assert_eq!(cache.get(Action::Publish, &topic, ""), None);
+            cache.insert(Action::Publish, &topic, "", n % 2 == 0);
+            assert!(cache.len() <= CAPACITY);
+        }
+        assert_eq!(cache.len(), CAPACITY);
+        // The most recent ones are there, the old ones were forgotten.
+        assert_eq!(cache.get(Action::Publish, "topic.99999", ""), Some(false));
+        assert_eq!(cache.get(Action::Publish, "topic.99998", ""), Some(true));
+        assert_eq!(cache.get(Action::Publish, "topic.0", ""), None);
+    }
+
+    #[test]
+    fn a_used_entry_outlives_newer_unused_ones() {
+        let mut cache = Decisions::default();
+        cache.insert(Action::Subscribe, "orders", "billing", true);
+        for n in 0..CAPACITY * 4 {
+            // Touching the hot entry each round keeps it at the front.
+            assert_eq!(
+                cache.get(Action::Subscribe, "orders", "billing"),
+                Some(true)
+            );
+            cache.insert(Action::Publish, &format!("t{n}"), "", true);
+        }
+        assert_eq!(
+            cache.get(Action::Subscribe, "orders", "billing"),
+            Some(true)
+        );
+        // Action and channel are part of the key.
+        assert_eq!(cache.get(Action::Publish, "orders", "billing"), None);
+        assert_eq!(cache.get(Action::Subscribe, "orders", "ops"), None);
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+    }
+}
