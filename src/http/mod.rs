@@ -115,28 +115,31 @@ pub async fn spawn(
         let admin = nsqadmin::AdminFront::new(gateway.clone(), upstream, &config);
         fronts.push((listener, Front::Nsqadmin(admin), "nsqadmin"));
     }
-    for (listener, front, name) in fronts {
+    let listener = |serve| {
+        Arc::new(server::Listener {
+            gateway: gateway.clone(),
+            serve,
+            metrics: metrics.clone(),
+            request_timeout: config.request_timeout,
+        })
+    };
+    for (tcp, front, name) in fronts {
         info!(
-            address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            address = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             front = name,
             "listening for HTTPS clients"
         );
-        tokio::spawn(server::serve_tls(
-            listener,
-            gateway.clone(),
-            Arc::new(front),
-            metrics.clone(),
-            config.request_timeout,
-            shutdown.clone(),
-        ));
+        let serve = server::Serve::Tls(Arc::new(front));
+        tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
     }
-    for (listener, https_port) in plain {
+    for (tcp, https_port) in plain {
         info!(
-            address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            address = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             https_port,
             "listening for plain HTTP clients (answering TLS_REQUIRED)"
         );
-        tokio::spawn(server::serve_plain(listener, https_port, shutdown.clone()));
+        let serve = server::Serve::Plain { https_port };
+        tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
     }
     Ok(metrics)
 }
