@@ -3,6 +3,7 @@
 //!
 //! Layout (sans-io files first):
 //! - [`request`]: request-head screening (smuggling), query parameters, credentials.
+//! - [`args`]: topic and channel parameters checked as nsqd checks them.
 //! - [`reply`]: nsqd-style V1 responses nsqgate answers itself.
 //! - [`access`]: what a caller may see, as pure policy questions.
 //! - [`publish`]: nsqd's `/pub` and `/mpub` body rules.
@@ -15,6 +16,7 @@
 //! - [`nsqd`], [`lookupd`], [`nsqadmin`]: the three fronts' routing.
 
 pub mod access;
+pub mod args;
 pub mod body;
 pub mod caller;
 pub mod lookupd;
