@@ -3,9 +3,9 @@
 //! the TCP path. Returns the refusal to send when the answer is no.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use ::http::HeaderMap;
+use ::http::{HeaderMap, StatusCode};
 
 use crate::audit::{self, Counters, Event};
 use crate::auth::{self, Method, Principal};
@@ -13,6 +13,7 @@ use crate::http::access::Access;
 use crate::http::reply::{self, Refusal};
 use crate::http::request::{self, Credential};
 use crate::identity;
+use crate::limit::conn::ConnPermit;
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::proxy::Gateway;
 
@@ -21,11 +22,13 @@ use crate::proxy::Gateway;
 const ANONYMOUS: &str = "anonymous";
 
 /// What one accepted connection knows about its client.
-#[derive(Clone, Debug)]
 pub struct Conn {
     pub peer: SocketAddr,
     /// From a client certificate verified in the TLS handshake.
     pub cert: Option<Principal>,
+    /// The connection's claim on the `[connections]` caps; the identity is bound to it once
+    /// known, so HTTP requests count against `max_per_identity` as NSQ connections do.
+    pub permit: Mutex<ConnPermit>,
 }
 
 /// An authenticated caller of one request, with the policy version it is judged by.
@@ -48,6 +51,8 @@ impl Caller {
         headers: &HeaderMap,
     ) -> Result<Caller, Refusal> {
         let policy = gateway.policy.borrow().clone();
+        let anonymous =
+            matches!(request::credential(headers), Credential::None) && conn.cert.is_none();
         let principal = match request::credential(headers) {
             Credential::Secret(secret) => {
                 let fingerprint = auth::fingerprint(secret);
@@ -103,6 +108,10 @@ impl Caller {
                 (None, true) => return Err(reply::unauthenticated().into()),
             },
         };
+        // Anonymous callers have no identity to count (as on the NSQ listener).
+        if !anonymous {
+            bind_identity(conn, &principal)?;
+        }
         Ok(Caller {
             principal,
             policy,
@@ -187,5 +196,27 @@ impl Caller {
             decision,
             would,
         );
+    }
+}
+
+/// Counts the caller against `max_per_identity` (the NSQ listener binds identities the same
+/// way); over the cap the request is refused with 429.
+fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), Refusal> {
+    let Ok(mut permit) = conn.permit.lock() else {
+        return Err(reply::error(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR").into());
+    };
+    match permit.bind_identity(&principal.identity) {
+        Ok(()) => Ok(()),
+        Err(refused) => {
+            audit::record(&Event {
+                remote: Some(conn.peer),
+                principal: Some(principal),
+                action: "connect",
+                outcome: "deny",
+                reason: Some(&refused.to_string()),
+                ..Event::default()
+            });
+            Err(reply::error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS").into())
+        }
     }
 }

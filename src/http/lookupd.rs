@@ -19,13 +19,13 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::config::http::NodeMapping;
-use crate::http::body;
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
 use crate::http::reply::{self, Body, Refusal};
 use crate::http::request::Query;
 use crate::http::rewrite;
 use crate::http::upstream::{self, HttpUpstream, UpstreamHttpError};
+use crate::http::{args, body};
 use crate::http::{forward, upstream_failed, MAX_FILTERED_RESPONSE};
 use crate::policy::Action;
 use crate::proxy::Gateway;
@@ -113,8 +113,6 @@ impl LookupdFront {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response(),
         };
-        let topic = query.get("topic");
-        let channel = query.get("channel");
         match route {
             Route::Open => reply::not_found(),
             Route::Lookup => self.lookup(&caller, &query, headers).await,
@@ -126,8 +124,9 @@ impl LookupdFront {
                 Err(response) => response,
             },
             Route::Channels => {
-                let Some(topic) = topic else {
-                    return reply::bad_request("MISSING_ARG_TOPIC");
+                let topic = match args::topic(&query, args::ARG_CODES) {
+                    Ok(topic) => topic,
+                    Err(refusal) => return refusal.into_response(),
                 };
                 let target = query.only(&["topic"]).with_path(&path);
                 match self.fetch(&target, headers).await {
@@ -147,25 +146,8 @@ impl LookupdFront {
                 Err(response) => response,
             },
             Route::TopicAdmin | Route::ChannelAdmin | Route::Tombstone => {
-                let Some(topic) = topic else {
-                    return reply::bad_request("MISSING_ARG_TOPIC");
-                };
-                let channel = match (route, channel) {
-                    (Route::ChannelAdmin, None) => {
-                        return reply::bad_request("MISSING_ARG_CHANNEL")
-                    }
-                    (Route::ChannelAdmin, Some(channel)) => Some(channel),
-                    _ => None,
-                };
-                if let Err(refusal) = caller.authorize(Action::Admin, topic, channel) {
-                    return refusal.into_response();
-                }
-                let mut upstream_query = query.only(&["topic", "channel", "node"]);
-                if let Some(node) = query.get("node") {
-                    upstream_query.set("node", &rewrite::tombstone_node(node, &self.nodes));
-                }
-                let target = upstream_query.with_path(&path);
-                self.send(Method::POST, &target, headers).await
+                self.administer(&caller, route, &path, &query, headers)
+                    .await
             }
             Route::Operator => match caller.authorize_global_admin(&path) {
                 Ok(()) => {
@@ -181,10 +163,48 @@ impl LookupdFront {
         }
     }
 
+    /// `/topic/*`, `/channel/*`: names checked, `admin` authorized, only the parameters the
+    /// endpoint takes passed on (a tombstone's node mapped to nsqlookupd's name for it).
+    async fn administer(
+        &self,
+        caller: &Caller,
+        route: Route,
+        path: &str,
+        query: &Query,
+        headers: HeaderMap,
+    ) -> Response<Body> {
+        let named = match route {
+            Route::ChannelAdmin => args::topic_channel(query, args::ARG_CODES)
+                .map(|(topic, channel)| (topic, Some(channel))),
+            _ => args::topic(query, args::ARG_CODES).map(|topic| (topic, None)),
+        };
+        let (topic, channel) = match named {
+            Ok(named) => named,
+            Err(refusal) => return refusal.into_response(),
+        };
+        if route == Route::Tombstone && !query.has("node") {
+            return reply::bad_request("MISSING_ARG_NODE");
+        }
+        if let Err(refusal) = caller.authorize(Action::Admin, topic, channel) {
+            return refusal.into_response();
+        }
+        let mut upstream_query = match route {
+            Route::ChannelAdmin => query.only(&["topic", "channel"]),
+            Route::Tombstone => query.only(&["topic", "node"]),
+            _ => query.only(&["topic"]),
+        };
+        if let Some(node) = query.get("node").filter(|_| route == Route::Tombstone) {
+            upstream_query.set("node", &rewrite::tombstone_node(node, &self.nodes));
+        }
+        let target = upstream_query.with_path(path);
+        self.send(Method::POST, &target, headers).await
+    }
+
     /// `/lookup?topic=`: a topic the caller may not see is as unknown as a missing one.
     async fn lookup(&self, caller: &Caller, query: &Query, headers: HeaderMap) -> Response<Body> {
-        let Some(topic) = query.get("topic") else {
-            return reply::bad_request("MISSING_ARG_TOPIC");
+        let topic = match args::topic(query, args::ARG_CODES) {
+            Ok(topic) => topic,
+            Err(refusal) => return refusal.into_response(),
         };
         let target = query.only(&["topic"]).with_path("/lookup");
         let mut reply = match self.fetch(&target, headers).await {

@@ -3,6 +3,7 @@
 //!
 //! Layout (sans-io files first):
 //! - [`request`]: request-head screening (smuggling), query parameters, credentials.
+//! - [`args`]: topic and channel parameters checked as nsqd checks them.
 //! - [`reply`]: nsqd-style V1 responses nsqgate answers itself.
 //! - [`access`]: what a caller may see, as pure policy questions.
 //! - [`publish`]: nsqd's `/pub` and `/mpub` body rules.
@@ -15,6 +16,7 @@
 //! - [`nsqd`], [`lookupd`], [`nsqadmin`]: the three fronts' routing.
 
 pub mod access;
+pub mod args;
 pub mod body;
 pub mod caller;
 pub mod lookupd;
@@ -115,28 +117,31 @@ pub async fn spawn(
         let admin = nsqadmin::AdminFront::new(gateway.clone(), upstream, &config);
         fronts.push((listener, Front::Nsqadmin(admin), "nsqadmin"));
     }
-    for (listener, front, name) in fronts {
+    let listener = |serve| {
+        Arc::new(server::Listener {
+            gateway: gateway.clone(),
+            serve,
+            metrics: metrics.clone(),
+            request_timeout: config.request_timeout,
+        })
+    };
+    for (tcp, front, name) in fronts {
         info!(
-            address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            address = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             front = name,
             "listening for HTTPS clients"
         );
-        tokio::spawn(server::serve_tls(
-            listener,
-            gateway.clone(),
-            Arc::new(front),
-            metrics.clone(),
-            config.request_timeout,
-            shutdown.clone(),
-        ));
+        let serve = server::Serve::Tls(Arc::new(front));
+        tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
     }
-    for (listener, https_port) in plain {
+    for (tcp, https_port) in plain {
         info!(
-            address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            address = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             https_port,
             "listening for plain HTTP clients (answering TLS_REQUIRED)"
         );
-        tokio::spawn(server::serve_plain(listener, https_port, shutdown.clone()));
+        let serve = server::Serve::Plain { https_port };
+        tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
     }
     Ok(metrics)
 }

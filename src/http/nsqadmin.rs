@@ -15,10 +15,10 @@ use hyper::Request;
 use crate::config::http::HttpConfig;
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
-use crate::http::reply::{self, Body};
-use crate::http::request::X_NSQ_AUTH;
+use crate::http::reply::{self, Body, Refusal};
+use crate::http::request::{self, X_NSQ_AUTH};
 use crate::http::upstream::{self, HttpUpstream};
-use crate::http::{body, body_failed, forward};
+use crate::http::{args, body, body_failed, forward};
 use crate::proxy::Gateway;
 
 /// The largest request body passed to nsqadmin (its API takes small JSON bodies).
@@ -55,6 +55,9 @@ impl AdminFront {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response(),
         };
+        if let Err(refusal) = check_names(req.uri().path()) {
+            return refusal.into_response();
+        }
         let method = req.method().clone();
         let reading = method == Method::GET || method == Method::HEAD;
         let allowed = if reading {
@@ -63,7 +66,7 @@ impl AdminFront {
             caller.access().global_admin()
         };
         let action = if reading { "read" } else { "admin" };
-        let what = format!("nsqadmin {method} {}", req.uri().path());
+        let what = format!("nsqadmin {method} {}", shortened(req.uri().path()));
         if let Err(refusal) = caller.authorize_global(action, allowed, &what) {
             return refusal.into_response();
         }
@@ -113,4 +116,42 @@ fn passed_headers(from: &HeaderMap) -> HeaderMap {
     }
     headers.remove(X_NSQ_AUTH);
     headers
+}
+
+/// The longest part of a request path written to the audit log.
+const MAX_LOGGED_PATH: usize = 256;
+
+/// nsqadmin's pages and API calls that name a topic (and a channel) in the path
+/// (`/topics/:topic/:channel`, `/api/topics/:topic/:channel`): the names are checked as nsqd
+/// checks them (400 `INVALID_TOPIC` / `INVALID_CHANNEL`, nsqadmin's codes) before the path is
+/// logged or forwarded.
+pub fn check_names(path: &str) -> Result<(), Refusal> {
+    let path = request::decode_path(path);
+    let Some(names) = path
+        .strip_prefix("/api/topics/")
+        .or_else(|| path.strip_prefix("/topics/"))
+    else {
+        return Ok(());
+    };
+    let (topic, channel) = match names.split_once('/') {
+        Some((topic, channel)) => (topic, Some(channel).filter(|c| !c.is_empty())),
+        None => (names, None),
+    };
+    args::check_topic(topic, args::TOPIC_CODES)?;
+    if let Some(channel) = channel {
+        args::check_channel(channel, args::TOPIC_CODES)?;
+    }
+    Ok(())
+}
+
+/// A path cut to [`MAX_LOGGED_PATH`] bytes (at a character boundary) for the audit log.
+fn shortened(path: &str) -> String {
+    if path.len() <= MAX_LOGGED_PATH {
+        return path.to_owned();
+    }
+    let mut end = MAX_LOGGED_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &path[..end])
 }

@@ -22,7 +22,6 @@ use hyper::Request;
 
 use crate::audit;
 use crate::config::http::HttpConfig;
-use crate::http::body;
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
 use crate::http::publish::Kind;
@@ -30,8 +29,8 @@ use crate::http::reply::{self, Body, Refusal};
 use crate::http::request::Query;
 use crate::http::stats;
 use crate::http::upstream::{self, HttpUpstream};
+use crate::http::{args, body};
 use crate::http::{body_failed, forward, upstream_failed, MAX_FILTERED_RESPONSE};
-use crate::nsq::{is_valid_channel_name, is_valid_topic_name};
 use crate::policy::{Action, Subject};
 use crate::proxy::Gateway;
 
@@ -142,7 +141,7 @@ impl NsqdFront {
             Route::Publish(which) => self.publish(&caller, which, &query, req).await,
             Route::Stats => self.stats(&caller, &query, headers).await,
             Route::Topic => {
-                let topic = match topic_arg(&query, "INVALID_TOPIC") {
+                let topic = match args::topic(&query, args::TOPIC_CODES) {
                     Ok(topic) => topic,
                     Err(refusal) => return refusal.into_response(),
                 };
@@ -154,7 +153,7 @@ impl NsqdFront {
                     .await
             }
             Route::Channel => {
-                let (topic, channel) = match topic_channel_args(&query) {
+                let (topic, channel) = match args::topic_channel(&query, args::ARG_CODES) {
                     Ok(args) => args,
                     Err(refusal) => return refusal.into_response(),
                 };
@@ -194,7 +193,7 @@ impl NsqdFront {
         query: &Query,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let topic = match topic_arg(query, "INVALID_TOPIC") {
+        let topic = match args::topic(query, args::TOPIC_CODES) {
             Ok(topic) => topic,
             Err(refusal) => return refusal.into_response(),
         };
@@ -268,6 +267,11 @@ impl NsqdFront {
     }
 
     async fn stats(&self, caller: &Caller, query: &Query, headers: HeaderMap) -> Response<Body> {
+        for name in ["topic", "channel"] {
+            if let Err(refusal) = args::optional(query, name, args::ARG_CODES) {
+                return refusal.into_response();
+            }
+        }
         let mut upstream_query =
             query.only(&["topic", "channel", "include_clients", "include_mem"]);
         upstream_query.set("format", "json");
@@ -341,28 +345,4 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The `topic` parameter, checked as nsqd checks it (missing → 400 MISSING_ARG_TOPIC).
-fn topic_arg<'q>(query: &'q Query, invalid: &str) -> Result<&'q str, Refusal> {
-    let topic = query
-        .get("topic")
-        .ok_or_else(|| Refusal::from(reply::bad_request("MISSING_ARG_TOPIC")))?;
-    if is_valid_topic_name(topic) {
-        Ok(topic)
-    } else {
-        Err(reply::bad_request(invalid).into())
-    }
-}
-
-fn topic_channel_args(query: &Query) -> Result<(&str, &str), Refusal> {
-    let topic = topic_arg(query, "INVALID_ARG_TOPIC")?;
-    let channel = query
-        .get("channel")
-        .ok_or_else(|| Refusal::from(reply::bad_request("MISSING_ARG_CHANNEL")))?;
-    if is_valid_channel_name(channel) {
-        Ok((topic, channel))
-    } else {
-        Err(reply::bad_request("INVALID_ARG_CHANNEL").into())
-    }
 }

@@ -161,6 +161,16 @@ fn encode_into(out: &mut String, text: &str) {
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
 fn decode(text: &str) -> String {
+    percent_decode(text, true)
+}
+
+/// A URL path as Go's `url.URL.Path` holds it (what nsqadmin's router matches): `%XX` decoded,
+/// `+` kept.
+pub fn decode_path(path: &str) -> String {
+    percent_decode(path, false)
+}
+
+fn percent_decode(text: &str, plus_is_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -175,7 +185,7 @@ fn decode(text: &str) -> String {
                 i += 3;
                 continue;
             }
-            (None, b'+') => out.push(b' '),
+            (None, b'+') if plus_is_space => out.push(b' '),
             (None, other) => out.push(other),
         }
         i += 1;

@@ -1,6 +1,7 @@
-//! The HTTP listeners' I/O: accept, TLS handshake (the same rustls set-up as the NSQ listener,
-//! client certificates included), a screen of the raw request head, then hyper serving one
-//! request per connection. Also the plain-HTTP listener that only answers `TLS_REQUIRED`.
+//! The HTTP listeners' I/O: accept (connection caps), TLS handshake (the same rustls set-up as
+//! the NSQ listener, client certificates included), a screen of the raw request head, then
+//! hyper serving one request per connection. The plain-HTTP listener goes through the same
+//! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`.
 //!
 //! One request per connection is deliberate: every request head passes the smuggling screen
 //! (`request::screen_head`) before hyper parses it, which a kept-alive connection would skip
@@ -8,9 +9,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ::http::header::{HeaderValue, CONNECTION};
 use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -24,9 +26,10 @@ use tracing::{debug, info, warn};
 
 use crate::http::caller::Conn;
 use crate::http::metrics::Metrics;
-use crate::http::reply;
+use crate::http::reply::{self, Body};
 use crate::http::request::{self, HeadError};
 use crate::http::Front;
+use crate::limit::conn::ConnPermit;
 use crate::proxy::stream::Replay;
 use crate::proxy::Gateway;
 
@@ -41,30 +44,39 @@ Content-Length: 30\r\n\
 Connection: close\r\n\r\n\
 {\"message\":\"INVALID_REQUEST\"}\n";
 
-/// Serves `front` over TLS on `listener` until `shutdown` turns true.
-pub async fn serve_tls(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    front: Arc<Front>,
-    metrics: Arc<Metrics>,
-    request_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// What one listener serves.
+#[derive(Clone)]
+pub enum Serve {
+    /// HTTPS in front of one daemon.
+    Tls(Arc<Front>),
+    /// Plain HTTP: every request gets 403 `TLS_REQUIRED` naming the HTTPS port, as nsqd
+    /// answers on its HTTP port with `--tls-required`; nothing is forwarded.
+    Plain { https_port: u16 },
+}
+
+/// What every connection of one listener shares.
+pub struct Listener {
+    pub gateway: Arc<Gateway>,
+    pub serve: Serve,
+    pub metrics: Arc<Metrics>,
+    /// Deadline for the request head (and, in the fronts, the body).
+    pub request_timeout: Duration,
+}
+
+/// Serves `listener` until `shutdown` turns true.
+pub async fn serve(tcp: TcpListener, listener: Arc<Listener>, mut shutdown: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = tcp.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    // The same connection caps as the NSQ listeners (total, per IP, new/s per
-                    // IP); over a cap the connection is closed at once.
-                    let Ok(mut permit) = gateway.conns.admit() else { continue };
-                    if permit.bind_ip(peer.ip()).is_err() {
-                        continue;
-                    }
-                    let (gateway, front, metrics) = (gateway.clone(), front.clone(), metrics.clone());
+                    // The same connection caps as the NSQ listeners (total here; per IP and
+                    // new/s per IP once the address is known); over a cap the connection is
+                    // closed at once.
+                    let Ok(permit) = listener.gateway.conns.admit() else { continue };
+                    let listener = listener.clone();
                     connections.spawn(async move {
-                        let _permit = permit;
-                        connection(tcp, peer, gateway, front, metrics, request_timeout).await
+                        connection(tcp, peer, permit, listener).await
                     });
                 }
                 Err(e) => {
@@ -87,58 +99,85 @@ pub async fn serve_tls(
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    gateway: Arc<Gateway>,
-    front: Arc<Front>,
-    metrics: Arc<Metrics>,
-    request_timeout: Duration,
+    mut permit: ConnPermit,
+    listener: Arc<Listener>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let accept = gateway.tls_acceptor.accept(tcp);
-    let tls = match tokio::time::timeout(gateway.config.timeouts.tls_handshake, accept).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return debug!(%peer, error = %e, "HTTPS handshake failed"),
-        Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
-    };
-    // rustls has verified the chain against the client CA (and CRLs) by now.
-    let cert = crate::identity::from_certificate(
-        tls.get_ref().1.peer_certificates(),
-        &gateway.config.client.cert_identity_order,
-    );
-    let conn = Arc::new(Conn { peer, cert });
-    serve_screened(tls, conn, front, metrics, request_timeout).await;
+    if permit.bind_ip(peer.ip()).is_err() {
+        return;
+    }
+    let gateway = &listener.gateway;
+    match &listener.serve {
+        Serve::Tls(front) => {
+            let accept = gateway.tls_acceptor.accept(tcp);
+            let tls =
+                match tokio::time::timeout(gateway.config.timeouts.tls_handshake, accept).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "HTTPS handshake failed"),
+                    Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
+                };
+            // rustls has verified the chain against the client CA (and CRLs) by now.
+            let cert = crate::identity::from_certificate(
+                tls.get_ref().1.peer_certificates(),
+                &gateway.config.client.cert_identity_order,
+            );
+            let conn = Arc::new(Conn {
+                peer,
+                cert,
+                permit: Mutex::new(permit),
+            });
+            serve_screened(tls, conn, front.clone(), &listener).await;
+        }
+        Serve::Plain { https_port } => {
+            serve_plain(tcp, peer, *https_port, &listener).await;
+            drop(permit);
+        }
+    }
 }
 
-/// Reads the head, screens it, and hands the connection (head replayed) to hyper.
-async fn serve_screened<S>(
-    mut io: S,
-    conn: Arc<Conn>,
-    front: Arc<Front>,
-    metrics: Arc<Metrics>,
-    request_timeout: Duration,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// Reads the head within the request deadline and screens it; `None` when the connection is
+/// done (closed, too slow, or refused with 400).
+async fn screened_head<S>(io: &mut S, peer: SocketAddr, listener: &Listener) -> Option<BytesMut>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
 {
-    let peer = conn.peer;
-    let head = match tokio::time::timeout(request_timeout, read_head(&mut io)).await {
+    let head = match tokio::time::timeout(listener.request_timeout, read_head(io)).await {
         Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => return debug!(%peer, error = %e, "HTTP request head unreadable"),
-        Err(_) => return debug!(%peer, "HTTP request head timed out"),
+        Ok(Ok(None)) => return None,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "HTTP request head unreadable");
+            return None;
+        }
+        Err(_) => {
+            debug!(%peer, "HTTP request head timed out");
+            return None;
+        }
     };
     let screened = request::head_end(&head)
         .ok_or(HeadError::Malformed)
         .and_then(|end| request::screen_head(&head[..end]));
     if let Err(e) = screened {
-        Metrics::add(&metrics.smuggling, 1);
+        Metrics::add(&listener.metrics.smuggling, 1);
         warn!(%peer, error = %e, "HTTP request refused before parsing");
         let _ = io.write_all(BAD_HEAD).await;
         let _ = io.shutdown().await;
-        return;
+        return None;
     }
+    Some(head)
+}
+
+/// Reads the head, screens it, and hands the connection (head replayed) to hyper.
+async fn serve_screened<S>(mut io: S, conn: Arc<Conn>, front: Arc<Front>, listener: &Listener)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let Some(head) = screened_head(&mut io, peer, listener).await else {
+        return;
+    };
+    let metrics = listener.metrics.clone();
     let service = service_fn(move |req: Request<Incoming>| {
-        let front = front.clone();
-        let conn = conn.clone();
-        let metrics = metrics.clone();
+        let (front, conn, metrics) = (front.clone(), conn.clone(), metrics.clone());
         async move {
             let response = front.handle(&conn, req).await;
             Metrics::add(&metrics.requests, 1);
@@ -148,11 +187,41 @@ async fn serve_screened<S>(
             Ok::<_, Infallible>(response)
         }
     });
+    serve_one(Replay::new(head.freeze(), io), peer, listener, service).await;
+}
+
+/// The plain listener: the same head deadline and screen, then `TLS_REQUIRED` and close.
+async fn serve_plain(mut tcp: TcpStream, peer: SocketAddr, https_port: u16, listener: &Listener) {
+    let Some(head) = screened_head(&mut tcp, peer, listener).await else {
+        return;
+    };
+    let metrics = listener.metrics.clone();
+    let service = service_fn(move |_req: Request<Incoming>| {
+        Metrics::add(&metrics.requests, 1);
+        let mut response = reply::tls_required(https_port);
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        async move { Ok::<_, Infallible>(response) }
+    });
+    serve_one(Replay::new(head.freeze(), tcp), peer, listener, service).await;
+}
+
+/// hyper serving exactly one request on `io`, with the listener's head deadline.
+async fn serve_one<I, S>(io: I, peer: SocketAddr, listener: &Listener, service: S)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+        Request<Incoming>,
+        Response = ::http::Response<Body>,
+        Error = Infallible,
+    >,
+{
     let served = hyper::server::conn::http1::Builder::new()
         .keep_alive(false)
         .timer(TokioTimer::new())
-        .header_read_timeout(request_timeout)
-        .serve_connection(TokioIo::new(Replay::new(head.freeze(), io)), service)
+        .header_read_timeout(listener.request_timeout)
+        .serve_connection(TokioIo::new(io), service)
         .await;
     if let Err(e) = served {
         debug!(%peer, error = %e, "HTTP connection ended with an error");
@@ -170,43 +239,4 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> std::io::Result<Option<B
             return Ok((!buf.is_empty()).then_some(buf));
         }
     }
-}
-
-/// The plain-HTTP listener: every request gets 403 `TLS_REQUIRED` with the HTTPS port, as
-/// nsqd answers on its HTTP port with `--tls-required`; nothing is forwarded.
-pub async fn serve_plain(
-    listener: TcpListener,
-    https_port: u16,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    connections.spawn(async move {
-                        let service = service_fn(move |_req: Request<Incoming>| async move {
-                            Ok::<_, Infallible>(reply::tls_required(https_port))
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(10))
-                            .serve_connection(TokioIo::new(tcp), service)
-                            .await;
-                    });
-                }
-                Err(e) => {
-                    warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
-            }
-        }
-    }
-    connections.shutdown().await;
 }

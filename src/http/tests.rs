@@ -260,3 +260,45 @@ fn stats_are_filtered_and_rendered() {
     assert!(text.contains("[billing                  ]"), "{text}");
     assert!(text.contains("Producers: None"), "{text}");
 }
+
+#[test]
+fn names_are_checked_as_nsqd_checks_them() {
+    use super::args;
+    let long = "x".repeat(65);
+    let query = Query::parse(Some(&format!("topic={long}&channel=ok")));
+    let refused = args::topic(&query, args::ARG_CODES).unwrap_err();
+    assert_eq!(refused.into_response().status(), StatusCode::BAD_REQUEST);
+    let query = Query::parse(Some("topic=orders&channel=bad%1Bname"));
+    assert!(args::topic_channel(&query, args::ARG_CODES).is_err());
+    let query = Query::parse(Some("topic=orders%23ephemeral&channel=c%23ephemeral"));
+    assert_eq!(
+        args::topic_channel(&query, args::ARG_CODES).unwrap(),
+        ("orders#ephemeral", "c#ephemeral")
+    );
+    // Optional names: absent or empty means all.
+    let query = Query::parse(Some("topic=&format=json"));
+    assert_eq!(
+        args::optional(&query, "topic", args::ARG_CODES).unwrap(),
+        None
+    );
+    assert_eq!(
+        args::optional(&query, "channel", args::ARG_CODES).unwrap(),
+        None
+    );
+    let query = Query::parse(Some("channel=a/b"));
+    assert!(args::optional(&query, "channel", args::ARG_CODES).is_err());
+}
+
+#[test]
+fn nsqadmin_paths_that_name_topics_are_checked() {
+    use super::nsqadmin::check_names;
+    assert!(check_names("/").is_ok());
+    assert!(check_names("/static/main.js").is_ok());
+    assert!(check_names("/topics/orders").is_ok());
+    assert!(check_names("/api/topics/orders/billing").is_ok());
+    assert!(check_names("/api/topics/orders%23ephemeral").is_ok());
+    assert!(check_names(&format!("/topics/{}", "x".repeat(65))).is_err());
+    assert!(check_names("/api/topics/or%1Bders").is_err());
+    assert!(check_names("/api/topics/orders/bil%0Aling").is_err());
+    assert!(check_names("/api/topics/a/b/c").is_err());
+}

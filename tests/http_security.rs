@@ -1,0 +1,374 @@
+//! The HTTP fronts under attack, end to end against real nsqd and nsqlookupd: connection caps
+//! and deadlines on every listener, name validation before anything is logged or forwarded,
+//! `/stats` without other clients' details, cross-site requests, slow readers, PROXY headers,
+//! producers that describe themselves falsely, and anonymous discovery.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+mod http_support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use common::{free_port, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
+use http_support::{policy, request, start, OPS_KEY, WRITER_KEY};
+
+/// Everything the peer sends until it closes; `None` if it is still open after `limit`.
+async fn read_to_close(tcp: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(limit, tcp.read_to_end(&mut out)).await {
+        Ok(Ok(_)) => Some(out),
+        // A reset after the answer: still closed.
+        Ok(Err(_)) => Some(out),
+        Err(_) => None,
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// nsqgate with all three HTTPS fronts: nsqd's (and its plain listener), nsqlookupd's (the one
+/// nsqd registered as a configured node) and nsqadmin's (a real nsqadmin when asked for).
+struct Fronts {
+    pki: Pki,
+    nsqd: Nsqd,
+    lookupd: Lookupd,
+    gate: Gate,
+    nsqd_front: SocketAddr,
+    lookupd_front: SocketAddr,
+    admin_front: SocketAddr,
+    nsqadmin: Option<Child>,
+}
+
+impl Drop for Fronts {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.nsqadmin {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `node_extra` goes into the `[[http.lookupd.nodes]]` entry of the nsqd; `extra` at the end.
+fn fronts(node_extra: &str, extra: &str, with_nsqadmin: bool) -> Fronts {
+    let pki = Pki::new();
+    pki.write_policy("http-policy", "http.toml", &policy());
+    let lookupd = Lookupd::start();
+    let register = format!("--lookupd-tcp-address={}", lookupd.tcp);
+    let nsqd = Nsqd::start_with(&pki, "nsqd", &[&register, "--broadcast-address=127.0.0.1"]);
+    let nsqadmin = with_nsqadmin.then(|| {
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut child = Command::new(tool("nsqadmin"))
+            .arg(format!("--http-address={http}"))
+            .arg(format!("--lookupd-http-address={}", lookupd.http))
+            .arg("--log-level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nsqadmin");
+        wait_for_port(http, &mut child, "nsqadmin");
+        (child, http)
+    });
+    let admin_upstream = nsqadmin.as_ref().map_or_else(
+        || format!("127.0.0.1:{}", free_port()),
+        |(_, http)| http.to_string(),
+    );
+    let [nsqd_front, plain, lookupd_front, admin_front] =
+        [0; 4].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let config = format!(
+        r#"
+[auth]
+require_identity = true
+policy_dir = "http-policy"
+
+[http.nsqd]
+listen = "{nsqd_front}"
+plain_listen = "{plain}"
+upstream = "{nsqd_https}"
+
+[http.lookupd]
+listen = "{lookupd_front}"
+upstream = "{lookupd_http}"
+
+[[http.lookupd.nodes]]
+broadcast_address = "127.0.0.1"
+tcp_port = {tcp}
+http_port = {http}
+gate_address = "gate.example"
+gate_tcp_port = 4150
+gate_http_port = {nsqd_front_port}
+{node_extra}
+
+[http.nsqadmin]
+listen = "{admin_front}"
+upstream = "{admin_upstream}"
+{extra}
+"#,
+        nsqd_https = nsqd.https,
+        lookupd_http = lookupd.http,
+        tcp = nsqd.tcp.port(),
+        http = nsqd.http.port(),
+        nsqd_front_port = nsqd_front.port(),
+    );
+    let gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
+    for front in [nsqd_front, lookupd_front, admin_front] {
+        wait_until_listening(front);
+    }
+    Fronts {
+        pki,
+        nsqd,
+        lookupd,
+        gate,
+        nsqd_front,
+        lookupd_front,
+        admin_front,
+        nsqadmin: nsqadmin.map(|(child, _)| child),
+    }
+}
+
+fn wait_until_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// === 8.3: every listener counts against the caps and closes ===
+
+#[tokio::test]
+async fn plain_listener_counts_against_the_caps_and_closes_after_answering() {
+    let s = start(&[], "\n[connections]\nmax_per_ip = 2\n");
+
+    // One answer, `Connection: close`, and the connection really ends.
+    let mut plain = TcpStream::connect(s.plain).await.unwrap();
+    plain
+        .write_all(b"GET /stats HTTP/1.1\r\nHost: g\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut plain, Duration::from_secs(30))
+        .await
+        .expect("the plain listener closes after its one answer");
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 403"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(answer.contains("tls_required"), "{answer}");
+
+    // Two idle connections fill this address's cap: a third is closed before any answer.
+    let held = [
+        TcpStream::connect(s.plain).await.unwrap(),
+        TcpStream::connect(s.plain).await.unwrap(),
+    ];
+    let refused = eventually(Duration::from_secs(20), async || {
+        let mut third = TcpStream::connect(s.plain).await.unwrap();
+        let _ = third
+            .write_all(b"GET /ping HTTP/1.1\r\nHost: g\r\n\r\n")
+            .await;
+        read_to_close(&mut third, Duration::from_secs(10))
+            .await
+            .is_some_and(|bytes| bytes.is_empty())
+    })
+    .await;
+    assert!(
+        refused,
+        "a third plain connection from one address is refused"
+    );
+    // The caps are shared: the HTTPS front refuses this address too while the cap is full.
+    let mut tls = TcpStream::connect(s.https).await.unwrap();
+    assert_eq!(
+        read_to_close(&mut tls, Duration::from_secs(10)).await,
+        Some(Vec::new())
+    );
+
+    drop(held);
+    let served = eventually(Duration::from_secs(20), async || {
+        request(&s.pki, s.https, Method::GET, "/ping", None, "")
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(served, "the slots are given back");
+}
+
+#[tokio::test]
+async fn plain_listener_has_the_head_deadline_of_the_fronts() {
+    let s = start(&[], "\n[http]\nrequest_timeout_ms = 1000\n");
+    let mut silent = TcpStream::connect(s.plain).await.unwrap();
+    // A started head that never ends.
+    let _ = silent.write_all(b"GET /stats HTTP/1.1\r\nHo").await;
+    assert!(
+        read_to_close(&mut silent, Duration::from_secs(30))
+            .await
+            .is_some(),
+        "an unfinished head is cut off at request_timeout_ms"
+    );
+}
+
+#[tokio::test]
+async fn https_requests_count_against_the_identity_cap() {
+    let s = start(&[], "\n[connections]\nmax_per_identity = 1\n");
+    // A publish whose body never comes holds its connection (and its identity's slot).
+    let mut held = http_support::tls_stream(&s.pki, s.https).await;
+    let head = format!(
+        "POST /pub?topic=orders HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {WRITER_KEY}\r\nContent-Length: 10\r\n\r\n"
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    held.flush().await.unwrap();
+
+    let mut last = StatusCode::OK;
+    let refused = eventually(Duration::from_secs(20), async || {
+        let reply = request(&s.pki, s.https, Method::GET, "/stats", Some(WRITER_KEY), "").await;
+        last = reply.status;
+        reply.status == StatusCode::TOO_MANY_REQUESTS
+            && reply.json()["message"] == "TOO_MANY_CONNECTIONS"
+    })
+    .await;
+    assert!(
+        refused,
+        "a second request of the same identity is refused (last: {last})"
+    );
+    // Another identity is not affected.
+    let reply = request(&s.pki, s.https, Method::GET, "/stats", Some(OPS_KEY), "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    drop(held);
+}
+
+// === 9.5: names are checked before anything is logged or forwarded ===
+
+#[tokio::test]
+async fn every_front_refuses_bad_names_before_logging_or_forwarding() {
+    let f = fronts("", "", false);
+    let huge = "x".repeat(50_000);
+    let (pki, nsqd_front, lookupd_front) = (&f.pki, f.nsqd_front, f.lookupd_front);
+    let cases: Vec<(SocketAddr, Method, String, &str, &str)> = vec![
+        (
+            lookupd_front,
+            Method::GET,
+            format!("/lookup?topic={huge}"),
+            WRITER_KEY,
+            "INVALID_ARG_TOPIC",
+        ),
+        (
+            lookupd_front,
+            Method::GET,
+            format!("/channels?topic={huge}"),
+            WRITER_KEY,
+            "INVALID_ARG_TOPIC",
+        ),
+        (
+            lookupd_front,
+            Method::POST,
+            format!("/topic/create?topic={huge}"),
+            WRITER_KEY,
+            "INVALID_ARG_TOPIC",
+        ),
+        (
+            lookupd_front,
+            Method::POST,
+            "/topic/delete?topic=a%1B%5B31mb".to_owned(),
+            OPS_KEY,
+            "INVALID_ARG_TOPIC",
+        ),
+        (
+            lookupd_front,
+            Method::POST,
+            format!("/topic/tombstone?topic={huge}&node=x:1"),
+            OPS_KEY,
+            "INVALID_ARG_TOPIC",
+        ),
+        (
+            lookupd_front,
+            Method::POST,
+            format!("/channel/create?topic=orders&channel={huge}"),
+            WRITER_KEY,
+            "INVALID_ARG_CHANNEL",
+        ),
+        (
+            nsqd_front,
+            Method::GET,
+            format!("/stats?format=json&topic={huge}"),
+            WRITER_KEY,
+            "INVALID_ARG_TOPIC",
+        ),
+        (
+            nsqd_front,
+            Method::GET,
+            format!("/stats?topic=orders&channel={huge}"),
+            WRITER_KEY,
+            "INVALID_ARG_CHANNEL",
+        ),
+        (
+            nsqd_front,
+            Method::POST,
+            format!("/pub?topic={huge}"),
+            WRITER_KEY,
+            "INVALID_TOPIC",
+        ),
+        (
+            nsqd_front,
+            Method::POST,
+            format!("/topic/pause?topic={huge}"),
+            OPS_KEY,
+            "INVALID_TOPIC",
+        ),
+        (
+            f.admin_front,
+            Method::GET,
+            format!("/api/topics/{huge}"),
+            OPS_KEY,
+            "INVALID_TOPIC",
+        ),
+        (
+            f.admin_front,
+            Method::DELETE,
+            format!("/api/topics/orders/{huge}"),
+            OPS_KEY,
+            "INVALID_CHANNEL",
+        ),
+        (
+            f.admin_front,
+            Method::GET,
+            "/topics/or%0D%0Aders".to_owned(),
+            OPS_KEY,
+            "INVALID_TOPIC",
+        ),
+    ];
+    for (front, method, path, key, code) in cases {
+        let reply = request(pki, front, method.clone(), &path, Some(key), "").await;
+        assert_eq!(
+            (reply.status, reply.json()["message"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{method} {path:.60}"
+        );
+    }
+    let log = f.gate.log();
+    assert!(
+        !log.contains(&"x".repeat(1000)),
+        "no long name reached the log"
+    );
+    assert!(
+        !log.contains("a\u{1b}[31mb"),
+        "no escape sequence reached the log"
+    );
+    // Nothing was created anywhere.
+    assert!(f.nsqd.stats()["topics"].as_array().unwrap().is_empty());
+    assert_eq!(f.lookupd.producers("orders"), 0);
+}
