@@ -26,7 +26,8 @@ use nsqgate::auth::apikey;
 const WRITER_KEY: &str = "nsqk_http_test_writer_key_000000000000000000000000";
 const OPS_KEY: &str = "nsqk_http_test_ops_key_00000000000000000000000000000";
 
-/// `writer` may publish to `orders` and subscribe to its channels; `ops` is an admin on `*`.
+/// `writer` may publish to `orders` and subscribe to its channels; `ops` is an admin on every
+/// topic (`**` and `**#ephemeral`).
 fn policy() -> String {
     format!(
         r#"
@@ -38,9 +39,9 @@ allow = [
 
 [roles.ops]
 allow = [
-  {{ action = "admin", topics = ["*"] }},
-  {{ action = "publish", topics = ["*"] }},
-  {{ action = "subscribe", topics = ["*"], channels = ["*"] }},
+  {{ action = "admin", topics = ["**", "**#ephemeral"] }},
+  {{ action = "publish", topics = ["**", "**#ephemeral"] }},
+  {{ action = "subscribe", topics = ["**", "**#ephemeral"], channels = ["**", "**#ephemeral"] }},
 ]
 
 [api_keys.writer]
