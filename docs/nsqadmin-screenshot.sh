@@ -21,8 +21,8 @@ mkdir -p "$work/policies" "$work/data"
 cat > "$work/policies/demo.toml" <<'TOML'
 [roles.viewer]
 allow = [
-  { action = "subscribe", topics = ["*"], channels = ["*"] },
-  { action = "publish", topics = ["*"] },
+  { action = "subscribe", topics = ["**", "**#ephemeral"], channels = ["**", "**#ephemeral"] },
+  { action = "publish", topics = ["**"] },
 ]
 [identities]
 anonymous = ["viewer"]

@@ -1,5 +1,7 @@
 //! `nsqgate policy explain`: the decision the proxy would make for one caller and one action,
-//! reached through the same authentication and policy code the proxy runs.
+//! reached through the same authentication and policy code the proxy runs. When the decision
+//! would have been different while `*` still crossed `.`, it says so, so an operator sees
+//! what the change of wildcard meaning did to this request.
 
 use std::fmt;
 
@@ -7,7 +9,7 @@ use crate::auth::jwt::JwtVerifier;
 use crate::auth::{Method, Principal};
 use crate::config::Config;
 use crate::identity;
-use crate::policy::{Action, Check, Policy, Subject};
+use crate::policy::{Action, Check, Decision, Policy, Subject};
 
 pub enum Credential<'a> {
     /// An identity taken as given, as a verified certificate would name it.
@@ -44,6 +46,8 @@ pub struct Decided {
     pub topic: String,
     pub channel: Option<String>,
     pub check: Check,
+    /// The decision under the old wildcard meaning (every `*` crossing `.`), when different.
+    pub crossing_stars: Option<Decision>,
 }
 
 impl Explanation {
@@ -80,6 +84,11 @@ pub fn explain(
         claimed_roles: &principal.claimed_roles,
     };
     let check = policy.check(&subject, action, topic, channel);
+    let old = policy
+        .with_crossing_stars()
+        .check(&subject, action, topic, channel)
+        .decision;
+    let crossing_stars = (old.is_allow() != check.decision.is_allow()).then_some(old);
     let roles = policy.roles_of(&subject);
     Ok(Explanation::Decided(Box::new(Decided {
         principal,
@@ -88,6 +97,7 @@ pub fn explain(
         topic: topic.to_owned(),
         channel: channel.map(str::to_owned),
         check,
+        crossing_stars,
     })))
 }
 
@@ -119,6 +129,7 @@ impl fmt::Display for Explanation {
                     topic,
                     channel,
                     check,
+                    crossing_stars,
                 } = decided.as_ref();
                 let verdict = if check.decision.is_allow() {
                     "allow"
@@ -141,23 +152,43 @@ impl fmt::Display for Explanation {
                     }
                 )?;
                 match &check.decision {
-                    crate::policy::Decision::Allow { rule } => write!(f, "\n  rule: {rule}")?,
-                    crate::policy::Decision::Deny { rule, reason } => {
+                    Decision::Allow { rule } => write!(f, "\n  rule: {rule}")?,
+                    Decision::Deny { rule, reason } => {
                         write!(f, "\n  reason: {reason}")?;
                         if let Some(rule) = rule {
                             write!(f, "\n  rule: {rule}")?;
                         }
                     }
                 }
-                if let Some(would) = &check.audit {
-                    let verdict = if would.is_allow() { "allow" } else { "deny" };
-                    write!(f, "\n  audit-mode rules would {verdict}")?;
-                    if let Some(rule) = would.rule() {
-                        write!(f, " ({rule})")?;
-                    }
-                }
-                Ok(())
+                write_notes(f, crossing_stars.as_ref(), check.audit.as_ref())
             }
         }
     }
+}
+
+/// What would have decided otherwise: the old wildcard meaning, and audit-mode rules.
+fn write_notes(
+    f: &mut fmt::Formatter<'_>,
+    crossing_stars: Option<&Decision>,
+    audit: Option<&Decision>,
+) -> fmt::Result {
+    if let Some(old) = crossing_stars {
+        let verdict = if old.is_allow() { "allowed" } else { "denied" };
+        write!(
+            f,
+            "\n  note: `*` now stays within one `.` segment; when it crossed `.` this was \
+             {verdict}"
+        )?;
+        if let Some(rule) = old.rule() {
+            write!(f, " ({rule})")?;
+        }
+    }
+    if let Some(would) = audit {
+        let verdict = if would.is_allow() { "allow" } else { "deny" };
+        write!(f, "\n  audit-mode rules would {verdict}")?;
+        if let Some(rule) = would.rule() {
+            write!(f, " ({rule})")?;
+        }
+    }
+    Ok(())
 }

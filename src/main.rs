@@ -84,10 +84,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
+            Ok(loaded) => check_policy(&loaded, &config),
             Err(e) => {
                 eprintln!("config error: {e}");
                 ExitCode::from(1)
@@ -127,6 +124,23 @@ fn main() -> ExitCode {
             );
             println!("roles = [{}]", roles.join(", "));
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The policy folder must load too; a pattern whose meaning changed is a warning (exit 0).
+fn check_policy(config: &Config, path: &std::path::Path) -> ExitCode {
+    match nsqgate::policy::Policy::load_dir(&config.auth.policy_dir) {
+        Ok(policy) => {
+            for warning in policy.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("policy error: {e}");
+            ExitCode::from(1)
         }
     }
 }

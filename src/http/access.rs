@@ -2,15 +2,10 @@
 //! (listing filters ask many questions; only the decisions that gate a request are audited, in
 //! `caller`).
 //!
-//! The policy answers about concrete names, so "every topic" is asked with two probe names
-//! that share no character: only a rule whose pattern is `*` (or `**`) matches both, so
-//! [`Access::global`] holds exactly when a rule on topic `*` allows the action.
+//! "Every topic" is decided by the policy from its rules' structure
+//! ([`Policy::allows_everywhere`]), never by probing names.
 
 use crate::policy::{Action, Policy, Subject};
-
-/// Two valid NSQ names with no character in common: a pattern with any literal in it cannot
-/// match both.
-const PROBES: [&str; 2] = ["0", "_"];
 
 /// One caller's view of one policy version.
 pub struct Access<'a> {
@@ -28,22 +23,17 @@ impl Access<'_> {
             .is_allow()
     }
 
-    /// An allow rule on topic `*` (every channel too, for subscribe).
+    /// The action on every topic (every channel too, for subscribe): `**` and `**#ephemeral`.
     pub fn global(&self, action: Action) -> bool {
-        PROBES.iter().all(|topic| match action {
-            Action::Subscribe => PROBES
-                .iter()
-                .all(|channel| self.may(action, topic, Some(channel))),
-            _ => self.may(action, topic, None),
-        })
+        self.policy.allows_everywhere(&self.subject, action)
     }
 
-    /// Admin on `*`: the operator's view (debug, config, metrics, every producer).
+    /// Admin on every topic: the operator's view (debug, config, metrics, every producer).
     pub fn global_admin(&self) -> bool {
         self.global(Action::Admin)
     }
 
-    /// Read access to cluster-wide views (nsqadmin pages): admin or subscribe on `*`.
+    /// Read access to cluster-wide views (nsqadmin pages): admin or subscribe on every topic.
     pub fn global_read(&self) -> bool {
         self.global_admin() || self.global(Action::Subscribe)
     }

@@ -150,7 +150,7 @@ allow = [
   { action = "publish", topics = ["events"] },
 ]
 [roles.ops]
-allow = [{ action = "admin", topics = ["*"] }]
+allow = [{ action = "admin", topics = ["**", "**#ephemeral"] }]
 [identities]
 reader = ["reader"]
 ops = ["ops"]

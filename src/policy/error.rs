@@ -1,4 +1,5 @@
-//! [`PolicyError`]: why policy files could not be loaded, naming the file, line and key.
+//! [`PolicyError`]: why policy files could not be loaded, naming the file, line and key; and
+//! [`PolicyWarning`]: what loads but deserves a look (a pattern whose meaning changed).
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,19 @@ pub enum PolicyError {
         key: Option<String>,
         reason: String,
     },
+}
+
+/// Something that loads but may not mean what its author meant.
+/// `policies/dev.toml: line 7: roles.demo.allow[0].topics[0]: <message>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}{message}", file.display(), location(Some(*line), Some(key)))]
+pub struct PolicyWarning {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// Dotted TOML path of the pattern.
+    pub key: String,
+    pub message: String,
 }
 
 // === impl PolicyError ===

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::pattern::Pattern;
-use super::raw::{self, key_path, Mode, RawApiKey, RawFile, RawRole, RawRule, SpannedList};
+use super::raw::{
+    self, key_path, Mode, RawApiKey, RawFile, RawRole, RawRule, SpannedList, Wildcards,
+};
 use super::rule::{Effect, Role, Rule};
-use super::{Action, ApiKey, Policy, PolicyError};
+use super::{Action, ApiKey, Policy, PolicyError, PolicyWarning};
 
 /// Reads the `*.toml` files directly in `dir`, in name order, skipping hidden files (editor
 /// lock and swap files start with a dot).
@@ -46,7 +48,7 @@ pub(super) fn build(sources: &[(PathBuf, String)]) -> Result<Policy, PolicyError
     let mut builder = Builder::default();
     for (file, text) in sources {
         let raw = raw::parse(file, text)?;
-        let source = Source::new(file, text, raw.mode);
+        let source = Source::new(file, text, raw.mode, raw.wildcards);
         builder.add(&source, raw)?;
     }
     builder.finish()
@@ -70,6 +72,15 @@ impl Origin {
         }
     }
 
+    fn warning(self, message: String) -> PolicyWarning {
+        PolicyWarning {
+            file: self.file,
+            line: self.line,
+            key: self.key,
+            message,
+        }
+    }
+
     /// `a.toml line 3`, for naming the other half of a conflict.
     fn place(&self) -> String {
         format!("{} (line {})", self.file.display(), self.line)
@@ -84,10 +95,12 @@ struct Source<'a> {
     name: String,
     /// `mode = "audit"`: every rule in the file is an audit rule.
     audit: bool,
+    /// `wildcards = "segment"`: the author knows `*` stays within a segment; no warnings.
+    segment_stars_meant: bool,
 }
 
 impl<'a> Source<'a> {
-    fn new(file: &'a Path, text: &'a str, mode: Mode) -> Source<'a> {
+    fn new(file: &'a Path, text: &'a str, mode: Mode, wildcards: Option<Wildcards>) -> Source<'a> {
         let name = file.file_name().map_or_else(
             || file.display().to_string(),
             |n| n.to_string_lossy().into(),
@@ -97,6 +110,7 @@ impl<'a> Source<'a> {
             text,
             name,
             audit: mode == Mode::Audit,
+            segment_stars_meant: wildcards == Some(Wildcards::Segment),
         }
     }
 
@@ -125,6 +139,7 @@ struct Builder {
     api_keys: HashMap<[u8; 32], (ApiKey, Origin)>,
     api_identities: HashMap<String, Origin>,
     files: Vec<PathBuf>,
+    warnings: Vec<PolicyWarning>,
 }
 
 // === impl Builder ===
@@ -193,7 +208,13 @@ impl Builder {
         for (effect, list, raw_rules) in lists {
             for (index, rule) in raw_rules.into_iter().enumerate() {
                 let base = key_path(&["roles", name.get_ref(), list, &format!("[{index}]")]);
-                rules.push(compile_rule(source, base, effect, rule)?);
+                rules.push(compile_rule(
+                    source,
+                    base,
+                    effect,
+                    rule,
+                    &mut self.warnings,
+                )?);
             }
         }
         let name = name.into_inner();
@@ -300,6 +321,7 @@ impl Builder {
                 .map(|(hash, (key, _))| (hash, key))
                 .collect(),
             files: self.files,
+            warnings: self.warnings,
             version: 0,
         })
     }
@@ -318,6 +340,7 @@ fn compile_rule(
     base: String,
     effect: Effect,
     rule: Spanned<RawRule>,
+    warnings: &mut Vec<PolicyWarning>,
 ) -> Result<Rule, PolicyError> {
     let rule_span = rule.span();
     let raw = rule.into_inner();
@@ -330,7 +353,7 @@ fn compile_rule(
             at(raw.action.span(), "action").error(err.to_string())
         })?;
     let topics_span = raw.topics.span();
-    let topics = compile_patterns(source, &format!("{base}.topics"), raw.topics)?
+    let topics = compile_patterns(source, &format!("{base}.topics"), raw.topics, warnings)?
         .ok_or_else(|| at(topics_span, "topics").error("a rule must list topics"))?;
     let allow_subscribe = effect == Effect::Allow && action == Action::Subscribe;
     let must_list = "an allow-subscribe rule must list channels";
@@ -342,7 +365,7 @@ fn compile_rule(
         }
         (_, Some(list)) => {
             let span = list.span();
-            let patterns = compile_patterns(source, &format!("{base}.channels"), list)?;
+            let patterns = compile_patterns(source, &format!("{base}.channels"), list, warnings)?;
             Some(patterns.ok_or_else(|| {
                 at(span, "channels").error(if allow_subscribe {
                     must_list
@@ -364,11 +387,13 @@ fn compile_rule(
     })
 }
 
-/// Compiles a list of patterns; `Ok(None)` when the list is empty.
+/// Compiles a list of patterns; `Ok(None)` when the list is empty. A single `*` is flagged
+/// (unless the file says it means it): it used to cross `.` and now stays within a segment.
 fn compile_patterns(
     source: &Source<'_>,
     base: &str,
     list: SpannedList,
+    warnings: &mut Vec<PolicyWarning>,
 ) -> Result<Option<Vec<Pattern>>, PolicyError> {
     let items = list.into_inner();
     if items.is_empty() {
@@ -376,11 +401,16 @@ fn compile_patterns(
     }
     let mut patterns = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let pattern = Pattern::parse(item.get_ref()).map_err(|reason| {
-            source
-                .origin(item.span(), format!("{base}[{index}]"))
-                .error(reason)
-        })?;
+        let origin = source.origin(item.span(), format!("{base}[{index}]"));
+        let pattern = Pattern::parse(item.get_ref()).map_err(|reason| origin.error(reason))?;
+        if pattern.has_segment_star() && !source.segment_stars_meant {
+            warnings.push(origin.warning(format!(
+                "pattern {:?}: `*` now matches within one `.`-separated segment (it used to \
+                 cross `.`); write `**` to match across segments, or put \
+                 `wildcards = \"segment\"` at the top of this file once it says what it means",
+                item.get_ref()
+            )));
+        }
         patterns.push(pattern);
     }
     Ok(Some(patterns))

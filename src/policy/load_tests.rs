@@ -56,7 +56,7 @@ fn every_rejection_names_file_line_and_key() {
         (
             "mood = \"audit\"\n".into(),
             "policies/a.toml: line 1: mood: unknown field `mood`, expected one of `mode`, \
-             `roles`, `identities`, `api_keys`",
+             `wildcards`, `roles`, `identities`, `api_keys`",
         ),
         (
             "mode = \"loud\"\n".into(),
@@ -84,7 +84,7 @@ fn every_rejection_names_file_line_and_key() {
         (
             format!("{role}allow = [\n  {{ action = \"publish\", topics = [\"a\", \"b?\"] }},\n]\n"),
             "policies/a.toml: line 3: roles.w.allow[0].topics[1]: pattern \"b?\": unexpected \
-             character '?'; a pattern uses `.a-zA-Z0-9_-`, `*` and `${identity}`",
+             character '?'; a pattern uses `.a-zA-Z0-9_-`, `*`, `**` and `${identity}`",
         ),
         (
             format!("{role}allow = [{{ action = \"publish\", topics = [\"a#b\"] }}]\n"),

@@ -11,6 +11,7 @@
 mod error;
 mod load;
 mod pattern;
+mod rate;
 mod raw;
 mod rule;
 
@@ -26,7 +27,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use error::PolicyError;
+pub use error::{PolicyError, PolicyWarning};
+pub use rate::{RateQuota, RoleRates};
 use rule::{Effect, Role, Rule};
 
 /// What a client asks to do.
@@ -79,74 +81,6 @@ pub struct ApiKey {
     pub roles: Vec<String>,
 }
 
-/// A token-bucket quota for publishing: messages and payload bytes per second, each with a
-/// burst. An unset rate is unlimited; an unset burst is one second's worth.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateQuota {
-    pub messages_per_sec: Option<u32>,
-    pub burst_messages: Option<u32>,
-    pub bytes_per_sec: Option<u32>,
-    pub burst_bytes: Option<u32>,
-}
-
-impl RateQuota {
-    pub fn validate(&self) -> Result<(), String> {
-        let pairs = [
-            ("messages_per_sec", self.messages_per_sec),
-            ("burst_messages", self.burst_messages),
-            ("bytes_per_sec", self.bytes_per_sec),
-            ("burst_bytes", self.burst_bytes),
-        ];
-        for (name, value) in pairs {
-            if value == Some(0) {
-                return Err(format!(
-                    "{name} must be greater than 0 (leave it out for no limit)"
-                ));
-            }
-        }
-        if self.burst_messages.is_some() && self.messages_per_sec.is_none() {
-            return Err("burst_messages needs messages_per_sec".into());
-        }
-        if self.burst_bytes.is_some() && self.bytes_per_sec.is_none() {
-            return Err("burst_bytes needs bytes_per_sec".into());
-        }
-        Ok(())
-    }
-
-    /// Field by field, the larger allowance; an unlimited field stays unlimited.
-    fn most_generous(current: Option<RateQuota>, other: Option<RateQuota>) -> Option<RateQuota> {
-        fn wider(a: Option<u32>, b: Option<u32>) -> Option<u32> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            }
-        }
-        match (current, other) {
-            (Some(a), Some(b)) => Some(RateQuota {
-                messages_per_sec: wider(a.messages_per_sec, b.messages_per_sec),
-                burst_messages: wider(
-                    a.burst_messages.or(a.messages_per_sec),
-                    b.burst_messages.or(b.messages_per_sec),
-                ),
-                bytes_per_sec: wider(a.bytes_per_sec, b.bytes_per_sec),
-                burst_bytes: wider(
-                    a.burst_bytes.or(a.bytes_per_sec),
-                    b.burst_bytes.or(b.bytes_per_sec),
-                ),
-            }),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
-/// The quotas a subject's roles set; `None` means the global default applies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RoleRates {
-    pub identity: Option<RateQuota>,
-    pub identity_topic: Option<RateQuota>,
-}
-
 /// A loaded, validated policy. Cheap to share behind an `Arc`; replaced whole on reload.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
@@ -158,6 +92,8 @@ pub struct Policy {
     api_keys: HashMap<[u8; 32], ApiKey>,
     /// The files it was built from, in load order.
     files: Vec<PathBuf>,
+    /// Patterns whose meaning changed (a single `*` no longer crosses `.`), in load order.
+    warnings: Vec<PolicyWarning>,
     /// Set by the caller on each (re)load, so sessions can cache decisions per version.
     version: u64,
 }
@@ -179,7 +115,12 @@ impl Policy {
                 dir: dir.to_owned(),
             });
         }
-        Policy::from_sources(&sources)
+        let policy = Policy::from_sources(&sources)?;
+        // Every load says so (start, each reload, explain): a changed meaning is worth a look.
+        for warning in &policy.warnings {
+            tracing::warn!(%warning, "policy pattern whose meaning changed");
+        }
+        Ok(policy)
     }
 
     /// Builds a policy from `(path, text)` pairs, merged in the order given; `path` is used
@@ -231,6 +172,57 @@ impl Policy {
             (would != decision).then_some(would)
         };
         Check { decision, audit }
+    }
+
+    /// Whether `subject` may do `action` on every topic (and, for subscribe, every channel),
+    /// ephemeral ones included: an enforcing allow rule of the action whose topic patterns
+    /// (and channel patterns, when it lists channels) include `**` and one with
+    /// `**#ephemeral`, and no enforcing deny rule of that action among the subject's roles.
+    /// Decided from the rules' structure, never by trying names, so `*_*` plus `*0*` is not
+    /// "everything". For the operator's views: `/config`, `/debug`, `/metrics`, nsqadmin.
+    pub fn allows_everywhere(&self, subject: &Subject<'_>, action: Action) -> bool {
+        let (mut durable, mut ephemeral) = (false, false);
+        for (index, role) in self.roles.iter().enumerate() {
+            if !self.has_role(subject, index) {
+                continue;
+            }
+            for rule in role.rules.iter().filter(|r| !r.audit && r.action == action) {
+                if rule.effect == Effect::Deny {
+                    return false;
+                }
+                if rule.every_channel() {
+                    durable |= rule
+                        .topics
+                        .iter()
+                        .any(|p| p.covers_all() && !p.is_ephemeral());
+                    ephemeral |= rule
+                        .topics
+                        .iter()
+                        .any(|p| p.covers_all() && p.is_ephemeral());
+                }
+            }
+        }
+        durable && ephemeral
+    }
+
+    /// The same policy with every `*` crossing `.` as it did before segments, for
+    /// `policy explain` to show where the change of meaning changes a decision.
+    pub fn with_crossing_stars(&self) -> Policy {
+        let mut policy = self.clone();
+        for rule in policy
+            .roles
+            .iter_mut()
+            .flat_map(|role| role.rules.iter_mut())
+        {
+            rule.cross_segments();
+        }
+        policy
+    }
+
+    /// Patterns whose meaning changed: each single `*` (it no longer crosses `.`) in a file
+    /// without `wildcards = "segment"`. Also logged by [`Policy::load_dir`].
+    pub fn warnings(&self) -> &[PolicyWarning] {
+        &self.warnings
     }
 
     /// What the API key whose SHA-256 is `sha256` authenticates as.

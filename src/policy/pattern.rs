@@ -1,9 +1,12 @@
-//! Topic and channel patterns: compiled once at load, matched without allocating. No I/O here.
+//! Topic and channel patterns: compiled once at load, matched by a small NFA walk. No I/O here.
 //!
-//! A pattern is NSQ name characters `[.a-zA-Z0-9_-]`, `*` (any run of name characters,
-//! possibly empty), the placeholder `${identity}` (the caller's identity, matched literally),
-//! and optionally a trailing `#ephemeral`. `*` never matches `#`, so an ephemeral name only
-//! matches a pattern that itself ends in `#ephemeral`.
+//! A pattern is NSQ name characters `[.a-zA-Z0-9_-]`, the wildcards `*` and `**`, the
+//! placeholder `${identity}` (the caller's identity, matched literally), and optionally a
+//! trailing `#ephemeral`. Names are `.`-separated segments, as in NATS, MQTT and RabbitMQ:
+//! `*` matches any run of name characters within one segment (never a `.`), `**` any run
+//! across segments. So `${identity}.*` gives `alice` the topic `alice.orders` but not
+//! `alice.bob.orders`, which belongs to the namespace of identity `alice.bob`. Neither
+//! wildcard matches `#`: an ephemeral name only matches a pattern ending in `#ephemeral`.
 
 /// Suffix that marks an ephemeral topic or channel.
 const EPHEMERAL_SUFFIX: &str = "#ephemeral";
@@ -11,27 +14,36 @@ const EPHEMERAL_SUFFIX: &str = "#ephemeral";
 /// The only placeholder a pattern may contain.
 const IDENTITY_PLACEHOLDER: &str = "${identity}";
 
-/// A compiled pattern: the text between `*`s as segments of literal and identity pieces.
+/// The character that separates the segments `*` stays within.
+const SEPARATOR: u8 = b'.';
+
+/// A compiled pattern.
 #[derive(Clone, Debug)]
 pub(crate) struct Pattern {
-    /// `a*b*c` is `[a, b, c]`; `*` alone is `["", ""]`. Never empty.
-    segments: Vec<Segment>,
+    /// The pattern before `#ephemeral`, in order. Never empty.
+    atoms: Vec<Atom>,
     /// Whether the pattern ends in `#ephemeral`; a name matches only with the same suffix.
     ephemeral: bool,
     /// Whether `${identity}` appears, so an empty identity can be refused up front.
     uses_identity: bool,
 }
 
-/// The pieces between two `*`s, matched back to back.
-#[derive(Clone, Debug, Default)]
-struct Segment {
-    pieces: Vec<Piece>,
-}
-
-#[derive(Clone, Debug)]
-enum Piece {
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Atom {
     Literal(String),
     Identity,
+    /// `*`: any run of name characters but `.`, possibly empty.
+    Star,
+    /// `**`: any run of name characters, possibly empty.
+    Globstar,
+}
+
+/// One step of the expanded pattern the matcher walks: a byte or a wildcard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Byte(u8),
+    Star,
+    Globstar,
 }
 
 // === impl Pattern ===
@@ -45,36 +57,45 @@ impl Pattern {
         let (stem, ephemeral) = split_ephemeral(text);
         if stem.is_empty() {
             return Err(format!(
-                "pattern {text:?} needs a name before `#ephemeral` (use `*#ephemeral` for any)"
+                "pattern {text:?} needs a name before `#ephemeral` (use `**#ephemeral` for any)"
             ));
         }
-        let mut segments = Vec::new();
-        let mut segment = Segment::default();
+        let mut atoms: Vec<Atom> = Vec::new();
         let mut uses_identity = false;
         let mut rest = stem;
         while let Some(c) = rest.chars().next() {
             if let Some(after) = rest.strip_prefix(IDENTITY_PLACEHOLDER) {
                 uses_identity = true;
-                segment.pieces.push(Piece::Identity);
+                atoms.push(Atom::Identity);
                 rest = after;
                 continue;
             }
             if c == '*' {
-                // `**` means the same as `*`; keeping one avoids an empty segment to search.
-                let after_star = !segments.is_empty() && segment.pieces.is_empty();
-                if !after_star {
-                    segments.push(std::mem::take(&mut segment));
-                }
-            } else if is_name_char(c) {
-                segment.push_char(c);
-            } else {
+                let stars = rest.len() - rest.trim_start_matches('*').len();
+                atoms.push(match stars {
+                    1 => Atom::Star,
+                    2 => Atom::Globstar,
+                    _ => {
+                        return Err(format!(
+                            "pattern {text:?}: `*` is one segment and `**` any run of segments; \
+                             three or more `*` in a row mean nothing more"
+                        ))
+                    }
+                });
+                rest = &rest[stars..];
+                continue;
+            }
+            if !is_name_char(c) {
                 return Err(bad_char(text, c));
+            }
+            match atoms.last_mut() {
+                Some(Atom::Literal(literal)) => literal.push(c),
+                _ => atoms.push(Atom::Literal(c.to_string())),
             }
             rest = &rest[c.len_utf8()..];
         }
-        segments.push(segment);
         Ok(Pattern {
-            segments,
+            atoms,
             ephemeral,
             uses_identity,
         })
@@ -84,7 +105,8 @@ impl Pattern {
     ///
     /// Names nsqd would reject (characters outside `[.a-zA-Z0-9_-]` before the optional
     /// `#ephemeral`, or an empty stem) match no pattern, and a pattern that uses `${identity}`
-    /// never matches for an empty identity. Cost is O(name length × pattern length).
+    /// never matches for an empty identity. Cost is O(name length × pattern length): the
+    /// walk keeps the set of pattern positions reachable so far, so no input backtracks.
     pub(crate) fn matches(&self, name: &str, identity: &str) -> bool {
         let (stem, ephemeral) = split_ephemeral(name);
         if ephemeral != self.ephemeral
@@ -94,83 +116,93 @@ impl Pattern {
         {
             return false;
         }
-        let text = stem.as_bytes();
-        let id = identity.as_bytes();
-        let (first, rest) = match self.segments.split_first() {
-            Some(split) => split,
-            None => return false,
-        };
-        let Some((last, middle)) = rest.split_last() else {
-            return first.len(id) == text.len() && first.matches_at(text, 0, id);
-        };
-        let (first_len, last_len) = (first.len(id), last.len(id));
-        if first_len + last_len > text.len() {
-            return false;
+        if let [Atom::Literal(literal)] = self.atoms.as_slice() {
+            return literal == stem;
         }
-        let end = text.len() - last_len;
-        if !first.matches_at(text, 0, id) || !last.matches_at(text, end, id) {
-            return false;
-        }
-        // Leftmost placement of each middle segment is optimal: every `*` between them can
-        // absorb any run of name characters, and the text holds nothing else.
-        let mut pos = first_len;
-        for segment in middle {
-            match segment.find(&text[..end], pos, id) {
-                Some(at) => pos = at + segment.len(id),
-                None => return false,
+        let steps = self.steps(identity.as_bytes());
+        let mut live = vec![false; steps.len() + 1];
+        let mut next = live.clone();
+        live[0] = true;
+        close(&steps, &mut live);
+        for &byte in stem.as_bytes() {
+            next.fill(false);
+            for (at, step) in steps.iter().enumerate() {
+                if !live[at] {
+                    continue;
+                }
+                match *step {
+                    Step::Byte(b) if b == byte => next[at + 1] = true,
+                    Step::Byte(_) => {}
+                    Step::Star if byte == SEPARATOR => {}
+                    Step::Star | Step::Globstar => next[at] = true,
+                }
+            }
+            close(&steps, &mut next);
+            std::mem::swap(&mut live, &mut next);
+            if !live.contains(&true) {
+                return false;
             }
         }
-        true
-    }
-}
-
-// === impl Segment ===
-
-impl Segment {
-    fn push_char(&mut self, c: char) {
-        match self.pieces.last_mut() {
-            Some(Piece::Literal(literal)) => literal.push(c),
-            _ => self.pieces.push(Piece::Literal(c.to_string())),
-        }
+        live[steps.len()]
     }
 
-    fn len(&self, identity: &[u8]) -> usize {
-        self.pieces
+    /// Whether this pattern matches every name of its kind (every non-ephemeral name, or
+    /// every ephemeral one): it is `**` (or `**#ephemeral`). Decided from the pattern itself,
+    /// never by trying names.
+    pub(crate) fn covers_all(&self) -> bool {
+        self.atoms == [Atom::Globstar]
+    }
+
+    /// Whether the pattern ends in `#ephemeral` (and so matches only ephemeral names).
+    pub(crate) fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// Whether a single `*` appears: before `*` stayed within one segment it matched across
+    /// `.` too, so such a pattern may now match fewer names than it once did.
+    pub(crate) fn has_segment_star(&self) -> bool {
+        self.atoms.contains(&Atom::Star)
+    }
+
+    /// The pattern as it matched before segments: every `*` crossed `.`.
+    pub(crate) fn legacy(&self) -> Pattern {
+        let atoms = self
+            .atoms
             .iter()
-            .map(|piece| piece.bytes(identity).len())
-            .sum()
+            .map(|atom| match atom {
+                Atom::Star => Atom::Globstar,
+                other => other.clone(),
+            })
+            .collect();
+        Pattern { atoms, ..*self }
     }
 
-    /// Whether the segment occurs in `text` starting exactly at `at`.
-    fn matches_at(&self, text: &[u8], at: usize, identity: &[u8]) -> bool {
-        let mut pos = at;
-        for piece in &self.pieces {
-            let bytes = piece.bytes(identity);
-            match text.get(pos..pos + bytes.len()) {
-                Some(found) if found == bytes => pos += bytes.len(),
-                _ => return false,
+    /// The pattern as bytes and wildcards, with `${identity}` spelled out.
+    fn steps(&self, identity: &[u8]) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for atom in &self.atoms {
+            match atom {
+                Atom::Literal(literal) => steps.extend(literal.bytes().map(Step::Byte)),
+                Atom::Identity => steps.extend(identity.iter().copied().map(Step::Byte)),
+                Atom::Star => steps.push(Step::Star),
+                Atom::Globstar => steps.push(Step::Globstar),
             }
         }
-        true
-    }
-
-    /// The first position at or after `from` where the segment occurs in `text`.
-    fn find(&self, text: &[u8], from: usize, identity: &[u8]) -> Option<usize> {
-        let last_start = text.len().checked_sub(self.len(identity))?;
-        (from..=last_start).find(|&at| self.matches_at(text, at, identity))
-    }
-}
-
-impl Piece {
-    fn bytes<'a>(&'a self, identity: &'a [u8]) -> &'a [u8] {
-        match self {
-            Piece::Literal(literal) => literal.as_bytes(),
-            Piece::Identity => identity,
-        }
+        steps
     }
 }
 
 // === helpers ===
+
+/// Adds the positions reachable without reading: past any wildcard (they match empty runs).
+/// One forward pass suffices, since skipping only ever moves forward.
+fn close(steps: &[Step], live: &mut [bool]) {
+    for (at, step) in steps.iter().enumerate() {
+        if live[at] && matches!(step, Step::Star | Step::Globstar) {
+            live[at + 1] = true;
+        }
+    }
+}
 
 /// Splits `name#ephemeral` into (`name`, true); anything else into (itself, false).
 fn split_ephemeral(name: &str) -> (&str, bool) {
@@ -190,7 +222,7 @@ fn bad_char(text: &str, c: char) -> String {
         '$' => format!("pattern {text:?}: the only placeholder is `${{identity}}`"),
         _ => format!(
             "pattern {text:?}: unexpected character {c:?}; a pattern uses `.a-zA-Z0-9_-`, \
-             `*` and `${{identity}}`"
+             `*`, `**` and `${{identity}}`"
         ),
     }
 }

@@ -18,6 +18,9 @@ pub(super) type SpannedList = Spanned<Vec<Spanned<String>>>;
 pub(super) struct RawFile {
     #[serde(default)]
     pub(super) mode: Mode,
+    /// `wildcards = "segment"`: written knowing that `*` stays within one `.` segment, so
+    /// its single `*`s are not flagged as patterns whose meaning changed.
+    pub(super) wildcards: Option<Wildcards>,
     #[serde(default)]
     pub(super) roles: BTreeMap<Spanned<String>, RawRole>,
     #[serde(default)]
@@ -33,6 +36,14 @@ pub(super) enum Mode {
     #[default]
     Enforce,
     Audit,
+}
+
+/// The wildcard meaning a file declares it was written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Wildcards {
+    /// `*` within one segment, `**` across segments.
+    Segment,
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,6 +49,30 @@ impl Rule {
         any_matches(&self.topics, topic, identity)
     }
 
+    /// Whether the rule covers every channel, ephemeral ones included: it lists none (admin,
+    /// deny), or its channel patterns include `**` and `**#ephemeral`.
+    pub(crate) fn every_channel(&self) -> bool {
+        self.channels.as_ref().is_none_or(|patterns| {
+            let covers = |ephemeral: bool| {
+                patterns
+                    .iter()
+                    .any(|p| p.covers_all() && p.is_ephemeral() == ephemeral)
+            };
+            covers(false) && covers(true)
+        })
+    }
+
+    /// Makes every `*` cross `.`, as before segments (see [`super::Policy::with_crossing_stars`]).
+    pub(crate) fn cross_segments(&mut self) {
+        for pattern in self
+            .topics
+            .iter_mut()
+            .chain(self.channels.iter_mut().flatten())
+        {
+            *pattern = pattern.legacy();
+        }
+    }
+
     /// Whether this rule applies to `action` on `topic` (and `channel`) for `identity`.
     pub(crate) fn matches(
         &self,

@@ -29,6 +29,7 @@ allow = [{ action = "admin", topics = ["jobs"], channels = ["a*"] }]
 
 [identities]
 alice = ["writer"]
+"alice.bob" = ["writer"]
 "a*" = ["writer"]
 team-a = ["writer"]
 bob = ["reader"]
@@ -122,6 +123,10 @@ const CASES: &[Case] = &[
     // ${identity} is substituted and matched literally.
     case("alice", Publish, "alice.events").allowed_by("writer.allow[0]"),
     case("alice", Publish, "bob.events"),
+    // `*` stays within one segment: alice's namespace is not alice.bob's.
+    case("alice", Publish, "alice.bob.orders"),
+    case("alice.bob", Publish, "alice.bob.orders").allowed_by("writer.allow[0]"),
+    case("alice", Publish, "orders.new.deep"),
     case("team-a", Publish, "team-a.x").allowed_by("writer.allow[0]"),
     case("team-a", Publish, "team-ab.x"),
     case("a*", Publish, "abc.x"),
@@ -163,10 +168,11 @@ const CASES: &[Case] = &[
         .claims(&["channel-admin"])
         .allowed_by("channel-admin.allow[0]"),
     case("x", Admin, "jobs").on("b").claims(&["channel-admin"]),
-    // A lone `*` matches any non-ephemeral name, never an ephemeral one.
+    // A lone `*` matches any one-segment non-ephemeral name, never an ephemeral one.
     case("bob", Subscribe, "anything")
         .on("any")
         .allowed_by("reader.allow[0]"),
+    case("bob", Subscribe, "any.thing").on("any"),
     case("bob", Subscribe, "t#ephemeral").on("any"),
     case("bob", Subscribe, "t").on("c#ephemeral"),
     case("bob", Subscribe, "bad topic").on("any"),
@@ -350,4 +356,106 @@ alice = ["billing", "trial"]
     assert!(!policy.may_subscribe_somewhere(&bob, "orders"));
     // An audit-only allow does not count.
     assert!(!policy.may_subscribe_somewhere(&alice, "trial"));
+}
+
+fn load(text: &str) -> Policy {
+    match Policy::from_sources(&[("p.toml".into(), text.to_owned())]) {
+        Ok(policy) => policy,
+        Err(err) => panic!("test policy does not load: {err}"),
+    }
+}
+
+#[test]
+fn everywhere_is_decided_from_the_rules_not_by_probing_names() {
+    let policy = load(
+        r#"
+[roles.probes]
+allow = [{ action = "admin", topics = ["*_*", "*0*"] }]
+[roles.durable]
+allow = [{ action = "admin", topics = ["**"] }]
+[roles.ops]
+allow = [
+  { action = "admin", topics = ["**", "**#ephemeral"] },
+  { action = "subscribe", topics = ["**", "**#ephemeral"], channels = ["**"] },
+]
+[roles.reader]
+allow = [{ action = "subscribe", topics = ["**"], channels = ["**", "**#ephemeral"] }]
+[roles.reader-eph]
+allow = [{ action = "subscribe", topics = ["**#ephemeral"], channels = ["**#ephemeral", "**"] }]
+[roles.fenced]
+deny = [{ action = "admin", topics = ["secret.**"] }]
+[roles.trial]
+allow = [{ action = "admin", topics = ["**", "**#ephemeral"], audit = true }]
+"#,
+    );
+    let everywhere = |roles: &[&str], action| {
+        let claimed: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        policy.allows_everywhere(&subject("x", &claimed), action)
+    };
+    assert!(
+        !everywhere(&["probes"], Admin),
+        "two probe-like patterns are not everything"
+    );
+    assert!(
+        !everywhere(&["durable"], Admin),
+        "ephemeral topics are topics too"
+    );
+    assert!(everywhere(&["ops"], Admin));
+    assert!(everywhere(&["probes", "ops"], Admin));
+    assert!(
+        !everywhere(&["ops", "fenced"], Admin),
+        "a deny narrows everything"
+    );
+    assert!(!everywhere(&["trial"], Admin), "audit rules never grant");
+    assert!(
+        !everywhere(&["ops"], Subscribe),
+        "channels must cover everything too"
+    );
+    assert!(!everywhere(&["reader"], Subscribe));
+    assert!(everywhere(&["reader", "reader-eph"], Subscribe));
+    assert!(!everywhere(&["ops"], Publish));
+}
+
+#[test]
+fn single_stars_are_flagged_unless_the_file_says_it_means_them() {
+    let flagged = load(
+        r#"
+[roles.w]
+allow = [
+  { action = "publish", topics = ["orders.**", "${identity}.*"] },
+  { action = "subscribe", topics = ["a"], channels = ["tail*#ephemeral"] },
+]
+"#,
+    );
+    let warnings: Vec<String> = flagged.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("p.toml: line 4: roles.w.allow[0].topics[1]: pattern \"${identity}.*\": `*` now matches within one `.`-separated segment"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].contains("roles.w.allow[1].channels[0]"),
+        "{}",
+        warnings[1]
+    );
+    let meant = load(
+        "wildcards = \"segment\"\n[roles.w]\nallow = [{ action = \"publish\", topics = [\"a.*\"] }]\n",
+    );
+    assert!(meant.warnings().is_empty());
+}
+
+#[test]
+fn crossing_stars_show_the_old_meaning() {
+    let policy = load("[roles.w]\nallow = [{ action = \"publish\", topics = [\"${identity}.*\"] }]\n[identities]\nalice = [\"w\"]\n");
+    let alice = subject("alice", &[]);
+    assert!(!policy
+        .check(&alice, Publish, "alice.bob.orders", None)
+        .decision
+        .is_allow());
+    let old = policy.with_crossing_stars();
+    assert!(old
+        .check(&alice, Publish, "alice.bob.orders", None)
+        .decision
+        .is_allow());
 }

@@ -21,8 +21,8 @@ pub const ANONYMOUS: &str = "[auth]\nrequire_identity = false\npolicy_dir = \"op
 const OPEN_POLICY: &str = r#"
 [roles.everything]
 allow = [
-  { action = "publish", topics = ["*", "*#ephemeral"] },
-  { action = "subscribe", topics = ["*", "*#ephemeral"], channels = ["*", "*#ephemeral"] },
+  { action = "publish", topics = ["**", "**#ephemeral"] },
+  { action = "subscribe", topics = ["**", "**#ephemeral"], channels = ["**", "**#ephemeral"] },
 ]
 
 [identities]

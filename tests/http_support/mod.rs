@@ -35,9 +35,9 @@ allow = [
 
 [roles.ops]
 allow = [
-  {{ action = "admin", topics = ["*"] }},
-  {{ action = "publish", topics = ["*"] }},
-  {{ action = "subscribe", topics = ["*"], channels = ["*"] }},
+  {{ action = "admin", topics = ["**", "**#ephemeral"] }},
+  {{ action = "publish", topics = ["**", "**#ephemeral"] }},
+  {{ action = "subscribe", topics = ["**", "**#ephemeral"], channels = ["**", "**#ephemeral"] }},
 ]
 
 [api_keys.writer]

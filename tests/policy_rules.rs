@@ -1,0 +1,234 @@
+//! Policy patterns end to end: `*` stays within one `.` segment (an identity's namespace is not
+//! another's), and "every topic" (the operator's views) is decided from the rules, not by
+//! probing names. Real nsqd behind a real nsqgate; clients write their own bytes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::{free_port, Gate, Nsqd, Pki};
+use nsqgate::auth::apikey;
+use nsqgate::nsq::{Command, FrameType};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// `alice` (an API key) may publish in her own namespace only; `probing` holds admin rules on
+/// two patterns that together match any one-character name (`*_*` and `*0*`); `ops` is an
+/// admin on every topic.
+fn write_policy(pki: &Pki, alice: &str, probing: &str, ops: &str) {
+    let policy = format!(
+        r#"
+[roles.own-namespace]
+allow = [{{ action = "publish", topics = ["${{identity}}.*"] }}]
+
+[roles.probing]
+allow = [{{ action = "admin", topics = ["*_*", "*0*"] }}]
+
+[roles.ops]
+allow = [{{ action = "admin", topics = ["**", "**#ephemeral"] }}]
+
+[api_keys.alice]
+sha256 = "{}"
+roles = ["own-namespace"]
+
+[api_keys.probing]
+sha256 = "{}"
+roles = ["probing"]
+
+[api_keys.ops]
+sha256 = "{}"
+roles = ["ops"]
+"#,
+        apikey::hash_hex(alice.as_bytes()),
+        apikey::hash_hex(probing.as_bytes()),
+        apikey::hash_hex(ops.as_bytes()),
+    );
+    pki.write_policy("rules", "rules.toml", &policy);
+}
+
+async fn authed(addr: SocketAddr, connector: &TlsConnector, key: &str) -> RawClient {
+    let (mut client, reply) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
+    assert_eq!(reply["auth_required"], true);
+    client
+        .send(&Command::Auth {
+            secret: key.as_bytes().to_vec().into(),
+        })
+        .await;
+    let frame = client.read_frame().await.expect("AUTH reply");
+    assert_eq!(
+        frame.frame_type,
+        FrameType::Response,
+        "{}",
+        frame_text(&frame)
+    );
+    client
+}
+
+#[tokio::test]
+async fn identity_star_stays_in_its_own_segment() {
+    let pki = Pki::new();
+    let (alice, probing, ops) = (apikey::generate(), apikey::generate(), apikey::generate());
+    write_policy(&pki, &alice, &probing, &ops);
+    let nsqd = Nsqd::start(&pki);
+    let port = free_port();
+    let rest = "[auth]\npolicy_dir = \"rules\"\n";
+    let gate = Gate::start_config(&pki, &common::gate_config(port, nsqd.tcp, "", rest), port);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    let mut client = authed(gate.addr, &connector, &alice).await;
+    let ok = client
+        .publish("alice.orders", b"mine")
+        .await
+        .expect("reply");
+    assert_eq!(frame_text(&ok), "OK");
+
+    // alice.bob.orders is in the namespace of identity `alice.bob`, not alice's.
+    let refused = client
+        .publish("alice.bob.orders", b"not mine")
+        .await
+        .expect("reply");
+    assert_eq!(refused.frame_type, FrameType::Error);
+    assert!(
+        frame_text(&refused).starts_with("E_UNAUTHORIZED"),
+        "{}",
+        frame_text(&refused)
+    );
+    assert_eq!(nsqd.message_count("alice.orders"), 1);
+    assert!(
+        !nsqd.topic_exists("alice.bob.orders"),
+        "a refused publish must not even create the topic"
+    );
+}
+
+/// One HTTPS GET with a bearer key, bytes written by hand; returns the status code.
+async fn get_status(pki: &Pki, addr: SocketAddr, path: &str, key: &str) -> u16 {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    let status = text.split_whitespace().nth(1).unwrap_or_default();
+    status
+        .parse()
+        .unwrap_or_else(|_| panic!("no HTTP status in {text:?}"))
+}
+
+#[tokio::test]
+async fn operator_views_need_a_rule_on_every_topic_not_two_probes() {
+    let pki = Pki::new();
+    let (alice, probing, ops) = (apikey::generate(), apikey::generate(), apikey::generate());
+    write_policy(&pki, &alice, &probing, &ops);
+    let nsqd = Nsqd::start(&pki);
+    let port = free_port();
+    let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let rest = format!(
+        "[auth]\npolicy_dir = \"rules\"\n\n[http.nsqd]\nlisten = \"{https}\"\nupstream = \"{}\"\n",
+        nsqd.https
+    );
+    let gate = Gate::start_config(&pki, &common::gate_config(port, nsqd.tcp, "", &rest), port);
+    // The HTTP fronts are bound before the NSQ listener, which Gate::start_config waited for.
+
+    for path in ["/metrics", "/config/max_heartbeat_interval"] {
+        assert_eq!(get_status(&pki, https, path, &ops).await, 200, "ops {path}");
+        assert_eq!(
+            get_status(&pki, https, path, &probing).await,
+            403,
+            "`*_*` plus `*0*` is not every topic: {path}"
+        );
+    }
+    drop(gate);
+}
+
+fn nsqgate(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsqgate"))
+        .args(args)
+        .env_remove("NSQGATE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_and_explain_flag_stars_whose_meaning_changed() {
+    let pki = Pki::new();
+    let (alice, probing, ops) = (apikey::generate(), apikey::generate(), apikey::generate());
+    write_policy(&pki, &alice, &probing, &ops);
+    let config = pki.path("gate.toml");
+    let nsqd: SocketAddr = ([127, 0, 0, 1], 4150).into();
+    let rest = "[auth]\npolicy_dir = \"rules\"\n";
+    std::fs::write(&config, common::gate_config(4150, nsqd, "", rest)).unwrap();
+    let config = config.to_str().unwrap();
+
+    let (code, out, err) = nsqgate(&["check-config", "--config", config]);
+    assert_eq!(code, 0, "a changed meaning is a warning: {out}{err}");
+    let file = pki.path("rules/rules.toml");
+    let expected = format!(
+        "warning: {}: line 3: roles.own-namespace.allow[0].topics[0]: pattern \
+         \"${{identity}}.*\": `*` now matches within one `.`-separated segment",
+        file.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(err.contains("roles.probing.allow[0].topics[1]"), "{err}");
+
+    let (code, out, _) = nsqgate(&[
+        "policy",
+        "explain",
+        "--config",
+        config,
+        "--api-key",
+        &alice,
+        "--publish",
+        "alice.bob.orders",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "when it crossed `.` this was allowed (rules.toml roles.own-namespace.allow[0])"
+        ),
+        "{out}"
+    );
+
+    // A broken policy fails check-config, naming file, line and key.
+    pki.write_policy(
+        "rules",
+        "rules.toml",
+        "[roles.r]\nallow = [{ action = \"publish\", topics = [\"a.***\"] }]\n",
+    );
+    let (code, _, err) = nsqgate(&["check-config", "--config", config]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("line 2: roles.r.allow[0].topics[0]: pattern \"a.***\""),
+        "{err}"
+    );
+}
