@@ -151,9 +151,9 @@ pub fn write_dev_set(dir: &Path, hosts: &[String]) -> Result<Vec<String>, CertEr
     ];
     let mut written = Vec::new();
     for (name, pem) in set {
-        for (ext, text) in [("pem", &pem.cert), ("key", &pem.key)] {
+        for (ext, text, mode) in [("pem", &pem.cert, 0o644), ("key", &pem.key, 0o600)] {
             let path = dir.join(format!("{name}.{ext}"));
-            std::fs::write(&path, text).map_err(|source| CertError::Write {
+            write_new(&path, text.as_bytes(), mode).map_err(|source| CertError::Write {
                 path: path.display().to_string(),
                 source,
             })?;
@@ -161,4 +161,30 @@ pub fn write_dev_set(dir: &Path, hosts: &[String]) -> Result<Vec<String>, CertEr
         }
     }
     Ok(written)
+}
+
+/// Writes `path` through a fresh sibling file created with `mode`, then renames it over the
+/// target: a private key is never readable by others, not even for a moment, and an old file
+/// with a wider mode is replaced rather than reused.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = std::path::PathBuf::from(temp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }

@@ -5,6 +5,7 @@
 pub mod http;
 mod jwt;
 mod locate;
+pub mod perms;
 mod raw;
 mod sections;
 
@@ -72,6 +73,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub auth: AuthConfig,
     pub audit_file: Option<PathBuf>,
+    /// `[audit] on_failure`: what happens to a decision whose audit line cannot be written.
+    pub audit_on_failure: crate::audit::OnFailure,
+    /// `[audit] fold_secs`: identical refusals from one source fold into one line per interval.
+    pub audit_fold: Option<Duration>,
     pub http: Option<http::HttpConfig>,
     /// Most messages one MPUB may carry.
     pub max_mpub_messages: u32,
@@ -84,6 +89,8 @@ pub struct Config {
     /// A producers' listener over `[upstream]` and every node.
     pub producer_pool: Option<PoolConfig>,
     pub rates: RateSettings,
+    /// Every file and folder the configuration names, for the start-up permission check.
+    pub files: Vec<perms::NamedFile>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,7 +218,13 @@ impl Config {
         Config::from_raw(raw, &located)
     }
 
+    /// Files whose mode lets group or others read a secret or change a decision.
+    pub fn insecure_files(&self) -> Vec<perms::Insecure> {
+        perms::insecure(&self.files)
+    }
+
     fn from_raw(raw: RawConfig, at: &Locator<'_>) -> Result<Config, ConfigError> {
+        let files = perms::named_files(&raw, at);
         let client = sections::client(raw.client, at)?;
         let upstream = sections::upstream(raw.upstream, at)?;
 
@@ -274,6 +287,7 @@ impl Config {
         let producer_pool = sections::pool(raw.producer_pool, at)?;
         Ok(Config {
             max_unauthenticated_memory,
+            files,
             nodes,
             producer_pool,
             max_mpub_messages,
@@ -289,6 +303,17 @@ impl Config {
             limits,
             timeouts,
             auth,
+            audit_on_failure: raw.audit.on_failure,
+            audit_fold: match raw.audit.fold_secs {
+                0 => None,
+                secs @ 1..=3600 => Some(Duration::from_secs(secs)),
+                _ => {
+                    return Err(at.invalid(
+                        "audit.fold_secs",
+                        "at most 3600 (an hour); 0 writes every refusal".into(),
+                    ))
+                }
+            },
             audit_file: raw.audit.file.map(|f| at.resolve(&f)),
         })
     }

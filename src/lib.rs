@@ -14,6 +14,7 @@
 //! - [`proxy`]: the listeners and the per-connection NSQ sessions (all network I/O).
 //! - [`http`]: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin.
 //! - [`audit`]: the audit trail of authentication and authorization decisions.
+//! - [`logging`]: the log set-up: escaped fields, audit JSON lines, the audit file sink.
 //! - [`app`]: wires configuration to listeners and runs until shutdown.
 
 pub mod app;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod identity;
 pub mod jwks;
 pub mod limit;
+pub mod logging;
 pub mod nsq;
 pub mod policy;
 pub mod proxy;

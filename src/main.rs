@@ -25,11 +25,15 @@ enum Cmd {
     Run {
         #[arg(long, env = "NSQGATE_CONFIG")]
         config: PathBuf,
+        #[command(flatten)]
+        checks: StartChecks,
     },
     /// Load and validate a configuration; exit 0 when it is good, 1 naming the key when not.
     CheckConfig {
         #[arg(long, env = "NSQGATE_CONFIG")]
         config: PathBuf,
+        #[command(flatten)]
+        checks: StartChecks,
     },
     /// Certificates.
     Certs {
@@ -46,6 +50,15 @@ enum Cmd {
         #[command(subcommand)]
         command: KeysCmd,
     },
+}
+
+/// What `run` and `check-config` verify beyond the configuration's content.
+#[derive(clap::Args)]
+struct StartChecks {
+    /// Start even when a private key is readable, or the config, a policy, CA, CRL or key file
+    /// is writable, by group or others (each such file is still named on stderr).
+    #[arg(long)]
+    allow_insecure_permissions: bool,
 }
 
 #[derive(Subcommand)]
@@ -83,12 +96,9 @@ enum CertsCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::CheckConfig { config } => match Config::load(&config) {
+        Cmd::CheckConfig { config, checks } => match load(&config, &checks) {
             Ok(loaded) => check_policy(&loaded, &config),
-            Err(e) => {
-                eprintln!("config error: {e}");
-                ExitCode::from(1)
-            }
+            Err(code) => code,
         },
         Cmd::Certs {
             command: CertsCmd::Dev { out, hosts },
@@ -104,7 +114,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Run { config } => run(config),
+        Cmd::Run { config, checks } => run(config, &checks),
         Cmd::Policy {
             command: PolicyCmd::Explain(args),
         } => explain(&args),
@@ -217,18 +227,42 @@ fn explain(args: &ExplainArgs) -> ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+/// Loads and validates the configuration, then the modes of every file it names; each
+/// problem is printed to stderr.
+fn load(path: &std::path::Path, checks: &StartChecks) -> Result<Config, ExitCode> {
+    let config = Config::load(path).map_err(|e| {
+        eprintln!("config error: {e}");
+        ExitCode::from(1)
+    })?;
+    let insecure = config.insecure_files();
+    for file in &insecure {
+        let kind = if checks.allow_insecure_permissions {
+            "warning"
+        } else {
+            "config error"
+        };
+        eprintln!("{kind}: {file}");
+    }
+    if insecure.is_empty() || checks.allow_insecure_permissions {
+        Ok(config)
+    } else {
+        Err(ExitCode::from(1))
+    }
+}
+
+fn run(path: PathBuf, checks: &StartChecks) -> ExitCode {
+    let config = match load(&path, checks) {
         Ok(config) => config,
+        Err(code) => return code,
+    };
+    let audit_sink = match nsqgate::logging::init(config.audit_file.as_deref()) {
+        Ok(sink) => sink,
         Err(e) => {
-            eprintln!("config error: {e}");
+            eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = init_tracing(config.audit_file.as_deref()) {
-        eprintln!("{e}");
-        return ExitCode::from(1);
-    }
+    nsqgate::audit::configure(config.audit_on_failure, config.audit_fold);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -237,6 +271,7 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        tokio::spawn(audit_upkeep(audit_sink, config.audit_fold));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -268,35 +303,29 @@ async fn wait_for_signal() {
     }
 }
 
-/// Operational logs go to stderr as text; audit events (their own target) go as JSON lines to
-/// the configured audit file, or to stderr.
-fn init_tracing(audit_file: Option<&std::path::Path>) -> Result<(), String> {
-    use tracing_subscriber::filter::{filter_fn, EnvFilter};
-    use tracing_subscriber::prelude::*;
-
-    let filter = EnvFilter::try_from_env("NSQGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter)
-        .with_filter(filter_fn(|meta| meta.target() != nsqgate::audit::TARGET));
-    let audit_writer = match audit_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("audit file {}: {e}", path.display()))?;
-            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file))
+/// Keeps the audit log current: reopens its file on SIGHUP (after logrotate renamed it) and
+/// writes the counts of folded refusals once their interval ends.
+async fn audit_upkeep(
+    sink: std::sync::Arc<nsqgate::logging::sink::AuditSink>,
+    fold: Option<std::time::Duration>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let tick = fold.map_or(std::time::Duration::from_secs(3600), |f| {
+        (f / 2).max(std::time::Duration::from_millis(100))
+    });
+    loop {
+        tokio::select! {
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match sink.reopen() {
+                Ok(()) => tracing::info!(file = %sink.path().map(|p| p.display().to_string()).unwrap_or_default(), "audit file reopened"),
+                Err(e) => tracing::error!(error = %e, "audit file cannot be reopened: audit lines are being lost"),
+            },
+            _ = tokio::time::sleep(tick) => nsqgate::audit::flush_folded(),
         }
-        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
-    };
-    let audit = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(audit_writer)
-        .with_filter(filter_fn(|meta| meta.target() == nsqgate::audit::TARGET));
-    tracing_subscriber::registry().with(logs).with(audit).init();
-    Ok(())
+    }
 }

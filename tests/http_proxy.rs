@@ -667,7 +667,7 @@ async fn curl_with_a_jwt_publishes_where_allowed() {
     // The secret file must exist before nsqgate starts: write it where the config resolves it.
     let setup = {
         let pki = Pki::new();
-        std::fs::write(pki.path("jwt.secret"), secret).unwrap();
+        common::write_secret(&pki.path("jwt.secret"), secret.as_bytes());
         pki.write_policy("http-policy", "http.toml", &policy());
         let nsqd = Nsqd::start(&pki);
         let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();

@@ -74,7 +74,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let pki = Pki::new();
-        std::fs::write(pki.path("jwt-hs.secret"), HS_SECRET).expect("write HS secret");
+        common::write_secret(&pki.path("jwt-hs.secret"), HS_SECRET.as_bytes());
         let pair = rcgen::KeyPair::generate().expect("EC key pair");
         let es = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("ES256 key");
         let es_public_pem = pair.public_key_pem().into_bytes();

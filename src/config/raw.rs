@@ -170,11 +170,26 @@ pub struct RawJwtKey {
     pub secret_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawAudit {
     /// Where audit JSON lines go; stderr when unset.
     pub file: Option<PathBuf>,
+    /// What happens to a decision whose line cannot be written.
+    pub on_failure: crate::audit::OnFailure,
+    /// Identical refusals from one source within this many seconds make one line with a
+    /// count; 0 writes every refusal.
+    pub fold_secs: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            file: None,
+            on_failure: crate::audit::OnFailure::Log,
+            fold_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

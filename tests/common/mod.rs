@@ -100,7 +100,7 @@ impl Pki {
 
     pub fn write(&self, name: &str, pem: &Pem) {
         std::fs::write(self.path(&format!("{name}.pem")), &pem.cert).expect("write cert");
-        std::fs::write(self.path(&format!("{name}.key")), &pem.key).expect("write key");
+        write_secret(&self.path(&format!("{name}.key")), pem.key.as_bytes());
     }
 
     /// Writes (or replaces) one policy file in a policy folder below the PKI folder.
@@ -550,4 +550,17 @@ pub fn wait_output(mut child: Child, timeout: Duration, program: &Path) -> (bool
             program.display()
         ),
     }
+}
+
+/// Writes a private key or secret as nsqgate expects one: readable by its owner only (0600).
+pub fn write_secret(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create secret");
+    file.write_all(bytes).expect("write secret");
 }

@@ -1,0 +1,225 @@
+//! File modes of what nsqgate loads: a private key or secret that group or others can read,
+//! or any file that carries a decision (config, policy, CA, CRL, key) that they can write,
+//! is refused at start-up unless the operator says otherwise. Only metadata is read here.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::raw::RawConfig;
+use super::Locator;
+
+/// Group and others may read: bits that expose a secret.
+const GO_READ: u32 = 0o044;
+/// Group and others may write: bits that let someone else change a decision.
+const GO_WRITE: u32 = 0o022;
+
+/// What a loaded file holds, and so which of its mode bits are dangerous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    /// A private key or shared secret: nobody but the owner may read or write it.
+    Secret,
+    /// Trust or policy (config, policy, CA, CRL, certificate, public key): nobody but the
+    /// owner may write it.
+    Decision,
+}
+
+/// One file (or folder) the configuration names, with the key that names it.
+#[derive(Clone, Debug)]
+pub struct NamedFile {
+    pub path: PathBuf,
+    pub key: String,
+    pub holds: Holds,
+}
+
+/// A file whose mode lets group or others read a secret or change a decision.
+#[derive(Clone, Debug)]
+pub struct Insecure {
+    pub file: NamedFile,
+    pub mode: u32,
+}
+
+impl fmt::Display for Insecure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, fix) = match self.file.holds {
+            Holds::Secret if self.mode & GO_READ != 0 => ("read this secret", "chmod 600"),
+            Holds::Secret => ("write this secret", "chmod 600"),
+            Holds::Decision => ("write this file", "chmod go-w"),
+        };
+        write!(
+            f,
+            "{}: mode {:04o} lets group or others {what} (`{}`); {fix} it, or pass \
+             --allow-insecure-permissions",
+            self.file.path.display(),
+            self.mode & 0o7777,
+            self.file.key,
+        )
+    }
+}
+
+/// Every file the raw configuration names (resolved against the config's folder), with what
+/// it holds. The config file itself is a secret when it carries `upstream.auth_secret`.
+pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
+    let mut files = Vec::new();
+    let mut add = |key: &str, path: &Path, holds: Holds| {
+        files.push(NamedFile {
+            path: at.resolve(path),
+            key: key.to_owned(),
+            holds,
+        });
+    };
+    let config_holds = if raw
+        .upstream
+        .auth_secret
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+        && at.text.contains("auth_secret")
+    {
+        Holds::Secret
+    } else {
+        Holds::Decision
+    };
+    add("--config", at.file, config_holds);
+    let client = &raw.client;
+    add("client.tls_cert", &client.tls_cert, Holds::Decision);
+    add("client.tls_key", &client.tls_key, Holds::Secret);
+    if let Some(ca) = &client.tls_client_ca {
+        add("client.tls_client_ca", ca, Holds::Decision);
+    }
+    for crl in &client.tls_client_crls {
+        add("client.tls_client_crls", crl, Holds::Decision);
+    }
+    let up = &raw.upstream;
+    for (key, path, holds) in [
+        ("upstream.tls_ca", &up.tls_ca, Holds::Decision),
+        ("upstream.tls_cert", &up.tls_cert, Holds::Decision),
+        ("upstream.tls_key", &up.tls_key, Holds::Secret),
+    ] {
+        if let Some(path) = path {
+            add(key, path, holds);
+        }
+    }
+    add("auth.policy_dir", &raw.auth.policy_dir, Holds::Decision);
+    if let Some(jwt) = &raw.auth.jwt {
+        for key in &jwt.keys {
+            if let Some(file) = &key.file {
+                add("auth.jwt.keys", file, Holds::Decision);
+            }
+            if let Some(secret) = &key.secret_file {
+                add("auth.jwt.keys", secret, Holds::Secret);
+            }
+        }
+        if let Some(jwks) = &jwt.jwks_file {
+            add("auth.jwt.jwks_file", jwks, Holds::Decision);
+        }
+        if let Some(ca) = &jwt.jwks_ca {
+            add("auth.jwt.jwks_ca", ca, Holds::Decision);
+        }
+    }
+    files
+}
+
+/// The named files (and each policy file in the policy folder) whose mode is too open.
+/// Files that cannot be read are left to the loader, which names them already.
+pub fn insecure(files: &[NamedFile]) -> Vec<Insecure> {
+    let mut found = Vec::new();
+    for file in files {
+        check(file, &mut found);
+        if file.key == "auth.policy_dir" {
+            for path in policy_files(&file.path) {
+                let policy = NamedFile {
+                    path,
+                    key: "auth.policy_dir".into(),
+                    holds: Holds::Decision,
+                };
+                check(&policy, &mut found);
+            }
+        }
+    }
+    found
+}
+
+fn check(file: &NamedFile, found: &mut Vec<Insecure>) {
+    let Ok(meta) = std::fs::metadata(&file.path) else {
+        return;
+    };
+    let mode = meta.permissions().mode();
+    let bad = match file.holds {
+        Holds::Secret => GO_READ | GO_WRITE,
+        Holds::Decision => GO_WRITE,
+    };
+    if mode & bad != 0 {
+        found.push(Insecure {
+            file: file.clone(),
+            mode,
+        });
+    }
+}
+
+/// The `*.toml` files the policy loader reads from `dir`.
+fn policy_files(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml") && path.is_file())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with_mode(dir: &Path, name: &str, mode: u32, holds: Holds) -> NamedFile {
+        let path = dir.join(name);
+        std::fs::write(&path, "x").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        NamedFile {
+            path,
+            key: format!("test.{name}"),
+            holds,
+        }
+    }
+
+    #[test]
+    fn a_secret_readable_by_others_is_insecure_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = file_with_mode(dir.path(), "k.key", 0o644, Holds::Secret);
+        let found = insecure(&[key]);
+        assert_eq!(found.len(), 1);
+        let text = found[0].to_string();
+        assert!(text.contains("k.key: mode 0644"), "{text}");
+        assert!(text.contains("read this secret (`test.k.key`)"), "{text}");
+    }
+
+    #[test]
+    fn a_decision_may_be_read_but_not_written_by_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let readable = file_with_mode(dir.path(), "ca.pem", 0o644, Holds::Decision);
+        let writable = file_with_mode(dir.path(), "p.toml", 0o664, Holds::Decision);
+        let private = file_with_mode(dir.path(), "ok.key", 0o600, Holds::Secret);
+        let found = insecure(&[readable, writable, private]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].to_string().contains("write this file"));
+    }
+
+    #[test]
+    fn every_policy_file_in_the_folder_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        file_with_mode(dir.path(), "a.toml", 0o644, Holds::Decision);
+        file_with_mode(dir.path(), "b.toml", 0o666, Holds::Decision);
+        file_with_mode(dir.path(), "notes.txt", 0o666, Holds::Decision);
+        let folder = NamedFile {
+            path: dir.path().to_owned(),
+            key: "auth.policy_dir".into(),
+            holds: Holds::Decision,
+        };
+        let found = insecure(&[folder]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].file.path.ends_with("b.toml"));
+    }
+}
