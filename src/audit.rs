@@ -20,8 +20,10 @@ pub struct Counters {
     pub denied: std::sync::atomic::AtomicU64,
     /// Publishes refused by a rate limit.
     pub rate_limited: std::sync::atomic::AtomicU64,
-    /// Live subscriptions closed by a policy change or token expiry.
+    /// Live connections closed by a reload (key, roles, certificate) or token expiry.
     pub revoked: std::sync::atomic::AtomicU64,
+    /// Publishes and SUBs refused by a quota on new topic or channel names.
+    pub name_quota: std::sync::atomic::AtomicU64,
 }
 
 impl Counters {

@@ -82,6 +82,8 @@ pub struct Config {
     /// A producers' listener over `[upstream]` and every node.
     pub producer_pool: Option<PoolConfig>,
     pub rates: RateSettings,
+    /// `[name_quotas]` over the built-in defaults (0 = no limit); roles may raise them.
+    pub name_quotas: crate::limit::names::NameQuota,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,6 +253,10 @@ impl Config {
             connections,
             proxy_protocol_from: raw.connections.proxy_protocol_from,
             rates,
+            name_quotas: raw
+                .name_quotas
+                .unwrap_or_default()
+                .over(crate::limit::names::DEFAULT),
             source: at.file.to_owned(),
             client,
             http: (raw.http)

@@ -145,6 +145,41 @@ impl Caller {
         }
     }
 
+    /// Charges the caller for the names the request may create in nsqd, from the same quotas
+    /// as the TCP path; 429 naming the quota when over.
+    pub fn charge_names(
+        &self,
+        gateway: &Gateway,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let quota = self.policy.name_quota_of(&self.subject());
+        let Err(refused) = gateway
+            .names
+            .admit(&self.principal.identity, quota, topic, channel)
+        else {
+            return Ok(());
+        };
+        Counters::bump(&gateway.counters.name_quota);
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: Some(&self.principal),
+            action: if channel.is_some() {
+                "admin"
+            } else {
+                "publish"
+            },
+            topic: Some(topic),
+            channel,
+            outcome: "deny",
+            reason: Some(&refused.to_string()),
+            ..Event::default()
+        });
+        let body =
+            serde_json::json!({"message": "NAME_QUOTA_EXCEEDED", "detail": refused.to_string()});
+        Err(reply::json(::http::StatusCode::TOO_MANY_REQUESTS, &body).into())
+    }
+
     /// An operator-only request (debug, config, metrics): needs an admin rule on topic `*`.
     pub fn authorize_global_admin(&self, what: &str) -> Result<(), Refusal> {
         let allowed = self.access().global_admin();

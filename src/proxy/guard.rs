@@ -20,6 +20,7 @@ use crate::audit::{self, Counters, Event};
 use crate::auth::{self, Method, Principal, Proof};
 use crate::identity::{self, Gone};
 use crate::limit::conn::ConnPermit;
+use crate::limit::names::NameRefused;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::policy::{Action, Decision, Policy};
 use crate::proxy::Gateway;
@@ -342,6 +343,13 @@ impl Guard {
             Some(allowed) => allowed,
             None => {
                 let allowed = self.decide(&policy, action, topic, channel);
+                if allowed {
+                    // A name nsqd may not have yet is charged before it reaches nsqd; a
+                    // refusal is not cached, so the next try meets the quota afresh.
+                    if let Err(refused) = self.charge_names(&policy, topic, channel) {
+                        return self.name_refusal(command, action, topic, channel, refused);
+                    }
+                }
                 self.cache
                     .insert(action, topic, channel.unwrap_or(""), allowed);
                 allowed
@@ -374,6 +382,53 @@ impl Guard {
             record(would, true);
         }
         check.decision.is_allow()
+    }
+
+    fn charge_names(
+        &self,
+        policy: &Policy,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Result<(), NameRefused> {
+        let Some(principal) = &self.principal else {
+            return Ok(());
+        };
+        let quota = identity::current_subject(principal, policy)
+            .ok()
+            .and_then(|subject| policy.name_quota_of(&subject));
+        self.gateway
+            .names
+            .admit(&principal.identity, quota, topic, channel)
+    }
+
+    /// nsqd's own failure code for the command, with a text naming the quota.
+    fn name_refusal(
+        &self,
+        command: &str,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+        refused: NameRefused,
+    ) -> Verdict {
+        Counters::bump(&self.gateway.counters.name_quota);
+        let reason = refused.to_string();
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: self.principal.as_ref(),
+            action: action_name(action),
+            topic: Some(topic),
+            channel,
+            outcome: "deny",
+            reason: Some(&reason),
+            ..Event::default()
+        });
+        let code = match command {
+            "MPUB" => ErrorCode::MpubFailed,
+            "DPUB" => ErrorCode::DpubFailed,
+            "SUB" => ErrorCode::SubFailed,
+            _ => ErrorCode::PubFailed,
+        };
+        fatal(code, &format!("{command} failed: {reason}"))
     }
 
     /// The current policy, after judging the connection again if it changed since the last

@@ -59,6 +59,8 @@ pub struct Gateway {
     pub jwt: Option<Arc<JwtVerifier>>,
     /// Publish token buckets, shared by every connection (and the HTTP front).
     pub rates: Arc<RateLimits>,
+    /// Quotas on new topic and channel names, shared likewise.
+    pub names: Arc<crate::limit::names::NameQuotas>,
     /// Open-connection caps, shared by every listener.
     pub conns: Arc<ConnLimits>,
     /// Security decisions counted for `/metrics`.
@@ -101,6 +103,7 @@ impl Gateway {
         };
         Ok(Gateway {
             rates: Arc::new(RateLimits::new(config.rates.clone())),
+            names: Arc::new(crate::limit::names::NameQuotas::new(config.name_quotas)),
             identify_defaults: Arc::default(),
             counters: Arc::default(),
             conns: ConnLimits::new(config.connections.clone()),
