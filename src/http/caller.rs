@@ -145,6 +145,44 @@ impl Caller {
         }
     }
 
+    /// The request's decision taken again under the live policy, for a request that waited
+    /// (a rate-limit delay): its token may have expired, or a reload taken its key or right.
+    pub fn recheck(
+        &self,
+        gateway: &Gateway,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let policy = gateway.policy.borrow().clone();
+        let expired = self
+            .principal
+            .expires_at
+            .is_some_and(|exp| exp <= std::time::SystemTime::now());
+        let allowed = !expired
+            && identity::current_subject(&self.principal, &policy).is_ok_and(|subject| {
+                policy
+                    .check(&subject, action, topic, channel)
+                    .decision
+                    .is_allow()
+            });
+        if allowed {
+            return Ok(());
+        }
+        Counters::bump(&self.counters.denied);
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: Some(&self.principal),
+            action: action.as_str(),
+            topic: Some(topic),
+            channel,
+            outcome: "deny",
+            reason: Some("no longer allowed after the rate-limit wait"),
+            ..Event::default()
+        });
+        Err(reply::forbidden(action.as_str(), topic, channel).into())
+    }
+
     /// Charges the caller for the names the request may create in nsqd, from the same quotas
     /// as the TCP path; 429 naming the quota when over.
     pub fn charge_names(

@@ -268,6 +268,9 @@ impl NsqdFront {
                 &serde_json::json!({"message": "TOO_MANY_REQUESTS", "detail": limited.to_string()}),
             );
         }
+        if let Err(refusal) = caller.recheck(&self.gateway, Action::Publish, topic, None) {
+            return refusal.into_response();
+        }
         if let Err(refusal) = caller.charge_names(&self.gateway, topic, None) {
             return refusal.into_response();
         }
