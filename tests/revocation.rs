@@ -266,8 +266,8 @@ async fn a_crl_reload_closes_connections_of_a_newly_revoked_certificate() {
         r#"
 [roles.any]
 allow = [
-  { action = "publish", topics = ["*"] },
-  { action = "subscribe", topics = ["*"], channels = ["*"] },
+  { action = "publish", topics = ["**"] },
+  { action = "subscribe", topics = ["**"], channels = ["*"] },
 ]
 [identities]
 "spiffe://nsqgate.test/kept" = ["any"]
@@ -345,11 +345,11 @@ async fn a_publish_delayed_by_the_rate_limit_is_refused_if_its_key_was_deleted_m
     let key = nsqgate::auth::apikey::generate();
     pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
     let nsqd = Nsqd::start(&pki);
-    // 100 bytes of burst, refilled at 25 bytes/s: the second 100-byte PUB waits about 4 s.
+    // 100 bytes of burst, refilled at 10 bytes/s: the second 100-byte PUB waits about 10 s.
     let gate = start_gate(
         &pki,
         &nsqd,
-        "\n[rate_limits]\non_limit = \"delay\"\nmax_delay_ms = 60000\nidentity = { bytes_per_sec = 25, burst_bytes = 100 }\n",
+        "\n[rate_limits]\non_limit = \"delay\"\nmax_delay_ms = 60000\nidentity = { bytes_per_sec = 10, burst_bytes = 100 }\n",
     );
     let ca = pki.path("ca.pem");
     let mut publisher = authed(&gate, &ca, &key).await;
@@ -366,4 +366,61 @@ async fn a_publish_delayed_by_the_rate_limit_is_refused_if_its_key_was_deleted_m
     let reply = publisher.read_frame_within(Duration::from_secs(60)).await;
     assert_unauthorized(reply, "the delayed PUB");
     assert_eq!(nsqd.message_count("orders.delayed"), 1);
+}
+
+/// One HTTPS request over a fresh connection (`Connection: close`); the status line and body.
+async fn https_post(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: &str,
+    body: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tls_connector(&pki.path("ca.pem"), None)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The HTTP front's /pub waits in the same rate limits; it is judged again after the wait too.
+#[tokio::test]
+async fn an_http_publish_delayed_by_the_rate_limit_is_refused_if_its_key_was_deleted_meanwhile() {
+    let pki = Pki::new();
+    let key = nsqgate::auth::apikey::generate();
+    pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
+    let nsqd = Nsqd::start(&pki);
+    let https: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let gate = start_gate(
+        &pki,
+        &nsqd,
+        &format!(
+            "\n[rate_limits]\non_limit = \"delay\"\nmax_delay_ms = 60000\nidentity = {{ bytes_per_sec = 10, burst_bytes = 100 }}\n\n[http.nsqd]\nlisten = \"{https}\"\nupstream = \"{}\"\n",
+            nsqd.https
+        ),
+    );
+    let body = [b'x'; 100];
+    let first = https_post(&pki, https, "/pub?topic=orders.http", &key, &body).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let second = https_post(&pki, https, "/pub?topic=orders.http", &key, &body);
+    tokio::pin!(second);
+    // Let the request reach its wait, then delete the key.
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut second).await;
+    assert!(early.is_err(), "the second /pub was not delayed: {early:?}");
+    pki.write_policy("policy", "main.toml", ROLES);
+    let second = second.await;
+    assert!(second.starts_with("HTTP/1.1 403"), "{second}");
+    assert_eq!(nsqd.message_count("orders.http"), 1);
+    drop(gate);
 }

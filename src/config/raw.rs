@@ -33,6 +33,9 @@ pub struct RawConfig {
     pub connections: RawConnections,
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    /// Quotas on new topic and channel names per identity; unset keys keep their defaults.
+    #[serde(default)]
+    pub name_quotas: Option<crate::limit::names::NameQuota>,
 }
 
 /// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the

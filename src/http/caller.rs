@@ -154,6 +154,79 @@ impl Caller {
         }
     }
 
+    /// The request's decision taken again under the live policy, for a request that waited
+    /// (a rate-limit delay): its token may have expired, or a reload taken its key or right.
+    pub fn recheck(
+        &self,
+        gateway: &Gateway,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let policy = gateway.policy.borrow().clone();
+        let expired = self
+            .principal
+            .expires_at
+            .is_some_and(|exp| exp <= std::time::SystemTime::now());
+        let allowed = !expired
+            && identity::current_subject(&self.principal, &policy).is_ok_and(|subject| {
+                policy
+                    .check(&subject, action, topic, channel)
+                    .decision
+                    .is_allow()
+            });
+        if allowed {
+            return Ok(());
+        }
+        Counters::bump(&self.counters.denied);
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: Some(&self.principal),
+            action: action.as_str(),
+            topic: Some(topic),
+            channel,
+            outcome: "deny",
+            reason: Some("no longer allowed after the rate-limit wait"),
+            ..Event::default()
+        });
+        Err(reply::forbidden(action.as_str(), topic, channel).into())
+    }
+
+    /// Charges the caller for the names the request may create in nsqd, from the same quotas
+    /// as the TCP path; 429 naming the quota when over.
+    pub fn charge_names(
+        &self,
+        gateway: &Gateway,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let quota = self.policy.name_quota_of(&self.subject());
+        let Err(refused) = gateway
+            .names
+            .admit(&self.principal.identity, quota, topic, channel)
+        else {
+            return Ok(());
+        };
+        Counters::bump(&gateway.counters.name_quota);
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: Some(&self.principal),
+            action: if channel.is_some() {
+                "admin"
+            } else {
+                "publish"
+            },
+            topic: Some(topic),
+            channel,
+            outcome: "deny",
+            reason: Some(&refused.to_string()),
+            ..Event::default()
+        });
+        let body =
+            serde_json::json!({"message": "NAME_QUOTA_EXCEEDED", "detail": refused.to_string()});
+        Err(reply::json(::http::StatusCode::TOO_MANY_REQUESTS, &body).into())
+    }
+
     /// An operator-only request (debug, config, metrics): needs an admin rule on topic `*`.
     pub fn authorize_global_admin(&self, what: &str) -> Result<(), Refusal> {
         let allowed = self.access().global_admin();

@@ -57,6 +57,11 @@ impl Metrics {
                 "Live subscriptions closed by revocation or token expiry.",
                 &c.revoked,
             ),
+            (
+                "nsqgate_name_quota_refused_total",
+                "Publishes and SUBs refused by a quota on new topic or channel names.",
+                &c.name_quota,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");

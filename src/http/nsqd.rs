@@ -148,6 +148,11 @@ impl NsqdFront {
                 if let Err(refusal) = caller.authorize(Action::Admin, topic, None) {
                     return refusal.into_response();
                 }
+                if path == "/topic/create" {
+                    if let Err(refusal) = caller.charge_names(&self.gateway, topic, None) {
+                        return refusal.into_response();
+                    }
+                }
                 let target = query.only(&["topic"]).with_path(&path);
                 self.send(Method::POST, &target, headers, Bytes::new())
                     .await
@@ -159,6 +164,12 @@ impl NsqdFront {
                 };
                 if let Err(refusal) = caller.authorize(Action::Admin, topic, Some(channel)) {
                     return refusal.into_response();
+                }
+                if path == "/channel/create" {
+                    let charged = caller.charge_names(&self.gateway, topic, Some(channel));
+                    if let Err(refusal) = charged {
+                        return refusal.into_response();
+                    }
                 }
                 let target = query.only(&["topic", "channel"]).with_path(&path);
                 self.send(Method::POST, &target, headers, Bytes::new())
@@ -255,6 +266,12 @@ impl NsqdFront {
                 StatusCode::TOO_MANY_REQUESTS,
                 &serde_json::json!({"message": "TOO_MANY_REQUESTS", "detail": limited.to_string()}),
             );
+        }
+        if let Err(refusal) = caller.recheck(&self.gateway, Action::Publish, topic, None) {
+            return refusal.into_response();
+        }
+        if let Err(refusal) = caller.charge_names(&self.gateway, topic, None) {
+            return refusal.into_response();
         }
         let target = query
             .only(&["topic", "defer", "binary"])

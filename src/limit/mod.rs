@@ -4,6 +4,7 @@
 //! bound, or refused. Idle buckets are evicted so the keyed state cannot grow without bound.
 
 pub mod conn;
+pub mod names;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -175,6 +175,7 @@ impl Builder {
             deny,
             rate,
             topic_rate,
+            names,
         } = raw;
         let origin = source.origin(name.span(), key_path(&["roles", name.get_ref()]));
         let mut quotas = [None, None];
@@ -223,6 +224,7 @@ impl Builder {
             rules,
             rate,
             topic_rate,
+            names,
         };
         self.roles.insert(name, (role, origin));
         Ok(())

@@ -65,7 +65,7 @@ fn every_rejection_names_file_line_and_key() {
         (
             format!("{role}alow = []\n"),
             "policies/a.toml: line 2: roles.w.alow: unknown field `alow`, expected one of `allow`, \
-             `deny`, `rate`, `topic_rate`",
+             `deny`, `rate`, `topic_rate`, `names`",
         ),
         (
             format!("{role}[[roles.w.deny]]\naction = \"publish\"\ntopics = [\"a\"]\nchanels = [\"c\"]\n"),

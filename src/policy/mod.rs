@@ -274,6 +274,18 @@ impl Policy {
         rates
     }
 
+    /// The name quotas the subject's roles set: per field, the most generous; `None` where no
+    /// role sets one, so the configured default applies.
+    pub fn name_quota_of(&self, subject: &Subject<'_>) -> Option<crate::limit::names::NameQuota> {
+        self.roles
+            .iter()
+            .enumerate()
+            .filter(|&(index, _)| self.has_role(subject, index))
+            .fold(None, |quota, (_, role)| {
+                crate::limit::names::NameQuota::most_generous(quota, role.names)
+            })
+    }
+
     /// The subject's roles: those named for its identity plus the defined roles it claims.
     /// Sorted.
     pub fn roles_of(&self, subject: &Subject<'_>) -> Vec<String> {

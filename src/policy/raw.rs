@@ -57,6 +57,8 @@ pub(super) struct RawRole {
     pub(super) rate: Option<Spanned<RateQuota>>,
     /// Token bucket per identity holding this role and topic.
     pub(super) topic_rate: Option<Spanned<RateQuota>>,
+    /// Quotas on new topic and channel names for identities holding this role.
+    pub(super) names: Option<crate::limit::names::NameQuota>,
 }
 
 #[derive(Debug, Deserialize)]

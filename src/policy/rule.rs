@@ -14,6 +14,8 @@ pub(crate) struct Role {
     pub(crate) rate: Option<RateQuota>,
     /// Publish rate per identity holding the role, per topic.
     pub(crate) topic_rate: Option<RateQuota>,
+    /// Quotas on new names per identity holding the role.
+    pub(crate) names: Option<crate::limit::names::NameQuota>,
 }
 
 /// Whether a matching rule grants or refuses.

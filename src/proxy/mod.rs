@@ -61,6 +61,8 @@ pub struct Gateway {
     pub jwt: Option<Arc<JwtVerifier>>,
     /// Publish token buckets, shared by every connection (and the HTTP front).
     pub rates: Arc<RateLimits>,
+    /// Quotas on new topic and channel names, shared likewise.
+    pub names: Arc<crate::limit::names::NameQuotas>,
     /// Open-connection caps, shared by every listener.
     pub conns: Arc<ConnLimits>,
     /// Security decisions counted for `/metrics`.
@@ -114,6 +116,7 @@ impl Gateway {
             nsqd_http,
             own_metadata: Arc::new(identify::Metadata::own(&own_hostname())),
             unauthenticated: budget::Budget::new(config.max_unauthenticated_memory),
+            names: Arc::new(crate::limit::names::NameQuotas::new(config.name_quotas)),
             counters: Arc::default(),
             conns: ConnLimits::new(config.connections.clone()),
             config,

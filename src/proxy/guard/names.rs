@@ -1,0 +1,58 @@
+//! The guard's charge for new topic and channel names ([`crate::limit::names`]): asked once per
+//! allowed decision that is not cached yet, refused with nsqd's own failure code for the command.
+
+use super::{action_name, fatal, Guard, Verdict};
+use crate::audit::{self, Counters, Event};
+use crate::identity;
+use crate::limit::names::NameRefused;
+use crate::nsq::ErrorCode;
+use crate::policy::{Action, Policy};
+
+impl Guard {
+    pub(super) fn charge_names(
+        &self,
+        policy: &Policy,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Result<(), NameRefused> {
+        let Some(principal) = &self.principal else {
+            return Ok(());
+        };
+        let quota = identity::current_subject(principal, policy)
+            .ok()
+            .and_then(|subject| policy.name_quota_of(&subject));
+        self.gateway
+            .names
+            .admit(&principal.identity, quota, topic, channel)
+    }
+
+    /// nsqd's own failure code for the command, with a text naming the quota.
+    pub(super) fn name_refusal(
+        &self,
+        command: &str,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+        refused: NameRefused,
+    ) -> Verdict {
+        Counters::bump(&self.gateway.counters.name_quota);
+        let reason = refused.to_string();
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: self.principal.as_ref(),
+            action: action_name(action),
+            topic: Some(topic),
+            channel,
+            outcome: "deny",
+            reason: Some(&reason),
+            ..Event::default()
+        });
+        let code = match command {
+            "MPUB" => ErrorCode::MpubFailed,
+            "DPUB" => ErrorCode::DpubFailed,
+            "SUB" => ErrorCode::SubFailed,
+            _ => ErrorCode::PubFailed,
+        };
+        fatal(code, &format!("{command} failed: {reason}"))
+    }
+}

@@ -1,0 +1,116 @@
+//! Whether a live connection still stands: judged again whenever the policy version changes (a
+//! CRL reload changes it too). A deleted or reassigned API key, an identity's last role gone, a
+//! certificate the CRLs now revoke, a subscription no longer allowed or an expired token end it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{Guard, Revocation};
+use crate::audit::{self, Counters, Event};
+use crate::identity::{self, Gone};
+use crate::policy::{Action, Policy};
+
+impl Guard {
+    /// The current policy, after judging the connection again if it changed since the last
+    /// look (a CRL reload changes its version too): the decision cache is dropped, and the
+    /// credential must still stand. Once lost, standing is not regained.
+    pub(super) fn refresh(&mut self) -> Result<Arc<Policy>, Gone> {
+        let policy = self.policy.borrow().clone();
+        if policy.version() != self.cached_version {
+            self.cached_version = policy.version();
+            self.cache.clear();
+            if self.standing.is_ok() {
+                self.standing = self.stands_under(&policy);
+            }
+        }
+        self.standing.map(|()| policy)
+    }
+
+    fn stands_under(&mut self, policy: &Policy) -> Result<(), Gone> {
+        if let (Some(chain), Some(certs)) = (&self.cert_chain, &self.gateway.client_certs) {
+            certs
+                .still_valid(chain)
+                .map_err(|_| Gone::CertificateRevoked)?;
+        }
+        let Some(principal) = &self.principal else {
+            return Ok(());
+        };
+        let subject = identity::current_subject(principal, policy)?;
+        let has_roles = !policy.roles_of(&subject).is_empty();
+        let had_roles = std::mem::replace(&mut self.had_roles, has_roles);
+        if had_roles && !has_roles {
+            return Err(Gone::NoRoles);
+        }
+        Ok(())
+    }
+
+    /// Completes when this connection loses its standing: a reload took its credential (API
+    /// key deleted, certificate revoked, last role gone) or its subscription's permission, or
+    /// its token expired while subscribed. Pending forever for a connection with nothing to
+    /// lose.
+    pub async fn revoked(&mut self) -> Revocation {
+        loop {
+            let expiry = self
+                .subscription
+                .as_ref()
+                .and(self.principal.as_ref())
+                .and_then(|p| p.expires_at)
+                .map(|exp| {
+                    exp.duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO)
+                });
+            tokio::select! {
+                changed = self.policy.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if let Err(gone) = self.refresh() {
+                        return self.revoke(gone.to_string());
+                    }
+                    if let Some((topic, channel)) = self.subscription.clone() {
+                        if !self.still_allowed(&topic, &channel) {
+                            return self.revoke("policy no longer allows this subscription".into());
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(expiry.unwrap_or(Duration::MAX)), if expiry.is_some() => {
+                    return self.revoke("token expired".into());
+                }
+            }
+        }
+    }
+
+    fn still_allowed(&mut self, topic: &str, channel: &str) -> bool {
+        let Some(principal) = &self.principal else {
+            return false;
+        };
+        let policy = self.policy.borrow_and_update().clone();
+        identity::current_subject(principal, &policy).is_ok_and(|subject| {
+            policy
+                .check(&subject, Action::Subscribe, topic, Some(channel))
+                .decision
+                .is_allow()
+        })
+    }
+
+    /// Starts the end of this connection: counted and audited once, however it is noticed.
+    pub(super) fn revoke(&mut self, reason: String) -> Revocation {
+        let subscribed = self.subscription.is_some();
+        if !self.draining {
+            self.draining = true;
+            Counters::bump(&self.gateway.counters.revoked);
+            let (topic, channel) = self.subscription.clone().unwrap_or_default();
+            audit::record(&Event {
+                remote: Some(self.peer),
+                principal: self.principal.as_ref(),
+                action: "revoke",
+                topic: Some(&topic),
+                channel: Some(&channel),
+                outcome: "closed",
+                reason: Some(&reason),
+                ..Event::default()
+            });
+        }
+        Revocation { reason, subscribed }
+    }
+}
