@@ -38,17 +38,11 @@ pub struct Counters {
     /// Commands and requests the policy denied.
     pub denied: AtomicU64,
     /// Publishes refused by a rate limit.
-<<<<<<< HEAD
     pub rate_limited: AtomicU64,
-    /// Live subscriptions closed by a policy change or token expiry.
-    pub revoked: AtomicU64,
-=======
-    pub rate_limited: std::sync::atomic::AtomicU64,
     /// Live connections closed by a reload (key, roles, certificate) or token expiry.
-    pub revoked: std::sync::atomic::AtomicU64,
+    pub revoked: AtomicU64,
     /// Publishes and SUBs refused by a quota on new topic or channel names.
-    pub name_quota: std::sync::atomic::AtomicU64,
->>>>>>> sec-guard
+    pub name_quota: AtomicU64,
 }
 
 impl Counters {

@@ -89,13 +89,10 @@ pub struct Config {
     /// A producers' listener over `[upstream]` and every node.
     pub producer_pool: Option<PoolConfig>,
     pub rates: RateSettings,
-<<<<<<< HEAD
     /// Every file and folder the configuration names, for the start-up permission check.
     pub files: Vec<perms::NamedFile>,
-=======
     /// `[name_quotas]` over the built-in defaults (0 = no limit); roles may raise them.
     pub name_quotas: crate::limit::names::NameQuota,
->>>>>>> sec-guard
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
