@@ -109,6 +109,18 @@ async fn identity_star_stays_in_its_own_segment() {
 
 /// One HTTPS GET with a bearer key, bytes written by hand; returns the status code.
 async fn get_status(pki: &Pki, addr: SocketAddr, path: &str, key: &str) -> u16 {
+    http_status(pki, addr, "GET", path, key, b"").await
+}
+
+/// One HTTPS request with a bearer key, bytes written by hand; returns the status code.
+async fn http_status(
+    pki: &Pki,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &[u8],
+) -> u16 {
     let mut roots = rustls::RootCertStore::empty();
     for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
         roots.add(cert).unwrap();
@@ -127,10 +139,12 @@ async fn get_status(pki: &Pki, addr: SocketAddr, path: &str, key: &str) -> u16 {
         .await
         .unwrap();
     let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     );
     tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
@@ -163,6 +177,20 @@ async fn operator_views_need_a_rule_on_every_topic_not_two_probes() {
             "`*_*` plus `*0*` is not every topic: {path}"
         );
     }
+    // The HTTP front matches names exactly as the TCP listener does.
+    let denied = http_status(
+        &pki,
+        https,
+        "POST",
+        "/pub?topic=alice.bob.http",
+        &alice,
+        b"x",
+    );
+    assert_eq!(denied.await, 403);
+    let allowed = http_status(&pki, https, "POST", "/pub?topic=alice.http", &alice, b"x");
+    assert_eq!(allowed.await, 200);
+    assert_eq!(nsqd.message_count("alice.http"), 1);
+    assert!(!nsqd.topic_exists("alice.bob.http"));
     drop(gate);
 }
 
