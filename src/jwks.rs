@@ -1,6 +1,7 @@
 //! Fetching an issuer's JWKS over verified HTTPS, once at start and then in the background.
-//! A failed refresh keeps the last good key set (and says so in the log); the verifier refuses
-//! a document it cannot use, so a bad answer cannot empty or poison the live set.
+//! A refresh applies every usable entry (the verifier skips and counts the others), so a key
+//! the issuer removed is gone after the next refresh. A failed refresh keeps the last good set
+//! (and says so in the log) until it is older than `jwks_max_stale_secs`; then it fails closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::auth::jwt::JwtVerifier;
 use crate::config::JwksSource;
@@ -104,7 +105,9 @@ async fn get(source: &JwksSource) -> Result<Vec<u8>, JwksError> {
     Ok(body.to_bytes().to_vec())
 }
 
-/// Re-fetches every `source.refresh`; a good document replaces the verifier's JWKS keys.
+/// Re-fetches every `source.refresh`; a usable document replaces the verifier's JWKS keys
+/// (unusable entries skipped). A failure is counted and logged; once the set in force is older
+/// than `jwks_max_stale_secs`, its keys verify nothing and the log says so at error level.
 pub async fn refresh_forever(source: JwksSource, verifier: Arc<JwtVerifier>) {
     loop {
         tokio::time::sleep(source.refresh).await;
@@ -114,11 +117,33 @@ pub async fn refresh_forever(source: JwksSource, verifier: Arc<JwtVerifier>) {
                 .map_err(|e| format!("unusable document: {e}")),
             Err(e) => Err(e.to_string()),
         };
-        match outcome {
-            Ok(()) => info!(url = %source.url, "JWKS refreshed"),
-            Err(reason) => {
-                warn!(url = %source.url, %reason, "JWKS refresh failed; the last good keys stay in force")
+        let reason = match outcome {
+            Ok(0) => {
+                info!(url = %source.url, "JWKS refreshed");
+                continue;
             }
+            Ok(skipped) => {
+                warn!(url = %source.url, skipped, "JWKS refreshed; unusable entries skipped");
+                continue;
+            }
+            Err(reason) => reason,
+        };
+        let max_stale_secs = verifier.jwks_max_stale().map_or(0, |d| d.as_secs());
+        match verifier.jwks_refresh_failed() {
+            Some(age) => error!(
+                url = %source.url,
+                %reason,
+                age_secs = age.as_secs(),
+                max_stale_secs,
+                "JWKS refresh failed and the key set is older than jwks_max_stale_secs: \
+                 tokens signed by its keys are refused until a refresh succeeds"
+            ),
+            None => warn!(
+                url = %source.url,
+                %reason,
+                max_stale_secs,
+                "JWKS refresh failed; the last good keys stay in force until jwks_max_stale_secs"
+            ),
         }
     }
 }

@@ -109,6 +109,18 @@ async fn identity_star_stays_in_its_own_segment() {
 
 /// One HTTPS GET with a bearer key, bytes written by hand; returns the status code.
 async fn get_status(pki: &Pki, addr: SocketAddr, path: &str, key: &str) -> u16 {
+    http_status(pki, addr, "GET", path, key, b"").await
+}
+
+/// One HTTPS request with a bearer key, bytes written by hand; returns the status code.
+async fn http_status(
+    pki: &Pki,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &[u8],
+) -> u16 {
     let mut roots = rustls::RootCertStore::empty();
     for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
         roots.add(cert).unwrap();
@@ -127,10 +139,12 @@ async fn get_status(pki: &Pki, addr: SocketAddr, path: &str, key: &str) -> u16 {
         .await
         .unwrap();
     let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     );
     tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
@@ -163,6 +177,20 @@ async fn operator_views_need_a_rule_on_every_topic_not_two_probes() {
             "`*_*` plus `*0*` is not every topic: {path}"
         );
     }
+    // The HTTP front matches names exactly as the TCP listener does.
+    let denied = http_status(
+        &pki,
+        https,
+        "POST",
+        "/pub?topic=alice.bob.http",
+        &alice,
+        b"x",
+    );
+    assert_eq!(denied.await, 403);
+    let allowed = http_status(&pki, https, "POST", "/pub?topic=alice.http", &alice, b"x");
+    assert_eq!(allowed.await, 200);
+    assert_eq!(nsqd.message_count("alice.http"), 1);
+    assert!(!nsqd.topic_exists("alice.bob.http"));
     drop(gate);
 }
 
@@ -231,4 +259,113 @@ fn check_config_and_explain_flag_stars_whose_meaning_changed() {
         err.contains("line 2: roles.r.allow[0].topics[0]: pattern \"a.***\""),
         "{err}"
     );
+}
+
+// === role quotas: one bucket per key, merged with the defaults ===
+
+const QUOTA_POLICY: &str = r#"
+wildcards = "segment"
+
+[roles.five]
+allow = [{ action = "publish", topics = ["**"] }]
+rate = { messages_per_sec = 1, burst_messages = 5 }
+
+[roles.ten]
+allow = [{ action = "publish", topics = ["**"] }]
+rate = { messages_per_sec = 1, burst_messages = 10 }
+
+[roles.messages-only]
+allow = [{ action = "publish", topics = ["**"] }]
+rate = { messages_per_sec = 1000 }
+"#;
+
+/// A gate in reject mode whose JWTs are HS256 with a secret written next to the config.
+fn quota_gate(pki: &Pki, nsqd: &Nsqd, policy: &str, rate_limits: &str) -> (Gate, Vec<u8>) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let secret = b"a shared HS256 secret of at least 32 bytes, for tests".to_vec();
+    let path = pki.path("jwt.secret");
+    std::fs::write(&path, &secret).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    pki.write_policy("quotas", "quotas.toml", policy);
+    let port = free_port();
+    let rest = format!(
+        "[auth]\npolicy_dir = \"quotas\"\n\n[[auth.jwt.keys]]\nalgorithm = \"HS256\"\n\
+         secret_file = \"jwt.secret\"\n\n[rate_limits]\non_limit = \"reject\"\n{rate_limits}\n"
+    );
+    let config = common::gate_config(port, nsqd.tcp, "", &rest);
+    (Gate::start_config(pki, &config, port), secret)
+}
+
+fn token(secret: &[u8], sub: &str, roles: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": sub, "exp": exp, "roles": roles }),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn alternating_credentials_of_one_identity_share_one_bucket() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let (gate, secret) = quota_gate(&pki, &nsqd, QUOTA_POLICY, "");
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    // Two tokens of identity `svc` whose roles grant different bursts (5 and 10, 1/s).
+    let mut five = authed(gate.addr, &connector, &token(&secret, "svc", &["five"])).await;
+    let mut ten = authed(gate.addr, &connector, &token(&secret, "svc", &["ten"])).await;
+    let started = std::time::Instant::now();
+    let (mut acked, mut refusal) = (0u64, None);
+    for round in 0..200 {
+        let client = if round % 2 == 0 { &mut five } else { &mut ten };
+        let reply = client.publish("quota.shared", b"x").await.expect("a reply");
+        if reply.frame_type != FrameType::Response {
+            refusal = Some(frame_text(&reply));
+            break;
+        }
+        acked += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let refusal = refusal.expect("alternating credentials must not escape the budget");
+    assert!(refusal.starts_with("E_PUB_FAILED"), "{refusal}");
+    // The larger burst plus what 1/s refills while the loop ran: never one fresh bucket each.
+    let bound = 10 + elapsed.ceil() as u64 + 1;
+    assert!(acked <= bound, "{acked} OKs > {bound} (in {elapsed:.2} s)");
+    assert_eq!(nsqd.message_count("quota.shared"), acked);
+}
+
+#[tokio::test]
+async fn a_role_that_sets_only_messages_keeps_the_default_byte_quota() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let defaults = "identity = { bytes_per_sec = 100, burst_bytes = 1000 }";
+    let (gate, secret) = quota_gate(&pki, &nsqd, QUOTA_POLICY, defaults);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let jwt = token(&secret, "bulk", &["messages-only"]);
+    let mut client = authed(gate.addr, &connector, &jwt).await;
+    let body = vec![b'b'; 600];
+    let started = std::time::Instant::now();
+    let (mut acked, mut refusal) = (0u64, None);
+    for _ in 0..20 {
+        let reply = client.publish("quota.bytes", &body).await.expect("a reply");
+        if reply.frame_type != FrameType::Response {
+            refusal = Some(frame_text(&reply));
+            break;
+        }
+        acked += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let refusal = refusal.expect("the default bytes_per_sec still applies");
+    assert!(
+        refusal.starts_with("E_PUB_FAILED") && refusal.contains("bytes"),
+        "{refusal}"
+    );
+    let bound = (1000 + (100.0 * elapsed).ceil() as u64) / 600 + 1;
+    assert!(acked <= bound, "{acked} OKs > {bound} (in {elapsed:.2} s)");
+    assert_eq!(nsqd.message_count("quota.bytes"), acked);
 }

@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::str::FromStr as _;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,6 +14,7 @@ use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+use super::jwks_set::JwksState;
 use super::keys::{self, BoundKey};
 use super::{sanitize, AuthError, Method, Principal};
 
@@ -26,8 +26,14 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub struct JwtSettings {
     /// Keys from PEM files or shared secrets, each bound to one algorithm.
     pub keys: Vec<JwtKey>,
-    /// A JWKS document (JSON bytes); every entry must carry `alg`.
+    /// A JWKS document (JSON bytes); unusable entries are skipped (logged, counted).
     pub jwks: Option<Vec<u8>>,
+    /// The issuer's algorithms, for JWKS entries without `alg`: such an entry is bound to
+    /// each of these that fits its key type. Empty: entries without `alg` are skipped.
+    pub algorithms: Vec<Algorithm>,
+    /// For a JWKS that is refreshed (`jwks_url`): past this age without a successful refresh
+    /// its keys verify nothing (fail closed). `None`: never stale (a `jwks_file`).
+    pub jwks_max_stale: Option<Duration>,
     /// Required `iss`, when set.
     pub issuer: Option<String>,
     /// Required member of `aud` (a string or an array), when set. When unset, `aud` is ignored.
@@ -95,8 +101,8 @@ pub enum JwtConfigError {
     /// The JWKS document is not a JSON `{"keys": [...]}` object.
     #[error("invalid JWKS document: {0}")]
     InvalidJwks(String),
-    /// A JWKS entry without `alg`.
-    #[error("{key}: JWKS entries must name their alg")]
+    /// A JWKS entry without `alg`, and no configured algorithm fits its key type.
+    #[error("{key}: has no alg, and no algorithm in [auth.jwt] algorithms fits its key type")]
     JwkMissingAlg { key: String },
     /// The JWKS document has no usable signature key.
     #[error("JWKS document has no usable signature key")]
@@ -112,8 +118,10 @@ pub struct JwtVerifier {
     /// Keys from configuration files; fixed for the verifier's life.
     static_keys: Vec<BoundKey>,
     /// Keys from the JWKS document, swapped whole by [`JwtVerifier::replace_jwks`] so that a
-    /// verification sees one consistent set and the lock is held only to clone the `Arc`.
-    jwks_keys: RwLock<Arc<Vec<BoundKey>>>,
+    /// verification sees one consistent set; with its age and health figures.
+    jwks: JwksState,
+    /// For JWKS entries without `alg` (see [`JwtSettings::algorithms`]).
+    algorithms: Vec<Algorithm>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: u64,
@@ -128,6 +136,8 @@ impl Default for JwtSettings {
         JwtSettings {
             keys: Vec::new(),
             jwks: None,
+            algorithms: Vec::new(),
+            jwks_max_stale: None,
             issuer: None,
             audience: None,
             leeway_secs: 60,
@@ -145,6 +155,8 @@ impl fmt::Debug for JwtSettings {
                 "jwks",
                 &self.jwks.as_ref().map(|j| format!("<{} bytes>", j.len())),
             )
+            .field("algorithms", &self.algorithms)
+            .field("jwks_max_stale", &self.jwks_max_stale)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
@@ -168,20 +180,24 @@ impl fmt::Debug for KeyMaterial {
 // === impl JwtVerifier ===
 
 impl JwtVerifier {
-    /// Binds and checks every key; fails on the first unusable one.
+    /// Binds and checks every configured key (failing on the first unusable one) and the
+    /// JWKS document (skipping, logging and counting unusable entries).
     pub fn new(settings: &JwtSettings) -> Result<JwtVerifier, JwtConfigError> {
         let static_keys = keys::bind_static(&settings.keys)?;
-        let jwks_keys = match &settings.jwks {
-            Some(json) => keys::bind_jwks(json)?,
-            None => Vec::new(),
+        let jwks = match &settings.jwks {
+            Some(json) => keys::bind_jwks(json, &settings.algorithms, &static_keys)?,
+            None => keys::JwksKeys {
+                keys: Vec::new(),
+                skipped: 0,
+            },
         };
-        if static_keys.is_empty() && jwks_keys.is_empty() {
+        if static_keys.is_empty() && jwks.keys.is_empty() {
             return Err(JwtConfigError::NoKeys);
         }
-        keys::check_unique_kids(&static_keys, &jwks_keys)?;
         Ok(JwtVerifier {
             static_keys,
-            jwks_keys: RwLock::new(Arc::new(jwks_keys)),
+            jwks: JwksState::new(jwks.keys, jwks.skipped, settings.jwks_max_stale),
+            algorithms: settings.algorithms.clone(),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway_secs: settings.leeway_secs,
@@ -219,20 +235,35 @@ impl JwtVerifier {
         self.principal(&claims, now_unix)
     }
 
-    /// Swaps in a new JWKS document. On any error the current set stays in force, so a
-    /// background refresh can keep serving the last good keys.
-    pub fn replace_jwks(&self, jwks_json: &[u8]) -> Result<(), JwtConfigError> {
-        let fresh = keys::bind_jwks(jwks_json)?;
-        keys::check_unique_kids(&self.static_keys, &fresh)?;
-        // The guarded value is a single `Arc`, always whole, so a poisoned lock is still sound.
-        let mut current = self.jwks_keys.write().unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(fresh);
-        Ok(())
+    /// Swaps in a new JWKS document: its usable entries replace the whole JWKS set (a key
+    /// the issuer removed is gone), unusable ones are skipped and counted. When the document
+    /// is unusable as a whole (not a JWKS, no usable key) the current set stays in force,
+    /// until it is older than `jwks_max_stale`. Returns how many entries were skipped.
+    pub fn replace_jwks(&self, jwks_json: &[u8]) -> Result<u64, JwtConfigError> {
+        match keys::bind_jwks(jwks_json, &self.algorithms, &self.static_keys) {
+            Ok(fresh) => {
+                self.jwks.replace(fresh.keys, fresh.skipped);
+                Ok(fresh.skipped)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    fn jwks_snapshot(&self) -> Arc<Vec<BoundKey>> {
-        let current = self.jwks_keys.read().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(&current)
+    /// Counts a refresh that failed (fetch or document) and says, when it is so, how long the
+    /// JWKS in force has been past `jwks_max_stale` (then its keys verify nothing).
+    pub fn jwks_refresh_failed(&self) -> Option<Duration> {
+        self.jwks.record_refresh_failure();
+        self.jwks.stale_for(&self.jwks.snapshot())
+    }
+
+    /// `jwks_max_stale`, for log lines.
+    pub fn jwks_max_stale(&self) -> Option<Duration> {
+        self.jwks.max_stale()
+    }
+
+    /// The JWKS figures for `/metrics` (Prometheus text).
+    pub fn render_jwks_metrics(&self, out: &mut String) {
+        self.jwks.render(out);
     }
 
     /// Picks the candidate keys (by `kid`, else by algorithm) and checks the signature.
@@ -242,21 +273,41 @@ impl JwtVerifier {
         alg: Algorithm,
         kid: Option<&str>,
     ) -> Result<(), AuthError> {
-        let jwks = self.jwks_snapshot();
-        let mut all = self.static_keys.iter().chain(jwks.iter());
+        let set = self.jwks.snapshot();
+        let stale = self.jwks.stale_for(&set);
+        let all = || self.static_keys.iter().chain(set.keys.iter());
         let candidates: Vec<&BoundKey> = match kid {
             Some(kid) => {
-                let key = all
-                    .find(|k| k.kid.as_deref() == Some(kid))
-                    .ok_or_else(|| AuthError::UnknownKid(sanitize(kid)))?;
-                vec![key]
+                let named: Vec<&BoundKey> =
+                    all().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+                if named.is_empty() {
+                    return Err(AuthError::UnknownKid(sanitize(kid)));
+                }
+                // The header's alg must be the key's own: never let a token choose how a key
+                // is used (an entry without `alg` may be bound to several).
+                named.into_iter().filter(|k| k.alg == alg).collect()
             }
-            None => all.filter(|k| k.alg == alg).collect(),
+            None => all().filter(|k| k.alg == alg).collect(),
         };
-        // The header's alg must be the key's own: never let a token choose how a key is used.
-        if candidates.is_empty() || candidates.iter().any(|k| k.alg != alg) {
+        if candidates.is_empty() {
             return Err(AuthError::AlgorithmNotAllowed(format!("{alg:?}")));
         }
+        // Fail closed on a stale set: the issuer may have removed any of its keys since.
+        let from_set = |k: &&BoundKey| set.keys.iter().any(|s| std::ptr::eq(s, *k));
+        let candidates: Vec<&BoundKey> = match stale {
+            Some(age) => {
+                let fresh: Vec<&BoundKey> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|k| !from_set(k))
+                    .collect();
+                if fresh.is_empty() {
+                    return Err(AuthError::KeysStale(age.as_secs()));
+                }
+                fresh
+            }
+            None => candidates,
+        };
         for key in candidates {
             match jsonwebtoken::crypto::verify(
                 parts.signature,

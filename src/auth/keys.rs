@@ -4,7 +4,7 @@
 //! [`super::jwt::JwtVerifier::verify`] never meets an unusable key. No I/O here: the
 //! configuration layer reads the files and hands over bytes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyOperations, PublicKeyUse,
@@ -56,12 +56,28 @@ pub(crate) fn bind_static(keys: &[JwtKey]) -> Result<Vec<BoundKey>, JwtConfigErr
     Ok(bound)
 }
 
-/// Binds the signature keys of a JWKS document.
-///
-/// Every key must name its `alg` (a key without one could be tried with any algorithm of its
-/// type). Keys marked for encryption, and keys with an algorithm nsqgate does not implement,
-/// are skipped as RFC 7517 section 5 asks; a document left with no key is refused.
-pub(crate) fn bind_jwks(json: &[u8]) -> Result<Vec<BoundKey>, JwtConfigError> {
+/// The usable signature keys of a JWKS document, and how many entries could not be used.
+#[derive(Debug)]
+pub(crate) struct JwksKeys {
+    pub(crate) keys: Vec<BoundKey>,
+    /// Entries skipped as unusable (each logged with its reason).
+    pub(crate) skipped: u64,
+}
+
+/// Binds the signature keys of a JWKS document, skipping (logging and counting) each entry
+/// that cannot be used, so one odd entry cannot hold back the rest of the issuer's set:
+/// a key type that does not fit its `alg`, an `alg` nsqgate does not implement, bad or weak
+/// key parameters, a `kid` that appears twice (every entry with it: which one is meant is
+/// unknowable) or that a configured key (`taken`) already has. An entry without `alg` is
+/// bound to each of `algorithms` (the issuer's, from `[auth.jwt] algorithms`) that fits its
+/// key type, and skipped when none does. Keys marked for encryption are left out as RFC 7517
+/// section 5 asks (not counted). Fails only on a document that is not a JWKS, or one with no
+/// usable signature key.
+pub(crate) fn bind_jwks(
+    json: &[u8],
+    algorithms: &[Algorithm],
+    taken: &[BoundKey],
+) -> Result<JwksKeys, JwtConfigError> {
     let set: JwkSet = serde_json::from_slice(json).map_err(|e| {
         // Only the position: serde's message may quote a value, and JWKS may hold secrets.
         JwtConfigError::InvalidJwks(format!(
@@ -71,16 +87,34 @@ pub(crate) fn bind_jwks(json: &[u8]) -> Result<Vec<BoundKey>, JwtConfigError> {
             e.column()
         ))
     })?;
-    let mut bound = Vec::with_capacity(set.keys.len());
+    let mut kids: HashMap<&str, usize> = HashMap::new();
+    for kid in set.keys.iter().filter_map(|k| k.common.key_id.as_deref()) {
+        *kids.entry(kid).or_default() += 1;
+    }
+    let mut bound = JwksKeys {
+        keys: Vec::with_capacity(set.keys.len()),
+        skipped: 0,
+    };
     for (index, jwk) in set.keys.iter().enumerate() {
-        if let Some(key) = bind_jwk(index, jwk)? {
-            bound.push(key);
+        let name = describe("jwks keys", index, jwk.common.key_id.as_deref());
+        let unique = |kid: &str| {
+            kids.get(kid) == Some(&1) && taken.iter().all(|k| k.kid.as_deref() != Some(kid))
+        };
+        let outcome = match jwk.common.key_id.as_deref() {
+            Some(kid) if !unique(kid) => Err(JwtConfigError::DuplicateKid(kid.to_owned())),
+            _ => bind_jwk(&name, jwk, algorithms),
+        };
+        match outcome {
+            Ok(keys) => bound.keys.extend(keys),
+            Err(reason) => {
+                bound.skipped += 1;
+                tracing::warn!(key = %name, %reason, "JWKS entry skipped; the other entries apply");
+            }
         }
     }
-    if bound.is_empty() {
+    if bound.keys.is_empty() {
         return Err(JwtConfigError::EmptyJwks);
     }
-    check_unique_kids(&bound, &[])?;
     Ok(bound)
 }
 
@@ -95,9 +129,12 @@ pub(crate) fn check_unique_kids(a: &[BoundKey], b: &[BoundKey]) -> Result<(), Jw
     Ok(())
 }
 
-fn bind_jwk(index: usize, jwk: &Jwk) -> Result<Option<BoundKey>, JwtConfigError> {
-    let kid = jwk.common.key_id.clone();
-    let name = describe("jwks keys", index, kid.as_deref());
+/// The entry's keys: one per algorithm it may verify; none for a non-signature key.
+fn bind_jwk(
+    name: &str,
+    jwk: &Jwk,
+    algorithms: &[Algorithm],
+) -> Result<Vec<BoundKey>, JwtConfigError> {
     let for_signatures = match &jwk.common.public_key_use {
         None | Some(PublicKeyUse::Signature) => true,
         Some(_) => false,
@@ -109,16 +146,42 @@ fn bind_jwk(index: usize, jwk: &Jwk) -> Result<Option<BoundKey>, JwtConfigError>
         .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
     if !for_signatures || !verifies {
         tracing::debug!(key = %name, "skipping JWKS key not meant for signature verification");
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let Some(key_alg) = jwk.common.key_algorithm else {
-        return Err(JwtConfigError::JwkMissingAlg { key: name });
+    let algs: Vec<Algorithm> = match jwk.common.key_algorithm {
+        Some(key_alg) => match Algorithm::try_from(key_alg) {
+            Ok(alg) if fits(jwk, alg) => vec![alg],
+            Ok(_) => return Err(invalid(name, "key type or curve does not match its alg")),
+            Err(_) => return Err(invalid(name, "its alg is not one nsqgate verifies")),
+        },
+        None => algorithms
+            .iter()
+            .copied()
+            .filter(|&alg| fits(jwk, alg))
+            .collect(),
     };
-    let Ok(alg) = Algorithm::try_from(key_alg) else {
-        tracing::warn!(key = %name, alg = %key_alg, "skipping JWKS key with an unsupported alg");
-        return Ok(None);
-    };
-    let type_matches = match (&jwk.algorithm, alg) {
+    if algs.is_empty() {
+        return Err(JwtConfigError::JwkMissingAlg {
+            key: name.to_owned(),
+        });
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid(name, "bad key parameters"))?;
+    let kid = jwk.common.key_id.clone();
+    let mut keys = Vec::with_capacity(algs.len());
+    for alg in algs {
+        check_usable(name, alg, &key)?;
+        keys.push(BoundKey {
+            kid: kid.clone(),
+            alg,
+            key: key.clone(),
+        });
+    }
+    Ok(keys)
+}
+
+/// Whether the JWK's key type (and curve) is the one `alg` needs.
+fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    match (&jwk.algorithm, alg) {
         (AlgorithmParameters::RSA(_), _) => alg.family() == AlgorithmFamily::Rsa,
         (AlgorithmParameters::OctetKey(_), _) => alg.family() == AlgorithmFamily::Hmac,
         (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
@@ -127,13 +190,7 @@ fn bind_jwk(index: usize, jwk: &Jwk) -> Result<Option<BoundKey>, JwtConfigError>
             p.curve == EllipticCurve::Ed25519
         }
         _ => false,
-    };
-    if !type_matches {
-        return Err(invalid(&name, "key type or curve does not match its alg"));
     }
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid(&name, "bad key parameters"))?;
-    check_usable(&name, alg, &key)?;
-    Ok(Some(BoundKey { kid, alg, key }))
 }
 
 /// Parses a PEM public key for an asymmetric algorithm.

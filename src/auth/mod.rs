@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 pub mod apikey;
+mod jwks_set;
 pub mod jwt;
 mod keys;
 pub mod mtls;
@@ -116,6 +117,9 @@ pub enum AuthError {
     /// The client certificate carries none of the configured identity fields.
     #[error("client certificate has no usable identity")]
     NoCertificateIdentity,
+    /// The token's key is in a JWKS not refreshed for longer than `jwks_max_stale_secs`.
+    #[error("the issuer's key set (JWKS) is stale ({0} s old): its keys are not trusted")]
+    KeysStale(u64),
 }
 
 // === impl AuthError ===
@@ -140,6 +144,7 @@ impl AuthError {
             AuthError::MissingIdentityClaim => "missing_identity",
             AuthError::UnknownApiKey => "unknown_api_key",
             AuthError::NoCertificateIdentity => "no_certificate_identity",
+            AuthError::KeysStale(_) => "keys_stale",
         }
     }
 }

@@ -14,6 +14,7 @@ pub(super) fn jwt_settings(raw: RawJwt, at: &Locator<'_>) -> Result<JwtSettings,
         let path = at.existing(key, path)?;
         std::fs::read(&path).map_err(|e| at.invalid(key, format!("{}: {e}", path.display())))
     };
+    let (algorithms, jwks_max_stale) = jwks_policy(&raw, at)?;
     let mut keys = Vec::new();
     for (index, key) in raw.keys.into_iter().enumerate() {
         let name = format!("auth.jwt.keys[{index}]");
@@ -62,6 +63,8 @@ pub(super) fn jwt_settings(raw: RawJwt, at: &Locator<'_>) -> Result<JwtSettings,
     let settings = JwtSettings {
         keys,
         jwks,
+        algorithms,
+        jwks_max_stale,
         issuer: raw.issuer,
         audience: raw.audience,
         leeway_secs: raw.leeway_secs,
@@ -75,6 +78,41 @@ pub(super) fn jwt_settings(raw: RawJwt, at: &Locator<'_>) -> Result<JwtSettings,
             .map_err(|e| at.invalid("auth.jwt", e.to_string()))?;
     }
     Ok(settings)
+}
+
+/// `algorithms` (for JWKS entries without `alg`) and, for a fetched JWKS, the age past which
+/// it fails closed: longer than one refresh interval, or a healthy set would go stale.
+fn jwks_policy(
+    raw: &RawJwt,
+    at: &Locator<'_>,
+) -> Result<(Vec<jsonwebtoken::Algorithm>, Option<Duration>), ConfigError> {
+    let mut algorithms = Vec::new();
+    for name in &raw.algorithms {
+        let alg = name.parse().map_err(|_| {
+            at.invalid(
+                "auth.jwt.algorithms",
+                format!("unknown algorithm {name:?} (e.g. \"RS256\", \"ES256\", \"EdDSA\")"),
+            )
+        })?;
+        algorithms.push(alg);
+    }
+    if raw.jwks_url.is_none() {
+        return Ok((algorithms, None));
+    }
+    let refresh = raw.jwks_refresh_secs.max(1);
+    if raw.jwks_max_stale_secs <= refresh {
+        return Err(at.invalid(
+            "auth.jwt.jwks_max_stale_secs",
+            format!(
+                "must be greater than jwks_refresh_secs ({refresh}), or a healthy key set \
+                 would go stale between two refreshes"
+            ),
+        ));
+    }
+    Ok((
+        algorithms,
+        Some(Duration::from_secs(raw.jwks_max_stale_secs)),
+    ))
 }
 
 pub(super) fn jwks_source(

@@ -152,6 +152,12 @@ pub struct RawJwt {
     pub jwks_ca: Option<PathBuf>,
     #[serde(default = "default_jwks_refresh")]
     pub jwks_refresh_secs: u64,
+    /// Past this age without a successful refresh, the fetched JWKS verifies nothing.
+    #[serde(default = "default_jwks_max_stale")]
+    pub jwks_max_stale_secs: u64,
+    /// The issuer's algorithms, for JWKS entries without `alg`.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     #[serde(default = "default_leeway")]
@@ -295,6 +301,10 @@ fn default_identity_order() -> Vec<IdentitySource> {
 
 fn default_jwks_refresh() -> u64 {
     300
+}
+
+fn default_jwks_max_stale() -> u64 {
+    3_600
 }
 
 fn default_leeway() -> u64 {

@@ -1,21 +1,22 @@
-//! Flood defences for publishing: token buckets (governor) per identity, per identity and topic,
-//! and per topic across all identities, each in messages/s and bytes/s. At the limit a
-//! publisher is either delayed (nsqgate stops reading from it: real backpressure) up to a
-//! bound, or refused. Idle buckets are evicted so the keyed state cannot grow without bound.
+//! Flood defences for publishing: token buckets per identity, per identity and topic, and per
+//! topic across all identities, each in messages/s and bytes/s. At the limit a publisher is
+//! either delayed (nsqgate stops reading from it: real backpressure) up to a bound, or
+//! refused. One bucket per key, whatever credential the identity used: a changed quota
+//! (another credential's roles, a policy reload) adjusts rate and burst in place and never
+//! refills it. Idle full buckets are evicted so the keyed state cannot grow without bound.
 
+mod bucket;
 pub mod conn;
 pub mod names;
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::policy::{RateQuota, RoleRates};
+use crate::policy::{Rate, RateQuota, RoleRates};
+use bucket::{Short, TokenBucket};
 
 /// What happens to a publish over its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -55,13 +56,25 @@ enum Key {
     Topic(String),
 }
 
-/// One key's buckets: messages and bytes, each present only when the quota limits it.
+/// One key's buckets: messages and bytes. A unit's bucket, once made, stays until the whole
+/// key is evicted, even while a quota leaves that unit unlimited, so switching quotas back
+/// and forth never hands out a fresh (full) bucket.
 struct Bucket {
-    quota: RateQuota,
-    messages: Option<DefaultDirectRateLimiter>,
-    bytes: Option<DefaultDirectRateLimiter>,
+    units: Mutex<Units>,
     /// Seconds since `RateLimits::epoch` of the last use, for eviction.
     last_used: AtomicU64,
+}
+
+#[derive(Default)]
+struct Units {
+    messages: Option<TokenBucket>,
+    bytes: Option<TokenBucket>,
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Messages,
+    Bytes,
 }
 
 /// The shared publish limiter of one nsqgate process.
@@ -69,7 +82,6 @@ pub struct RateLimits {
     settings: RateSettings,
     buckets: DashMap<Key, Arc<Bucket>>,
     epoch: Instant,
-    clock: DefaultClock,
 }
 
 // === impl RateLimits ===
@@ -80,7 +92,6 @@ impl RateLimits {
             settings,
             buckets: DashMap::new(),
             epoch: Instant::now(),
-            clock: DefaultClock::default(),
         }
     }
 
@@ -89,7 +100,8 @@ impl RateLimits {
     }
 
     /// Takes `messages` and `bytes` from every bucket that applies, waiting (in delay mode)
-    /// or failing (in reject mode, or past `max_delay`) when one is short.
+    /// or failing (in reject mode, or past `max_delay`) when one is short. A role's quota
+    /// applies over the `[rate_limits]` default field by field.
     pub async fn admit(
         &self,
         identity: &str,
@@ -99,10 +111,10 @@ impl RateLimits {
         bytes: u64,
     ) -> Result<(), Limited> {
         let scopes = [
-            ("identity", rates.identity.or(self.settings.identity)),
+            ("identity", rates.identity.over(self.settings.identity)),
             (
                 "identity and topic",
-                rates.identity_topic.or(self.settings.identity_topic),
+                rates.identity_topic.over(self.settings.identity_topic),
             ),
             ("topic", self.settings.topic),
         ];
@@ -115,20 +127,24 @@ impl RateLimits {
                 "topic" => Key::Topic(topic.to_owned()),
                 _ => Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
             };
-            let bucket = self.bucket(key, quota);
-            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-            for (unit, limiter, amount) in [
-                ("messages", &bucket.messages, messages),
-                ("bytes", &bucket.bytes, bytes),
+            let bucket = self.bucket(key);
+            for (name, unit, rate, amount) in [
+                (
+                    "messages",
+                    Unit::Messages,
+                    quota.messages(),
+                    u64::from(messages),
+                ),
+                ("bytes", Unit::Bytes, quota.bytes(), bytes),
             ] {
-                let (Some(limiter), Some(amount)) = (limiter, NonZeroU32::new(amount)) else {
+                let Some(rate) = rate.filter(|_| amount > 0) else {
                     continue;
                 };
-                self.take(limiter, amount, deadline)
+                self.take(&bucket, unit, rate, amount, deadline)
                     .await
                     .map_err(|detail| Limited {
                         scope,
-                        detail: format!("{unit}: {detail}"),
+                        detail: format!("{name}: {detail}"),
                     })?;
             }
         }
@@ -137,53 +153,57 @@ impl RateLimits {
 
     async fn take(
         &self,
-        limiter: &DefaultDirectRateLimiter,
-        amount: NonZeroU32,
+        bucket: &Bucket,
+        unit: Unit,
+        rate: Rate,
+        amount: u64,
         deadline: tokio::time::Instant,
     ) -> Result<(), String> {
         loop {
-            match limiter.check_n(amount) {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(not_until)) => {
-                    let wait = not_until.wait_time_from(self.clock.now());
+            match bucket.take(unit, rate, amount, Instant::now()) {
+                Ok(()) => return Ok(()),
+                Err(Short::Wait(wait)) => {
                     let wake = tokio::time::Instant::now() + wait;
                     if self.settings.on_limit == OnLimit::Reject || wake > deadline {
                         return Err(format!("{amount} more would exceed the quota"));
                     }
                     tokio::time::sleep_until(wake).await;
                 }
-                Err(_) => return Err(format!("{amount} at once is more than the burst allows")),
+                Err(Short::OverBurst) => {
+                    return Err(format!("{amount} at once is more than the burst allows"))
+                }
             }
         }
     }
 
-    fn bucket(&self, key: Key, quota: RateQuota) -> Arc<Bucket> {
+    /// The key's one bucket, made on first use; the quota in force is applied per take.
+    fn bucket(&self, key: Key) -> Arc<Bucket> {
         let now = self.epoch.elapsed().as_secs();
-        if let Some(bucket) = self.buckets.get(&key) {
-            // A policy reload may change a role's quota; then the bucket starts over.
-            if bucket.quota == quota {
-                bucket.last_used.store(now, Ordering::Relaxed);
-                return bucket.clone();
-            }
-        }
-        let bucket = Arc::new(Bucket {
-            quota,
-            messages: limiter(quota.messages_per_sec, quota.burst_messages),
-            bytes: limiter(quota.bytes_per_sec, quota.burst_bytes),
-            last_used: AtomicU64::new(now),
-        });
-        self.buckets.insert(key, bucket.clone());
+        let bucket = self
+            .buckets
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Bucket {
+                    units: Mutex::new(Units::default()),
+                    last_used: AtomicU64::new(now),
+                })
+            })
+            .clone();
+        bucket.last_used.store(now, Ordering::Relaxed);
         bucket
     }
 
-    /// Drops buckets unused for `idle_evict`; a full bucket is what a fresh one would be, so
-    /// evicting an idle key loses nothing but memory.
+    /// Drops buckets unused for `idle_evict` that have refilled: a full bucket is what a
+    /// fresh one would be, so evicting it loses nothing but memory (a key still short of
+    /// tokens is kept, or eviction would be a refill).
     pub fn evict_idle(&self) -> usize {
         let now = self.epoch.elapsed().as_secs();
+        let at = Instant::now();
         let idle = self.settings.idle_evict.as_secs();
         let before = self.buckets.len();
         self.buckets.retain(|_, bucket| {
             now.saturating_sub(bucket.last_used.load(Ordering::Relaxed)) < idle
+                || !bucket.is_full(at)
         });
         before - self.buckets.len()
     }
@@ -213,17 +233,34 @@ impl RateLimits {
     }
 }
 
-fn limiter(per_sec: Option<u32>, burst: Option<u32>) -> Option<DefaultDirectRateLimiter> {
-    let rate = NonZeroU32::new(per_sec?)?;
-    let burst = burst.and_then(NonZeroU32::new).unwrap_or(rate);
-    Some(RateLimiter::direct(
-        Quota::per_second(rate).allow_burst(burst),
-    ))
+// === impl Bucket ===
+
+impl Bucket {
+    /// Takes from the unit's bucket under the quota in force now: a bucket made full on first
+    /// use, otherwise adjusted in place (never refilled) when the quota changed.
+    fn take(&self, unit: Unit, rate: Rate, amount: u64, now: Instant) -> Result<(), Short> {
+        // A panic elsewhere cannot leave the levels half-updated: each is one f64 and a time.
+        let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match unit {
+            Unit::Messages => &mut units.messages,
+            Unit::Bytes => &mut units.bytes,
+        };
+        let tokens = slot.get_or_insert_with(|| TokenBucket::full(rate, now));
+        tokens.set_rate(rate, now);
+        tokens.take(amount, now)
+    }
+
+    fn is_full(&self, now: Instant) -> bool {
+        let units = self.units.lock().unwrap_or_else(|e| e.into_inner());
+        let messages = units.messages.as_ref().is_none_or(|t| t.is_full(now));
+        messages && units.bytes.as_ref().is_none_or(|t| t.is_full(now))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{Grant, RoleQuota};
 
     fn settings(on_limit: OnLimit) -> RateSettings {
         RateSettings {
@@ -293,17 +330,82 @@ mod tests {
         s.idle_evict = Duration::from_secs(0);
         let limits = RateLimits::new(s);
         let generous = RoleRates {
-            identity: Some(RateQuota {
-                messages_per_sec: Some(1000),
-                ..RateQuota::default()
-            }),
-            identity_topic: None,
+            identity: RoleQuota {
+                messages: Grant::Set(Rate {
+                    per_sec: 1000,
+                    burst: 1000,
+                }),
+                bytes: Grant::Default,
+            },
+            identity_topic: RoleQuota::default(),
         };
         for _ in 0..50 {
             limits.admit("a", "t", generous, 1, 0).await.unwrap();
         }
         assert_eq!(limits.len(), 1);
-        assert_eq!(limits.evict_idle(), 1);
+        // Kept while short of tokens (evicting it would refill it), dropped once full again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while limits.evict_idle() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "a refilled idle bucket is evicted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(limits.is_empty());
+    }
+
+    fn burst_of(burst: u32) -> RoleRates {
+        RoleRates {
+            identity: RoleQuota {
+                messages: Grant::Set(Rate { per_sec: 1, burst }),
+                bytes: Grant::Default,
+            },
+            identity_topic: RoleQuota::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn switching_quotas_never_refills_the_one_bucket() {
+        let limits = RateLimits::new(settings(OnLimit::Reject));
+        let (five, ten) = (burst_of(5), burst_of(10));
+        let mut admitted = 0;
+        for round in 0..100 {
+            let rates = if round % 2 == 0 { five } else { ten };
+            if limits.admit("a", "t", rates, 1, 0).await.is_err() {
+                break;
+            }
+            admitted += 1;
+        }
+        // 5 at start, plus at most a token or two of refill at 1/s while the loop runs.
+        assert!((5..=7).contains(&admitted), "{admitted}");
+        assert_eq!(limits.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_role_setting_only_messages_keeps_the_default_byte_quota() {
+        let mut s = settings(OnLimit::Reject);
+        s.identity = Some(RateQuota {
+            bytes_per_sec: Some(1),
+            burst_bytes: Some(100),
+            ..RateQuota::default()
+        });
+        let limits = RateLimits::new(s);
+        let messages_only = RoleRates {
+            identity: RoleQuota {
+                messages: Grant::Set(Rate {
+                    per_sec: 1000,
+                    burst: 1000,
+                }),
+                bytes: Grant::Default,
+            },
+            identity_topic: RoleQuota::default(),
+        };
+        limits.admit("a", "t", messages_only, 1, 60).await.unwrap();
+        let err = limits
+            .admit("a", "t", messages_only, 1, 60)
+            .await
+            .unwrap_err();
+        assert!(err.detail.starts_with("bytes"), "{err}");
     }
 }

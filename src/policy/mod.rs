@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use error::{PolicyError, PolicyWarning};
-pub use rate::{RateQuota, RoleRates};
+pub use rate::{Grant, Rate, RateQuota, RoleQuota, RoleRates};
 use rule::{Effect, Role, Rule};
 
 /// What a client asks to do.
@@ -259,19 +259,18 @@ impl Policy {
         allowed
     }
 
-    /// The publish rates the subject's roles grant: per field, the most generous any of its
-    /// roles sets (roles grant capacity, they do not take it away). `None` where no role sets
-    /// a quota, so the global default applies.
+    /// The publish rates the subject's roles grant, unit by unit: the most generous any of
+    /// its roles with a quota sets (roles grant capacity, they do not take it away); a unit
+    /// no such role sets stays the `[rate_limits]` default (see [`RoleQuota::over`]).
     pub fn rates_of(&self, subject: &Subject<'_>) -> RoleRates {
-        let mut rates = RoleRates::default();
-        for (index, role) in self.roles.iter().enumerate() {
-            if self.has_role(subject, index) {
-                rates.identity = RateQuota::most_generous(rates.identity, role.rate);
-                rates.identity_topic =
-                    RateQuota::most_generous(rates.identity_topic, role.topic_rate);
-            }
+        let roles: Vec<&Role> = (0..self.roles.len())
+            .filter(|&index| self.has_role(subject, index))
+            .filter_map(|index| self.roles.get(index))
+            .collect();
+        RoleRates {
+            identity: RoleQuota::of_roles(roles.iter().filter_map(|r| r.rate.as_ref())),
+            identity_topic: RoleQuota::of_roles(roles.iter().filter_map(|r| r.topic_rate.as_ref())),
         }
-        rates
     }
 
     /// The name quotas the subject's roles set: per field, the most generous; `None` where no

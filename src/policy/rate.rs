@@ -1,8 +1,10 @@
 //! Publish quotas as a policy file writes them ([`RateQuota`]) and as a subject's roles grant
-//! them ([`RoleRates`]). No I/O here; the buckets themselves live in `crate::limit`.
+//! them ([`RoleRates`]), merged field by field over the `[rate_limits]` defaults. No I/O here;
+//! the buckets themselves live in `crate::limit`.
 
 /// A token-bucket quota for publishing: messages and payload bytes per second, each with a
-/// burst. An unset rate is unlimited; an unset burst is one second's worth.
+/// burst. An unset burst is one second's worth. In `[rate_limits]` an unset rate is
+/// unlimited; on a role it is the `[rate_limits]` default (see [`RoleQuota::over`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateQuota {
@@ -11,6 +13,43 @@ pub struct RateQuota {
     pub bytes_per_sec: Option<u32>,
     pub burst_bytes: Option<u32>,
 }
+
+/// One unit's rate and burst (both > 0 once validated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+/// What a subject's roles grant for one unit (messages or bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Grant {
+    /// No role with a quota sets this unit: the `[rate_limits]` default applies.
+    #[default]
+    Default,
+    /// Every role with a quota sets it: the most generous of them.
+    Set(Rate),
+    /// Some roles set it and some leave it to the default: the more generous of the two.
+    AtLeast(Rate),
+}
+
+/// What a subject's roles grant in one scope, unit by unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoleQuota {
+    pub messages: Grant,
+    pub bytes: Grant,
+}
+
+/// The quotas a subject's roles set, per scope.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoleRates {
+    /// Over all the identity's publishing (the role's `rate`).
+    pub identity: RoleQuota,
+    /// Per topic the identity publishes to (the role's `topic_rate`).
+    pub identity_topic: RoleQuota,
+}
+
+// === impl RateQuota ===
 
 impl RateQuota {
     pub fn validate(&self) -> Result<(), String> {
@@ -36,38 +75,141 @@ impl RateQuota {
         Ok(())
     }
 
-    /// Field by field, the larger allowance; an unlimited field stays unlimited.
-    pub(super) fn most_generous(
-        current: Option<RateQuota>,
-        other: Option<RateQuota>,
-    ) -> Option<RateQuota> {
-        fn wider(a: Option<u32>, b: Option<u32>) -> Option<u32> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            }
+    /// The message rate, if limited.
+    pub fn messages(&self) -> Option<Rate> {
+        Rate::of(self.messages_per_sec, self.burst_messages)
+    }
+
+    /// The byte rate, if limited.
+    pub fn bytes(&self) -> Option<Rate> {
+        Rate::of(self.bytes_per_sec, self.burst_bytes)
+    }
+
+    fn from_rates(messages: Option<Rate>, bytes: Option<Rate>) -> Option<RateQuota> {
+        if messages.is_none() && bytes.is_none() {
+            return None;
         }
-        match (current, other) {
-            (Some(a), Some(b)) => Some(RateQuota {
-                messages_per_sec: wider(a.messages_per_sec, b.messages_per_sec),
-                burst_messages: wider(
-                    a.burst_messages.or(a.messages_per_sec),
-                    b.burst_messages.or(b.messages_per_sec),
-                ),
-                bytes_per_sec: wider(a.bytes_per_sec, b.bytes_per_sec),
-                burst_bytes: wider(
-                    a.burst_bytes.or(a.bytes_per_sec),
-                    b.burst_bytes.or(b.bytes_per_sec),
-                ),
-            }),
-            (a, b) => a.or(b),
+        Some(RateQuota {
+            messages_per_sec: messages.map(|r| r.per_sec),
+            burst_messages: messages.map(|r| r.burst),
+            bytes_per_sec: bytes.map(|r| r.per_sec),
+            burst_bytes: bytes.map(|r| r.burst),
+        })
+    }
+}
+
+// === impl Rate ===
+
+impl Rate {
+    fn of(per_sec: Option<u32>, burst: Option<u32>) -> Option<Rate> {
+        let per_sec = per_sec.filter(|&r| r > 0)?;
+        let burst = burst.filter(|&b| b > 0).unwrap_or(per_sec);
+        Some(Rate { per_sec, burst })
+    }
+
+    /// Field by field, the larger allowance.
+    fn wider(self, other: Rate) -> Rate {
+        Rate {
+            per_sec: self.per_sec.max(other.per_sec),
+            burst: self.burst.max(other.burst),
         }
     }
 }
 
-/// The quotas a subject's roles set; `None` means the global default applies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RoleRates {
-    pub identity: Option<RateQuota>,
-    pub identity_topic: Option<RateQuota>,
+// === impl Grant ===
+
+impl Grant {
+    /// Folds in one more role that has a quota table, setting this unit (`Some`) or not.
+    fn with_role(acc: Option<Grant>, unit: Option<Rate>) -> Grant {
+        match (acc, unit) {
+            (None, None) => Grant::Default,
+            (None, Some(rate)) => Grant::Set(rate),
+            (Some(Grant::Default), None) => Grant::Default,
+            (Some(Grant::Default), Some(rate)) => Grant::AtLeast(rate),
+            (Some(Grant::Set(a)), None) => Grant::AtLeast(a),
+            (Some(Grant::Set(a)), Some(b)) => Grant::Set(a.wider(b)),
+            (Some(Grant::AtLeast(a)), None) => Grant::AtLeast(a),
+            (Some(Grant::AtLeast(a)), Some(b)) => Grant::AtLeast(a.wider(b)),
+        }
+    }
+
+    /// The unit's rate given the `[rate_limits]` default for it (`None` = unlimited).
+    fn over(self, default: Option<Rate>) -> Option<Rate> {
+        match self {
+            Grant::Default => default,
+            Grant::Set(rate) => Some(rate),
+            // The default is unlimited, so the more generous of the two is too.
+            Grant::AtLeast(rate) => default.map(|d| d.wider(rate)),
+        }
+    }
+}
+
+// === impl RoleQuota ===
+
+impl RoleQuota {
+    /// Folds the quota tables of a subject's roles (roles without one do not count: they
+    /// neither grant nor take away). Per unit, the most generous role wins; a unit a role
+    /// leaves out is the default for that role.
+    pub(super) fn of_roles<'q>(tables: impl IntoIterator<Item = &'q RateQuota>) -> RoleQuota {
+        let mut messages = None;
+        let mut bytes = None;
+        for table in tables {
+            messages = Some(Grant::with_role(messages, table.messages()));
+            bytes = Some(Grant::with_role(bytes, table.bytes()));
+        }
+        RoleQuota {
+            messages: messages.unwrap_or_default(),
+            bytes: bytes.unwrap_or_default(),
+        }
+    }
+
+    /// The quota in force: the roles' grant over the `[rate_limits]` default, field by field
+    /// (a role that sets only `messages_per_sec` keeps the default `bytes_per_sec`).
+    /// `None` when neither unit is limited.
+    pub fn over(self, default: Option<RateQuota>) -> Option<RateQuota> {
+        let messages = self.messages.over(default.and_then(|d| d.messages()));
+        let bytes = self.bytes.over(default.and_then(|d| d.bytes()));
+        RateQuota::from_rates(messages, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(messages: Option<(u32, u32)>, bytes: Option<(u32, u32)>) -> RateQuota {
+        RateQuota {
+            messages_per_sec: messages.map(|m| m.0),
+            burst_messages: messages.map(|m| m.1),
+            bytes_per_sec: bytes.map(|b| b.0),
+            burst_bytes: bytes.map(|b| b.1),
+        }
+    }
+
+    #[test]
+    fn roles_merge_with_the_defaults_field_by_field() {
+        let default = Some(quota(Some((100, 100)), Some((1000, 2000))));
+        let only_messages = quota(Some((10, 50)), None);
+        let merged = RoleQuota::of_roles([&only_messages]).over(default);
+        assert_eq!(merged, Some(quota(Some((10, 50)), Some((1000, 2000)))));
+        // No role with a quota: the defaults as they are (unlimited stays unlimited).
+        assert_eq!(RoleQuota::of_roles([]).over(default), default);
+        assert_eq!(RoleQuota::of_roles([]).over(None), None);
+    }
+
+    #[test]
+    fn the_most_generous_role_wins_and_a_left_out_field_counts_as_the_default() {
+        let default = Some(quota(Some((100, 100)), Some((1000, 1000))));
+        let slow = quota(Some((5, 5)), Some((10, 10)));
+        let fast_messages = quota(Some((500, 600)), None);
+        let merged = RoleQuota::of_roles([&slow, &fast_messages]).over(default);
+        // Messages: both set, the wider wins. Bytes: one role leaves it to the default.
+        assert_eq!(merged, Some(quota(Some((500, 600)), Some((1000, 1000)))));
+        // A field left to an unlimited default is unlimited.
+        let merged = RoleQuota::of_roles([&slow, &fast_messages]).over(None);
+        assert_eq!(merged, Some(quota(Some((500, 600)), None)));
+        // Every role sets it: the roles decide, whatever the default.
+        let merged = RoleQuota::of_roles([&slow]).over(default);
+        assert_eq!(merged, Some(slow));
+    }
 }

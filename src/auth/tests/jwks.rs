@@ -70,32 +70,72 @@ fn kid_selects_the_key() {
         .is_ok());
 }
 
-#[test]
-fn entries_must_name_their_alg() {
-    let mut entry = jwk(&rsa_signing_key(), Algorithm::RS256, "r1");
-    entry.as_object_mut().unwrap().remove("alg");
-    let err = from_jwks(jwks(vec![entry])).unwrap_err();
-    assert!(matches!(err, JwtConfigError::JwkMissingAlg { .. }), "{err}");
+fn with_algorithms(doc: Vec<u8>, algorithms: &[Algorithm]) -> Result<JwtVerifier, JwtConfigError> {
+    JwtVerifier::new(&JwtSettings {
+        jwks: Some(doc),
+        algorithms: algorithms.to_vec(),
+        ..JwtSettings::default()
+    })
 }
 
 #[test]
-fn entry_type_must_match_alg() {
-    let mut entry = jwk(&rsa_signing_key(), Algorithm::RS256, "r1");
-    entry["alg"] = json!("ES256");
-    let err = from_jwks(jwks(vec![entry])).unwrap_err();
-    assert!(matches!(err, JwtConfigError::InvalidKey { .. }), "{err}");
+fn entries_without_alg_use_the_configured_algorithms_that_fit() {
+    let rsa = rsa_signing_key();
+    let (ec, _) = rcgen_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let mut no_alg = jwk(&rsa, Algorithm::RS256, "r");
+    no_alg.as_object_mut().unwrap().remove("alg");
+    let good = jwk(&ec, Algorithm::ES256, "e");
+    let token = |alg| sign(alg, Some("r"), &claims(), &rsa);
+    // None configured: the entry is skipped, the rest applies.
+    let v = with_algorithms(jwks(vec![no_alg.clone(), good.clone()]), &[]).unwrap();
+    assert!(matches!(
+        v.verify_at(&token(Algorithm::RS256), NOW),
+        Err(AuthError::UnknownKid(_))
+    ));
+    let err = with_algorithms(jwks(vec![no_alg.clone()]), &[]).unwrap_err();
+    assert!(matches!(err, JwtConfigError::EmptyJwks), "{err}");
+    // Only the configured algorithms that fit the key type.
+    let v = with_algorithms(
+        jwks(vec![no_alg.clone()]),
+        &[Algorithm::ES256, Algorithm::RS256],
+    )
+    .unwrap();
+    assert!(v.verify_at(&token(Algorithm::RS256), NOW).is_ok());
+    assert!(matches!(
+        v.verify_at(&token(Algorithm::PS256), NOW),
+        Err(AuthError::AlgorithmNotAllowed(_))
+    ));
+    let v = with_algorithms(jwks(vec![no_alg]), &[Algorithm::RS256, Algorithm::PS256]).unwrap();
+    assert!(v.verify_at(&token(Algorithm::RS256), NOW).is_ok());
+    assert!(v.verify_at(&token(Algorithm::PS256), NOW).is_ok());
+    // An EC key is never tried as RSA, whatever is configured.
+    let mut ec_no_alg = good;
+    ec_no_alg.as_object_mut().unwrap().remove("alg");
+    let err = with_algorithms(jwks(vec![ec_no_alg]), &[Algorithm::RS256]).unwrap_err();
+    assert!(matches!(err, JwtConfigError::EmptyJwks), "{err}");
+}
+
+#[test]
+fn entries_whose_type_does_not_fit_their_alg_are_skipped() {
+    let good = jwk(&rsa_signing_key(), Algorithm::RS256, "good");
+    let mut rsa_as_ec = jwk(&rsa_signing_key(), Algorithm::RS256, "r");
+    rsa_as_ec["alg"] = json!("ES256");
     let (ec384, _) = rcgen_pair(&rcgen::PKCS_ECDSA_P384_SHA384);
-    let mut entry = jwk(&ec384, Algorithm::ES384, "e");
-    entry["alg"] = json!("ES256");
-    let err = from_jwks(jwks(vec![entry])).unwrap_err();
-    assert!(matches!(err, JwtConfigError::InvalidKey { .. }), "{err}");
-    let mut entry = jwk(&EncodingKey::from_secret(&[3; 32]), Algorithm::HS256, "h");
-    entry["alg"] = json!("HS512");
-    let err = from_jwks(jwks(vec![entry])).unwrap_err();
-    assert!(
-        matches!(err, JwtConfigError::SecretTooShort { .. }),
-        "{err}"
-    );
+    let mut wrong_curve = jwk(&ec384, Algorithm::ES384, "e");
+    wrong_curve["alg"] = json!("ES256");
+    let mut short_hmac = jwk(&EncodingKey::from_secret(&[3; 32]), Algorithm::HS256, "h");
+    short_hmac["alg"] = json!("HS512");
+    for bad in [rsa_as_ec, wrong_curve, short_hmac] {
+        let v = from_jwks(jwks(vec![bad.clone(), good.clone()])).unwrap();
+        let kid = bad["kid"].as_str().unwrap();
+        let (ec, _) = rcgen_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+        assert!(matches!(
+            v.verify_at(&sign(Algorithm::ES256, Some(kid), &claims(), &ec), NOW),
+            Err(AuthError::UnknownKid(_))
+        ));
+        let err = from_jwks(jwks(vec![bad])).unwrap_err();
+        assert!(matches!(err, JwtConfigError::EmptyJwks), "{err}");
+    }
 }
 
 #[test]
@@ -130,29 +170,123 @@ fn bad_documents() {
         from_jwks(jwks(Vec::new())),
         Err(JwtConfigError::EmptyJwks)
     ));
+    // Every entry of a duplicated kid is skipped: which one is meant cannot be known.
     let rsa = rsa_signing_key();
     let doc = jwks(vec![
         jwk(&rsa, Algorithm::RS256, "x"),
         jwk(&rsa, Algorithm::PS256, "x"),
+        jwk(&rsa, Algorithm::RS256, "y"),
     ]);
-    assert!(matches!(
-        from_jwks(doc),
-        Err(JwtConfigError::DuplicateKid(_))
-    ));
+    let v = from_jwks(doc).unwrap();
+    let at = |kid| v.verify_at(&sign(Algorithm::RS256, Some(kid), &claims(), &rsa), NOW);
+    assert!(at("y").is_ok());
+    assert!(matches!(at("x"), Err(AuthError::UnknownKid(_))));
 }
 
 #[test]
-fn kid_shared_by_a_file_key_and_a_jwks_key() {
-    let err = JwtVerifier::new(&JwtSettings {
-        jwks: Some(jwks(vec![jwk(&rsa_signing_key(), Algorithm::RS256, "k")])),
+fn a_jwks_entry_cannot_take_the_kid_of_a_file_key() {
+    let rsa = rsa_signing_key();
+    let v = JwtVerifier::new(&JwtSettings {
+        jwks: Some(jwks(vec![
+            jwk(&rsa, Algorithm::RS256, "k"),
+            jwk(&rsa, Algorithm::RS256, "other"),
+        ])),
         ..settings(vec![key(
             Some("k"),
             Algorithm::HS256,
             KeyMaterial::Secret(HS_SECRET.to_vec()),
         )])
     })
-    .unwrap_err();
-    assert!(matches!(err, JwtConfigError::DuplicateKid(_)), "{err}");
+    .unwrap();
+    let file_token = sign(
+        Algorithm::HS256,
+        Some("k"),
+        &claims(),
+        &EncodingKey::from_secret(HS_SECRET),
+    );
+    assert!(v.verify_at(&file_token, NOW).is_ok());
+    assert!(matches!(
+        v.verify_at(&sign(Algorithm::RS256, Some("k"), &claims(), &rsa), NOW),
+        Err(AuthError::AlgorithmNotAllowed(_))
+    ));
+}
+
+#[test]
+fn a_refresh_drops_a_removed_key_despite_an_entry_without_alg() {
+    let (kept, _) = rcgen_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let (removed, _) = rcgen_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let v = from_jwks(jwks(vec![
+        jwk(&kept, Algorithm::ES256, "kept"),
+        jwk(&removed, Algorithm::ES256, "removed"),
+    ]))
+    .unwrap();
+    let token = |kid, key| sign(Algorithm::ES256, Some(kid), &claims(), key);
+    assert!(v.verify_at(&token("removed", &removed), NOW).is_ok());
+    let mut no_alg = jwk(&rsa_signing_key(), Algorithm::RS256, "odd");
+    no_alg.as_object_mut().unwrap().remove("alg");
+    let skipped = v
+        .replace_jwks(&jwks(vec![jwk(&kept, Algorithm::ES256, "kept"), no_alg]))
+        .unwrap();
+    assert_eq!(skipped, 1);
+    assert!(v.verify_at(&token("kept", &kept), NOW).is_ok());
+    assert!(matches!(
+        v.verify_at(&token("removed", &removed), NOW),
+        Err(AuthError::UnknownKid(_))
+    ));
+    let mut metrics = String::new();
+    v.render_jwks_metrics(&mut metrics);
+    assert!(
+        metrics.contains("nsqgate_jwks_entries_skipped_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nsqgate_jwks_keys 1\n"), "{metrics}");
+}
+
+#[test]
+fn a_stale_jwks_fails_closed_and_file_keys_do_not() {
+    let (ec, _) = rcgen_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let stale = |max_stale| {
+        JwtVerifier::new(&JwtSettings {
+            jwks: Some(jwks(vec![jwk(&ec, Algorithm::ES256, "e")])),
+            jwks_max_stale: Some(max_stale),
+            ..settings(vec![key(
+                Some("file"),
+                Algorithm::HS256,
+                KeyMaterial::Secret(HS_SECRET.to_vec()),
+            )])
+        })
+        .unwrap()
+    };
+    let jwks_token = sign(Algorithm::ES256, Some("e"), &claims(), &ec);
+    let unnamed = sign(Algorithm::ES256, None, &claims(), &ec);
+    let file_token = sign(
+        Algorithm::HS256,
+        Some("file"),
+        &claims(),
+        &EncodingKey::from_secret(HS_SECRET),
+    );
+    let fresh = stale(std::time::Duration::from_secs(3600));
+    assert!(fresh.verify_at(&jwks_token, NOW).is_ok());
+    assert_eq!(fresh.jwks_refresh_failed(), None);
+    let old = stale(std::time::Duration::ZERO);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(matches!(
+        old.verify_at(&jwks_token, NOW),
+        Err(AuthError::KeysStale(_))
+    ));
+    assert!(matches!(
+        old.verify_at(&unnamed, NOW),
+        Err(AuthError::KeysStale(_))
+    ));
+    assert!(old.verify_at(&file_token, NOW).is_ok());
+    assert!(old.jwks_refresh_failed().is_some());
+    let mut metrics = String::new();
+    old.render_jwks_metrics(&mut metrics);
+    assert!(metrics.contains("nsqgate_jwks_stale 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("nsqgate_jwks_refresh_failures_total 1\n"),
+        "{metrics}"
+    );
 }
 
 #[test]

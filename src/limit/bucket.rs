@@ -1,0 +1,129 @@
+//! A token bucket whose rate and burst can change in place. No I/O, no clock of its own: every
+//! call is given `now`, so tests need no sleeping.
+//!
+//! Why not governor: its limiters are immutable, so a changed quota meant a fresh (full)
+//! limiter, and alternating two credentials of one identity with different quotas refilled
+//! the bucket at every switch. Here a quota change keeps the tokens already spent: the level
+//! is only capped at the new burst, never raised.
+
+use std::time::{Duration, Instant};
+
+use crate::policy::Rate;
+
+/// Tokens for one unit (messages or bytes) of one key.
+#[derive(Debug)]
+pub(super) struct TokenBucket {
+    rate: Rate,
+    /// Tokens available at `at` (fractional: refill is continuous).
+    level: f64,
+    at: Instant,
+}
+
+/// Why a take did not succeed.
+#[derive(Debug, PartialEq)]
+pub(super) enum Short {
+    /// Enough tokens will be there after this wait.
+    Wait(Duration),
+    /// More than the burst at once: no wait will ever be enough.
+    OverBurst,
+}
+
+// === impl TokenBucket ===
+
+impl TokenBucket {
+    /// A full bucket, as a key that has not published yet deserves.
+    pub(super) fn full(rate: Rate, now: Instant) -> TokenBucket {
+        TokenBucket {
+            rate,
+            level: f64::from(rate.burst),
+            at: now,
+        }
+    }
+
+    /// Takes `amount` tokens at `now`, or says how long until they are there.
+    pub(super) fn take(&mut self, amount: u64, now: Instant) -> Result<(), Short> {
+        self.refill(now);
+        let amount = amount as f64;
+        if amount > f64::from(self.rate.burst) {
+            return Err(Short::OverBurst);
+        }
+        if amount <= self.level {
+            self.level -= amount;
+            return Ok(());
+        }
+        let missing = amount - self.level;
+        Err(Short::Wait(Duration::from_secs_f64(
+            missing / f64::from(self.rate.per_sec),
+        )))
+    }
+
+    /// Applies a changed quota without refilling: tokens accrued so far at the old rate are
+    /// kept (capped at the new burst), and refill continues at the new rate from `now`.
+    pub(super) fn set_rate(&mut self, rate: Rate, now: Instant) {
+        if rate == self.rate {
+            return;
+        }
+        self.refill(now);
+        self.rate = rate;
+        self.level = self.level.min(f64::from(rate.burst));
+    }
+
+    /// Whether the bucket is full at `now`: forgetting it then loses nothing.
+    pub(super) fn is_full(&self, now: Instant) -> bool {
+        self.level_at(now) >= f64::from(self.rate.burst)
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.level = self.level_at(now);
+        self.at = self.at.max(now);
+    }
+
+    fn level_at(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.level + elapsed * f64::from(self.rate.per_sec)).min(f64::from(self.rate.burst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(per_sec: u32, burst: u32) -> Rate {
+        Rate { per_sec, burst }
+    }
+
+    #[test]
+    fn takes_up_to_the_burst_then_says_how_long_to_wait() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::full(rate(10, 5), t0);
+        for _ in 0..5 {
+            assert_eq!(bucket.take(1, t0), Ok(()));
+        }
+        assert_eq!(
+            bucket.take(1, t0),
+            Err(Short::Wait(Duration::from_millis(100)))
+        );
+        assert_eq!(bucket.take(1, t0 + Duration::from_millis(100)), Ok(()));
+        assert_eq!(
+            bucket.take(6, t0 + Duration::from_secs(60)),
+            Err(Short::OverBurst)
+        );
+    }
+
+    #[test]
+    fn a_changed_quota_never_refills() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::full(rate(1, 5), t0);
+        assert_eq!(bucket.take(5, t0), Ok(()));
+        // A more generous quota raises the ceiling, not the level.
+        bucket.set_rate(rate(1, 100), t0);
+        assert!(matches!(bucket.take(1, t0), Err(Short::Wait(_))));
+        // A smaller burst caps what was saved.
+        let later = t0 + Duration::from_secs(50);
+        bucket.set_rate(rate(1, 3), later);
+        assert_eq!(bucket.take(3, later), Ok(()));
+        assert!(matches!(bucket.take(1, later), Err(Short::Wait(_))));
+        assert!(!bucket.is_full(later));
+        assert!(bucket.is_full(later + Duration::from_secs(3)));
+    }
+}
