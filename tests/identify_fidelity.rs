@@ -302,8 +302,13 @@ async fn nsqd_sees_nsqgates_metadata_unless_forwarding_is_chosen() {
         "sample_rate": 5,
     });
     for (forward, channel) in [(false, "default"), (true, "forwarded")] {
-        let upstream = format!("forward_client_metadata = {forward}");
-        let gate = gate(&pki, &nsqd, &upstream, ANONYMOUS_OR_CERT);
+        // The default is tested by leaving the key out.
+        let upstream = if forward {
+            "forward_client_metadata = true"
+        } else {
+            ""
+        };
+        let gate = gate(&pki, &nsqd, upstream, ANONYMOUS_OR_CERT);
         let (mut client, _) =
             RawClient::upgraded(gate.addr, &connector, client_metadata.clone()).await;
         client
