@@ -402,7 +402,8 @@ max_msg_size = {MAX_MSG_SIZE}
 
     pub fn start_config(pki: &Pki, config: &str, port: u16) -> Gate {
         let path = pki.path(&format!("gate-{port}.toml"));
-        std::fs::write(&path, config).expect("write config");
+        // A config may carry a secret (upstream.auth_secret): nsqgate refuses it readable by others.
+        write_secret(&path, config.as_bytes());
         let log = pki.path(&format!("gate-{port}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_nsqgate"))
             .args(["run", "--config"])
