@@ -29,8 +29,8 @@ max_names = 100
 const POLICY: &str = r#"
 [roles.everything]
 allow = [
-  { action = "publish", topics = ["*"] },
-  { action = "subscribe", topics = ["*"], channels = ["*", "*#ephemeral"] },
+  { action = "publish", topics = ["**"] },
+  { action = "subscribe", topics = ["**"], channels = ["*", "*#ephemeral"] },
 ]
 names = { new_topics_per_minute = 5 }
 
