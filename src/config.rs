@@ -89,6 +89,8 @@ pub struct Config {
     pub rates: RateSettings,
     /// Every file and folder the configuration names, for the start-up permission check.
     pub files: Vec<perms::NamedFile>,
+    /// Safe defaults the file switched off: `check-config` prints them, `run` logs them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,12 +255,15 @@ impl Config {
         };
         let max_mpub_messages =
             nonzero(at, "limits.max_mpub_messages", raw.limits.max_mpub_messages)?;
-        let connections = sections::connections(&raw.connections, at)?;
-        let rates = sections::rates(raw.rate_limits, at)?;
+        let mut warnings = Vec::new();
+        let descriptors = crate::limit::conn::descriptor_limit();
+        let connections = sections::connections(&raw.connections, descriptors, at, &mut warnings)?;
+        let rates = sections::rates(raw.rate_limits, at, &mut warnings)?;
         let nodes = sections::nodes(raw.nodes, &upstream, at)?;
         let producer_pool = sections::pool(raw.producer_pool, at)?;
         Ok(Config {
             files,
+            warnings,
             nodes,
             producer_pool,
             max_mpub_messages,

@@ -97,7 +97,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::CheckConfig { config, checks } => match load(&config, &checks) {
-            Ok(_) => {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -216,6 +219,10 @@ fn explain(args: &ExplainArgs) -> ExitCode {
 /// Loads and validates the configuration, then the modes of every file it names; each
 /// problem is printed to stderr.
 fn load(path: &std::path::Path, checks: &StartChecks) -> Result<Config, ExitCode> {
+    // First, so that the default connection caps are sized from the limit nsqgate runs with.
+    if let Err(e) = nsqgate::limit::conn::raise_descriptor_limit() {
+        eprintln!("warning: cannot raise the descriptor limit to its hard limit: {e}");
+    }
     let config = Config::load(path).map_err(|e| {
         eprintln!("config error: {e}");
         ExitCode::from(1)
@@ -249,6 +256,18 @@ fn run(path: PathBuf, checks: &StartChecks) -> ExitCode {
         }
     };
     nsqgate::audit::configure(config.audit_on_failure, config.audit_fold);
+    let caps = &config.connections;
+    tracing::info!(
+        descriptors = nsqgate::limit::conn::descriptor_limit(),
+        max_total = ?caps.max_total,
+        max_per_ip = ?caps.max_per_ip,
+        max_per_identity = ?caps.max_per_identity,
+        max_per_nsqd = ?caps.max_per_nsqd,
+        "connection caps (None: switched off)"
+    );
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -85,11 +85,13 @@ impl Gateway {
             .max_body_size
             .max(config.limits.max_msg_size)
             .saturating_add(64);
+        let conns = ConnLimits::new(config.connections.clone());
         let upstream = Connector::new(
             &config.upstream,
             upstream_tls.clone(),
             config.timeouts.upstream_connect,
             max_frame,
+            conns.clone(),
         )?;
         let jwt = match &config.auth.jwt {
             Some(settings) => Some(Arc::new(
@@ -101,7 +103,7 @@ impl Gateway {
             rates: Arc::new(RateLimits::new(config.rates.clone())),
             identify_defaults: Arc::default(),
             counters: Arc::default(),
-            conns: ConnLimits::new(config.connections.clone()),
+            conns,
             config,
             tls_acceptor: TlsAcceptor::from(server),
             route: Route::Node(upstream),
@@ -140,6 +142,7 @@ impl Gateway {
             self.upstream_tls.clone(),
             self.config.timeouts.upstream_connect,
             max_frame,
+            self.conns.clone(),
         )?)
     }
 

@@ -271,12 +271,14 @@ async fn authenticate_first(
                     frame,
                     fatal: false,
                 } => {
-                    let routed = connect_upstream(gateway, identify).await.map_err(|_| {
+                    let routed = connect_upstream(gateway, identify).await.map_err(|e| {
+                        let why = match e {
+                            SessionError::Refuse { text, .. } => text,
+                            other => other.to_string(),
+                        };
                         SessionError::Refuse {
                             code: ErrorCode::AuthFailed,
-                            text:
-                                "AUTH failed: nsqgate could not open a verified connection to nsqd"
-                                    .into(),
+                            text: format!("AUTH failed: {why}"),
                         }
                     })?;
                     let io = client.io();
@@ -425,10 +427,17 @@ async fn connect_upstream(
 
 /// The client learns only that the upstream is unavailable; the log says why.
 fn upstream_unavailable(gateway: &Gateway, e: UpstreamError) -> SessionError {
-    warn!(upstream = gateway.route.address(), error = %e, "upstream refused");
+    let text = match e {
+        // Already counted and logged (at most once per interval) by the connection limits.
+        UpstreamError::Limited { refusal, .. } => format!("nsqgate refused: {refusal}"),
+        e => {
+            warn!(upstream = gateway.route.address(), error = %e, "upstream refused");
+            "nsqgate could not open a verified connection to nsqd".into()
+        }
+    };
     SessionError::Refuse {
         code: ErrorCode::IdentifyFailed,
-        text: "nsqgate could not open a verified connection to nsqd".into(),
+        text,
     }
 }
 
