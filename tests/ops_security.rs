@@ -192,8 +192,18 @@ fn hs256(claims: &serde_json::Value) -> String {
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
-/// One request over TLS, written byte for byte; returns the response head.
+/// One request over TLS, written byte for byte; returns the status line.
 async fn https_raw(
+    addr: std::net::SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    request: &[u8],
+) -> String {
+    let response = https_response(addr, connector, request).await;
+    response.lines().next().unwrap_or("").to_owned()
+}
+
+/// One request over TLS, written byte for byte; returns the whole response.
+async fn https_response(
     addr: std::net::SocketAddr,
     connector: &tokio_rustls::TlsConnector,
     request: &[u8],
@@ -205,11 +215,7 @@ async fn https_raw(
     tls.write_all(request).await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned()
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
@@ -603,4 +609,212 @@ fn check_config_warns_when_a_safe_default_is_switched_off() {
         !err.contains("warning"),
         "the defaults need no warning: {err}"
     );
+}
+
+// === an audit log that cannot be silenced or flooded ===
+
+/// A policy with a publishing key and an admin key (for /metrics); returns (writer, admin).
+fn keyed_policy(pki: &common::Pki) -> (String, String) {
+    use nsqgate::auth::apikey;
+    let (writer, admin) = (apikey::generate(), apikey::generate());
+    let policy = format!(
+        "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"*\"] }}]\n\n\
+         [roles.operator]\nallow = [{{ action = \"admin\", topics = [\"*\"] }}]\n\n\
+         [api_keys.writer]\nsha256 = \"{}\"\nroles = [\"writer\"]\n\n\
+         [api_keys.operator]\nsha256 = \"{}\"\nroles = [\"operator\"]\n",
+        apikey::hash_hex(writer.as_bytes()),
+        apikey::hash_hex(admin.as_bytes()),
+    );
+    pki.write_policy("policy", "p.toml", &policy);
+    (writer, admin)
+}
+
+/// A gate with the keyed policy, an HTTPS nsqd front, and `audit` as its [audit] section.
+fn audited_gate(pki: &common::Pki, nsqd: &common::Nsqd, audit: &str) -> (common::Gate, u16) {
+    let port = common::free_port();
+    let https = common::free_port();
+    let rest = format!(
+        "[auth]\npolicy_dir = \"policy\"\n\n[audit]\n{audit}\n\n\
+         [http.nsqd]\nlisten = \"127.0.0.1:{https}\"\nupstream = \"{}\"\n",
+        nsqd.https
+    );
+    let config = common::gate_config(port, nsqd.tcp, "", &rest);
+    (common::Gate::start_config(pki, &config, port), https)
+}
+
+/// Polls `check` on the gate's stderr log until it holds (20 s at most).
+async fn wait_log(gate: &common::Gate, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check(&gate.log()) {
+        assert!(Instant::now() < deadline, "{what}; log:\n{}", gate.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_audit_disk_is_reported_counted_and_can_refuse_decisions() {
+    let pki = common::Pki::new();
+    let (writer, admin) = keyed_policy(&pki);
+    let nsqd = common::Nsqd::start(&pki);
+    std::os::unix::fs::symlink("/dev/full", pki.path("full-audit.log")).unwrap();
+    let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
+
+    // on_failure = "log" (the default): the decision stands, and the failure is not silent.
+    let (gate, https) = audited_gate(&pki, &nsqd, "file = \"full-audit.log\"");
+    let mut client = authed(gate.addr, &connector, &writer).await.unwrap();
+    assert_eq!(&client.publish("kept", b"x").await.unwrap().data[..], b"OK");
+    wait_log(&gate, "stderr says the audit log is failing", |log| {
+        log.contains("audit log write failed") && log.contains("No space left on device")
+    })
+    .await;
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {admin}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let metrics = https_response(gate_addr(https), &connector, request.as_bytes()).await;
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nsqgate_audit_write_failures_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no audit failure counter: {metrics}"));
+    assert!(
+        failures >= 2,
+        "{failures}: the AUTH and the publish at least"
+    );
+    drop((client, gate));
+
+    // on_failure = "refuse": a decision that cannot be recorded does not happen.
+    let audit = "file = \"full-audit.log\"\non_failure = \"refuse\"";
+    let (gate, _) = audited_gate(&pki, &nsqd, audit);
+    let refusal = authed(gate.addr, &connector, &writer).await.err();
+    assert_eq!(
+        refusal.as_deref(),
+        Some("E_AUTH_FAILED AUTH failed: the audit log cannot record it")
+    );
+    wait_log(&gate, "stderr says decisions are refused", |log| {
+        log.contains("audit log write failed") && log.contains("refusing_decisions=true")
+    })
+    .await;
+    assert_eq!(nsqd.message_count("kept"), 1);
+}
+
+#[tokio::test]
+async fn a_thousand_identical_failed_auths_make_a_handful_of_counted_lines() {
+    use common::nsqclient::{frame_text, RawClient};
+    use nsqgate::nsq::Command;
+    let pki = common::Pki::new();
+    keyed_policy(&pki);
+    let nsqd = common::Nsqd::start(&pki);
+    let port = common::free_port();
+    // Plain TCP keeps a thousand connections quick. The fold interval is the default (10 s).
+    let rest = "[auth]\npolicy_dir = \"policy\"\n\n[audit]\nfile = \"audit.log\"\n";
+    let config = common::gate_config(port, nsqd.tcp, "", rest).replace(
+        "tls_key = \"gate.key\"",
+        "tls_key = \"gate.key\"\nrequire_tls = false",
+    );
+    let _gate = common::Gate::start_config(&pki, &config, port);
+    const ATTEMPTS: u64 = 1_000;
+    let mut pending = tokio::task::JoinSet::new();
+    for attempt in 0..ATTEMPTS {
+        if pending.len() >= 16 {
+            pending.join_next().await.unwrap().unwrap();
+        }
+        pending.spawn(async move {
+            let mut client = RawClient::plain(gate_addr(port)).await;
+            client
+                .send(&Command::Auth {
+                    secret: b"nsqk_not_a_key_anyone_has".to_vec().into(),
+                })
+                .await;
+            let reply = client.read_frame().await.expect("AUTH reply");
+            assert_eq!(
+                frame_text(&reply),
+                "E_AUTH_FAILED AUTH failed",
+                "#{attempt}"
+            );
+        });
+    }
+    while let Some(joined) = pending.join_next().await {
+        joined.unwrap();
+    }
+
+    // Every failure is accounted for: each line is one, except a summary line (repeats = N),
+    // which stands for N more like the line before it.
+    let audit_path = pki.path("audit.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+        let failures: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["action"] == "auth" && e["outcome"] == "failure")
+            .collect();
+        let total: u64 = failures
+            .iter()
+            .map(|e| match e["repeats"].as_u64().unwrap_or(0) {
+                0 => 1,
+                n => n,
+            })
+            .sum();
+        if total >= ATTEMPTS {
+            assert_eq!(total, ATTEMPTS, "{failures:?}");
+            break failures;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{total} of {ATTEMPTS}: {failures:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("{ATTEMPTS} failed AUTHs -> {} audit lines", lines.len());
+    assert!(lines.len() <= 50, "{} lines", lines.len());
+    assert!(lines.iter().any(|e| e["repeats"].as_u64() > Some(0)));
+}
+
+#[tokio::test]
+async fn the_audit_file_is_reopened_on_sighup_after_a_rename() {
+    let pki = common::Pki::new();
+    let (writer, _) = keyed_policy(&pki);
+    let nsqd = common::Nsqd::start(&pki);
+    let (gate, _) = audited_gate(&pki, &nsqd, "file = \"audit.log\"");
+    let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
+    let (current, rotated) = (pki.path("audit.log"), pki.path("audit.log.1"));
+    let auth_lines = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"action\":\"auth\""))
+            .count()
+    };
+
+    let first = authed(gate.addr, &connector, &writer).await.unwrap();
+    assert_eq!(auth_lines(&current), 1);
+    // logrotate: rename, then SIGHUP.
+    std::fs::rename(&current, &rotated).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &gate.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Authenticate until a line lands in a new file at the old path.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut later = Vec::new();
+    while auth_lines(&current) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no new audit file after SIGHUP; {} lines went to the renamed one",
+            auth_lines(&rotated)
+        );
+        later.push(authed(gate.addr, &connector, &writer).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = authed(gate.addr, &connector, &writer).await.unwrap();
+    assert_eq!(auth_lines(&current), 2, "new lines go to the new file");
+    assert_eq!(
+        auth_lines(&rotated),
+        later.len(),
+        "the renamed file has the first line and those written before the reopen"
+    );
+    assert!(gate.log().contains("audit file reopened"), "{}", gate.log());
+    drop((first, second));
 }

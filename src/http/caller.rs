@@ -54,7 +54,7 @@ impl Caller {
                 match identity::from_secret(secret, gateway.jwt.as_deref(), &policy) {
                     Ok(principal) => {
                         Counters::bump(&gateway.counters.auth_success);
-                        audit::record(&Event {
+                        let recorded = audit::record(&Event {
                             remote: Some(conn.peer),
                             principal: Some(&principal),
                             action: "auth",
@@ -63,6 +63,9 @@ impl Caller {
                             reason: Some("http"),
                             ..Event::default()
                         });
+                        if recorded.refuse() {
+                            return Err(unrecorded().into());
+                        }
                         principal
                     }
                     Err(e) => {
@@ -132,11 +135,13 @@ impl Caller {
         channel: Option<&str>,
     ) -> Result<(), Refusal> {
         let check = self.policy.check(&self.subject(), action, topic, channel);
-        self.record(action, topic, channel, &check.decision, false);
+        let recorded = self.record(action, topic, channel, &check.decision, false);
         if let Some(would) = &check.audit {
             self.record(action, topic, channel, would, true);
         }
-        if check.decision.is_allow() {
+        if check.decision.is_allow() && recorded.refuse() {
+            Err(unrecorded().into())
+        } else if check.decision.is_allow() {
             Ok(())
         } else {
             Counters::bump(&self.counters.denied);
@@ -152,7 +157,7 @@ impl Caller {
 
     /// Audits and enforces a cluster-wide decision already made (`allowed`) for `what`.
     pub fn authorize_global(&self, action: &str, allowed: bool, what: &str) -> Result<(), Refusal> {
-        audit::record(&Event {
+        let recorded = audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(&self.principal),
             action,
@@ -161,7 +166,9 @@ impl Caller {
             reason: Some(what),
             ..Event::default()
         });
-        if allowed {
+        if allowed && recorded.refuse() {
+            Err(unrecorded().into())
+        } else if allowed {
             Ok(())
         } else {
             Counters::bump(&self.counters.denied);
@@ -176,7 +183,7 @@ impl Caller {
         channel: Option<&str>,
         decision: &Decision,
         would: bool,
-    ) {
+    ) -> audit::Recorded {
         audit::record_decision(
             self.peer,
             &self.principal,
@@ -185,6 +192,12 @@ impl Caller {
             channel,
             decision,
             would,
-        );
+        )
     }
+}
+
+/// The answer to a request whose decision the audit log could not record
+/// (`[audit] on_failure = "refuse"`).
+fn unrecorded() -> hyper::Response<super::Body> {
+    reply::error(hyper::StatusCode::SERVICE_UNAVAILABLE, "AUDIT_UNAVAILABLE")
 }

@@ -57,6 +57,11 @@ impl Metrics {
                 "Live subscriptions closed by revocation or token expiry.",
                 &c.revoked,
             ),
+            (
+                "nsqgate_audit_write_failures_total",
+                "Audit lines that could not be written (disk full, file gone).",
+                &crate::logging::sink::FAILURES,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -21,6 +21,10 @@ use crate::proxy::Gateway;
 /// The identity of a caller without credentials when `auth.require_identity` is off.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// Why a decision was refused under `[audit] on_failure = "refuse"`.
+pub const UNRECORDED: &str = "the audit log cannot record it";
+const UNRECORDED_AUTH: &str = "AUTH failed: the audit log cannot record it";
+
 /// What the relay does with one client command.
 pub enum Verdict {
     /// Send the command's bytes to nsqd unchanged.
@@ -185,7 +189,7 @@ impl Guard {
                     "permission_count": roles.len(),
                 });
                 Counters::bump(&self.gateway.counters.auth_success);
-                audit::record(&Event {
+                let recorded = audit::record(&Event {
                     remote: Some(self.peer),
                     principal: Some(&principal),
                     action: "auth",
@@ -194,6 +198,9 @@ impl Guard {
                     reason: Some(&format!("roles: {}", roles.join(","))),
                     ..Event::default()
                 });
+                if recorded.refuse() {
+                    return fatal(ErrorCode::AuthFailed, UNRECORDED_AUTH);
+                }
                 if let Err(refusal) = self.permit.bind_identity(&principal.identity) {
                     return fatal(ErrorCode::AuthFailed, &format!("AUTH failed: {refusal}"));
                 }
@@ -265,13 +272,24 @@ impl Guard {
                 let record = |decision: &Decision, would: bool| {
                     audit::record_decision(
                         self.peer, principal, action, topic, channel, decision, would,
-                    );
+                    )
                 };
-                record(&check.decision, false);
+                let recorded = record(&check.decision, false);
                 if let Some(would) = &check.audit {
                     record(would, true);
                 }
                 let allowed = check.decision.is_allow();
+                // An allow the audit log could not take is refused (and not cached): the
+                // code is nsqd's own for a command that failed.
+                if allowed && recorded.refuse() {
+                    let code = match command {
+                        "MPUB" => ErrorCode::MpubFailed,
+                        "DPUB" => ErrorCode::DpubFailed,
+                        "SUB" => ErrorCode::SubFailed,
+                        _ => ErrorCode::PubFailed,
+                    };
+                    return fatal(code, &format!("{command} failed: {UNRECORDED}"));
+                }
                 self.cache.insert(key, allowed);
                 allowed
             }

@@ -148,13 +148,21 @@ async fn run(
     };
     if let Some(principal) = &opened.principal {
         crate::audit::Counters::bump(&gateway.counters.auth_success);
-        crate::audit::record(&crate::audit::Event {
+        let recorded = crate::audit::record(&crate::audit::Event {
             remote: Some(peer),
             principal: Some(principal),
             action: "auth",
             outcome: "success",
             ..Default::default()
         });
+        if recorded.refuse() {
+            let mut client = opened.client;
+            let text = format!("AUTH failed: {}", crate::proxy::guard::UNRECORDED);
+            refuse(client.io(), &nsq::error_frame(ErrorCode::AuthFailed, &text)).await;
+            return Err(SessionError::Refused(
+                "a certificate identity (audit log failing)",
+            ));
+        }
         permit.bind_identity(&principal.identity)?;
     }
     let mut guard = Guard::new(gateway.clone(), peer, opened.principal, permit);
