@@ -326,9 +326,10 @@ async fn audit_upkeep(
                     Some(h) => h.recv().await,
                     None => std::future::pending().await,
                 }
-            } => match sink.reopen() {
-                Ok(()) => tracing::info!(file = %sink.path().map(|p| p.display().to_string()).unwrap_or_default(), "audit file reopened"),
-                Err(e) => tracing::error!(error = %e, "audit file cannot be reopened: audit lines are being lost"),
+            } => match (sink.reopen(), sink.path()) {
+                (Ok(()), Some(path)) => tracing::info!(file = %path.display(), "audit file reopened"),
+                (Ok(()), None) => {}
+                (Err(e), _) => tracing::error!(error = %e, "audit file cannot be reopened: audit lines are being lost"),
             },
             _ = tokio::time::sleep(tick) => nsqgate::audit::flush_folded(),
         }
