@@ -93,6 +93,8 @@ pub struct Config {
     pub files: Vec<perms::NamedFile>,
     /// `[name_quotas]` over the built-in defaults (0 = no limit); roles may raise them.
     pub name_quotas: crate::limit::names::NameQuota,
+    /// Safe defaults the file switched off: `check-config` prints them, `run` logs them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,13 +285,16 @@ impl Config {
         };
         let max_mpub_messages =
             nonzero(at, "limits.max_mpub_messages", raw.limits.max_mpub_messages)?;
-        let connections = sections::connections(&raw.connections, at)?;
-        let rates = sections::rates(raw.rate_limits, at)?;
+        let mut warnings = Vec::new();
+        let descriptors = crate::limit::conn::descriptor_limit();
+        let connections = sections::connections(&raw.connections, descriptors, at, &mut warnings)?;
+        let rates = sections::rates(raw.rate_limits, at, &mut warnings)?;
         let nodes = sections::nodes(raw.nodes, &upstream, at)?;
         let producer_pool = sections::pool(raw.producer_pool, at)?;
         Ok(Config {
             max_unauthenticated_memory,
             files,
+            warnings,
             nodes,
             producer_pool,
             max_mpub_messages,

@@ -97,7 +97,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::CheckConfig { config, checks } => match load(&config, &checks) {
-            Ok(loaded) => check_policy(&loaded, &config),
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                check_policy(&loaded, &config)
+            }
             Err(code) => code,
         },
         Cmd::Certs {
@@ -230,6 +235,10 @@ fn explain(args: &ExplainArgs) -> ExitCode {
 /// Loads and validates the configuration, then the modes of every file it names; each
 /// problem is printed to stderr.
 fn load(path: &std::path::Path, checks: &StartChecks) -> Result<Config, ExitCode> {
+    // First, so that the default connection caps are sized from the limit nsqgate runs with.
+    if let Err(e) = nsqgate::limit::conn::raise_descriptor_limit() {
+        eprintln!("warning: cannot raise the descriptor limit to its hard limit: {e}");
+    }
     let config = Config::load(path).map_err(|e| {
         eprintln!("config error: {e}");
         ExitCode::from(1)
@@ -263,6 +272,18 @@ fn run(path: PathBuf, checks: &StartChecks) -> ExitCode {
         }
     };
     nsqgate::audit::configure(config.audit_on_failure, config.audit_fold);
+    let caps = &config.connections;
+    tracing::info!(
+        descriptors = nsqgate::limit::conn::descriptor_limit(),
+        max_total = ?caps.max_total,
+        max_per_ip = ?caps.max_per_ip,
+        max_per_identity = ?caps.max_per_identity,
+        max_per_nsqd = ?caps.max_per_nsqd,
+        "connection caps (None: switched off)"
+    );
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -321,9 +342,10 @@ async fn audit_upkeep(
                     Some(h) => h.recv().await,
                     None => std::future::pending().await,
                 }
-            } => match sink.reopen() {
-                Ok(()) => tracing::info!(file = %sink.path().map(|p| p.display().to_string()).unwrap_or_default(), "audit file reopened"),
-                Err(e) => tracing::error!(error = %e, "audit file cannot be reopened: audit lines are being lost"),
+            } => match (sink.reopen(), sink.path()) {
+                (Ok(()), Some(path)) => tracing::info!(file = %path.display(), "audit file reopened"),
+                (Ok(()), None) => {}
+                (Err(e), _) => tracing::error!(error = %e, "audit file cannot be reopened: audit lines are being lost"),
             },
             _ = tokio::time::sleep(tick) => nsqgate::audit::flush_folded(),
         }

@@ -409,7 +409,9 @@ async fn five_thousand_idle_connections() {
     let pki = Pki::new();
     let nsqd = Nsqd::start_with(&pki, "nsqd", &["--max-rdy-count=2500"]);
     let port = free_port();
-    let config = open_gate_config(&nsqd, port, "");
+    // Past the default caps (one address, one nsqd) on purpose: this measures the cost.
+    let caps = "[connections]\nmax_total = 6000\nmax_per_ip = 6000\nmax_per_nsqd = 6000\n";
+    let config = open_gate_config(&nsqd, port, caps);
     let gate = Gate::start_config(&pki, &config, port);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let (mut first, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;

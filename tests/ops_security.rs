@@ -192,8 +192,18 @@ fn hs256(claims: &serde_json::Value) -> String {
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
-/// One request over TLS, written byte for byte; returns the response head.
+/// One request over TLS, written byte for byte; returns the status line.
 async fn https_raw(
+    addr: std::net::SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    request: &[u8],
+) -> String {
+    let response = https_response(addr, connector, request).await;
+    response.lines().next().unwrap_or("").to_owned()
+}
+
+/// One request over TLS, written byte for byte; returns the whole response.
+async fn https_response(
     addr: std::net::SocketAddr,
     connector: &tokio_rustls::TlsConnector,
     request: &[u8],
@@ -205,11 +215,7 @@ async fn https_raw(
     tls.write_all(request).await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned()
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
@@ -337,4 +343,478 @@ upstream = "{}"
         "{log}"
     );
     drop(client);
+}
+
+// === safe defaults: connection caps ===
+
+/// The soft and hard "Max open files" of a process, from /proc.
+fn nofile(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut values = line.split_whitespace().skip(3).map(|v| v.parse().unwrap());
+    (values.next().unwrap(), values.next().unwrap())
+}
+
+/// Connects, upgrades and AUTHs with `key`; Err(the refusal) when nsqgate refuses.
+async fn authed(
+    addr: std::net::SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    key: &str,
+) -> Result<common::nsqclient::RawClient, String> {
+    use common::nsqclient::{frame_text, RawClient};
+    use nsqgate::nsq::{Command, FrameType};
+    let (mut client, _) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
+    client
+        .send(&Command::Auth {
+            secret: key.as_bytes().to_vec().into(),
+        })
+        .await;
+    match client.read_frame_within(Duration::from_secs(30)).await {
+        Some(frame) if frame.frame_type == FrameType::Response => Ok(client),
+        Some(frame) => Err(frame_text(&frame)),
+        None => Err("closed without a reply".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_caps_keep_one_identity_from_exhausting_nsqd() {
+    use nsqgate::auth::apikey;
+    let pki = common::Pki::new();
+    let (hog, other) = (apikey::generate(), apikey::generate());
+    let policy = format!(
+        "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"*\"] }}]\n\n\
+         [api_keys.hog]\nsha256 = \"{}\"\nroles = [\"writer\"]\n\n\
+         [api_keys.other]\nsha256 = \"{}\"\nroles = [\"writer\"]\n",
+        apikey::hash_hex(hog.as_bytes()),
+        apikey::hash_hex(other.as_bytes()),
+    );
+    pki.write_policy("policy", "p.toml", &policy);
+    let nsqd = common::Nsqd::start(&pki);
+    // An nsqd with few descriptors, as in the review (1,024 there; fewer here, same story).
+    let status = Command::new("prlimit")
+        .args([format!("--pid={}", nsqd.pid()), "--nofile=400:400".into()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit on nsqd");
+    let port = common::free_port();
+    // No [connections] and no [rate_limits]: the shipped defaults.
+    let config = common::gate_config(port, nsqd.tcp, "", "[auth]\npolicy_dir = \"policy\"\n");
+    let gate = common::Gate::start_config(&pki, &config, port);
+    let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
+
+    let mut held = Vec::new();
+    let mut pending = tokio::task::JoinSet::new();
+    let refusal = loop {
+        while pending.len() < 16 && held.len() + pending.len() < 600 {
+            let (connector, key) = (connector.clone(), hog.clone());
+            pending.spawn(async move { authed(gate_addr(port), &connector, &key).await });
+        }
+        match pending.join_next().await {
+            Some(Ok(Ok(client))) => held.push(client),
+            Some(Ok(Err(refusal))) => break refusal,
+            Some(Err(e)) => panic!("{e}"),
+            None => panic!("600 connections of one identity and no refusal"),
+        }
+    };
+    // The ones still in flight: each is either held or refused.
+    while let Some(joined) = pending.join_next().await {
+        if let Ok(client) = joined.unwrap() {
+            held.push(client);
+        }
+    }
+    eprintln!(
+        "one identity held {} connections; then: {refusal}",
+        held.len()
+    );
+    assert_eq!(
+        refusal, "E_AUTH_FAILED AUTH failed: too many connections for this identity",
+        "refused by nsqgate's default cap, not by an exhausted nsqd"
+    );
+    // The cap nsqgate says it sized from its (raised) descriptor limit.
+    let log = gate.log();
+    let cap: usize = log
+        .split("max_per_identity=Some(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no caps line in the log: {log}"));
+    assert_eq!(held.len(), cap, "the default per-identity cap");
+    let (soft, hard) = nofile(gate.pid());
+    assert_eq!(
+        soft, hard,
+        "nsqgate raised its descriptor limit to the hard limit"
+    );
+
+    // nsqd still serves everyone else.
+    let mut client = authed(gate.addr, &connector, &other).await.unwrap();
+    let reply = client.publish("other-topic", b"x").await.unwrap();
+    assert_eq!(&reply.data[..], b"OK");
+    assert_eq!(nsqd.message_count("other-topic"), 1);
+    drop(held);
+}
+
+fn gate_addr(port: u16) -> std::net::SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// nsqgate run through `prlimit` with a low soft descriptor limit, as a shell would start it.
+struct LimitedGate {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for LimitedGate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_do_not_starve_the_accept_loop() {
+    use common::nsqclient::{tls_connector, RawClient};
+    let pki = common::Pki::new();
+    let nsqd = common::Nsqd::start(&pki);
+    let port = common::free_port();
+    // Silent connections are kept for two minutes: far longer than this test waits.
+    let timeouts = "[timeouts]\ntls_handshake_ms = 120000\nidentify_ms = 120000\n";
+    let rest = format!("{}\n{timeouts}", common::ANONYMOUS);
+    let config_path = pki.path("gate.toml");
+    std::fs::write(&config_path, common::gate_config(port, nsqd.tcp, "", &rest)).unwrap();
+    let log = pki.path("gate.log");
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=1024:20000")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_nsqgate"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for_port(gate_addr(port), &mut child, "nsqgate");
+    let gate = LimitedGate { child, log };
+
+    // 1,100 connections that never say a word, from another loopback address.
+    let mut silent = Vec::new();
+    for _ in 0..1_100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 2], 0).into()).unwrap();
+        silent.push(socket.connect(gate_addr(port)).await.unwrap());
+    }
+    // Let the accept loop take them all (or fail trying).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let served = tokio::time::timeout(Duration::from_secs(30), async {
+        let (mut client, _) =
+            RawClient::upgraded(gate_addr(port), &connector, serde_json::json!({})).await;
+        client.publish("served", b"x").await
+    })
+    .await;
+    let reply = served.expect("a legitimate client is served while 1,100 connections sit idle");
+    assert_eq!(&reply.unwrap().data[..], b"OK");
+    assert_eq!(nsqd.message_count("served"), 1);
+    let limits = nofile(gate.child.id());
+    assert_eq!(limits, (20_000, 20_000), "raised to the hard limit");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn connections_to_one_nsqd_are_capped_with_a_clear_error() {
+    use common::nsqclient::{frame_text, tls_connector, RawClient};
+    use nsqgate::nsq::Command;
+    let pki = common::Pki::new();
+    let nsqd = common::Nsqd::start(&pki);
+    let port = common::free_port();
+    let rest = format!("{}\n[connections]\nmax_per_nsqd = 3\n", common::ANONYMOUS);
+    let config = common::gate_config(port, nsqd.tcp, "", &rest);
+    let gate = common::Gate::start_config(&pki, &config, port);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (mut client, _) =
+            RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+        assert_eq!(
+            &client.publish("capped", b"x").await.unwrap().data[..],
+            b"OK"
+        );
+        open.push(client);
+    }
+    let mut fourth = RawClient::plain(gate.addr).await;
+    let identify = serde_json::json!({"feature_negotiation": true, "tls_v1": true});
+    fourth
+        .send(&Command::Identify {
+            body: identify.to_string().into(),
+        })
+        .await;
+    let refusal = frame_text(&fourth.read_frame().await.expect("a refusal"));
+    assert_eq!(
+        refusal,
+        "E_IDENTIFY_FAILED nsqgate refused: too many connections to this nsqd \
+         (connections.max_per_nsqd)"
+    );
+    assert_eq!(nsqd.message_count("capped"), 3);
+
+    // A slot frees when a connection closes.
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut client = RawClient::plain(gate.addr).await;
+        client
+            .send(&Command::Identify {
+                body: identify.to_string().into(),
+            })
+            .await;
+        let reply = client.read_frame().await.expect("a reply");
+        if !frame_text(&reply).starts_with("E_") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn check_config_warns_when_a_safe_default_is_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = full_config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let off = "\n[connections]\nmax_per_identity = 0\nmax_per_nsqd = 0\n\n\
+               [rate_limits]\nidentity = {}\n";
+    std::fs::write(&config, format!("{text}{off}")).unwrap();
+    let (code, _, err) = nsqgate(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for key in [
+        "connections.max_per_identity",
+        "connections.max_per_nsqd",
+        "rate_limits.identity",
+    ] {
+        assert!(
+            err.contains(&format!("warning: {}: `{key}`", config.display())),
+            "{key}: {err}"
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+    let (code, _, err) = nsqgate(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("warning"),
+        "the defaults need no warning: {err}"
+    );
+}
+
+// === an audit log that cannot be silenced or flooded ===
+
+/// A policy with a publishing key and an admin key (for /metrics); returns (writer, admin).
+fn keyed_policy(pki: &common::Pki) -> (String, String) {
+    use nsqgate::auth::apikey;
+    let (writer, admin) = (apikey::generate(), apikey::generate());
+    let policy = format!(
+        "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"*\"] }}]\n\n\
+         [roles.operator]\nallow = [{{ action = \"admin\", topics = [\"*\"] }}]\n\n\
+         [api_keys.writer]\nsha256 = \"{}\"\nroles = [\"writer\"]\n\n\
+         [api_keys.operator]\nsha256 = \"{}\"\nroles = [\"operator\"]\n",
+        apikey::hash_hex(writer.as_bytes()),
+        apikey::hash_hex(admin.as_bytes()),
+    );
+    pki.write_policy("policy", "p.toml", &policy);
+    (writer, admin)
+}
+
+/// A gate with the keyed policy, an HTTPS nsqd front, and `audit` as its [audit] section.
+fn audited_gate(pki: &common::Pki, nsqd: &common::Nsqd, audit: &str) -> (common::Gate, u16) {
+    let port = common::free_port();
+    let https = common::free_port();
+    let rest = format!(
+        "[auth]\npolicy_dir = \"policy\"\n\n[audit]\n{audit}\n\n\
+         [http.nsqd]\nlisten = \"127.0.0.1:{https}\"\nupstream = \"{}\"\n",
+        nsqd.https
+    );
+    let config = common::gate_config(port, nsqd.tcp, "", &rest);
+    (common::Gate::start_config(pki, &config, port), https)
+}
+
+/// Polls `check` on the gate's stderr log until it holds (20 s at most).
+async fn wait_log(gate: &common::Gate, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check(&gate.log()) {
+        assert!(Instant::now() < deadline, "{what}; log:\n{}", gate.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_audit_disk_is_reported_counted_and_can_refuse_decisions() {
+    let pki = common::Pki::new();
+    let (writer, admin) = keyed_policy(&pki);
+    let nsqd = common::Nsqd::start(&pki);
+    std::os::unix::fs::symlink("/dev/full", pki.path("full-audit.log")).unwrap();
+    let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
+
+    // on_failure = "log" (the default): the decision stands, and the failure is not silent.
+    let (gate, https) = audited_gate(&pki, &nsqd, "file = \"full-audit.log\"");
+    let mut client = authed(gate.addr, &connector, &writer).await.unwrap();
+    assert_eq!(&client.publish("kept", b"x").await.unwrap().data[..], b"OK");
+    wait_log(&gate, "stderr says the audit log is failing", |log| {
+        log.contains("audit log write failed") && log.contains("No space left on device")
+    })
+    .await;
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {admin}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let metrics = https_response(gate_addr(https), &connector, request.as_bytes()).await;
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nsqgate_audit_write_failures_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no audit failure counter: {metrics}"));
+    assert!(
+        failures >= 2,
+        "{failures}: the AUTH and the publish at least"
+    );
+    drop((client, gate));
+
+    // on_failure = "refuse": a decision that cannot be recorded does not happen.
+    let audit = "file = \"full-audit.log\"\non_failure = \"refuse\"";
+    let (gate, _) = audited_gate(&pki, &nsqd, audit);
+    let refusal = authed(gate.addr, &connector, &writer).await.err();
+    assert_eq!(
+        refusal.as_deref(),
+        Some("E_AUTH_FAILED AUTH failed: the audit log cannot record it")
+    );
+    wait_log(&gate, "stderr says decisions are refused", |log| {
+        log.contains("audit log write failed") && log.contains("refusing_decisions=true")
+    })
+    .await;
+    assert_eq!(nsqd.message_count("kept"), 1);
+}
+
+#[tokio::test]
+async fn a_thousand_identical_failed_auths_make_a_handful_of_counted_lines() {
+    use common::nsqclient::{frame_text, RawClient};
+    use nsqgate::nsq::Command;
+    let pki = common::Pki::new();
+    keyed_policy(&pki);
+    let nsqd = common::Nsqd::start(&pki);
+    let port = common::free_port();
+    // Plain TCP keeps a thousand connections quick. The fold interval is the default (10 s).
+    let rest = "[auth]\npolicy_dir = \"policy\"\n\n[audit]\nfile = \"audit.log\"\n";
+    let config = common::gate_config(port, nsqd.tcp, "", rest).replace(
+        "tls_key = \"gate.key\"",
+        "tls_key = \"gate.key\"\nrequire_tls = false",
+    );
+    let _gate = common::Gate::start_config(&pki, &config, port);
+    const ATTEMPTS: u64 = 1_000;
+    let mut pending = tokio::task::JoinSet::new();
+    for attempt in 0..ATTEMPTS {
+        if pending.len() >= 16 {
+            pending.join_next().await.unwrap().unwrap();
+        }
+        pending.spawn(async move {
+            let mut client = RawClient::plain(gate_addr(port)).await;
+            client
+                .send(&Command::Auth {
+                    secret: b"nsqk_not_a_key_anyone_has".to_vec().into(),
+                })
+                .await;
+            let reply = client.read_frame().await.expect("AUTH reply");
+            assert_eq!(
+                frame_text(&reply),
+                "E_AUTH_FAILED AUTH failed",
+                "#{attempt}"
+            );
+        });
+    }
+    while let Some(joined) = pending.join_next().await {
+        joined.unwrap();
+    }
+
+    // Every failure is accounted for: each line is one, except a summary line (repeats = N),
+    // which stands for N more like the line before it.
+    let audit_path = pki.path("audit.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+        let failures: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["action"] == "auth" && e["outcome"] == "failure")
+            .collect();
+        let total: u64 = failures
+            .iter()
+            .map(|e| match e["repeats"].as_u64().unwrap_or(0) {
+                0 => 1,
+                n => n,
+            })
+            .sum();
+        if total >= ATTEMPTS {
+            assert_eq!(total, ATTEMPTS, "{failures:?}");
+            break failures;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{total} of {ATTEMPTS}: {failures:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("{ATTEMPTS} failed AUTHs -> {} audit lines", lines.len());
+    assert!(lines.len() <= 50, "{} lines", lines.len());
+    assert!(lines.iter().any(|e| e["repeats"].as_u64() > Some(0)));
+}
+
+#[tokio::test]
+async fn the_audit_file_is_reopened_on_sighup_after_a_rename() {
+    let pki = common::Pki::new();
+    let (writer, _) = keyed_policy(&pki);
+    let nsqd = common::Nsqd::start(&pki);
+    let (gate, _) = audited_gate(&pki, &nsqd, "file = \"audit.log\"");
+    let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
+    let (current, rotated) = (pki.path("audit.log"), pki.path("audit.log.1"));
+    let auth_lines = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"action\":\"auth\""))
+            .count()
+    };
+
+    let first = authed(gate.addr, &connector, &writer).await.unwrap();
+    assert_eq!(auth_lines(&current), 1);
+    // logrotate: rename, then SIGHUP.
+    std::fs::rename(&current, &rotated).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &gate.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Authenticate until a line lands in a new file at the old path.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut later = Vec::new();
+    while auth_lines(&current) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no new audit file after SIGHUP; {} lines went to the renamed one",
+            auth_lines(&rotated)
+        );
+        later.push(authed(gate.addr, &connector, &writer).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = authed(gate.addr, &connector, &writer).await.unwrap();
+    assert_eq!(auth_lines(&current), 2, "new lines go to the new file");
+    assert_eq!(
+        auth_lines(&rotated),
+        later.len(),
+        "the renamed file has the first line and those written before the reopen"
+    );
+    assert!(gate.log().contains("audit file reopened"), "{}", gate.log());
+    drop((first, second));
 }

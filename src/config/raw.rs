@@ -62,12 +62,15 @@ fn default_health_check_ms() -> u64 {
     2_000
 }
 
+/// Caps left out get defaults sized from the descriptor limit; 0 switches one off.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConnections {
     pub max_total: Option<usize>,
     pub max_per_ip: Option<usize>,
     pub max_per_identity: Option<usize>,
+    /// nsqgate's own connections to one nsqd address.
+    pub max_per_nsqd: Option<usize>,
     pub new_per_sec_per_ip: Option<u32>,
     pub new_burst_per_ip: Option<u32>,
     /// Load balancers whose PROXY protocol (v1 or v2) header is read and believed.
@@ -91,7 +94,7 @@ impl Default for RawRateLimits {
             on_limit: OnLimit::Delay,
             max_delay_ms: 5_000,
             idle_evict_secs: 600,
-            identity: None,
+            identity: Some(default_identity_rate()),
             identity_topic: None,
             topic: None,
         }
@@ -284,6 +287,17 @@ impl Default for RawTimeouts {
             // nsqd heartbeats every 30 s and expects an answer within 60 s; allow a little more.
             idle_ms: 65_000,
         }
+    }
+}
+
+/// Generous enough for any one well-behaved producer, low enough that one identity cannot
+/// take a whole nsqd: 50,000 msg/s (burst 100,000) and 100 MiB/s (burst 200 MiB).
+pub fn default_identity_rate() -> RateQuota {
+    RateQuota {
+        messages_per_sec: Some(50_000),
+        burst_messages: Some(100_000),
+        bytes_per_sec: Some(100 << 20),
+        burst_bytes: Some(200 << 20),
     }
 }
 

@@ -179,19 +179,50 @@ fn nsqd_options(raw: &RawNsqdOptions, at: &Locator<'_>) -> Result<NsqdOptions, C
     Ok(options)
 }
 
+/// Connection caps: a key left out gets its default (sized from `descriptors`), 0 switches
+/// the cap off (and earns a warning).
 pub(super) fn connections(
     c: &RawConnections,
+    descriptors: u64,
     at: &Locator<'_>,
+    warnings: &mut Vec<String>,
 ) -> Result<ConnSettings, ConfigError> {
-    let positive = |key: &str, v: Option<usize>| -> Result<Option<usize>, ConfigError> {
-        match v {
-            Some(0) => Err(at.invalid(
-                key,
-                "must be greater than 0 (leave it out for no limit)".into(),
-            )),
-            v => Ok(v),
+    let defaults = crate::limit::conn::cap_defaults(descriptors);
+    let mut cap = |key: &str, value: Option<usize>, default: usize, guards: &str| match value {
+        None => Some(default),
+        Some(0) => {
+            warnings.push(format!(
+                "{}: `{key}` = 0 switches the cap off: {guards}",
+                at.file.display()
+            ));
+            None
         }
+        Some(n) => Some(n),
     };
+    let max_total = cap(
+        "connections.max_total",
+        c.max_total,
+        defaults.max_total,
+        "nsqgate can run out of descriptors and stop accepting anyone",
+    );
+    let max_per_ip = cap(
+        "connections.max_per_ip",
+        c.max_per_ip,
+        defaults.max_per_ip,
+        "one address can hold every connection",
+    );
+    let max_per_identity = cap(
+        "connections.max_per_identity",
+        c.max_per_identity,
+        defaults.max_per_identity,
+        "one credential can hold every connection",
+    );
+    let max_per_nsqd = cap(
+        "connections.max_per_nsqd",
+        c.max_per_nsqd,
+        defaults.max_per_nsqd,
+        "clients can exhaust an nsqd's descriptors (it then refuses everyone)",
+    );
     let new_per_sec_per_ip = match (c.new_per_sec_per_ip, c.new_burst_per_ip) {
         (None, None) => None,
         (None, Some(_)) => {
@@ -204,7 +235,7 @@ pub(super) fn connections(
             let rate = std::num::NonZeroU32::new(rate).ok_or_else(|| {
                 at.invalid(
                     "connections.new_per_sec_per_ip",
-                    "must be greater than 0".into(),
+                    "must be greater than 0 (leave it out for no limit)".into(),
                 )
             })?;
             let burst = match burst {
@@ -220,14 +251,28 @@ pub(super) fn connections(
         }
     };
     Ok(ConnSettings {
-        max_total: positive("connections.max_total", c.max_total)?,
-        max_per_ip: positive("connections.max_per_ip", c.max_per_ip)?,
-        max_per_identity: positive("connections.max_per_identity", c.max_per_identity)?,
+        max_total,
+        max_per_ip,
+        max_per_identity,
         new_per_sec_per_ip,
+        max_per_nsqd,
     })
 }
 
-pub(super) fn rates(r: RawRateLimits, at: &Locator<'_>) -> Result<RateSettings, ConfigError> {
+pub(super) fn rates(
+    r: RawRateLimits,
+    at: &Locator<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<RateSettings, ConfigError> {
+    if r.identity
+        .is_none_or(|q| q == crate::policy::RateQuota::default())
+    {
+        warnings.push(format!(
+            "{}: `rate_limits.identity` = {{}} switches the default publish limit off: one \
+             identity can publish as fast as nsqd takes it (roles may still set `rate`)",
+            at.file.display()
+        ));
+    }
     for (key, quota) in [
         ("rate_limits.identity", &r.identity),
         ("rate_limits.identity_topic", &r.identity_topic),

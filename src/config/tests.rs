@@ -142,3 +142,29 @@ fn opening_keys_are_validated_by_name() {
         assert_eq!(err.key(), Some(key), "{err}");
     }
 }
+
+#[test]
+fn caps_and_the_identity_rate_are_on_by_default_and_zero_switches_a_cap_off() {
+    let fx = Fixture::new();
+    let config = fx.load(GOOD).unwrap();
+    let caps = &config.connections;
+    let defaults = crate::limit::conn::cap_defaults(crate::limit::conn::descriptor_limit());
+    assert_eq!(caps.max_total, Some(defaults.max_total));
+    assert_eq!(caps.max_per_ip, Some(defaults.max_per_ip));
+    assert_eq!(caps.max_per_identity, Some(defaults.max_per_identity));
+    assert_eq!(caps.max_per_nsqd, Some(defaults.max_per_nsqd));
+    assert!(config
+        .rates
+        .identity
+        .is_some_and(|q| q.messages_per_sec.is_some()));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let off = format!(
+        "{GOOD}\n[connections]\nmax_per_ip = 0\nmax_total = 7\n\n[rate_limits]\nidentity = {{}}\n"
+    );
+    let config = fx.load(&off).unwrap();
+    assert_eq!(config.connections.max_per_ip, None);
+    assert_eq!(config.connections.max_total, Some(7));
+    assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("`connections.max_per_ip` = 0"));
+}

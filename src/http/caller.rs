@@ -59,7 +59,7 @@ impl Caller {
                 match identity::from_secret(secret, gateway.jwt.as_deref(), &policy) {
                     Ok(principal) => {
                         Counters::bump(&gateway.counters.auth_success);
-                        audit::record(&Event {
+                        let recorded = audit::record(&Event {
                             remote: Some(conn.peer),
                             principal: Some(&principal),
                             action: "auth",
@@ -68,6 +68,9 @@ impl Caller {
                             reason: Some("http"),
                             ..Event::default()
                         });
+                        if recorded.refuse() {
+                            return Err(unrecorded().into());
+                        }
                         principal
                     }
                     Err(e) => {
@@ -142,11 +145,13 @@ impl Caller {
         channel: Option<&str>,
     ) -> Result<(), Refusal> {
         let check = self.policy.check(&self.subject(), action, topic, channel);
-        self.record(action, topic, channel, &check.decision, false);
+        let recorded = self.record(action, topic, channel, &check.decision, false);
         if let Some(would) = &check.audit {
             self.record(action, topic, channel, would, true);
         }
-        if check.decision.is_allow() {
+        if check.decision.is_allow() && recorded.refuse() {
+            Err(unrecorded().into())
+        } else if check.decision.is_allow() {
             Ok(())
         } else {
             Counters::bump(&self.counters.denied);
@@ -235,7 +240,7 @@ impl Caller {
 
     /// Audits and enforces a cluster-wide decision already made (`allowed`) for `what`.
     pub fn authorize_global(&self, action: &str, allowed: bool, what: &str) -> Result<(), Refusal> {
-        audit::record(&Event {
+        let recorded = audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(&self.principal),
             action,
@@ -244,7 +249,9 @@ impl Caller {
             reason: Some(what),
             ..Event::default()
         });
-        if allowed {
+        if allowed && recorded.refuse() {
+            Err(unrecorded().into())
+        } else if allowed {
             Ok(())
         } else {
             Counters::bump(&self.counters.denied);
@@ -259,7 +266,7 @@ impl Caller {
         channel: Option<&str>,
         decision: &Decision,
         would: bool,
-    ) {
+    ) -> audit::Recorded {
         audit::record_decision(
             self.peer,
             &self.principal,
@@ -268,7 +275,7 @@ impl Caller {
             channel,
             decision,
             would,
-        );
+        )
     }
 }
 
@@ -292,4 +299,10 @@ fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), Refusal> {
             Err(reply::error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS").into())
         }
     }
+}
+
+/// The answer to a request whose decision the audit log could not record
+/// (`[audit] on_failure = "refuse"`).
+fn unrecorded() -> hyper::Response<super::Body> {
+    reply::error(hyper::StatusCode::SERVICE_UNAVAILABLE, "AUDIT_UNAVAILABLE")
 }

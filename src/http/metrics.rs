@@ -62,6 +62,11 @@ impl Metrics {
                 "Publishes and SUBs refused by a quota on new topic or channel names.",
                 &c.name_quota,
             ),
+            (
+                "nsqgate_audit_write_failures_total",
+                "Audit lines that could not be written (disk full, file gone).",
+                &crate::logging::sink::FAILURES,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -1,7 +1,8 @@
 //! Connection-exhaustion defences: caps on open connections in total, per source IP and per
 //! identity, and on new connections per second per source IP. A permit is held for the life of
 //! a connection and gives its slot back on drop. Refusals are counted and logged at most once
-//! per interval, so a flood cannot flood the log too.
+//! per interval, so a flood cannot flood the log too. The caps are on by default, sized from
+//! the process's descriptor limit, which is first raised to its hard limit.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -15,6 +16,15 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// How often a summary of refused connections may be logged.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Descriptors kept for what is not a proxied connection: listeners, HTTP fronts and their
+/// upstreams, policy and certificate files, the audit file.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The default cap on nsqgate's connections to one nsqd: three quarters of the 1,024
+/// descriptors a default `ulimit -n` gives nsqd, leaving it room for its own files.
+pub const DEFAULT_MAX_PER_NSQD: usize = 768;
+
+/// None means no cap (the operator wrote 0).
 #[derive(Clone, Debug, Default)]
 pub struct ConnSettings {
     pub max_total: Option<usize>,
@@ -22,6 +32,56 @@ pub struct ConnSettings {
     pub max_per_identity: Option<usize>,
     /// New connections per second from one source IP, with a burst.
     pub new_per_sec_per_ip: Option<(NonZeroU32, NonZeroU32)>,
+    /// nsqgate's own connections to one nsqd address.
+    pub max_per_nsqd: Option<usize>,
+}
+
+/// The caps a configuration gets for the keys it leaves out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapDefaults {
+    pub max_total: usize,
+    pub max_per_ip: usize,
+    pub max_per_identity: usize,
+    pub max_per_nsqd: usize,
+}
+
+/// Sizes the default caps from the descriptor limit: every proxied connection holds two
+/// descriptors (client and nsqd), so the total is what the limit allows after a reserve; one
+/// address gets a quarter of it (at most 1,024), one identity an eighth (at most 256), so
+/// neither can take everything; one nsqd gets at most [`DEFAULT_MAX_PER_NSQD`].
+pub fn cap_defaults(descriptors: u64) -> CapDefaults {
+    let total = descriptors.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+    let max_total = usize::try_from(total).unwrap_or(usize::MAX).max(16);
+    CapDefaults {
+        max_total,
+        max_per_ip: (max_total / 4).clamp(1, 1024),
+        max_per_identity: (max_total / 8).clamp(1, 256),
+        max_per_nsqd: max_total.min(DEFAULT_MAX_PER_NSQD),
+    }
+}
+
+/// Raises the soft descriptor limit to the hard limit, as Go programs (nsqd too) do at start:
+/// the soft limit a shell hands out (often 1,024) starves a proxy's accept loop long before
+/// its caps are reached. Returns the soft limit now in force.
+pub fn raise_descriptor_limit() -> std::io::Result<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )?;
+    }
+    Ok(descriptor_limit())
+}
+
+/// The soft descriptor limit now in force (u64::MAX when unlimited).
+pub fn descriptor_limit() -> u64 {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit.current.unwrap_or(u64::MAX)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +94,8 @@ pub enum Refusal {
     Rate,
     #[error("too many connections for this identity")]
     PerIdentity,
+    #[error("too many connections to this nsqd (connections.max_per_nsqd)")]
+    PerNsqd,
 }
 
 pub struct ConnLimits {
@@ -41,9 +103,17 @@ pub struct ConnLimits {
     total: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
     per_identity: DashMap<String, usize>,
+    /// nsqgate's own connections per nsqd address (every route to one nsqd shares a count).
+    per_nsqd: DashMap<String, usize>,
     new_conns: Option<DefaultKeyedRateLimiter<IpAddr>>,
     refused: AtomicU64,
     last_log: Mutex<(Instant, u64)>,
+}
+
+/// One connection to an nsqd; dropping it frees the slot.
+pub struct NsqdPermit {
+    limits: Arc<ConnLimits>,
+    address: String,
 }
 
 /// A connection's claim on the limits; dropping it frees the slots.
@@ -65,6 +135,7 @@ impl ConnLimits {
             total: AtomicUsize::new(0),
             per_ip: DashMap::new(),
             per_identity: DashMap::new(),
+            per_nsqd: DashMap::new(),
             new_conns,
             refused: AtomicU64::new(0),
             last_log: Mutex::new((Instant::now(), 0)),
@@ -81,6 +152,23 @@ impl ConnLimits {
         };
         if self.settings.max_total.is_some_and(|max| total > max) {
             return Err(self.refuse(Refusal::Total));
+        }
+        Ok(permit)
+    }
+
+    /// A slot for one more connection to the nsqd at `address`, before connecting to it.
+    pub fn claim_nsqd(self: &Arc<Self>, address: &str) -> Result<NsqdPermit, Refusal> {
+        let count = {
+            let mut entry = self.per_nsqd.entry(address.to_owned()).or_insert(0);
+            *entry += 1;
+            *entry
+        };
+        let permit = NsqdPermit {
+            limits: self.clone(),
+            address: address.to_owned(),
+        };
+        if self.settings.max_per_nsqd.is_some_and(|max| count > max) {
+            return Err(self.refuse(Refusal::PerNsqd));
         }
         Ok(permit)
     }
@@ -184,6 +272,12 @@ impl Drop for ConnPermit {
     }
 }
 
+impl Drop for NsqdPermit {
+    fn drop(&mut self) {
+        decrement(&self.limits.per_nsqd, &self.address);
+    }
+}
+
 /// Lowers a count and removes the key at zero, so the maps only hold live keys.
 fn decrement<K: std::hash::Hash + Eq + Clone>(map: &DashMap<K, usize>, key: &K) {
     map.remove_if_mut(key, |_, count| {
@@ -235,6 +329,36 @@ mod tests {
         assert!(limits.per_identity.contains_key("alice"));
         drop(b);
         assert!(limits.per_identity.is_empty());
+    }
+
+    #[test]
+    fn nsqd_connections_are_capped_per_address() {
+        let limits = ConnLimits::new(ConnSettings {
+            max_per_nsqd: Some(1),
+            ..ConnSettings::default()
+        });
+        let a = limits.claim_nsqd("nsqd-a:4150").unwrap();
+        assert!(matches!(
+            limits.claim_nsqd("nsqd-a:4150"),
+            Err(Refusal::PerNsqd)
+        ));
+        let _b = limits.claim_nsqd("nsqd-b:4150").unwrap();
+        drop(a);
+        let _again = limits.claim_nsqd("nsqd-a:4150").unwrap();
+        assert_eq!(limits.per_nsqd.len(), 2);
+    }
+
+    #[test]
+    fn default_caps_scale_with_the_descriptor_limit() {
+        let small = cap_defaults(1024);
+        assert_eq!(small.max_total, 448);
+        assert_eq!((small.max_per_ip, small.max_per_identity), (112, 56));
+        assert_eq!(small.max_per_nsqd, 448);
+        let large = cap_defaults(1 << 20);
+        assert_eq!((large.max_per_ip, large.max_per_identity), (1024, 256));
+        assert_eq!(large.max_per_nsqd, DEFAULT_MAX_PER_NSQD);
+        assert_eq!(cap_defaults(0).max_total, 16);
+        assert!(descriptor_limit() > 0);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Audit lines that could not be written since start.
-static FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Audit lines that could not be written since start (`/metrics` reads it).
+pub static FAILURES: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// The last write failure on this thread, until `take_failure` collects it. Writes happen

@@ -33,6 +33,10 @@ type CertChain = Arc<[rustls::pki_types::CertificateDer<'static>]>;
 /// The identity of a caller without credentials when `auth.require_identity` is off.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// Why a decision was refused under `[audit] on_failure = "refuse"`.
+pub const UNRECORDED: &str = "the audit log cannot record it";
+const UNRECORDED_AUTH: &str = "AUTH failed: the audit log cannot record it";
+
 /// What the relay does with one client command.
 pub enum Verdict {
     /// Send the command's bytes to nsqd unchanged.
@@ -257,7 +261,7 @@ impl Guard {
                     "permission_count": roles.len(),
                 });
                 Counters::bump(&self.gateway.counters.auth_success);
-                audit::record(&Event {
+                let recorded = audit::record(&Event {
                     remote: Some(self.peer),
                     principal: Some(&principal),
                     action: "auth",
@@ -266,6 +270,9 @@ impl Guard {
                     reason: Some(&format!("roles: {}", roles.join(","))),
                     ..Event::default()
                 });
+                if recorded.refuse() {
+                    return fatal(ErrorCode::AuthFailed, UNRECORDED_AUTH);
+                }
                 if let Err(refusal) = self.permit.bind_identity(&principal.identity) {
                     return fatal(ErrorCode::AuthFailed, &format!("AUTH failed: {refusal}"));
                 }
@@ -343,7 +350,9 @@ impl Guard {
         let allowed = match self.cache.get(action, topic, channel.unwrap_or("")) {
             Some(allowed) => allowed,
             None => {
-                let allowed = self.decide(&policy, action, topic, channel);
+                let Some(allowed) = self.decide(&policy, action, topic, channel) else {
+                    return unrecorded(command);
+                };
                 if allowed {
                     // A name nsqd may not have yet is charged before it reaches nsqd; a
                     // refusal is not cached, so the next try meets the quota afresh.
@@ -364,25 +373,36 @@ impl Guard {
         }
     }
 
-    /// One audited policy decision for the principal (which stands under `policy`).
-    fn decide(&self, policy: &Policy, action: Action, topic: &str, channel: Option<&str>) -> bool {
+    /// One audited policy decision for the principal (which stands under `policy`); `None`
+    /// for an allow the audit log could not record while `[audit] on_failure = "refuse"`.
+    fn decide(
+        &self,
+        policy: &Policy,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Option<bool> {
         let Some(principal) = &self.principal else {
-            return false;
+            return Some(false);
         };
         let Ok(subject) = identity::current_subject(principal, policy) else {
-            return false;
+            return Some(false);
         };
         let check = policy.check(&subject, action, topic, channel);
         let record = |decision: &Decision, would: bool| {
             audit::record_decision(
                 self.peer, principal, action, topic, channel, decision, would,
-            );
+            )
         };
-        record(&check.decision, false);
+        let recorded = record(&check.decision, false);
         if let Some(would) = &check.audit {
             record(would, true);
         }
-        check.decision.is_allow()
+        let allowed = check.decision.is_allow();
+        if allowed && recorded.refuse() {
+            return None;
+        }
+        Some(allowed)
     }
 }
 
@@ -392,6 +412,18 @@ fn action_name(action: Action) -> &'static str {
         Action::Subscribe => "subscribe",
         Action::Admin => "admin",
     }
+}
+
+/// An allow the audit log could not take is refused (and not cached), with the code nsqd
+/// uses for that command failing.
+fn unrecorded(command: &str) -> Verdict {
+    let code = match command {
+        "MPUB" => ErrorCode::MpubFailed,
+        "DPUB" => ErrorCode::DpubFailed,
+        "SUB" => ErrorCode::SubFailed,
+        _ => ErrorCode::PubFailed,
+    };
+    fatal(code, &format!("{command} failed: {UNRECORDED}"))
 }
 
 fn fatal(code: ErrorCode, text: &str) -> Verdict {

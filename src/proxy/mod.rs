@@ -97,11 +97,13 @@ impl Gateway {
             .max_body_size
             .max(config.limits.max_msg_size)
             .saturating_add(64);
+        let conns = ConnLimits::new(config.connections.clone());
         let upstream = Connector::new(
             &config.upstream,
             upstream_tls.clone(),
             config.timeouts.upstream_connect,
             max_frame,
+            conns.clone(),
         )?;
         let jwt = match &config.auth.jwt {
             Some(settings) => Some(Arc::new(
@@ -118,7 +120,7 @@ impl Gateway {
             unauthenticated: budget::Budget::new(config.max_unauthenticated_memory),
             names: Arc::new(crate::limit::names::NameQuotas::new(config.name_quotas)),
             counters: Arc::default(),
-            conns: ConnLimits::new(config.connections.clone()),
+            conns,
             config,
             tls_acceptor: TlsAcceptor::from(server.config),
             client_certs: server.client_certs,
@@ -168,6 +170,7 @@ impl Gateway {
             self.upstream_tls.clone(),
             self.config.timeouts.upstream_connect,
             max_frame,
+            self.conns.clone(),
         )?)
     }
 

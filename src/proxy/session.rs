@@ -164,13 +164,23 @@ async fn run(
     };
     if let Some(principal) = &opened.principal {
         crate::audit::Counters::bump(&gateway.counters.auth_success);
-        crate::audit::record(&crate::audit::Event {
+        let recorded = crate::audit::record(&crate::audit::Event {
             remote: Some(peer),
             principal: Some(principal),
             action: "auth",
             outcome: "success",
             ..Default::default()
         });
+        if recorded.refuse() {
+            let mut client = opened.client;
+            let text = format!("AUTH failed: {}", crate::proxy::guard::UNRECORDED);
+            refuse(client.io(), &nsq::error_frame(ErrorCode::AuthFailed, &text)).await;
+            // Already told; the error is for the log line.
+            return Err(SessionError::Refuse {
+                code: ErrorCode::AuthFailed,
+                text,
+            });
+        }
         permit.bind_identity(&principal.identity)?;
     }
     let mut guard = Guard::new(gateway.clone(), peer, opened.principal, permit);
@@ -330,10 +340,17 @@ async fn connect_upstream(
 
 /// The client learns only that the upstream is unavailable; the log says why.
 fn upstream_unavailable(gateway: &Gateway, e: UpstreamError) -> SessionError {
-    warn!(upstream = gateway.route.address(), error = %e, "upstream refused");
+    let text = match e {
+        // Already counted and logged (at most once per interval) by the connection limits.
+        UpstreamError::Limited { refusal, .. } => format!("nsqgate refused: {refusal}"),
+        e => {
+            warn!(upstream = gateway.route.address(), error = %e, "upstream refused");
+            "nsqgate could not open a verified connection to nsqd".into()
+        }
+    };
     SessionError::Refuse {
         code: ErrorCode::IdentifyFailed,
-        text: "nsqgate could not open a verified connection to nsqd".into(),
+        text,
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamConfig;
+use crate::limit::conn::{ConnLimits, NsqdPermit, Refusal};
 use crate::nsq::{self, Command, Frame, FrameType};
 use crate::proxy::identify::UpstreamIdentify;
 use crate::proxy::stream::{Io, Replay};
@@ -46,6 +47,9 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("connection to nsqd failed: {0}")]
     Io(#[from] std::io::Error),
+    /// Refused before connecting: nsqgate holds as many connections to it as allowed.
+    #[error("not connecting to nsqd at {address}: {refusal}")]
+    Limited { address: String, refusal: Refusal },
 }
 
 // === impl UpstreamError ===
@@ -73,6 +77,8 @@ pub struct Connector {
     auth_secret: Option<Arc<str>>,
     connect_timeout: Duration,
     max_frame_size: u32,
+    /// Where connections to each nsqd are counted (and capped), shared by every route.
+    limits: Arc<ConnLimits>,
 }
 
 /// A ready upstream leg: identified, upgraded, authenticated.
@@ -92,6 +98,7 @@ impl Connector {
         tls: Option<Arc<rustls::ClientConfig>>,
         connect_timeout: Duration,
         max_frame_size: u32,
+        limits: Arc<ConnLimits>,
     ) -> Result<Connector, UpstreamError> {
         let tls = match (tls, &config.tls) {
             (Some(client_config), Some(settings)) => {
@@ -107,6 +114,7 @@ impl Connector {
             auth_secret: config.auth_secret.as_deref().map(Arc::from),
             connect_timeout,
             max_frame_size,
+            limits,
         })
     }
 
@@ -118,12 +126,24 @@ impl Connector {
         self.max_frame_size
     }
 
-    /// Opens a leg for one client with nsqgate's IDENTIFY for it.
-    pub async fn connect(&self, identify: UpstreamIdentify) -> Result<Upstream, UpstreamError> {
+    /// Opens a leg for one client, with nsqgate's IDENTIFY for it; the
+    /// permit holds the leg's place in the per-nsqd cap for as long as it is kept.
+    pub async fn connect(
+        &self,
+        identify: UpstreamIdentify,
+    ) -> Result<(Upstream, NsqdPermit), UpstreamError> {
+        let permit =
+            self.limits
+                .claim_nsqd(&self.address)
+                .map_err(|refusal| UpstreamError::Limited {
+                    address: self.address.clone(),
+                    refusal,
+                })?;
         let deadline = self.connect_timeout;
-        tokio::time::timeout(deadline, self.handshake(identify))
+        let upstream = tokio::time::timeout(deadline, self.handshake(identify))
             .await
-            .map_err(|_| UpstreamError::Timeout(self.address.clone()))?
+            .map_err(|_| UpstreamError::Timeout(self.address.clone()))??;
+        Ok((upstream, permit))
     }
 
     async fn handshake(&self, identify: UpstreamIdentify) -> Result<Upstream, UpstreamError> {
@@ -258,20 +278,28 @@ pub enum Route {
     Pool(Arc<Pool>),
 }
 
-/// A ready upstream leg and, for a pool, its claim on a member's connection count.
+/// A ready upstream leg and its claims on connection counts.
 pub struct Routed {
     pub upstream: Upstream,
-    /// Held for the life of the connection; dropping it lowers the member's count.
+    /// Held for the life of the connection; dropping it lowers the counts (the nsqd's, and
+    /// for a pool the member's).
     pub lease: Option<Lease>,
 }
 
 impl Route {
     pub async fn connect(&self, identify: UpstreamIdentify) -> Result<Routed, UpstreamError> {
         match self {
-            Route::Node(connector) => Ok(Routed {
-                upstream: connector.connect(identify).await?,
-                lease: None,
-            }),
+            Route::Node(connector) => {
+                let (upstream, permit) = connector.connect(identify).await?;
+                let lease = Lease {
+                    member: None,
+                    _nsqd: permit,
+                };
+                Ok(Routed {
+                    upstream,
+                    lease: Some(lease),
+                })
+            }
             Route::Pool(pool) => pool.connect(identify).await,
         }
     }
@@ -310,14 +338,32 @@ struct Member {
 }
 
 pub struct Lease {
-    pool: Arc<Pool>,
-    index: usize,
+    /// A pool member's count (its index), for pooled connections.
+    member: Option<(Arc<Pool>, usize)>,
+    /// The connection's place in the per-nsqd cap, freed on drop.
+    _nsqd: NsqdPermit,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(member) = self.pool.members.get(self.index) {
+        if let Some(member) = self.member.as_ref().and_then(|(p, i)| p.members.get(*i)) {
             member
+                .active
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+/// Lowers a member's count unless handed over to a [`Lease`].
+struct Claim<'a> {
+    member: &'a Member,
+    held: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.member
                 .active
                 .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }
@@ -366,13 +412,15 @@ impl Pool {
         for index in self.order() {
             let member = &self.members[index];
             member.active.fetch_add(1, Ordering::AcqRel);
-            let lease = Lease {
-                pool: self.clone(),
-                index,
-            };
+            let mut claim = Claim { member, held: true };
             match member.connector.connect(identify.clone()).await {
-                Ok(upstream) => {
+                Ok((upstream, permit)) => {
                     member.healthy.store(true, Ordering::Release);
+                    claim.held = false;
+                    let lease = Lease {
+                        member: Some((self.clone(), index)),
+                        _nsqd: permit,
+                    };
                     return Ok(Routed {
                         upstream,
                         lease: Some(lease),
@@ -380,6 +428,8 @@ impl Pool {
                 }
                 // The client's settings, refused: another member would refuse them too.
                 Err(e) if e.client_refusal().is_some() => return Err(e),
+                // At its cap, a member is busy, not broken: try the next one.
+                Err(e @ UpstreamError::Limited { .. }) => last = e,
                 Err(e) => {
                     tracing::warn!(nsqd = member.connector.address(), error = %e, "pool member failed; trying the next");
                     member.healthy.store(false, Ordering::Release);

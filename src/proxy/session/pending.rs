@@ -159,9 +159,9 @@ impl Waiting<'_> {
 /// client; nsqd's refusal of the client's IDENTIFY stays nsqd's words.
 fn after_auth(e: SessionError) -> SessionError {
     match e {
-        SessionError::Refuse { .. } => SessionError::Refuse {
+        SessionError::Refuse { text, .. } => SessionError::Refuse {
             code: ErrorCode::AuthFailed,
-            text: "AUTH failed: nsqgate could not open a verified connection to nsqd".into(),
+            text: format!("AUTH failed: {text}"),
         },
         other => other,
     }
