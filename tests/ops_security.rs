@@ -529,7 +529,6 @@ async fn silent_connections_do_not_starve_the_accept_loop() {
 #[tokio::test]
 async fn connections_to_one_nsqd_are_capped_with_a_clear_error() {
     use common::nsqclient::{frame_text, tls_connector, RawClient};
-    use nsqgate::nsq::Command;
     let pki = common::Pki::new();
     let nsqd = common::Nsqd::start(&pki);
     let port = common::free_port();
@@ -548,14 +547,9 @@ async fn connections_to_one_nsqd_are_capped_with_a_clear_error() {
         );
         open.push(client);
     }
-    let mut fourth = RawClient::plain(gate.addr).await;
-    let identify = serde_json::json!({"feature_negotiation": true, "tls_v1": true});
-    fourth
-        .send(&Command::Identify {
-            body: identify.to_string().into(),
-        })
-        .await;
-    let refusal = frame_text(&fourth.read_frame().await.expect("a refusal"));
+    // An anonymous client gets its nsqd connection at its first command nsqd must see.
+    let (mut fourth, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    let refusal = frame_text(&fourth.publish("capped", b"x").await.expect("a refusal"));
     assert_eq!(
         refusal,
         "E_IDENTIFY_FAILED nsqgate refused: too many connections to this nsqd \
@@ -567,13 +561,9 @@ async fn connections_to_one_nsqd_are_capped_with_a_clear_error() {
     drop(open.pop());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut client = RawClient::plain(gate.addr).await;
-        client
-            .send(&Command::Identify {
-                body: identify.to_string().into(),
-            })
-            .await;
-        let reply = client.read_frame().await.expect("a reply");
+        let (mut client, _) =
+            RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+        let reply = client.publish("capped", b"x").await.expect("a reply");
         if !frame_text(&reply).starts_with("E_") {
             break;
         }
@@ -619,7 +609,7 @@ fn keyed_policy(pki: &common::Pki) -> (String, String) {
     let (writer, admin) = (apikey::generate(), apikey::generate());
     let policy = format!(
         "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"*\"] }}]\n\n\
-         [roles.operator]\nallow = [{{ action = \"admin\", topics = [\"*\"] }}]\n\n\
+         [roles.operator]\nallow = [{{ action = \"admin\", topics = [\"**\", \"**#ephemeral\"] }}]\n\n\
          [api_keys.writer]\nsha256 = \"{}\"\nroles = [\"writer\"]\n\n\
          [api_keys.operator]\nsha256 = \"{}\"\nroles = [\"operator\"]\n",
         apikey::hash_hex(writer.as_bytes()),
