@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use common::{free_port, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
-use http_support::{policy, request, start, OPS_KEY, WRITER_KEY};
+use http_support::{policy, request, start, OPS_KEY, ORDERS_ADMIN_KEY, WRITER_KEY};
+use nsqgate::nsq::Command as Nsq;
 
 /// Everything the peer sends until it closes; `None` if it is still open after `limit`.
 async fn read_to_close(tcp: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
@@ -371,4 +372,107 @@ async fn every_front_refuses_bad_names_before_logging_or_forwarding() {
     // Nothing was created anywhere.
     assert!(f.nsqd.stats()["topics"].as_array().unwrap().is_empty());
     assert_eq!(f.lookupd.producers("orders"), 0);
+}
+
+// === 8.2: /stats shows other clients only to admins ===
+
+#[tokio::test]
+async fn stats_shows_clients_only_to_admins_and_pub_counts_only_for_visible_topics() {
+    let s = start(&[], "");
+    // A subscriber to `orders` through nsqgate's TCP listener that also published to `secrets`.
+    let connector = common::nsqclient::tls_connector(&s.pki.path("ca.pem"), None);
+    let identify = serde_json::json!({
+        "client_id": "secret-client", "hostname": "secret-host", "user_agent": "secret-agent/1.0"
+    });
+    let (mut client, _) =
+        common::nsqclient::RawClient::upgraded(s.gate.addr, &connector, identify).await;
+    client
+        .send(&Nsq::Auth {
+            secret: OPS_KEY.as_bytes().to_vec().into(),
+        })
+        .await;
+    assert!(client.read_frame().await.is_some(), "AUTH answered");
+    let reply = client.publish("secrets", b"x").await.unwrap();
+    assert_eq!(&reply.data[..], b"OK");
+    client
+        .send(&Nsq::Sub {
+            topic: "orders".into(),
+            channel: "billing".into(),
+        })
+        .await;
+    assert_eq!(&client.read_frame().await.unwrap().data[..], b"OK");
+
+    let stats_as = |key: &'static str, format: &'static str| {
+        let (pki, https) = (&s.pki, s.https);
+        async move {
+            let path = format!("/stats{format}");
+            let reply = request(pki, https, Method::GET, &path, Some(key), "").await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            reply
+        }
+    };
+    let billing_clients = |stats: &serde_json::Value| -> Vec<serde_json::Value> {
+        let orders = stats["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["topic_name"] == "orders")
+            .unwrap()
+            .clone();
+        orders["channels"][0]["clients"].as_array().unwrap().clone()
+    };
+    let pub_topics = |client: &serde_json::Value| -> Vec<String> {
+        let mut topics: Vec<String> = client["pub_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["topic"].as_str().unwrap().to_owned())
+            .collect();
+        topics.sort();
+        topics
+    };
+
+    // The operator sees the client and everything it published.
+    let ops = stats_as(OPS_KEY, "?format=json").await.json();
+    let clients = billing_clients(&ops);
+    assert_eq!(clients.len(), 1, "{ops}");
+    assert_eq!(pub_topics(&clients[0]), ["secrets"], "{ops}");
+    let ops_text = stats_as(OPS_KEY, "").await.text();
+    assert!(
+        ops_text.contains("\n        ["),
+        "a client line: {ops_text}"
+    );
+
+    // An admin of `orders` sees the client, but only its counts for topics it may see.
+    let admin = stats_as(ORDERS_ADMIN_KEY, "?format=json").await.json();
+    let clients = billing_clients(&admin);
+    assert_eq!(clients.len(), 1, "{admin}");
+    assert!(pub_topics(&clients[0]).is_empty(), "{admin}");
+    assert!(!admin.to_string().contains("secrets"), "{admin}");
+    let admin_text = stats_as(ORDERS_ADMIN_KEY, "").await.text();
+    assert!(!admin_text.contains("secrets"), "{admin_text}");
+
+    // A publisher/subscriber without admin sees the channel but none of its clients.
+    let writer = stats_as(WRITER_KEY, "?format=json").await.json();
+    assert_eq!(
+        billing_clients(&writer),
+        Vec::<serde_json::Value>::new(),
+        "{writer}"
+    );
+    for leaked in [
+        "client_id",
+        "hostname",
+        "user_agent",
+        "remote_address",
+        "pub_counts",
+    ] {
+        assert!(!writer.to_string().contains(leaked), "{leaked} in {writer}");
+    }
+    let writer_text = stats_as(WRITER_KEY, "").await.text();
+    assert!(writer_text.contains("[billing"), "{writer_text}");
+    assert!(
+        !writer_text.contains("\n        ["),
+        "no client line: {writer_text}"
+    );
+    assert!(!writer_text.contains("secret"), "{writer_text}");
 }

@@ -240,7 +240,8 @@ fn stats_are_filtered_and_rendered() {
         "version": "1.3.0", "health": "OK", "start_time": 0,
         "topics": [
             {"topic_name": "orders", "depth": 1, "channels": [
-                {"channel_name": "billing", "depth": 1, "clients": []},
+                {"channel_name": "billing", "depth": 1, "clients": [
+                    {"hostname": "h", "pub_counts": [{"topic": "hidden", "count": 1}]}]},
                 {"channel_name": "secret", "depth": 2, "clients": []}]},
             {"topic_name": "hidden", "depth": 5, "channels": []},
         ],
