@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use common::{free_port, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
-use http_support::{policy, request, start, OPS_KEY, ORDERS_ADMIN_KEY, WRITER_KEY};
+use http_support::{policy, request, request_with, start, OPS_KEY, ORDERS_ADMIN_KEY, WRITER_KEY};
 use nsqgate::nsq::Command as Nsq;
 
 /// Everything the peer sends until it closes; `None` if it is still open after `limit`.
@@ -141,6 +141,20 @@ upstream = "{admin_upstream}"
         lookupd_front,
         admin_front,
         nsqadmin: nsqadmin.map(|(child, _)| child),
+    }
+}
+
+impl Fronts {
+    /// The topics nsqlookupd knows, asked directly.
+    fn lookupd_topics(&self) -> Vec<String> {
+        let body = common::http_get(self.lookupd.http, "/topics");
+        let topics: serde_json::Value = serde_json::from_str(&body).unwrap();
+        topics["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
     }
 }
 
@@ -475,4 +489,149 @@ async fn stats_shows_clients_only_to_admins_and_pub_counts_only_for_visible_topi
         "no client line: {writer_text}"
     );
     assert!(!writer_text.contains("secret"), "{writer_text}");
+}
+
+// === 8.4: cross-site request forgery ===
+
+/// The headers Chromium sends with nsqadmin's own jQuery calls (`$.post`, `$.ajax` DELETE)
+/// from a page of the same origin, plus the bearer token an authenticating proxy adds.
+fn browser_headers(front: SocketAddr, origin: &str, site: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("authorization", format!("Bearer {OPS_KEY}")),
+        ("sec-ch-ua-platform", "\"Linux\"".into()),
+        ("x-useragent", "nsqadmin/1.3.0".into()),
+        ("sec-ch-ua", "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"".into()),
+        ("sec-ch-ua-mobile", "?0".into()),
+        ("accept", "application/vnd.nsq; version=1.0".into()),
+        ("content-type", "application/json".into()),
+        ("x-requested-with", "XMLHttpRequest".into()),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36".into()),
+        ("origin", origin.to_owned()),
+        ("sec-fetch-site", site.to_owned()),
+        ("sec-fetch-mode", "cors".into()),
+        ("sec-fetch-dest", "empty".into()),
+        ("referer", format!("https://{front}/lookup")),
+        ("accept-language", "en-US,en;q=0.9".into()),
+    ]
+}
+
+#[tokio::test]
+async fn cross_site_requests_are_refused_and_nsqadmins_own_pages_keep_working() {
+    let f = fronts(
+        "",
+        "\n[http]\nallowed_origins = [\"https://ops.example.com\"]\n",
+        true,
+    );
+    let (pki, admin) = (&f.pki, f.admin_front);
+    let own = format!("https://{admin}");
+
+    // nsqadmin's own create and delete, as the browser sends them from its page.
+    let create = br#"{"topic":"made-in-browser","channel":""}"#;
+    let same = browser_headers(admin, &own, "same-origin");
+    let reply = request_with(pki, admin, Method::POST, "/api/topics", &same, &create[..]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f.lookupd_topics().contains(&"made-in-browser".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "nsqadmin created the topic in nsqlookupd"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = request_with(
+        pki,
+        admin,
+        Method::DELETE,
+        "/api/topics/made-in-browser",
+        &same,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    // The same calls started by another site's page.
+    let evil = browser_headers(admin, "https://evil.example", "cross-site");
+    let create = br#"{"topic":"made-by-evil","channel":""}"#;
+    let reply = request_with(pki, admin, Method::POST, "/api/topics", &evil, &create[..]).await;
+    assert_eq!(
+        (reply.status, reply.json()["message"].as_str()),
+        (StatusCode::FORBIDDEN, Some("CROSS_SITE_REQUEST_REFUSED"))
+    );
+    let reply = request_with(pki, admin, Method::DELETE, "/api/topics/orders", &evil, "").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+
+    // A form posted to the nsqd front by another site: no Sec-Fetch-Site (an older browser),
+    // only its Origin; then a same-site page (a sibling host) with no Origin at all.
+    let form = vec![
+        ("authorization", format!("Bearer {OPS_KEY}")),
+        (
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        ),
+        ("origin", "https://evil.example".to_owned()),
+    ];
+    let nsqd = f.nsqd_front;
+    let reply = request_with(pki, nsqd, Method::POST, "/pub?topic=forged", &form, "x=1").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    let sibling = vec![
+        ("authorization", format!("Bearer {OPS_KEY}")),
+        ("sec-fetch-site", "same-site".to_owned()),
+    ];
+    let reply = request_with(
+        pki,
+        nsqd,
+        Method::POST,
+        "/topic/delete?topic=orders",
+        &sibling,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    let reply = request_with(
+        pki,
+        f.lookupd_front,
+        Method::POST,
+        "/topic/create?topic=forged",
+        &form,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+
+    // An origin listed in allowed_origins may; a client that is not a browser is unaffected.
+    let ops_page = browser_headers(nsqd, "https://ops.example.com", "cross-site");
+    let reply = request_with(
+        pki,
+        nsqd,
+        Method::POST,
+        "/pub?topic=allowed",
+        &ops_page,
+        "m",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let reply = request(
+        pki,
+        nsqd,
+        Method::POST,
+        "/pub?topic=allowed",
+        Some(OPS_KEY),
+        "m",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    assert!(!f.nsqd.topic_exists("forged"));
+    assert!(!f
+        .lookupd_topics()
+        .iter()
+        .any(|t| t == "forged" || t == "made-by-evil"));
+    assert_eq!(f.nsqd.message_count("allowed"), 2);
+    let refusals = f
+        .gate
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["action"] == "request" && e["outcome"] == "deny")
+        .count();
+    assert_eq!(refusals, 5, "every refusal is audited");
 }

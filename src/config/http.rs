@@ -21,6 +21,10 @@ pub struct RawHttp {
     /// Deadline for reading a client's request head and body.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// Browser origins (`https://host[:port]`) trusted to send state-changing requests besides
+    /// each front's own; default none.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     pub nsqd: Option<RawNsqdFront>,
     pub lookupd: Option<RawLookupdFront>,
     pub nsqadmin: Option<RawAdminFront>,
@@ -82,6 +86,9 @@ fn default_request_timeout() -> u64 {
 pub struct HttpConfig {
     pub upstream_timeout: Duration,
     pub request_timeout: Duration,
+    /// Normalized (`scheme://host[:port]`, lower case): other origins whose browser requests
+    /// may change state (CSRF defence; a front's own origin always may).
+    pub allowed_origins: Vec<String>,
     pub nsqd: Option<NsqdFront>,
     pub lookupd: Option<LookupdFront>,
     pub nsqadmin: Option<AdminFront>,
@@ -176,9 +183,22 @@ impl HttpConfig {
                 }
             }
         }
+        let allowed_origins = raw
+            .allowed_origins
+            .iter()
+            .map(|origin| {
+                crate::http::origin::normalize(origin).ok_or_else(|| {
+                    at.invalid(
+                        "http.allowed_origins",
+                        format!("{origin:?} is not an origin (scheme://host[:port], no path)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(HttpConfig {
             upstream_timeout: millis(at, "http.upstream_timeout_ms", raw.upstream_timeout_ms)?,
             request_timeout: millis(at, "http.request_timeout_ms", raw.request_timeout_ms)?,
+            allowed_origins,
             nsqd,
             lookupd,
             nsqadmin,

@@ -10,6 +10,7 @@
 //! - [`stats`]: `/stats` filtered to what the caller may see, rendered as JSON or text.
 //! - [`rewrite`]: nsqlookupd replies with producers mapped to nsqgate addresses.
 //! - [`metrics`]: counters, rendered for the admin-only `/metrics`.
+//! - [`origin`]: cross-site (CSRF) refusal of state-changing browser requests.
 //! - [`caller`]: authentication and audited authorization of one request.
 //! - [`body`], [`upstream`], [`server`]: the I/O: capped body reads, the client leg to the
 //!   NSQ daemons, the listeners.
@@ -23,6 +24,7 @@ pub mod lookupd;
 pub mod metrics;
 pub mod nsqadmin;
 pub mod nsqd;
+pub mod origin;
 pub mod publish;
 pub mod reply;
 pub mod request;
@@ -123,6 +125,7 @@ pub async fn spawn(
             serve,
             metrics: metrics.clone(),
             request_timeout: config.request_timeout,
+            allowed_origins: config.allowed_origins.clone(),
         })
     };
     for (tcp, front, name) in fronts {

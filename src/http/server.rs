@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::http::caller::Conn;
 use crate::http::metrics::Metrics;
+use crate::http::origin;
 use crate::http::reply::{self, Body};
 use crate::http::request::{self, HeadError};
 use crate::http::Front;
@@ -61,6 +62,8 @@ pub struct Listener {
     pub metrics: Arc<Metrics>,
     /// Deadline for the request head (and, in the fronts, the body).
     pub request_timeout: Duration,
+    /// Other origins whose browser requests may change state (`[http] allowed_origins`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Serves `listener` until `shutdown` turns true.
@@ -126,7 +129,7 @@ async fn connection(
                 cert,
                 permit: Mutex::new(permit),
             });
-            serve_screened(tls, conn, front.clone(), &listener).await;
+            serve_screened(tls, conn, front.clone(), listener.clone()).await;
         }
         Serve::Plain { https_port } => {
             serve_plain(tcp, peer, *https_port, &listener).await;
@@ -167,27 +170,58 @@ where
 }
 
 /// Reads the head, screens it, and hands the connection (head replayed) to hyper.
-async fn serve_screened<S>(mut io: S, conn: Arc<Conn>, front: Arc<Front>, listener: &Listener)
+async fn serve_screened<S>(mut io: S, conn: Arc<Conn>, front: Arc<Front>, listener: Arc<Listener>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let Some(head) = screened_head(&mut io, peer, listener).await else {
+    let Some(head) = screened_head(&mut io, peer, &listener).await else {
         return;
     };
-    let metrics = listener.metrics.clone();
+    let shared = listener.clone();
     let service = service_fn(move |req: Request<Incoming>| {
-        let (front, conn, metrics) = (front.clone(), conn.clone(), metrics.clone());
+        let (front, conn, listener) = (front.clone(), conn.clone(), shared.clone());
         async move {
-            let response = front.handle(&conn, req).await;
-            Metrics::add(&metrics.requests, 1);
+            let response = match refuse_cross_site(&listener, conn.peer, &req) {
+                Some(refusal) => refusal,
+                None => front.handle(&conn, req).await,
+            };
+            Metrics::add(&listener.metrics.requests, 1);
             if matches!(response.status().as_u16(), 401 | 403) {
-                Metrics::add(&metrics.refused, 1);
+                Metrics::add(&listener.metrics.refused, 1);
             }
             Ok::<_, Infallible>(response)
         }
     });
-    serve_one(Replay::new(head.freeze(), io), peer, listener, service).await;
+    serve_one(Replay::new(head.freeze(), io), peer, &listener, service).await;
+}
+
+/// The CSRF screen of every front: a browser request from another site that would change
+/// something is refused (403, audited, counted) before authentication.
+fn refuse_cross_site(
+    listener: &Listener,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Option<::http::Response<Body>> {
+    let why = origin::check(req.method(), req.headers(), &listener.allowed_origins).err()?;
+    let reason = format!(
+        "cross-site {} {} refused: {}",
+        req.method(),
+        request::for_log(req.uri().path()),
+        request::for_log(&why.to_string())
+    );
+    crate::audit::Counters::bump(&listener.gateway.counters.denied);
+    crate::audit::record(&crate::audit::Event {
+        remote: Some(peer),
+        action: "request",
+        outcome: "deny",
+        reason: Some(&reason),
+        ..crate::audit::Event::default()
+    });
+    Some(reply::error(
+        ::http::StatusCode::FORBIDDEN,
+        "CROSS_SITE_REQUEST_REFUSED",
+    ))
 }
 
 /// The plain listener: the same head deadline and screen, then `TLS_REQUIRED` and close.
