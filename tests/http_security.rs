@@ -635,3 +635,117 @@ async fn cross_site_requests_are_refused_and_nsqadmins_own_pages_keep_working() 
         .count();
     assert_eq!(refusals, 5, "every refusal is audited");
 }
+
+// === 8.11a: a client that stops reading is cut off after write_ms ===
+
+/// Open client connections nsqgate counts, read from `/metrics` on `front`.
+async fn open_connections(f: &Fronts) -> u64 {
+    let reply = request(
+        &f.pki,
+        f.nsqd_front,
+        Method::GET,
+        "/metrics",
+        Some(OPS_KEY),
+        "",
+    )
+    .await;
+    reply
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("nsqgate_connections_open "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no connection gauge: {}", reply.text()))
+}
+
+/// Sends `GET path` over TLS from a socket with a tiny receive buffer, then reads nothing.
+async fn stalled_reader(
+    f: &Fronts,
+    front: SocketAddr,
+    path: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(front).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = http_support::connector(&f.pki)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head =
+        format!("GET {path} HTTP/1.1\r\nHost: {front}\r\nAuthorization: Bearer {OPS_KEY}\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_large_reply_is_cut_off() {
+    let f = fronts("", "\n[timeouts]\nwrite_ms = 1000\n", true);
+    // Topic lists of about 6 MB, more than loopback's socket buffers hold (4 MB): 100,000
+    // topics registered in nsqlookupd directly, over one kept-alive connection.
+    let mut lookupd = TcpStream::connect(f.lookupd.http).await.unwrap();
+    let topics = 100_000;
+    let mut requests = String::new();
+    for i in 0..topics {
+        requests.push_str(&format!(
+            "POST /topic/create?topic=slow-reader-{i:06}-{} HTTP/1.1\r\nHost: l\r\nContent-Length: 0\r\n\r\n",
+            "x".repeat(40)
+        ));
+    }
+    let (mut read, mut write) = lookupd.split();
+    let send = async { write.write_all(requests.as_bytes()).await.unwrap() };
+    let answered = async {
+        let (mut seen, mut tail) = (0, Vec::new());
+        let mut chunk = vec![0u8; 64 * 1024];
+        while seen < topics {
+            let n = read.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "nsqlookupd closed while registering topics");
+            tail.extend_from_slice(&chunk[..n]);
+            seen += tail.windows(6).filter(|w| w == b" 200 O").count();
+            tail = tail.split_off(tail.len().saturating_sub(5));
+        }
+    };
+    tokio::join!(send, answered);
+    let before = open_connections(&f).await;
+
+    // Two readers that stop: nsqadmin's topic list (streamed from nsqadmin) and the lookupd
+    // front's (buffered and filtered by nsqgate).
+    let stalled = [
+        stalled_reader(&f, f.admin_front, "/api/topics").await,
+        stalled_reader(&f, f.lookupd_front, "/topics").await,
+    ];
+    // Both are held while nsqgate writes to them...
+    let held = eventually(Duration::from_secs(60), async || {
+        open_connections(&f).await >= before + 2
+    })
+    .await;
+    assert!(held, "both readers were served");
+    // ...and both are cut off once no byte moved for write_ms.
+    let cut = eventually(Duration::from_secs(120), async || {
+        open_connections(&f).await <= before
+    })
+    .await;
+    assert!(
+        cut,
+        "a client that reads nothing is disconnected after write_ms"
+    );
+    for mut tls in stalled {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut got)).await;
+        let text = String::from_utf8_lossy(&got);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let head = head.to_ascii_lowercase();
+        let promised = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map(|v| v.trim().parse::<usize>().unwrap());
+        match promised {
+            Some(length) => assert!(body.len() < length, "cut short: {} of {length}", body.len()),
+            None => assert!(
+                !body.ends_with("0\r\n\r\n"),
+                "the chunked reply never ended"
+            ),
+        }
+    }
+}

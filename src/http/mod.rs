@@ -12,14 +12,15 @@
 //! - [`metrics`]: counters, rendered for the admin-only `/metrics`.
 //! - [`origin`]: cross-site (CSRF) refusal of state-changing browser requests.
 //! - [`caller`]: authentication and audited authorization of one request.
-//! - [`body`], [`upstream`], [`server`]: the I/O: capped body reads, the client leg to the
-//!   NSQ daemons, the listeners.
+//! - [`body`], [`upstream`], [`server`], [`deadline`]: the I/O: capped body reads, the client
+//!   leg to the NSQ daemons, the listeners, the write deadline toward clients.
 //! - [`nsqd`], [`lookupd`], [`nsqadmin`]: the three fronts' routing.
 
 pub mod access;
 pub mod args;
 pub mod body;
 pub mod caller;
+pub mod deadline;
 pub mod lookupd;
 pub mod metrics;
 pub mod nsqadmin;

@@ -1,7 +1,8 @@
 //! The HTTP listeners' I/O: accept (connection caps), TLS handshake (the same rustls set-up as
 //! the NSQ listener, client certificates included), a screen of the raw request head, then
 //! hyper serving one request per connection. The plain-HTTP listener goes through the same
-//! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`.
+//! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`. Every write toward a
+//! client has the `timeouts.write_ms` deadline of the NSQ path (`deadline`).
 //!
 //! One request per connection is deliberate: every request head passes the smuggling screen
 //! (`request::screen_head`) before hyper parses it, which a kept-alive connection would skip
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::http::caller::Conn;
+use crate::http::deadline::WriteDeadline;
 use crate::http::metrics::Metrics;
 use crate::http::origin;
 use crate::http::reply::{self, Body};
@@ -110,9 +112,12 @@ async fn connection(
         return;
     }
     let gateway = &listener.gateway;
+    // Every write to the client, the TLS handshake's included, must make progress within
+    // write_ms: a client that stops reading is cut off.
+    let io = WriteDeadline::new(tcp, gateway.config.timeouts.write);
     match &listener.serve {
         Serve::Tls(front) => {
-            let accept = gateway.tls_acceptor.accept(tcp);
+            let accept = gateway.tls_acceptor.accept(io);
             let tls =
                 match tokio::time::timeout(gateway.config.timeouts.tls_handshake, accept).await {
                     Ok(Ok(tls)) => tls,
@@ -132,7 +137,7 @@ async fn connection(
             serve_screened(tls, conn, front.clone(), listener.clone()).await;
         }
         Serve::Plain { https_port } => {
-            serve_plain(tcp, peer, *https_port, &listener).await;
+            serve_plain(io, peer, *https_port, &listener).await;
             drop(permit);
         }
     }
@@ -225,8 +230,11 @@ fn refuse_cross_site(
 }
 
 /// The plain listener: the same head deadline and screen, then `TLS_REQUIRED` and close.
-async fn serve_plain(mut tcp: TcpStream, peer: SocketAddr, https_port: u16, listener: &Listener) {
-    let Some(head) = screened_head(&mut tcp, peer, listener).await else {
+async fn serve_plain<S>(mut io: S, peer: SocketAddr, https_port: u16, listener: &Listener)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(head) = screened_head(&mut io, peer, listener).await else {
         return;
     };
     let metrics = listener.metrics.clone();
@@ -238,7 +246,7 @@ async fn serve_plain(mut tcp: TcpStream, peer: SocketAddr, https_port: u16, list
             .insert(CONNECTION, HeaderValue::from_static("close"));
         async move { Ok::<_, Infallible>(response) }
     });
-    serve_one(Replay::new(head.freeze(), tcp), peer, listener, service).await;
+    serve_one(Replay::new(head.freeze(), io), peer, listener, service).await;
 }
 
 /// hyper serving exactly one request on `io`, with the listener's head deadline.
