@@ -749,3 +749,99 @@ async fn a_client_that_stops_reading_a_large_reply_is_cut_off() {
         }
     }
 }
+
+// === 9.6: PROXY headers on the HTTP fronts ===
+
+/// A TCP connection from `source` (a loopback address) that first sends `preamble`.
+async fn connect_from(source: [u8; 4], to: SocketAddr, preamble: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    let mut tcp = socket.connect(to).await.unwrap();
+    tcp.write_all(preamble.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// TLS over `tcp`, then one request with a key nsqgate does not know (401, audited with the
+/// client address); `None` when nsqgate closed the connection instead.
+async fn unknown_key_request(s: &http_support::Setup, tcp: TcpStream) -> Option<StatusCode> {
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = http_support::connector(&s.pki)
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    let head = "GET /stats HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer nsqk_unknown\r\n\r\n";
+    tls.write_all(head.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let code = answer.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    StatusCode::from_u16(code).ok()
+}
+
+#[tokio::test]
+async fn http_fronts_read_proxy_headers_from_trusted_balancers_only() {
+    let s = start(
+        &[],
+        "\n[connections]\nmax_per_ip = 1\nproxy_protocol_from = [\"127.0.0.1\"]\n",
+    );
+    let proxy = |client: &str, port: u16| format!("PROXY TCP4 {client} 127.0.0.1 {port} 443\r\n");
+
+    // One connection held for 192.0.2.10 (its cap is one).
+    let held = connect_from([127, 0, 0, 1], s.https, &proxy("192.0.2.10", 40010)).await;
+    // Another client behind the same balancer is served, and audited under its own address.
+    let other = connect_from([127, 0, 0, 1], s.https, &proxy("192.0.2.11", 40011)).await;
+    assert_eq!(
+        unknown_key_request(&s, other).await,
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    let audited = |remote: &str| {
+        s.gate
+            .audit_events()
+            .iter()
+            .any(|e| e["action"] == "auth" && e["remote"] == remote)
+    };
+    assert!(
+        audited("192.0.2.11:40011"),
+        "the audit names the real client"
+    );
+    // A second connection for 192.0.2.10 is over its cap (once the first is counted).
+    let refused = eventually(Duration::from_secs(20), async || {
+        let again = connect_from([127, 0, 0, 1], s.https, &proxy("192.0.2.10", 40012)).await;
+        unknown_key_request(&s, again).await.is_none()
+    })
+    .await;
+    assert!(refused, "the per-IP cap applies to the named client");
+    drop(held);
+
+    // The plain listener reads the header too.
+    let mut plain = connect_from([127, 0, 0, 1], s.plain, &proxy("192.0.2.13", 40013)).await;
+    plain
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: g\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut plain, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer).contains("TLS_REQUIRED"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // From a source that is not a trusted balancer a header is not believed...
+    let forged = connect_from([127, 0, 0, 2], s.https, &proxy("192.0.2.12", 40014)).await;
+    assert_eq!(unknown_key_request(&s, forged).await, None);
+    assert!(!audited("192.0.2.12:40014"));
+    // ...and without one that source is served under its own address.
+    let direct = connect_from([127, 0, 0, 2], s.https, "").await;
+    assert_eq!(
+        unknown_key_request(&s, direct).await,
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    assert!(s
+        .gate
+        .audit_events()
+        .iter()
+        .any(|e| e["action"] == "auth"
+            && e["remote"].as_str().unwrap_or("").starts_with("127.0.0.2:")));
+}

@@ -1,7 +1,9 @@
 //! The HTTP listeners' I/O: accept (connection caps), TLS handshake (the same rustls set-up as
 //! the NSQ listener, client certificates included), a screen of the raw request head, then
 //! hyper serving one request per connection. The plain-HTTP listener goes through the same
-//! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`. Every write toward a
+//! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`. PROXY headers from
+//! `[connections] proxy_protocol_from` sources are read first (`proxy::proxied`), so caps and
+//! the audit log see the real client. Every write toward a
 //! client has the `timeouts.write_ms` deadline of the NSQ path (`deadline`).
 //!
 //! One request per connection is deliberate: every request head passes the smuggling screen
@@ -33,6 +35,7 @@ use crate::http::reply::{self, Body};
 use crate::http::request::{self, HeadError};
 use crate::http::Front;
 use crate::limit::conn::ConnPermit;
+use crate::proxy::proxied;
 use crate::proxy::stream::Replay;
 use crate::proxy::Gateway;
 
@@ -102,19 +105,35 @@ pub async fn serve(tcp: TcpListener, listener: Arc<Listener>, mut shutdown: watc
 }
 
 async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
     mut permit: ConnPermit,
     listener: Arc<Listener>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let gateway = &listener.gateway;
+    // A trusted load balancer names the real client in a PROXY header, exactly as on the NSQ
+    // listener; from any other source a header is not believed (it reaches TLS and fails).
+    let mut early = BytesMut::new();
+    if gateway.config.proxy_protocol_from.contains(&peer.ip()) {
+        let header = proxied::read_header(&mut tcp, &mut early, peer);
+        peer = match tokio::time::timeout(gateway.config.timeouts.tls_handshake, header).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return info!(%peer, error = %e, "HTTP connection refused"),
+            Err(_) => return debug!(%peer, "PROXY header timed out"),
+        };
+        debug!(client = %peer, "PROXY header");
+    }
+    // Over a per-IP cap (the real client's): closed at once, before any handshake.
     if permit.bind_ip(peer.ip()).is_err() {
         return;
     }
-    let gateway = &listener.gateway;
     // Every write to the client, the TLS handshake's included, must make progress within
     // write_ms: a client that stops reading is cut off.
-    let io = WriteDeadline::new(tcp, gateway.config.timeouts.write);
+    let io = Replay::new(
+        early.freeze(),
+        WriteDeadline::new(tcp, gateway.config.timeouts.write),
+    );
     match &listener.serve {
         Serve::Tls(front) => {
             let accept = gateway.tls_acceptor.accept(io);
