@@ -845,3 +845,86 @@ async fn http_fronts_read_proxy_headers_from_trusted_balancers_only() {
         .any(|e| e["action"] == "auth"
             && e["remote"].as_str().unwrap_or("").starts_with("127.0.0.2:")));
 }
+
+// === 9.7: a producer is matched by where it registered from too ===
+
+#[tokio::test]
+async fn a_producer_claiming_a_nodes_description_from_elsewhere_is_dropped() {
+    let f = fronts("", "", false);
+    let mut create = TcpStream::connect(f.nsqd.http).await.unwrap();
+    create
+        .write_all(b"POST /topic/create?topic=orders HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = read_to_close(&mut create, Duration::from_secs(20)).await;
+
+    // A rogue registers with nsqlookupd from 127.0.0.2, describing itself as the configured
+    // nsqd (same broadcast address and ports), in nsqlookupd's own TCP protocol.
+    let mut rogue = connect_from([127, 0, 0, 2], f.lookupd.tcp, "  V1").await;
+    let identity = serde_json::json!({
+        "broadcast_address": "127.0.0.1", "hostname": "rogue", "version": "1.3.0",
+        "tcp_port": f.nsqd.tcp.port(), "http_port": f.nsqd.http.port(),
+    })
+    .to_string();
+    let mut identify = b"IDENTIFY\n".to_vec();
+    identify.extend_from_slice(&u32::try_from(identity.len()).unwrap().to_be_bytes());
+    identify.extend_from_slice(identity.as_bytes());
+    identify.extend_from_slice(b"REGISTER orders\n");
+    rogue.write_all(&identify).await.unwrap();
+    let registered = eventually(Duration::from_secs(20), async || {
+        f.lookupd.producers("orders") == 2
+    })
+    .await;
+    assert!(registered, "nsqlookupd lists the nsqd and the rogue");
+
+    let reply = request(
+        &f.pki,
+        f.lookupd_front,
+        Method::GET,
+        "/lookup?topic=orders",
+        Some(WRITER_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let producers = reply.json()["producers"].as_array().unwrap().clone();
+    assert_eq!(producers.len(), 1, "only the real nsqd: {producers:?}");
+    assert_eq!(producers[0]["broadcast_address"], "gate.example");
+    let reply = request(
+        &f.pki,
+        f.lookupd_front,
+        Method::GET,
+        "/nodes",
+        Some(WRITER_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(
+        reply.json()["producers"].as_array().unwrap().len(),
+        1,
+        "{}",
+        reply.text()
+    );
+
+    let reply = request(
+        &f.pki,
+        f.lookupd_front,
+        Method::GET,
+        "/metrics",
+        Some(OPS_KEY),
+        "",
+    )
+    .await;
+    assert!(
+        reply
+            .text()
+            .contains("nsqgate_lookupd_rogue_producers_dropped_total 2"),
+        "{}",
+        reply.text()
+    );
+    assert!(f
+        .gate
+        .log()
+        .contains("registered from an address that is not the node"));
+    drop(rogue);
+}

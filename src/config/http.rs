@@ -2,7 +2,7 @@
 //! shape ([`RawHttp`]) and its validated form ([`HttpConfig`]); no I/O here.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -59,6 +59,10 @@ pub struct RawNode {
     pub gate_address: String,
     pub gate_tcp_port: u16,
     pub gate_http_port: u16,
+    /// The IPs this nsqd registers with nsqlookupd from; default: `broadcast_address`
+    /// (resolved when it is a name).
+    #[serde(default)]
+    pub registered_from: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +131,9 @@ pub struct NodeMapping {
     pub gate_address: String,
     pub gate_tcp_port: u16,
     pub gate_http_port: u16,
+    /// The addresses nsqlookupd may have seen this nsqd's registration come from (its
+    /// `remote_address`); empty: `broadcast_address`, resolved when a producer is matched.
+    pub registered_from: Vec<IpAddr>,
 }
 
 /// The HTTPS front of nsqadmin.
@@ -254,6 +261,18 @@ fn lookupd_front(raw: RawLookupdFront, at: &Locator<'_>) -> Result<LookupdFront,
                 ),
             ));
         }
+        let registered_from = node
+            .registered_from
+            .iter()
+            .map(|ip| {
+                ip.parse().map_err(|_| {
+                    at.invalid(
+                        "http.lookupd.nodes",
+                        format!("nodes[{index}]: registered_from {ip:?} is not an IP address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<IpAddr>, _>>()?;
         nodes.push(NodeMapping {
             broadcast_address: node.broadcast_address,
             tcp_port: node.tcp_port,
@@ -261,6 +280,7 @@ fn lookupd_front(raw: RawLookupdFront, at: &Locator<'_>) -> Result<LookupdFront,
             gate_address: node.gate_address,
             gate_tcp_port: node.gate_tcp_port,
             gate_http_port: node.gate_http_port,
+            registered_from,
         });
     }
     Ok(LookupdFront {

@@ -8,6 +8,7 @@
 //! | `/topic/create|delete|tombstone`, `/channel/create|delete` | `admin` on topic (channel) |
 //! | `/debug`, `/debug/pprof/*`, `/metrics` | an `admin` rule on topic `*` |
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,7 +140,7 @@ impl LookupdFront {
             }
             Route::Nodes => match self.fetch(&path, headers).await {
                 Ok(mut reply) => {
-                    self.rewrite(&mut reply);
+                    self.rewrite(&mut reply).await;
                     rewrite::node_topics(&mut reply, &caller.access());
                     reply::json(StatusCode::OK, &reply)
                 }
@@ -217,19 +218,22 @@ impl LookupdFront {
             return reply::error(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND");
         }
         rewrite::channels(&mut reply, topic, &access);
-        self.rewrite(&mut reply);
+        self.rewrite(&mut reply).await;
         reply::json(StatusCode::OK, &reply)
     }
 
-    /// Maps producers to nsqgate addresses; unknown ones are dropped, logged and counted.
-    fn rewrite(&self, reply: &mut Value) {
-        let dropped = rewrite::producers(reply, &self.nodes);
+    /// Maps producers to nsqgate addresses; unknown ones, and ones whose registration came
+    /// from an address that is not their node's, are dropped, logged and counted.
+    async fn rewrite(&self, reply: &mut Value) {
+        let expected = self.expected_sources().await;
+        let dropped = rewrite::producers(reply, &self.nodes, &expected);
         for producer in &dropped {
             warn!(
                 broadcast_address = %producer.broadcast_address,
                 tcp_port = producer.tcp_port,
                 http_port = producer.http_port,
                 remote_address = %producer.remote_address,
+                why = producer.why,
                 "nsqlookupd lists a producer that is not a configured node; dropped"
             );
         }
@@ -237,6 +241,32 @@ impl LookupdFront {
             &self.metrics.rogue_producers,
             u64::try_from(dropped.len()).unwrap_or(u64::MAX),
         );
+    }
+
+    /// For each node, the IPs its registration may come from: `registered_from`, else its
+    /// broadcast address (resolved now when it is a name; unresolvable: none, so its
+    /// producers are dropped rather than trusted).
+    async fn expected_sources(&self) -> Vec<Vec<IpAddr>> {
+        let mut expected = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            if !node.registered_from.is_empty() {
+                expected.push(node.registered_from.clone());
+                continue;
+            }
+            let host = node.broadcast_address.as_str();
+            let ips = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => match tokio::net::lookup_host((host, node.tcp_port)).await {
+                    Ok(addresses) => addresses.map(|a| a.ip()).collect(),
+                    Err(e) => {
+                        warn!(node = host, error = %e, "cannot resolve a node's broadcast_address");
+                        Vec::new()
+                    }
+                },
+            };
+            expected.push(ips);
+        }
+        expected
     }
 
     /// GETs a JSON reply to filter; a non-200 answer is passed on as nsqlookupd gave it.
