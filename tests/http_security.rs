@@ -67,8 +67,8 @@ impl Drop for Fronts {
     }
 }
 
-/// `node_extra` goes into the `[[http.lookupd.nodes]]` entry of the nsqd; `extra` at the end.
-fn fronts(node_extra: &str, extra: &str, with_nsqadmin: bool) -> Fronts {
+/// `lookupd_extra` goes into `[http.lookupd]`; `extra` at the end.
+fn fronts(lookupd_extra: &str, extra: &str, with_nsqadmin: bool) -> Fronts {
     let pki = Pki::new();
     pki.write_policy("http-policy", "http.toml", &policy());
     let lookupd = Lookupd::start();
@@ -107,6 +107,7 @@ upstream = "{nsqd_https}"
 [http.lookupd]
 listen = "{lookupd_front}"
 upstream = "{lookupd_http}"
+{lookupd_extra}
 
 [[http.lookupd.nodes]]
 broadcast_address = "127.0.0.1"
@@ -115,7 +116,6 @@ http_port = {http}
 gate_address = "gate.example"
 gate_tcp_port = 4150
 gate_http_port = {nsqd_front_port}
-{node_extra}
 
 [http.nsqadmin]
 listen = "{admin_front}"
@@ -927,4 +927,125 @@ async fn a_producer_claiming_a_nodes_description_from_elsewhere_is_dropped() {
         .log()
         .contains("registered from an address that is not the node"));
     drop(rogue);
+}
+
+// === 9.9: anonymous callers may discover and nothing else ===
+
+#[tokio::test]
+async fn anonymous_discovery_allows_lookup_and_nodes_only() {
+    let f = fronts("anonymous_discovery = true", "", false);
+    for path in [
+        "/topic/create?topic=orders",
+        "/channel/create?topic=orders&channel=billing",
+    ] {
+        let mut create = TcpStream::connect(f.nsqd.http).await.unwrap();
+        let head = format!("POST {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+        create.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_to_close(&mut create, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&answer).contains(" 200 "), "{path}");
+    }
+    let registered = eventually(Duration::from_secs(20), async || {
+        f.lookupd.producers("orders") == 1
+    })
+    .await;
+    assert!(registered);
+
+    // What pynsq and nsqjs send to lookupd: no credential at all.
+    let discovery = [("accept", "application/vnd.nsq; version=1.0".to_owned())];
+    let (pki, front) = (&f.pki, f.lookupd_front);
+    let reply = request_with(
+        pki,
+        front,
+        Method::GET,
+        "/lookup?topic=orders",
+        &discovery,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let lookup = reply.json();
+    let producers = lookup["producers"].as_array().unwrap();
+    assert_eq!(producers.len(), 1, "{lookup}");
+    assert_eq!(producers[0]["broadcast_address"], "gate.example");
+    assert_eq!(producers[0]["tcp_port"], 4150);
+    assert_eq!(
+        lookup["channels"],
+        serde_json::json!([]),
+        "no channel names"
+    );
+    let reply = request_with(
+        pki,
+        front,
+        Method::GET,
+        "/lookup?topic=nope",
+        &discovery,
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = request_with(pki, front, Method::GET, "/nodes", &discovery, "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let nodes = reply.json();
+    assert_eq!(
+        nodes["producers"][0]["broadcast_address"], "gate.example",
+        "{nodes}"
+    );
+    assert_eq!(
+        nodes["producers"][0]["topics"],
+        serde_json::json!([]),
+        "no topic list"
+    );
+
+    // Nothing else: other lookupd endpoints, the nsqd front, the NSQ listener.
+    for (addr, method, path) in [
+        (front, Method::GET, "/topics"),
+        (front, Method::GET, "/channels?topic=orders"),
+        (front, Method::POST, "/topic/create?topic=anon"),
+        (
+            front,
+            Method::POST,
+            "/channel/delete?topic=orders&channel=billing",
+        ),
+        (front, Method::GET, "/debug"),
+        (f.nsqd_front, Method::GET, "/stats"),
+        (f.nsqd_front, Method::POST, "/pub?topic=orders"),
+    ] {
+        let reply = request_with(pki, addr, method.clone(), path, &discovery, "x").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}: {}",
+            reply.text()
+        );
+    }
+    let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
+    let (mut client, _) =
+        common::nsqclient::RawClient::upgraded(f.gate.addr, &connector, serde_json::json!({}))
+            .await;
+    client
+        .send(&Nsq::Sub {
+            topic: "orders".into(),
+            channel: "billing".into(),
+        })
+        .await;
+    let answer = client.read_frame().await;
+    assert!(
+        answer.as_ref().is_none_or(|frame| &frame.data[..] != b"OK"),
+        "an anonymous TCP client may not subscribe: {:?}",
+        answer.map(|f| common::nsqclient::frame_text(&f))
+    );
+    assert!(!f.lookupd_topics().contains(&"anon".to_owned()));
+    // With a credential, the caller's full (filtered) view as before.
+    let reply = request(
+        pki,
+        front,
+        Method::GET,
+        "/lookup?topic=orders",
+        Some(WRITER_KEY),
+        "",
+    )
+    .await;
+    assert_eq!(reply.json()["channels"], serde_json::json!(["billing"]));
 }

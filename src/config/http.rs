@@ -46,6 +46,9 @@ pub struct RawLookupdFront {
     pub listen: String,
     pub plain_listen: Option<String>,
     pub upstream: String,
+    /// Callers without any credential may discover (`/lookup`, `/nodes`: producers only).
+    #[serde(default)]
+    pub anonymous_discovery: bool,
     #[serde(default)]
     pub nodes: Vec<RawNode>,
 }
@@ -120,6 +123,10 @@ pub struct LookupdFront {
     pub upstream: String,
     /// The nsqd instances nsqgate fronts; producers not listed here are dropped.
     pub nodes: Vec<NodeMapping>,
+    /// Callers with no credential and no certificate may use `/lookup` and `/nodes` (which
+    /// nsqgate addresses serve a topic; no channels, no topic lists) and nothing else, for
+    /// clients that send no credential to lookupd (pynsq, nsqjs).
+    pub anonymous_discovery: bool,
 }
 
 /// One nsqd as nsqlookupd knows it, and the nsqgate address clients should use instead.
@@ -291,6 +298,7 @@ fn lookupd_front(raw: RawLookupdFront, at: &Locator<'_>) -> Result<LookupdFront,
         },
         upstream: host_port(at, "http.lookupd.upstream", raw.upstream)?,
         nodes,
+        anonymous_discovery: raw.anonymous_discovery,
     })
 }
 

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `/ping`, `/info` | anyone |
 //! | `/lookup`, `/topics`, `/channels`, `/nodes` | any identity; filtered and rewritten |
+//! | `/lookup`, `/nodes` without credentials | only with `anonymous_discovery`: producers only |
 //! | `/topic/create|delete|tombstone`, `/channel/create|delete` | `admin` on topic (channel) |
 //! | `/debug`, `/debug/pprof/*`, `/metrics` | an `admin` rule on topic `*` |
 
@@ -19,11 +20,11 @@ use hyper::Request;
 use serde_json::Value;
 use tracing::warn;
 
-use crate::config::http::NodeMapping;
+use crate::config::http::{LookupdFront as LookupdConfig, NodeMapping};
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
 use crate::http::reply::{self, Body, Refusal};
-use crate::http::request::Query;
+use crate::http::request::{self, Credential, Query};
 use crate::http::rewrite;
 use crate::http::upstream::{self, HttpUpstream, UpstreamHttpError};
 use crate::http::{args, body};
@@ -80,6 +81,8 @@ pub struct LookupdFront {
     metrics: Arc<Metrics>,
     /// The nsqd instances nsqgate fronts, and their nsqgate addresses.
     nodes: Vec<NodeMapping>,
+    /// Credential-less callers may discover (`/lookup`, `/nodes`) and nothing else.
+    anonymous_discovery: bool,
 }
 
 // === impl LookupdFront ===
@@ -89,13 +92,14 @@ impl LookupdFront {
         gateway: Arc<Gateway>,
         upstream: HttpUpstream,
         metrics: Arc<Metrics>,
-        nodes: Vec<NodeMapping>,
+        config: &LookupdConfig,
     ) -> LookupdFront {
         LookupdFront {
             gateway,
             upstream,
             metrics,
-            nodes,
+            nodes: config.nodes.clone(),
+            anonymous_discovery: config.anonymous_discovery,
         }
     }
 
@@ -109,6 +113,11 @@ impl LookupdFront {
         let headers = upstream::forwarded_headers(req.headers());
         if route == Route::Open {
             return self.send(Method::GET, &path, headers).await;
+        }
+        let anonymous =
+            request::credential(req.headers()) == Credential::None && conn.cert.is_none();
+        if self.anonymous_discovery && anonymous && matches!(route, Route::Lookup | Route::Nodes) {
+            return self.discover(route, &query, headers).await;
         }
         let caller = match Caller::authenticate(&self.gateway, conn, req.headers()) {
             Ok(caller) => caller,
@@ -199,6 +208,35 @@ impl LookupdFront {
         }
         let target = upstream_query.with_path(path);
         self.send(Method::POST, &target, headers).await
+    }
+
+    /// Discovery for a caller without credentials: which nsqgate addresses serve a topic
+    /// (`/lookup`, its channels left out) and which nodes there are (`/nodes`, their topic
+    /// lists left out). Nothing else is answered without an identity.
+    async fn discover(&self, route: Route, query: &Query, headers: HeaderMap) -> Response<Body> {
+        let target = match route {
+            Route::Lookup => match args::topic(query, args::ARG_CODES) {
+                Ok(_) => query.only(&["topic"]).with_path("/lookup"),
+                Err(refusal) => return refusal.into_response(),
+            },
+            _ => "/nodes".to_owned(),
+        };
+        let mut reply = match self.fetch(&target, headers).await {
+            Ok(reply) => reply,
+            Err(response) => return response,
+        };
+        self.rewrite(&mut reply).await;
+        if let Some(channels) = reply.get_mut("channels") {
+            *channels = Value::Array(Vec::new());
+        }
+        for producer in reply["producers"].as_array_mut().into_iter().flatten() {
+            for list in ["topics", "tombstones"] {
+                if let Some(values) = producer.get_mut(list) {
+                    *values = Value::Array(Vec::new());
+                }
+            }
+        }
+        reply::json(StatusCode::OK, &reply)
     }
 
     /// `/lookup?topic=`: a topic the caller may not see is as unknown as a missing one.

@@ -106,12 +106,7 @@ pub async fn spawn(
     if let Some(front) = &config.lookupd {
         let upstream = http_upstream(front.upstream.clone(), None);
         let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
-        let lookupd = lookupd::LookupdFront::new(
-            gateway.clone(),
-            upstream,
-            metrics.clone(),
-            front.nodes.clone(),
-        );
+        let lookupd = lookupd::LookupdFront::new(gateway.clone(), upstream, metrics.clone(), front);
         fronts.push((listener, Front::Lookupd(lookupd), "nsqlookupd"));
     }
     if let Some(front) = &config.nsqadmin {
