@@ -2,7 +2,7 @@
 //! shape ([`RawHttp`]) and its validated form ([`HttpConfig`]); no I/O here.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +21,10 @@ pub struct RawHttp {
     /// Deadline for reading a client's request head and body.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// Browser origins (`https://host[:port]`) trusted to send state-changing requests besides
+    /// each front's own; default none.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     pub nsqd: Option<RawNsqdFront>,
     pub lookupd: Option<RawLookupdFront>,
     pub nsqadmin: Option<RawAdminFront>,
@@ -42,6 +46,9 @@ pub struct RawLookupdFront {
     pub listen: String,
     pub plain_listen: Option<String>,
     pub upstream: String,
+    /// Callers without any credential may discover (`/lookup`, `/nodes`: producers only).
+    #[serde(default)]
+    pub anonymous_discovery: bool,
     #[serde(default)]
     pub nodes: Vec<RawNode>,
 }
@@ -55,6 +62,10 @@ pub struct RawNode {
     pub gate_address: String,
     pub gate_tcp_port: u16,
     pub gate_http_port: u16,
+    /// The IPs this nsqd registers with nsqlookupd from; default: `broadcast_address`
+    /// (resolved when it is a name).
+    #[serde(default)]
+    pub registered_from: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +93,9 @@ fn default_request_timeout() -> u64 {
 pub struct HttpConfig {
     pub upstream_timeout: Duration,
     pub request_timeout: Duration,
+    /// Normalized (`scheme://host[:port]`, lower case): other origins whose browser requests
+    /// may change state (CSRF defence; a front's own origin always may).
+    pub allowed_origins: Vec<String>,
     pub nsqd: Option<NsqdFront>,
     pub lookupd: Option<LookupdFront>,
     pub nsqadmin: Option<AdminFront>,
@@ -109,6 +123,10 @@ pub struct LookupdFront {
     pub upstream: String,
     /// The nsqd instances nsqgate fronts; producers not listed here are dropped.
     pub nodes: Vec<NodeMapping>,
+    /// Callers with no credential and no certificate may use `/lookup` and `/nodes` (which
+    /// nsqgate addresses serve a topic; no channels, no topic lists) and nothing else, for
+    /// clients that send no credential to lookupd (pynsq, nsqjs).
+    pub anonymous_discovery: bool,
 }
 
 /// One nsqd as nsqlookupd knows it, and the nsqgate address clients should use instead.
@@ -120,6 +138,9 @@ pub struct NodeMapping {
     pub gate_address: String,
     pub gate_tcp_port: u16,
     pub gate_http_port: u16,
+    /// The addresses nsqlookupd may have seen this nsqd's registration come from (its
+    /// `remote_address`); empty: `broadcast_address`, resolved when a producer is matched.
+    pub registered_from: Vec<IpAddr>,
 }
 
 /// The HTTPS front of nsqadmin.
@@ -176,9 +197,22 @@ impl HttpConfig {
                 }
             }
         }
+        let allowed_origins = raw
+            .allowed_origins
+            .iter()
+            .map(|origin| {
+                crate::http::origin::normalize(origin).ok_or_else(|| {
+                    at.invalid(
+                        "http.allowed_origins",
+                        format!("{origin:?} is not an origin (scheme://host[:port], no path)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(HttpConfig {
             upstream_timeout: millis(at, "http.upstream_timeout_ms", raw.upstream_timeout_ms)?,
             request_timeout: millis(at, "http.request_timeout_ms", raw.request_timeout_ms)?,
+            allowed_origins,
             nsqd,
             lookupd,
             nsqadmin,
@@ -234,6 +268,18 @@ fn lookupd_front(raw: RawLookupdFront, at: &Locator<'_>) -> Result<LookupdFront,
                 ),
             ));
         }
+        let registered_from = node
+            .registered_from
+            .iter()
+            .map(|ip| {
+                ip.parse().map_err(|_| {
+                    at.invalid(
+                        "http.lookupd.nodes",
+                        format!("nodes[{index}]: registered_from {ip:?} is not an IP address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<IpAddr>, _>>()?;
         nodes.push(NodeMapping {
             broadcast_address: node.broadcast_address,
             tcp_port: node.tcp_port,
@@ -241,6 +287,7 @@ fn lookupd_front(raw: RawLookupdFront, at: &Locator<'_>) -> Result<LookupdFront,
             gate_address: node.gate_address,
             gate_tcp_port: node.gate_tcp_port,
             gate_http_port: node.gate_http_port,
+            registered_from,
         });
     }
     Ok(LookupdFront {
@@ -251,6 +298,7 @@ fn lookupd_front(raw: RawLookupdFront, at: &Locator<'_>) -> Result<LookupdFront,
         },
         upstream: host_port(at, "http.lookupd.upstream", raw.upstream)?,
         nodes,
+        anonymous_discovery: raw.anonymous_discovery,
     })
 }
 

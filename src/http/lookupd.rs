@@ -5,9 +5,11 @@
 //! |---|---|
 //! | `/ping`, `/info` | anyone |
 //! | `/lookup`, `/topics`, `/channels`, `/nodes` | any identity; filtered and rewritten |
+//! | `/lookup`, `/nodes` without credentials | only with `anonymous_discovery`: producers only |
 //! | `/topic/create|delete|tombstone`, `/channel/create|delete` | `admin` on topic (channel) |
 //! | `/debug`, `/debug/pprof/*`, `/metrics` | an `admin` rule on topic `*` |
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +20,11 @@ use hyper::Request;
 use serde_json::Value;
 use tracing::warn;
 
-use crate::config::http::NodeMapping;
+use crate::config::http::{LookupdFront as LookupdConfig, NodeMapping};
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
 use crate::http::reply::{self, Body, Refusal};
-use crate::http::request::Query;
+use crate::http::request::{self, Credential, Query};
 use crate::http::rewrite;
 use crate::http::upstream::{self, HttpUpstream, UpstreamHttpError};
 use crate::http::{args, body};
@@ -79,6 +81,8 @@ pub struct LookupdFront {
     metrics: Arc<Metrics>,
     /// The nsqd instances nsqgate fronts, and their nsqgate addresses.
     nodes: Vec<NodeMapping>,
+    /// Credential-less callers may discover (`/lookup`, `/nodes`) and nothing else.
+    anonymous_discovery: bool,
 }
 
 // === impl LookupdFront ===
@@ -88,13 +92,14 @@ impl LookupdFront {
         gateway: Arc<Gateway>,
         upstream: HttpUpstream,
         metrics: Arc<Metrics>,
-        nodes: Vec<NodeMapping>,
+        config: &LookupdConfig,
     ) -> LookupdFront {
         LookupdFront {
             gateway,
             upstream,
             metrics,
-            nodes,
+            nodes: config.nodes.clone(),
+            anonymous_discovery: config.anonymous_discovery,
         }
     }
 
@@ -108,6 +113,11 @@ impl LookupdFront {
         let headers = upstream::forwarded_headers(req.headers());
         if route == Route::Open {
             return self.send(Method::GET, &path, headers).await;
+        }
+        let anonymous =
+            request::credential(req.headers()) == Credential::None && conn.cert.is_none();
+        if self.anonymous_discovery && anonymous && matches!(route, Route::Lookup | Route::Nodes) {
+            return self.discover(route, &query, headers).await;
         }
         let caller = match Caller::authenticate(&self.gateway, conn, req.headers()) {
             Ok(caller) => caller,
@@ -139,7 +149,7 @@ impl LookupdFront {
             }
             Route::Nodes => match self.fetch(&path, headers).await {
                 Ok(mut reply) => {
-                    self.rewrite(&mut reply);
+                    self.rewrite(&mut reply).await;
                     rewrite::node_topics(&mut reply, &caller.access());
                     reply::json(StatusCode::OK, &reply)
                 }
@@ -200,6 +210,35 @@ impl LookupdFront {
         self.send(Method::POST, &target, headers).await
     }
 
+    /// Discovery for a caller without credentials: which nsqgate addresses serve a topic
+    /// (`/lookup`, its channels left out) and which nodes there are (`/nodes`, their topic
+    /// lists left out). Nothing else is answered without an identity.
+    async fn discover(&self, route: Route, query: &Query, headers: HeaderMap) -> Response<Body> {
+        let target = match route {
+            Route::Lookup => match args::topic(query, args::ARG_CODES) {
+                Ok(_) => query.only(&["topic"]).with_path("/lookup"),
+                Err(refusal) => return refusal.into_response(),
+            },
+            _ => "/nodes".to_owned(),
+        };
+        let mut reply = match self.fetch(&target, headers).await {
+            Ok(reply) => reply,
+            Err(response) => return response,
+        };
+        self.rewrite(&mut reply).await;
+        if let Some(channels) = reply.get_mut("channels") {
+            *channels = Value::Array(Vec::new());
+        }
+        for producer in reply["producers"].as_array_mut().into_iter().flatten() {
+            for list in ["topics", "tombstones"] {
+                if let Some(values) = producer.get_mut(list) {
+                    *values = Value::Array(Vec::new());
+                }
+            }
+        }
+        reply::json(StatusCode::OK, &reply)
+    }
+
     /// `/lookup?topic=`: a topic the caller may not see is as unknown as a missing one.
     async fn lookup(&self, caller: &Caller, query: &Query, headers: HeaderMap) -> Response<Body> {
         let topic = match args::topic(query, args::ARG_CODES) {
@@ -217,19 +256,22 @@ impl LookupdFront {
             return reply::error(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND");
         }
         rewrite::channels(&mut reply, topic, &access);
-        self.rewrite(&mut reply);
+        self.rewrite(&mut reply).await;
         reply::json(StatusCode::OK, &reply)
     }
 
-    /// Maps producers to nsqgate addresses; unknown ones are dropped, logged and counted.
-    fn rewrite(&self, reply: &mut Value) {
-        let dropped = rewrite::producers(reply, &self.nodes);
+    /// Maps producers to nsqgate addresses; unknown ones, and ones whose registration came
+    /// from an address that is not their node's, are dropped, logged and counted.
+    async fn rewrite(&self, reply: &mut Value) {
+        let expected = self.expected_sources().await;
+        let dropped = rewrite::producers(reply, &self.nodes, &expected);
         for producer in &dropped {
             warn!(
                 broadcast_address = %producer.broadcast_address,
                 tcp_port = producer.tcp_port,
                 http_port = producer.http_port,
                 remote_address = %producer.remote_address,
+                why = producer.why,
                 "nsqlookupd lists a producer that is not a configured node; dropped"
             );
         }
@@ -237,6 +279,32 @@ impl LookupdFront {
             &self.metrics.rogue_producers,
             u64::try_from(dropped.len()).unwrap_or(u64::MAX),
         );
+    }
+
+    /// For each node, the IPs its registration may come from: `registered_from`, else its
+    /// broadcast address (resolved now when it is a name; unresolvable: none, so its
+    /// producers are dropped rather than trusted).
+    async fn expected_sources(&self) -> Vec<Vec<IpAddr>> {
+        let mut expected = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            if !node.registered_from.is_empty() {
+                expected.push(node.registered_from.clone());
+                continue;
+            }
+            let host = node.broadcast_address.as_str();
+            let ips = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => match tokio::net::lookup_host((host, node.tcp_port)).await {
+                    Ok(addresses) => addresses.map(|a| a.ip()).collect(),
+                    Err(e) => {
+                        warn!(node = host, error = %e, "cannot resolve a node's broadcast_address");
+                        Vec::new()
+                    }
+                },
+            };
+            expected.push(ips);
+        }
+        expected
     }
 
     /// GETs a JSON reply to filter; a non-200 answer is passed on as nsqlookupd gave it.

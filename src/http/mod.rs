@@ -10,19 +10,22 @@
 //! - [`stats`]: `/stats` filtered to what the caller may see, rendered as JSON or text.
 //! - [`rewrite`]: nsqlookupd replies with producers mapped to nsqgate addresses.
 //! - [`metrics`]: counters, rendered for the admin-only `/metrics`.
+//! - [`origin`]: cross-site (CSRF) refusal of state-changing browser requests.
 //! - [`caller`]: authentication and audited authorization of one request.
-//! - [`body`], [`upstream`], [`server`]: the I/O: capped body reads, the client leg to the
-//!   NSQ daemons, the listeners.
+//! - [`body`], [`upstream`], [`server`], [`deadline`]: the I/O: capped body reads, the client
+//!   leg to the NSQ daemons, the listeners, the write deadline toward clients.
 //! - [`nsqd`], [`lookupd`], [`nsqadmin`]: the three fronts' routing.
 
 pub mod access;
 pub mod args;
 pub mod body;
 pub mod caller;
+pub mod deadline;
 pub mod lookupd;
 pub mod metrics;
 pub mod nsqadmin;
 pub mod nsqd;
+pub mod origin;
 pub mod publish;
 pub mod reply;
 pub mod request;
@@ -103,12 +106,7 @@ pub async fn spawn(
     if let Some(front) = &config.lookupd {
         let upstream = http_upstream(front.upstream.clone(), None);
         let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
-        let lookupd = lookupd::LookupdFront::new(
-            gateway.clone(),
-            upstream,
-            metrics.clone(),
-            front.nodes.clone(),
-        );
+        let lookupd = lookupd::LookupdFront::new(gateway.clone(), upstream, metrics.clone(), front);
         fronts.push((listener, Front::Lookupd(lookupd), "nsqlookupd"));
     }
     if let Some(front) = &config.nsqadmin {
@@ -123,6 +121,7 @@ pub async fn spawn(
             serve,
             metrics: metrics.clone(),
             request_timeout: config.request_timeout,
+            allowed_origins: config.allowed_origins.clone(),
         })
     };
     for (tcp, front, name) in fronts {

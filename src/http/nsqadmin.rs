@@ -66,7 +66,7 @@ impl AdminFront {
             caller.access().global_admin()
         };
         let action = if reading { "read" } else { "admin" };
-        let what = format!("nsqadmin {method} {}", shortened(req.uri().path()));
+        let what = format!("nsqadmin {method} {}", request::for_log(req.uri().path()));
         if let Err(refusal) = caller.authorize_global(action, allowed, &what) {
             return refusal.into_response();
         }
@@ -118,9 +118,6 @@ fn passed_headers(from: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// The longest part of a request path written to the audit log.
-const MAX_LOGGED_PATH: usize = 256;
-
 /// nsqadmin's pages and API calls that name a topic (and a channel) in the path
 /// (`/topics/:topic/:channel`, `/api/topics/:topic/:channel`): the names are checked as nsqd
 /// checks them (400 `INVALID_TOPIC` / `INVALID_CHANNEL`, nsqadmin's codes) before the path is
@@ -142,16 +139,4 @@ pub fn check_names(path: &str) -> Result<(), Refusal> {
         args::check_channel(channel, args::TOPIC_CODES)?;
     }
     Ok(())
-}
-
-/// A path cut to [`MAX_LOGGED_PATH`] bytes (at a character boundary) for the audit log.
-fn shortened(path: &str) -> String {
-    if path.len() <= MAX_LOGGED_PATH {
-        return path.to_owned();
-    }
-    let mut end = MAX_LOGGED_PATH;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &path[..end])
 }

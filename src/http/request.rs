@@ -242,3 +242,18 @@ pub fn is_pprof_profile(name: &str) -> bool {
     ]
     .contains(&name)
 }
+
+/// The longest part of a client-sent text (a path, an origin) written to a log line.
+const MAX_LOGGED: usize = 256;
+
+/// `text` cut to [`MAX_LOGGED`] bytes (at a character boundary), for log lines.
+pub fn for_log(text: &str) -> String {
+    if text.len() <= MAX_LOGGED {
+        return text.to_owned();
+    }
+    let mut end = MAX_LOGGED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}

@@ -1,7 +1,10 @@
 //! nsqlookupd replies as clients of nsqgate must see them: every producer is mapped to the
 //! nsqgate address configured for that nsqd, a producer that is not configured (a rogue nsqd
-//! that registered itself, or a forgotten one) is dropped, and topic and channel lists keep
-//! only what the caller may see. No I/O here.
+//! that registered itself, or a forgotten one) or that claims a configured node's description
+//! but registered from another address is dropped, and topic and channel lists keep only what
+//! the caller may see. No I/O here (names are resolved by the caller).
+
+use std::net::{IpAddr, SocketAddr};
 
 use serde_json::Value;
 
@@ -15,12 +18,21 @@ pub struct Dropped {
     pub tcp_port: u64,
     pub http_port: u64,
     pub remote_address: String,
+    /// No node has this description, or one has but its registration came from elsewhere.
+    pub why: &'static str,
 }
 
 /// Rewrites the `producers` array of `reply` in place; returns the producers it dropped.
-/// Every field that names the nsqd (address, ports, hostname, the address it registered
-/// from) is replaced, so nothing about the internal network reaches the client.
-pub fn producers(reply: &mut Value, nodes: &[NodeMapping]) -> Vec<Dropped> {
+/// A producer matches a node by its self-description (broadcast address and ports) *and* by
+/// the address nsqlookupd saw its registration come from (`remote_address`), which must be
+/// one of `expected[i]` for node `i`. Every field that names the nsqd (address, ports,
+/// hostname, the address it registered from) is replaced, so nothing about the internal
+/// network reaches the client.
+pub fn producers(
+    reply: &mut Value,
+    nodes: &[NodeMapping],
+    expected: &[Vec<IpAddr>],
+) -> Vec<Dropped> {
     let mut dropped = Vec::new();
     let Some(list) = reply.get_mut("producers").and_then(Value::as_array_mut) else {
         return dropped;
@@ -29,12 +41,17 @@ pub fn producers(reply: &mut Value, nodes: &[NodeMapping]) -> Vec<Dropped> {
         let broadcast = producer["broadcast_address"].as_str().unwrap_or("");
         let tcp_port = producer["tcp_port"].as_u64().unwrap_or(0);
         let http_port = producer["http_port"].as_u64().unwrap_or(0);
-        let node = nodes.iter().find(|node| {
+        let remote = producer["remote_address"].as_str().unwrap_or("");
+        let seen_from = remote.parse::<SocketAddr>().ok().map(|a| a.ip());
+        let described = nodes.iter().position(|node| {
             node.broadcast_address == broadcast
                 && u64::from(node.tcp_port) == tcp_port
                 && u64::from(node.http_port) == http_port
         });
-        match node {
+        let node = described.filter(|&i| {
+            seen_from.is_some_and(|ip| expected.get(i).is_some_and(|ips| ips.contains(&ip)))
+        });
+        match node.and_then(|i| nodes.get(i)) {
             Some(node) => {
                 producer["broadcast_address"] = node.gate_address.clone().into();
                 producer["hostname"] = node.gate_address.clone().into();
@@ -49,7 +66,12 @@ pub fn producers(reply: &mut Value, nodes: &[NodeMapping]) -> Vec<Dropped> {
                     broadcast_address: broadcast.to_owned(),
                     tcp_port,
                     http_port,
-                    remote_address: producer["remote_address"].as_str().unwrap_or("").to_owned(),
+                    remote_address: remote.to_owned(),
+                    why: if described.is_some() {
+                        "registered from an address that is not the node's"
+                    } else {
+                        "not a configured node"
+                    },
                 });
                 false
             }

@@ -1,7 +1,10 @@
 //! The HTTP listeners' I/O: accept (connection caps), TLS handshake (the same rustls set-up as
 //! the NSQ listener, client certificates included), a screen of the raw request head, then
 //! hyper serving one request per connection. The plain-HTTP listener goes through the same
-//! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`.
+//! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`. PROXY headers from
+//! `[connections] proxy_protocol_from` sources are read first (`proxy::proxied`), so caps and
+//! the audit log see the real client. Every write toward a
+//! client has the `timeouts.write_ms` deadline of the NSQ path (`deadline`).
 //!
 //! One request per connection is deliberate: every request head passes the smuggling screen
 //! (`request::screen_head`) before hyper parses it, which a kept-alive connection would skip
@@ -25,11 +28,14 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::http::caller::Conn;
+use crate::http::deadline::WriteDeadline;
 use crate::http::metrics::Metrics;
+use crate::http::origin;
 use crate::http::reply::{self, Body};
 use crate::http::request::{self, HeadError};
 use crate::http::Front;
 use crate::limit::conn::ConnPermit;
+use crate::proxy::proxied;
 use crate::proxy::stream::Replay;
 use crate::proxy::Gateway;
 
@@ -61,6 +67,8 @@ pub struct Listener {
     pub metrics: Arc<Metrics>,
     /// Deadline for the request head (and, in the fronts, the body).
     pub request_timeout: Duration,
+    /// Other origins whose browser requests may change state (`[http] allowed_origins`).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Serves `listener` until `shutdown` turns true.
@@ -97,19 +105,38 @@ pub async fn serve(tcp: TcpListener, listener: Arc<Listener>, mut shutdown: watc
 }
 
 async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
     mut permit: ConnPermit,
     listener: Arc<Listener>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let gateway = &listener.gateway;
+    // A trusted load balancer names the real client in a PROXY header, exactly as on the NSQ
+    // listener; from any other source a header is not believed (it reaches TLS and fails).
+    let mut early = BytesMut::new();
+    if gateway.config.proxy_protocol_from.contains(&peer.ip()) {
+        let header = proxied::read_header(&mut tcp, &mut early, peer);
+        peer = match tokio::time::timeout(gateway.config.timeouts.tls_handshake, header).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return info!(%peer, error = %e, "HTTP connection refused"),
+            Err(_) => return debug!(%peer, "PROXY header timed out"),
+        };
+        debug!(client = %peer, "PROXY header");
+    }
+    // Over a per-IP cap (the real client's): closed at once, before any handshake.
     if permit.bind_ip(peer.ip()).is_err() {
         return;
     }
-    let gateway = &listener.gateway;
+    // Every write to the client, the TLS handshake's included, must make progress within
+    // write_ms: a client that stops reading is cut off.
+    let io = Replay::new(
+        early.freeze(),
+        WriteDeadline::new(tcp, gateway.config.timeouts.write),
+    );
     match &listener.serve {
         Serve::Tls(front) => {
-            let accept = gateway.tls_acceptor.accept(tcp);
+            let accept = gateway.tls_acceptor.accept(io);
             let tls =
                 match tokio::time::timeout(gateway.config.timeouts.tls_handshake, accept).await {
                     Ok(Ok(tls)) => tls,
@@ -126,10 +153,10 @@ async fn connection(
                 cert,
                 permit: Mutex::new(permit),
             });
-            serve_screened(tls, conn, front.clone(), &listener).await;
+            serve_screened(tls, conn, front.clone(), listener.clone()).await;
         }
         Serve::Plain { https_port } => {
-            serve_plain(tcp, peer, *https_port, &listener).await;
+            serve_plain(io, peer, *https_port, &listener).await;
             drop(permit);
         }
     }
@@ -167,32 +194,66 @@ where
 }
 
 /// Reads the head, screens it, and hands the connection (head replayed) to hyper.
-async fn serve_screened<S>(mut io: S, conn: Arc<Conn>, front: Arc<Front>, listener: &Listener)
+async fn serve_screened<S>(mut io: S, conn: Arc<Conn>, front: Arc<Front>, listener: Arc<Listener>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let Some(head) = screened_head(&mut io, peer, listener).await else {
+    let Some(head) = screened_head(&mut io, peer, &listener).await else {
         return;
     };
-    let metrics = listener.metrics.clone();
+    let shared = listener.clone();
     let service = service_fn(move |req: Request<Incoming>| {
-        let (front, conn, metrics) = (front.clone(), conn.clone(), metrics.clone());
+        let (front, conn, listener) = (front.clone(), conn.clone(), shared.clone());
         async move {
-            let response = front.handle(&conn, req).await;
-            Metrics::add(&metrics.requests, 1);
+            let response = match refuse_cross_site(&listener, conn.peer, &req) {
+                Some(refusal) => refusal,
+                None => front.handle(&conn, req).await,
+            };
+            Metrics::add(&listener.metrics.requests, 1);
             if matches!(response.status().as_u16(), 401 | 403) {
-                Metrics::add(&metrics.refused, 1);
+                Metrics::add(&listener.metrics.refused, 1);
             }
             Ok::<_, Infallible>(response)
         }
     });
-    serve_one(Replay::new(head.freeze(), io), peer, listener, service).await;
+    serve_one(Replay::new(head.freeze(), io), peer, &listener, service).await;
+}
+
+/// The CSRF screen of every front: a browser request from another site that would change
+/// something is refused (403, audited, counted) before authentication.
+fn refuse_cross_site(
+    listener: &Listener,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Option<::http::Response<Body>> {
+    let why = origin::check(req.method(), req.headers(), &listener.allowed_origins).err()?;
+    let reason = format!(
+        "cross-site {} {} refused: {}",
+        req.method(),
+        request::for_log(req.uri().path()),
+        request::for_log(&why.to_string())
+    );
+    crate::audit::Counters::bump(&listener.gateway.counters.denied);
+    crate::audit::record(&crate::audit::Event {
+        remote: Some(peer),
+        action: "request",
+        outcome: "deny",
+        reason: Some(&reason),
+        ..crate::audit::Event::default()
+    });
+    Some(reply::error(
+        ::http::StatusCode::FORBIDDEN,
+        "CROSS_SITE_REQUEST_REFUSED",
+    ))
 }
 
 /// The plain listener: the same head deadline and screen, then `TLS_REQUIRED` and close.
-async fn serve_plain(mut tcp: TcpStream, peer: SocketAddr, https_port: u16, listener: &Listener) {
-    let Some(head) = screened_head(&mut tcp, peer, listener).await else {
+async fn serve_plain<S>(mut io: S, peer: SocketAddr, https_port: u16, listener: &Listener)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(head) = screened_head(&mut io, peer, listener).await else {
         return;
     };
     let metrics = listener.metrics.clone();
@@ -204,7 +265,7 @@ async fn serve_plain(mut tcp: TcpStream, peer: SocketAddr, https_port: u16, list
             .insert(CONNECTION, HeaderValue::from_static("close"));
         async move { Ok::<_, Infallible>(response) }
     });
-    serve_one(Replay::new(head.freeze(), tcp), peer, listener, service).await;
+    serve_one(Replay::new(head.freeze(), io), peer, listener, service).await;
 }
 
 /// hyper serving exactly one request on `io`, with the listener's head deadline.

@@ -3,14 +3,17 @@
 //! passed in.
 //!
 //! A topic stays when the caller may see it ([`Access::topic_visible`]); of its channels, only
-//! those it may subscribe to or administer. The connection-level `producers` list stays only
-//! for an admin on `*` (over the TCP path they are all nsqgate anyway).
+//! those it may subscribe to or administer. A channel's clients (host names, client ids, user
+//! agents, addresses, what they published) stay only for an admin of that topic and channel.
+//! The connection-level `producers` list stays only for an admin on `*`. Every client's
+//! `pub_counts` keeps only topics the caller may see.
 
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
 use crate::http::access::Access;
+use crate::policy::Action;
 
 /// Removes every topic, channel and producer the caller may not see.
 pub fn filter(stats: &mut Value, access: &Access<'_>) {
@@ -22,18 +25,49 @@ pub fn filter(stats: &mut Value, access: &Access<'_>) {
                 return false;
             }
             if let Some(list) = topic.get_mut("channels").and_then(Value::as_array_mut) {
-                list.retain(|channel| {
-                    let channel = channel["channel_name"].as_str().unwrap_or("");
-                    access.channel_visible(&name, channel)
+                list.retain_mut(|channel| {
+                    let channel_name = channel["channel_name"].as_str().unwrap_or("").to_owned();
+                    if !access.channel_visible(&name, &channel_name) {
+                        return false;
+                    }
+                    filter_clients(channel, access, &name, &channel_name);
+                    true
                 });
             }
             true
         });
     }
-    if !access.global_admin() {
-        if let Some(producers) = stats.get_mut("producers") {
-            *producers = Value::Array(Vec::new());
+    if let Some(producers) = stats.get_mut("producers").and_then(Value::as_array_mut) {
+        if access.global_admin() {
+            producers
+                .iter_mut()
+                .for_each(|p| filter_pub_counts(p, access));
+        } else {
+            producers.clear();
         }
+    }
+}
+
+/// A channel's connected clients (host names, client ids, user agents, addresses) are shown
+/// only to an admin of that topic and channel; what each has published only for topics the
+/// caller may see.
+fn filter_clients(channel: &mut Value, access: &Access<'_>, topic: &str, name: &str) {
+    let Some(clients) = channel.get_mut("clients").and_then(Value::as_array_mut) else {
+        return;
+    };
+    if access.may(Action::Admin, topic, Some(name)) {
+        clients
+            .iter_mut()
+            .for_each(|c| filter_pub_counts(c, access));
+    } else {
+        clients.clear();
+    }
+}
+
+/// A client's `pub_counts`, cut to the topics the caller may see.
+fn filter_pub_counts(client: &mut Value, access: &Access<'_>) {
+    if let Some(counts) = client.get_mut("pub_counts").and_then(Value::as_array_mut) {
+        counts.retain(|count| access.topic_visible(count["topic"].as_str().unwrap_or(""), []));
     }
 }
 

@@ -191,6 +191,7 @@ fn node(address: &str, tcp: u16, gate: &str) -> NodeMapping {
         gate_address: gate.into(),
         gate_tcp_port: 4150,
         gate_http_port: 4152,
+        registered_from: Vec::new(),
     }
 }
 
@@ -205,10 +206,20 @@ fn producers_are_mapped_or_dropped() {
          "tcp_port": 4150, "http_port": 4151, "version": "1.3.0"},
         {"remote_address": "10.9.9.9:5555", "hostname": "evil", "broadcast_address": "10.0.0.1",
          "tcp_port": 9999, "http_port": 4151, "version": "1.3.0"},
+        {"remote_address": "10.9.9.9:6666", "hostname": "liar", "broadcast_address": "10.0.0.2",
+         "tcp_port": 4150, "http_port": 4151, "version": "1.3.0"},
     ]});
-    let dropped = rewrite::producers(&mut reply, &nodes);
-    assert_eq!(dropped.len(), 1);
+    let expected = [
+        vec!["10.0.0.1".parse().unwrap()],
+        vec!["10.0.0.2".parse().unwrap()],
+    ];
+    let dropped = rewrite::producers(&mut reply, &nodes, &expected);
+    assert_eq!(dropped.len(), 2);
     assert_eq!(dropped[0].tcp_port, 9999);
+    assert_eq!(
+        dropped[1].why,
+        "registered from an address that is not the node's"
+    );
     assert_eq!(
         reply["producers"],
         json!([{"remote_address": "gate-1:4150", "hostname": "gate-1",
@@ -240,7 +251,8 @@ fn stats_are_filtered_and_rendered() {
         "version": "1.3.0", "health": "OK", "start_time": 0,
         "topics": [
             {"topic_name": "orders", "depth": 1, "channels": [
-                {"channel_name": "billing", "depth": 1, "clients": []},
+                {"channel_name": "billing", "depth": 1, "clients": [
+                    {"hostname": "h", "pub_counts": [{"topic": "hidden", "count": 1}]}]},
                 {"channel_name": "secret", "depth": 2, "clients": []}]},
             {"topic_name": "hidden", "depth": 5, "channels": []},
         ],

@@ -22,8 +22,10 @@ use nsqgate::auth::apikey;
 
 pub const WRITER_KEY: &str = "nsqk_http_test_writer_key_000000000000000000000000";
 pub const OPS_KEY: &str = "nsqk_http_test_ops_key_00000000000000000000000000000";
+pub const ORDERS_ADMIN_KEY: &str = "nsqk_http_test_orders_admin_key_00000000000000000000";
 
-/// `writer` may publish to `orders` and subscribe to its channels; `ops` is an admin on `*`.
+/// `writer` may publish to `orders` and subscribe to its channels; `orders_admin` administers
+/// `orders`; `ops` is an admin on every topic.
 pub fn policy() -> String {
     format!(
         r#"
@@ -40,6 +42,16 @@ allow = [
   {{ action = "subscribe", topics = ["**", "**#ephemeral"], channels = ["**", "**#ephemeral"] }},
 ]
 
+[roles.orders_admin]
+allow = [
+  {{ action = "admin", topics = ["orders"] }},
+  {{ action = "subscribe", topics = ["orders"], channels = ["*"] }},
+]
+
+[api_keys.orders_admin]
+sha256 = "{}"
+roles = ["orders_admin"]
+
 [api_keys.writer]
 sha256 = "{}"
 roles = ["writer"]
@@ -48,6 +60,7 @@ roles = ["writer"]
 sha256 = "{}"
 roles = ["ops"]
 "#,
+        apikey::hash_hex(ORDERS_ADMIN_KEY.as_bytes()),
         apikey::hash_hex(WRITER_KEY.as_bytes()),
         apikey::hash_hex(OPS_KEY.as_bytes()),
     )
