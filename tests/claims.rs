@@ -1,0 +1,193 @@
+//! README claims that had no test: MPUB and DPUB under the policy and the rate limits, the
+//! PROXY protocol's trust boundary and the per-IP cap it feeds, `NSQGATE_<SECTION>__<KEY>`
+//! overrides, and `proxy.toml.example` against the keys the config accepts. Real nsqd behind
+//! the real nsqgate binary; the publishing clients write their own command bytes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::{free_port, Gate, Nsqd, Pki};
+use nsqgate::auth::apikey;
+use nsqgate::nsq::{Command, Frame, FrameType};
+use tokio_rustls::TlsConnector;
+
+/// `MPUB <topic>\n`, body size, message count, then each message with its size.
+fn mpub_bytes(topic: &str, messages: &[&[u8]]) -> Vec<u8> {
+    let mut body = (messages.len() as u32).to_be_bytes().to_vec();
+    for message in messages {
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(message);
+    }
+    let mut wire = format!("MPUB {topic}\n").into_bytes();
+    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    wire.extend_from_slice(&body);
+    wire
+}
+
+/// `DPUB <topic> <defer_ms>\n`, body size, body.
+fn dpub_bytes(topic: &str, defer_ms: u64, body: &[u8]) -> Vec<u8> {
+    let mut wire = format!("DPUB {topic} {defer_ms}\n").into_bytes();
+    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    wire.extend_from_slice(body);
+    wire
+}
+
+/// Two API keys holding one role that may publish to `allowed` only, at most
+/// `messages_per_sec` (burst 4) per identity when `limited`.
+fn publisher_policy(pki: &Pki, limited: bool) -> (String, String) {
+    let (first, second) = (apikey::generate(), apikey::generate());
+    let rate = if limited {
+        "rate = { messages_per_sec = 1, burst_messages = 4 }"
+    } else {
+        ""
+    };
+    let policy = format!(
+        r#"
+[roles.publisher]
+allow = [{{ action = "publish", topics = ["allowed"] }}]
+{rate}
+
+[api_keys.first]
+sha256 = "{}"
+roles = ["publisher"]
+
+[api_keys.second]
+sha256 = "{}"
+roles = ["publisher"]
+"#,
+        apikey::hash_hex(first.as_bytes()),
+        apikey::hash_hex(second.as_bytes()),
+    );
+    pki.write_policy("claims", "claims.toml", &policy);
+    (first, second)
+}
+
+fn keyed_gate(pki: &Pki, nsqd: &Nsqd, extra: &str) -> Gate {
+    let port = free_port();
+    let config = common::gate_config(
+        port,
+        nsqd.tcp,
+        "",
+        &format!("[auth]\npolicy_dir = \"claims\"\n\n{extra}"),
+    );
+    Gate::start_config(pki, &config, port)
+}
+
+async fn authed(addr: SocketAddr, connector: &TlsConnector, key: &str) -> RawClient {
+    let (mut client, reply) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
+    assert_eq!(reply["auth_required"], true);
+    client
+        .send(&Command::Auth {
+            secret: key.as_bytes().to_vec().into(),
+        })
+        .await;
+    let frame = client.read_frame().await.expect("AUTH reply");
+    assert_eq!(
+        frame.frame_type,
+        FrameType::Response,
+        "{}",
+        frame_text(&frame)
+    );
+    client
+}
+
+async fn exchange(client: &mut RawClient, wire: &[u8]) -> Frame {
+    client.send_raw(wire).await;
+    client.read_frame().await.expect("a reply")
+}
+
+fn is_ok(frame: &Frame) -> bool {
+    frame.frame_type == FrameType::Response && &frame.data[..] == b"OK"
+}
+
+#[tokio::test]
+async fn mpub_and_dpub_to_a_denied_topic_are_refused_and_never_reach_nsqd() {
+    let pki = Pki::new();
+    let (key, _) = publisher_policy(&pki, false);
+    let nsqd = Nsqd::start(&pki);
+    let gate = keyed_gate(&pki, &nsqd, "");
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    // The same connection and commands reach nsqd where the policy allows them.
+    let mut client = authed(gate.addr, &connector, &key).await;
+    let ok = exchange(&mut client, &mpub_bytes("allowed", &[b"a", b"b", b"c"])).await;
+    assert!(is_ok(&ok), "{}", frame_text(&ok));
+    let ok = exchange(&mut client, &dpub_bytes("allowed", 1000, b"d")).await;
+    assert!(is_ok(&ok), "{}", frame_text(&ok));
+    assert_eq!(nsqd.message_count("allowed"), 4);
+
+    let denied: [(&str, Vec<u8>); 2] = [
+        ("MPUB", mpub_bytes("denied", &[b"x", b"y"])),
+        ("DPUB", dpub_bytes("denied", 1000, b"z")),
+    ];
+    for (name, wire) in denied {
+        let mut client = authed(gate.addr, &connector, &key).await;
+        let refusal = exchange(&mut client, &wire).await;
+        let text = frame_text(&refusal);
+        assert_eq!(refusal.frame_type, FrameType::Error, "{name}: {text}");
+        assert!(
+            text.starts_with(&format!(
+                "E_UNAUTHORIZED AUTH failed for {name} on \"denied\""
+            )),
+            "{name}: {text}"
+        );
+        assert!(
+            client.closed_within(Duration::from_secs(10)).await,
+            "{name}: the refusal is fatal, as nsqd's"
+        );
+    }
+    assert!(
+        !nsqd.topic_exists("denied"),
+        "nsqd never saw the topic: {}",
+        nsqd.stats()
+    );
+    assert_eq!(nsqd.message_count("allowed"), 4);
+}
+
+/// Sends `wire` until nsqgate refuses it (at most `tries` times); (OKs before, the refusal).
+async fn until_refused(client: &mut RawClient, wire: &[u8], tries: u64) -> (u64, String) {
+    for acked in 0..tries {
+        let frame = exchange(client, wire).await;
+        if !is_ok(&frame) {
+            return (acked, frame_text(&frame));
+        }
+    }
+    panic!("{tries} publishes at 1 msg/s (burst 4) and none refused");
+}
+
+#[tokio::test]
+async fn rate_limited_mpub_and_dpub_fail_with_nsqds_codes() {
+    let pki = Pki::new();
+    let (mpub_key, dpub_key) = publisher_policy(&pki, true);
+    let nsqd = Nsqd::start(&pki);
+    let gate = keyed_gate(&pki, &nsqd, "[rate_limits]\non_limit = \"reject\"\n");
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    // MPUB of 4 takes the whole burst; the next one needs 4 s of refill, so it is refused.
+    let mut client = authed(gate.addr, &connector, &mpub_key).await;
+    let batch: [&[u8]; 4] = [b"1", b"2", b"3", b"4"];
+    let (mpubs, refusal) = until_refused(&mut client, &mpub_bytes("allowed", &batch), 5).await;
+    assert!(
+        refusal.starts_with("E_MPUB_FAILED MPUB failed: rate limit exceeded"),
+        "{refusal}"
+    );
+    assert!(client.closed_within(Duration::from_secs(10)).await);
+    assert!(mpubs >= 1, "the first MPUB fits the burst");
+    assert_eq!(nsqd.message_count("allowed"), 4 * mpubs);
+
+    // Another identity, its own bucket: DPUBs until the burst is gone.
+    let mut client = authed(gate.addr, &connector, &dpub_key).await;
+    let (dpubs, refusal) = until_refused(&mut client, &dpub_bytes("allowed", 1000, b"d"), 20).await;
+    assert!(
+        refusal.starts_with("E_DPUB_FAILED DPUB failed: rate limit exceeded"),
+        "{refusal}"
+    );
+    assert!(client.closed_within(Duration::from_secs(10)).await);
+    assert!(dpubs >= 4, "{dpubs}: the burst, then refused");
+    assert_eq!(nsqd.message_count("allowed"), 4 * mpubs + dpubs);
+}
