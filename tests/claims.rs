@@ -14,6 +14,8 @@ use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::{free_port, Gate, Nsqd, Pki};
 use nsqgate::auth::apikey;
 use nsqgate::nsq::{Command, Frame, FrameType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 /// `MPUB <topic>\n`, body size, message count, then each message with its size.
@@ -190,4 +192,135 @@ async fn rate_limited_mpub_and_dpub_fail_with_nsqds_codes() {
     assert!(client.closed_within(Duration::from_secs(10)).await);
     assert!(dpubs >= 4, "{dpubs}: the burst, then refused");
     assert_eq!(nsqd.message_count("allowed"), 4 * mpubs + dpubs);
+}
+
+/// A PROXY v1 header naming `client` as the source of a connection to `port`.
+fn proxy_header(client: &str, port: u16) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 127.0.0.1 40000 {port}\r\n").into_bytes()
+}
+
+/// Plain TCP: `bytes` sent, then whatever nsqgate answers until it closes (None: still open
+/// after 10 s).
+async fn answer_until_close(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let _ = tcp.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    match read {
+        Ok(_) => Some(answer),
+        Err(_) => None,
+    }
+}
+
+/// Polls nsqgate's log until it holds `text` (60 s at most).
+async fn wait_log(gate: &Gate, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !gate.log().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in the log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn open_gate(pki: &Pki, nsqd: &Nsqd, connections: &str) -> Gate {
+    let port = free_port();
+    let rest = format!("{}\n[connections]\n{connections}\n", common::ANONYMOUS);
+    let config = common::gate_config(port, nsqd.tcp, "", &rest);
+    Gate::start_config(pki, &config, port)
+}
+
+#[tokio::test]
+async fn a_proxy_header_from_an_untrusted_source_is_not_believed() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    // Only 192.0.2.1 is a trusted balancer; the test connects from 127.0.0.1.
+    let gate = open_gate(
+        &pki,
+        &nsqd,
+        "max_per_ip = 1\nproxy_protocol_from = [\"192.0.2.1\"]",
+    );
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let mut forged = proxy_header("198.51.100.7", gate.addr.port());
+    forged.extend_from_slice(b"  V2");
+
+    // Not read as a header: its bytes are where the magic should be, so the connection is
+    // refused as nsqd refuses a bad magic.
+    let answer = answer_until_close(gate.addr, &forged)
+        .await
+        .expect("closed after the refusal");
+    let mut buf = bytes::BytesMut::from(&answer[..]);
+    let frame = nsqgate::nsq::decode_frame(&mut buf, 1 << 20)
+        .unwrap()
+        .expect("an error frame");
+    assert_eq!(
+        frame_text(&frame),
+        "E_BAD_PROTOCOL client sent bad protocol identifier"
+    );
+
+    // That connection's slot is free once its session has ended (after a linger).
+    wait_log(&gate, "error=E_BAD_PROTOCOL").await;
+
+    // The per-IP cap counts the real peer: with one connection from 127.0.0.1 open, a header
+    // naming another address does not get a second slot.
+    let (mut held, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    let answer = answer_until_close(gate.addr, &forged)
+        .await
+        .expect("closed at once");
+    assert!(answer.is_empty(), "refused before any reply: {answer:?}");
+    let ok = held.publish("untrusted", b"x").await.expect("a reply");
+    assert!(is_ok(&ok), "{}", frame_text(&ok));
+
+    assert!(
+        !gate.log().contains("198.51.100.7"),
+        "the forged address appears nowhere: {}",
+        gate.log()
+    );
+}
+
+#[tokio::test]
+async fn the_per_ip_cap_counts_the_address_a_trusted_header_names() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = open_gate(
+        &pki,
+        &nsqd,
+        "max_per_ip = 1\nproxy_protocol_from = [\"127.0.0.1\"]",
+    );
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let port = gate.addr.port();
+    let json = serde_json::json!({});
+
+    let (mut first, _) = RawClient::upgraded_after(
+        gate.addr,
+        &proxy_header("192.0.2.10", port),
+        &connector,
+        json.clone(),
+    )
+    .await;
+    let ok = first.publish("behind-lb", b"1").await.expect("a reply");
+    assert!(is_ok(&ok), "{}", frame_text(&ok));
+
+    // The same real client again: over its cap of one, closed before any reply.
+    let mut again = proxy_header("192.0.2.10", port);
+    again.extend_from_slice(b"  V2");
+    let answer = answer_until_close(gate.addr, &again)
+        .await
+        .expect("closed at once");
+    assert!(answer.is_empty(), "refused before any reply: {answer:?}");
+
+    // Another real client behind the same balancer (same peer address) has its own slot.
+    let (mut second, _) = RawClient::upgraded_after(
+        gate.addr,
+        &proxy_header("192.0.2.11", port),
+        &connector,
+        json,
+    )
+    .await;
+    let ok = second.publish("behind-lb", b"2").await.expect("a reply");
+    assert!(is_ok(&ok), "{}", frame_text(&ok));
+    let ok = first.publish("behind-lb", b"3").await.expect("a reply");
+    assert!(is_ok(&ok), "{}", frame_text(&ok));
+    assert_eq!(nsqd.message_count("behind-lb"), 3);
 }
