@@ -324,3 +324,56 @@ async fn the_per_ip_cap_counts_the_address_a_trusted_header_names() {
     assert!(is_ok(&ok), "{}", frame_text(&ok));
     assert_eq!(nsqd.message_count("behind-lb"), 3);
 }
+
+/// `PUB <topic>\n`, body size, body.
+fn pub_bytes(topic: &str, body: &[u8]) -> Vec<u8> {
+    let mut wire = format!("PUB {topic}\n").into_bytes();
+    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    wire.extend_from_slice(body);
+    wire
+}
+
+#[tokio::test]
+async fn an_environment_override_replaces_the_files_value() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki); // nsqd's own limit: 1 MiB
+    let port = free_port();
+    // The file says 1 MiB; the environment says 1 KiB.
+    let rest = format!("{}\n[limits]\nmax_msg_size = 1048576\n", common::ANONYMOUS);
+    let config = common::gate_config(port, nsqd.tcp, "", &rest);
+    let env = [("NSQGATE_LIMITS__MAX_MSG_SIZE", "1024")];
+    let gate = Gate::start_config_env(&pki, &config, port, &env);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+
+    let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
+    let ok = exchange(&mut client, &pub_bytes("sized", &[b'a'; 1024])).await;
+    assert!(is_ok(&ok), "{}", frame_text(&ok));
+    // Far below nsqd's limit, so only nsqgate can refuse it, with nsqd's code and text.
+    let refusal = exchange(&mut client, &pub_bytes("sized", &[b'b'; 2000])).await;
+    assert_eq!(
+        frame_text(&refusal),
+        "E_BAD_MESSAGE PUB message too big 2000 > 1024"
+    );
+    assert!(client.closed_within(Duration::from_secs(10)).await);
+    assert_eq!(nsqd.message_count("sized"), 1);
+}
+
+#[test]
+fn a_bad_environment_override_is_a_config_error_naming_the_key() {
+    let pki = Pki::new();
+    let config = common::gate_config(free_port(), "127.0.0.1:4150".parse().unwrap(), "", "");
+    let path = pki.path("env.toml");
+    common::write_secret(&path, config.as_bytes());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsqgate"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("NSQGATE_LIMITS__MAX_MSG_SIZE", "lots")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("limits.max_msg_size") && stderr.contains("environment"),
+        "names the key and where its value came from: {stderr}"
+    );
+}
