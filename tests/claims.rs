@@ -1,7 +1,7 @@
 //! README claims that had no test: MPUB and DPUB under the policy and the rate limits, the
-//! PROXY protocol's trust boundary and the per-IP cap it feeds, `NSQGATE_<SECTION>__<KEY>`
-//! overrides, and `proxy.toml.example` against the keys the config accepts. Real nsqd behind
-//! the real nsqgate binary; the publishing clients write their own command bytes.
+//! PROXY protocol's trust boundary and the per-IP cap it feeds, and `NSQGATE_<SECTION>__<KEY>`
+//! overrides (`tests/config_example.rs` holds the example-file claim). Real nsqd behind the
+//! real nsqgate binary; the publishing clients write their own command bytes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
