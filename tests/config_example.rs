@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 const PROBE: &str = "zz_probe";
 
@@ -78,78 +78,80 @@ fn accepted_keys(path: &[&str]) -> Option<Vec<String>> {
     None
 }
 
-/// Every table the config accepts (dotted path) with its keys, discovered from the root.
-fn accepted_tables() -> BTreeMap<String, Vec<String>> {
-    let mut tables = BTreeMap::new();
+/// Every key the config accepts, as a dotted path (tables included), discovered from the root.
+fn accepted_paths() -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
     let mut todo = vec![String::new()];
-    while let Some(path) = todo.pop() {
-        let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
-        let keys = accepted_keys(&segments).expect("a table");
-        for key in &keys {
-            let child = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            let child_segments: Vec<&str> = child.split('.').collect();
-            if accepted_keys(&child_segments).is_some() {
-                todo.push(child);
+    while let Some(table) = todo.pop() {
+        let segments: Vec<&str> = table.split('.').filter(|s| !s.is_empty()).collect();
+        for key in accepted_keys(&segments).expect("a table") {
+            let path = join(&table, &key);
+            let path_segments: Vec<&str> = path.split('.').collect();
+            if accepted_keys(&path_segments).is_some() {
+                todo.push(path.clone());
             }
+            paths.insert(path);
         }
-        tables.insert(path, keys);
     }
-    tables
+    paths
 }
 
-/// The keys `proxy.toml.example` documents per table (set or commented out): `[table]` and
-/// `[[table]]` headers, `key = ...` lines, keys of inline tables, and of inline tables in a
-/// multi-line array (`keys = [ { kid = ... }, ]`).
-fn documented_tables(example: &str) -> BTreeMap<String, Vec<String>> {
-    let mut tables: BTreeMap<String, Vec<String>> = Default::default();
-    let add = |tables: &mut BTreeMap<String, Vec<String>>, path: &str| {
-        let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
-        let keys = tables.entry(parent.to_owned()).or_default();
-        if !keys.iter().any(|k| k == key) {
-            keys.push(key.to_owned());
-        }
-    };
-    let is_key = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-    let inline_keys = |text: &str| -> Vec<String> {
-        let inner = text.split_once('{').map_or("", |(_, r)| r);
-        let inner = inner.split_once('}').map_or(inner, |(l, _)| l);
-        inner
-            .split(',')
-            .filter_map(|pair| pair.split_once('=').map(|(k, _)| k.trim().to_owned()))
-            .filter(|k| is_key(k))
-            .collect()
-    };
+fn join(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+fn is_key(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// `a.b` of a `[a.b]` or `[[a.b]]` header line.
+fn header(text: &str) -> Option<&str> {
+    text.strip_prefix("[[")
+        .and_then(|rest| rest.split_once("]]"))
+        .or_else(|| text.strip_prefix('[').and_then(|rest| rest.split_once(']')))
+        .map(|(name, _)| name)
+        .filter(|name| name.split('.').all(is_key))
+}
+
+/// The keys of the first inline table in `text` (`{ a = 1, b = "x" }`).
+fn inline_keys(text: &str) -> Vec<String> {
+    let inner = text.split_once('{').map_or("", |(_, rest)| rest);
+    let inner = inner.split_once('}').map_or(inner, |(keys, _)| keys);
+    inner
+        .split(',')
+        .filter_map(|pair| pair.split_once('=').map(|(key, _)| key.trim().to_owned()))
+        .filter(|key| is_key(key))
+        .collect()
+}
+
+/// The keys `proxy.toml.example` documents, set or commented out, as dotted paths: `[table]`
+/// and `[[table]]` headers (and their parents), `key = ...` lines, keys of inline tables, and
+/// of inline tables in a multi-line array (`keys = [ { kid = ... }, ]`).
+fn documented_paths(example: &str) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
     let mut table = String::new();
+    // The key of a multi-line array of inline tables being read.
     let mut array: Option<String> = None;
     for line in example.lines() {
         let text = line.trim().trim_start_matches('#').trim();
-        let header = text
-            .strip_prefix("[[")
-            .and_then(|r| r.split_once("]]"))
-            .or_else(|| text.strip_prefix('[').and_then(|r| r.split_once(']')))
-            .map(|(name, _)| name);
-        if let Some(name) = header.filter(|n| n.split('.').all(is_key)) {
+        if let Some(name) = header(text) {
+            let mut prefix = String::new();
+            for segment in name.split('.') {
+                prefix = join(&prefix, segment);
+                paths.insert(prefix.clone());
+            }
             table = name.to_owned();
             array = None;
-            add(&mut tables, name);
             continue;
         }
-        let join = |key: &str| {
-            if table.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{table}.{key}")
-            }
-        };
-        if let Some(name) = &array {
+        if let Some(key) = &array {
             if text.starts_with('{') {
-                for key in inline_keys(text) {
-                    add(&mut tables, &format!("{}.{key}", join(name)));
-                }
+                let path = join(&table, key);
+                paths.extend(inline_keys(text).iter().map(|inner| join(&path, inner)));
                 continue;
             }
             if text.starts_with(']') {
@@ -164,16 +166,15 @@ fn documented_tables(example: &str) -> BTreeMap<String, Vec<String>> {
         if !is_key(key) {
             continue;
         }
-        add(&mut tables, &join(key));
+        let path = join(&table, key);
         if value.starts_with('{') {
-            for inner in inline_keys(value) {
-                add(&mut tables, &format!("{}.{inner}", join(key)));
-            }
+            paths.extend(inline_keys(value).iter().map(|inner| join(&path, inner)));
         } else if value == "[" {
             array = Some(key.to_owned());
         }
+        paths.insert(path);
     }
-    tables
+    paths
 }
 
 #[test]
@@ -181,23 +182,8 @@ fn proxy_toml_example_documents_exactly_the_keys_the_config_accepts() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml.example"))
             .unwrap();
-    let accepted = accepted_tables();
-    let documented = documented_tables(&example);
-    let flat = |tables: &BTreeMap<String, Vec<String>>| {
-        tables
-            .iter()
-            .flat_map(|(table, keys)| {
-                keys.iter().map(move |key| {
-                    if table.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{table}.{key}")
-                    }
-                })
-            })
-            .collect::<BTreeSet<String>>()
-    };
-    let (accepted, documented) = (flat(&accepted), flat(&documented));
+    let accepted = accepted_paths();
+    let documented = documented_paths(&example);
     assert!(
         accepted.len() > 80,
         "the probe found too little: {accepted:?}"
