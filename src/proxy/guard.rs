@@ -10,6 +10,8 @@ mod decisions;
 mod names;
 mod standing;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -401,6 +401,11 @@ max_msg_size = {MAX_MSG_SIZE}
     }
 
     pub fn start_config(pki: &Pki, config: &str, port: u16) -> Gate {
+        Gate::start_config_env(pki, config, port, &[])
+    }
+
+    /// As [`Gate::start_config`], with `env` (e.g. `NSQGATE_<SECTION>__<KEY>` overrides) set.
+    pub fn start_config_env(pki: &Pki, config: &str, port: u16, env: &[(&str, &str)]) -> Gate {
         let path = pki.path(&format!("gate-{port}.toml"));
         // A config may carry a secret (upstream.auth_secret): nsqgate refuses it readable by others.
         write_secret(&path, config.as_bytes());
@@ -409,6 +414,7 @@ max_msg_size = {MAX_MSG_SIZE}
             .args(["run", "--config"])
             .arg(&path)
             .env("NSQGATE_LOG", "nsqgate=debug,info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -83,7 +83,32 @@ impl RawClient {
         connector: &TlsConnector,
         identify: serde_json::Value,
     ) -> (RawClient, serde_json::Value) {
-        let mut client = RawClient::plain(addr).await;
+        RawClient::plain(addr)
+            .await
+            .upgrade(connector, identify)
+            .await
+    }
+
+    /// `prefix` (e.g. a PROXY protocol header) first, then as [`RawClient::upgraded`].
+    pub async fn upgraded_after(
+        addr: SocketAddr,
+        prefix: &[u8],
+        connector: &TlsConnector,
+        identify: serde_json::Value,
+    ) -> (RawClient, serde_json::Value) {
+        let mut client = RawClient::plain_without_magic(addr).await;
+        client.send_raw(prefix).await;
+        client.send_raw(nsq::MAGIC_V2).await;
+        client.upgrade(connector, identify).await
+    }
+
+    /// IDENTIFY with tls_v1 on a connection that sent the magic, the upgrade and its OK.
+    async fn upgrade(
+        self,
+        connector: &TlsConnector,
+        identify: serde_json::Value,
+    ) -> (RawClient, serde_json::Value) {
+        let mut client = self;
         let mut body = identify;
         body["tls_v1"] = true.into();
         body["feature_negotiation"] = true.into();
