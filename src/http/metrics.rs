@@ -54,7 +54,7 @@ impl Metrics {
             ),
             (
                 "nsqgate_revoked_total",
-                "Live subscriptions closed by revocation or token expiry.",
+                "Live connections closed by revocation (key, roles or certificate gone, permission lost) or token expiry.",
                 &c.revoked,
             ),
             (
