@@ -52,11 +52,30 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
+/// A loopback port for a child to bind. Picked below the kernel's ephemeral range, so between
+/// this check and the child's bind neither another test's `bind(0)` nor the source port of an
+/// outgoing connection (tests open thousands) can take it; each test process starts at its own
+/// offset and never hands the same port out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000, ephemeral_low.max(20_000));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {low} and {high}");
 }
 
 pub fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) {
