@@ -14,8 +14,13 @@ use crate::proxy::upstream::{Pool, Route};
 use crate::proxy::{Gateway, Listener, StartError};
 use crate::tls::ClientCerts;
 
-/// Binds every listener of `config` and serves until `shutdown` turns true.
-pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), StartError> {
+/// Binds every listener of `config` and serves until `shutdown` turns true. Once all are
+/// bound, the NSQ listeners' addresses are written to `ready_file` (when given).
+pub async fn run(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+    ready_file: Option<&Path>,
+) -> Result<(), StartError> {
     let policy = load_policy(&config.auth.policy_dir, 1).map_err(StartError::Policy)?;
     info!(
         files = policy.files().len(),
@@ -73,12 +78,36 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         ));
     }
     let mut listeners = tokio::task::JoinSet::new();
+    let mut bound = Vec::new();
     for (address, gateway) in routes {
         let listener = Listener::bind(gateway, address).await?;
+        bound.push(
+            listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { address, source })?,
+        );
         listeners.spawn(listener.run(shutdown.clone()));
+    }
+    // The HTTP fronts were bound above (http::spawn) before any NSQ listener.
+    if let Some(path) = ready_file {
+        write_ready_file(path, &bound).map_err(|source| StartError::ReadyFile {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     while listeners.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Writes the bound NSQ addresses as JSON, whole or not at all (a temporary file renamed into
+/// place), so a reader that sees the file sees every address.
+fn write_ready_file(path: &Path, bound: &[std::net::SocketAddr]) -> std::io::Result<()> {
+    let addresses: Vec<String> = bound.iter().map(ToString::to_string).collect();
+    let body = serde_json::json!({ "nsq": addresses }).to_string();
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, body)?;
+    std::fs::rename(&partial, path)
 }
 
 pub fn load_policy(dir: &Path, version: u64) -> Result<Policy, PolicyError> {

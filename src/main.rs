@@ -27,6 +27,10 @@ enum Cmd {
         config: PathBuf,
         #[command(flatten)]
         checks: StartChecks,
+        /// Once every listener (NSQ and HTTP) is bound, write the NSQ listeners' addresses here
+        /// as JSON (`{"nsq": ["127.0.0.1:4150", ...]}`): for orchestration and tests.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Load and validate a configuration; exit 0 when it is good, 1 naming the key when not.
     CheckConfig {
@@ -119,7 +123,11 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Run { config, checks } => run(config, &checks),
+        Cmd::Run {
+            config,
+            checks,
+            ready_file,
+        } => run(config, &checks, ready_file),
         Cmd::Policy {
             command: PolicyCmd::Explain(args),
         } => explain(&args),
@@ -259,7 +267,7 @@ fn load(path: &std::path::Path, checks: &StartChecks) -> Result<Config, ExitCode
     }
 }
 
-fn run(path: PathBuf, checks: &StartChecks) -> ExitCode {
+fn run(path: PathBuf, checks: &StartChecks, ready_file: Option<PathBuf>) -> ExitCode {
     let config = match load(&path, checks) {
         Ok(config) => config,
         Err(code) => return code,
@@ -299,7 +307,7 @@ fn run(path: PathBuf, checks: &StartChecks) -> ExitCode {
             tracing::info!("shutdown signal received");
             let _ = stop.send(true);
         });
-        match nsqgate::app::run(config, stopped).await {
+        match nsqgate::app::run(config, stopped, ready_file.as_deref()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "nsqgate could not start");

@@ -256,7 +256,11 @@ async fn plain_listener_has_the_head_deadline_of_the_fronts() {
 #[tokio::test]
 async fn https_requests_count_against_the_identity_cap() {
     let _serial = SERIAL.lock().await;
-    let s = start(&[], "\n[connections]\nmax_per_identity = 1\n");
+    // The held request must outlive the whole wait below, however slow the machine.
+    let s = start(
+        &[],
+        "\n[http]\nrequest_timeout_ms = 120000\n\n[connections]\nmax_per_identity = 1\n",
+    );
     // A publish whose body never comes holds its connection (and its identity's slot).
     let mut held = http_support::tls_stream(&s.pki, s.https).await;
     let head = format!(
@@ -266,7 +270,7 @@ async fn https_requests_count_against_the_identity_cap() {
     held.flush().await.unwrap();
 
     let mut last = StatusCode::OK;
-    let refused = eventually(Duration::from_secs(20), async || {
+    let refused = eventually(Duration::from_secs(60), async || {
         let reply = request(&s.pki, s.https, Method::GET, "/stats", Some(WRITER_KEY), "").await;
         last = reply.status;
         reply.status == StatusCode::TOO_MANY_REQUESTS
@@ -275,7 +279,8 @@ async fn https_requests_count_against_the_identity_cap() {
     .await;
     assert!(
         refused,
-        "a second request of the same identity is refused (last: {last})"
+        "a second request of the same identity is refused (last: {last}); nsqgate's log:\n{}",
+        s.gate.log()
     );
     // Another identity is not affected.
     let reply = request(&s.pki, s.https, Method::GET, "/stats", Some(OPS_KEY), "").await;

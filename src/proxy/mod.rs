@@ -42,6 +42,11 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot write the ready file {}: {source}", path.display())]
+    ReadyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What every session of one listener shares: configuration and both legs' TLS set-ups.

@@ -92,6 +92,29 @@ pub fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {addr} within 20 s");
 }
 
+/// Waits for nsqgate's `--ready-file` and checks that it names `addr`.
+pub fn wait_for_ready_file(ready: &Path, addr: SocketAddr, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            let bound: serde_json::Value = serde_json::from_str(&text).expect("ready file JSON");
+            let nsq = bound["nsq"]
+                .as_array()
+                .expect("ready file lists NSQ listeners");
+            assert!(
+                nsq.iter().any(|a| a.as_str() == Some(&addr.to_string())),
+                "ready file {text} does not name {addr}"
+            );
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("nsqgate exited before it was ready on {addr}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nsqgate was not ready on {addr} within 30 s");
+}
+
 /// A dev PKI written to a temp folder: one CA, server certs for 127.0.0.1/localhost.
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -429,9 +452,13 @@ max_msg_size = {MAX_MSG_SIZE}
         // A config may carry a secret (upstream.auth_secret): nsqgate refuses it readable by others.
         write_secret(&path, config.as_bytes());
         let log = pki.path(&format!("gate-{port}.log"));
+        let ready = pki.path(&format!("gate-{port}.ready"));
+        let _ = std::fs::remove_file(&ready);
         let mut child = Command::new(env!("CARGO_BIN_EXE_nsqgate"))
             .args(["run", "--config"])
             .arg(&path)
+            .arg("--ready-file")
+            .arg(&ready)
             .env("NSQGATE_LOG", "nsqgate=debug,info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -439,8 +466,10 @@ max_msg_size = {MAX_MSG_SIZE}
             .spawn()
             .expect("start nsqgate");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        // nsqgate says when every listener is bound; probing with a connection instead would
+        // take a slot of a test's low connection cap.
         if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_for_port(addr, &mut child, "nsqgate")
+            wait_for_ready_file(&ready, addr, &mut child)
         })) {
             eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
             std::panic::resume_unwind(e);
