@@ -183,16 +183,7 @@ impl Guard {
             reason: Some(&limited.to_string()),
             ..Event::default()
         });
-        // nsqd's own publish-failure codes, so stock producers treat it as a failed publish.
-        let code = match decoded.command {
-            Command::Mpub { .. } => ErrorCode::MpubFailed,
-            Command::Dpub { .. } => ErrorCode::DpubFailed,
-            _ => ErrorCode::PubFailed,
-        };
-        Some(fatal(
-            code,
-            &format!("{} failed: {limited}", decoded.command.name()),
-        ))
+        Some(failed(decoded.command.name(), &limited.to_string()))
     }
 
     pub fn screen(&mut self, decoded: &DecodedCommand) -> Verdict {
@@ -416,16 +407,22 @@ fn action_name(action: Action) -> &'static str {
     }
 }
 
-/// An allow the audit log could not take is refused (and not cached), with the code nsqd
-/// uses for that command failing.
+/// An allow the audit log could not take is refused (and not cached).
 fn unrecorded(command: &str) -> Verdict {
+    failed(command, UNRECORDED)
+}
+
+/// A refusal of a publish or SUB that nsqgate may not pass on (rate limit, name quota, audit
+/// log down), told with the code nsqd uses when that command fails, so stock clients treat it
+/// as a failed publish or subscription.
+fn failed(command: &str, reason: &str) -> Verdict {
     let code = match command {
         "MPUB" => ErrorCode::MpubFailed,
         "DPUB" => ErrorCode::DpubFailed,
         "SUB" => ErrorCode::SubFailed,
         _ => ErrorCode::PubFailed,
     };
-    fatal(code, &format!("{command} failed: {UNRECORDED}"))
+    fatal(code, &format!("{command} failed: {reason}"))
 }
 
 fn fatal(code: ErrorCode, text: &str) -> Verdict {

@@ -1,11 +1,10 @@
 //! The guard's charge for new topic and channel names ([`crate::limit::names`]): asked once per
 //! allowed decision that is not cached yet, refused with nsqd's own failure code for the command.
 
-use super::{action_name, fatal, Guard, Verdict};
+use super::{action_name, failed, Guard, Verdict};
 use crate::audit::{self, Counters, Event};
 use crate::identity;
 use crate::limit::names::NameRefused;
-use crate::nsq::ErrorCode;
 use crate::policy::{Action, Policy};
 
 impl Guard {
@@ -47,12 +46,6 @@ impl Guard {
             reason: Some(&reason),
             ..Event::default()
         });
-        let code = match command {
-            "MPUB" => ErrorCode::MpubFailed,
-            "DPUB" => ErrorCode::DpubFailed,
-            "SUB" => ErrorCode::SubFailed,
-            _ => ErrorCode::PubFailed,
-        };
-        fatal(code, &format!("{command} failed: {reason}"))
+        failed(command, &reason)
     }
 }
