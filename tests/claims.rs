@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, Frame, FrameType};
 use common::{free_port, Gate, Nsqd, Pki};
 use nsqgate::auth::apikey;
-use nsqgate::nsq::{Command, Frame, FrameType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -252,7 +252,7 @@ async fn a_proxy_header_from_an_untrusted_source_is_not_believed() {
         .await
         .expect("closed after the refusal");
     let mut buf = bytes::BytesMut::from(&answer[..]);
-    let frame = nsqgate::nsq::decode_frame(&mut buf, 1 << 20)
+    let frame = common::wire::decode_frame(&mut buf, 1 << 20)
         .unwrap()
         .expect("an error frame");
     assert_eq!(

@@ -185,7 +185,7 @@ async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
     let producer = || async {
         let (mut client, _) = RawClient::upgraded(pool, &connector, serde_json::json!({})).await;
         client
-            .send(&nsqgate::nsq::Command::Auth {
+            .send(&common::wire::Command::Auth {
                 secret: KEY.as_bytes().to_vec().into(),
             })
             .await;

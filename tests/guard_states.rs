@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, MessageId};
 use common::{Gate, Nsqd, Pki};
-use nsqgate::nsq::{Command, MessageId};
 
 fn id() -> MessageId {
     MessageId(*b"0123456789abcdef")

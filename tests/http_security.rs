@@ -16,9 +16,9 @@ use hyper::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use common::wire::Command as Nsq;
 use common::{free_port, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
 use http_support::{policy, request, request_with, start, OPS_KEY, ORDERS_ADMIN_KEY, WRITER_KEY};
-use nsqgate::nsq::Command as Nsq;
 
 /// The tests here run one at a time: each starts several processes on ports picked by
 /// `free_port`, and a port freed by one test can be handed to another running in parallel.

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, Frame, FrameType};
 use common::{free_port, gate_config, run_tool, tool, Gate, Nsqd, Pki};
 use nsqgate::certs::ClientSubject;
-use nsqgate::nsq::{Command, Frame, FrameType};
 use serde_json::{json, Value};
 
 /// nsqgate in front of `nsqd` with `rest` after `[upstream]` (`upstream` lines inside it).

@@ -24,9 +24,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, Frame, FrameType};
 use common::{free_port, run_tool, tool, Gate, Nsqd, Pki};
 use nsqgate::certs::{ClientSubject, DevCa};
-use nsqgate::nsq::{Command, Frame, FrameType};
 
 const ISSUER: &str = "https://issuer.nsqgate.test";
 const AUDIENCE: &str = "nsqgate";
@@ -211,7 +211,7 @@ async fn connect(addr: SocketAddr, ca: &Path, cert: Option<(&Path, &Path)>) -> (
 /// Ok once nsqgate's `OK` arrives inside TLS, Err(why) otherwise.
 async fn try_upgrade(addr: SocketAddr, connector: &TlsConnector) -> Result<(), String> {
     let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let mut out = BytesMut::from(&nsqgate::nsq::MAGIC_V2[..]);
+    let mut out = BytesMut::from(&common::wire::MAGIC_V2[..]);
     Command::Identify {
         body: json!({ "tls_v1": true, "feature_negotiation": true })
             .to_string()
@@ -1211,7 +1211,7 @@ policy_dir = "crl-policy"
                 return None;
             };
             let mut out = BytesMut::new();
-            out.extend_from_slice(nsqgate::nsq::MAGIC_V2);
+            out.extend_from_slice(common::wire::MAGIC_V2);
             Command::Pub {
                 topic: name.into(),
                 body: b"x".to_vec().into(),

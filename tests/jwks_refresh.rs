@@ -19,9 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, FrameType};
 use common::{free_port, Gate, Nsqd, Pki};
 use nsqgate::auth::apikey;
-use nsqgate::nsq::{Command, FrameType};
 
 /// The identity provider's answer: (status, body), changed by the test as it goes.
 type Answer = Arc<Mutex<(u16, String)>>;

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, FrameType};
 use common::{free_port, Gate, Nsqd, Pki};
 use nsqgate::auth::apikey;
-use nsqgate::nsq::{Command, FrameType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, Frame, FrameType};
 use common::{Gate, Nsqd, Pki};
-use nsqgate::nsq::{Command, Frame, FrameType};
 
 /// The configured default allows 2 new topics a minute; the role raises it to 5.
 const CONFIG: &str = r#"

@@ -221,7 +221,7 @@ async fn https_response(
 #[tokio::test]
 async fn client_bytes_cannot_forge_or_colour_log_lines() {
     use common::nsqclient::{frame_text, tls_connector, RawClient};
-    use nsqgate::nsq::Command;
+    use common::wire::Command;
 
     let pki = common::Pki::new();
     common::write_secret(&pki.path("hs.secret"), HS_SECRET);
@@ -365,7 +365,7 @@ async fn authed(
     key: &str,
 ) -> Result<common::nsqclient::RawClient, String> {
     use common::nsqclient::{frame_text, RawClient};
-    use nsqgate::nsq::{Command, FrameType};
+    use common::wire::{Command, FrameType};
     let (mut client, _) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
     client
         .send(&Command::Auth {
@@ -691,7 +691,7 @@ async fn a_full_audit_disk_is_reported_counted_and_can_refuse_decisions() {
 #[tokio::test]
 async fn a_thousand_identical_failed_auths_make_a_handful_of_counted_lines() {
     use common::nsqclient::{frame_text, RawClient};
-    use nsqgate::nsq::Command;
+    use common::wire::Command;
     let pki = common::Pki::new();
     keyed_policy(&pki);
     let nsqd = common::Nsqd::start(&pki);

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, FrameType};
 use common::{free_port, Gate, Nsqd, Pki};
 use nsqgate::auth::apikey;
-use nsqgate::nsq::{Command, FrameType};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, Frame, FrameType};
 use common::{free_port, Gate, Nsqd, Pki};
 use nsqgate::certs::ClientSubject;
-use nsqgate::nsq::{Command, Frame, FrameType};
 
 /// Long enough for a loaded machine, short against the grace (500 ms) + reload (200 ms) bound.
 const NOTICE: Duration = Duration::from_secs(15);
@@ -325,7 +325,7 @@ allow = [
     if let Ok(mut tls) = doomed_tls.connect(name, tcp).await {
         // TLS 1.3: the server's verdict may arrive after the client thinks it is done.
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let _ = tls.write_all(nsqgate::nsq::MAGIC_V2).await;
+        let _ = tls.write_all(common::wire::MAGIC_V2).await;
         let _ = tls.write_all(b"PUB crl.topic\n\x00\x00\x00\x01x").await;
         let mut reply = [0u8; 64];
         let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut reply)).await;

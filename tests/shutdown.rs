@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::Command;
 use common::{Gate, Nsqd, Pki};
-use nsqgate::nsq::Command;
 
 #[tokio::test]
 async fn sigterm_drains_owed_replies_then_exits() {

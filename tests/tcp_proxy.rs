@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{Command, FrameType};
 use common::{run_tool, tool, Gate, Nsqd, Pki, MAX_MSG_SIZE};
-use nsqgate::nsq::{Command, FrameType};
 
 /// to_nsq splits stdin on this byte; nsq_tail ends each body with '\n'. Bodies avoid both.
 const DELIMITER: u8 = 0x1e;

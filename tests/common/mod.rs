@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nsqclient;
+pub mod wire;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,18 +1,29 @@
 //! A raw NSQ client for tests that need exact bytes on the wire: plain, TLS-first, or the
-//! in-band TLS upgrade, built on tokio + rustls like a real client.
+//! in-band TLS upgrade, built on tokio + rustls like a real client. It builds and reads bytes
+//! with the harness's own [`wire`](super::wire) module, never with nsqgate's codec.
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use nsqgate::nsq::{self, Command, Frame};
-use nsqgate::proxy::stream::{Io, Replay};
+use bytes::{Buf, Bytes, BytesMut};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use super::wire::{self, Command, Frame, FrameType};
+
+/// Largest frame the client accepts from the server (size field).
+const MAX_FRAME_SIZE: u32 = 64 * 1024 * 1024;
+
+/// Any byte stream the client can speak over: TCP, TLS, or TCP with bytes already read.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub struct RawClient {
     io: Box<dyn Io>,
@@ -45,22 +56,15 @@ pub fn tls_connector(ca: &Path, client_cert: Option<(&Path, &Path)>) -> TlsConne
 impl RawClient {
     /// Plain TCP, magic sent.
     pub async fn plain(addr: SocketAddr) -> RawClient {
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        let mut client = RawClient {
-            io: Box::new(tcp),
-            buf: BytesMut::new(),
-        };
-        client.send_raw(nsq::MAGIC_V2).await;
+        let mut client = RawClient::plain_without_magic(addr).await;
+        client.send_raw(wire::MAGIC_V2).await;
         client
     }
 
     /// Plain TCP, nothing sent yet.
     pub async fn plain_without_magic(addr: SocketAddr) -> RawClient {
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        RawClient {
-            io: Box::new(tcp),
-            buf: BytesMut::new(),
-        }
+        RawClient::over(tcp)
     }
 
     /// TLS from the first byte, then the magic inside TLS.
@@ -68,11 +72,8 @@ impl RawClient {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let name = ServerName::try_from("127.0.0.1").expect("name");
         let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-        let mut client = RawClient {
-            io: Box::new(tls),
-            buf: BytesMut::new(),
-        };
-        client.send_raw(nsq::MAGIC_V2).await;
+        let mut client = RawClient::over(tls);
+        client.send_raw(wire::MAGIC_V2).await;
         client
     }
 
@@ -98,52 +99,121 @@ impl RawClient {
     ) -> (RawClient, serde_json::Value) {
         let mut client = RawClient::plain_without_magic(addr).await;
         client.send_raw(prefix).await;
-        client.send_raw(nsq::MAGIC_V2).await;
+        client.send_raw(wire::MAGIC_V2).await;
         client.upgrade(connector, identify).await
+    }
+
+    /// Upgraded with an empty IDENTIFY, then AUTH with `secret`, which must succeed.
+    pub async fn authenticated(
+        addr: SocketAddr,
+        connector: &TlsConnector,
+        secret: &str,
+    ) -> RawClient {
+        let (mut client, reply) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
+        assert_eq!(reply["auth_required"], true, "{reply}");
+        client.assert_auth(secret).await;
+        client
+    }
+
+    fn over(io: impl Io + 'static) -> RawClient {
+        RawClient {
+            io: Box::new(io),
+            buf: BytesMut::new(),
+        }
     }
 
     /// IDENTIFY with tls_v1 on a connection that sent the magic, the upgrade and its OK.
     async fn upgrade(
-        self,
+        mut self,
         connector: &TlsConnector,
         identify: serde_json::Value,
     ) -> (RawClient, serde_json::Value) {
-        let mut client = self;
         let mut body = identify;
         body["tls_v1"] = true.into();
         body["feature_negotiation"] = true.into();
-        client
-            .send(&Command::Identify {
-                body: body.to_string().into(),
-            })
-            .await;
-        let reply = client.read_frame().await.expect("IDENTIFY reply");
-        let json: serde_json::Value = serde_json::from_slice(&reply.data).unwrap_or_else(|_| {
-            panic!("IDENTIFY reply: {:?}", String::from_utf8_lossy(&reply.data))
-        });
+        self.send(&Command::Identify {
+            body: body.to_string().into(),
+        })
+        .await;
+        let reply = self.read_frame().await.expect("IDENTIFY reply");
+        let json: serde_json::Value = serde_json::from_slice(&reply.data)
+            .unwrap_or_else(|_| panic!("IDENTIFY reply: {}", reply.text()));
         assert_eq!(json["tls_v1"], true, "{json}");
-        let raw = Replay::new(client.buf.split().freeze(), client.io);
+        // The server may have sent handshake bytes right behind its reply: they are TLS's.
+        let raw = Replay {
+            prefix: self.buf.split().freeze(),
+            inner: self.io,
+        };
         let name = ServerName::try_from("127.0.0.1").expect("name");
         let tls = connector.connect(name, raw).await.expect("TLS upgrade");
-        let mut client = RawClient {
-            io: Box::new(tls),
-            buf: BytesMut::new(),
-        };
+        let mut client = RawClient::over(tls);
         let ok = client.read_frame().await.expect("OK after upgrade");
-        assert_eq!(&ok.data[..], b"OK");
+        assert!(ok.is_ok(), "after the upgrade: {}", ok.text());
         (client, json)
     }
 
     pub async fn send(&mut self, command: &Command) {
-        let mut out = BytesMut::new();
-        command.encode(&mut out);
-        self.send_raw(&out).await;
+        self.send_raw(&command.to_bytes()).await;
     }
 
     /// Sends bytes; a peer that already closed is not an error here (tests read the outcome).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.io.write_all(bytes).await;
         let _ = self.io.flush().await;
+    }
+
+    /// AUTH with `secret`; the reply (None when the server closed).
+    pub async fn auth(&mut self, secret: &str) -> Option<Frame> {
+        self.send(&Command::Auth {
+            secret: secret.as_bytes().to_vec().into(),
+        })
+        .await;
+        self.read_frame().await
+    }
+
+    /// AUTH with `secret`, which must succeed; nsqd's JSON reply.
+    pub async fn assert_auth(&mut self, secret: &str) -> serde_json::Value {
+        let reply = self.auth(secret).await.expect("AUTH reply");
+        assert_eq!(
+            reply.frame_type,
+            FrameType::Response,
+            "AUTH: {}",
+            reply.text()
+        );
+        serde_json::from_slice(&reply.data)
+            .unwrap_or_else(|_| panic!("AUTH reply is not JSON: {}", reply.text()))
+    }
+
+    /// SUB; the reply (None when the server closed).
+    pub async fn sub(&mut self, topic: &str, channel: &str) -> Option<Frame> {
+        self.send(&Command::Sub {
+            topic: topic.into(),
+            channel: channel.into(),
+        })
+        .await;
+        self.read_frame().await
+    }
+
+    /// PUB; the reply (None when the server closed).
+    pub async fn publish(&mut self, topic: &str, body: &[u8]) -> Option<Frame> {
+        self.send(&Command::Pub {
+            topic: topic.into(),
+            body: body.to_vec().into(),
+        })
+        .await;
+        self.read_frame().await
+    }
+
+    /// The next reply must be `OK`; `what` names the command in the failure.
+    pub async fn assert_ok(&mut self, what: &str) {
+        let reply = self.read_frame().await;
+        assert_ok(reply.as_ref(), what);
+    }
+
+    /// The next reply must be an error frame with `code`; returns its whole text.
+    pub async fn assert_error(&mut self, code: &str) -> String {
+        let reply = self.read_frame().await;
+        assert_error(reply.as_ref(), code)
     }
 
     /// The next frame that is not a heartbeat; None when the peer closed (or 10 s passed).
@@ -154,30 +224,25 @@ impl RawClient {
     pub async fn read_frame_within(&mut self, limit: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            match nsq::decode_frame(&mut self.buf, 64 * 1024 * 1024) {
-                Ok(Some(frame)) if frame.is_heartbeat() => {
-                    self.send(&Command::Nop).await;
-                    continue;
-                }
-                Ok(Some(frame)) => return Some(frame),
-                Ok(None) => {}
-                Err(e) => panic!("bad frame from server: {e}"),
+            let frame = self.next_frame(deadline).await?;
+            if !frame.is_heartbeat() {
+                return Some(frame);
             }
-            match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
-                Ok(Ok(_)) => {}
-            }
+            self.send(&Command::Nop).await;
         }
     }
 
     /// The next frame, heartbeats included (not answered).
     pub async fn read_raw_frame_within(&mut self, limit: Duration) -> Option<Frame> {
-        let deadline = tokio::time::Instant::now() + limit;
+        self.next_frame(tokio::time::Instant::now() + limit).await
+    }
+
+    async fn next_frame(&mut self, deadline: tokio::time::Instant) -> Option<Frame> {
         loop {
-            match nsq::decode_frame(&mut self.buf, 64 * 1024 * 1024) {
+            match wire::decode_frame(&mut self.buf, MAX_FRAME_SIZE) {
                 Ok(Some(frame)) => return Some(frame),
                 Ok(None) => {}
-                Err(e) => panic!("bad frame from server: {e}"),
+                Err(e) => panic!("bad frame from server: {e:?}"),
             }
             match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
@@ -198,18 +263,70 @@ impl RawClient {
             }
         }
     }
-
-    pub async fn publish(&mut self, topic: &str, body: &[u8]) -> Option<Frame> {
-        self.send(&Command::Pub {
-            topic: topic.into(),
-            body: body.to_vec().into(),
-        })
-        .await;
-        self.read_frame().await
-    }
 }
 
 /// "E_CODE text" of an error frame, or the response text.
 pub fn frame_text(frame: &Frame) -> String {
-    String::from_utf8_lossy(&frame.data).into_owned()
+    frame.text()
+}
+
+/// `reply` must be `OK`; `what` names the command in the failure.
+pub fn assert_ok(reply: Option<&Frame>, what: &str) {
+    match reply {
+        Some(frame) => assert!(frame.is_ok(), "{what}: {}", frame.text()),
+        None => panic!("{what}: connection closed instead of OK"),
+    }
+}
+
+/// `reply` must be an error frame with `code`; returns its whole text.
+pub fn assert_error(reply: Option<&Frame>, code: &str) -> String {
+    let frame = reply.unwrap_or_else(|| panic!("connection closed instead of {code}"));
+    assert_eq!(
+        frame.error_code().as_deref(),
+        Some(code),
+        "expected {code}, got {}",
+        frame.text()
+    );
+    frame.text()
+}
+
+/// A stream with bytes already read from it put back in front: the in-band TLS upgrade reads
+/// the IDENTIFY reply and may have read the server's first handshake bytes with it.
+struct Replay {
+    prefix: Bytes,
+    inner: Box<dyn Io>,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
