@@ -1,0 +1,151 @@
+//! Rate limiter tests: reject and delay modes, role quotas, idle keys evicted.
+
+use super::*;
+use crate::policy::{Grant, RoleQuota};
+
+fn settings(on_limit: OnLimit) -> RateSettings {
+    RateSettings {
+        on_limit,
+        max_delay: Duration::from_millis(300),
+        idle_evict: Duration::from_secs(60),
+        identity: Some(RateQuota {
+            messages_per_sec: Some(10),
+            burst_messages: Some(5),
+            ..RateQuota::default()
+        }),
+        identity_topic: None,
+        topic: None,
+    }
+}
+
+#[tokio::test]
+async fn reject_mode_refuses_past_the_burst_and_keys_are_separate() {
+    let limits = RateLimits::new(settings(OnLimit::Reject));
+    for _ in 0..5 {
+        limits
+            .admit("a", "t", RoleRates::default(), 1, 10)
+            .await
+            .unwrap();
+    }
+    let err = limits
+        .admit("a", "t", RoleRates::default(), 1, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.scope, "identity");
+    // Another identity has its own bucket.
+    limits
+        .admit("b", "t", RoleRates::default(), 1, 10)
+        .await
+        .unwrap();
+    // More than the burst in one MPUB can never pass.
+    assert!(limits
+        .admit("c", "t", RoleRates::default(), 6, 10)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn delay_mode_waits_for_tokens_within_the_bound() {
+    let limits = RateLimits::new(settings(OnLimit::Delay));
+    limits
+        .admit("a", "t", RoleRates::default(), 5, 0)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // 10/s: one more token takes ~100 ms, inside the 300 ms bound.
+    limits
+        .admit("a", "t", RoleRates::default(), 1, 0)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    // Five more would need ~500 ms: past the bound, refused.
+    assert!(limits
+        .admit("a", "t", RoleRates::default(), 5, 0)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn role_quota_overrides_the_default_and_idle_keys_are_evicted() {
+    let mut s = settings(OnLimit::Reject);
+    s.idle_evict = Duration::from_secs(0);
+    let limits = RateLimits::new(s);
+    let generous = RoleRates {
+        identity: RoleQuota {
+            messages: Grant::Set(Rate {
+                per_sec: 1000,
+                burst: 1000,
+            }),
+            bytes: Grant::Default,
+        },
+        identity_topic: RoleQuota::default(),
+    };
+    for _ in 0..50 {
+        limits.admit("a", "t", generous, 1, 0).await.unwrap();
+    }
+    assert_eq!(limits.len(), 1);
+    // Kept while short of tokens (evicting it would refill it), dropped once full again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while limits.evict_idle() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a refilled idle bucket is evicted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(limits.is_empty());
+}
+
+fn burst_of(burst: u32) -> RoleRates {
+    RoleRates {
+        identity: RoleQuota {
+            messages: Grant::Set(Rate { per_sec: 1, burst }),
+            bytes: Grant::Default,
+        },
+        identity_topic: RoleQuota::default(),
+    }
+}
+
+#[tokio::test]
+async fn switching_quotas_never_refills_the_one_bucket() {
+    let limits = RateLimits::new(settings(OnLimit::Reject));
+    let (five, ten) = (burst_of(5), burst_of(10));
+    let mut admitted = 0;
+    for round in 0..100 {
+        let rates = if round % 2 == 0 { five } else { ten };
+        if limits.admit("a", "t", rates, 1, 0).await.is_err() {
+            break;
+        }
+        admitted += 1;
+    }
+    // 5 at start, plus at most a token or two of refill at 1/s while the loop runs.
+    assert!((5..=7).contains(&admitted), "{admitted}");
+    assert_eq!(limits.len(), 1);
+}
+
+#[tokio::test]
+async fn a_role_setting_only_messages_keeps_the_default_byte_quota() {
+    let mut s = settings(OnLimit::Reject);
+    s.identity = Some(RateQuota {
+        bytes_per_sec: Some(1),
+        burst_bytes: Some(100),
+        ..RateQuota::default()
+    });
+    let limits = RateLimits::new(s);
+    let messages_only = RoleRates {
+        identity: RoleQuota {
+            messages: Grant::Set(Rate {
+                per_sec: 1000,
+                burst: 1000,
+            }),
+            bytes: Grant::Default,
+        },
+        identity_topic: RoleQuota::default(),
+    };
+    limits.admit("a", "t", messages_only, 1, 60).await.unwrap();
+    let err = limits
+        .admit("a", "t", messages_only, 1, 60)
+        .await
+        .unwrap_err();
+    assert!(err.detail.starts_with("bytes"), "{err}");
+}
