@@ -2,12 +2,14 @@
 //! `policies/*.toml` and checked by a pure function, deny by default. The only I/O is reading
 //! the files in [`Policy::load_dir`].
 //!
-//! Layout: `pattern` compiles and matches topic/channel patterns; `rule` holds validated roles
-//! and rules; `raw` is the serde shape of a file plus locating TOML errors; `load` turns raw
-//! files into a [`Policy`]; `error` has [`PolicyError`], which names file, line and key.
-//! Tests: `tests` (decisions), `pattern_tests`, `load_tests`. The file format is described in
-//! `policies/README.md`.
+//! Layout: `action` names what a client asks to do; `pattern` compiles and matches
+//! topic/channel patterns; `rule` holds validated roles and rules; `raw` is the serde shape of
+//! a file plus locating TOML errors; `load` turns raw files into a [`Policy`]; `error` has
+//! [`PolicyError`], which names file, line and key; `rate` holds the publish rates roles
+//! grant. Unit tests sit beside each module (`pattern/tests.rs`, `load/tests.rs`; decisions
+//! in `tests/`). The file format is described in `policies/README.md`.
 
+mod action;
 mod error;
 mod load;
 mod pattern;
@@ -15,32 +17,14 @@ mod rate;
 mod raw;
 mod rule;
 
-#[cfg(test)]
-mod load_tests;
-#[cfg(test)]
-mod pattern_tests;
-#[cfg(test)]
-mod tests;
-
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+pub use action::{Action, UnknownAction};
 pub use error::{PolicyError, PolicyWarning};
 pub use rate::{Grant, Rate, RateQuota, RoleQuota, RoleRates};
 use rule::{Effect, Role, Rule};
-
-/// What a client asks to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// `PUB`/`MPUB`/`DPUB` to a topic (and creating it as a side effect).
-    Publish,
-    /// `SUB` to a channel of a topic.
-    Subscribe,
-    /// Topic or channel management (create, delete, empty, pause) through the HTTP API.
-    Admin,
-}
 
 /// Who is asking: an authenticated identity and the roles its credential claims.
 #[derive(Clone, Copy, Debug)]
@@ -432,39 +416,5 @@ impl fmt::Display for Decision {
     }
 }
 
-// === impl Action ===
-
-impl Action {
-    /// Every action, in the order the file format lists them.
-    pub const ALL: [Action; 3] = [Action::Publish, Action::Subscribe, Action::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Publish => "publish",
-            Action::Subscribe => "subscribe",
-            Action::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A word that is not `publish`, `subscribe` or `admin`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown action {0:?}; expected \"publish\", \"subscribe\" or \"admin\"")]
-pub struct UnknownAction(pub String);
-
-impl FromStr for Action {
-    type Err = UnknownAction;
-
-    fn from_str(s: &str) -> Result<Action, UnknownAction> {
-        Action::ALL
-            .into_iter()
-            .find(|action| action.as_str() == s)
-            .ok_or_else(|| UnknownAction(s.to_owned()))
-    }
-}
+#[cfg(test)]
+mod tests;

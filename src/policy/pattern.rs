@@ -226,3 +226,6 @@ fn bad_char(text: &str, c: char) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 
-use super::pattern::Pattern;
+use super::Pattern;
 
 fn compiled(text: &str) -> Pattern {
     match Pattern::parse(text) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{Action, Policy, PolicyError, Subject};
+use crate::policy::{Action, Policy, PolicyError, Subject};
 
 fn sources(files: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
     files
