@@ -35,24 +35,52 @@ fn error_text(text: &str) -> String {
 const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const HASH_B: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
 
+/// Each `(text, expected)`: `text` as `policies/a.toml` is refused with exactly `expected`,
+/// which names the file, the line and the key.
+fn assert_each_rejected(cases: &[(String, &str)]) {
+    for (text, expected) in cases {
+        assert_eq!(&error_text(text), expected, "for:\n{text}");
+    }
+}
+
+/// The start of a file defining role `w`.
+const ROLE: &str = "[roles.w]\n";
+
+/// A file that is not TOML: the parser's message, located.
 #[test]
-fn every_rejection_names_file_line_and_key() {
-    let role = "[roles.w]\n";
-    let cases: Vec<(String, &str)> = vec![
+fn toml_syntax_errors_name_the_line() {
+    assert_each_rejected(&[(
+        "[roles.w\n".into(),
+        "policies/a.toml: line 1: unclosed table, expected `]`",
+    )]);
+}
+
+/// A value of the wrong type: the path goes down to the list item.
+#[test]
+fn wrong_types_name_the_key_path_down_to_the_item() {
+    assert_each_rejected(&[
         (
-            "[roles.w\n".into(),
-            "policies/a.toml: line 1: unclosed table, expected `]`",
-        ),
-        (
-            format!("{role}allow = [{{ action = \"publish\", topics = \"x\" }}]\n"),
+            format!("{ROLE}allow = [{{ action = \"publish\", topics = \"x\" }}]\n"),
             "policies/a.toml: line 2: roles.w.allow[0].topics: invalid type: string \"x\", \
              expected a sequence",
         ),
         (
-            format!("{role}allow = [\n  {{ action = \"publish\", topics = [\"a\", 5] }},\n]\n"),
+            format!("{ROLE}allow = [\n  {{ action = \"publish\", topics = [\"a\", 5] }},\n]\n"),
             "policies/a.toml: line 3: roles.w.allow[0].topics[1]: invalid type: integer `5`, \
              expected a string",
         ),
+        (
+            "[identities]\n\"spiffe://x/y\" = \"w\"\n".into(),
+            "policies/a.toml: line 2: identities.\"spiffe://x/y\": invalid type: string \"w\", \
+             expected a sequence",
+        ),
+    ]);
+}
+
+/// Unknown keys and words are errors, never ignored: a typo must not widen or narrow access.
+#[test]
+fn unknown_keys_and_values_are_refused_with_what_was_expected() {
+    assert_each_rejected(&[
         (
             "mood = \"audit\"\n".into(),
             "policies/a.toml: line 1: mood: unknown field `mood`, expected one of `mode`, \
@@ -63,40 +91,42 @@ fn every_rejection_names_file_line_and_key() {
             "policies/a.toml: line 1: mode: unknown variant `loud`, expected `enforce` or `audit`",
         ),
         (
-            format!("{role}alow = []\n"),
+            format!("{ROLE}alow = []\n"),
             "policies/a.toml: line 2: roles.w.alow: unknown field `alow`, expected one of `allow`, \
              `deny`, `rate`, `topic_rate`, `names`",
         ),
         (
-            format!("{role}[[roles.w.deny]]\naction = \"publish\"\ntopics = [\"a\"]\nchanels = [\"c\"]\n"),
+            format!("{ROLE}[[roles.w.deny]]\naction = \"publish\"\ntopics = [\"a\"]\nchanels = [\"c\"]\n"),
             "policies/a.toml: line 5: roles.w.deny[0].chanels: unknown field `chanels`, \
              expected one of `action`, `topics`, `channels`, `audit`",
         ),
         (
-            format!("{role}allow = [{{ action = \"publish\" }}]\n"),
+            format!("[api_keys.svc]\nsha256 = \"{HASH_A}\"\nrole = []\n"),
+            "policies/a.toml: line 3: api_keys.svc.role: unknown field `role`, expected \
+             `sha256` or `roles`",
+        ),
+    ]);
+}
+
+/// A rule names its action and topics; channels only where they mean something.
+#[test]
+fn rules_must_say_what_they_cover() {
+    assert_each_rejected(&[
+        (
+            format!("{ROLE}allow = [{{ action = \"publish\" }}]\n"),
             "policies/a.toml: line 2: roles.w.allow[0]: missing field `topics`",
         ),
         (
-            format!("{role}allow = [{{ action = \"pub\", topics = [\"a\"] }}]\n"),
+            format!("{ROLE}allow = [{{ action = \"pub\", topics = [\"a\"] }}]\n"),
             "policies/a.toml: line 2: roles.w.allow[0].action: unknown action \"pub\"; expected \
              \"publish\", \"subscribe\" or \"admin\"",
         ),
         (
-            format!("{role}allow = [\n  {{ action = \"publish\", topics = [\"a\", \"b?\"] }},\n]\n"),
-            "policies/a.toml: line 3: roles.w.allow[0].topics[1]: pattern \"b?\": unexpected \
-             character '?'; a pattern uses `.a-zA-Z0-9_-`, `*`, `**` and `${identity}`",
-        ),
-        (
-            format!("{role}allow = [{{ action = \"publish\", topics = [\"a#b\"] }}]\n"),
-            "policies/a.toml: line 2: roles.w.allow[0].topics[0]: pattern \"a#b\": `#` may only \
-             appear in a trailing `#ephemeral`",
-        ),
-        (
-            format!("{role}allow = [{{ action = \"publish\", topics = [] }}]\n"),
+            format!("{ROLE}allow = [{{ action = \"publish\", topics = [] }}]\n"),
             "policies/a.toml: line 2: roles.w.allow[0].topics: a rule must list topics",
         ),
         (
-            format!("{role}allow = [{{ action = \"publish\", topics = [\"a\"], channels = [\"c\"] }}]\n"),
+            format!("{ROLE}allow = [{{ action = \"publish\", topics = [\"a\"], channels = [\"c\"] }}]\n"),
             "policies/a.toml: line 2: roles.w.allow[0].channels: a publish rule may not list \
              channels (publishing does not name a channel)",
         ),
@@ -109,17 +139,43 @@ fn every_rejection_names_file_line_and_key() {
              must list channels",
         ),
         (
-            format!("{role}allow = [{{ action = \"subscribe\", topics = [\"a\"], channels = [] }}]\n"),
+            format!("{ROLE}allow = [{{ action = \"subscribe\", topics = [\"a\"], channels = [] }}]\n"),
             "policies/a.toml: line 2: roles.w.allow[0].channels: an allow-subscribe rule must \
              list channels",
         ),
         (
-            format!("{role}deny = [{{ action = \"admin\", topics = [\"a\"], channels = [] }}]\n"),
+            format!("{ROLE}deny = [{{ action = \"admin\", topics = [\"a\"], channels = [] }}]\n"),
             "policies/a.toml: line 2: roles.w.deny[0].channels: an empty list matches no \
              channel; leave `channels` out to match every channel",
         ),
+    ]);
+}
+
+/// Patterns: the allowed characters, and `#` only in a trailing `#ephemeral`.
+#[test]
+fn bad_patterns_are_refused_with_the_reason() {
+    assert_each_rejected(&[
         (
-            format!("{role}[identities]\nalice = [\"w\", \"x\"]\n"),
+            format!(
+                "{ROLE}allow = [\n  {{ action = \"publish\", topics = [\"a\", \"b?\"] }},\n]\n"
+            ),
+            "policies/a.toml: line 3: roles.w.allow[0].topics[1]: pattern \"b?\": unexpected \
+             character '?'; a pattern uses `.a-zA-Z0-9_-`, `*`, `**` and `${identity}`",
+        ),
+        (
+            format!("{ROLE}allow = [{{ action = \"publish\", topics = [\"a#b\"] }}]\n"),
+            "policies/a.toml: line 2: roles.w.allow[0].topics[0]: pattern \"a#b\": `#` may only \
+             appear in a trailing `#ephemeral`",
+        ),
+    ]);
+}
+
+/// Identities and API keys may only name roles some file defines.
+#[test]
+fn undefined_roles_are_refused_where_they_are_named() {
+    assert_each_rejected(&[
+        (
+            format!("{ROLE}[identities]\nalice = [\"w\", \"x\"]\n"),
             "policies/a.toml: line 3: identities.alice[1]: role \"x\" is not defined; a policy \
              may not reference an undefined role",
         ),
@@ -128,6 +184,13 @@ fn every_rejection_names_file_line_and_key() {
             "policies/a.toml: line 3: api_keys.svc.roles[0]: role \"nope\" is not defined; a \
              policy may not reference an undefined role",
         ),
+    ]);
+}
+
+/// An API key entry holds the key's SHA-256, in hex, used once.
+#[test]
+fn api_key_hashes_must_be_sha256_hex_and_unique() {
+    assert_each_rejected(&[
         (
             "[api_keys.svc]\nsha256 = \"abc\"\n".into(),
             "policies/a.toml: line 2: api_keys.svc.sha256: sha256 must be 64 hex characters \
@@ -139,24 +202,14 @@ fn every_rejection_names_file_line_and_key() {
              (the SHA-256 of the API key)",
         ),
         (
-            format!("[api_keys.a]\nsha256 = \"{HASH_B}\"\n\n[api_keys.b]\nsha256 = \"{}\"\n", HASH_B.to_lowercase()),
+            format!(
+                "[api_keys.a]\nsha256 = \"{HASH_B}\"\n\n[api_keys.b]\nsha256 = \"{}\"\n",
+                HASH_B.to_lowercase()
+            ),
             "policies/a.toml: line 5: api_keys.b.sha256: the same key hash is already used by \
              API key \"a\" in policies/a.toml (line 1)",
         ),
-        (
-            format!("[api_keys.svc]\nsha256 = \"{HASH_A}\"\nrole = []\n"),
-            "policies/a.toml: line 3: api_keys.svc.role: unknown field `role`, expected \
-             `sha256` or `roles`",
-        ),
-        (
-            "[identities]\n\"spiffe://x/y\" = \"w\"\n".into(),
-            "policies/a.toml: line 2: identities.\"spiffe://x/y\": invalid type: string \"w\", \
-             expected a sequence",
-        ),
-    ];
-    for (text, expected) in cases {
-        assert_eq!(error_text(&text), expected, "for:\n{text}");
-    }
+    ]);
 }
 
 #[test]
