@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use crate::auth::jwt::JwtVerifier;
-use crate::auth::{Method, Principal};
+use crate::auth::jwt::{JwtConfigError, JwtVerifier};
+use crate::auth::{AuthError, Method, Principal};
 use crate::config::Config;
 use crate::identity;
 use crate::policy::{Action, Check, Decision, Policy, Subject};
@@ -23,18 +23,20 @@ pub enum Request<'a> {
     Subscribe(&'a str, &'a str),
 }
 
+/// Why no decision could be explained: the configuration the proxy would start from is
+/// itself refused (exit 2, as `run` would not start).
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
     #[error("policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
     #[error("JWT keys: {0}")]
-    Jwt(String),
+    JwtKeys(#[from] JwtConfigError),
 }
 
 pub enum Explanation {
     /// The credential did not authenticate: the proxy answers AUTH with E_AUTH_FAILED.
     AuthFailed {
-        reason: String,
+        reason: AuthError,
     },
     Decided(Box<Decided>),
 }
@@ -105,14 +107,12 @@ fn authenticate(
     config: &Config,
     policy: &Policy,
     secret: &[u8],
-) -> Result<Result<Principal, String>, ExplainError> {
+) -> Result<Result<Principal, AuthError>, ExplainError> {
     let verifier = match &config.auth.jwt {
-        Some(settings) => {
-            Some(JwtVerifier::new(settings).map_err(|e| ExplainError::Jwt(e.to_string()))?)
-        }
+        Some(settings) => Some(JwtVerifier::new(settings)?),
         None => None,
     };
-    Ok(identity::from_secret(secret, verifier.as_ref(), policy).map_err(|e| e.to_string()))
+    Ok(identity::from_secret(secret, verifier.as_ref(), policy))
 }
 
 impl fmt::Display for Explanation {
