@@ -43,6 +43,8 @@ pub struct Counters {
     pub revoked: AtomicU64,
     /// Publishes and SUBs refused by a quota on new topic or channel names.
     pub name_quota: AtomicU64,
+    /// NSQ client connections ended, by kind of ending.
+    pub endings: crate::error::Endings,
 }
 
 impl Counters {

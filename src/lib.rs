@@ -14,6 +14,7 @@
 //! - [`proxy`]: the listeners and the per-connection NSQ sessions (all network I/O).
 //! - [`http`]: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin.
 //! - [`audit`]: the audit trail of authentication and authorization decisions.
+//! - [`error`]: how a session ended: a closed set of kinds, who is to blame, counted per kind.
 //! - [`logging`]: the log set-up: escaped fields, audit JSON lines, the audit file sink.
 //! - [`app`]: wires configuration to listeners and runs until shutdown.
 
@@ -22,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod error;
 pub mod explain;
 pub mod http;
 pub mod identity;

@@ -73,6 +73,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
         }
+        c.endings.render(&mut out);
         let conns = &gateway.conns;
         let _ = writeln!(
             out,
