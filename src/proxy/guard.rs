@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::audit::{self, Counters, Event};
 use crate::auth::{self, Method, Principal, Proof};
+use crate::error::{FatalReply, Kind};
 use crate::identity::{self, Gone};
 use crate::limit::conn::ConnPermit;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
@@ -45,13 +46,17 @@ pub enum Verdict {
     Forward,
     /// Swallow it (RDY while a revoked consumer drains).
     Drop,
-    /// Answer locally with this frame; when `fatal`, close the connection after it.
-    Reply { frame: Bytes, fatal: bool },
+    /// Answer locally with this frame (an AUTH reply); the connection goes on.
+    Reply(Bytes),
+    /// Refuse: the client is told why (in its turn), then the connection closes.
+    Refuse(FatalReply),
 }
 
 /// Why a live connection must end.
 pub struct Revocation {
     pub reason: String,
+    /// A credential gone ([`Kind::Identity`]) or a permission lost ([`Kind::Policy`]).
+    pub kind: Kind,
     /// nsqd delivers messages to this connection: stop them (RDY 0) and let the client finish
     /// what it holds for the grace period. Otherwise it is told at once.
     pub subscribed: bool,
@@ -183,22 +188,31 @@ impl Guard {
             reason: Some(&limited.to_string()),
             ..Event::default()
         });
-        Some(failed(decoded.command.name(), &limited.to_string()))
+        Some(failed(
+            Kind::Limit,
+            decoded.command.name(),
+            &limited.to_string(),
+        ))
     }
 
     pub fn screen(&mut self, decoded: &DecodedCommand) -> Verdict {
         let command = &decoded.command;
         if let Some(text) = self.state.refusal(command) {
-            return fatal(ErrorCode::Invalid, &text);
+            return refuse(Kind::ClientProtocol, ErrorCode::Invalid, &text);
         }
         let verdict = match command {
             // nsqd would accept a second IDENTIFY before SUB and renegotiate; a proxy must not.
-            Command::Identify { .. } => fatal(ErrorCode::Invalid, "cannot IDENTIFY again"),
+            Command::Identify { .. } => refuse(
+                Kind::ClientProtocol,
+                ErrorCode::Invalid,
+                "cannot IDENTIFY again",
+            ),
             Command::Auth { secret } => self.authenticate(secret),
             Command::Mpub { messages, .. }
                 if messages.len() > self.gateway.config.max_mpub_messages as usize =>
             {
-                fatal(
+                refuse(
+                    Kind::ClientProtocol,
                     ErrorCode::BadBody,
                     &format!("MPUB invalid message count {}", messages.len()),
                 )
@@ -237,7 +251,7 @@ impl Guard {
 
     fn authenticate(&mut self, secret: &[u8]) -> Verdict {
         if self.auth_seen {
-            return fatal(ErrorCode::Invalid, "AUTH already set");
+            return refuse(Kind::ClientProtocol, ErrorCode::Invalid, "AUTH already set");
         }
         self.auth_seen = true;
         let fingerprint = auth::fingerprint(secret);
@@ -264,17 +278,15 @@ impl Guard {
                     ..Event::default()
                 });
                 if recorded.refuse() {
-                    return fatal(ErrorCode::AuthFailed, UNRECORDED_AUTH);
+                    return refuse(Kind::Internal, ErrorCode::AuthFailed, UNRECORDED_AUTH);
                 }
                 if let Err(refusal) = self.permit.bind_identity(&principal.identity) {
-                    return fatal(ErrorCode::AuthFailed, &format!("AUTH failed: {refusal}"));
+                    let text = format!("AUTH failed: {refusal}");
+                    return refuse(Kind::Limit, ErrorCode::AuthFailed, &text);
                 }
                 // An explicit credential takes over from a certificate identity.
                 self.adopt(principal);
-                Verdict::Reply {
-                    frame: nsq::response_frame(reply.to_string().as_bytes()),
-                    fatal: false,
-                }
+                Verdict::Reply(nsq::response_frame(reply.to_string().as_bytes()))
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -289,7 +301,7 @@ impl Guard {
                     method: Some(method),
                     ..Event::default()
                 });
-                fatal(ErrorCode::AuthFailed, "AUTH failed")
+                refuse(Kind::Identity, ErrorCode::AuthFailed, "AUTH failed")
             }
         }
     }
@@ -302,7 +314,8 @@ impl Guard {
         channel: Option<&str>,
     ) -> Verdict {
         let Some(principal) = &self.principal else {
-            return fatal(
+            return refuse(
+                Kind::Identity,
                 ErrorCode::AuthFirst,
                 &format!("AUTH required before {command}"),
             );
@@ -321,10 +334,11 @@ impl Guard {
                 reason: Some("token expired"),
                 ..Event::default()
             });
-            return fatal(ErrorCode::AuthFailed, "AUTH token expired");
+            return refuse(Kind::Identity, ErrorCode::AuthFailed, "AUTH token expired");
         }
-        let denied = || {
-            fatal(
+        let denied = |kind| {
+            refuse(
+                kind,
                 ErrorCode::Unauthorized,
                 &format!(
                     "AUTH failed for {command} on {topic:?} {:?}",
@@ -336,8 +350,8 @@ impl Guard {
             Ok(policy) => policy,
             Err(gone) => {
                 // Refused exactly like a lost permission, and counted as the revocation it is.
-                self.revoke(gone.to_string());
-                return denied();
+                self.revoke(gone.to_string(), Kind::Identity);
+                return denied(Kind::Identity);
             }
         };
         let allowed = match self.cache.get(action, topic, channel.unwrap_or("")) {
@@ -362,7 +376,7 @@ impl Guard {
             Verdict::Forward
         } else {
             Counters::bump(&self.gateway.counters.denied);
-            denied()
+            denied(Kind::Policy)
         }
     }
 
@@ -409,25 +423,22 @@ fn action_name(action: Action) -> &'static str {
 
 /// An allow the audit log could not take is refused (and not cached).
 fn unrecorded(command: &str) -> Verdict {
-    failed(command, UNRECORDED)
+    failed(Kind::Internal, command, UNRECORDED)
 }
 
 /// A refusal of a publish or SUB that nsqgate may not pass on (rate limit, name quota, audit
 /// log down), told with the code nsqd uses when that command fails, so stock clients treat it
 /// as a failed publish or subscription.
-fn failed(command: &str, reason: &str) -> Verdict {
+fn failed(kind: Kind, command: &str, reason: &str) -> Verdict {
     let code = match command {
         "MPUB" => ErrorCode::MpubFailed,
         "DPUB" => ErrorCode::DpubFailed,
         "SUB" => ErrorCode::SubFailed,
         _ => ErrorCode::PubFailed,
     };
-    fatal(code, &format!("{command} failed: {reason}"))
+    refuse(kind, code, &format!("{command} failed: {reason}"))
 }
 
-fn fatal(code: ErrorCode, text: &str) -> Verdict {
-    Verdict::Reply {
-        frame: nsq::error_frame(code, text),
-        fatal: true,
-    }
+fn refuse(kind: Kind, code: ErrorCode, text: &str) -> Verdict {
+    Verdict::Refuse(FatalReply::new(kind, code, text))
 }

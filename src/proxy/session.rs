@@ -5,8 +5,12 @@
 //! words relayed, or, without an nsqd connection yet, nsqd's checks made here with its ranges.
 //! Until the client has an identity its buffers are charged to the shared unauthenticated budget.
 
+mod failure;
 mod opening;
 mod pending;
+mod timing;
+
+use failure::SessionError;
 
 use opening::opening;
 
@@ -17,17 +21,17 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::auth::Principal;
-use crate::limit::conn::{ConnPermit, Refusal};
-use crate::nsq::IdentifyRefusal;
+use crate::error::{self, Classify, FatalReply, Kind};
+use crate::limit::conn::ConnPermit;
 use crate::nsq::{self, DecodedCommand, ErrorCode};
 use crate::proxy::budget::Charge;
 use crate::proxy::guard::Guard;
 use crate::proxy::identify::{self, ClientIdentify};
-use crate::proxy::proxied::{self, ProxyHeaderError};
-use crate::proxy::relay::{self, RelaySettings};
+use crate::proxy::proxied;
+use crate::proxy::relay::{self, RelayEnd, RelaySettings};
 use crate::proxy::stream::{Io, Replay};
 use crate::proxy::upstream::{Routed, UpstreamError};
 use crate::proxy::Gateway;
@@ -37,33 +41,6 @@ const IDLE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The first byte of a TLS handshake record: a client that starts with TLS.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-
-#[derive(Debug, thiserror::Error)]
-enum SessionError {
-    /// Told to the client as an NSQ error frame, then the connection closes.
-    #[error("{code} {text}")]
-    Refuse { code: ErrorCode, text: String },
-    /// nsqd's own refusal of the client's IDENTIFY, relayed word for word, then closed.
-    #[error("nsqd refused the client's IDENTIFY: {code} {text}")]
-    Nsqd { code: String, text: String },
-    #[error("upstream: {0}")]
-    Upstream(#[from] UpstreamError),
-    #[error("client TLS handshake failed: {0}")]
-    Tls(std::io::Error),
-    #[error("client did not finish {0} in time")]
-    Timeout(&'static str),
-    #[error("client closed the connection during {0}")]
-    Closed(&'static str),
-    /// A local reply that ends the connection (an AUTH refusal, say), sent as it is.
-    #[error("refused: {}", String::from_utf8_lossy(.0.get(8..).unwrap_or_default()))]
-    Local(bytes::Bytes),
-    #[error("connection limit: {0}")]
-    Limited(#[from] Refusal),
-    #[error("{0}")]
-    ProxyHeader(#[from] ProxyHeaderError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// The client leg before and after its TLS upgrade.
 enum ClientStream {
@@ -81,6 +58,13 @@ impl ClientStream {
 
     fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Secure(_))
+    }
+
+    fn tls(&self) -> timing::ClientTls {
+        match self {
+            ClientStream::Plain(_) => timing::ClientTls::Plain,
+            ClientStream::Secure(_) => timing::ClientTls::Secure,
+        }
     }
 
     fn into_io(self) -> Box<dyn Io> {
@@ -118,10 +102,14 @@ pub async fn serve(
     let span = tracing::info_span!("conn", %peer);
     async move {
         debug!("accepted");
-        match run(gateway, tcp, peer, permit, shutdown).await {
-            Ok(()) => debug!("closed"),
-            Err(e) => info!(error = %e, "connection ended"),
-        }
+        let counters = gateway.counters.clone();
+        // Classified once, here, whichever phase the session reached.
+        let ended = run(gateway, tcp, peer, permit, shutdown).await;
+        let ended: &dyn Classify = match &ended {
+            Ok(end) => end,
+            Err(e) => e,
+        };
+        error::record(&counters.endings, ended);
     }
     .instrument(span)
     .await
@@ -133,7 +121,7 @@ async fn run(
     mut peer: SocketAddr,
     mut permit: ConnPermit,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), SessionError> {
+) -> Result<RelayEnd, SessionError> {
     tcp.set_nodelay(true)?;
     let mut buf = BytesMut::new();
     if gateway.config.proxy_protocol_from.contains(&peer.ip()) {
@@ -174,12 +162,13 @@ async fn run(
         if recorded.refuse() {
             let mut client = opened.client;
             let text = format!("AUTH failed: {}", crate::proxy::guard::UNRECORDED);
-            refuse(client.io(), &nsq::error_frame(ErrorCode::AuthFailed, &text)).await;
-            // Already told; the error is for the log line.
-            return Err(SessionError::Refuse {
-                code: ErrorCode::AuthFailed,
-                text,
-            });
+            let e = SessionError::Refused(FatalReply::new(
+                Kind::Internal,
+                ErrorCode::AuthFailed,
+                &text,
+            ));
+            tell(client.io(), &e).await;
+            return Err(e);
         }
         permit.bind_identity(&principal.identity)?;
     }
@@ -209,9 +198,7 @@ async fn run(
             {
                 Ok(routed) => routed,
                 Err(e) => {
-                    if let Some(frame) = e.frame() {
-                        refuse(client.io(), &frame).await;
-                    }
+                    tell(client.io(), &e).await;
                     return Err(e);
                 }
             }
@@ -223,8 +210,7 @@ async fn run(
     let Routed { upstream, lease } = routed;
     let relayed = relay::run(client.into_io(), buf, upstream, &mut guard, &settings).await;
     drop(lease);
-    relayed?;
-    Ok(())
+    Ok(relayed?)
 }
 
 /// Runs the opening; on a refusal the client is told why before the connection closes.
@@ -273,18 +259,22 @@ async fn open(
     match opening(gateway, &mut opened, charge).await {
         Ok(()) => Ok(opened),
         Err(e) => {
-            if let Some(frame) = e.frame() {
-                refuse(opened.client.io(), &frame).await;
-            }
+            tell(opened.client.io(), &e).await;
             Err(e)
         }
     }
 }
 
-/// Tells the client why, then closes without destroying that last frame.
-async fn refuse(io: &mut (dyn Io + '_), frame: &[u8]) {
-    let _ = io.write_all(frame).await;
-    let _ = io.flush().await;
+/// Tells the client why, if it is the client's to hear, then closes without destroying that
+/// last frame.
+async fn tell(io: &mut (dyn Io + '_), e: &SessionError) {
+    let Some(refusal) = e.told() else {
+        return;
+    };
+    if let Some(frame) = refusal.frame() {
+        let _ = io.write_all(frame).await;
+        let _ = io.flush().await;
+    }
     let _ = io.shutdown().await;
     relay::drain_before_close(io).await;
 }
@@ -297,12 +287,11 @@ fn idle_timeout(gateway: &Gateway, heartbeat: Option<std::time::Duration>) -> st
 
 fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<(), SessionError> {
     if gateway.config.client.require_tls && !client.is_tls() {
-        return Err(SessionError::Refuse {
-            code: ErrorCode::Invalid,
-            text: format!(
-                "TLS is required: cannot {doing}; send IDENTIFY with tls_v1 and feature_negotiation (or connect with TLS)"
-            ),
-        });
+        let text = format!(
+            "TLS is required: cannot {doing}; send IDENTIFY with tls_v1 and feature_negotiation (or connect with TLS)"
+        );
+        let refusal = FatalReply::new(Kind::Tls, ErrorCode::Invalid, &text);
+        return Err(SessionError::Refused(refusal));
     }
     Ok(())
 }
@@ -328,10 +317,8 @@ async fn connect_upstream(
                 if judged {
                     warn!(upstream = gateway.route.address(), nsqd_said = %format!("{code} {text}").escape_debug(), "nsqd refused an IDENTIFY that nsqgate accepted: its ranges differ from nsqgate's (set [upstream.nsqd_options])");
                 }
-                Err(SessionError::Nsqd {
-                    code: code.to_owned(),
-                    text: text.to_owned(),
-                })
+                let refusal = FatalReply::from_nsqd(Kind::ClientProtocol, code, text);
+                Err(SessionError::Refused(refusal))
             }
             None => Err(upstream_unavailable(gateway, e)),
         },
@@ -339,18 +326,11 @@ async fn connect_upstream(
 }
 
 /// The client learns only that the upstream is unavailable; the log says why.
-fn upstream_unavailable(gateway: &Gateway, e: UpstreamError) -> SessionError {
-    let text = match e {
-        // Already counted and logged (at most once per interval) by the connection limits.
-        UpstreamError::Limited { refusal, .. } => format!("nsqgate refused: {refusal}"),
-        e => {
-            warn!(upstream = gateway.route.address(), error = %e, "upstream refused");
-            "nsqgate could not open a verified connection to nsqd".into()
-        }
-    };
-    SessionError::Refuse {
-        code: ErrorCode::IdentifyFailed,
-        text,
+fn upstream_unavailable(gateway: &Gateway, cause: UpstreamError) -> SessionError {
+    SessionError::NsqdUnavailable {
+        address: gateway.route.address(),
+        cause,
+        at_auth: false,
     }
 }
 
@@ -387,19 +367,14 @@ async fn read_command(
         match nsq::decode_command(buf, &gateway.config.limits) {
             Ok(Some(decoded)) => return Ok(decoded),
             Ok(None) => {}
-            Err(e) => {
-                return Err(SessionError::Refuse {
-                    code: e.code(),
-                    text: e.to_string(),
-                })
-            }
+            Err(e) => return Err(SessionError::Refused(FatalReply::malformed(&e))),
         }
         if let Some(charge) = charge {
             // tokio's read_buf reserves a little when the buffer is full.
             let wanted = buf.capacity().max(buf.len() + 64);
-            charge.hold(wanted).map_err(|over| SessionError::Refuse {
-                code: ErrorCode::BadBody,
-                text: format!("{over} (try again later)"),
+            charge.hold(wanted).map_err(|over| {
+                let text = format!("{over} (try again later)");
+                SessionError::Refused(FatalReply::new(Kind::Limit, ErrorCode::BadBody, &text))
             })?;
         }
         if io.read_buf(buf).await? == 0 {
@@ -420,33 +395,4 @@ async fn fill(
         }
     }
     Ok(())
-}
-
-impl From<IdentifyRefusal> for SessionError {
-    fn from(e: IdentifyRefusal) -> SessionError {
-        SessionError::Refuse {
-            code: e.code(),
-            text: e.to_string(),
-        }
-    }
-}
-
-impl SessionError {
-    /// The frame that tells the client why, for the errors that are the client's to hear.
-    fn frame(&self) -> Option<bytes::Bytes> {
-        match self {
-            SessionError::Refuse { code, text } => Some(nsq::error_frame(*code, text)),
-            SessionError::Local(frame) => Some(frame.clone()),
-            SessionError::Nsqd { code, text } => {
-                let mut frame = BytesMut::new();
-                let payload = match text.is_empty() {
-                    true => code.clone(),
-                    false => format!("{code} {text}"),
-                };
-                nsq::encode_frame(nsq::FrameType::Error, payload.as_bytes(), &mut frame);
-                Some(frame.freeze())
-            }
-            _ => None,
-        }
-    }
 }

@@ -3,6 +3,7 @@
 
 use super::{action_name, failed, Guard, Verdict};
 use crate::audit::{self, Counters, Event};
+use crate::error::Kind;
 use crate::identity;
 use crate::limit::names::NameRefused;
 use crate::policy::{Action, Policy};
@@ -46,6 +47,6 @@ impl Guard {
             reason: Some(&reason),
             ..Event::default()
         });
-        failed(command, &reason)
+        failed(Kind::Limit, command, &reason)
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Guard, Revocation};
 use crate::audit::{self, Counters, Event};
+use crate::error::Kind;
 use crate::identity::{self, Gone};
 use crate::policy::{Action, Policy};
 
@@ -65,16 +66,17 @@ impl Guard {
                         std::future::pending::<()>().await;
                     }
                     if let Err(gone) = self.refresh() {
-                        return self.revoke(gone.to_string());
+                        return self.revoke(gone.to_string(), Kind::Identity);
                     }
                     if let Some((topic, channel)) = self.subscription.clone() {
                         if !self.still_allowed(&topic, &channel) {
-                            return self.revoke("policy no longer allows this subscription".into());
+                            let reason = "policy no longer allows this subscription";
+                            return self.revoke(reason.into(), Kind::Policy);
                         }
                     }
                 }
                 _ = tokio::time::sleep(expiry.unwrap_or(Duration::MAX)), if expiry.is_some() => {
-                    return self.revoke("token expired".into());
+                    return self.revoke("token expired".into(), Kind::Identity);
                 }
             }
         }
@@ -94,7 +96,7 @@ impl Guard {
     }
 
     /// Starts the end of this connection: counted and audited once, however it is noticed.
-    pub(super) fn revoke(&mut self, reason: String) -> Revocation {
+    pub(super) fn revoke(&mut self, reason: String, kind: Kind) -> Revocation {
         let subscribed = self.subscription.is_some();
         if !self.draining {
             self.draining = true;
@@ -111,6 +113,10 @@ impl Guard {
                 ..Event::default()
             });
         }
-        Revocation { reason, subscribed }
+        Revocation {
+            reason,
+            kind,
+            subscribed,
+        }
     }
 }

@@ -117,8 +117,10 @@ fn publish(kind: &str, topic: &str) -> DecodedCommand {
 
 /// The local reply's "CODE text" and whether it is fatal; panics on Forward or Drop.
 fn reply(verdict: Verdict) -> (String, bool) {
-    let Verdict::Reply { frame, fatal } = verdict else {
-        panic!("expected a local reply");
+    let (frame, fatal) = match verdict {
+        Verdict::Reply(frame) => (frame, false),
+        Verdict::Refuse(refusal) => (refusal.frame().cloned().expect("told"), true),
+        Verdict::Forward | Verdict::Drop => panic!("expected a local reply"),
     };
     let mut buf = bytes::BytesMut::from(&frame[..]);
     let frame: Frame = crate::nsq::decode_frame(&mut buf, 1 << 20)

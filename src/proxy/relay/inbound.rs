@@ -4,225 +4,347 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::debug;
 
-use crate::nsq::{self, ErrorCode};
-use crate::proxy::guard::{Guard, Verdict};
+use crate::error::{FatalReply, Kind};
+use crate::nsq::{self, DecodedCommand, ErrorCode};
+use crate::proxy::guard::{Guard, Revocation, Verdict};
 
-use super::{prepare_read_buffer, send_slot, write_within, ClientSide, RelaySettings, Slot};
+use super::{
+    prepare_read_buffer, write_within, RelayEnd, RelayError, RelaySettings, Slot, WriteFailed,
+};
 
-pub(super) async fn client_to_upstream<R, W>(
-    client: &mut R,
-    mut buf: BytesMut,
-    mut upstream: W,
+/// How the client → nsqd direction ended.
+pub(super) enum ClientSide {
+    /// The client closed its side; nsqd is told and may still send owed replies.
+    Closed,
+    /// A refusal is queued behind the owed replies; the other direction sends it and closes.
+    RefusalQueued,
+    /// No byte from the client within the idle timeout.
+    Idle,
+    /// Shutdown: no more commands; nsqd is told as if the client had closed.
+    Stopping,
+}
+
+/// The client → nsqd direction of one connection.
+pub(super) struct Inbound<'a, W> {
+    batch: Batch<W>,
+    guard: &'a mut Guard,
+    settings: &'a RelaySettings,
+    shutdown: watch::Receiver<bool>,
+    /// When a revoked client is cut off (after the grace, for a subscriber), and why.
+    revoked: Option<(Instant, Kind)>,
+    last_read_full: bool,
+    /// Since when a command has been partly buffered: one byte a minute holds nothing for long.
+    partial_since: Option<Instant>,
+    /// When a client that must AUTH and has not is refused.
+    auth_deadline: Instant,
+}
+
+/// Commands bound for nsqd, written in one go, and the reply slots announcing what they cause.
+struct Batch<W> {
+    upstream: W,
     slots: mpsc::Sender<Slot>,
-    guard: &mut Guard,
-    settings: &RelaySettings,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<ClientSide>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut out = BytesMut::new();
-    let mut revoked_at = None;
-    let mut last_read_full = false;
-    // A started command must arrive whole in time: one byte a minute holds nothing for long.
-    let mut partial_since: Option<tokio::time::Instant> = None;
-    let auth_deadline = tokio::time::Instant::now() + settings.auth_timeout;
-    loop {
-        // Decode everything already buffered, so one read becomes one upstream write.
-        let mut owed = 0usize;
-        let mut refusal = None;
-        loop {
-            let decoded = match nsq::decode_command(&mut buf, &settings.limits) {
-                Ok(Some(decoded)) => decoded,
-                Ok(None) => break,
-                Err(e) => {
-                    debug!(error = %e, "malformed command from client");
-                    refusal = Some(e.to_frame());
-                    break;
-                }
-            };
-            let mut verdict = guard.screen(&decoded);
-            if matches!(verdict, Verdict::Forward) && decoded.command.message_count() > 0 {
-                let (refused, waited) = {
-                    let admission = guard.admit(&decoded);
-                    tokio::pin!(admission);
-                    // Usually there are tokens; only a publish that must wait flushes what came
-                    // before it, so batching survives and nothing earlier is held hostage.
-                    tokio::select! {
-                        biased;
-                        refused = &mut admission => (refused, false),
-                        _ = std::future::ready(()) => {
-                            flush(&mut out, &mut owed, &mut upstream, &slots, settings.write_timeout).await?;
-                            (admission.await, true)
-                        }
-                    }
-                };
-                if let Some(refused) = refused {
-                    verdict = refused;
-                } else if waited {
-                    // Time passed: the token may have expired, or a reload revoked the right.
-                    verdict = guard.recheck(&decoded);
-                }
-            }
-            match verdict {
-                Verdict::Drop => {}
-                Verdict::Forward => {
-                    if decoded.command.expects_reply() {
-                        owed += 1;
-                    }
-                    out.extend_from_slice(&decoded.raw);
-                }
-                Verdict::Reply { frame, fatal } => {
-                    // Everything before it goes first, then the local reply takes its turn.
-                    flush(
-                        &mut out,
-                        &mut owed,
-                        &mut upstream,
-                        &slots,
-                        settings.write_timeout,
-                    )
-                    .await?;
-                    if fatal {
-                        refusal = Some(frame);
-                        break;
-                    }
-                    send_slot(&slots, Slot::Local { frame, fatal }).await?;
-                }
-            }
-        }
-        flush(
-            &mut out,
-            &mut owed,
-            &mut upstream,
-            &slots,
-            settings.write_timeout,
-        )
-        .await?;
-        if let Some(frame) = refusal {
-            send_slot(&slots, Slot::Local { frame, fatal: true }).await?;
-            return Ok(ClientSide::Refused);
-        }
+    out: BytesMut,
+    /// Replies the commands in `out` will get from nsqd.
+    owed: usize,
+    write_timeout: Duration,
+}
 
-        partial_since = match (buf.is_empty(), partial_since) {
-            (true, _) => None,
-            (false, None) => Some(tokio::time::Instant::now()),
-            (false, since) => since,
-        };
-        let (deadline, expiry) = next_deadline(settings, partial_since, guard, auth_deadline);
-        prepare_read_buffer(&mut buf, last_read_full);
-        let spare = buf.capacity() - buf.len();
-        let read = tokio::select! {
-            read = client.read_buf(&mut buf) => read,
-            _ = stopping(&mut shutdown) => {
-                // Like a client that hung up: nsqd answers what it owes, then closes, and the
-                // other direction hands those answers to the client before closing it.
-                debug!("shutting down: no more commands from this client");
-                let _ = upstream.shutdown().await;
-                return Ok(ClientSide::Closed);
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                let Some(frame) = expiry else {
-                    return Ok(ClientSide::Idle);
-                };
-                send_slot(&slots, Slot::Local { frame, fatal: true }).await?;
-                return Ok(ClientSide::Refused);
-            }
-            revocation = guard.revoked(), if revoked_at.is_none() => {
-                // A subscriber's deliveries stop now; it may finish in-flight messages until the
-                // grace period ends, then it is told and disconnected. Anyone else (RDY before
-                // SUB would be an error) is told at once, after the replies nsqd still owes.
-                debug!(reason = %revocation.reason, "revoked");
-                let grace = if revocation.subscribed {
-                    write_within(&mut upstream, b"RDY 0\n", settings.write_timeout).await?;
-                    settings.revocation_grace
-                } else {
-                    Duration::ZERO
-                };
-                revoked_at = Some(tokio::time::Instant::now() + grace);
-                continue;
-            }
-            _ = sleep_until_or_never(revoked_at) => {
-                send_slot(&slots, Slot::Local {
-                    frame: nsq::error_frame(ErrorCode::Unauthorized, "permission revoked"),
-                    fatal: true,
-                }).await?;
-                return Ok(ClientSide::Refused);
-            }
-        };
-        match read {
-            Ok(0) => {
-                // Half-close toward nsqd: it answers what it owes, then closes its side.
-                let _ = upstream.shutdown().await;
-                return Ok(ClientSide::Closed);
-            }
-            Ok(n) => last_read_full = n == spare,
-            Err(e) => return Err(e),
-        }
+/// What the wait for the client's next bytes ended with.
+enum Woken {
+    /// This many bytes read; 0 when the client closed its side.
+    Read(usize),
+    Stopping,
+    Deadline(Expiry),
+    Revoked(Revocation),
+    /// A revoked client's grace period is over.
+    GraceOver,
+}
+
+/// Which deadline passes first.
+#[derive(Clone, Copy)]
+enum Expiry {
+    /// Like nsqd: an idle client is disconnected without a word.
+    Idle,
+    PartialCommand,
+    NoAuth,
+}
+
+// === impl ClientSide ===
+
+impl ClientSide {
+    /// The relay's end, given what the other direction did with the replies still owed.
+    pub(super) fn ended(self, owed: Result<RelayEnd, RelayError>) -> Result<RelayEnd, RelayError> {
+        let end = owed?;
+        Ok(match self {
+            ClientSide::Closed => RelayEnd::ClientClosed,
+            ClientSide::Stopping => RelayEnd::Shutdown,
+            ClientSide::RefusalQueued | ClientSide::Idle => end,
+        })
     }
 }
 
-/// The earliest of the idle, slow-command and missing-AUTH deadlines, with the error frame
-/// to send when it passes (none for idle: like nsqd, an idle client is just disconnected).
-fn next_deadline(
-    settings: &RelaySettings,
-    partial_since: Option<tokio::time::Instant>,
-    guard: &Guard,
-    auth_deadline: tokio::time::Instant,
-) -> (tokio::time::Instant, Option<Bytes>) {
-    let now = tokio::time::Instant::now();
-    let mut deadline = (now + settings.idle, None);
-    if let Some(since) = partial_since {
-        let at = since + settings.partial_frame_timeout;
-        if at < deadline.0 {
-            let frame = nsq::error_frame(ErrorCode::Invalid, "command not completed in time");
-            deadline = (at, Some(frame));
+// === impl Inbound ===
+
+impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
+    pub(super) fn new(
+        upstream: W,
+        slots: mpsc::Sender<Slot>,
+        guard: &'a mut Guard,
+        settings: &'a RelaySettings,
+    ) -> Inbound<'a, W> {
+        Inbound {
+            batch: Batch {
+                upstream,
+                slots,
+                out: BytesMut::new(),
+                owed: 0,
+                write_timeout: settings.write_timeout,
+            },
+            guard,
+            settings,
+            shutdown: settings.shutdown.clone(),
+            revoked: None,
+            last_read_full: false,
+            partial_since: None,
+            auth_deadline: Instant::now() + settings.auth_timeout,
         }
     }
-    if guard.awaiting_identity() && auth_deadline < deadline.0 {
-        let frame = nsq::error_frame(ErrorCode::AuthFirst, "AUTH not sent in time");
-        deadline = (auth_deadline, Some(frame));
+
+    pub(super) async fn run<R: AsyncRead + Unpin>(
+        mut self,
+        client: &mut R,
+        mut buf: BytesMut,
+    ) -> Result<ClientSide, RelayError> {
+        loop {
+            if let Some(refusal) = self.forward_buffered(&mut buf).await? {
+                return self.refuse(refusal).await;
+            }
+            match self.wait(client, &mut buf).await? {
+                Woken::Read(0) => {
+                    // Half-close toward nsqd: it answers what it owes, then closes its side.
+                    let _ = self.batch.upstream.shutdown().await;
+                    return Ok(ClientSide::Closed);
+                }
+                Woken::Read(_) => {}
+                Woken::Stopping => {
+                    // Like a client that hung up: nsqd answers what it owes, then closes, and
+                    // the other direction hands those answers to the client before closing it.
+                    debug!("shutting down: no more commands from this client");
+                    let _ = self.batch.upstream.shutdown().await;
+                    return Ok(ClientSide::Stopping);
+                }
+                Woken::Deadline(expiry) => match expiry.refusal() {
+                    Some(refusal) => return self.refuse(refusal).await,
+                    None => return Ok(ClientSide::Idle),
+                },
+                Woken::Revoked(revocation) => self.start_revocation(revocation).await?,
+                Woken::GraceOver => {
+                    let kind = self.revoked.map_or(Kind::Policy, |(_, kind)| kind);
+                    let text = "permission revoked";
+                    let refusal = FatalReply::new(kind, ErrorCode::Unauthorized, text);
+                    return self.refuse(refusal).await;
+                }
+            }
+        }
     }
-    deadline
+
+    /// Screens every command already buffered and forwards what passes, so one read becomes
+    /// one write to nsqd. A refusal stops it: what came before is sent first, the refusal is
+    /// returned to take its turn.
+    async fn forward_buffered(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<FatalReply>, RelayError> {
+        let refusal = loop {
+            let decoded = match nsq::decode_command(buf, &self.settings.limits) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break None,
+                Err(e) => break Some(FatalReply::malformed(&e)),
+            };
+            match self.judge(&decoded).await? {
+                Verdict::Drop => {}
+                Verdict::Forward => self.batch.push(&decoded),
+                Verdict::Reply(frame) => {
+                    // Everything before it goes first, then the local reply takes its turn.
+                    self.batch.flush().await?;
+                    self.batch.queue(Slot::Reply(frame)).await?;
+                }
+                Verdict::Refuse(refusal) => break Some(refusal),
+            }
+        };
+        self.batch.flush().await?;
+        Ok(refusal)
+    }
+
+    /// The guard's verdict; a publish it lets through is then drawn from the rate limits.
+    async fn judge(&mut self, decoded: &DecodedCommand) -> Result<Verdict, RelayError> {
+        let verdict = self.guard.screen(decoded);
+        if !matches!(verdict, Verdict::Forward) || decoded.command.message_count() == 0 {
+            return Ok(verdict);
+        }
+        let (refused, waited) = {
+            let admission = self.guard.admit(decoded);
+            tokio::pin!(admission);
+            // Usually there are tokens; only a publish that must wait flushes what came
+            // before it, so batching survives and nothing earlier is held hostage.
+            tokio::select! {
+                biased;
+                refused = &mut admission => (refused, false),
+                _ = std::future::ready(()) => {
+                    self.batch.flush().await?;
+                    (admission.await, true)
+                }
+            }
+        };
+        Ok(match refused {
+            Some(refused) => refused,
+            // Time passed: the token may have expired, or a reload revoked the right.
+            None if waited => self.guard.recheck(decoded),
+            None => verdict,
+        })
+    }
+
+    /// Waits for the client's next bytes, or for whatever comes first instead.
+    async fn wait<R: AsyncRead + Unpin>(
+        &mut self,
+        client: &mut R,
+        buf: &mut BytesMut,
+    ) -> Result<Woken, RelayError> {
+        self.partial_since = match (buf.is_empty(), self.partial_since) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, since) => since,
+        };
+        let (deadline, expiry) = self.next_deadline();
+        prepare_read_buffer(buf, self.last_read_full);
+        let spare = buf.capacity() - buf.len();
+        let grace_over = self.revoked.map(|(at, _)| at);
+        let woken = tokio::select! {
+            read = client.read_buf(buf) => {
+                let n = read.map_err(RelayError::Client)?;
+                self.last_read_full = n == spare;
+                Woken::Read(n)
+            }
+            _ = stopping(&mut self.shutdown) => Woken::Stopping,
+            _ = tokio::time::sleep_until(deadline) => Woken::Deadline(expiry),
+            revocation = self.guard.revoked(), if self.revoked.is_none() => {
+                Woken::Revoked(revocation)
+            }
+            _ = sleep_until_or_never(grace_over) => Woken::GraceOver,
+        };
+        Ok(woken)
+    }
+
+    /// The earliest of the idle, slow-command and missing-AUTH deadlines.
+    fn next_deadline(&self) -> (Instant, Expiry) {
+        let mut deadline = (Instant::now() + self.settings.idle, Expiry::Idle);
+        if let Some(since) = self.partial_since {
+            let at = since + self.settings.partial_frame_timeout;
+            if at < deadline.0 {
+                deadline = (at, Expiry::PartialCommand);
+            }
+        }
+        if self.guard.awaiting_identity() && self.auth_deadline < deadline.0 {
+            deadline = (self.auth_deadline, Expiry::NoAuth);
+        }
+        deadline
+    }
+
+    /// A subscriber's deliveries stop now; it may finish in-flight messages until the grace
+    /// period ends, then it is told and disconnected. Anyone else (RDY before SUB would be an
+    /// error) is told at once, after the replies nsqd still owes.
+    async fn start_revocation(&mut self, revocation: Revocation) -> Result<(), RelayError> {
+        debug!(reason = %revocation.reason, "revoked");
+        let grace = if revocation.subscribed {
+            self.batch.write_now(b"RDY 0\n").await?;
+            self.settings.revocation_grace
+        } else {
+            Duration::ZERO
+        };
+        self.revoked = Some((Instant::now() + grace, revocation.kind));
+        Ok(())
+    }
+
+    async fn refuse(&mut self, refusal: FatalReply) -> Result<ClientSide, RelayError> {
+        self.batch.queue(Slot::Refusal(refusal)).await?;
+        Ok(ClientSide::RefusalQueued)
+    }
+}
+
+// === impl Expiry ===
+
+impl Expiry {
+    /// What the client is told when this deadline passes (nothing, when idle).
+    fn refusal(self) -> Option<FatalReply> {
+        let (code, text) = match self {
+            Expiry::Idle => return None,
+            Expiry::PartialCommand => (ErrorCode::Invalid, "command not completed in time"),
+            Expiry::NoAuth => (ErrorCode::AuthFirst, "AUTH not sent in time"),
+        };
+        Some(FatalReply::new(Kind::ClientTimeout, code, text))
+    }
+}
+
+// === impl Batch ===
+
+impl<W: AsyncWrite + Unpin> Batch<W> {
+    fn push(&mut self, decoded: &DecodedCommand) {
+        if decoded.command.expects_reply() {
+            self.owed += 1;
+        }
+        self.out.extend_from_slice(&decoded.raw);
+    }
+
+    /// Announces the replies the batch will cause, then writes it: the slot goes first so the
+    /// other direction can never see a reply it was not told about.
+    async fn flush(&mut self) -> Result<(), RelayError> {
+        if self.owed > 0 {
+            let owed = std::mem::take(&mut self.owed);
+            self.queue(Slot::Upstream(owed)).await?;
+        }
+        if !self.out.is_empty() {
+            // split() hands the bytes over and leaves `out` empty without capacity: an idle
+            // connection keeps no write buffer.
+            let chunk = self.out.split();
+            self.write_now(&chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to nsqd at once, outside the batch.
+    async fn write_now(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
+        write_within(&mut self.upstream, bytes, self.write_timeout)
+            .await
+            .map_err(|failed| match failed {
+                WriteFailed::Io(e) => RelayError::Nsqd(e),
+                WriteFailed::Stalled(limit) => RelayError::NsqdStalled(limit),
+            })
+    }
+
+    async fn queue(&mut self, slot: Slot) -> Result<(), RelayError> {
+        self.slots
+            .send(slot)
+            .await
+            .map_err(|_| RelayError::WriterGone)
+    }
 }
 
 /// Completes once shutdown is asked for; never, if nobody can ask any more.
-async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|stopping| *stopping).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
 
-async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until_or_never(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// Announces the replies `out` will cause, then writes it: the slot goes first so the other
-/// direction can never see a reply it was not told about.
-async fn flush<W: AsyncWrite + Unpin>(
-    out: &mut BytesMut,
-    owed: &mut usize,
-    upstream: &mut W,
-    slots: &mpsc::Sender<Slot>,
-    limit: Duration,
-) -> std::io::Result<()> {
-    if *owed > 0 {
-        send_slot(slots, Slot::Upstream(*owed)).await?;
-        *owed = 0;
-    }
-    if !out.is_empty() {
-        // split() hands the bytes over and leaves `out` empty without capacity: an idle
-        // connection keeps no write buffer.
-        let chunk = out.split();
-        write_within(upstream, &chunk, limit).await?;
-    }
-    Ok(())
 }

@@ -6,14 +6,15 @@
 //! so a producer with pipelined PUBs never sees nsqgate's answer in place of nsqd's. nsqgate
 //! never acknowledges a publish: the client's OK is always nsqd's OK.
 
+use std::fmt;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tracing::debug;
 
-use crate::nsq::Limits;
+use crate::error::{Classify, Ending, FatalReply, Kind};
+use crate::nsq::{ErrorCode, Limits, ProtocolError};
 use crate::proxy::guard::Guard;
 use crate::proxy::stream::Io;
 use crate::proxy::upstream::Upstream;
@@ -21,8 +22,8 @@ use crate::proxy::upstream::Upstream;
 mod inbound;
 mod outbound;
 
-use inbound::client_to_upstream;
-use outbound::upstream_to_client;
+use inbound::{ClientSide, Inbound};
+use outbound::Outbound;
 
 /// How many reply slots may be outstanding before the client side stops reading; a client that
 /// pipelines more than this waits for nsqd, which is the backpressure we want.
@@ -37,21 +38,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(1);
 
 /// One entry of the FIFO of replies owed to the client.
-pub(super) enum Slot {
+enum Slot {
     /// This many replies will come from nsqd.
     Upstream(usize),
     /// nsqgate's own reply, due once every earlier reply has been sent.
-    Local { frame: Bytes, fatal: bool },
-}
-
-/// How the client → nsqd direction ended.
-pub(super) enum ClientSide {
-    /// The client closed its side; nsqd is told and may still send owed replies.
-    Closed,
-    /// A fatal local reply is queued; the other direction ends the connection after it.
-    Refused,
-    /// No byte from the client within the idle timeout.
-    Idle,
+    Reply(Bytes),
+    /// nsqgate's refusal, due likewise; the connection closes after it.
+    Refusal(FatalReply),
 }
 
 pub struct RelaySettings {
@@ -69,6 +62,52 @@ pub struct RelaySettings {
     pub revocation_grace: Duration,
 }
 
+/// How a relay ended without failing.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The client closed its side; nsqd answered what it owed.
+    ClientClosed,
+    /// nsqd closed the connection, on its own or right after `last_error`, a fatal error it
+    /// sent the client.
+    NsqdClosed { last_error: Option<NsqdError> },
+    /// nsqgate refused a command: the client was told (after the replies owed before it).
+    Refused(FatalReply),
+    /// No byte from the client within the idle timeout: dropped without a word, as nsqd does.
+    Idle,
+    /// nsqgate is shutting down: the replies nsqd owed were delivered.
+    Shutdown,
+}
+
+/// A fatal error frame nsqd sent the client (already relayed), kept to say why nsqd closed.
+#[derive(Debug)]
+pub struct NsqdError {
+    pub code: Option<ErrorCode>,
+    pub text: Bytes,
+}
+
+/// Why a relay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading from or writing to the client failed (reset, a bad TLS record).
+    #[error("client connection: {0}")]
+    Client(std::io::Error),
+    #[error("peer stopped reading: the client took nothing for {0:?}")]
+    ClientStalled(Duration),
+    #[error("nsqd connection: {0}")]
+    Nsqd(std::io::Error),
+    #[error("peer stopped reading: nsqd took nothing for {0:?}")]
+    NsqdStalled(Duration),
+    #[error("malformed frame from nsqd: {0}")]
+    NsqdFrame(ProtocolError),
+    #[error("nsqd sent a reply nobody asked for")]
+    UnaskedReply,
+    #[error("nsqd did not send the replies it owed within {0:?} of the client's end")]
+    NsqdOwes(Duration),
+    /// The direction toward the client ended before the one feeding it: a relay bug.
+    #[error("the client writer is gone")]
+    WriterGone,
+}
+
 /// Runs until either side ends the connection.
 pub async fn run(
     client: Box<dyn Io>,
@@ -76,44 +115,27 @@ pub async fn run(
     upstream: Upstream,
     guard: &mut Guard,
     settings: &RelaySettings,
-) -> std::io::Result<()> {
+) -> Result<RelayEnd, RelayError> {
     let (mut client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream.io);
     let (slots_tx, slots_rx) = mpsc::channel(REPLY_SLOTS);
 
     let (result, linger) = {
-        let inbound = client_to_upstream(
-            &mut client_read,
-            client_buf,
-            upstream_write,
-            slots_tx,
-            guard,
-            settings,
-            settings.shutdown.clone(),
-        );
-        let outbound = upstream_to_client(
-            upstream_read,
-            upstream.buf,
-            client_write,
-            slots_rx,
-            settings.max_frame_size,
-            settings.write_timeout,
-        );
+        let inbound = Inbound::new(upstream_write, slots_tx, guard, settings);
+        let inbound = inbound.run(&mut client_read, client_buf);
+        let outbound = Outbound::new(client_write, slots_rx, settings.write_timeout);
+        let outbound = outbound.run(upstream_read, upstream.buf, settings.max_frame_size);
         tokio::pin!(inbound, outbound);
         tokio::select! {
             result = &mut outbound => (result, true),
             ended = &mut inbound => match ended {
-                Ok(ClientSide::Idle) => {
-                    debug!("client idle past the timeout");
-                    (Ok(()), false)
-                }
+                Ok(ClientSide::Idle) => (Ok(RelayEnd::Idle), false),
                 Ok(side) => {
-                    debug!(refused = matches!(side, ClientSide::Refused), "client side ended");
                     // nsqd owes at most a few replies now; do not wait on it forever.
-                    let result = tokio::time::timeout(DRAIN_TIMEOUT, &mut outbound)
+                    let owed = tokio::time::timeout(DRAIN_TIMEOUT, &mut outbound)
                         .await
-                        .unwrap_or(Ok(()));
-                    (result, true)
+                        .unwrap_or(Err(RelayError::NsqdOwes(DRAIN_TIMEOUT)));
+                    (side.ended(owed), true)
                 }
                 Err(e) => (Err(e), false),
             },
@@ -141,7 +163,7 @@ pub async fn drain_before_close<R: AsyncRead + Unpin + ?Sized>(client: &mut R) {
 
 /// Small reads for quiet connections, large ones while data streams in; a drained buffer that
 /// grew for one large frame is given back, so idle connections hold little memory.
-pub(super) fn prepare_read_buffer(buf: &mut BytesMut, last_read_full: bool) {
+fn prepare_read_buffer(buf: &mut BytesMut, last_read_full: bool) {
     if buf.is_empty() && buf.capacity() > LARGE_READ {
         *buf = BytesMut::new();
     }
@@ -155,25 +177,93 @@ pub(super) fn prepare_read_buffer(buf: &mut BytesMut, last_read_full: bool) {
     }
 }
 
+/// A write that did not complete.
+enum WriteFailed {
+    Io(std::io::Error),
+    /// The peer took nothing for this long.
+    Stalled(Duration),
+}
+
 /// Writes and flushes within `limit`: a peer that stops reading cannot hold a connection (and
 /// everything queued behind it) forever.
-pub(super) async fn write_within<W: AsyncWrite + Unpin>(
+async fn write_within<W: AsyncWrite + Unpin>(
     writer: &mut W,
     bytes: &[u8],
     limit: Duration,
-) -> std::io::Result<()> {
+) -> Result<(), WriteFailed> {
     let write = async {
         writer.write_all(bytes).await?;
         writer.flush().await
     };
-    tokio::time::timeout(limit, write)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading"))?
+    match tokio::time::timeout(limit, write).await {
+        Ok(written) => written.map_err(WriteFailed::Io),
+        Err(_) => Err(WriteFailed::Stalled(limit)),
+    }
 }
 
-pub(super) async fn send_slot(slots: &mpsc::Sender<Slot>, slot: Slot) -> std::io::Result<()> {
-    slots
-        .send(slot)
-        .await
-        .map_err(|_| std::io::Error::other("client writer is gone"))
+// === impl RelayEnd ===
+
+impl Classify for RelayEnd {
+    fn ending(&self) -> Ending {
+        match self {
+            RelayEnd::ClientClosed => Ending::of(Kind::Closed),
+            RelayEnd::NsqdClosed { last_error: None } => Ending::of(Kind::UpstreamUnavailable),
+            RelayEnd::NsqdClosed {
+                last_error: Some(error),
+            } => Ending::after_nsqd_error(error.code),
+            RelayEnd::Refused(reply) => reply.ending(),
+            RelayEnd::Idle => Ending::of(Kind::ClientTimeout),
+            RelayEnd::Shutdown => Ending::of(Kind::Shutdown),
+        }
+    }
 }
+
+impl fmt::Display for RelayEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelayEnd::ClientClosed => f.write_str("client closed the connection"),
+            RelayEnd::NsqdClosed { last_error: None } => f.write_str("nsqd closed the connection"),
+            RelayEnd::NsqdClosed {
+                last_error: Some(error),
+            } => write!(
+                f,
+                "nsqd closed the connection after {}",
+                String::from_utf8_lossy(&error.text)
+            ),
+            RelayEnd::Refused(reply) => write!(f, "refused: {reply}"),
+            RelayEnd::Idle => f.write_str("client idle past the timeout"),
+            RelayEnd::Shutdown => f.write_str("shut down"),
+        }
+    }
+}
+
+// === impl RelayError ===
+
+impl Classify for RelayError {
+    fn ending(&self) -> Ending {
+        match self {
+            RelayError::Client(e) => client_io_ending(e),
+            RelayError::ClientStalled(_) => Ending::of(Kind::ClientTimeout),
+            RelayError::Nsqd(_) | RelayError::NsqdStalled(_) | RelayError::NsqdOwes(_) => {
+                Ending::of(Kind::UpstreamUnavailable)
+            }
+            RelayError::NsqdFrame(_) | RelayError::UnaskedReply => {
+                Ending::of(Kind::UpstreamProtocol)
+            }
+            RelayError::WriterGone => Ending::of(Kind::Internal),
+        }
+    }
+}
+
+/// A failed read or write on the client leg: a bad TLS record surfaces as invalid data; a
+/// reset or a broken pipe is a client that went away.
+pub fn client_io_ending(e: &std::io::Error) -> Ending {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => Ending::of(Kind::Tls),
+        std::io::ErrorKind::TimedOut => Ending::of(Kind::ClientTimeout),
+        _ => Ending::of(Kind::Closed),
+    }
+}
+
+#[cfg(test)]
+mod tests;

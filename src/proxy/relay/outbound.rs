@@ -1,5 +1,5 @@
 //! nsqd → client: relay frames as they come, pair each reply with the oldest command owed one,
-//! and emit nsqgate's own replies in their turn (closing after a fatal one).
+//! and emit nsqgate's own replies in their turn (closing after a refusal).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -7,117 +7,170 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::nsq::{self, FrameType};
 
-use super::{prepare_read_buffer, write_within, Slot};
+use super::{
+    prepare_read_buffer, write_within, NsqdError, RelayEnd, RelayError, Slot, WriteFailed,
+};
 
-pub(super) async fn upstream_to_client<R, W>(
-    mut upstream: R,
-    mut buf: BytesMut,
-    mut client: W,
-    mut slots: mpsc::Receiver<Slot>,
-    max_frame_size: u32,
+/// The nsqd → client direction of one connection.
+pub(super) struct Outbound<W> {
+    client: W,
+    slots: mpsc::Receiver<Slot>,
+    /// False once the other direction has ended and no slot can come any more.
+    slots_open: bool,
+    /// Replies owed to the client, oldest first.
+    owed: VecDeque<Slot>,
+    /// Frames for the client, written once per read from nsqd.
+    out: BytesMut,
     write_timeout: Duration,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut owed: VecDeque<Slot> = VecDeque::new();
-    let mut out = BytesMut::new();
-    let mut slots_open = true;
-    let mut last_read_full = false;
-    loop {
-        // Frames already buffered are handled before waiting on anything.
+    /// The last fatal error nsqd sent the client: why nsqd closes, if it does.
+    last_error: Option<NsqdError>,
+}
+
+// === impl Outbound ===
+
+impl<W: AsyncWrite + Unpin> Outbound<W> {
+    pub(super) fn new(client: W, slots: mpsc::Receiver<Slot>, write_timeout: Duration) -> Self {
+        Outbound {
+            client,
+            slots,
+            slots_open: true,
+            owed: VecDeque::new(),
+            out: BytesMut::new(),
+            write_timeout,
+            last_error: None,
+        }
+    }
+
+    pub(super) async fn run<R: AsyncRead + Unpin>(
+        mut self,
+        mut upstream: R,
+        mut buf: BytesMut,
+        max_frame_size: u32,
+    ) -> Result<RelayEnd, RelayError> {
+        let mut last_read_full = false;
         loop {
-            let frame = match nsq::decode_frame(&mut buf, max_frame_size) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(error = %e, "malformed frame from nsqd; closing");
-                    return Ok(());
-                }
-            };
-            if is_reply(&frame) {
-                // The slot for this reply was queued before the command was written.
-                while let Ok(slot) = slots.try_recv() {
-                    owed.push_back(slot);
-                }
-                if emit_due_local(&mut owed, &mut out, &mut client, write_timeout).await? {
-                    return Ok(());
-                }
-                match owed.front_mut() {
-                    Some(Slot::Upstream(n)) => {
-                        *n -= 1;
-                        if *n == 0 {
-                            owed.pop_front();
+            if let Some(end) = self.relay_buffered(&mut buf, max_frame_size).await? {
+                return Ok(end);
+            }
+            prepare_read_buffer(&mut buf, last_read_full);
+            let spare = buf.capacity() - buf.len();
+            tokio::select! {
+                biased;
+                slot = self.slots.recv(), if self.slots_open => match slot {
+                    Some(slot) => {
+                        self.owed.push_back(slot);
+                        if let Some(end) = self.emit_due_local().await? {
+                            return Ok(end);
                         }
                     }
-                    _ => {
-                        warn!("nsqd sent a reply nobody asked for; closing");
-                        return Ok(());
+                    None => self.slots_open = false,
+                },
+                read = upstream.read_buf(&mut buf) => {
+                    let n = read.map_err(RelayError::Nsqd)?;
+                    if n == 0 {
+                        debug!("nsqd closed the connection");
+                        let _ = self.client.shutdown().await;
+                        let last_error = self.last_error.take();
+                        return Ok(RelayEnd::NsqdClosed { last_error });
                     }
+                    last_read_full = n == spare;
                 }
             }
-            out.extend_from_slice(&frame.raw);
+        }
+    }
+
+    /// Relays the frames already buffered, pairing each reply with what it answers, and writes
+    /// them in one go. Some when a refusal in its turn ended the connection.
+    async fn relay_buffered(
+        &mut self,
+        buf: &mut BytesMut,
+        max_frame_size: u32,
+    ) -> Result<Option<RelayEnd>, RelayError> {
+        loop {
+            let frame = match nsq::decode_frame(buf, max_frame_size) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return Err(RelayError::NsqdFrame(e)),
+            };
+            if is_reply(&frame) {
+                if let Some(end) = self.pair_reply().await? {
+                    return Ok(Some(end));
+                }
+                if frame.frame_type == FrameType::Error {
+                    let code = frame.error_code();
+                    let text = frame.data.clone();
+                    self.last_error = Some(NsqdError { code, text });
+                }
+            }
+            self.out.extend_from_slice(&frame.raw);
         }
         // The last reply nsqd owed may have been just handled: a local reply queued behind it
         // is due now.
-        if emit_due_local(&mut owed, &mut out, &mut client, write_timeout).await? {
-            return Ok(());
+        if let Some(end) = self.emit_due_local().await? {
+            return Ok(Some(end));
         }
-        if !out.is_empty() {
-            let chunk = out.split();
-            write_within(&mut client, &chunk, write_timeout).await?;
+        if !self.out.is_empty() {
+            let chunk = self.out.split();
+            self.write(&chunk).await?;
         }
+        Ok(None)
+    }
 
-        prepare_read_buffer(&mut buf, last_read_full);
-        let spare = buf.capacity() - buf.len();
-        tokio::select! {
-            biased;
-            slot = slots.recv(), if slots_open => match slot {
-                Some(slot) => {
-                    owed.push_back(slot);
-                    if emit_due_local(&mut owed, &mut out, &mut client, write_timeout).await? {
-                        return Ok(());
+    /// Takes the slot of the command a reply from nsqd answers; local replies due before it
+    /// go first.
+    async fn pair_reply(&mut self) -> Result<Option<RelayEnd>, RelayError> {
+        // The slot for this reply was queued before the command was written.
+        while let Ok(slot) = self.slots.try_recv() {
+            self.owed.push_back(slot);
+        }
+        if let Some(end) = self.emit_due_local().await? {
+            return Ok(Some(end));
+        }
+        match self.owed.front_mut() {
+            Some(Slot::Upstream(n)) => {
+                *n -= 1;
+                if *n == 0 {
+                    self.owed.pop_front();
+                }
+                Ok(None)
+            }
+            _ => Err(RelayError::UnaskedReply),
+        }
+    }
+
+    /// Writes the local replies at the head of the queue; a refusal is the last thing the
+    /// client hears (nothing at all where nsqd would say nothing), then its side is closed.
+    async fn emit_due_local(&mut self) -> Result<Option<RelayEnd>, RelayError> {
+        while matches!(self.owed.front(), Some(Slot::Reply(_) | Slot::Refusal(_))) {
+            match self.owed.pop_front() {
+                Some(Slot::Reply(frame)) => self.out.extend_from_slice(&frame),
+                Some(Slot::Refusal(refusal)) => {
+                    if let Some(frame) = refusal.frame() {
+                        self.out.extend_from_slice(frame);
                     }
+                    let chunk = self.out.split();
+                    self.write(&chunk).await?;
+                    let _ = self.client.shutdown().await;
+                    return Ok(Some(RelayEnd::Refused(refusal)));
                 }
-                None => slots_open = false,
-            },
-            read = upstream.read_buf(&mut buf) => {
-                let n = read?;
-                if n == 0 {
-                    debug!("nsqd closed the connection");
-                    let _ = client.shutdown().await;
-                    return Ok(());
-                }
-                last_read_full = n == spare;
+                _ => break,
             }
         }
+        Ok(None)
     }
-}
 
-/// Writes the local replies at the head of the queue. Returns true after a fatal one.
-async fn emit_due_local<W: AsyncWrite + Unpin>(
-    owed: &mut VecDeque<Slot>,
-    out: &mut BytesMut,
-    client: &mut W,
-    write_timeout: Duration,
-) -> std::io::Result<bool> {
-    while let Some(Slot::Local { .. }) = owed.front() {
-        let Some(Slot::Local { frame, fatal }) = owed.pop_front() else {
-            break;
-        };
-        out.extend_from_slice(&frame);
-        if fatal {
-            write_within(client, out, write_timeout).await?;
-            let _ = client.shutdown().await;
-            return Ok(true);
-        }
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
+        write_within(&mut self.client, bytes, self.write_timeout)
+            .await
+            .map_err(|failed| match failed {
+                WriteFailed::Io(e) => RelayError::Client(e),
+                WriteFailed::Stalled(limit) => RelayError::ClientStalled(limit),
+            })
     }
-    Ok(false)
 }
 
 /// Heartbeats, messages and the non-fatal FIN/REQ/TOUCH errors arrive unasked; every other

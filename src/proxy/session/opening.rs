@@ -5,13 +5,14 @@
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::config::ClientCertMode;
+use crate::error::{FatalReply, Kind};
 use crate::nsq::{self, Command, ErrorCode};
 use crate::proxy::budget::Charge;
 use crate::proxy::identify::{self, ClientIdentify, ClientLeg};
 use crate::proxy::stream::Replay;
 use crate::proxy::Gateway;
 
+use super::timing::{self, ClientTls, IdentityRules, NsqdOpens};
 use super::{
     accept_tls, connect_upstream, fill, read_command, require_tls, upstream_unavailable,
     ClientStream, Opened, SessionError,
@@ -31,18 +32,20 @@ pub(super) async fn opening(
     } = opened;
     fill(client.io(), buf, nsq::MAGIC_V2.len(), "the protocol magic").await?;
     if &buf[..4] != nsq::MAGIC_V2 {
-        return Err(SessionError::Refuse {
-            code: ErrorCode::BadProtocol,
-            text: "client sent bad protocol identifier".into(),
-        });
+        let text = "client sent bad protocol identifier";
+        let refusal = FatalReply::new(Kind::ClientProtocol, ErrorCode::BadProtocol, text);
+        return Err(SessionError::Refused(refusal));
     }
     let _ = buf.split_to(4);
 
+    let rules = IdentityRules::of(&gateway.config);
     let first = read_command(gateway, client.io(), buf, charge).await?;
+    let tls = client.tls();
     let Command::Identify { body } = &first.command else {
         // IDENTIFY is optional in NSQ; without it there is no TLS upgrade either.
         require_tls(gateway, client, first.command.name())?;
-        if principal.is_some() {
+        let opens = timing::when_nsqd_opens(rules, None, tls, principal.as_ref());
+        if opens == NsqdOpens::Now {
             opened.upstream = Some(connect_upstream(gateway, &opened.identify, false).await?);
         }
         // Otherwise no nsqd connection yet: the command is the first one `pending` handles.
@@ -56,9 +59,11 @@ pub(super) async fn opening(
     // A client with no identity yet (one still to AUTH or to show its certificate, or an
     // anonymous one) gets no nsqd connection: nsqgate judges IDENTIFY with nsqd's checks and
     // ranges, before its own TLS rule as nsqd would, and predicts nsqd's reply; the
-    // connection opens once it is needed (`pending`).
-    let learned = match principal {
-        None => {
+    // connection opens once it is needed (after the upgrade, or in `pending`).
+    let opens = timing::when_nsqd_opens(rules, Some(&identify), tls, principal.as_ref());
+    let learned = match opens {
+        NsqdOpens::Now => None,
+        _ => {
             let learned = gateway
                 .learned()
                 .await
@@ -66,18 +71,12 @@ pub(super) async fn opening(
             identify.check(&learned.ranges)?;
             Some(learned)
         }
-        Some(_) => None,
     };
-    let upgrade = identify.feature_negotiation && identify.tls_v1 && !client.is_tls();
+    let upgrade = timing::asks_for_upgrade(&identify, tls);
     if !upgrade {
         require_tls(gateway, client, "IDENTIFY without tls_v1")?;
     }
-    // An in-band upgrade shows its certificate only after this reply, so a listener that
-    // requires client certificates counts on the certificate; otherwise AUTH is asked for.
-    // AUTH is accepted either way (nsqjs sends it whenever it has a secret).
-    let auth_required = gateway.config.auth.require_identity
-        && principal.is_none()
-        && !(upgrade && gateway.config.client.client_cert == ClientCertMode::Required);
+    let auth_required = timing::auth_required(rules, &identify, tls, principal.as_ref());
     let nsqd_reply = if let Some(learned) = learned {
         opened.judged = true;
         identify.expected_reply(&learned.reply)
@@ -122,7 +121,9 @@ pub(super) async fn opening(
         let (io, identity) = accept_tls(gateway, raw).await?;
         opened.principal = identity;
         opened.client = ClientStream::Secure(io);
-        if opened.principal.is_some() {
+        let principal = opened.principal.as_ref();
+        let opens = timing::when_nsqd_opens(rules, Some(&identify), ClientTls::Secure, principal);
+        if opens == NsqdOpens::Now {
             *charge = None;
             opened.upstream = Some(connect_upstream(gateway, &identify, opened.judged).await?);
         }

@@ -12,6 +12,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::error::{FatalReply, Kind};
 use crate::nsq::{self, Command, ErrorCode};
 use crate::proxy::budget::Charge;
 use crate::proxy::guard::{Guard, Verdict};
@@ -78,14 +79,12 @@ impl Waiting<'_> {
                     continue;
                 }
                 Woken::Deadline if Some(deadline) == auth_deadline => {
-                    return Err(SessionError::Refuse {
-                        code: ErrorCode::AuthFirst,
-                        text: "AUTH not sent in time".into(),
-                    });
+                    let text = "AUTH not sent in time";
+                    return Err(refused(Kind::ClientTimeout, ErrorCode::AuthFirst, text));
                 }
                 // Like nsqd: a client gone quiet is disconnected without a word.
                 Woken::Deadline => return Err(SessionError::Timeout("a heartbeat answer")),
-                Woken::Stopping => return Err(SessionError::Closed("shutdown")),
+                Woken::Stopping => return Err(SessionError::Stopping),
             };
             heard = tokio::time::Instant::now();
             match &decoded.command {
@@ -93,16 +92,11 @@ impl Waiting<'_> {
                 Command::Auth { .. } => {
                     let had_to = guard.awaiting_identity();
                     let frame = match guard.screen(&decoded) {
-                        Verdict::Reply {
-                            frame,
-                            fatal: false,
-                        } => frame,
-                        Verdict::Reply { frame, .. } => return Err(SessionError::Local(frame)),
+                        Verdict::Reply(frame) => frame,
+                        Verdict::Refuse(refusal) => return Err(SessionError::Refused(refusal)),
                         Verdict::Forward | Verdict::Drop => {
-                            return Err(SessionError::Refuse {
-                                code: ErrorCode::AuthFailed,
-                                text: "AUTH failed".into(),
-                            })
+                            let text = "AUTH failed";
+                            return Err(refused(Kind::Identity, ErrorCode::AuthFailed, text));
                         }
                     };
                     // Known now: its buffers are no stranger's any more.
@@ -119,16 +113,12 @@ impl Waiting<'_> {
                     return Ok(routed);
                 }
                 Command::Identify { .. } => {
-                    return Err(SessionError::Refuse {
-                        code: ErrorCode::Invalid,
-                        text: "cannot IDENTIFY again".into(),
-                    })
+                    let text = "cannot IDENTIFY again";
+                    return Err(refused(Kind::ClientProtocol, ErrorCode::Invalid, text));
                 }
                 other if guard.awaiting_identity() => {
-                    return Err(SessionError::Refuse {
-                        code: ErrorCode::AuthFirst,
-                        text: format!("AUTH required before {}", other.name()),
-                    })
+                    let text = format!("AUTH required before {}", other.name());
+                    return Err(refused(Kind::Identity, ErrorCode::AuthFirst, &text));
                 }
                 _ => {
                     let routed = connect_upstream(self.gateway, self.identify, self.judged).await?;
@@ -159,12 +149,17 @@ impl Waiting<'_> {
 /// client; nsqd's refusal of the client's IDENTIFY stays nsqd's words.
 fn after_auth(e: SessionError) -> SessionError {
     match e {
-        SessionError::Refuse { text, .. } => SessionError::Refuse {
-            code: ErrorCode::AuthFailed,
-            text: format!("AUTH failed: {text}"),
+        SessionError::NsqdUnavailable { address, cause, .. } => SessionError::NsqdUnavailable {
+            address,
+            cause,
+            at_auth: true,
         },
         other => other,
     }
+}
+
+fn refused(kind: Kind, code: ErrorCode, text: &str) -> SessionError {
+    SessionError::Refused(FatalReply::new(kind, code, text))
 }
 
 async fn tick(beats: &mut Option<tokio::time::Interval>) {

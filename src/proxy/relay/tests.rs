@@ -1,0 +1,109 @@
+//! The nsqd → client direction over in-memory streams: what nsqd sends decides how the relay
+//! ends, and a refusal is the last thing the client hears (or nothing, where nsqd says nothing).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::outbound::Outbound;
+use super::{RelayEnd, RelayError, Slot};
+use crate::error::{Classify, FatalReply, Kind};
+use crate::nsq::{self, ErrorCode, FrameType, ProtocolError};
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn frame(frame_type: FrameType, data: &[u8]) -> Bytes {
+    let mut buf = BytesMut::new();
+    nsq::encode_frame(frame_type, data, &mut buf);
+    buf.freeze()
+}
+
+/// Runs the outbound direction on `from_nsqd` with `slots` already queued; returns how it
+/// ended and every byte the client got.
+async fn outbound(from_nsqd: &[u8], slots: Vec<Slot>) -> (Result<RelayEnd, RelayError>, Vec<u8>) {
+    let (client, mut client_far) = tokio::io::duplex(64 * 1024);
+    let (mut nsqd_far, nsqd) = tokio::io::duplex(64 * 1024);
+    nsqd_far.write_all(from_nsqd).await.unwrap();
+    // nsqd closes its side after these bytes.
+    drop(nsqd_far);
+    let (tx, rx) = mpsc::channel(16);
+    for slot in slots {
+        tx.send(slot).await.unwrap();
+    }
+    drop(tx);
+    let outbound = Outbound::new(client, rx, WRITE_TIMEOUT);
+    let ended = outbound.run(nsqd, BytesMut::new(), 1 << 20).await;
+    let mut heard = Vec::new();
+    client_far.read_to_end(&mut heard).await.unwrap();
+    (ended, heard)
+}
+
+#[tokio::test]
+async fn a_malformed_frame_from_nsqd_is_an_upstream_protocol_error() {
+    // A size field below 4 cannot even hold the frame type.
+    let (ended, _) = outbound(&[0, 0, 0, 1, 0], vec![]).await;
+    let error = ended.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RelayError::NsqdFrame(ProtocolError::FrameTooSmall { .. })
+        ),
+        "{error}"
+    );
+    assert_eq!(error.ending().kind, Kind::UpstreamProtocol);
+}
+
+#[tokio::test]
+async fn a_reply_nobody_asked_for_is_an_upstream_protocol_error() {
+    let (ended, heard) = outbound(&frame(FrameType::Response, b"OK"), vec![]).await;
+    let error = ended.unwrap_err();
+    assert!(matches!(error, RelayError::UnaskedReply), "{error}");
+    assert_eq!(error.ending().kind, Kind::UpstreamProtocol);
+    assert!(heard.is_empty(), "the unasked reply is not relayed");
+}
+
+#[tokio::test]
+async fn nsqd_closing_after_its_fatal_error_is_blamed_on_what_it_refused() {
+    let refusal = frame(
+        FrameType::Error,
+        b"E_BAD_TOPIC PUB topic name \"x\" is not valid",
+    );
+    let (ended, heard) = outbound(&refusal, vec![Slot::Upstream(1)]).await;
+    let end = ended.unwrap();
+    assert!(matches!(
+        end,
+        RelayEnd::NsqdClosed {
+            last_error: Some(_)
+        }
+    ));
+    assert_eq!(end.ending().kind, Kind::ClientProtocol);
+    assert_eq!(heard, refusal, "nsqd's words reach the client");
+
+    let (ended, _) = outbound(b"", vec![]).await;
+    let end = ended.unwrap();
+    assert!(matches!(end, RelayEnd::NsqdClosed { last_error: None }));
+    assert_eq!(end.ending().kind, Kind::UpstreamUnavailable);
+}
+
+#[tokio::test]
+async fn a_refusal_waits_for_the_replies_owed_before_it() {
+    let ok = frame(FrameType::Response, b"OK");
+    let refusal = FatalReply::new(Kind::Policy, ErrorCode::Unauthorized, "denied");
+    let told = refusal.frame().cloned().unwrap();
+    let slots = vec![Slot::Upstream(1), Slot::Refusal(refusal)];
+    let (ended, heard) = outbound(&ok, slots).await;
+    assert!(matches!(ended.unwrap(), RelayEnd::Refused(_)));
+    assert_eq!(heard, [&ok[..], &told[..]].concat());
+}
+
+#[tokio::test]
+async fn a_refusal_nsqd_would_not_say_closes_without_a_word() {
+    let refusal = FatalReply::malformed(&ProtocolError::LineTooLong { limit: 16 });
+    let (ended, heard) = outbound(b"", vec![Slot::Refusal(refusal)]).await;
+    let end = ended.unwrap();
+    assert!(matches!(end, RelayEnd::Refused(_)));
+    assert_eq!(end.ending().kind, Kind::ClientProtocol);
+    assert!(heard.is_empty(), "{heard:?}");
+}
