@@ -249,3 +249,37 @@ async fn over_the_rate_each_publish_fails_with_its_own_code() {
         assert!(fatal, "fatal, as in nsqd");
     }
 }
+
+/// The kind of ending a refusal makes; panics unless the verdict is a refusal.
+fn kind(verdict: Verdict) -> crate::error::Kind {
+    use crate::error::Classify;
+    match verdict {
+        Verdict::Refuse(refusal) => refusal.ending().kind,
+        _ => panic!("expected a refusal"),
+    }
+}
+
+#[tokio::test]
+async fn each_refusal_names_its_kind_of_ending() {
+    use crate::error::Kind;
+    let fixture = fixture();
+    let mut stranger = guard(&fixture);
+    let pub_allowed = publish("PUB", "allowed");
+    assert_eq!(kind(stranger.screen(&pub_allowed)), Kind::Identity);
+    assert_eq!(kind(stranger.screen(&auth("nsqk_bad"))), Kind::Identity);
+    let mut guard = authed(&fixture);
+    assert_eq!(kind(guard.screen(&publish("PUB", "denied"))), Kind::Policy);
+    let five = decoded(Command::Mpub {
+        topic: "allowed".into(),
+        messages: vec![Bytes::from_static(b"m"); 5],
+    });
+    assert_eq!(kind(guard.screen(&five)), Kind::ClientProtocol);
+    let mut limited = None;
+    for _ in 0..3 {
+        limited = guard.admit(&pub_allowed).await;
+        if limited.is_some() {
+            break;
+        }
+    }
+    assert_eq!(kind(limited.expect("over the rate")), Kind::Limit);
+}

@@ -118,3 +118,6 @@ fn nsqd_unavailable_ending(cause: &UpstreamError) -> Ending {
         UpstreamError::Limited { .. } => Ending::of(Kind::Limit).blaming(Blame::Configuration),
     }
 }
+
+#[cfg(test)]
+mod tests;
