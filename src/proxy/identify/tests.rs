@@ -1,0 +1,116 @@
+use super::*;
+
+fn own() -> Metadata {
+    Metadata::own("gatehost")
+}
+
+#[test]
+fn relays_settings_and_decides_tls_per_leg() {
+    let body = br#"{"client_id":"c","hostname":"h","heartbeat_interval":5000,"tls_v1":true,
+        "feature_negotiation":true,"snappy":true,"deflate_level":3,"long_id":"x"}"#;
+    let identify = ClientIdentify::parse(body).unwrap();
+    assert!(identify.tls_v1 && identify.feature_negotiation);
+    let sent = identify.upstream(true, &own(), false);
+    let up: Value = serde_json::from_slice(&sent.first).unwrap();
+    assert_eq!(up["heartbeat_interval"], 5000);
+    assert_eq!(up["tls_v1"], true);
+    assert_eq!(up["snappy"], false);
+    assert!(up.get("long_id").is_none());
+    assert!(sent.after_tls.is_none());
+}
+
+#[test]
+fn only_nsqgates_metadata_crosses_before_verification() {
+    let body = br#"{"client_id":"c","hostname":"h","user_agent":"u","sample_rate":7,
+        "output_buffer_size":128}"#;
+    let identify = ClientIdentify::parse(body).unwrap();
+    let sent = identify.upstream(true, &own(), false);
+    let first: Value = serde_json::from_slice(&sent.first).unwrap();
+    assert_eq!(first["client_id"], "nsqgate");
+    assert_eq!(first["hostname"], "gatehost");
+    assert!(first["user_agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("nsqgate/"));
+    // Forwarded: still nsqgate's in clear, the client's after TLS (no buffer size there).
+    let sent = identify.upstream(true, &own(), true);
+    let first: Value = serde_json::from_slice(&sent.first).unwrap();
+    assert_eq!(first["client_id"], "nsqgate");
+    assert_eq!(first["output_buffer_size"], 128);
+    let second: Value = serde_json::from_slice(&sent.after_tls.unwrap()).unwrap();
+    assert_eq!(second["client_id"], "c");
+    assert_eq!(second["user_agent"], "u");
+    assert_eq!(second["sample_rate"], 7);
+    assert!(second.get("output_buffer_size").is_none());
+    assert!(second.get("feature_negotiation").is_none());
+    // Without upstream TLS nothing is verified anyway: one IDENTIFY, the client's values.
+    let sent = identify.upstream(false, &own(), true);
+    let first: Value = serde_json::from_slice(&sent.first).unwrap();
+    assert_eq!(first["hostname"], "h");
+    assert!(sent.after_tls.is_none());
+}
+
+#[test]
+fn heartbeat_interval_as_nsqd_reads_it() {
+    let hb = |body: &[u8]| ClientIdentify::parse(body).unwrap().heartbeat_interval();
+    assert_eq!(hb(b"{}"), Some(DEFAULT_HEARTBEAT));
+    assert_eq!(hb(br#"{"heartbeat_interval":0}"#), Some(DEFAULT_HEARTBEAT));
+    assert_eq!(
+        hb(br#"{"heartbeat_interval":5000}"#),
+        Some(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(hb(br#"{"heartbeat_interval":-1}"#), None);
+}
+
+#[test]
+fn expected_reply_takes_the_clients_choices_over_nsqds_defaults() {
+    let defaults: Map<String, Value> =
+        serde_json::from_str(r#"{"max_rdy_count":2500,"msg_timeout":60000,"sample_rate":0}"#)
+            .unwrap();
+    let identify = ClientIdentify::parse(br#"{"msg_timeout":30000,"sample_rate":0}"#).unwrap();
+    let reply = identify.expected_reply(&defaults);
+    assert_eq!(reply["msg_timeout"], 30000);
+    assert_eq!(reply["max_rdy_count"], 2500);
+    assert_eq!(reply["sample_rate"], 0);
+}
+
+#[test]
+fn expected_reply_reports_what_nsqd_sets() {
+    let defaults: Map<String, Value> = serde_json::from_str(
+        r#"{"output_buffer_size":16384,"output_buffer_timeout":250,"sample_rate":0}"#,
+    )
+    .unwrap();
+    let reply = |body: &[u8]| {
+        ClientIdentify::parse(body)
+            .unwrap()
+            .expected_reply(&defaults)
+    };
+    let r = reply(br#"{"output_buffer_size":-1,"output_buffer_timeout":100}"#);
+    assert_eq!(
+        (&r["output_buffer_size"], &r["output_buffer_timeout"]),
+        (&1.into(), &0.into())
+    );
+    let r = reply(br#"{"output_buffer_timeout":-1}"#);
+    assert_eq!(
+        (&r["output_buffer_size"], &r["output_buffer_timeout"]),
+        (&16384.into(), &0.into())
+    );
+    assert_eq!(reply(br#"{"sample_rate":12}"#)["sample_rate"], 12);
+}
+
+#[test]
+fn reply_describes_the_client_leg() {
+    let nsqd: Map<String, Value> = serde_json::from_str(
+        r#"{"max_rdy_count":2500,"tls_v1":true,"snappy":true,"auth_required":true}"#,
+    )
+    .unwrap();
+    let leg = ClientLeg {
+        tls_v1: false,
+        auth_required: false,
+    };
+    let reply: Value = serde_json::from_slice(&client_reply(&nsqd, leg)).unwrap();
+    assert_eq!(reply["max_rdy_count"], 2500);
+    assert_eq!(reply["tls_v1"], false);
+    assert_eq!(reply["snappy"], false);
+    assert_eq!(reply["auth_required"], false);
+}
