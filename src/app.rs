@@ -15,7 +15,7 @@ use crate::proxy::{Gateway, Listener, StartError};
 use crate::tls::ClientCerts;
 
 /// Binds every listener of `config` and serves until `shutdown` turns true. Once all are
-/// bound, the NSQ listeners' addresses are written to `ready_file` (when given).
+/// bound, their addresses are written to `ready_file` (when given).
 pub async fn run(
     config: Config,
     shutdown: watch::Receiver<bool>,
@@ -57,7 +57,7 @@ pub async fn run(
         }
     });
     // The HTTP fronts share the gateway's policy, JWT verifier and TLS set-up.
-    crate::http::spawn(gateway.clone(), shutdown.clone()).await?;
+    let http = crate::http::spawn(gateway.clone(), shutdown.clone()).await?;
     // One listener per route: [upstream], each [[nodes]] entry, and the producer pool.
     let mut routes = vec![(gateway.config.client.listen, gateway.clone())];
     let mut members = vec![gateway.connector(&gateway.config.upstream)?];
@@ -90,7 +90,7 @@ pub async fn run(
     }
     // The HTTP fronts were bound above (http::spawn) before any NSQ listener.
     if let Some(path) = ready_file {
-        write_ready_file(path, &bound).map_err(|source| StartError::ReadyFile {
+        write_ready_file(path, &bound, &http).map_err(|source| StartError::ReadyFile {
             path: path.to_owned(),
             source,
         })?;
@@ -99,11 +99,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Writes the bound NSQ addresses as JSON, whole or not at all (a temporary file renamed into
-/// place), so a reader that sees the file sees every address.
-fn write_ready_file(path: &Path, bound: &[std::net::SocketAddr]) -> std::io::Result<()> {
-    let addresses: Vec<String> = bound.iter().map(ToString::to_string).collect();
-    let body = serde_json::json!({ "nsq": addresses }).to_string();
+/// Writes the bound addresses as JSON (`{"nsq": [ADDR, ...], "http": {FRONT: ADDR, ...}}`),
+/// whole or not at all (a temporary file renamed into place), so a reader that sees the file
+/// sees every address.
+fn write_ready_file(
+    path: &Path,
+    nsq: &[std::net::SocketAddr],
+    http: &[(String, std::net::SocketAddr)],
+) -> std::io::Result<()> {
+    let nsq: Vec<String> = nsq.iter().map(ToString::to_string).collect();
+    let http: serde_json::Map<String, serde_json::Value> = http
+        .iter()
+        .map(|(front, address)| (front.clone(), address.to_string().into()))
+        .collect();
+    let body = serde_json::json!({ "nsq": nsq, "http": http }).to_string();
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     std::fs::write(&partial, body)?;

@@ -78,14 +78,16 @@ impl Front {
 }
 
 /// Binds every configured HTTP listener and spawns them; they stop when `shutdown` turns
-/// true. Nothing is spawned unless every listener could be bound.
+/// true. Nothing is spawned unless every listener could be bound. Returns the bound
+/// addresses by front: `nsqd`, `nsqlookupd`, `nsqadmin`, and `nsqd-plain`,
+/// `nsqlookupd-plain` for the plain listeners.
 pub async fn spawn(
     gateway: Arc<Gateway>,
     shutdown: watch::Receiver<bool>,
-) -> Result<Arc<Metrics>, StartError> {
+) -> Result<Vec<(String, SocketAddr)>, StartError> {
     let metrics = Arc::new(Metrics::default());
     let Some(config) = gateway.config.http.clone() else {
-        return Ok(metrics);
+        return Ok(Vec::new());
     };
     let connect = gateway.config.timeouts.upstream_connect;
     let mut fronts: Vec<(TcpListener, Front, &str)> = Vec::new();
@@ -124,6 +126,7 @@ pub async fn spawn(
             allowed_origins: config.allowed_origins.clone(),
         })
     };
+    let bound = bound_addresses(&fronts, &plain);
     for (tcp, front, name) in fronts {
         info!(
             address = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -142,7 +145,28 @@ pub async fn spawn(
         let serve = server::Serve::Plain { https_port };
         tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
     }
-    Ok(metrics)
+    Ok(bound)
+}
+
+/// Each listener's address by front name; a plain listener is named after the front whose
+/// HTTPS port it points to.
+fn bound_addresses(
+    fronts: &[(TcpListener, Front, &str)],
+    plain: &[(TcpListener, u16)],
+) -> Vec<(String, SocketAddr)> {
+    let mut bound = Vec::new();
+    for (tcp, _, name) in fronts {
+        if let Ok(address) = tcp.local_addr() {
+            bound.push((name.to_string(), address));
+        }
+    }
+    for (tcp, https_port) in plain {
+        let front = bound.iter().find(|(_, a)| a.port() == *https_port);
+        if let (Some((name, _)), Ok(address)) = (front, tcp.local_addr()) {
+            bound.push((format!("{name}-plain"), address));
+        }
+    }
+    bound
 }
 
 /// Binds a front's HTTPS listener and, when configured, its plain listener that points
