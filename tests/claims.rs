@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
-use common::wire::{Command, Frame, FrameType};
-use common::{free_port, Gate, Nsqd, Pki};
+use common::wire::{Frame, FrameType};
+use common::{Gate, GateConfig, Nsqd, Pki};
 use nsqgate::auth::apikey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -70,32 +70,14 @@ roles = ["publisher"]
 }
 
 fn keyed_gate(pki: &Pki, nsqd: &Nsqd, extra: &str) -> Gate {
-    let port = free_port();
-    let config = common::gate_config(
-        port,
-        nsqd.tcp,
-        "",
-        &format!("[auth]\npolicy_dir = \"claims\"\n\n{extra}"),
-    );
-    Gate::start_config(pki, &config, port)
+    GateConfig::new(nsqd.tcp)
+        .policy("claims")
+        .table(extra)
+        .start(pki)
 }
 
 async fn authed(addr: SocketAddr, connector: &TlsConnector, key: &str) -> RawClient {
-    let (mut client, reply) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
-    assert_eq!(reply["auth_required"], true);
-    client
-        .send(&Command::Auth {
-            secret: key.as_bytes().to_vec().into(),
-        })
-        .await;
-    let frame = client.read_frame().await.expect("AUTH reply");
-    assert_eq!(
-        frame.frame_type,
-        FrameType::Response,
-        "{}",
-        frame_text(&frame)
-    );
-    client
+    RawClient::authenticated(addr, connector, key).await
 }
 
 async fn exchange(client: &mut RawClient, wire: &[u8]) -> Frame {
@@ -225,10 +207,9 @@ async fn wait_log(gate: &Gate, text: &str) {
 }
 
 fn open_gate(pki: &Pki, nsqd: &Nsqd, connections: &str) -> Gate {
-    let port = free_port();
-    let rest = format!("{}\n[connections]\n{connections}\n", common::ANONYMOUS);
-    let config = common::gate_config(port, nsqd.tcp, "", &rest);
-    Gate::start_config(pki, &config, port)
+    GateConfig::anonymous(nsqd.tcp)
+        .table(&format!("[connections]\n{connections}"))
+        .start(pki)
 }
 
 #[tokio::test]
@@ -339,12 +320,10 @@ fn pub_bytes(topic: &str, body: &[u8]) -> Vec<u8> {
 async fn an_environment_override_replaces_the_files_value() {
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki); // nsqd's own limit: 1 MiB
-    let port = free_port();
-    // The file says 1 MiB; the environment says 1 KiB.
-    let rest = format!("{}\n[limits]\nmax_msg_size = 1048576\n", common::ANONYMOUS);
-    let config = common::gate_config(port, nsqd.tcp, "", &rest);
-    let env = [("NSQGATE_LIMITS__MAX_MSG_SIZE", "1024")];
-    let gate = Gate::start_config_env(&pki, &config, port, &env);
+                                  // The file says 1 MiB; the environment says 1 KiB.
+    let gate = GateConfig::anonymous(nsqd.tcp)
+        .table("[limits]\nmax_msg_size = 1048576")
+        .start_env(&pki, &[("NSQGATE_LIMITS__MAX_MSG_SIZE", "1024")]);
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
     let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
@@ -363,9 +342,8 @@ async fn an_environment_override_replaces_the_files_value() {
 #[test]
 fn a_bad_environment_override_is_a_config_error_naming_the_key() {
     let pki = Pki::new();
-    let config = common::gate_config(free_port(), "127.0.0.1:4150".parse().unwrap(), "", "");
     let path = pki.path("env.toml");
-    common::write_secret(&path, config.as_bytes());
+    GateConfig::new("127.0.0.1:4150".parse().unwrap()).write(&path);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsqgate"))
         .args(["check-config", "--config"])
         .arg(&path)

@@ -10,7 +10,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 
 use std::time::Duration;
 
-use common::{run_client, Gate, Nsqd, Pki};
+use common::{run_client, Gate, GateConfig, Nsqd, Pki};
 
 pub fn client_args(gate: &Gate, pki: &Pki, topic: &str, count: usize) -> Vec<String> {
     vec![
@@ -78,9 +78,7 @@ roles = ["lib"]
         ),
     );
     let nsqd = Nsqd::start(&pki);
-    let port = common::free_port();
-    let config = common::gate_config(port, nsqd.tcp, "", "[auth]\npolicy_dir = \"keyed\"\n");
-    let gate = Gate::start_config(&pki, &config, port);
+    let gate = GateConfig::new(nsqd.tcp).policy("keyed").start(&pki);
     for (interpreter, script, topic) in [
         ("python", "pynsq_roundtrip.py", "lib-py"),
         ("node", "nsqjs_roundtrip.js", "lib-js"),

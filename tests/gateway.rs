@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::nsqclient::{tls_connector, RawClient};
-use common::{free_port, run_tool, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
+use common::{run_tool, tool, GateConfig, Lookupd, Nsqd, Pki};
 use nsqgate::auth::apikey;
 
 const KEY: &str = "nsqk_gateway_test_key_0000000000000000000000000000";
@@ -68,7 +68,17 @@ fn nsq_tail_discovers_through_nsqgate_and_reaches_every_nsqd_only_through_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let (port_a, port_b, front) = (free_port(), free_port(), free_port());
+    // Two nsqgate processes with one policy: `gate` has a listener per nsqd; `discovery`
+    // runs the lookupd front that maps each nsqd to its `gate` listener (whose port is only
+    // known once `gate` has bound it).
+    let gate = GateConfig::new(first.tcp)
+        .policy("gw-policy")
+        .table(&format!(
+            "[[nodes]]\nlisten = \"127.0.0.1:0\"\nnsqd_tcp_address = \"{}\"",
+            second.tcp
+        ))
+        .start(&pki);
+    let (port_a, port_b) = (gate.nsq[0].port(), gate.nsq[1].port());
     let node = |nsqd: &Nsqd, gate_port: u16| {
         format!(
             "[[http.lookupd.nodes]]\nbroadcast_address = \"127.0.0.1\"\ntcp_port = {}\nhttp_port = {}\ngate_address = \"127.0.0.1\"\ngate_tcp_port = {gate_port}\ngate_http_port = {gate_port}\n",
@@ -76,44 +86,16 @@ fn nsq_tail_discovers_through_nsqgate_and_reaches_every_nsqd_only_through_it() {
             nsqd.http.port()
         )
     };
-    let config = format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port_a}"
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-
-[upstream]
-nsqd_tcp_address = "{}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-
-[[nodes]]
-listen = "127.0.0.1:{port_b}"
-nsqd_tcp_address = "{}"
-
-[auth]
-policy_dir = "gw-policy"
-
-[http.lookupd]
-listen = "127.0.0.1:{front}"
-upstream = "{}"
-
-{}
-{}"#,
-        first.tcp,
-        second.tcp,
-        lookupd.http,
-        node(&first, port_a),
-        node(&second, port_b)
-    );
-    let gate = Gate::start_config(&pki, &config, port_a);
-    let mut probe = std::process::Command::new("true").spawn().unwrap();
-    wait_for_port(
-        ([127, 0, 0, 1], port_b).into(),
-        &mut probe,
-        "the second gate listener",
-    );
+    let discovery = GateConfig::new(first.tcp)
+        .policy("gw-policy")
+        .table(&format!(
+            "[http.lookupd]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"",
+            lookupd.http
+        ))
+        .table(&node(&first, port_a))
+        .table(&node(&second, port_b))
+        .start(&pki);
+    let front = discovery.http("nsqlookupd").port();
 
     // Stock nsq_tail, told only about nsqgate's lookupd front. Go's HTTP client trusts the dev
     // CA through SSL_CERT_FILE; the consumer options set TLS and the API key (which go-nsq
@@ -172,24 +154,20 @@ async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
     pki.write_policy("gw-policy", "gw.toml", &policy());
     let first = Nsqd::start(&pki);
     let mut second = Nsqd::start(&pki);
-    let (port, pool_port) = (free_port(), free_port());
-    let rest = format!(
-        "[[nodes]]\nlisten = \"127.0.0.1:{}\"\nnsqd_tcp_address = \"{}\"\n\n[producer_pool]\nlisten = \"127.0.0.1:{pool_port}\"\nhealth_check_ms = 200\n\n[auth]\npolicy_dir = \"gw-policy\"\n",
-        free_port(),
-        second.tcp
-    );
-    let config = common::gate_config(port, first.tcp, "", &rest);
-    let _gate = Gate::start_config(&pki, &config, port);
-    let pool: SocketAddr = ([127, 0, 0, 1], pool_port).into();
+    let gate = GateConfig::new(first.tcp)
+        .policy("gw-policy")
+        .table(&format!(
+            "[[nodes]]\nlisten = \"127.0.0.1:0\"\nnsqd_tcp_address = \"{}\"",
+            second.tcp
+        ))
+        .table("[producer_pool]\nlisten = \"127.0.0.1:0\"\nhealth_check_ms = 200")
+        .start(&pki);
+    // Listeners in config order: [client], the node, the pool.
+    let pool: SocketAddr = gate.nsq[2];
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let producer = || async {
         let (mut client, _) = RawClient::upgraded(pool, &connector, serde_json::json!({})).await;
-        client
-            .send(&common::wire::Command::Auth {
-                secret: KEY.as_bytes().to_vec().into(),
-            })
-            .await;
-        client.read_frame().await.unwrap();
+        client.auth(KEY).await.unwrap();
         client
     };
 

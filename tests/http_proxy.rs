@@ -6,8 +6,6 @@
 mod common;
 mod http_support;
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
@@ -15,7 +13,7 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use common::{free_port, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
+use common::{Gate, Lookupd, Nsqadmin, Nsqd, Pki};
 use http_support::{
     assert_v1, policy, raw_request, request, request_with, start, tls_stream, OPS_KEY, WRITER_KEY,
 };
@@ -455,7 +453,6 @@ async fn lookup_rewrites_known_producers_and_drops_a_rogue_one() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let node = |nsqd: &Nsqd, name: &str, tcp: u16, http: u16| {
         format!(
             "[[http.lookupd.nodes]]\nbroadcast_address = \"127.0.0.1\"\ntcp_port = {}\nhttp_port = {}\ngate_address = \"{name}\"\ngate_tcp_port = {tcp}\ngate_http_port = {http}\n",
@@ -464,12 +461,13 @@ async fn lookup_rewrites_known_producers_and_drops_a_rogue_one() {
         )
     };
     let config = format!(
-        "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.lookupd]\nlisten = \"{front}\"\nupstream = \"{}\"\n\n{}\n{}",
+        "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.lookupd]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\n\n{}\n{}",
         lookupd.http,
         node(&first, "gate-a.example", 14150, 14152),
         node(&second, "gate-b.example", 24150, 24152),
     );
     let gate = Gate::start_with(&pki, &first, "127.0.0.1", "ca.pem", &config);
+    let front = gate.http("nsqlookupd");
 
     let reply = request(
         &pki,
@@ -567,21 +565,13 @@ async fn nsqadmin_needs_read_on_everything_and_admin_to_change() {
     let pki = Pki::new();
     pki.write_policy("http-policy", "http.toml", &policy());
     let nsqd = Nsqd::start(&pki);
-    let admin_http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut nsqadmin = Command::new(tool("nsqadmin"))
-        .arg(format!("--http-address={admin_http}"))
-        .arg(format!("--lookupd-http-address={}", lookupd.http))
-        .arg("--log-level=error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nsqadmin");
-    wait_for_port(admin_http, &mut nsqadmin, "nsqadmin");
-    let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let nsqadmin = Nsqadmin::start(&lookupd);
     let config = format!(
-        "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.nsqadmin]\nlisten = \"{front}\"\nupstream = \"{admin_http}\"\n"
+        "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.nsqadmin]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\n",
+        nsqadmin.http
     );
-    let _gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
+    let gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
+    let front = gate.http("nsqadmin");
 
     let reply = request(&pki, front, Method::GET, "/", None, "").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -605,9 +595,6 @@ async fn nsqadmin_needs_read_on_everything_and_admin_to_change() {
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.json()["action"], "admin");
-
-    let _ = nsqadmin.kill();
-    let _ = nsqadmin.wait();
 }
 
 #[tokio::test]
@@ -670,12 +657,12 @@ async fn curl_with_a_jwt_publishes_where_allowed() {
         common::write_secret(&pki.path("jwt.secret"), secret.as_bytes());
         pki.write_policy("http-policy", "http.toml", &policy());
         let nsqd = Nsqd::start(&pki);
-        let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = format!(
-            "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.nsqd]\nlisten = \"{https}\"\nupstream = \"{}\"\n{jwt_config}",
+            "[auth]\nrequire_identity = true\npolicy_dir = \"http-policy\"\n\n[http.nsqd]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\n{jwt_config}",
             nsqd.https
         );
         let gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
+        let https = gate.http("nsqd");
         (pki, nsqd, gate, https)
     };
     let (pki, nsqd, _gate, https) = setup;

@@ -9,7 +9,6 @@ mod common;
 mod http_support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
@@ -17,11 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use common::wire::Command as Nsq;
-use common::{free_port, tool, wait_for_port, Gate, Lookupd, Nsqd, Pki};
+use common::{refusing_port, Gate, Lookupd, Nsqadmin, Nsqd, Pki};
 use http_support::{policy, request, request_with, start, OPS_KEY, ORDERS_ADMIN_KEY, WRITER_KEY};
 
-/// The tests here run one at a time: each starts several processes on ports picked by
-/// `free_port`, and a port freed by one test can be handed to another running in parallel.
+/// The tests here run one at a time: each starts nsqd, nsqlookupd, nsqgate and often nsqadmin,
+/// and several drive thousands of connections or requests; side by side on a 2-core machine
+/// they would starve each other's deadlines.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Everything the peer sends until it closes; `None` if it is still open after `limit`.
@@ -59,16 +59,10 @@ struct Fronts {
     nsqd_front: SocketAddr,
     lookupd_front: SocketAddr,
     admin_front: SocketAddr,
-    nsqadmin: Option<Child>,
-}
-
-impl Drop for Fronts {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.nsqadmin {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    /// Held so nsqadmin runs as long as the fronts.
+    _nsqadmin: Option<Nsqadmin>,
+    /// Held so the admin front's upstream keeps refusing when there is no nsqadmin.
+    _refusing: tokio::net::TcpSocket,
 }
 
 /// `lookupd_extra` goes into `[http.lookupd]`; `extra` at the end.
@@ -78,28 +72,13 @@ fn fronts(lookupd_extra: &str, extra: &str, with_nsqadmin: bool) -> Fronts {
     let lookupd = Lookupd::start();
     let register = format!("--lookupd-tcp-address={}", lookupd.tcp);
     let nsqd = Nsqd::start_with(&pki, "nsqd", &[&register, "--broadcast-address=127.0.0.1"]);
-    let nsqadmin = with_nsqadmin.then(|| {
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut child = Command::new(tool("nsqadmin"))
-            .arg(format!("--http-address={http}"))
-            .arg(format!("--lookupd-http-address={}", lookupd.http))
-            // nsqadmin's 5 s default cuts off a slow lookupd (100,000 topics on a loaded
-            // machine) with a 502, which is not what these tests are about.
-            .arg("--http-client-request-timeout=60s")
-            .arg("--log-level=error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nsqadmin");
-        wait_for_port(http, &mut child, "nsqadmin");
-        (child, http)
-    });
-    let admin_upstream = nsqadmin.as_ref().map_or_else(
-        || format!("127.0.0.1:{}", free_port()),
-        |(_, http)| http.to_string(),
-    );
-    let [nsqd_front, plain, lookupd_front, admin_front] =
-        [0; 4].map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())));
+    // nsqadmin's 5 s default cuts off a slow lookupd (100,000 topics on a loaded machine)
+    // with a 502, which is not what these tests are about.
+    let nsqadmin = with_nsqadmin
+        .then(|| Nsqadmin::start_with(&lookupd, &["--http-client-request-timeout=60s"]));
+    // Without nsqadmin, the front's upstream is a port that refuses connections.
+    let refusing = refusing_port();
+    let admin_upstream = nsqadmin.as_ref().map_or(refusing.1, |admin| admin.http);
     let config = format!(
         r#"
 [auth]
@@ -107,12 +86,12 @@ require_identity = true
 policy_dir = "http-policy"
 
 [http.nsqd]
-listen = "{nsqd_front}"
-plain_listen = "{plain}"
+listen = "127.0.0.1:0"
+plain_listen = "127.0.0.1:0"
 upstream = "{nsqd_https}"
 
 [http.lookupd]
-listen = "{lookupd_front}"
+listen = "127.0.0.1:0"
 upstream = "{lookupd_http}"
 {lookupd_extra}
 
@@ -122,10 +101,10 @@ tcp_port = {tcp}
 http_port = {http}
 gate_address = "gate.example"
 gate_tcp_port = 4150
-gate_http_port = {nsqd_front_port}
+gate_http_port = 4151
 
 [http.nsqadmin]
-listen = "{admin_front}"
+listen = "127.0.0.1:0"
 upstream = "{admin_upstream}"
 {extra}
 "#,
@@ -133,21 +112,18 @@ upstream = "{admin_upstream}"
         lookupd_http = lookupd.http,
         tcp = nsqd.tcp.port(),
         http = nsqd.http.port(),
-        nsqd_front_port = nsqd_front.port(),
     );
     let gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
-    for front in [nsqd_front, lookupd_front, admin_front] {
-        wait_until_listening(front);
-    }
     Fronts {
         pki,
         nsqd,
         lookupd,
+        nsqd_front: gate.http("nsqd"),
+        lookupd_front: gate.http("nsqlookupd"),
+        admin_front: gate.http("nsqadmin"),
         gate,
-        nsqd_front,
-        lookupd_front,
-        admin_front,
-        nsqadmin: nsqadmin.map(|(child, _)| child),
+        _nsqadmin: nsqadmin,
+        _refusing: refusing.0,
     }
 }
 
@@ -162,14 +138,6 @@ impl Fronts {
             .iter()
             .map(|t| t.as_str().unwrap().to_owned())
             .collect()
-    }
-}
-
-fn wait_until_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} never listened");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -424,12 +392,7 @@ async fn stats_shows_clients_only_to_admins_and_pub_counts_only_for_visible_topi
     });
     let (mut client, _) =
         common::nsqclient::RawClient::upgraded(s.gate.addr, &connector, identify).await;
-    client
-        .send(&Nsq::Auth {
-            secret: OPS_KEY.as_bytes().to_vec().into(),
-        })
-        .await;
-    assert!(client.read_frame().await.is_some(), "AUTH answered");
+    assert!(client.auth(OPS_KEY).await.is_some(), "AUTH answered");
     let reply = client.publish("secrets", b"x").await.unwrap();
     assert_eq!(&reply.data[..], b"OK");
     client
@@ -706,7 +669,13 @@ async fn stalled_reader(
 #[tokio::test]
 async fn a_client_that_stops_reading_a_large_reply_is_cut_off() {
     let _serial = SERIAL.lock().await;
-    let f = fronts("", "\n[timeouts]\nwrite_ms = 1000\n", true);
+    // nsqadmin dedupes its topic list in quadratic time: 100,000 names take it a minute or
+    // more on a loaded machine, so nsqgate waits for it longer than its 60 s default.
+    let f = fronts(
+        "",
+        "\n[timeouts]\nwrite_ms = 1000\n\n[http]\nupstream_timeout_ms = 300000\n",
+        true,
+    );
     // Topic lists of about 6 MB, more than loopback's socket buffers hold (4 MB): 100,000
     // topics registered in nsqlookupd directly, over one kept-alive connection.
     let mut lookupd = TcpStream::connect(f.lookupd.http).await.unwrap();
@@ -1053,13 +1022,7 @@ async fn anonymous_discovery_allows_lookup_and_nodes_only() {
     let (mut client, _) =
         common::nsqclient::RawClient::upgraded(f.gate.addr, &connector, serde_json::json!({}))
             .await;
-    client
-        .send(&Nsq::Sub {
-            topic: "orders".into(),
-            channel: "billing".into(),
-        })
-        .await;
-    let answer = client.read_frame().await;
+    let answer = client.sub("orders", "billing").await;
     assert!(
         answer.as_ref().is_none_or(|frame| &frame.data[..] != b"OK"),
         "an anonymous TCP client may not subscribe: {:?}",

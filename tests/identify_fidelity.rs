@@ -10,17 +10,18 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 use common::wire::{Command, Frame, FrameType};
-use common::{free_port, gate_config, run_tool, tool, Gate, Nsqd, Pki};
+use common::{run_tool, tool, Gate, GateConfig, Nsqd, Pki};
 use nsqgate::certs::ClientSubject;
 use serde_json::{json, Value};
 
 /// nsqgate in front of `nsqd` with `rest` after `[upstream]` (`upstream` lines inside it).
 fn gate(pki: &Pki, nsqd: &Nsqd, upstream: &str, rest: &str) -> Gate {
-    let port = free_port();
-    let config = gate_config(port, nsqd.tcp, upstream, rest);
-    Gate::start_config(pki, &config, port)
+    GateConfig::new(nsqd.tcp)
+        .upstream(upstream)
+        .table(rest)
+        .start(pki)
 }
 
 /// Clients must AUTH: no nsqd connection until they do.
@@ -103,12 +104,10 @@ async fn identify_refusals_are_nsqds_own_with_and_without_an_nsqd_connection() {
     let must_auth = gate(&pki, &nsqd, "", MUST_AUTH);
     let anonymous_gate = gate(&pki, &nsqd, "", ANONYMOUS_OR_CERT);
     // A client certificate at the TLS handshake: the nsqd connection opens at IDENTIFY.
-    let port = free_port();
-    let config = gate_config(port, nsqd.tcp, "", MUST_AUTH).replace(
-        "tls_key = \"gate.key\"",
-        "tls_key = \"gate.key\"\ntls_client_ca = \"ca.pem\"\nclient_cert = \"optional\"",
-    );
-    let connected = Gate::start_config(&pki, &config, port);
+    let connected = GateConfig::new(nsqd.tcp)
+        .client("tls_client_ca = \"ca.pem\"\nclient_cert = \"optional\"")
+        .table(MUST_AUTH)
+        .start(&pki);
     let cert = tls_connector(
         &pki.path("ca.pem"),
         Some((&pki.path("client.pem"), &pki.path("client.key"))),
@@ -189,8 +188,7 @@ async fn ranges_are_learned_from_nsqd_or_configured_and_a_mismatch_is_relayed_an
         ],
     );
     let http_front = format!(
-        "{MUST_AUTH}\n[http.nsqd]\nlisten = \"127.0.0.1:{}\"\nupstream = \"{}\"\nupstream_tls = false\n",
-        free_port(),
+        "{MUST_AUTH}\n[http.nsqd]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\nupstream_tls = false\n",
         wide.http
     );
     let learned = gate(&pki, &wide, "", &http_front);
@@ -230,12 +228,7 @@ async fn ranges_are_learned_from_nsqd_or_configured_and_a_mismatch_is_relayed_an
         json!({"heartbeat_interval": 20000}),
     )
     .await;
-    client
-        .send(&Command::Auth {
-            secret: key.as_bytes().to_vec().into(),
-        })
-        .await;
-    let frame = client.read_frame().await.expect("nsqd's refusal");
+    let frame = client.auth(&key).await.expect("nsqd's refusal");
     assert_eq!(
         frame_text(&frame),
         "E_BAD_BODY IDENTIFY heartbeat interval (20000) is invalid"
@@ -311,14 +304,7 @@ async fn nsqd_sees_nsqgates_metadata_unless_forwarding_is_chosen() {
         let gate = gate(&pki, &nsqd, upstream, ANONYMOUS_OR_CERT);
         let (mut client, _) =
             RawClient::upgraded(gate.addr, &connector, client_metadata.clone()).await;
-        client
-            .send(&Command::Sub {
-                topic: "meta".into(),
-                channel: channel.into(),
-            })
-            .await;
-        let ok = client.read_frame().await.expect("SUB reply");
-        assert_eq!(&ok.data[..], b"OK", "{}", frame_text(&ok));
+        assert_ok(client.sub("meta", channel).await, "SUB");
         let seen = subscriber_stats(&nsqd, "meta", channel);
         let fields = (&seen["client_id"], &seen["hostname"], &seen["user_agent"]);
         if forward {

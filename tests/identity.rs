@@ -25,7 +25,7 @@ use tokio_rustls::TlsConnector;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::wire::{Command, Frame, FrameType};
-use common::{free_port, run_tool, tool, Gate, Nsqd, Pki};
+use common::{run_tool, tool, Gate, GateConfig, Nsqd, Pki};
 use nsqgate::certs::{ClientSubject, DevCa};
 
 const ISSUER: &str = "https://issuer.nsqgate.test";
@@ -127,29 +127,17 @@ impl Fixture {
     }
 }
 
+/// nsqgate requiring an identity, with the `policy` folder (re-read every 200 ms) and the
+/// fixture's three JWT keys; `client_extra` lines go into `[client]`.
 fn start_gate(pki: &Pki, nsqd: &Nsqd, client_extra: &str, leeway_secs: u64) -> Gate {
-    let port = free_port();
-    let config = format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port}"
-require_tls = true
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-{client_extra}
-
-[upstream]
-nsqd_tcp_address = "{upstream}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-
-[auth]
-require_identity = true
-policy_dir = "policy"
-policy_reload_ms = 200
-revocation_grace_ms = 500
-
-[auth.jwt]
+    GateConfig::new(nsqd.tcp)
+        .client("require_tls = true")
+        .client(client_extra)
+        .auth("require_identity = true")
+        .policy("policy")
+        .auth("policy_reload_ms = 200\nrevocation_grace_ms = 500")
+        .table(&format!(
+            r#"[auth.jwt]
 keys = [
   {{ kid = "hs", algorithm = "HS256", secret_file = "jwt-hs.secret" }},
   {{ kid = "es", algorithm = "ES256", file = "jwt-es.pub.pem" }},
@@ -157,11 +145,9 @@ keys = [
 ]
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
-leeway_secs = {leeway_secs}
-"#,
-        upstream = nsqd.tcp,
-    );
-    Gate::start_config(pki, &config, port)
+leeway_secs = {leeway_secs}"#
+        ))
+        .start(pki)
 }
 
 const MTLS_REQUIRED: &str = "tls_client_ca = \"ca.pem\"\nclient_cert = \"required\"";
@@ -258,12 +244,7 @@ async fn authed(f: &Fixture, gate: &Gate, secret: &str) -> RawClient {
 }
 
 async fn auth(client: &mut RawClient, secret: &str) -> Option<Frame> {
-    client
-        .send(&Command::Auth {
-            secret: secret.as_bytes().to_vec().into(),
-        })
-        .await;
-    client.read_frame().await
+    client.auth(secret).await
 }
 
 async fn sub(client: &mut RawClient, topic: &str, channel: &str) -> Option<Frame> {
@@ -1171,28 +1152,11 @@ allow = [{ action = "publish", topics = ["*"] }]
 "#,
     );
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
-    let config = format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port}"
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-tls_client_ca = "ca.pem"
-client_cert = "required"
-tls_client_crls = ["revoked.crl.pem"]
-
-[upstream]
-nsqd_tcp_address = "{}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-
-[auth]
-policy_dir = "crl-policy"
-"#,
-        nsqd.tcp
-    );
-    let gate = Gate::start_config(&pki, &config, port);
+    let gate = GateConfig::new(nsqd.tcp)
+        .client("tls_client_ca = \"ca.pem\"\nclient_cert = \"required\"")
+        .client("tls_client_crls = [\"revoked.crl.pem\"]")
+        .policy("crl-policy")
+        .start(&pki);
 
     let publish_with = |name: &'static str| {
         let connector = tls_connector(
@@ -1316,12 +1280,13 @@ async fn jwks_url_keys_are_fetched_refreshed_and_kept_when_a_refresh_fails() {
     )));
     let server = jwks_server(&pki, answer.clone()).await;
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
-    let rest = format!(
-        "[auth]\npolicy_dir = \"jwks-policy\"\n\n[auth.jwt]\njwks_url = \"https://127.0.0.1:{}/keys.json\"\njwks_ca = \"ca.pem\"\njwks_refresh_secs = 1\nleeway_secs = 0\n",
-        server.port()
-    );
-    let gate = Gate::start_config(&pki, &common::gate_config(port, nsqd.tcp, "", &rest), port);
+    let gate = GateConfig::new(nsqd.tcp)
+        .policy("jwks-policy")
+        .table(&format!(
+            "[auth.jwt]\njwks_url = \"https://127.0.0.1:{}/keys.json\"\njwks_ca = \"ca.pem\"\njwks_refresh_secs = 1\nleeway_secs = 0",
+            server.port()
+        ))
+        .start(&pki);
     let token = |kid: &str, key: &EncodingKey| {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid.into());

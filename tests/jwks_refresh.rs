@@ -19,8 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
-use common::wire::{Command, FrameType};
-use common::{free_port, Gate, Nsqd, Pki};
+use common::wire::FrameType;
+use common::{Gate, GateConfig, Nsqd, Pki};
 use nsqgate::auth::apikey;
 
 /// The identity provider's answer: (status, body), changed by the test as it goes.
@@ -115,30 +115,27 @@ fn gate(pki: &Pki, nsqd: &Nsqd, jwks: SocketAddr, extra: &str) -> (Gate, SocketA
             apikey::hash_hex(OPS_KEY.as_bytes())
         ),
     );
-    let port = free_port();
-    let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let rest = format!(
-        "[auth]\npolicy_dir = \"jwks-policy\"\n\n[auth.jwt]\n\
-         jwks_url = \"https://127.0.0.1:{}/keys.json\"\njwks_ca = \"ca.pem\"\n\
-         jwks_refresh_secs = 1\nleeway_secs = 0\n{extra}\n\n\
-         [http.nsqd]\nlisten = \"{https}\"\nupstream = \"{}\"\n",
-        jwks.port(),
-        nsqd.https
-    );
-    let config = common::gate_config(port, nsqd.tcp, "", &rest);
-    (Gate::start_config(pki, &config, port), https)
+    let gate = GateConfig::new(nsqd.tcp)
+        .policy("jwks-policy")
+        .table(&format!(
+            "[auth.jwt]\njwks_url = \"https://127.0.0.1:{}/keys.json\"\njwks_ca = \"ca.pem\"\n\
+             jwks_refresh_secs = 1\nleeway_secs = 0\n{extra}",
+            jwks.port(),
+        ))
+        .table(&format!(
+            "[http.nsqd]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"",
+            nsqd.https
+        ))
+        .start(pki);
+    let https = gate.http("nsqd");
+    (gate, https)
 }
 
 /// The AUTH reply's text for `secret` on a fresh connection.
 async fn auth_reply(pki: &Pki, addr: SocketAddr, secret: &str) -> String {
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let (mut client, _) = RawClient::upgraded(addr, &connector, json!({})).await;
-    client
-        .send(&Command::Auth {
-            secret: secret.as_bytes().to_vec().into(),
-        })
-        .await;
-    let frame = client.read_frame().await.expect("AUTH reply");
+    let frame = client.auth(secret).await.expect("AUTH reply");
     match frame.frame_type {
         FrameType::Response => "OK".to_owned(),
         _ => frame_text(&frame),
@@ -279,11 +276,12 @@ fn check_config_names_bad_jwks_settings() {
         ),
         ("algorithms = [\"none\"]", "auth.jwt.algorithms"),
     ] {
-        let rest = format!(
-            "[auth]\npolicy_dir = \"open-policy\"\n\n[auth.jwt]\n\
-             jwks_url = \"https://127.0.0.1:1/keys.json\"\njwks_ca = \"ca.pem\"\n{jwt}\n"
-        );
-        std::fs::write(&config, common::gate_config(4150, nsqd, "", &rest)).unwrap();
+        GateConfig::new(nsqd)
+            .policy("open-policy")
+            .table(&format!(
+                "[auth.jwt]\njwks_url = \"https://127.0.0.1:1/keys.json\"\njwks_ca = \"ca.pem\"\n{jwt}"
+            ))
+            .write(&config);
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsqgate"))
             .args(["check-config", "--config"])
             .arg(&config)

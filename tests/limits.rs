@@ -9,9 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 use common::wire::{Command, FrameType};
-use common::{free_port, Gate, Nsqd, Pki};
+use common::{Gate, GateConfig, Nsqd, Pki};
 use nsqgate::auth::apikey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -55,41 +55,21 @@ roles = ["fast"]
     keys
 }
 
-fn gate_config(_pki: &Pki, nsqd: &Nsqd, port: u16, extra: &str) -> String {
-    common::gate_config(
-        port,
-        nsqd.tcp,
-        "",
-        &format!("[auth]\npolicy_dir = \"limited\"\n\n{extra}"),
-    )
+/// A gate with the `limited` policy and `extra` tables.
+fn keyed_gate(pki: &Pki, nsqd: &Nsqd, extra: &str) -> Gate {
+    GateConfig::new(nsqd.tcp)
+        .policy("limited")
+        .table(extra)
+        .start(pki)
 }
 
 /// A gate where anyone may do anything (no identity needed): for tests of transport limits.
-fn open_gate_config(nsqd: &Nsqd, port: u16, extra: &str) -> String {
-    common::gate_config(
-        port,
-        nsqd.tcp,
-        "",
-        &format!("{}\n{extra}", common::ANONYMOUS),
-    )
+fn open_gate(pki: &Pki, nsqd: &Nsqd, extra: &str) -> Gate {
+    GateConfig::anonymous(nsqd.tcp).table(extra).start(pki)
 }
 
 async fn authed(addr: SocketAddr, connector: &TlsConnector, key: &str) -> RawClient {
-    let (mut client, reply) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
-    assert_eq!(reply["auth_required"], true);
-    client
-        .send(&Command::Auth {
-            secret: key.as_bytes().to_vec().into(),
-        })
-        .await;
-    let frame = client.read_frame().await.expect("AUTH reply");
-    assert_eq!(
-        frame.frame_type,
-        FrameType::Response,
-        "{}",
-        frame_text(&frame)
-    );
-    client
+    RawClient::authenticated(addr, connector, key).await
 }
 
 /// Publishes `body` as fast as the connection allows (32 in flight) for `run`, then waits for
@@ -132,8 +112,7 @@ async fn delay_mode_holds_a_producer_to_its_rate_and_leaves_others_alone() {
     let pki = Pki::new();
     let keys = limited_policy(&pki);
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
-    let gate = Gate::start_config(&pki, &gate_config(&pki, &nsqd, port, ""), port);
+    let gate = keyed_gate(&pki, &nsqd, "");
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
     let mut slow = authed(gate.addr, &connector, &keys.slow).await;
@@ -171,8 +150,7 @@ async fn bytes_per_second_limit_with_large_messages() {
     let pki = Pki::new();
     let keys = limited_policy(&pki);
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
-    let gate = Gate::start_config(&pki, &gate_config(&pki, &nsqd, port, ""), port);
+    let gate = keyed_gate(&pki, &nsqd, "");
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
     let mut client = authed(gate.addr, &connector, &keys.slow).await;
@@ -192,9 +170,8 @@ async fn reject_mode_fails_the_publish_with_nsqds_code() {
     let pki = Pki::new();
     let keys = limited_policy(&pki);
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
     let extra = "[rate_limits]\non_limit = \"reject\"\n";
-    let gate = Gate::start_config(&pki, &gate_config(&pki, &nsqd, port, extra), port);
+    let gate = keyed_gate(&pki, &nsqd, extra);
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
     let mut client = authed(gate.addr, &connector, &keys.slow).await;
@@ -270,9 +247,7 @@ async fn a_frame_declaring_a_gibibyte_costs_nothing() {
 async fn per_ip_cap_refuses_the_next_connection_until_one_closes() {
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
-    let config = open_gate_config(&nsqd, port, "[connections]\nmax_per_ip = 3\n");
-    let gate = Gate::start_config(&pki, &config, port);
+    let gate = open_gate(&pki, &nsqd, "[connections]\nmax_per_ip = 3\n");
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
     let mut open = Vec::new();
@@ -302,13 +277,12 @@ async fn per_ip_cap_refuses_the_next_connection_until_one_closes() {
 async fn proxy_protocol_from_a_trusted_balancer_gives_the_real_address() {
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
     let extra = "[connections]\nmax_per_ip = 1\nproxy_protocol_from = [\"127.0.0.1\"]\n";
-    let config = open_gate_config(&nsqd, port, extra);
-    let gate = Gate::start_config(&pki, &config, port);
+    let gate = open_gate(&pki, &nsqd, extra);
+    let (addr, port) = (gate.addr, gate.addr.port());
 
     let connect_as = |client: &'static str| async move {
-        let mut tcp = TcpStream::connect(gate_addr(port)).await.unwrap();
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
         let header = format!("PROXY TCP4 {client} 127.0.0.1 40000 {port}\r\n  V2");
         tcp.write_all(header.as_bytes()).await.unwrap();
         let identify = Command::Identify {
@@ -338,18 +312,12 @@ async fn proxy_protocol_from_a_trusted_balancer_gives_the_real_address() {
     let _ = gate;
 }
 
-fn gate_addr(port: u16) -> SocketAddr {
-    ([127, 0, 0, 1], port).into()
-}
-
 #[tokio::test]
 async fn silent_and_idle_clients_are_dropped() {
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
     let extra = "[timeouts]\ntls_handshake_ms = 500\nidentify_ms = 800\nidle_ms = 1000\n";
-    let config = open_gate_config(&nsqd, port, extra);
-    let gate = Gate::start_config(&pki, &config, port);
+    let gate = open_gate(&pki, &nsqd, extra);
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
     let started = Instant::now();
@@ -408,11 +376,9 @@ async fn five_thousand_idle_connections() {
     const CONNECTIONS: usize = 5_000;
     let pki = Pki::new();
     let nsqd = Nsqd::start_with(&pki, "nsqd", &["--max-rdy-count=2500"]);
-    let port = free_port();
     // Past the default caps (one address, one nsqd) on purpose: this measures the cost.
     let caps = "[connections]\nmax_total = 6000\nmax_per_ip = 6000\nmax_per_nsqd = 6000\n";
-    let config = open_gate_config(&nsqd, port, caps);
-    let gate = Gate::start_config(&pki, &config, port);
+    let gate = open_gate(&pki, &nsqd, caps);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let (mut first, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
     assert_eq!(&first.publish("idle", b"x").await.unwrap().data[..], b"OK");
@@ -431,14 +397,7 @@ async fn five_thousand_idle_connections() {
                     .await
                     .0;
                 // An idle subscriber: SUB is what makes nsqgate open its nsqd connection.
-                client
-                    .send(&Command::Sub {
-                        topic: "idle".into(),
-                        channel: "idle".into(),
-                    })
-                    .await;
-                let ok = client.read_frame().await.unwrap();
-                assert_eq!(&ok.data[..], b"OK", "{}", frame_text(&ok));
+                assert_ok(client.sub("idle", "idle").await, "SUB");
                 client
             });
             next += 1;
@@ -474,10 +433,8 @@ async fn five_thousand_idle_connections() {
 async fn a_consumer_that_stops_reading_is_cut_off_by_the_write_timeout() {
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
     let extra = "[timeouts]\nwrite_ms = 1000\n";
-    let config = open_gate_config(&nsqd, port, extra);
-    let gate = Gate::start_config(&pki, &config, port);
+    let gate = open_gate(&pki, &nsqd, extra);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     // 32 MiB waiting in the topic: far more than the socket buffers between here and nsqgate.
     let (mut producer, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
@@ -533,8 +490,7 @@ async fn clients_that_have_not_authenticated_hold_no_nsqd_connection() {
     let pki = Pki::new();
     let keys = limited_policy(&pki);
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
-    let gate = Gate::start_config(&pki, &gate_config(&pki, &nsqd, port, ""), port);
+    let gate = keyed_gate(&pki, &nsqd, "");
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let nsqd_fds = || {
         std::fs::read_dir(format!("/proc/{}/fd", nsqd.pid()))
@@ -569,12 +525,7 @@ async fn clients_that_have_not_authenticated_hold_no_nsqd_connection() {
 
     // Once one authenticates, it gets its nsqd connection and works as usual.
     let mut client = waiting.pop().unwrap();
-    client
-        .send(&Command::Auth {
-            secret: keys.fast.as_bytes().to_vec().into(),
-        })
-        .await;
-    let reply = client.read_frame().await.unwrap();
+    let reply = client.auth(&keys.fast).await.unwrap();
     assert_eq!(
         reply.frame_type,
         FrameType::Response,

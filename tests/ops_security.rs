@@ -221,7 +221,6 @@ async fn https_response(
 #[tokio::test]
 async fn client_bytes_cannot_forge_or_colour_log_lines() {
     use common::nsqclient::{frame_text, tls_connector, RawClient};
-    use common::wire::Command;
 
     let pki = common::Pki::new();
     common::write_secret(&pki.path("hs.secret"), HS_SECRET);
@@ -231,13 +230,8 @@ async fn client_bytes_cannot_forge_or_colour_log_lines() {
         "[roles.writer]\nallow = [{ action = \"publish\", topics = [\"ok\"] }]\n",
     );
     let nsqd = common::Nsqd::start(&pki);
-    let port = common::free_port();
-    let https = common::free_port();
     let rest = format!(
         r#"
-[auth]
-policy_dir = "policy"
-
 [auth.jwt]
 keys = [{{ kid = "hs", algorithm = "HS256", secret_file = "hs.secret" }}]
 
@@ -245,13 +239,16 @@ keys = [{{ kid = "hs", algorithm = "HS256", secret_file = "hs.secret" }}]
 file = "audit.log"
 
 [http.nsqd]
-listen = "127.0.0.1:{https}"
+listen = "127.0.0.1:0"
 upstream = "{}"
 "#,
         nsqd.https
     );
-    let config = common::gate_config(port, nsqd.tcp, "", &rest);
-    let gate = common::Gate::start_config(&pki, &config, port);
+    let gate = common::GateConfig::new(nsqd.tcp)
+        .policy("policy")
+        .table(&rest)
+        .start(&pki);
+    let https = gate.http("nsqd").port();
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -263,12 +260,7 @@ upstream = "{}"
     // An AUTH whose identity claim carries the bytes, then an unknown command made of them.
     let identify = serde_json::json!({ "user_agent": HOSTILE, "client_id": HOSTILE });
     let (mut client, _) = RawClient::upgraded(gate.addr, &connector, identify).await;
-    client
-        .send(&Command::Auth {
-            secret: token.clone().into_bytes().into(),
-        })
-        .await;
-    let reply = client.read_frame().await.expect("AUTH reply");
+    let reply = client.auth(&token).await.expect("AUTH reply");
     assert!(
         frame_text(&reply).contains("identity"),
         "{}",
@@ -330,7 +322,7 @@ upstream = "{}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let log = std::fs::read(pki.path(&format!("gate-{port}.log"))).unwrap();
+    let log = gate.log_bytes();
     assert_eq!(control_bytes(&audit), Vec::<String>::new(), "audit file");
     assert_eq!(control_bytes(&log), Vec::<String>::new(), "operational log");
     assert!(
@@ -399,10 +391,11 @@ async fn default_caps_keep_one_identity_from_exhausting_nsqd() {
         .status()
         .unwrap();
     assert!(status.success(), "prlimit on nsqd");
-    let port = common::free_port();
     // No [connections] and no [rate_limits]: the shipped defaults.
-    let config = common::gate_config(port, nsqd.tcp, "", "[auth]\npolicy_dir = \"policy\"\n");
-    let gate = common::Gate::start_config(&pki, &config, port);
+    let gate = common::GateConfig::new(nsqd.tcp)
+        .policy("policy")
+        .start(&pki);
+    let addr = gate.addr;
     let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
 
     let mut held = Vec::new();
@@ -410,7 +403,7 @@ async fn default_caps_keep_one_identity_from_exhausting_nsqd() {
     let refusal = loop {
         while pending.len() < 16 && held.len() + pending.len() < 600 {
             let (connector, key) = (connector.clone(), hog.clone());
-            pending.spawn(async move { authed(gate_addr(port), &connector, &key).await });
+            pending.spawn(async move { authed(addr, &connector, &key).await });
         }
         match pending.join_next().await {
             Some(Ok(Ok(client))) => held.push(client),
@@ -456,10 +449,6 @@ async fn default_caps_keep_one_identity_from_exhausting_nsqd() {
     drop(held);
 }
 
-fn gate_addr(port: u16) -> std::net::SocketAddr {
-    ([127, 0, 0, 1], port).into()
-}
-
 /// nsqgate run through `prlimit` with a low soft descriptor limit, as a shell would start it.
 struct LimitedGate {
     child: std::process::Child,
@@ -481,24 +470,26 @@ async fn silent_connections_do_not_starve_the_accept_loop() {
     use common::nsqclient::{tls_connector, RawClient};
     let pki = common::Pki::new();
     let nsqd = common::Nsqd::start(&pki);
-    let port = common::free_port();
     // Silent connections are kept for two minutes: far longer than this test waits.
-    let timeouts = "[timeouts]\ntls_handshake_ms = 120000\nidentify_ms = 120000\n";
-    let rest = format!("{}\n{timeouts}", common::ANONYMOUS);
     let config_path = pki.path("gate.toml");
-    std::fs::write(&config_path, common::gate_config(port, nsqd.tcp, "", &rest)).unwrap();
+    common::GateConfig::anonymous(nsqd.tcp)
+        .table("[timeouts]\ntls_handshake_ms = 120000\nidentify_ms = 120000")
+        .write(&config_path);
     let log = pki.path("gate.log");
+    let ready = pki.path("gate.ready");
     let mut child = Command::new("prlimit")
         .arg("--nofile=1024:20000")
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_nsqgate"))
         .args(["run", "--config"])
         .arg(&config_path)
+        .arg("--ready-file")
+        .arg(&ready)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    common::wait_for_port(gate_addr(port), &mut child, "nsqgate");
+    let addr = common::wait_ready(&ready, &mut child).nsq[0];
     let gate = LimitedGate { child, log };
 
     // 1,100 connections that never say a word, from another loopback address.
@@ -506,15 +497,14 @@ async fn silent_connections_do_not_starve_the_accept_loop() {
     for _ in 0..1_100 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(([127, 0, 0, 2], 0).into()).unwrap();
-        silent.push(socket.connect(gate_addr(port)).await.unwrap());
+        silent.push(socket.connect(addr).await.unwrap());
     }
     // Let the accept loop take them all (or fail trying).
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let served = tokio::time::timeout(Duration::from_secs(30), async {
-        let (mut client, _) =
-            RawClient::upgraded(gate_addr(port), &connector, serde_json::json!({})).await;
+        let (mut client, _) = RawClient::upgraded(addr, &connector, serde_json::json!({})).await;
         client.publish("served", b"x").await
     })
     .await;
@@ -531,10 +521,9 @@ async fn connections_to_one_nsqd_are_capped_with_a_clear_error() {
     use common::nsqclient::{frame_text, tls_connector, RawClient};
     let pki = common::Pki::new();
     let nsqd = common::Nsqd::start(&pki);
-    let port = common::free_port();
-    let rest = format!("{}\n[connections]\nmax_per_nsqd = 3\n", common::ANONYMOUS);
-    let config = common::gate_config(port, nsqd.tcp, "", &rest);
-    let gate = common::Gate::start_config(&pki, &config, port);
+    let gate = common::GateConfig::anonymous(nsqd.tcp)
+        .table("[connections]\nmax_per_nsqd = 3")
+        .start(&pki);
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
     let mut open = Vec::new();
@@ -619,17 +608,17 @@ fn keyed_policy(pki: &common::Pki) -> (String, String) {
     (writer, admin)
 }
 
-/// A gate with the keyed policy, an HTTPS nsqd front, and `audit` as its [audit] section.
-fn audited_gate(pki: &common::Pki, nsqd: &common::Nsqd, audit: &str) -> (common::Gate, u16) {
-    let port = common::free_port();
-    let https = common::free_port();
-    let rest = format!(
-        "[auth]\npolicy_dir = \"policy\"\n\n[audit]\n{audit}\n\n\
-         [http.nsqd]\nlisten = \"127.0.0.1:{https}\"\nupstream = \"{}\"\n",
-        nsqd.https
-    );
-    let config = common::gate_config(port, nsqd.tcp, "", &rest);
-    (common::Gate::start_config(pki, &config, port), https)
+/// A gate with the keyed policy, an HTTPS nsqd front (`gate.http("nsqd")`), and `audit` as its
+/// [audit] section.
+fn audited_gate(pki: &common::Pki, nsqd: &common::Nsqd, audit: &str) -> common::Gate {
+    common::GateConfig::new(nsqd.tcp)
+        .policy("policy")
+        .table(&format!("[audit]\n{audit}"))
+        .table(&format!(
+            "[http.nsqd]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"",
+            nsqd.https
+        ))
+        .start(pki)
 }
 
 /// Polls `check` on the gate's stderr log until it holds (20 s at most).
@@ -650,7 +639,7 @@ async fn a_full_audit_disk_is_reported_counted_and_can_refuse_decisions() {
     let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
 
     // on_failure = "log" (the default): the decision stands, and the failure is not silent.
-    let (gate, https) = audited_gate(&pki, &nsqd, "file = \"full-audit.log\"");
+    let gate = audited_gate(&pki, &nsqd, "file = \"full-audit.log\"");
     let mut client = authed(gate.addr, &connector, &writer).await.unwrap();
     assert_eq!(&client.publish("kept", b"x").await.unwrap().data[..], b"OK");
     wait_log(&gate, "stderr says the audit log is failing", |log| {
@@ -661,7 +650,7 @@ async fn a_full_audit_disk_is_reported_counted_and_can_refuse_decisions() {
         "GET /metrics HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {admin}\r\n\
          Connection: close\r\n\r\n"
     );
-    let metrics = https_response(gate_addr(https), &connector, request.as_bytes()).await;
+    let metrics = https_response(gate.http("nsqd"), &connector, request.as_bytes()).await;
     let failures: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("nsqgate_audit_write_failures_total "))
@@ -675,7 +664,7 @@ async fn a_full_audit_disk_is_reported_counted_and_can_refuse_decisions() {
 
     // on_failure = "refuse": a decision that cannot be recorded does not happen.
     let audit = "file = \"full-audit.log\"\non_failure = \"refuse\"";
-    let (gate, _) = audited_gate(&pki, &nsqd, audit);
+    let gate = audited_gate(&pki, &nsqd, audit);
     let refusal = authed(gate.addr, &connector, &writer).await.err();
     assert_eq!(
         refusal.as_deref(),
@@ -691,18 +680,16 @@ async fn a_full_audit_disk_is_reported_counted_and_can_refuse_decisions() {
 #[tokio::test]
 async fn a_thousand_identical_failed_auths_make_a_handful_of_counted_lines() {
     use common::nsqclient::{frame_text, RawClient};
-    use common::wire::Command;
     let pki = common::Pki::new();
     keyed_policy(&pki);
     let nsqd = common::Nsqd::start(&pki);
-    let port = common::free_port();
     // Plain TCP keeps a thousand connections quick. The fold interval is the default (10 s).
-    let rest = "[auth]\npolicy_dir = \"policy\"\n\n[audit]\nfile = \"audit.log\"\n";
-    let config = common::gate_config(port, nsqd.tcp, "", rest).replace(
-        "tls_key = \"gate.key\"",
-        "tls_key = \"gate.key\"\nrequire_tls = false",
-    );
-    let _gate = common::Gate::start_config(&pki, &config, port);
+    let gate = common::GateConfig::new(nsqd.tcp)
+        .client("require_tls = false")
+        .policy("policy")
+        .table("[audit]\nfile = \"audit.log\"")
+        .start(&pki);
+    let addr = gate.addr;
     const ATTEMPTS: u64 = 1_000;
     let mut pending = tokio::task::JoinSet::new();
     for attempt in 0..ATTEMPTS {
@@ -710,13 +697,11 @@ async fn a_thousand_identical_failed_auths_make_a_handful_of_counted_lines() {
             pending.join_next().await.unwrap().unwrap();
         }
         pending.spawn(async move {
-            let mut client = RawClient::plain(gate_addr(port)).await;
-            client
-                .send(&Command::Auth {
-                    secret: b"nsqk_not_a_key_anyone_has".to_vec().into(),
-                })
-                .await;
-            let reply = client.read_frame().await.expect("AUTH reply");
+            let mut client = RawClient::plain(addr).await;
+            let reply = client
+                .auth("nsqk_not_a_key_anyone_has")
+                .await
+                .expect("AUTH reply");
             assert_eq!(
                 frame_text(&reply),
                 "E_AUTH_FAILED AUTH failed",
@@ -766,7 +751,7 @@ async fn the_audit_file_is_reopened_on_sighup_after_a_rename() {
     let pki = common::Pki::new();
     let (writer, _) = keyed_policy(&pki);
     let nsqd = common::Nsqd::start(&pki);
-    let (gate, _) = audited_gate(&pki, &nsqd, "file = \"audit.log\"");
+    let gate = audited_gate(&pki, &nsqd, "file = \"audit.log\"");
     let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), None);
     let (current, rotated) = (pki.path("audit.log"), pki.path("audit.log.1"));
     let auth_lines = |path: &Path| {

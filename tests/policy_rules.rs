@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
-use common::wire::{Command, FrameType};
-use common::{free_port, Gate, Nsqd, Pki};
+use common::wire::FrameType;
+use common::{Gate, GateConfig, Nsqd, Pki};
 use nsqgate::auth::apikey;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,21 +54,7 @@ roles = ["ops"]
 }
 
 async fn authed(addr: SocketAddr, connector: &TlsConnector, key: &str) -> RawClient {
-    let (mut client, reply) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
-    assert_eq!(reply["auth_required"], true);
-    client
-        .send(&Command::Auth {
-            secret: key.as_bytes().to_vec().into(),
-        })
-        .await;
-    let frame = client.read_frame().await.expect("AUTH reply");
-    assert_eq!(
-        frame.frame_type,
-        FrameType::Response,
-        "{}",
-        frame_text(&frame)
-    );
-    client
+    RawClient::authenticated(addr, connector, key).await
 }
 
 #[tokio::test]
@@ -77,9 +63,7 @@ async fn identity_star_stays_in_its_own_segment() {
     let (alice, probing, ops) = (apikey::generate(), apikey::generate(), apikey::generate());
     write_policy(&pki, &alice, &probing, &ops);
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
-    let rest = "[auth]\npolicy_dir = \"rules\"\n";
-    let gate = Gate::start_config(&pki, &common::gate_config(port, nsqd.tcp, "", rest), port);
+    let gate = GateConfig::new(nsqd.tcp).policy("rules").start(&pki);
     let connector = tls_connector(&pki.path("ca.pem"), None);
 
     let mut client = authed(gate.addr, &connector, &alice).await;
@@ -160,14 +144,14 @@ async fn operator_views_need_a_rule_on_every_topic_not_two_probes() {
     let (alice, probing, ops) = (apikey::generate(), apikey::generate(), apikey::generate());
     write_policy(&pki, &alice, &probing, &ops);
     let nsqd = Nsqd::start(&pki);
-    let port = free_port();
-    let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let rest = format!(
-        "[auth]\npolicy_dir = \"rules\"\n\n[http.nsqd]\nlisten = \"{https}\"\nupstream = \"{}\"\n",
-        nsqd.https
-    );
-    let gate = Gate::start_config(&pki, &common::gate_config(port, nsqd.tcp, "", &rest), port);
-    // The HTTP fronts are bound before the NSQ listener, which Gate::start_config waited for.
+    let gate = GateConfig::new(nsqd.tcp)
+        .policy("rules")
+        .table(&format!(
+            "[http.nsqd]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"",
+            nsqd.https
+        ))
+        .start(&pki);
+    let https = gate.http("nsqd");
 
     for path in ["/metrics", "/config/max_heartbeat_interval"] {
         assert_eq!(get_status(&pki, https, path, &ops).await, 200, "ops {path}");
@@ -214,8 +198,7 @@ fn check_config_and_explain_flag_stars_whose_meaning_changed() {
     write_policy(&pki, &alice, &probing, &ops);
     let config = pki.path("gate.toml");
     let nsqd: SocketAddr = ([127, 0, 0, 1], 4150).into();
-    let rest = "[auth]\npolicy_dir = \"rules\"\n";
-    std::fs::write(&config, common::gate_config(4150, nsqd, "", rest)).unwrap();
+    GateConfig::new(nsqd).policy("rules").write(&config);
     let config = config.to_str().unwrap();
 
     let (code, out, err) = nsqgate(&["check-config", "--config", config]);
@@ -287,13 +270,14 @@ fn quota_gate(pki: &Pki, nsqd: &Nsqd, policy: &str, rate_limits: &str) -> (Gate,
     std::fs::write(&path, &secret).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     pki.write_policy("quotas", "quotas.toml", policy);
-    let port = free_port();
-    let rest = format!(
-        "[auth]\npolicy_dir = \"quotas\"\n\n[[auth.jwt.keys]]\nalgorithm = \"HS256\"\n\
-         secret_file = \"jwt.secret\"\n\n[rate_limits]\non_limit = \"reject\"\n{rate_limits}\n"
-    );
-    let config = common::gate_config(port, nsqd.tcp, "", &rest);
-    (Gate::start_config(pki, &config, port), secret)
+    let gate = GateConfig::new(nsqd.tcp)
+        .policy("quotas")
+        .table("[[auth.jwt.keys]]\nalgorithm = \"HS256\"\nsecret_file = \"jwt.secret\"")
+        .table(&format!(
+            "[rate_limits]\non_limit = \"reject\"\n{rate_limits}"
+        ))
+        .start(pki);
+    (gate, secret)
 }
 
 fn token(secret: &[u8], sub: &str, roles: &[&str]) -> String {

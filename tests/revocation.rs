@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::wire::{Command, Frame, FrameType};
-use common::{free_port, Gate, Nsqd, Pki};
+use common::{Gate, GateConfig, Nsqd, Pki};
 use nsqgate::certs::ClientSubject;
 
 /// Long enough for a loaded machine, short against the grace (500 ms) + reload (200 ms) bound.
@@ -38,58 +38,22 @@ fn policy_with_key(key: &str, roles: &str) -> String {
     format!("{ROLES}\n[api_keys.ingest]\nsha256 = \"{hex}\"\nroles = [{roles}]\n")
 }
 
-fn start_gate(pki: &Pki, nsqd: &Nsqd, extra: &str) -> Gate {
-    let port = free_port();
-    let config = format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port}"
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-{extra}
-
-[upstream]
-nsqd_tcp_address = "{}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-
-[auth]
-require_identity = true
-policy_dir = "policy"
-policy_reload_ms = 200
-revocation_grace_ms = 500
-"#,
-        nsqd.tcp
-    );
-    Gate::start_config(pki, &config, port)
+/// Keys and identities from the `policy` folder, re-read every 200 ms; a revoked subscriber
+/// gets 500 ms of grace.
+fn gate_config(nsqd: &Nsqd) -> GateConfig {
+    GateConfig::new(nsqd.tcp)
+        .auth("require_identity = true")
+        .policy("policy")
+        .auth("policy_reload_ms = 200\nrevocation_grace_ms = 500")
 }
 
 async fn authed(gate: &Gate, ca: &Path, key: &str) -> RawClient {
     let connector = tls_connector(ca, None);
-    let (mut client, _) = RawClient::upgraded(gate.addr, &connector, json!({})).await;
-    client
-        .send(&Command::Auth {
-            secret: key.as_bytes().to_vec().into(),
-        })
-        .await;
-    let reply = client.read_frame().await.expect("AUTH reply");
-    assert_eq!(
-        reply.frame_type,
-        FrameType::Response,
-        "{}",
-        frame_text(&reply)
-    );
-    client
+    RawClient::authenticated(gate.addr, &connector, key).await
 }
 
 async fn subscribed(client: &mut RawClient, topic: &str, channel: &str) {
-    client
-        .send(&Command::Sub {
-            topic: topic.into(),
-            channel: channel.into(),
-        })
-        .await;
-    let reply = client.read_frame().await.expect("SUB reply");
+    let reply = client.sub(topic, channel).await.expect("SUB reply");
     assert_eq!(frame_text(&reply), "OK");
     client.send(&Command::Rdy { count: 10 }).await;
 }
@@ -142,7 +106,7 @@ async fn a_deleted_api_key_ends_its_publishers_and_its_subscriber() {
     let key = nsqgate::auth::apikey::generate();
     pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
     let nsqd = Nsqd::start(&pki);
-    let gate = start_gate(&pki, &nsqd, "");
+    let gate = gate_config(&nsqd).start(&pki);
     let ca = pki.path("ca.pem");
 
     let mut busy = authed(&gate, &ca, &key).await;
@@ -200,12 +164,7 @@ async fn a_deleted_api_key_ends_its_publishers_and_its_subscriber() {
     // And the key opens nothing new.
     let connector = tls_connector(&ca, None);
     let (mut again, _) = RawClient::upgraded(gate.addr, &connector, json!({})).await;
-    again
-        .send(&Command::Auth {
-            secret: key.as_bytes().to_vec().into(),
-        })
-        .await;
-    let reply = again.read_frame().await.expect("AUTH reply");
+    let reply = again.auth(&key).await.expect("AUTH reply");
     assert_eq!(frame_text(&reply), "E_AUTH_FAILED AUTH failed");
 }
 
@@ -215,7 +174,7 @@ async fn a_key_whose_roles_change_is_judged_by_its_new_roles() {
     let key = nsqgate::auth::apikey::generate();
     pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
     let nsqd = Nsqd::start(&pki);
-    let gate = start_gate(&pki, &nsqd, "");
+    let gate = gate_config(&nsqd).start(&pki);
     let ca = pki.path("ca.pem");
 
     let mut publisher = authed(&gate, &ca, &key).await;
@@ -275,11 +234,9 @@ allow = [
 "#,
     );
     let nsqd = Nsqd::start(&pki);
-    let gate = start_gate(
-        &pki,
-        &nsqd,
-        "tls_client_ca = \"ca.pem\"\nclient_cert = \"required\"\ntls_client_crls = [\"clients.crl.pem\"]",
-    );
+    let gate = gate_config(&nsqd)
+        .client("tls_client_ca = \"ca.pem\"\nclient_cert = \"required\"\ntls_client_crls = [\"clients.crl.pem\"]")
+        .start(&pki);
     let connector_for = |name: &str| {
         tls_connector(
             &pki.path("ca.pem"),
@@ -346,11 +303,9 @@ async fn a_publish_delayed_by_the_rate_limit_is_refused_if_its_key_was_deleted_m
     pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
     let nsqd = Nsqd::start(&pki);
     // 100 bytes of burst, refilled at 10 bytes/s: the second 100-byte PUB waits about 10 s.
-    let gate = start_gate(
-        &pki,
-        &nsqd,
-        "\n[rate_limits]\non_limit = \"delay\"\nmax_delay_ms = 60000\nidentity = { bytes_per_sec = 10, burst_bytes = 100 }\n",
-    );
+    let gate = gate_config(&nsqd)
+        .table("[rate_limits]\non_limit = \"delay\"\nmax_delay_ms = 60000\nidentity = { bytes_per_sec = 10, burst_bytes = 100 }")
+        .start(&pki);
     let ca = pki.path("ca.pem");
     let mut publisher = authed(&gate, &ca, &key).await;
     let body = [b'x'; 100];
@@ -401,15 +356,14 @@ async fn an_http_publish_delayed_by_the_rate_limit_is_refused_if_its_key_was_del
     let key = nsqgate::auth::apikey::generate();
     pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
     let nsqd = Nsqd::start(&pki);
-    let https: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let gate = start_gate(
-        &pki,
-        &nsqd,
-        &format!(
-            "\n[rate_limits]\non_limit = \"delay\"\nmax_delay_ms = 60000\nidentity = {{ bytes_per_sec = 10, burst_bytes = 100 }}\n\n[http.nsqd]\nlisten = \"{https}\"\nupstream = \"{}\"\n",
+    let gate = gate_config(&nsqd)
+        .table("[rate_limits]\non_limit = \"delay\"\nmax_delay_ms = 60000\nidentity = { bytes_per_sec = 10, burst_bytes = 100 }")
+        .table(&format!(
+            "[http.nsqd]\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"",
             nsqd.https
-        ),
-    );
+        ))
+        .start(&pki);
+    let https = gate.http("nsqd");
     let body = [b'x'; 100];
     let first = https_post(&pki, https, "/pub?topic=orders.http", &key, &body).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");

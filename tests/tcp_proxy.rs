@@ -8,9 +8,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 use common::wire::{Command, FrameType};
-use common::{run_tool, tool, Gate, Nsqd, Pki, MAX_MSG_SIZE};
+use common::{run_tool, tool, Gate, GateConfig, Nsqd, Pki, MAX_MSG_SIZE};
 
 /// to_nsq splits stdin on this byte; nsq_tail ends each body with '\n'. Bodies avoid both.
 const DELIMITER: u8 = 0x1e;
@@ -218,13 +218,7 @@ async fn in_band_upgrade_relays_identify_settings_and_messages_byte_for_byte() {
     }
 
     let (mut consumer, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
-    consumer
-        .send(&Command::Sub {
-            topic: "bytes".into(),
-            channel: "c".into(),
-        })
-        .await;
-    assert_eq!(&consumer.read_frame().await.expect("OK").data[..], b"OK");
+    assert_ok(consumer.sub("bytes", "c").await, "SUB");
     consumer.send(&Command::Rdy { count: 10 }).await;
     let mut bodies = Vec::new();
     for _ in 0..3 {
@@ -345,7 +339,7 @@ async fn killing_nsqd_mid_publish_loses_no_acknowledged_message() {
             while acked.load(std::sync::atomic::Ordering::SeqCst) < 300 {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            nsqd.into_parts()
+            nsqd.into_data()
         })
     };
     let mut sent = 0u64;
@@ -371,8 +365,8 @@ async fn killing_nsqd_mid_publish_loses_no_acknowledged_message() {
     }
     let acked = acked.load(std::sync::atomic::Ordering::SeqCst);
     assert!(sent < 100_000, "the producer must see the connection end");
-    let (data, tcp, http) = killer.join().expect("killer thread");
-    let restarted = Nsqd::start_in(&pki, "nsqd", &[], data, tcp, http);
+    let data = killer.join().expect("killer thread");
+    let restarted = Nsqd::start_in(&pki, "nsqd", &[], data);
     let depth = restarted
         .topic("durable")
         .and_then(|t| t["depth"].as_u64())
@@ -439,14 +433,9 @@ async fn upstream_client_certificate_for_an_nsqd_that_requires_one() {
     assert_identify_fails(without.addr).await;
 
     // With upstream.tls_cert/tls_key it works.
-    let port = common::free_port();
-    let config = common::gate_config(
-        port,
-        nsqd.tcp,
-        "tls_cert = \"gate-client.pem\"\ntls_key = \"gate-client.key\"",
-        common::ANONYMOUS,
-    );
-    let with = Gate::start_config(&pki, &config, port);
+    let with = GateConfig::anonymous(nsqd.tcp)
+        .upstream("tls_cert = \"gate-client.pem\"\ntls_key = \"gate-client.key\"")
+        .start(&pki);
     let (mut client, _) = RawClient::upgraded(with.addr, &connector, serde_json::json!({})).await;
     let ok = client.publish("mutual", b"x").await.expect("OK");
     assert_eq!(&ok.data[..], b"OK");
@@ -507,14 +496,10 @@ async fn nsqgate_authenticates_to_an_nsqd_that_requires_auth() {
     let without = Gate::start(&pki, &nsqd);
     assert_identify_fails(without.addr).await;
 
-    let port = common::free_port();
-    let config = common::gate_config(
-        port,
-        nsqd.tcp,
-        "auth_secret = \"gate-secret\"",
-        common::ANONYMOUS,
-    );
-    let with = Gate::start_config(&pki, &config, port);
+    // The config holds a secret: GateConfig writes it 0600, as nsqgate demands.
+    let with = GateConfig::anonymous(nsqd.tcp)
+        .upstream("auth_secret = \"gate-secret\"")
+        .start(&pki);
     let (mut client, reply) =
         RawClient::upgraded(with.addr, &connector, serde_json::json!({})).await;
     // The client leg needs no AUTH of its own here (require_identity is off in this config).

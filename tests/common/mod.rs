@@ -1,14 +1,25 @@
-//! Test harness: real nsqd (built by scripts/install-nsq) and the real nsqgate binary, each on
-//! free loopback ports, with a fresh dev PKI per test. Missing tools fail loudly, never skip.
+//! Test harness: real nsqd, nsqlookupd and nsqadmin (built by scripts/install-nsq) and the real
+//! nsqgate binary, with a fresh dev PKI per test. Every process binds port 0 and the harness
+//! reads what it bound (the NSQ tools' "listening on" log lines, nsqgate's `--ready-file`), so
+//! no port is ever picked here and handed to a child. Missing tools fail loudly, never skip.
+//!
+//! - `wire`: the NSQ bytes, written from the protocol description (not nsqgate's codec).
+//! - `nsqclient`: a raw NSQ client over TCP/TLS that speaks `wire`.
+//! - `gate_config`: [`GateConfig`], an nsqgate config built by section.
 #![allow(dead_code)]
 
+pub mod gate_config;
 pub mod nsqclient;
 pub mod wire;
 
+pub use gate_config::GateConfig;
+
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nsqgate::certs::{ClientSubject, DevCa, Pem};
@@ -53,67 +64,56 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port for a child to bind. Picked below the kernel's ephemeral range, so between
-/// this check and the child's bind neither another test's `bind(0)` nor the source port of an
-/// outgoing connection (tests open thousands) can take it; each test process starts at its own
-/// offset and never hands the same port out twice.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let (low, high) = (10_000, ephemeral_low.max(20_000));
-    let span = high - low;
-    let start = std::process::id().wrapping_mul(7_919) % span;
-    for _ in 0..span {
-        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let Ok(port) = u16::try_from(port) else {
-            continue;
-        };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port between {low} and {high}");
-}
+/// How long a child may take to start listening (a loaded 2-core machine is slow).
+const START_LIMIT: Duration = Duration::from_secs(30);
 
-pub fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+/// Waits until the log at `log` says `child` listens for each of `protocols`, in the NSQ
+/// tools' words (`TCP: listening on 127.0.0.1:4150`); their addresses, in that order.
+pub fn wait_listening(
+    log: &Path,
+    child: &mut Child,
+    what: &str,
+    protocols: &[&str],
+) -> Vec<SocketAddr> {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found: Vec<Option<SocketAddr>> = protocols
+            .iter()
+            .map(|protocol| listening_address(&text, protocol))
+            .collect();
+        if let Some(addresses) = found.iter().copied().collect::<Option<Vec<_>>>() {
+            return addresses;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on {addr}: {status}");
+            panic!("{what} exited before listening ({status}); its log:\n{text}");
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on {addr} within 20 s");
-}
-
-/// Waits for nsqgate's `--ready-file` and checks that it names `addr`.
-pub fn wait_for_ready_file(ready: &Path, addr: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(ready) {
-            let bound: serde_json::Value = serde_json::from_str(&text).expect("ready file JSON");
-            let nsq = bound["nsq"]
-                .as_array()
-                .expect("ready file lists NSQ listeners");
-            assert!(
-                nsq.iter().any(|a| a.as_str() == Some(&addr.to_string())),
-                "ready file {text} does not name {addr}"
-            );
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("nsqgate exited before it was ready on {addr}: {status}");
-        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not say it listens for {protocols:?} within {START_LIMIT:?}; its log:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("nsqgate was not ready on {addr} within 30 s");
+}
+
+/// The address in `<PROTOCOL>: listening on <ADDR>`, as nsqd, nsqlookupd and nsqadmin log it.
+fn listening_address(log: &str, protocol: &str) -> Option<SocketAddr> {
+    let marker = format!("{protocol}: listening on ");
+    log.lines().find_map(|line| {
+        let (_, rest) = line.split_once(&marker)?;
+        rest.trim().parse().ok()
+    })
+}
+
+/// A port that refuses connections for as long as the returned socket lives: bound, never
+/// listening. For an upstream that must be down.
+pub fn refusing_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind a loopback port");
+    let addr = socket.local_addr().expect("bound address");
+    (socket, addr)
 }
 
 /// A dev PKI written to a temp folder: one CA, server certs for 127.0.0.1/localhost.
@@ -181,24 +181,16 @@ impl Nsqd {
     /// `cert` names the certificate files in `pki` (e.g. "nsqd" or one from another CA).
     pub fn start_with(pki: &Pki, cert: &str, extra: &[&str]) -> Nsqd {
         let data = tempfile::tempdir().expect("temp dir");
-        Nsqd::start_in(pki, cert, extra, data, free_port(), free_port())
+        Nsqd::start_in(pki, cert, extra, data)
     }
 
-    pub fn start_in(
-        pki: &Pki,
-        cert: &str,
-        extra: &[&str],
-        data: tempfile::TempDir,
-        tcp_port: u16,
-        http_port: u16,
-    ) -> Nsqd {
-        let tcp: SocketAddr = ([127, 0, 0, 1], tcp_port).into();
-        let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
-        let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    /// nsqd on the data folder `data` (a restart passes the one [`Nsqd::into_data`] gave).
+    pub fn start_in(pki: &Pki, cert: &str, extra: &[&str], data: tempfile::TempDir) -> Nsqd {
+        let log = data.path().join("nsqd.log");
         let mut child = Command::new(tool("nsqd"))
-            .arg(format!("--tcp-address={tcp}"))
-            .arg(format!("--http-address={http}"))
-            .arg(format!("--https-address={https}"))
+            .arg("--tcp-address=127.0.0.1:0")
+            .arg("--http-address=127.0.0.1:0")
+            .arg("--https-address=127.0.0.1:0")
             .arg(format!("--data-path={}", data.path().display()))
             .arg(format!(
                 "--tls-cert={}",
@@ -209,21 +201,20 @@ impl Nsqd {
                 pki.path(&format!("{cert}.key")).display()
             ))
             .arg("--tls-required=tcp-https")
-            .arg("--log-level=error")
+            // Info: the level of its "listening on" lines. The log is a file, so the refusals
+            // tests provoke do not read like failures in CI output.
+            .arg("--log-level=info")
             .args(extra)
             .stdout(Stdio::null())
-            // Expected refusals (tests provoke them) would read like failures in CI output.
-            .stderr(std::fs::File::create(data.path().join("nsqd.log")).expect("nsqd log"))
+            .stderr(std::fs::File::create(&log).expect("nsqd log"))
             .spawn()
             .expect("start nsqd");
-        wait_for_port(http, &mut child, "nsqd");
-        wait_for_port(tcp, &mut child, "nsqd");
-        wait_for_port(https, &mut child, "nsqd");
+        let bound = wait_listening(&log, &mut child, "nsqd", &["TCP", "HTTP", "HTTPS"]);
         Nsqd {
             child,
-            tcp,
-            http,
-            https,
+            tcp: bound[0],
+            http: bound[1],
+            https: bound[2],
             data,
         }
     }
@@ -270,11 +261,10 @@ impl Nsqd {
         let _ = self.child.wait();
     }
 
-    /// Terminates nsqd and hands back its data folder and ports, for a restart on the same data.
-    pub fn into_parts(mut self) -> (tempfile::TempDir, u16, u16) {
+    /// Terminates nsqd and hands back its data folder, for a restart on the same data.
+    pub fn into_data(mut self) -> tempfile::TempDir {
         self.terminate();
-        let data = std::mem::replace(&mut self.data, tempfile::tempdir().expect("temp dir"));
-        (data, self.tcp.port(), self.http.port())
+        std::mem::replace(&mut self.data, tempfile::tempdir().expect("temp dir"))
     }
 }
 
@@ -284,50 +274,35 @@ impl Drop for Nsqd {
     }
 }
 
-/// An nsqgate config: a listener on `port` in front of `nsqd` (verified as 127.0.0.1 against
-/// the test CA), `upstream_extra` lines inside `[upstream]`, then `rest`.
-pub fn gate_config(port: u16, nsqd: SocketAddr, upstream_extra: &str, rest: &str) -> String {
-    format!(
-        r#"
-[client]
-listen = "127.0.0.1:{port}"
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-
-[upstream]
-nsqd_tcp_address = "{nsqd}"
-tls_server_name = "127.0.0.1"
-tls_ca = "ca.pem"
-{upstream_extra}
-
-{rest}
-"#
-    )
-}
-
-/// A running stock nsqlookupd on free ports.
+/// A running stock nsqlookupd.
 pub struct Lookupd {
     child: Child,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// Holds its log.
+    dir: tempfile::TempDir,
 }
 
 impl Lookupd {
     pub fn start() -> Lookupd {
-        let tcp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("nsqlookupd.log");
         let mut child = Command::new(tool("nsqlookupd"))
-            .arg(format!("--tcp-address={tcp}"))
-            .arg(format!("--http-address={http}"))
+            .arg("--tcp-address=127.0.0.1:0")
+            .arg("--http-address=127.0.0.1:0")
             .arg("--broadcast-address=127.0.0.1")
-            .arg("--log-level=error")
+            .arg("--log-level=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("nsqlookupd log"))
             .spawn()
             .expect("start nsqlookupd");
-        wait_for_port(http, &mut child, "nsqlookupd");
-        wait_for_port(tcp, &mut child, "nsqlookupd");
-        Lookupd { child, tcp, http }
+        let bound = wait_listening(&log, &mut child, "nsqlookupd", &["TCP", "HTTP"]);
+        Lookupd {
+            child,
+            tcp: bound[0],
+            http: bound[1],
+            dir,
+        }
     }
 
     /// How many producers nsqlookupd lists for `topic` (0 when it does not know the topic).
@@ -349,6 +324,48 @@ impl Lookupd {
 }
 
 impl Drop for Lookupd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running stock nsqadmin reading from `lookupd`.
+pub struct Nsqadmin {
+    child: Child,
+    pub http: SocketAddr,
+    /// Holds its log.
+    dir: tempfile::TempDir,
+}
+
+impl Nsqadmin {
+    pub fn start(lookupd: &Lookupd) -> Nsqadmin {
+        Nsqadmin::start_with(lookupd, &[])
+    }
+
+    /// With `extra` arguments.
+    pub fn start_with(lookupd: &Lookupd, extra: &[&str]) -> Nsqadmin {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("nsqadmin.log");
+        let mut child = Command::new(tool("nsqadmin"))
+            .arg("--http-address=127.0.0.1:0")
+            .arg(format!("--lookupd-http-address={}", lookupd.http))
+            .arg("--log-level=info")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("nsqadmin log"))
+            .spawn()
+            .expect("start nsqadmin");
+        let bound = wait_listening(&log, &mut child, "nsqadmin", &["HTTP"]);
+        Nsqadmin {
+            child,
+            http: bound[0],
+            dir,
+        }
+    }
+}
+
+impl Drop for Nsqadmin {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -408,53 +425,48 @@ pub fn run_client(
 /// A running nsqgate binary with a config written for the test.
 pub struct Gate {
     child: Child,
+    /// The `[client]` listener.
     pub addr: SocketAddr,
+    /// Every NSQ listener, in config order: `[client]`, each `[[nodes]]`, `[producer_pool]`.
+    pub nsq: Vec<SocketAddr>,
+    /// The HTTP listeners by front: `nsqd`, `nsqlookupd`, `nsqadmin`, and `nsqd-plain`,
+    /// `nsqlookupd-plain` for the plain ones.
+    pub http: BTreeMap<String, SocketAddr>,
     pub config: PathBuf,
     log: PathBuf,
 }
 
 impl Gate {
-    /// nsqgate in front of `nsqd`, verifying it as `server_name` against `ca`.
+    /// nsqgate in front of `nsqd`, verifying it as 127.0.0.1 against the test CA; no identity
+    /// needed.
     pub fn start(pki: &Pki, nsqd: &Nsqd) -> Gate {
         Gate::start_with(pki, nsqd, "127.0.0.1", "ca.pem", ANONYMOUS)
     }
 
+    /// nsqgate in front of `nsqd`, verifying it as `server_name` against `ca`, with
+    /// `require_tls`, `[limits] max_msg_size` = [`MAX_MSG_SIZE`] and then `extra`.
     pub fn start_with(pki: &Pki, nsqd: &Nsqd, server_name: &str, ca: &str, extra: &str) -> Gate {
-        let port = free_port();
-        let config = format!(
-            r#"
-[client]
-listen = "127.0.0.1:{port}"
-require_tls = true
-tls_cert = "gate.pem"
-tls_key = "gate.key"
-
-[upstream]
-nsqd_tcp_address = "{upstream}"
-tls_server_name = "{server_name}"
-tls_ca = "{ca}"
-
-[limits]
-max_msg_size = {MAX_MSG_SIZE}
-{extra}
-"#,
-            upstream = nsqd.tcp,
-        );
-        Gate::start_config(pki, &config, port)
+        GateConfig::new(nsqd.tcp)
+            .verify_upstream_as(server_name, ca)
+            .client("require_tls = true")
+            .table(&format!("[limits]\nmax_msg_size = {MAX_MSG_SIZE}\n{extra}"))
+            .start(pki)
     }
 
-    pub fn start_config(pki: &Pki, config: &str, port: u16) -> Gate {
-        Gate::start_config_env(pki, config, port, &[])
+    /// nsqgate with a config written out in full.
+    pub fn start_config(pki: &Pki, config: &str) -> Gate {
+        Gate::start_config_env(pki, config, &[])
     }
 
     /// As [`Gate::start_config`], with `env` (e.g. `NSQGATE_<SECTION>__<KEY>` overrides) set.
-    pub fn start_config_env(pki: &Pki, config: &str, port: u16, env: &[(&str, &str)]) -> Gate {
-        let path = pki.path(&format!("gate-{port}.toml"));
+    pub fn start_config_env(pki: &Pki, config: &str, env: &[(&str, &str)]) -> Gate {
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let name = format!("gate-{}", STARTED.fetch_add(1, Ordering::Relaxed));
+        let path = pki.path(&format!("{name}.toml"));
         // A config may carry a secret (upstream.auth_secret): nsqgate refuses it readable by others.
         write_secret(&path, config.as_bytes());
-        let log = pki.path(&format!("gate-{port}.log"));
-        let ready = pki.path(&format!("gate-{port}.ready"));
-        let _ = std::fs::remove_file(&ready);
+        let log = pki.path(&format!("{name}.log"));
+        let ready = pki.path(&format!("{name}.ready"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_nsqgate"))
             .args(["run", "--config"])
             .arg(&path)
@@ -466,26 +478,66 @@ max_msg_size = {MAX_MSG_SIZE}
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start nsqgate");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        // nsqgate says when every listener is bound; probing with a connection instead would
-        // take a slot of a test's low connection cap.
-        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_for_ready_file(&ready, addr, &mut child)
+        // nsqgate says when every listener is bound and where; probing with a connection
+        // instead would take a slot of a test's low connection cap.
+        let bound = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_ready(&ready, &mut child)
         })) {
-            eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-            std::panic::resume_unwind(e);
-        }
+            Ok(bound) => bound,
+            Err(e) => {
+                eprintln!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+                std::panic::resume_unwind(e);
+            }
+        };
         Gate {
             child,
-            addr,
+            addr: bound.nsq[0],
+            nsq: bound.nsq,
+            http: bound.http,
             config: path,
             log,
+        }
+    }
+
+    /// The address of one HTTP listener (`"nsqd"`, `"nsqd-plain"`, `"nsqlookupd"`...).
+    pub fn http(&self, front: &str) -> SocketAddr {
+        *self
+            .http
+            .get(front)
+            .unwrap_or_else(|| panic!("nsqgate has no {front} HTTP listener: {:?}", self.http))
+    }
+
+    /// Waits (up to 5 s) for an audit event `pred` accepts; `what` names it in the failure.
+    pub fn wait_audit(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(event) = self.audit_events().into_iter().find(|e| pred(e)) {
+                return event;
+            }
+            if Instant::now() > deadline {
+                let events: Vec<String> = self
+                    .audit_events()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                panic!("no audit event for {what}; events:\n{}", events.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Everything nsqgate logged so far (operational lines and audit JSON lines).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log's raw bytes, for checks that must see bytes that are not UTF-8.
+    pub fn log_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.log).expect("nsqgate's log")
     }
 
     /// The audit events logged so far, parsed.
@@ -529,6 +581,58 @@ impl Drop for Gate {
             eprintln!("--- nsqgate log ---\n{}", self.log());
         }
     }
+}
+
+/// What nsqgate's ready file says it bound.
+pub struct Bound {
+    pub nsq: Vec<SocketAddr>,
+    pub http: BTreeMap<String, SocketAddr>,
+}
+
+/// Waits for nsqgate's `--ready-file` (written whole once every listener is bound).
+pub fn wait_ready(ready: &Path, child: &mut Child) -> Bound {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            return parse_ready(&text);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("nsqgate exited before it was ready: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nsqgate was not ready within {START_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `{"nsq": ["ADDR", ...], "http": {"FRONT": "ADDR", ...}}`.
+fn parse_ready(text: &str) -> Bound {
+    let ready: serde_json::Value = serde_json::from_str(text).expect("ready file JSON");
+    let address = |value: &serde_json::Value| -> SocketAddr {
+        value
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("ready file {text}: {value} is not an address"))
+    };
+    let nsq: Vec<SocketAddr> = ready["nsq"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ready file {text} lists no NSQ listeners"))
+        .iter()
+        .map(address)
+        .collect();
+    assert!(!nsq.is_empty(), "ready file {text} lists no NSQ listener");
+    let http = ready["http"]
+        .as_object()
+        .map(|fronts| {
+            fronts
+                .iter()
+                .map(|(name, addr)| (name.clone(), address(addr)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Bound { nsq, http }
 }
 
 /// A minimal HTTP/1.0 GET, enough for nsqd's /stats.

@@ -207,13 +207,13 @@ impl RawClient {
     /// The next reply must be `OK`; `what` names the command in the failure.
     pub async fn assert_ok(&mut self, what: &str) {
         let reply = self.read_frame().await;
-        assert_ok(reply.as_ref(), what);
+        assert_ok(reply, what);
     }
 
     /// The next reply must be an error frame with `code`; returns its whole text.
-    pub async fn assert_error(&mut self, code: &str) -> String {
+    pub async fn assert_error(&mut self, code: &str, what: &str) -> String {
         let reply = self.read_frame().await;
-        assert_error(reply.as_ref(), code)
+        assert_error(reply, code, what)
     }
 
     /// The next frame that is not a heartbeat; None when the peer closed (or 10 s passed).
@@ -271,20 +271,26 @@ pub fn frame_text(frame: &Frame) -> String {
 }
 
 /// `reply` must be `OK`; `what` names the command in the failure.
-pub fn assert_ok(reply: Option<&Frame>, what: &str) {
-    match reply {
-        Some(frame) => assert!(frame.is_ok(), "{what}: {}", frame.text()),
-        None => panic!("{what}: connection closed instead of OK"),
-    }
+#[track_caller]
+pub fn assert_ok(reply: Option<Frame>, what: &str) {
+    let frame = reply.unwrap_or_else(|| panic!("{what}: connection closed instead of OK"));
+    assert!(
+        frame.is_ok(),
+        "{what}: expected OK, got {:?} {}",
+        frame.frame_type,
+        frame.text()
+    );
 }
 
-/// `reply` must be an error frame with `code`; returns its whole text.
-pub fn assert_error(reply: Option<&Frame>, code: &str) -> String {
-    let frame = reply.unwrap_or_else(|| panic!("connection closed instead of {code}"));
+/// `reply` must be an error frame whose code is `code` (e.g. `E_UNAUTHORIZED`); returns its
+/// whole text.
+#[track_caller]
+pub fn assert_error(reply: Option<Frame>, code: &str, what: &str) -> String {
+    let frame = reply.unwrap_or_else(|| panic!("{what}: connection closed instead of {code}"));
     assert_eq!(
         frame.error_code().as_deref(),
         Some(code),
-        "expected {code}, got {}",
+        "{what}: expected {code}, got {}",
         frame.text()
     );
     frame.text()

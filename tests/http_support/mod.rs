@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::common::{free_port, Gate, Nsqd, Pki};
+use crate::common::{Gate, Nsqd, Pki};
 use nsqgate::auth::apikey;
 
 pub const WRITER_KEY: &str = "nsqk_http_test_writer_key_000000000000000000000000";
@@ -79,8 +79,6 @@ pub fn start(extra_nsqd_args: &[&str], extra_config: &str) -> Setup {
     let pki = Pki::new();
     pki.write_policy("http-policy", "http.toml", &policy());
     let nsqd = Nsqd::start_with(&pki, "nsqd", extra_nsqd_args);
-    let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let plain: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let config = format!(
         r#"
 [auth]
@@ -88,14 +86,15 @@ require_identity = true
 policy_dir = "http-policy"
 
 [http.nsqd]
-listen = "{https}"
-plain_listen = "{plain}"
+listen = "127.0.0.1:0"
+plain_listen = "127.0.0.1:0"
 upstream = "{upstream}"
 {extra_config}
 "#,
         upstream = nsqd.https,
     );
     let gate = Gate::start_with(&pki, &nsqd, "127.0.0.1", "ca.pem", &config);
+    let (https, plain) = (gate.http("nsqd"), gate.http("nsqd-plain"));
     Setup {
         pki,
         nsqd,
