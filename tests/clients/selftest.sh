@@ -44,25 +44,23 @@ trap cleanup EXIT
 ) >"$work/openssl.log" 2>&1 || { cat "$work/openssl.log" >&2; die "openssl failed"; }
 
 # --- nsqd with TLS required ------------------------------------------------------------------
-read -r tcp http https < <("$python" -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))')
+# Port 0 everywhere; the bound TCP address comes from nsqd's own "TCP: listening on" line.
 mkdir -p "$work/data"
-"$tools_bin/nsqd" --tcp-address="127.0.0.1:$tcp" --http-address="127.0.0.1:$http" \
-    --https-address="127.0.0.1:$https" --data-path="$work/data" \
+"$tools_bin/nsqd" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 \
+    --https-address=127.0.0.1:0 --data-path="$work/data" \
     --tls-cert="$work/server.pem" --tls-key="$work/server.key" --tls-required=true \
-    --log-level=warn >"$work/nsqd.log" 2>&1 &
+    --log-level=info >"$work/nsqd.log" 2>&1 &
 nsqd_pid=$!
-for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$tcp") 2>/dev/null; then break; fi
+address=""
+for _ in $(seq 600); do
+    address="$(sed -n 's/.*TCP: listening on \([0-9.]*:[0-9]*\).*/\1/p' "$work/nsqd.log" | head -n1)"
+    [[ -n "$address" ]] && break
     kill -0 "$nsqd_pid" 2>/dev/null || { cat "$work/nsqd.log" >&2; die "nsqd exited"; }
     sleep 0.05
 done
+[[ -n "$address" ]] || { cat "$work/nsqd.log" >&2; die "nsqd did not say where it listens"; }
 
 # --- cases -------------------------------------------------------------------------------------
-address="127.0.0.1:$tcp"
 passed=0
 failed=0
 
