@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::nsqclient::{tls_connector, RawClient};
+use common::nsqclient::{assert_ok, tls_connector, RawClient};
 use common::{run_tool, tool, GateConfig, Lookupd, Nsqd, Pki};
 use nsqgate::auth::apikey;
 
@@ -175,11 +175,10 @@ async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
     let mut held = Vec::new();
     for i in 0..4 {
         let mut client = producer().await;
-        let ok = client
-            .publish("pool", format!("p{i}").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(&ok.data[..], b"OK");
+        assert_ok(
+            client.publish("pool", format!("p{i}").as_bytes()).await,
+            "PUB",
+        );
         held.push(client);
     }
     assert_eq!(first.message_count("pool"), 2);
@@ -201,11 +200,10 @@ async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
     );
     for i in 0..3 {
         let mut client = producer().await;
-        let ok = client
-            .publish("pool", format!("n{i}").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(&ok.data[..], b"OK");
+        assert_ok(
+            client.publish("pool", format!("n{i}").as_bytes()).await,
+            "PUB",
+        );
     }
     assert_eq!(first.message_count("pool"), 2 + 2 + 3);
 }

@@ -210,7 +210,7 @@ async fn a_frame_declaring_a_gibibyte_costs_nothing() {
     let connector = tls_connector(&pki.path("ca.pem"), None);
     // Warm up the process (first connection, TLS state) before the baseline.
     let (mut warm, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
-    assert_eq!(&warm.publish("warm", b"x").await.unwrap().data[..], b"OK");
+    assert_ok(warm.publish("warm", b"x").await, "PUB");
     let before = rss_kib(gate.pid());
 
     for (line, code) in [
@@ -270,7 +270,7 @@ async fn per_ip_cap_refuses_the_next_connection_until_one_closes() {
     drop(open.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (mut again, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
-    assert_eq!(&again.publish("cap", b"x").await.unwrap().data[..], b"OK");
+    assert_ok(again.publish("cap", b"x").await, "PUB");
 }
 
 #[tokio::test]
@@ -381,7 +381,7 @@ async fn five_thousand_idle_connections() {
     let gate = open_gate(&pki, &nsqd, caps);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let (mut first, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
-    assert_eq!(&first.publish("idle", b"x").await.unwrap().data[..], b"OK");
+    assert_ok(first.publish("idle", b"x").await, "PUB");
     let before = rss_kib(gate.pid());
 
     let started = Instant::now();
@@ -425,7 +425,7 @@ async fn five_thousand_idle_connections() {
     );
     // And a new client still gets through.
     let (mut late, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
-    assert_eq!(&late.publish("idle", b"y").await.unwrap().data[..], b"OK");
+    assert_ok(late.publish("idle", b"y").await, "PUB");
     drop(clients);
 }
 
@@ -440,8 +440,7 @@ async fn a_consumer_that_stops_reading_is_cut_off_by_the_write_timeout() {
     let (mut producer, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
     let body = vec![b'z'; 512 * 1024];
     for _ in 0..64 {
-        let ok = producer.publish("flood", &body).await.unwrap();
-        assert_eq!(&ok.data[..], b"OK");
+        assert_ok(producer.publish("flood", &body).await, "PUB");
     }
     let (mut consumer, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
     consumer

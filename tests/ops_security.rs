@@ -220,7 +220,7 @@ async fn https_response(
 
 #[tokio::test]
 async fn client_bytes_cannot_forge_or_colour_log_lines() {
-    use common::nsqclient::{frame_text, tls_connector, RawClient};
+    use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 
     let pki = common::Pki::new();
     common::write_secret(&pki.path("hs.secret"), HS_SECRET);
@@ -266,7 +266,7 @@ upstream = "{}"
         "{}",
         frame_text(&reply)
     );
-    assert_eq!(&client.publish("ok", b"x").await.unwrap().data[..], b"OK");
+    assert_ok(client.publish("ok", b"x").await, "PUB");
     client
         .send_raw(format!("FOO{LINE_HOSTILE}BAR\n").as_bytes())
         .await;
@@ -641,7 +641,7 @@ async fn a_full_audit_disk_is_reported_counted_and_can_refuse_decisions() {
     // on_failure = "log" (the default): the decision stands, and the failure is not silent.
     let gate = audited_gate(&pki, &nsqd, "file = \"full-audit.log\"");
     let mut client = authed(gate.addr, &connector, &writer).await.unwrap();
-    assert_eq!(&client.publish("kept", b"x").await.unwrap().data[..], b"OK");
+    common::nsqclient::assert_ok(client.publish("kept", b"x").await, "PUB");
     wait_log(&gate, "stderr says the audit log is failing", |log| {
         log.contains("audit log write failed") && log.contains("No space left on device")
     })

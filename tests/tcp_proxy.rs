@@ -292,8 +292,7 @@ async fn upstream_with_an_untrusted_or_misnamed_certificate_is_refused() {
     // certificate checks and nothing else.
     let gate = Gate::start(&pki, &honest);
     let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
-    let ok = client.publish("honest", b"x").await.expect("OK");
-    assert_eq!(&ok.data[..], b"OK");
+    assert_ok(client.publish("honest", b"x").await, "PUB");
 }
 
 #[tokio::test]
@@ -403,8 +402,7 @@ async fn heartbeats_pass_through_and_nop_keeps_the_connection() {
     }
     assert!(started.elapsed() >= Duration::from_secs(2));
     // Still alive after three heartbeat rounds.
-    let ok = client.publish("alive", b"x").await.expect("OK");
-    assert_eq!(&ok.data[..], b"OK");
+    assert_ok(client.publish("alive", b"x").await, "PUB");
 }
 
 #[tokio::test]
@@ -437,8 +435,7 @@ async fn upstream_client_certificate_for_an_nsqd_that_requires_one() {
         .upstream("tls_cert = \"gate-client.pem\"\ntls_key = \"gate-client.key\"")
         .start(&pki);
     let (mut client, _) = RawClient::upgraded(with.addr, &connector, serde_json::json!({})).await;
-    let ok = client.publish("mutual", b"x").await.expect("OK");
-    assert_eq!(&ok.data[..], b"OK");
+    assert_ok(client.publish("mutual", b"x").await, "PUB");
     assert_eq!(nsqd.message_count("mutual"), 1);
 }
 
@@ -560,8 +557,7 @@ async fn garbage_gets_errors_or_closes_and_never_takes_nsqgate_down() {
     }
     // nsqgate is still serving.
     let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
-    let ok = client.publish("after-garbage", b"x").await.expect("OK");
-    assert_eq!(&ok.data[..], b"OK");
+    assert_ok(client.publish("after-garbage", b"x").await, "PUB");
 }
 
 /// A client asking for TLS gets E_IDENTIFY_FAILED: nsqgate could not open its upstream leg.
