@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::nsqclient::{assert_error, assert_ok};
 use common::wire::Command;
-use identity_support::*;
+use identity_support::{authed, connect, fingerprint, Fixture};
 
 // === API keys ===
 

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use common::nsqclient::{assert_ok, tls_connector};
 use common::wire::Command;
 use common::{GateConfig, Nsqd, Pki};
-use identity_support::*;
+use identity_support::{connect, to_nsq, try_upgrade, Fixture, MTLS_REQUIRED, SPIFFE_ID};
 use nsqgate::certs::{ClientSubject, DevCa};
 
 // === client certificates ===

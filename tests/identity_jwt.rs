@@ -20,7 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use common::nsqclient::{assert_error, assert_ok, frame_text, tls_connector, RawClient};
 use common::wire::{Command, FrameType};
 use common::{GateConfig, Nsqd, Pki};
-use identity_support::*;
+use identity_support::{
+    authed, claims, connect, explain, fingerprint, hand_built, now, pynsq_publish, start_gate,
+    to_nsq, with, Fixture, RSA_PUBLIC_PEM,
+};
 
 // === stock clients with a JWT ===
 

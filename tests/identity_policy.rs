@@ -15,7 +15,10 @@ use sha2::{Digest, Sha256};
 use common::nsqclient::{assert_error, assert_ok, frame_text};
 use common::wire::{Command, FrameType};
 use common::Gate;
-use identity_support::*;
+use identity_support::{
+    authed, channel_exists, claims, connect, explain, hex, now, with, Fixture, MTLS_REQUIRED,
+    POLICY, SPIFFE_ID,
+};
 use nsqgate::certs::ClientSubject;
 
 // === SUB per channel ===
