@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use nsqgate::net::stream::{Io, Replay};
 use nsqgate::nsq::{self, Command, FrameType};
-use nsqgate::proxy::stream::{Io, Replay};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

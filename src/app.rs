@@ -30,7 +30,7 @@ pub async fn run(
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let mut config = config;
     // Fail closed at start: without the issuer's keys no token could be checked.
-    crate::jwks::load_initial(&mut config)
+    crate::auth::jwks::load_initial(&mut config)
         .await
         .map_err(|e| StartError::Jwt(format!("initial JWKS fetch failed: {e}")))?;
     let gateway = Arc::new(Gateway::new(Arc::new(config), policy_rx)?);
@@ -43,7 +43,7 @@ pub async fn run(
         policy_tx,
     ));
     if let (Some(source), Some(verifier)) = (&gateway.config.auth.jwks_source, &gateway.jwt) {
-        tokio::spawn(crate::jwks::refresh_forever(
+        tokio::spawn(crate::auth::jwks::refresh_forever(
             source.clone(),
             verifier.clone(),
         ));

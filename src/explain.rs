@@ -5,10 +5,10 @@
 
 use std::fmt;
 
+use crate::auth::identity;
 use crate::auth::jwt::{JwtConfigError, JwtVerifier};
 use crate::auth::{AuthError, Method, Principal};
 use crate::config::Config;
-use crate::identity;
 use crate::policy::{Action, Check, Decision, Policy, Subject};
 
 pub enum Credential<'a> {

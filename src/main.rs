@@ -205,7 +205,7 @@ fn explain(args: &ExplainArgs) -> ExitCode {
             .build()
             .map_err(|e| e.to_string())
             .and_then(|rt| {
-                rt.block_on(nsqgate::jwks::load_initial(&mut config))
+                rt.block_on(nsqgate::auth::jwks::load_initial(&mut config))
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = fetched {

@@ -1,6 +1,6 @@
 //! The JWKS key set in force: its keys, when it was fetched, whether it has gone stale, and
 //! the figures `/metrics` shows (refresh failures, skipped entries, age). No I/O here: the
-//! fetching is `crate::jwks`, the verification `super::jwt`.
+//! fetching is `crate::auth::jwks`, the verification `super::jwt`.
 //!
 //! A set that cannot be refreshed for longer than `jwks_max_stale_secs` fails closed: the
 //! issuer may have removed a key since, so tokens its keys would verify are refused until a

@@ -1,8 +1,10 @@
-//! Who a client is: JWT, API key or client certificate, turned into a [`Principal`]; no I/O here.
+//! Who a client is: JWT, API key or client certificate, turned into a [`Principal`]. No I/O
+//! here but [`jwks`], which fetches an issuer's key set over verified HTTPS.
 //!
 //! The NSQ `AUTH` command carries one opaque secret. [`classify`] tells a JWT from an API key by
 //! shape alone, [`jwt::JwtVerifier`] checks tokens, [`apikey`] hashes keys for lookup, and
-//! [`mtls`] reads an identity out of an already-verified client certificate. What the principal
+//! [`mtls`] reads an identity out of an already-verified client certificate; [`identity`] is
+//! the one way every listener turns a secret or a certificate into a principal. What the principal
 //! may do is decided elsewhere (`policy`). Errors are [`AuthError`]s whose `Display` is a short
 //! reason for the audit log: it never contains the secret, and header values taken from a token
 //! (`alg`, `kid`) are sanitized first. Use [`fingerprint`] to correlate a secret in logs.
@@ -13,6 +15,8 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 pub mod apikey;
+pub mod identity;
+pub mod jwks;
 mod jwks_set;
 pub mod jwt;
 mod keys;

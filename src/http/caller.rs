@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use ::http::{HeaderMap, StatusCode};
 
 use crate::audit::{self, Counters, Event};
+use crate::auth::identity;
 use crate::auth::{self, Method, Principal};
 use crate::http::access::Access;
 use crate::http::reply::{self, Refusal};
 use crate::http::request::{self, Credential};
-use crate::identity;
 use crate::limit::conn::ConnPermit;
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::proxy::Gateway;

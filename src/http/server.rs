@@ -2,7 +2,7 @@
 //! the NSQ listener, client certificates included), a screen of the raw request head, then
 //! hyper serving one request per connection. The plain-HTTP listener goes through the same
 //! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`. PROXY headers from
-//! `[connections] proxy_protocol_from` sources are read first (`proxy::proxied`), so caps and
+//! `[connections] proxy_protocol_from` sources are read first (`net::proxied`), so caps and
 //! the audit log see the real client. Every write toward a
 //! client has the `timeouts.write_ms` deadline of the NSQ path (`deadline`).
 //!
@@ -35,8 +35,8 @@ use crate::http::reply::{self, Body};
 use crate::http::request::{self, HeadError};
 use crate::http::Front;
 use crate::limit::conn::ConnPermit;
-use crate::proxy::proxied;
-use crate::proxy::stream::Replay;
+use crate::net::proxied;
+use crate::net::stream::Replay;
 use crate::proxy::Gateway;
 
 /// The longest request head nsqgate reads before refusing it.
@@ -144,7 +144,7 @@ async fn connection(
                     Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
                 };
             // rustls has verified the chain against the client CA (and CRLs) by now.
-            let cert = crate::identity::from_certificate(
+            let cert = crate::auth::identity::from_certificate(
                 tls.get_ref().1.peer_certificates(),
                 &gateway.config.client.cert_identity_order,
             );

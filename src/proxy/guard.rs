@@ -21,9 +21,9 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::audit::{self, Counters, Event};
+use crate::auth::identity::{self, Gone};
 use crate::auth::{self, Method, Principal, Proof};
 use crate::error::{FatalReply, Kind};
-use crate::identity::{self, Gone};
 use crate::limit::conn::ConnPermit;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::policy::{Action, Decision, Policy};

@@ -4,10 +4,8 @@ pub mod budget;
 pub mod guard;
 pub mod identify;
 pub mod learn;
-pub mod proxied;
 pub mod relay;
 pub mod session;
-pub mod stream;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -26,13 +26,13 @@ use tracing::{debug, warn, Instrument};
 use crate::auth::Principal;
 use crate::error::{self, Classify, FatalReply, Kind};
 use crate::limit::conn::ConnPermit;
+use crate::net::proxied;
+use crate::net::stream::{Io, Replay};
 use crate::nsq::{self, DecodedCommand, ErrorCode};
 use crate::proxy::budget::Charge;
 use crate::proxy::guard::Guard;
 use crate::proxy::identify::{self, ClientIdentify};
-use crate::proxy::proxied;
 use crate::proxy::relay::{self, RelayEnd, RelaySettings};
-use crate::proxy::stream::{Io, Replay};
 use crate::proxy::upstream::{Routed, UpstreamError};
 use crate::proxy::Gateway;
 
@@ -348,7 +348,7 @@ where
         .map_err(|_| SessionError::Timeout("the TLS handshake"))?
         .map_err(SessionError::Tls)?;
     // rustls has already verified the chain against the client CA (and CRLs) by now.
-    let principal = crate::identity::from_certificate(
+    let principal = crate::auth::identity::from_certificate(
         tls.get_ref().1.peer_certificates(),
         &gateway.config.client.cert_identity_order,
     );

@@ -15,9 +15,9 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamConfig;
 use crate::limit::conn::{ConnLimits, NsqdPermit, Refusal};
+use crate::net::stream::{Io, Replay};
 use crate::nsq::{self, Command, Frame, FrameType};
 use crate::proxy::identify::UpstreamIdentify;
-use crate::proxy::stream::{Io, Replay};
 
 /// Frames from nsqd during the handshake are small JSON; anything larger is not nsqd.
 const HANDSHAKE_FRAME_LIMIT: u32 = 64 * 1024;

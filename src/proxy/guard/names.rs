@@ -3,8 +3,8 @@
 
 use super::{action_name, failed, Guard, Verdict};
 use crate::audit::{self, Counters, Event};
+use crate::auth::identity;
 use crate::error::Kind;
-use crate::identity;
 use crate::limit::names::NameRefused;
 use crate::policy::{Action, Policy};
 

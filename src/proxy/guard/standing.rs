@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{Guard, Revocation};
 use crate::audit::{self, Counters, Event};
+use crate::auth::identity::{self, Gone};
 use crate::error::Kind;
-use crate::identity::{self, Gone};
 use crate::policy::{Action, Policy};
 
 impl Guard {

@@ -14,9 +14,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::{Classify, Ending, FatalReply, Kind};
+use crate::net::stream::Io;
 use crate::nsq::{ErrorCode, Limits, ProtocolError};
 use crate::proxy::guard::Guard;
-use crate::proxy::stream::Io;
 use crate::proxy::upstream::Upstream;
 
 mod inbound;

@@ -3,8 +3,8 @@
 
 use crate::error::{Blame, Classify, Ending, FatalReply, Kind};
 use crate::limit::conn::Refusal;
+use crate::net::proxied::ProxyHeaderError;
 use crate::nsq::{ErrorCode, IdentifyRefusal};
-use crate::proxy::proxied::ProxyHeaderError;
 use crate::proxy::relay::{self, RelayError};
 use crate::proxy::upstream::UpstreamError;
 

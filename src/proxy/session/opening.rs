@@ -6,10 +6,10 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{FatalReply, Kind};
+use crate::net::stream::Replay;
 use crate::nsq::{self, Command, ErrorCode};
 use crate::proxy::budget::Charge;
 use crate::proxy::identify::{self, ClientIdentify, ClientLeg};
-use crate::proxy::stream::Replay;
 use crate::proxy::Gateway;
 
 use super::timing::{self, ClientTls, IdentityRules, NsqdOpens};

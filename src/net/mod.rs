@@ -1,0 +1,7 @@
+//! Byte-stream plumbing both listener kinds (NSQ TCP and HTTP) share; no protocol here.
+//!
+//! - [`stream`]: the boxed stream type of a leg, and a stream that replays bytes already read.
+//! - [`proxied`]: the PROXY protocol header a trusted load balancer puts before a connection.
+
+pub mod proxied;
+pub mod stream;
