@@ -1,6 +1,7 @@
 //! Wires a loaded configuration to its listeners and runs them until shutdown; keeps the
 //! policy and the client CRLs current by re-reading them when a file changes (or on SIGHUP).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -8,11 +9,36 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use crate::auth::jwks::JwksError;
+use crate::auth::jwt::JwtConfigError;
 use crate::config::Config;
+use crate::net::accept::{self, BindError};
 use crate::policy::{Policy, PolicyError};
-use crate::proxy::upstream::{Pool, Route};
-use crate::proxy::{Gateway, Listener, StartError};
-use crate::tls::ClientCerts;
+use crate::proxy::upstream::{Connector, Destination, Pool};
+use crate::proxy::Listener;
+use crate::shared::Shared;
+use crate::tls::{ClientCerts, TlsError};
+
+/// Why nsqgate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("JWT keys rejected: {0}")]
+    JwtKeys(#[from] JwtConfigError),
+    /// Without the issuer's keys no token could be checked: nsqgate fails closed at start.
+    #[error("JWT keys rejected: initial JWKS fetch failed: {0}")]
+    Jwks(#[from] JwksError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot write the ready file {}: {source}", path.display())]
+    ReadyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// Binds every listener of `config` and serves until `shutdown` turns true. Once all are
 /// bound, their addresses are written to `ready_file` (when given).
@@ -21,72 +47,19 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     ready_file: Option<&Path>,
 ) -> Result<(), StartError> {
-    let policy = load_policy(&config.auth.policy_dir, 1).map_err(StartError::Policy)?;
-    info!(
-        files = policy.files().len(),
-        dir = %config.auth.policy_dir.display(),
-        "policy loaded"
-    );
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
-    let mut config = config;
-    // Fail closed at start: without the issuer's keys no token could be checked.
-    crate::auth::jwks::load_initial(&mut config)
-        .await
-        .map_err(|e| StartError::Jwt(format!("initial JWKS fetch failed: {e}")))?;
-    let gateway = Arc::new(Gateway::new(Arc::new(config), policy_rx)?);
-    tokio::spawn(watch_policy(
-        Watched {
-            dir: gateway.config.auth.policy_dir.clone(),
-            certs: gateway.client_certs.clone(),
-        },
-        gateway.config.auth.policy_reload,
-        policy_tx,
-    ));
-    if let (Some(source), Some(verifier)) = (&gateway.config.auth.jwks_source, &gateway.jwt) {
-        tokio::spawn(crate::auth::jwks::refresh_forever(
-            source.clone(),
-            verifier.clone(),
-        ));
-    }
-    tokio::spawn(gateway.rates.clone().evict_forever());
-    let conns = gateway.conns.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-            conns.evict_idle();
-        }
-    });
-    // The HTTP fronts share the gateway's policy, JWT verifier and TLS set-up.
-    let http = crate::http::spawn(gateway.clone(), shutdown.clone()).await?;
-    // One listener per route: [upstream], each [[nodes]] entry, and the producer pool.
-    let mut routes = vec![(gateway.config.client.listen, gateway.clone())];
-    let mut members = vec![gateway.connector(&gateway.config.upstream)?];
-    for node in &gateway.config.nodes {
-        let connector = gateway.connector(&node.upstream)?;
-        members.push(connector.clone());
-        routes.push((
-            node.listen,
-            Arc::new(gateway.with_route(Route::Node(connector))),
-        ));
-    }
-    if let Some(pool) = &gateway.config.producer_pool {
-        let members = Pool::new(members);
-        tokio::spawn(members.clone().check_health_forever(pool.health_check));
-        routes.push((
-            pool.listen,
-            Arc::new(gateway.with_route(Route::Pool(members))),
-        ));
-    }
+    let shared = Arc::new(start_shared(config).await?);
+    spawn_background(&shared);
+    // The HTTP fronts share the core's policy, JWT verifier, limits and TLS set-up.
+    let http = crate::http::spawn(shared.clone(), shutdown.clone()).await?;
     let mut listeners = tokio::task::JoinSet::new();
     let mut bound = Vec::new();
-    for (address, gateway) in routes {
-        let listener = Listener::bind(gateway, address).await?;
+    for (address, listener) in nsq_listeners(&shared) {
+        let tcp = accept::bind(address).await?;
         bound.push(
-            listener
-                .local_addr()
-                .map_err(|source| StartError::Bind { address, source })?,
+            tcp.local_addr()
+                .map_err(|source| BindError { address, source })?,
         );
-        listeners.spawn(listener.run(shutdown.clone()));
+        listeners.spawn(crate::proxy::serve(listener, tcp, shutdown.clone()));
     }
     // The HTTP fronts were bound above (http::spawn) before any NSQ listener.
     if let Some(path) = ready_file {
@@ -99,13 +72,87 @@ pub async fn run(
     Ok(())
 }
 
+/// The policy and the issuer's keys, loaded (failing closed), and the core built over them;
+/// reloads of the policy are watched from here on.
+async fn start_shared(mut config: Config) -> Result<Shared, StartError> {
+    let policy = load_policy(&config.auth.policy_dir, 1)?;
+    info!(
+        files = policy.files().len(),
+        dir = %config.auth.policy_dir.display(),
+        "policy loaded"
+    );
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+    // Fail closed at start: without the issuer's keys no token could be checked.
+    crate::auth::jwks::load_initial(&mut config).await?;
+    let shared = Shared::new(Arc::new(config), policy_rx)?;
+    tokio::spawn(watch_policy(
+        Watched {
+            dir: shared.config.auth.policy_dir.clone(),
+            certs: shared.client_certs.clone(),
+        },
+        shared.config.auth.policy_reload,
+        policy_tx,
+    ));
+    Ok(shared)
+}
+
+/// The core's housekeeping: JWKS refresh, idle rate buckets and connection counts evicted.
+fn spawn_background(shared: &Shared) {
+    if let (Some(source), Some(verifier)) = (&shared.config.auth.jwks_source, &shared.jwt) {
+        tokio::spawn(crate::auth::jwks::refresh_forever(
+            source.clone(),
+            verifier.clone(),
+        ));
+    }
+    tokio::spawn(shared.rates.clone().evict_forever());
+    let conns = shared.conns.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            conns.evict_idle();
+        }
+    });
+}
+
+/// One NSQ listener per destination: `[upstream]`, each `[[nodes]]` entry, and the producer
+/// pool (over all of them).
+fn nsq_listeners(shared: &Arc<Shared>) -> Vec<(SocketAddr, Arc<Listener>)> {
+    let config = &shared.config;
+    let first = Connector::for_nsqd(shared, &config.upstream);
+    let nsqd_http = crate::proxy::nsqd_http(shared);
+    let mut members = vec![first.clone()];
+    let mut listeners = vec![(
+        config.client.listen,
+        Arc::new(Listener::new(
+            shared.clone(),
+            Destination::Node(first),
+            nsqd_http,
+        )),
+    )];
+    for node in &config.nodes {
+        let connector = Connector::for_nsqd(shared, &node.upstream);
+        members.push(connector.clone());
+        // nsqgate knows no HTTP address for a node's nsqd: its ranges are nsqd_options or
+        // nsqd's defaults.
+        let listener = Listener::new(shared.clone(), Destination::Node(connector), None);
+        listeners.push((node.listen, Arc::new(listener)));
+    }
+    if let Some(pool) = &config.producer_pool {
+        let members = Pool::new(members);
+        tokio::spawn(members.clone().check_health_forever(pool.health_check));
+        let listener = Listener::new(shared.clone(), Destination::Pool(members), None);
+        listeners.push((pool.listen, Arc::new(listener)));
+    }
+    listeners
+}
+
 /// Writes the bound addresses as JSON (`{"nsq": [ADDR, ...], "http": {FRONT: ADDR, ...}}`),
 /// whole or not at all (a temporary file renamed into place), so a reader that sees the file
 /// sees every address.
 fn write_ready_file(
     path: &Path,
-    nsq: &[std::net::SocketAddr],
-    http: &[(String, std::net::SocketAddr)],
+    nsq: &[SocketAddr],
+    http: &[(String, SocketAddr)],
 ) -> std::io::Result<()> {
     let nsq: Vec<String> = nsq.iter().map(ToString::to_string).collect();
     let http: serde_json::Map<String, serde_json::Value> = http

@@ -30,7 +30,7 @@ static FOLDED: Mutex<Option<HashMap<Line, Window>>> = Mutex::new(None);
 static LAST_FAILURE_REPORT: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Counts of the security decisions the audit log records, for `/metrics`. Shared by every
-/// listener of one process through the gateway (not a global, so tests stay independent).
+/// listener of one process through `shared::Shared` (not a global, so tests stay independent).
 #[derive(Debug, Default)]
 pub struct Counters {
     pub auth_success: AtomicU64,

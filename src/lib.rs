@@ -1,22 +1,28 @@
 //! nsqgate: an authenticating TLS proxy in front of stock NSQ.
 //!
-//! Layout:
-//! - [`nsq`]: the NSQ TCP protocol V2, sans-io (bytes in, values out).
-//! - [`auth`]: who a client is: JWT, API key or client certificate.
-//! - [`identity`]: a presented secret (JWT or API key) turned into a principal.
-//! - [`jwks`]: fetching and refreshing an issuer's JWKS over verified HTTPS.
-//! - [`limit`]: publish rate limits and connection limits (flood and exhaustion defences).
-//! - [`policy`]: pure allow/deny decisions over roles, topics and channels.
-//! - [`config`]: the TOML/env configuration, parsed into validated values.
-//! - [`explain`]: `policy explain`, the proxy's decision for one caller and action.
-//! - [`tls`]: rustls server and client configurations built from [`config`].
-//! - [`certs`]: development certificate authority and leaf certificates (rcgen).
-//! - [`proxy`]: the listeners and the per-connection NSQ sessions (all network I/O).
-//! - [`http`]: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin.
-//! - [`audit`]: the audit trail of authentication and authorization decisions.
-//! - [`error`]: how a session ended: a closed set of kinds, who is to blame, counted per kind.
-//! - [`logging`]: the log set-up: escaped fields, audit JSON lines, the audit file sink.
-//! - [`app`]: wires configuration to listeners and runs until shutdown.
+//! Layout: each module with what it is and what it refuses to do. Dependencies point one way:
+//! the wire format, decisions and configuration import nothing async; `proxy` (NSQ TCP) and
+//! `http` are siblings over [`shared`] and [`net`], and `http` imports nothing from `proxy`.
+//! - [`nsq`]: the NSQ TCP protocol V2 (commands, frames, nsqd's error texts); no I/O.
+//! - [`auth`]: who a client is (JWT, API key, client certificate) as a principal; no I/O but
+//!   fetching an issuer's JWKS ([`auth::jwks`]); never decides what the principal may do.
+//! - [`policy`]: allow/deny over roles, topics and channels; pure, reads only its files.
+//! - [`limit`]: rate buckets, name quotas and connection caps; counts and refuses, no I/O.
+//! - [`config`]: the TOML/env configuration parsed into validated values; no sockets.
+//! - [`tls`]: rustls set-ups for both legs from [`config`]; reads PEM files, no sockets.
+//! - [`certs`]: development CA and leaf certificates (rcgen); never for production.
+//! - [`audit`]: the audit trail of security decisions and its counters; never a secret.
+//! - [`error`]: how a session ended: a closed set of kinds, who is to blame, counted per
+//!   kind; no I/O.
+//! - [`logging`]: the log set-up, every field escaped; no raw client bytes reach a log.
+//! - [`explain`]: `policy explain`, the proxy's decision for one caller; no network.
+//! - [`shared`]: the process-wide core every listener shares; holds state, does no I/O.
+//! - [`net`]: byte-stream plumbing of every listener (accept loop, PROXY header, replay);
+//!   no protocol.
+//! - [`proxy`]: the NSQ TCP listeners and their sessions; all NSQ TCP network I/O.
+//! - [`http`]: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin; nothing from
+//!   `proxy`.
+//! - [`app`]: wires configuration to listeners and runs until shutdown; no protocol.
 
 pub mod app;
 pub mod audit;
@@ -32,4 +38,5 @@ pub mod net;
 pub mod nsq;
 pub mod policy;
 pub mod proxy;
+pub mod shared;
 pub mod tls;

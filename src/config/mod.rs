@@ -178,7 +178,8 @@ pub struct PoolConfig {
 
 #[derive(Clone, Debug)]
 pub struct UpstreamTls {
-    pub server_name: String,
+    /// The name nsqd's certificate must carry, parsed once here.
+    pub server_name: rustls_pki_types::ServerName<'static>,
     pub ca: PathBuf,
     pub client_cert: Option<(PathBuf, PathBuf)>,
 }
@@ -231,18 +232,7 @@ impl Config {
         let files = perms::named_files(&raw, at);
         let client = sections::client(raw.client, at)?;
         let upstream = sections::upstream(raw.upstream, at)?;
-
-        let limits = Limits {
-            max_msg_size: nonzero(at, "limits.max_msg_size", raw.limits.max_msg_size)?,
-            max_body_size: nonzero(at, "limits.max_body_size", raw.limits.max_body_size)?,
-            max_line_len: usize::try_from(nonzero(
-                at,
-                "limits.max_line_len",
-                u32::try_from(raw.limits.max_line_len).unwrap_or(u32::MAX),
-            )?)
-            .unwrap_or(usize::MAX),
-            max_auth_size: nonzero(at, "limits.max_auth_size", raw.limits.max_auth_size)?,
-        };
+        let limits = limits(&raw.limits, at)?;
         let max_unauthenticated_memory = usize::try_from(raw.limits.max_unauthenticated_memory)
             .ok()
             .filter(|bytes| *bytes >= limits.max_auth_size as usize)
@@ -258,31 +248,8 @@ impl Config {
                 "must be at least limits.max_msg_size (an MPUB of one message must fit)".into(),
             ));
         }
-        let t = raw.timeouts;
-        let timeouts = Timeouts {
-            tls_handshake: millis(at, "timeouts.tls_handshake_ms", t.tls_handshake_ms)?,
-            identify: millis(at, "timeouts.identify_ms", t.identify_ms)?,
-            auth: millis(at, "timeouts.auth_ms", t.auth_ms)?,
-            partial_frame: millis(at, "timeouts.partial_frame_ms", t.partial_frame_ms)?,
-            write: millis(at, "timeouts.write_ms", t.write_ms)?,
-            shutdown: millis(at, "timeouts.shutdown_ms", t.shutdown_ms)?,
-            upstream_connect: millis(at, "timeouts.upstream_connect_ms", t.upstream_connect_ms)?,
-            idle: millis(at, "timeouts.idle_ms", t.idle_ms)?,
-        };
-        let auth = AuthConfig {
-            require_identity: raw.auth.require_identity,
-            policy_dir: at.resolve(&raw.auth.policy_dir),
-            policy_reload: millis(at, "auth.policy_reload_ms", raw.auth.policy_reload_ms)?,
-            revocation_grace: millis(at, "auth.revocation_grace_ms", raw.auth.revocation_grace_ms)?,
-            jwks_source: match &raw.auth.jwt {
-                Some(jwt) => jwt::jwks_source(jwt, at)?,
-                None => None,
-            },
-            jwt: match raw.auth.jwt {
-                Some(jwt) => Some(jwt::jwt_settings(jwt, at)?),
-                None => None,
-            },
-        };
+        let timeouts = timeouts(&raw.timeouts, at)?;
+        let auth = auth(raw.auth, at)?;
         let max_mpub_messages =
             nonzero(at, "limits.max_mpub_messages", raw.limits.max_mpub_messages)?;
         let mut warnings = Vec::new();
@@ -315,18 +282,66 @@ impl Config {
             timeouts,
             auth,
             audit_on_failure: raw.audit.on_failure,
-            audit_fold: match raw.audit.fold_secs {
-                0 => None,
-                secs @ 1..=3600 => Some(Duration::from_secs(secs)),
-                _ => {
-                    return Err(at.invalid(
-                        "audit.fold_secs",
-                        "at most 3600 (an hour); 0 writes every refusal".into(),
-                    ))
-                }
-            },
+            audit_fold: audit_fold(raw.audit.fold_secs, at)?,
             audit_file: raw.audit.file.map(|f| at.resolve(&f)),
         })
+    }
+}
+
+fn limits(raw: &RawLimits, at: &Locator<'_>) -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        max_msg_size: nonzero(at, "limits.max_msg_size", raw.max_msg_size)?,
+        max_body_size: nonzero(at, "limits.max_body_size", raw.max_body_size)?,
+        max_line_len: usize::try_from(nonzero(
+            at,
+            "limits.max_line_len",
+            u32::try_from(raw.max_line_len).unwrap_or(u32::MAX),
+        )?)
+        .unwrap_or(usize::MAX),
+        max_auth_size: nonzero(at, "limits.max_auth_size", raw.max_auth_size)?,
+    };
+    Ok(limits)
+}
+
+fn timeouts(t: &RawTimeouts, at: &Locator<'_>) -> Result<Timeouts, ConfigError> {
+    Ok(Timeouts {
+        tls_handshake: millis(at, "timeouts.tls_handshake_ms", t.tls_handshake_ms)?,
+        identify: millis(at, "timeouts.identify_ms", t.identify_ms)?,
+        auth: millis(at, "timeouts.auth_ms", t.auth_ms)?,
+        partial_frame: millis(at, "timeouts.partial_frame_ms", t.partial_frame_ms)?,
+        write: millis(at, "timeouts.write_ms", t.write_ms)?,
+        shutdown: millis(at, "timeouts.shutdown_ms", t.shutdown_ms)?,
+        upstream_connect: millis(at, "timeouts.upstream_connect_ms", t.upstream_connect_ms)?,
+        idle: millis(at, "timeouts.idle_ms", t.idle_ms)?,
+    })
+}
+
+fn auth(raw: RawAuth, at: &Locator<'_>) -> Result<AuthConfig, ConfigError> {
+    Ok(AuthConfig {
+        require_identity: raw.require_identity,
+        policy_dir: at.resolve(&raw.policy_dir),
+        policy_reload: millis(at, "auth.policy_reload_ms", raw.policy_reload_ms)?,
+        revocation_grace: millis(at, "auth.revocation_grace_ms", raw.revocation_grace_ms)?,
+        jwks_source: match &raw.jwt {
+            Some(jwt) => jwt::jwks_source(jwt, at)?,
+            None => None,
+        },
+        jwt: match raw.jwt {
+            Some(jwt) => Some(jwt::jwt_settings(jwt, at)?),
+            None => None,
+        },
+    })
+}
+
+/// `[audit] fold_secs`: 0 writes every refusal; at most an hour.
+fn audit_fold(secs: u64, at: &Locator<'_>) -> Result<Option<Duration>, ConfigError> {
+    match secs {
+        0 => Ok(None),
+        1..=3600 => Ok(Some(Duration::from_secs(secs))),
+        _ => Err(at.invalid(
+            "audit.fold_secs",
+            "at most 3600 (an hour); 0 writes every refusal".into(),
+        )),
     }
 }
 

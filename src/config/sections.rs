@@ -99,7 +99,7 @@ pub(super) fn upstream(up: RawUpstream, at: &Locator<'_>) -> Result<UpstreamConf
                 "required while upstream.tls is on: the name nsqd's certificate must carry".into(),
             )
         })?;
-        rustls_pki_types::ServerName::try_from(server_name.clone())
+        let server_name = rustls_pki_types::ServerName::try_from(server_name)
             .map_err(|e| at.invalid("upstream.tls_server_name", e.to_string()))?;
         let client_cert = match (&up.tls_cert, &up.tls_key) {
             (Some(cert), Some(key)) => Some((
@@ -310,9 +310,8 @@ pub(super) fn nodes(
         let mut upstream = upstream.clone();
         upstream.nsqd_tcp_address = node.nsqd_tcp_address;
         if let (Some(tls), Some(name)) = (upstream.tls.as_mut(), node.tls_server_name) {
-            rustls_pki_types::ServerName::try_from(name.clone())
+            tls.server_name = rustls_pki_types::ServerName::try_from(name)
                 .map_err(|e| at.invalid(&key("tls_server_name"), e.to_string()))?;
-            tls.server_name = name;
         }
         nodes.push(NodeConfig { listen, upstream });
     }

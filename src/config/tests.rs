@@ -40,7 +40,7 @@ fn good_config_resolves_paths_and_defaults() {
     assert_eq!(config.client.tls_min_version, TlsVersion::V1_2);
     assert_eq!(config.client.tls_cert, fx.dir.path().join("gate.pem"));
     let tls = config.upstream.tls.unwrap();
-    assert_eq!(tls.server_name, "localhost");
+    assert_eq!(tls.server_name.to_str(), "localhost");
     assert_eq!(config.limits.max_msg_size, 1024 * 1024);
 }
 

@@ -4,7 +4,7 @@
 //! `INVALID_TOPIC` on `/pub`, nsqd's and nsqlookupd's channel endpoints `INVALID_ARG_TOPIC`).
 //! No I/O here.
 
-use crate::http::reply::{self, Refusal};
+use crate::http::reply::{self, EarlyResponse};
 use crate::http::request::Query;
 use crate::nsq::{is_valid_channel_name, is_valid_topic_name};
 
@@ -28,19 +28,19 @@ pub const ARG_CODES: Codes = Codes {
 };
 
 /// The required `topic` parameter (missing: 400 `MISSING_ARG_TOPIC`).
-pub fn topic(query: &Query, codes: Codes) -> Result<&str, Refusal> {
+pub fn topic(query: &Query, codes: Codes) -> Result<&str, EarlyResponse> {
     let topic = query
         .get("topic")
-        .ok_or_else(|| Refusal::from(reply::bad_request("MISSING_ARG_TOPIC")))?;
+        .ok_or_else(|| EarlyResponse::from(reply::bad_request("MISSING_ARG_TOPIC")))?;
     check_topic(topic, codes)
 }
 
 /// The required `topic` and `channel` parameters, in nsqd's order of checks.
-pub fn topic_channel(query: &Query, codes: Codes) -> Result<(&str, &str), Refusal> {
+pub fn topic_channel(query: &Query, codes: Codes) -> Result<(&str, &str), EarlyResponse> {
     let topic = topic(query, codes)?;
     let channel = query
         .get("channel")
-        .ok_or_else(|| Refusal::from(reply::bad_request("MISSING_ARG_CHANNEL")))?;
+        .ok_or_else(|| EarlyResponse::from(reply::bad_request("MISSING_ARG_CHANNEL")))?;
     Ok((topic, check_channel(channel, codes)?))
 }
 
@@ -50,7 +50,7 @@ pub fn optional<'q>(
     query: &'q Query,
     name: &str,
     codes: Codes,
-) -> Result<Option<&'q str>, Refusal> {
+) -> Result<Option<&'q str>, EarlyResponse> {
     match query.get(name) {
         None | Some("") => Ok(None),
         Some(value) if name == "channel" => check_channel(value, codes).map(Some),
@@ -58,7 +58,7 @@ pub fn optional<'q>(
     }
 }
 
-pub fn check_topic(topic: &str, codes: Codes) -> Result<&str, Refusal> {
+pub fn check_topic(topic: &str, codes: Codes) -> Result<&str, EarlyResponse> {
     if is_valid_topic_name(topic) {
         Ok(topic)
     } else {
@@ -66,7 +66,7 @@ pub fn check_topic(topic: &str, codes: Codes) -> Result<&str, Refusal> {
     }
 }
 
-pub fn check_channel(channel: &str, codes: Codes) -> Result<&str, Refusal> {
+pub fn check_channel(channel: &str, codes: Codes) -> Result<&str, EarlyResponse> {
     if is_valid_channel_name(channel) {
         Ok(channel)
     } else {

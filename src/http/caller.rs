@@ -11,11 +11,11 @@ use crate::audit::{self, Counters, Event};
 use crate::auth::identity;
 use crate::auth::{self, Method, Principal};
 use crate::http::access::Access;
-use crate::http::reply::{self, Refusal};
+use crate::http::reply::{self, EarlyResponse};
 use crate::http::request::{self, Credential};
 use crate::limit::conn::ConnPermit;
 use crate::policy::{Action, Decision, Policy, Subject};
-use crate::proxy::Gateway;
+use crate::shared::Shared;
 
 /// The identity of a caller without credentials when `auth.require_identity` is off (the same
 /// name the TCP path uses, so one policy entry covers both).
@@ -46,19 +46,19 @@ impl Caller {
     /// Authenticates the request: an explicit credential wins over the certificate. A bad
     /// credential is a 401 even when a certificate or anonymity would have been enough.
     pub fn authenticate(
-        gateway: &Gateway,
+        shared: &Shared,
         conn: &Conn,
         headers: &HeaderMap,
-    ) -> Result<Caller, Refusal> {
-        let policy = gateway.policy.borrow().clone();
+    ) -> Result<Caller, EarlyResponse> {
+        let policy = shared.policy.borrow().clone();
         let anonymous =
             matches!(request::credential(headers), Credential::None) && conn.cert.is_none();
         let principal = match request::credential(headers) {
             Credential::Secret(secret) => {
                 let fingerprint = auth::fingerprint(secret);
-                match identity::from_secret(secret, gateway.jwt.as_deref(), &policy) {
+                match identity::from_secret(secret, shared.jwt.as_deref(), &policy) {
                     Ok(principal) => {
-                        Counters::bump(&gateway.counters.auth_success);
+                        Counters::bump(&shared.counters.auth_success);
                         let recorded = audit::record(&Event {
                             remote: Some(conn.peer),
                             principal: Some(&principal),
@@ -74,7 +74,7 @@ impl Caller {
                         principal
                     }
                     Err(e) => {
-                        Counters::bump(&gateway.counters.auth_failure);
+                        Counters::bump(&shared.counters.auth_failure);
                         audit::record(&Event {
                             remote: Some(conn.peer),
                             action: "auth",
@@ -89,7 +89,7 @@ impl Caller {
                 }
             }
             Credential::Unusable => {
-                Counters::bump(&gateway.counters.auth_failure);
+                Counters::bump(&shared.counters.auth_failure);
                 audit::record(&Event {
                     remote: Some(conn.peer),
                     action: "auth",
@@ -99,7 +99,7 @@ impl Caller {
                 });
                 return Err(reply::unauthenticated().into());
             }
-            Credential::None => match (&conn.cert, gateway.config.auth.require_identity) {
+            Credential::None => match (&conn.cert, shared.config.auth.require_identity) {
                 (Some(principal), _) => principal.clone(),
                 (None, false) => Principal {
                     identity: ANONYMOUS.to_owned(),
@@ -119,7 +119,7 @@ impl Caller {
             principal,
             policy,
             peer: conn.peer,
-            counters: gateway.counters.clone(),
+            counters: shared.counters.clone(),
         })
     }
 
@@ -143,7 +143,7 @@ impl Caller {
         action: Action,
         topic: &str,
         channel: Option<&str>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), EarlyResponse> {
         let check = self.policy.check(&self.subject(), action, topic, channel);
         let recorded = self.record(action, topic, channel, &check.decision, false);
         if let Some(would) = &check.audit {
@@ -163,12 +163,12 @@ impl Caller {
     /// (a rate-limit delay): its token may have expired, or a reload taken its key or right.
     pub fn recheck(
         &self,
-        gateway: &Gateway,
+        shared: &Shared,
         action: Action,
         topic: &str,
         channel: Option<&str>,
-    ) -> Result<(), Refusal> {
-        let policy = gateway.policy.borrow().clone();
+    ) -> Result<(), EarlyResponse> {
+        let policy = shared.policy.borrow().clone();
         let expired = self
             .principal
             .expires_at
@@ -201,18 +201,18 @@ impl Caller {
     /// as the TCP path; 429 naming the quota when over.
     pub fn charge_names(
         &self,
-        gateway: &Gateway,
+        shared: &Shared,
         topic: &str,
         channel: Option<&str>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), EarlyResponse> {
         let quota = self.policy.name_quota_of(&self.subject());
-        let Err(refused) = gateway
+        let Err(refused) = shared
             .names
             .admit(&self.principal.identity, quota, topic, channel)
         else {
             return Ok(());
         };
-        Counters::bump(&gateway.counters.name_quota);
+        Counters::bump(&shared.counters.name_quota);
         audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(&self.principal),
@@ -233,13 +233,18 @@ impl Caller {
     }
 
     /// An operator-only request (debug, config, metrics): needs an admin rule on topic `*`.
-    pub fn authorize_global_admin(&self, what: &str) -> Result<(), Refusal> {
+    pub fn authorize_global_admin(&self, what: &str) -> Result<(), EarlyResponse> {
         let allowed = self.access().global_admin();
         self.authorize_global("admin", allowed, what)
     }
 
     /// Audits and enforces a cluster-wide decision already made (`allowed`) for `what`.
-    pub fn authorize_global(&self, action: &str, allowed: bool, what: &str) -> Result<(), Refusal> {
+    pub fn authorize_global(
+        &self,
+        action: &str,
+        allowed: bool,
+        what: &str,
+    ) -> Result<(), EarlyResponse> {
         let recorded = audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(&self.principal),
@@ -281,7 +286,7 @@ impl Caller {
 
 /// Counts the caller against `max_per_identity` (the NSQ listener binds identities the same
 /// way); over the cap the request is refused with 429.
-fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), Refusal> {
+fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), EarlyResponse> {
     let Ok(mut permit) = conn.permit.lock() else {
         return Err(reply::error(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR").into());
     };

@@ -23,17 +23,17 @@ use tracing::warn;
 use crate::config::http::{LookupdFront as LookupdConfig, NodeMapping};
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
-use crate::http::reply::{self, Body, Refusal};
+use crate::http::reply::{self, Body, EarlyResponse};
 use crate::http::request::{self, Credential, Query};
 use crate::http::rewrite;
 use crate::http::upstream::{self, HttpUpstream, UpstreamHttpError};
 use crate::http::{args, body};
 use crate::http::{forward, upstream_failed, MAX_FILTERED_RESPONSE};
 use crate::policy::Action;
-use crate::proxy::Gateway;
+use crate::shared::Shared;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Route {
+enum LookupdEndpoint {
     Open,
     Lookup,
     Topics,
@@ -46,24 +46,24 @@ enum Route {
     Metrics,
 }
 
-fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
-    let (route, allowed): (Route, &[Method]) = match path {
-        "/ping" | "/info" => (Route::Open, &[Method::GET]),
-        "/lookup" => (Route::Lookup, &[Method::GET]),
-        "/topics" => (Route::Topics, &[Method::GET]),
-        "/channels" => (Route::Channels, &[Method::GET]),
-        "/nodes" => (Route::Nodes, &[Method::GET]),
-        "/topic/create" | "/topic/delete" => (Route::TopicAdmin, &[Method::POST]),
-        "/channel/create" | "/channel/delete" => (Route::ChannelAdmin, &[Method::POST]),
-        "/topic/tombstone" => (Route::Tombstone, &[Method::POST]),
-        "/metrics" => (Route::Metrics, &[Method::GET]),
-        "/debug" | "/debug/pprof" => (Route::Operator, &[Method::GET]),
-        "/debug/pprof/symbol" => (Route::Operator, &[Method::GET, Method::POST]),
+fn route(method: &Method, path: &str) -> Result<LookupdEndpoint, EarlyResponse> {
+    let (route, allowed): (LookupdEndpoint, &[Method]) = match path {
+        "/ping" | "/info" => (LookupdEndpoint::Open, &[Method::GET]),
+        "/lookup" => (LookupdEndpoint::Lookup, &[Method::GET]),
+        "/topics" => (LookupdEndpoint::Topics, &[Method::GET]),
+        "/channels" => (LookupdEndpoint::Channels, &[Method::GET]),
+        "/nodes" => (LookupdEndpoint::Nodes, &[Method::GET]),
+        "/topic/create" | "/topic/delete" => (LookupdEndpoint::TopicAdmin, &[Method::POST]),
+        "/channel/create" | "/channel/delete" => (LookupdEndpoint::ChannelAdmin, &[Method::POST]),
+        "/topic/tombstone" => (LookupdEndpoint::Tombstone, &[Method::POST]),
+        "/metrics" => (LookupdEndpoint::Metrics, &[Method::GET]),
+        "/debug" | "/debug/pprof" => (LookupdEndpoint::Operator, &[Method::GET]),
+        "/debug/pprof/symbol" => (LookupdEndpoint::Operator, &[Method::GET, Method::POST]),
         p if p
             .strip_prefix("/debug/pprof/")
             .is_some_and(crate::http::request::is_pprof_profile) =>
         {
-            (Route::Operator, &[Method::GET])
+            (LookupdEndpoint::Operator, &[Method::GET])
         }
         _ => return Err(reply::not_found().into()),
     };
@@ -76,7 +76,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
 
 /// The nsqlookupd front of one listener.
 pub struct LookupdFront {
-    gateway: Arc<Gateway>,
+    shared: Arc<Shared>,
     upstream: HttpUpstream,
     metrics: Arc<Metrics>,
     /// The nsqd instances nsqgate fronts, and their nsqgate addresses.
@@ -89,13 +89,13 @@ pub struct LookupdFront {
 
 impl LookupdFront {
     pub fn new(
-        gateway: Arc<Gateway>,
+        shared: Arc<Shared>,
         upstream: HttpUpstream,
         metrics: Arc<Metrics>,
         config: &LookupdConfig,
     ) -> LookupdFront {
         LookupdFront {
-            gateway,
+            shared,
             upstream,
             metrics,
             nodes: config.nodes.clone(),
@@ -111,29 +111,32 @@ impl LookupdFront {
         let path = req.uri().path().to_owned();
         let query = Query::parse(req.uri().query());
         let headers = upstream::forwarded_headers(req.headers());
-        if route == Route::Open {
+        if route == LookupdEndpoint::Open {
             return self.send(Method::GET, &path, headers).await;
         }
         let anonymous =
             request::credential(req.headers()) == Credential::None && conn.cert.is_none();
-        if self.anonymous_discovery && anonymous && matches!(route, Route::Lookup | Route::Nodes) {
+        if self.anonymous_discovery
+            && anonymous
+            && matches!(route, LookupdEndpoint::Lookup | LookupdEndpoint::Nodes)
+        {
             return self.discover(route, &query, headers).await;
         }
-        let caller = match Caller::authenticate(&self.gateway, conn, req.headers()) {
+        let caller = match Caller::authenticate(&self.shared, conn, req.headers()) {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response(),
         };
         match route {
-            Route::Open => reply::not_found(),
-            Route::Lookup => self.lookup(&caller, &query, headers).await,
-            Route::Topics => match self.fetch(&path, headers).await {
+            LookupdEndpoint::Open => reply::not_found(),
+            LookupdEndpoint::Lookup => self.lookup(&caller, &query, headers).await,
+            LookupdEndpoint::Topics => match self.fetch(&path, headers).await {
                 Ok(mut reply) => {
                     rewrite::topics(&mut reply, &caller.access());
                     reply::json(StatusCode::OK, &reply)
                 }
                 Err(response) => response,
             },
-            Route::Channels => {
+            LookupdEndpoint::Channels => {
                 let topic = match args::topic(&query, args::ARG_CODES) {
                     Ok(topic) => topic,
                     Err(refusal) => return refusal.into_response(),
@@ -147,7 +150,7 @@ impl LookupdFront {
                     Err(response) => response,
                 }
             }
-            Route::Nodes => match self.fetch(&path, headers).await {
+            LookupdEndpoint::Nodes => match self.fetch(&path, headers).await {
                 Ok(mut reply) => {
                     self.rewrite(&mut reply).await;
                     rewrite::node_topics(&mut reply, &caller.access());
@@ -155,19 +158,21 @@ impl LookupdFront {
                 }
                 Err(response) => response,
             },
-            Route::TopicAdmin | Route::ChannelAdmin | Route::Tombstone => {
+            LookupdEndpoint::TopicAdmin
+            | LookupdEndpoint::ChannelAdmin
+            | LookupdEndpoint::Tombstone => {
                 self.administer(&caller, route, &path, &query, headers)
                     .await
             }
-            Route::Operator => match caller.authorize_global_admin(&path) {
+            LookupdEndpoint::Operator => match caller.authorize_global_admin(&path) {
                 Ok(()) => {
                     let target = query.with_path(&path);
                     self.send(req.method().clone(), &target, headers).await
                 }
                 Err(refusal) => refusal.into_response(),
             },
-            Route::Metrics => match caller.authorize_global_admin("/metrics") {
-                Ok(()) => reply::text(StatusCode::OK, self.metrics.render_with(&self.gateway)),
+            LookupdEndpoint::Metrics => match caller.authorize_global_admin("/metrics") {
+                Ok(()) => reply::text(StatusCode::OK, self.metrics.render_with(&self.shared)),
                 Err(refusal) => refusal.into_response(),
             },
         }
@@ -178,13 +183,13 @@ impl LookupdFront {
     async fn administer(
         &self,
         caller: &Caller,
-        route: Route,
+        route: LookupdEndpoint,
         path: &str,
         query: &Query,
         headers: HeaderMap,
     ) -> Response<Body> {
         let named = match route {
-            Route::ChannelAdmin => args::topic_channel(query, args::ARG_CODES)
+            LookupdEndpoint::ChannelAdmin => args::topic_channel(query, args::ARG_CODES)
                 .map(|(topic, channel)| (topic, Some(channel))),
             _ => args::topic(query, args::ARG_CODES).map(|topic| (topic, None)),
         };
@@ -192,18 +197,21 @@ impl LookupdFront {
             Ok(named) => named,
             Err(refusal) => return refusal.into_response(),
         };
-        if route == Route::Tombstone && !query.has("node") {
+        if route == LookupdEndpoint::Tombstone && !query.has("node") {
             return reply::bad_request("MISSING_ARG_NODE");
         }
         if let Err(refusal) = caller.authorize(Action::Admin, topic, channel) {
             return refusal.into_response();
         }
         let mut upstream_query = match route {
-            Route::ChannelAdmin => query.only(&["topic", "channel"]),
-            Route::Tombstone => query.only(&["topic", "node"]),
+            LookupdEndpoint::ChannelAdmin => query.only(&["topic", "channel"]),
+            LookupdEndpoint::Tombstone => query.only(&["topic", "node"]),
             _ => query.only(&["topic"]),
         };
-        if let Some(node) = query.get("node").filter(|_| route == Route::Tombstone) {
+        if let Some(node) = query
+            .get("node")
+            .filter(|_| route == LookupdEndpoint::Tombstone)
+        {
             upstream_query.set("node", &rewrite::tombstone_node(node, &self.nodes));
         }
         let target = upstream_query.with_path(path);
@@ -213,9 +221,14 @@ impl LookupdFront {
     /// Discovery for a caller without credentials: which nsqgate addresses serve a topic
     /// (`/lookup`, its channels left out) and which nodes there are (`/nodes`, their topic
     /// lists left out). Nothing else is answered without an identity.
-    async fn discover(&self, route: Route, query: &Query, headers: HeaderMap) -> Response<Body> {
+    async fn discover(
+        &self,
+        route: LookupdEndpoint,
+        query: &Query,
+        headers: HeaderMap,
+    ) -> Response<Body> {
         let target = match route {
-            Route::Lookup => match args::topic(query, args::ARG_CODES) {
+            LookupdEndpoint::Lookup => match args::topic(query, args::ARG_CODES) {
                 Ok(_) => query.only(&["topic"]).with_path("/lookup"),
                 Err(refusal) => return refusal.into_response(),
             },

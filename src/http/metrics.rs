@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Passed to each front (not a global), so tests and several gateways stay independent.
+/// Passed to each front (not a global), so tests and several processes in one stay independent.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Requests answered, any status.
@@ -28,9 +28,9 @@ impl Metrics {
     }
 
     /// This front's counters plus the process-wide ones: connections and security decisions.
-    pub fn render_with(&self, gateway: &crate::proxy::Gateway) -> String {
+    pub fn render_with(&self, shared: &crate::shared::Shared) -> String {
         let mut out = self.render();
-        let c = &gateway.counters;
+        let c = &shared.counters;
         let counters = [
             (
                 "nsqgate_auth_success_total",
@@ -74,7 +74,7 @@ impl Metrics {
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
         }
         c.endings.render(&mut out);
-        let conns = &gateway.conns;
+        let conns = &shared.conns;
         let _ = writeln!(
             out,
             "# HELP nsqgate_connections_open Client connections open now."
@@ -84,7 +84,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP nsqgate_connections_refused_total Connections closed at once by a connection cap.");
         let _ = writeln!(out, "# TYPE nsqgate_connections_refused_total counter");
         let _ = writeln!(out, "nsqgate_connections_refused_total {}", conns.refused());
-        if let Some(jwt) = &gateway.jwt {
+        if let Some(jwt) = &shared.jwt {
             jwt.render_jwks_metrics(&mut out);
         }
         out

@@ -43,13 +43,12 @@ use std::sync::Arc;
 use ::http::{Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::Request;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::proxy::{Gateway, StartError};
-use crate::tls::{self, TlsError};
+use crate::net::accept::{bind, BindError};
+use crate::shared::Shared;
 use caller::Conn;
 use metrics::Metrics;
 use reply::Body;
@@ -68,6 +67,15 @@ pub enum Front {
 // === impl Front ===
 
 impl Front {
+    /// The daemon this front stands in front of, for the log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Front::Nsqd(_) => "nsqd",
+            Front::Lookupd(_) => "nsqlookupd",
+            Front::Nsqadmin(_) => "nsqadmin",
+        }
+    }
+
     pub async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
         match self {
             Front::Nsqd(front) => front.handle(conn, req).await,
@@ -82,44 +90,44 @@ impl Front {
 /// addresses by front: `nsqd`, `nsqlookupd`, `nsqadmin`, and `nsqd-plain`,
 /// `nsqlookupd-plain` for the plain listeners.
 pub async fn spawn(
-    gateway: Arc<Gateway>,
+    shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
-) -> Result<Vec<(String, SocketAddr)>, StartError> {
+) -> Result<Vec<(String, SocketAddr)>, BindError> {
     let metrics = Arc::new(Metrics::default());
-    let Some(config) = gateway.config.http.clone() else {
+    let Some(config) = shared.config.http.clone() else {
         return Ok(Vec::new());
     };
-    let connect = gateway.config.timeouts.upstream_connect;
-    let mut fronts: Vec<(TcpListener, Front, &str)> = Vec::new();
+    let connect = shared.config.timeouts.upstream_connect;
+    let mut fronts: Vec<(TcpListener, Front)> = Vec::new();
     let mut plain: Vec<(TcpListener, u16)> = Vec::new();
     let http_upstream =
         |address, tls| HttpUpstream::new(address, tls, connect, config.upstream_timeout);
     if let Some(front) = &config.nsqd {
-        let tls = if front.upstream_tls {
-            upstream_tls(&gateway)?
-        } else {
-            None
-        };
+        // Config validation refuses upstream_tls without [upstream] TLS settings.
+        let tls = front
+            .upstream_tls
+            .then(|| shared.tls_to_upstream())
+            .flatten();
         let upstream = http_upstream(front.upstream.clone(), tls);
         let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
-        let nsqd = nsqd::NsqdFront::new(gateway.clone(), upstream, metrics.clone(), &config);
-        fronts.push((listener, Front::Nsqd(nsqd), "nsqd"));
+        let nsqd = nsqd::NsqdFront::new(shared.clone(), upstream, metrics.clone(), &config);
+        fronts.push((listener, Front::Nsqd(nsqd)));
     }
     if let Some(front) = &config.lookupd {
         let upstream = http_upstream(front.upstream.clone(), None);
         let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
-        let lookupd = lookupd::LookupdFront::new(gateway.clone(), upstream, metrics.clone(), front);
-        fronts.push((listener, Front::Lookupd(lookupd), "nsqlookupd"));
+        let lookupd = lookupd::LookupdFront::new(shared.clone(), upstream, metrics.clone(), front);
+        fronts.push((listener, Front::Lookupd(lookupd)));
     }
     if let Some(front) = &config.nsqadmin {
         let upstream = http_upstream(front.upstream.clone(), None);
         let listener = bind(front.listen).await?;
-        let admin = nsqadmin::AdminFront::new(gateway.clone(), upstream, &config);
-        fronts.push((listener, Front::Nsqadmin(admin), "nsqadmin"));
+        let admin = nsqadmin::AdminFront::new(shared.clone(), upstream, &config);
+        fronts.push((listener, Front::Nsqadmin(admin)));
     }
     let listener = |serve| {
         Arc::new(server::Listener {
-            gateway: gateway.clone(),
+            shared: shared.clone(),
             serve,
             metrics: metrics.clone(),
             request_timeout: config.request_timeout,
@@ -127,21 +135,11 @@ pub async fn spawn(
         })
     };
     let bound = bound_addresses(&fronts, &plain);
-    for (tcp, front, name) in fronts {
-        info!(
-            address = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            front = name,
-            "listening for HTTPS clients"
-        );
+    for (tcp, front) in fronts {
         let serve = server::Serve::Tls(Arc::new(front));
         tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
     }
     for (tcp, https_port) in plain {
-        info!(
-            address = %tcp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            https_port,
-            "listening for plain HTTP clients (answering TLS_REQUIRED)"
-        );
         let serve = server::Serve::Plain { https_port };
         tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
     }
@@ -151,13 +149,13 @@ pub async fn spawn(
 /// Each listener's address by front name; a plain listener is named after the front whose
 /// HTTPS port it points to.
 fn bound_addresses(
-    fronts: &[(TcpListener, Front, &str)],
+    fronts: &[(TcpListener, Front)],
     plain: &[(TcpListener, u16)],
 ) -> Vec<(String, SocketAddr)> {
     let mut bound = Vec::new();
-    for (tcp, _, name) in fronts {
+    for (tcp, front) in fronts {
         if let Ok(address) = tcp.local_addr() {
-            bound.push((name.to_string(), address));
+            bound.push((front.name().to_owned(), address));
         }
     }
     for (tcp, https_port) in plain {
@@ -175,33 +173,13 @@ async fn bind_with_plain(
     listen: SocketAddr,
     plain_listen: Option<SocketAddr>,
     plain: &mut Vec<(TcpListener, u16)>,
-) -> Result<TcpListener, StartError> {
+) -> Result<TcpListener, BindError> {
     let listener = bind(listen).await?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     if let Some(address) = plain_listen {
         plain.push((bind(address).await?, port));
     }
     Ok(listener)
-}
-
-async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| StartError::Bind { address, source })
-}
-
-/// The verifying client set-up for nsqd's HTTPS port: the `[upstream]` CA and server name.
-fn upstream_tls(
-    gateway: &Gateway,
-) -> Result<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>, StartError> {
-    // Config validation refuses upstream_tls without [upstream] TLS settings.
-    let Some(settings) = &gateway.config.upstream.tls else {
-        return Ok(None);
-    };
-    let config = tls::upstream_config(settings)?;
-    let name = ServerName::try_from(settings.server_name.clone())
-        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
-    Ok(Some((config, name)))
 }
 
 /// Sends one request upstream and relays the answer; a failure is a 502 and a log line.

@@ -15,11 +15,11 @@ use hyper::Request;
 use crate::config::http::HttpConfig;
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
-use crate::http::reply::{self, Body, Refusal};
+use crate::http::reply::{self, Body, EarlyResponse};
 use crate::http::request::{self, X_NSQ_AUTH};
 use crate::http::upstream::{self, HttpUpstream};
 use crate::http::{args, body, body_failed, forward};
-use crate::proxy::Gateway;
+use crate::shared::Shared;
 
 /// The largest request body passed to nsqadmin (its API takes small JSON bodies).
 const MAX_BODY: usize = 1024 * 1024;
@@ -31,7 +31,7 @@ fn forwarded_user() -> HeaderName {
 
 /// The nsqadmin front of one listener.
 pub struct AdminFront {
-    gateway: Arc<Gateway>,
+    shared: Arc<Shared>,
     upstream: HttpUpstream,
     /// Only upstream failures are counted here; nsqadmin has no `/metrics` of nsqgate's.
     metrics: Metrics,
@@ -41,9 +41,9 @@ pub struct AdminFront {
 // === impl AdminFront ===
 
 impl AdminFront {
-    pub fn new(gateway: Arc<Gateway>, upstream: HttpUpstream, config: &HttpConfig) -> AdminFront {
+    pub fn new(shared: Arc<Shared>, upstream: HttpUpstream, config: &HttpConfig) -> AdminFront {
         AdminFront {
-            gateway,
+            shared,
             upstream,
             metrics: Metrics::default(),
             request_timeout: config.request_timeout,
@@ -51,7 +51,7 @@ impl AdminFront {
     }
 
     pub async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
-        let caller = match Caller::authenticate(&self.gateway, conn, req.headers()) {
+        let caller = match Caller::authenticate(&self.shared, conn, req.headers()) {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response(),
         };
@@ -122,7 +122,7 @@ fn passed_headers(from: &HeaderMap) -> HeaderMap {
 /// (`/topics/:topic/:channel`, `/api/topics/:topic/:channel`): the names are checked as nsqd
 /// checks them (400 `INVALID_TOPIC` / `INVALID_CHANNEL`, nsqadmin's codes) before the path is
 /// logged or forwarded.
-pub fn check_names(path: &str) -> Result<(), Refusal> {
+pub fn check_names(path: &str) -> Result<(), EarlyResponse> {
     let path = request::decode_path(path);
     let Some(names) = path
         .strip_prefix("/api/topics/")

@@ -25,18 +25,18 @@ use crate::config::http::HttpConfig;
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
 use crate::http::publish::Kind;
-use crate::http::reply::{self, Body, Refusal};
+use crate::http::reply::{self, Body, EarlyResponse};
 use crate::http::request::Query;
 use crate::http::stats;
 use crate::http::upstream::{self, HttpUpstream};
 use crate::http::{args, body};
 use crate::http::{body_failed, forward, upstream_failed, MAX_FILTERED_RESPONSE};
 use crate::policy::{Action, Subject};
-use crate::proxy::Gateway;
+use crate::shared::Shared;
 
 /// What a request is, by method and path, as nsqd's router sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
+pub enum NsqdEndpoint {
     Ping,
     Info,
     Publish(PublishPath),
@@ -58,25 +58,27 @@ pub enum PublishPath {
 }
 
 /// The route for `method path`, or the local answer (404, 405).
-pub fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
+pub fn route(method: &Method, path: &str) -> Result<NsqdEndpoint, EarlyResponse> {
     const TOPIC_OPS: [&str; 5] = ["create", "delete", "empty", "pause", "unpause"];
-    let (route, allowed): (Route, &[Method]) = match path {
-        "/ping" => (Route::Ping, &[Method::GET]),
-        "/info" => (Route::Info, &[Method::GET]),
-        "/pub" => (Route::Publish(PublishPath::Pub), &[Method::POST]),
-        "/mpub" => (Route::Publish(PublishPath::Mpub), &[Method::POST]),
-        "/stats" => (Route::Stats, &[Method::GET]),
-        "/metrics" => (Route::Metrics, &[Method::GET]),
-        "/debug/setblockrate" => (Route::Operator, &[Method::PUT]),
-        "/debug/freememory" => (Route::Operator, &[Method::POST]),
-        "/debug/pprof/symbol" => (Route::Operator, &[Method::GET, Method::POST]),
+    let (route, allowed): (NsqdEndpoint, &[Method]) = match path {
+        "/ping" => (NsqdEndpoint::Ping, &[Method::GET]),
+        "/info" => (NsqdEndpoint::Info, &[Method::GET]),
+        "/pub" => (NsqdEndpoint::Publish(PublishPath::Pub), &[Method::POST]),
+        "/mpub" => (NsqdEndpoint::Publish(PublishPath::Mpub), &[Method::POST]),
+        "/stats" => (NsqdEndpoint::Stats, &[Method::GET]),
+        "/metrics" => (NsqdEndpoint::Metrics, &[Method::GET]),
+        "/debug/setblockrate" => (NsqdEndpoint::Operator, &[Method::PUT]),
+        "/debug/freememory" => (NsqdEndpoint::Operator, &[Method::POST]),
+        "/debug/pprof/symbol" => (NsqdEndpoint::Operator, &[Method::GET, Method::POST]),
         _ => match path.split_once('/').map(|(_, rest)| rest.split_once('/')) {
-            Some(Some(("topic", op))) if TOPIC_OPS.contains(&op) => (Route::Topic, &[Method::POST]),
+            Some(Some(("topic", op))) if TOPIC_OPS.contains(&op) => {
+                (NsqdEndpoint::Topic, &[Method::POST])
+            }
             Some(Some(("channel", op))) if TOPIC_OPS.contains(&op) => {
-                (Route::Channel, &[Method::POST])
+                (NsqdEndpoint::Channel, &[Method::POST])
             }
             Some(Some(("config", opt))) if !opt.is_empty() && !opt.contains('/') => {
-                (Route::Operator, &[Method::GET, Method::PUT])
+                (NsqdEndpoint::Operator, &[Method::GET, Method::PUT])
             }
             Some(Some(("debug", rest)))
                 if rest == "pprof/"
@@ -84,7 +86,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
                         .strip_prefix("pprof/")
                         .is_some_and(crate::http::request::is_pprof_profile) =>
             {
-                (Route::Operator, &[Method::GET])
+                (NsqdEndpoint::Operator, &[Method::GET])
             }
             _ => return Err(reply::not_found().into()),
         },
@@ -98,7 +100,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
 
 /// The nsqd front of one listener.
 pub struct NsqdFront {
-    gateway: Arc<Gateway>,
+    shared: Arc<Shared>,
     upstream: HttpUpstream,
     metrics: Arc<Metrics>,
     request_timeout: Duration,
@@ -108,13 +110,13 @@ pub struct NsqdFront {
 
 impl NsqdFront {
     pub fn new(
-        gateway: Arc<Gateway>,
+        shared: Arc<Shared>,
         upstream: HttpUpstream,
         metrics: Arc<Metrics>,
         config: &HttpConfig,
     ) -> NsqdFront {
         NsqdFront {
-            gateway,
+            shared,
             upstream,
             metrics,
             request_timeout: config.request_timeout,
@@ -129,18 +131,18 @@ impl NsqdFront {
         let query = Query::parse(req.uri().query());
         let path = req.uri().path().to_owned();
         let headers = upstream::forwarded_headers(req.headers());
-        if matches!(route, Route::Ping | Route::Info) {
+        if matches!(route, NsqdEndpoint::Ping | NsqdEndpoint::Info) {
             return self.send(Method::GET, &path, headers, Bytes::new()).await;
         }
-        let caller = match Caller::authenticate(&self.gateway, conn, req.headers()) {
+        let caller = match Caller::authenticate(&self.shared, conn, req.headers()) {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response(),
         };
         match route {
-            Route::Ping | Route::Info => reply::not_found(),
-            Route::Publish(which) => self.publish(&caller, which, &query, req).await,
-            Route::Stats => self.stats(&caller, &query, headers).await,
-            Route::Topic => {
+            NsqdEndpoint::Ping | NsqdEndpoint::Info => reply::not_found(),
+            NsqdEndpoint::Publish(which) => self.publish(&caller, which, &query, req).await,
+            NsqdEndpoint::Stats => self.stats(&caller, &query, headers).await,
+            NsqdEndpoint::Topic => {
                 let topic = match args::topic(&query, args::TOPIC_CODES) {
                     Ok(topic) => topic,
                     Err(refusal) => return refusal.into_response(),
@@ -149,7 +151,7 @@ impl NsqdFront {
                     return refusal.into_response();
                 }
                 if path == "/topic/create" {
-                    if let Err(refusal) = caller.charge_names(&self.gateway, topic, None) {
+                    if let Err(refusal) = caller.charge_names(&self.shared, topic, None) {
                         return refusal.into_response();
                     }
                 }
@@ -157,7 +159,7 @@ impl NsqdFront {
                 self.send(Method::POST, &target, headers, Bytes::new())
                     .await
             }
-            Route::Channel => {
+            NsqdEndpoint::Channel => {
                 let (topic, channel) = match args::topic_channel(&query, args::ARG_CODES) {
                     Ok(args) => args,
                     Err(refusal) => return refusal.into_response(),
@@ -166,7 +168,7 @@ impl NsqdFront {
                     return refusal.into_response();
                 }
                 if path == "/channel/create" {
-                    let charged = caller.charge_names(&self.gateway, topic, Some(channel));
+                    let charged = caller.charge_names(&self.shared, topic, Some(channel));
                     if let Err(refusal) = charged {
                         return refusal.into_response();
                     }
@@ -175,13 +177,13 @@ impl NsqdFront {
                 self.send(Method::POST, &target, headers, Bytes::new())
                     .await
             }
-            Route::Operator => {
+            NsqdEndpoint::Operator => {
                 if let Err(refusal) = caller.authorize_global_admin(&path) {
                     return refusal.into_response();
                 }
                 let method = req.method().clone();
                 let target = query.with_path(&path);
-                let limit = Kind::Pub.limit(&self.gateway.config.limits);
+                let limit = Kind::Pub.limit(&self.shared.config.limits);
                 match body::read_limited(&mut req.into_body(), limit, self.request_timeout).await {
                     Ok(body) => self.send(method, &target, headers, body).await,
                     Err(e) => body_failed(
@@ -190,8 +192,8 @@ impl NsqdFront {
                     ),
                 }
             }
-            Route::Metrics => match caller.authorize_global_admin("/metrics") {
-                Ok(()) => reply::text(StatusCode::OK, self.metrics.render_with(&self.gateway)),
+            NsqdEndpoint::Metrics => match caller.authorize_global_admin("/metrics") {
+                Ok(()) => reply::text(StatusCode::OK, self.metrics.render_with(&self.shared)),
                 Err(refusal) => refusal.into_response(),
             },
         }
@@ -215,62 +217,17 @@ impl NsqdFront {
             PublishPath::Pub => Kind::Pub,
             PublishPath::Mpub => Kind::mpub(query.get("binary")),
         };
-        let limits = self.gateway.config.limits;
-        let limit = kind.limit(&limits);
-        let too_big = || {
-            let refusal = kind.too_big();
-            reply::error(refusal.status, refusal.code)
-        };
-        let declared = declared_length(req.headers());
-        let mut incoming = req.into_body();
-        // Refuse by the declared length before keeping a byte, as nsqd does.
-        if declared.is_some_and(|len| len > limit as u64) {
-            self.drain(&mut incoming, &limits).await;
-            return too_big();
-        }
-        let body = match body::read_limited(&mut incoming, limit, self.request_timeout).await {
+        let body = match self.publish_body(kind, req).await {
             Ok(body) => body,
-            Err(e) => {
-                if matches!(e, body::BodyError::TooBig(_)) {
-                    self.drain(&mut incoming, &limits).await;
-                }
-                return body_failed(&e, too_big());
-            }
+            Err(refusal) => return refusal,
         };
-        if let Err(refusal) = kind.check(&body, &limits) {
-            return reply::error(refusal.status, refusal.code);
+        if let Err(refusal) = self.admit_rate(caller, topic, kind, &body).await {
+            return refusal;
         }
-        // The same buckets as TCP publishing: an identity's rate is one rate, whatever path.
-        let (messages, bytes) = kind.measure(&body);
-        let rates = caller.policy.rates_of(&Subject {
-            identity: &caller.principal.identity,
-            claimed_roles: &caller.principal.claimed_roles,
-        });
-        let admitted = self
-            .gateway
-            .rates
-            .admit(&caller.principal.identity, topic, rates, messages, bytes)
-            .await;
-        if let Err(limited) = admitted {
-            audit::Counters::bump(&self.gateway.counters.rate_limited);
-            audit::record(&audit::Event {
-                remote: Some(caller.peer),
-                principal: Some(&caller.principal),
-                action: "publish",
-                topic: Some(topic),
-                outcome: "deny",
-                reason: Some(&limited.to_string()),
-                ..audit::Event::default()
-            });
-            return reply::json(
-                StatusCode::TOO_MANY_REQUESTS,
-                &serde_json::json!({"message": "TOO_MANY_REQUESTS", "detail": limited.to_string()}),
-            );
-        }
-        if let Err(refusal) = caller.recheck(&self.gateway, Action::Publish, topic, None) {
+        if let Err(refusal) = caller.recheck(&self.shared, Action::Publish, topic, None) {
             return refusal.into_response();
         }
-        if let Err(refusal) = caller.charge_names(&self.gateway, topic, None) {
+        if let Err(refusal) = caller.charge_names(&self.shared, topic, None) {
             return refusal.into_response();
         }
         let target = query
@@ -281,6 +238,78 @@ impl NsqdFront {
             });
         let headers = upstream::forwarded_headers(&HeaderMap::new());
         self.send(Method::POST, &target, headers, body).await
+    }
+
+    /// The request's body within nsqd's limits for `kind`, refused by its declared length
+    /// before a byte is kept, as nsqd does, and checked by nsqd's body rules.
+    async fn publish_body(
+        &self,
+        kind: Kind,
+        req: Request<Incoming>,
+    ) -> Result<Bytes, Response<Body>> {
+        let limits = self.shared.config.limits;
+        let limit = kind.limit(&limits);
+        let too_big = || {
+            let refusal = kind.too_big();
+            reply::error(refusal.status, refusal.code)
+        };
+        let declared = declared_length(req.headers());
+        let mut incoming = req.into_body();
+        if declared.is_some_and(|len| len > limit as u64) {
+            self.drain(&mut incoming, &limits).await;
+            return Err(too_big());
+        }
+        let body = match body::read_limited(&mut incoming, limit, self.request_timeout).await {
+            Ok(body) => body,
+            Err(e) => {
+                if matches!(e, body::BodyError::TooBig(_)) {
+                    self.drain(&mut incoming, &limits).await;
+                }
+                return Err(body_failed(&e, too_big()));
+            }
+        };
+        match kind.check(&body, &limits) {
+            Ok(()) => Ok(body),
+            Err(refusal) => Err(reply::error(refusal.status, refusal.code)),
+        }
+    }
+
+    /// The same buckets as TCP publishing: an identity's rate is one rate, whatever path. A
+    /// refusal is counted, audited and answered 429.
+    async fn admit_rate(
+        &self,
+        caller: &Caller,
+        topic: &str,
+        kind: Kind,
+        body: &[u8],
+    ) -> Result<(), Response<Body>> {
+        let (messages, bytes) = kind.measure(body);
+        let rates = caller.policy.rates_of(&Subject {
+            identity: &caller.principal.identity,
+            claimed_roles: &caller.principal.claimed_roles,
+        });
+        let admitted = self
+            .shared
+            .rates
+            .admit(&caller.principal.identity, topic, rates, messages, bytes)
+            .await;
+        let Err(limited) = admitted else {
+            return Ok(());
+        };
+        audit::Counters::bump(&self.shared.counters.rate_limited);
+        audit::record(&audit::Event {
+            remote: Some(caller.peer),
+            principal: Some(&caller.principal),
+            action: "publish",
+            topic: Some(topic),
+            outcome: "deny",
+            reason: Some(&limited.to_string()),
+            ..audit::Event::default()
+        });
+        Err(reply::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &serde_json::json!({"message": "TOO_MANY_REQUESTS", "detail": limited.to_string()}),
+        ))
     }
 
     async fn stats(&self, caller: &Caller, query: &Query, headers: HeaderMap) -> Response<Body> {

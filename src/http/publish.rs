@@ -16,15 +16,15 @@ pub enum Kind {
     MpubBinary,
 }
 
-/// A refusal as nsqd words it.
+/// A publish body refused, as nsqd words it: status and code, not yet a response.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub struct BodyRefusal {
     pub status: StatusCode,
     pub code: &'static str,
 }
 
-const fn too_big(code: &'static str) -> Refusal {
-    Refusal {
+const fn too_big(code: &'static str) -> BodyRefusal {
+    BodyRefusal {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         code,
     }
@@ -51,7 +51,7 @@ impl Kind {
     }
 
     /// The refusal for a body over [`Kind::limit`] (by its declared length or while reading).
-    pub fn too_big(self) -> Refusal {
+    pub fn too_big(self) -> BodyRefusal {
         match self {
             Kind::Pub => too_big("MSG_TOO_BIG"),
             Kind::MpubText | Kind::MpubBinary => too_big("BODY_TOO_BIG"),
@@ -59,10 +59,10 @@ impl Kind {
     }
 
     /// Checks a complete body that is within [`Kind::limit`].
-    pub fn check(self, body: &[u8], limits: &Limits) -> Result<(), Refusal> {
+    pub fn check(self, body: &[u8], limits: &Limits) -> Result<(), BodyRefusal> {
         let max_msg = usize::try_from(limits.max_msg_size).unwrap_or(usize::MAX);
         match self {
-            Kind::Pub if body.is_empty() => Err(Refusal {
+            Kind::Pub if body.is_empty() => Err(BodyRefusal {
                 status: StatusCode::BAD_REQUEST,
                 code: "MSG_EMPTY",
             }),
@@ -102,7 +102,7 @@ impl Kind {
 /// nsqd's `readMPUB`: a positive count no larger than fits the body limit, then that many
 /// positive sizes no larger than the message limit, each followed by its body. A failure is
 /// 413 with nsqd's code minus `E_`.
-fn check_binary(body: &[u8], max_msg: usize, max_body: u32) -> Result<(), Refusal> {
+fn check_binary(body: &[u8], max_msg: usize, max_body: u32) -> Result<(), BodyRefusal> {
     let (count, mut rest) = read_len(body).ok_or(too_big("BAD_BODY"))?;
     let max_messages = (i64::from(max_body) - 4) / 5;
     if count <= 0 || i64::from(count) > max_messages {

@@ -28,19 +28,20 @@ fn text_type() -> HeaderValue {
     HeaderValue::from_static("text/plain; charset=utf-8")
 }
 
-/// A response that ends a request early; boxed so a `Result<_, Refusal>` stays small.
+/// A response that ends a request early (a refusal, a 404, a 405), before it is forwarded;
+/// boxed so a `Result<_, EarlyResponse>` stays small.
 #[derive(Debug)]
-pub struct Refusal(Box<Response<Body>>);
+pub struct EarlyResponse(Box<Response<Body>>);
 
-impl Refusal {
+impl EarlyResponse {
     pub fn into_response(self) -> Response<Body> {
         *self.0
     }
 }
 
-impl From<Response<Body>> for Refusal {
-    fn from(response: Response<Body>) -> Refusal {
-        Refusal(Box::new(response))
+impl From<Response<Body>> for EarlyResponse {
+    fn from(response: Response<Body>) -> EarlyResponse {
+        EarlyResponse(Box::new(response))
     }
 }
 

@@ -24,7 +24,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::http::caller::Conn;
@@ -35,9 +34,10 @@ use crate::http::reply::{self, Body};
 use crate::http::request::{self, HeadError};
 use crate::http::Front;
 use crate::limit::conn::ConnPermit;
+use crate::net::accept::{self, OnShutdown};
 use crate::net::proxied;
 use crate::net::stream::Replay;
-use crate::proxy::Gateway;
+use crate::shared::Shared;
 
 /// The longest request head nsqgate reads before refusing it.
 const MAX_HEAD: usize = 64 * 1024;
@@ -62,7 +62,7 @@ pub enum Serve {
 
 /// What every connection of one listener shares.
 pub struct Listener {
-    pub gateway: Arc<Gateway>,
+    pub shared: Arc<Shared>,
     pub serve: Serve,
     pub metrics: Arc<Metrics>,
     /// Deadline for the request head (and, in the fronts, the body).
@@ -71,37 +71,24 @@ pub struct Listener {
     pub allowed_origins: Vec<String>,
 }
 
-/// Serves `listener` until `shutdown` turns true.
-pub async fn serve(tcp: TcpListener, listener: Arc<Listener>, mut shutdown: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = tcp.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    // The same connection caps as the NSQ listeners (total here; per IP and
-                    // new/s per IP once the address is known); over a cap the connection is
-                    // closed at once.
-                    let Ok(permit) = listener.gateway.conns.admit() else { continue };
-                    let listener = listener.clone();
-                    connections.spawn(async move {
-                        connection(tcp, peer, permit, listener).await
-                    });
-                }
-                Err(e) => {
-                    warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
-            }
+/// Serves `listener` until `shutdown` turns true; open connections are cut off then.
+pub async fn serve(tcp: TcpListener, listener: Arc<Listener>, shutdown: watch::Receiver<bool>) {
+    let address = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    match &listener.serve {
+        Serve::Tls(front) => {
+            info!(%address, front = front.name(), "listening for HTTPS clients");
         }
+        Serve::Plain { https_port } => info!(
+            %address,
+            https_port,
+            "listening for plain HTTP clients (answering TLS_REQUIRED)"
+        ),
     }
-    info!(open = connections.len(), "HTTP listener stopped");
-    connections.shutdown().await;
+    // The same connection caps as the NSQ listeners (total here; per IP and new/s per IP once
+    // the address is known).
+    let conns = listener.shared.conns.clone();
+    let connection = move |tcp, peer, permit| connection(tcp, peer, permit, listener.clone());
+    accept::serve(tcp, conns, shutdown, OnShutdown::Cut, "http", connection).await;
 }
 
 async fn connection(
@@ -111,13 +98,13 @@ async fn connection(
     listener: Arc<Listener>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let gateway = &listener.gateway;
+    let shared = &listener.shared;
     // A trusted load balancer names the real client in a PROXY header, exactly as on the NSQ
     // listener; from any other source a header is not believed (it reaches TLS and fails).
     let mut early = BytesMut::new();
-    if gateway.config.proxy_protocol_from.contains(&peer.ip()) {
+    if shared.config.proxy_protocol_from.contains(&peer.ip()) {
         let header = proxied::read_header(&mut tcp, &mut early, peer);
-        peer = match tokio::time::timeout(gateway.config.timeouts.tls_handshake, header).await {
+        peer = match tokio::time::timeout(shared.config.timeouts.tls_handshake, header).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => return info!(%peer, error = %e, "HTTP connection refused"),
             Err(_) => return debug!(%peer, "PROXY header timed out"),
@@ -132,21 +119,21 @@ async fn connection(
     // write_ms: a client that stops reading is cut off.
     let io = Replay::new(
         early.freeze(),
-        WriteDeadline::new(tcp, gateway.config.timeouts.write),
+        WriteDeadline::new(tcp, shared.config.timeouts.write),
     );
     match &listener.serve {
         Serve::Tls(front) => {
-            let accept = gateway.tls_acceptor.accept(io);
-            let tls =
-                match tokio::time::timeout(gateway.config.timeouts.tls_handshake, accept).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "HTTPS handshake failed"),
-                    Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
-                };
+            let accept = shared.tls_acceptor.accept(io);
+            let tls = match tokio::time::timeout(shared.config.timeouts.tls_handshake, accept).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(%peer, error = %e, "HTTPS handshake failed"),
+                Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
+            };
             // rustls has verified the chain against the client CA (and CRLs) by now.
             let cert = crate::auth::identity::from_certificate(
                 tls.get_ref().1.peer_certificates(),
-                &gateway.config.client.cert_identity_order,
+                &shared.config.client.cert_identity_order,
             );
             let conn = Arc::new(Conn {
                 peer,
@@ -234,7 +221,7 @@ fn refuse_cross_site(
         request::for_log(req.uri().path()),
         request::for_log(&why.to_string())
     );
-    crate::audit::Counters::bump(&listener.gateway.counters.denied);
+    crate::audit::Counters::bump(&listener.shared.counters.denied);
     crate::audit::record(&crate::audit::Event {
         remote: Some(peer),
         action: "request",

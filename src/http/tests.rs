@@ -7,7 +7,7 @@ use ::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
 use super::access::Access;
-use super::nsqd::{route, PublishPath, Route};
+use super::nsqd::{route, NsqdEndpoint, PublishPath};
 use super::publish::Kind;
 use super::request::{self, Credential, HeadError, Query};
 use super::{rewrite, stats};
@@ -118,19 +118,19 @@ fn publish_bodies_follow_nsqd_rules() {
 fn routes_follow_nsqds_table() {
     assert_eq!(
         route(&Method::POST, "/pub").unwrap(),
-        Route::Publish(PublishPath::Pub)
+        NsqdEndpoint::Publish(PublishPath::Pub)
     );
     assert_eq!(
         route(&Method::POST, "/channel/pause").unwrap(),
-        Route::Channel
+        NsqdEndpoint::Channel
     );
     assert_eq!(
         route(&Method::PUT, "/config/log_level").unwrap(),
-        Route::Operator
+        NsqdEndpoint::Operator
     );
     assert_eq!(
         route(&Method::GET, "/debug/pprof/heap").unwrap(),
-        Route::Operator
+        NsqdEndpoint::Operator
     );
     let status = |m: Method, p: &str| route(&m, p).unwrap_err().into_response().status();
     assert_eq!(status(Method::GET, "/pub"), StatusCode::METHOD_NOT_ALLOWED);

@@ -1,7 +1,9 @@
 //! Byte-stream plumbing both listener kinds (NSQ TCP and HTTP) share; no protocol here.
 //!
+//! - [`accept`]: the accept loop of every listener, under the shared connection caps.
 //! - [`stream`]: the boxed stream type of a leg, and a stream that replays bytes already read.
 //! - [`proxied`]: the PROXY protocol header a trusted load balancer puts before a connection.
 
+pub mod accept;
 pub mod proxied;
 pub mod stream;

@@ -69,12 +69,15 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The largest server frame (size field: type + message header + message) these limits let
-    /// nsqd send; a bound for [`decode_frame`] on the upstream side.
+    /// The largest server frame (its size field: type, message header and body) the upstream
+    /// side accepts; the one bound for [`decode_frame`] on frames from nsqd. A message frame
+    /// at `max_msg_size` needs 30 bytes more; a body-sized frame is allowed so an nsqd started
+    /// with a larger --max-msg-size is not cut off mid-stream, and never less than 64 KiB, as
+    /// responses (IDENTIFY JSON, errors echoing a line) can exceed a tiny message limit.
     pub fn max_frame_size(&self) -> u32 {
-        self.max_msg_size
-            .saturating_add(4 + MESSAGE_HEADER_LEN as u32)
-            // Responses (IDENTIFY JSON, errors echoing a line) can exceed a tiny message limit.
+        self.max_body_size
+            .max(self.max_msg_size)
+            .saturating_add(64)
             .max(64 * 1024)
     }
 }

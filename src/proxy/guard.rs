@@ -27,7 +27,7 @@ use crate::error::{FatalReply, Kind};
 use crate::limit::conn::ConnPermit;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::policy::{Action, Decision, Policy};
-use crate::proxy::Gateway;
+use crate::shared::Shared;
 use decisions::Decisions;
 use state::State;
 
@@ -63,7 +63,7 @@ pub struct Revocation {
 }
 
 pub struct Guard {
-    gateway: Arc<Gateway>,
+    shared: Arc<Shared>,
     peer: SocketAddr,
     /// Who the client is, once known (client certificate or AUTH).
     principal: Option<Principal>,
@@ -92,16 +92,16 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(
-        gateway: Arc<Gateway>,
+        shared: Arc<Shared>,
         peer: SocketAddr,
         principal: Option<Principal>,
         permit: ConnPermit,
     ) -> Guard {
-        let policy = gateway.policy.clone();
+        let policy = shared.policy.clone();
         // Without require_identity a caller with no credential is "anonymous", and the policy
         // decides what that identity may do (by default: nothing).
         let principal = principal.or_else(|| {
-            (!gateway.config.auth.require_identity).then(|| Principal {
+            (!shared.config.auth.require_identity).then(|| Principal {
                 identity: ANONYMOUS.to_owned(),
                 method: Method::Named,
                 claimed_roles: Vec::new(),
@@ -114,7 +114,7 @@ impl Guard {
             _ => None,
         };
         let mut guard = Guard {
-            gateway,
+            shared,
             peer,
             principal: None,
             cert_chain,
@@ -167,7 +167,7 @@ impl Guard {
                 .unwrap_or_default()
         };
         let admitted = self
-            .gateway
+            .shared
             .rates
             .admit(
                 &principal.identity,
@@ -178,7 +178,7 @@ impl Guard {
             )
             .await;
         let limited = admitted.err()?;
-        Counters::bump(&self.gateway.counters.rate_limited);
+        Counters::bump(&self.shared.counters.rate_limited);
         audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(principal),
@@ -209,7 +209,7 @@ impl Guard {
             ),
             Command::Auth { secret } => self.authenticate(secret),
             Command::Mpub { messages, .. }
-                if messages.len() > self.gateway.config.max_mpub_messages as usize =>
+                if messages.len() > self.shared.config.max_mpub_messages as usize =>
             {
                 refuse(
                     Kind::ClientProtocol,
@@ -256,7 +256,7 @@ impl Guard {
         self.auth_seen = true;
         let fingerprint = auth::fingerprint(secret);
         let policy = self.policy.borrow().clone();
-        let result = identity::from_secret(secret, self.gateway.jwt.as_deref(), &policy);
+        let result = identity::from_secret(secret, self.shared.jwt.as_deref(), &policy);
         match result {
             Ok(principal) => {
                 let roles = identity::current_subject(&principal, &policy)
@@ -267,7 +267,7 @@ impl Guard {
                     "identity_url": "",
                     "permission_count": roles.len(),
                 });
-                Counters::bump(&self.gateway.counters.auth_success);
+                Counters::bump(&self.shared.counters.auth_success);
                 let recorded = audit::record(&Event {
                     remote: Some(self.peer),
                     principal: Some(&principal),
@@ -291,7 +291,7 @@ impl Guard {
             Err(e) => {
                 let reason = e.to_string();
                 let method = identity::method_name(secret);
-                Counters::bump(&self.gateway.counters.auth_failure);
+                Counters::bump(&self.shared.counters.auth_failure);
                 audit::record(&Event {
                     remote: Some(self.peer),
                     action: "auth",
@@ -375,7 +375,7 @@ impl Guard {
         if allowed {
             Verdict::Forward
         } else {
-            Counters::bump(&self.gateway.counters.denied);
+            Counters::bump(&self.shared.counters.denied);
             denied(Kind::Policy)
         }
     }

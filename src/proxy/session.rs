@@ -34,7 +34,7 @@ use crate::proxy::guard::Guard;
 use crate::proxy::identify::{self, ClientIdentify};
 use crate::proxy::relay::{self, RelayEnd, RelaySettings};
 use crate::proxy::upstream::{Routed, UpstreamError};
-use crate::proxy::Gateway;
+use crate::proxy::Listener;
 
 /// Added to two heartbeat intervals before an idle client is dropped.
 const IDLE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -93,7 +93,7 @@ struct Opened {
 }
 
 pub async fn serve(
-    gateway: Arc<Gateway>,
+    listener: Arc<Listener>,
     tcp: TcpStream,
     peer: SocketAddr,
     permit: ConnPermit,
@@ -102,9 +102,9 @@ pub async fn serve(
     let span = tracing::info_span!("conn", %peer);
     async move {
         debug!("accepted");
-        let counters = gateway.counters.clone();
+        let counters = listener.shared.counters.clone();
         // Classified once, here, whichever phase the session reached.
-        let ended = run(gateway, tcp, peer, permit, shutdown).await;
+        let ended = run(listener, tcp, peer, permit, shutdown).await;
         let ended: &dyn Classify = match &ended {
             Ok(end) => end,
             Err(e) => e,
@@ -116,7 +116,7 @@ pub async fn serve(
 }
 
 async fn run(
-    gateway: Arc<Gateway>,
+    listener: Arc<Listener>,
     mut tcp: TcpStream,
     mut peer: SocketAddr,
     mut permit: ConnPermit,
@@ -124,34 +124,39 @@ async fn run(
 ) -> Result<RelayEnd, SessionError> {
     tcp.set_nodelay(true)?;
     let mut buf = BytesMut::new();
-    if gateway.config.proxy_protocol_from.contains(&peer.ip()) {
+    if listener
+        .shared
+        .config
+        .proxy_protocol_from
+        .contains(&peer.ip())
+    {
         let header = proxied::read_header(&mut tcp, &mut buf, peer);
-        peer = tokio::time::timeout(gateway.config.timeouts.tls_handshake, header)
+        peer = tokio::time::timeout(listener.shared.config.timeouts.tls_handshake, header)
             .await
             .map_err(|_| SessionError::Timeout("the PROXY header"))??;
         debug!(client = %peer, "PROXY header");
     }
     // Over a limit: closed at once, before any handshake.
     permit.bind_ip(peer.ip())?;
-    let mut charge = Some(gateway.unauthenticated.charge());
-    let opening = open(&gateway, tcp, buf, &mut charge);
-    let opened = tokio::time::timeout(gateway.config.timeouts.identify, opening)
+    let mut charge = Some(listener.shared.unauthenticated.charge());
+    let opening = open(&listener, tcp, buf, &mut charge);
+    let opened = tokio::time::timeout(listener.shared.config.timeouts.identify, opening)
         .await
         .map_err(|_| SessionError::Timeout("IDENTIFY"))??;
     let settings = RelaySettings {
-        limits: gateway.config.limits,
+        limits: listener.shared.config.limits,
         // Like nsqd: a client that neither sends nor answers a heartbeat for two intervals is
         // gone. With heartbeats disabled, the configured idle timeout applies.
-        idle: idle_timeout(&gateway, opened.heartbeat),
-        max_frame_size: gateway.route.max_frame_size(),
-        revocation_grace: gateway.config.auth.revocation_grace,
-        partial_frame_timeout: gateway.config.timeouts.partial_frame,
-        write_timeout: gateway.config.timeouts.write,
+        idle: idle_timeout(&listener, opened.heartbeat),
+        max_frame_size: listener.shared.config.limits.max_frame_size(),
+        revocation_grace: listener.shared.config.auth.revocation_grace,
+        partial_frame_timeout: listener.shared.config.timeouts.partial_frame,
+        write_timeout: listener.shared.config.timeouts.write,
         shutdown: shutdown.clone(),
-        auth_timeout: gateway.config.timeouts.auth,
+        auth_timeout: listener.shared.config.timeouts.auth,
     };
     if let Some(principal) = &opened.principal {
-        crate::audit::Counters::bump(&gateway.counters.auth_success);
+        crate::audit::Counters::bump(&listener.shared.counters.auth_success);
         let recorded = crate::audit::record(&crate::audit::Event {
             remote: Some(peer),
             principal: Some(principal),
@@ -172,7 +177,7 @@ async fn run(
         }
         permit.bind_identity(&principal.identity)?;
     }
-    let mut guard = Guard::new(gateway.clone(), peer, opened.principal, permit);
+    let mut guard = Guard::new(listener.shared.clone(), peer, opened.principal, permit);
     let Opened {
         mut client,
         mut buf,
@@ -186,7 +191,7 @@ async fn run(
         Some(routed) => routed,
         None => {
             let waiting = pending::Waiting {
-                gateway: &gateway,
+                listener: &listener,
                 identify: &identify,
                 heartbeat,
                 judged,
@@ -216,7 +221,7 @@ async fn run(
 /// Runs the opening; on a refusal the client is told why before the connection closes.
 /// `buf` holds bytes already read (after a PROXY header), which belong to the client's stream.
 async fn open(
-    gateway: &Gateway,
+    listener: &Listener,
     tcp: TcpStream,
     mut buf: BytesMut,
     charge: &mut Option<Charge>,
@@ -226,7 +231,7 @@ async fn open(
         None => {
             let mut first = [0u8; 1];
             let peek = tcp.peek(&mut first);
-            let sniffed = tokio::time::timeout(gateway.config.timeouts.tls_handshake, peek)
+            let sniffed = tokio::time::timeout(listener.shared.config.timeouts.tls_handshake, peek)
                 .await
                 .map_err(|_| SessionError::Timeout("the first bytes"))??;
             if sniffed == 0 {
@@ -237,7 +242,7 @@ async fn open(
     };
     let mut principal = None;
     let client = if first == TLS_HANDSHAKE_RECORD {
-        let (io, identity) = accept_tls(gateway, Replay::new(buf.split().freeze(), tcp)).await?;
+        let (io, identity) = accept_tls(listener, Replay::new(buf.split().freeze(), tcp)).await?;
         principal = identity;
         ClientStream::Secure(io)
     } else {
@@ -256,7 +261,7 @@ async fn open(
         principal,
         judged: false,
     };
-    match opening(gateway, &mut opened, charge).await {
+    match opening(listener, &mut opened, charge).await {
         Ok(()) => Ok(opened),
         Err(e) => {
             tell(opened.client.io(), &e).await;
@@ -281,12 +286,21 @@ async fn tell(io: &mut (dyn Io + '_), e: &SessionError) {
 
 /// How long a quiet client is kept: two missed heartbeats, as nsqd; the configured idle
 /// timeout when the client disabled heartbeats.
-fn idle_timeout(gateway: &Gateway, heartbeat: Option<std::time::Duration>) -> std::time::Duration {
-    heartbeat.map_or(gateway.config.timeouts.idle, |hb| 2 * hb + IDLE_SLACK)
+fn idle_timeout(
+    listener: &Listener,
+    heartbeat: Option<std::time::Duration>,
+) -> std::time::Duration {
+    heartbeat.map_or(listener.shared.config.timeouts.idle, |hb| {
+        2 * hb + IDLE_SLACK
+    })
 }
 
-fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<(), SessionError> {
-    if gateway.config.client.require_tls && !client.is_tls() {
+fn require_tls(
+    listener: &Listener,
+    client: &ClientStream,
+    doing: &str,
+) -> Result<(), SessionError> {
+    if listener.shared.config.client.require_tls && !client.is_tls() {
         let text = format!(
             "TLS is required: cannot {doing}; send IDENTIFY with tls_v1 and feature_negotiation (or connect with TLS)"
         );
@@ -300,35 +314,35 @@ fn require_tls(gateway: &Gateway, client: &ClientStream, doing: &str) -> Result<
 /// client word for word; when nsqgate had judged them acceptable (`judged`), the log says its
 /// idea of nsqd's ranges is wrong.
 async fn connect_upstream(
-    gateway: &Gateway,
+    listener: &Listener,
     identify: &ClientIdentify,
     judged: bool,
 ) -> Result<Routed, SessionError> {
-    let upstream = &gateway.config.upstream;
+    let upstream = &listener.shared.config.upstream;
     let sent = identify.upstream(
-        gateway.upstream_tls(),
-        &gateway.own_metadata,
+        listener.shared.upstream_tls(),
+        &listener.shared.own_metadata,
         upstream.forward_client_metadata,
     );
-    match gateway.route.connect(sent).await {
+    match listener.destination.connect(sent).await {
         Ok(routed) => Ok(routed),
         Err(e) => match e.client_refusal() {
             Some((code, text)) => {
                 if judged {
-                    warn!(upstream = gateway.route.address(), nsqd_said = %format!("{code} {text}").escape_debug(), "nsqd refused an IDENTIFY that nsqgate accepted: its ranges differ from nsqgate's (set [upstream.nsqd_options])");
+                    warn!(upstream = listener.destination.address(), nsqd_said = %format!("{code} {text}").escape_debug(), "nsqd refused an IDENTIFY that nsqgate accepted: its ranges differ from nsqgate's (set [upstream.nsqd_options])");
                 }
                 let refusal = FatalReply::from_nsqd(Kind::ClientProtocol, code, text);
                 Err(SessionError::Refused(refusal))
             }
-            None => Err(upstream_unavailable(gateway, e)),
+            None => Err(upstream_unavailable(listener, e)),
         },
     }
 }
 
 /// The client learns only that the upstream is unavailable; the log says why.
-fn upstream_unavailable(gateway: &Gateway, cause: UpstreamError) -> SessionError {
+fn upstream_unavailable(listener: &Listener, cause: UpstreamError) -> SessionError {
     SessionError::NsqdUnavailable {
-        address: gateway.route.address(),
+        address: listener.destination.address(),
         cause,
         at_auth: false,
     }
@@ -336,21 +350,21 @@ fn upstream_unavailable(gateway: &Gateway, cause: UpstreamError) -> SessionError
 
 /// Runs the server handshake; a verified client certificate yields the client's identity.
 async fn accept_tls<S>(
-    gateway: &Gateway,
+    listener: &Listener,
     raw: Replay<S>,
 ) -> Result<(Box<dyn Io>, Option<Principal>), SessionError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let accept = gateway.tls_acceptor.accept(raw);
-    let tls = tokio::time::timeout(gateway.config.timeouts.tls_handshake, accept)
+    let accept = listener.shared.tls_acceptor.accept(raw);
+    let tls = tokio::time::timeout(listener.shared.config.timeouts.tls_handshake, accept)
         .await
         .map_err(|_| SessionError::Timeout("the TLS handshake"))?
         .map_err(SessionError::Tls)?;
     // rustls has already verified the chain against the client CA (and CRLs) by now.
     let principal = crate::auth::identity::from_certificate(
         tls.get_ref().1.peer_certificates(),
-        &gateway.config.client.cert_identity_order,
+        &listener.shared.config.client.cert_identity_order,
     );
     Ok((Box::new(tls), principal))
 }
@@ -358,13 +372,13 @@ where
 /// The next command; while the client has no identity (`charge`), the buffer's capacity (the
 /// codec reserves a declared body before reading it) is charged to the shared budget first.
 async fn read_command(
-    gateway: &Gateway,
+    listener: &Listener,
     io: &mut (dyn Io + '_),
     buf: &mut BytesMut,
     charge: &mut Option<Charge>,
 ) -> Result<DecodedCommand, SessionError> {
     loop {
-        match nsq::decode_command(buf, &gateway.config.limits) {
+        match nsq::decode_command(buf, &listener.shared.config.limits) {
             Ok(Some(decoded)) => return Ok(decoded),
             Ok(None) => {}
             Err(e) => return Err(SessionError::Refused(FatalReply::malformed(&e))),

@@ -16,8 +16,13 @@ use tokio_rustls::TlsConnector;
 use crate::config::UpstreamConfig;
 use crate::limit::conn::{ConnLimits, NsqdPermit, Refusal};
 use crate::net::stream::{Io, Replay};
-use crate::nsq::{self, Command, Frame, FrameType};
+use crate::nsq::{self, Command, Frame, FrameType, ProtocolError};
 use crate::proxy::identify::UpstreamIdentify;
+use crate::shared::Shared;
+
+mod pool;
+
+pub use pool::{Lease, Pool};
 
 /// Frames from nsqd during the handshake are small JSON; anything larger is not nsqd.
 const HANDSHAKE_FRAME_LIMIT: u32 = 64 * 1024;
@@ -44,12 +49,29 @@ pub enum UpstreamError {
     #[error("nsqd requires AUTH but upstream.auth_secret is not set")]
     AuthRequired,
     #[error("nsqd sent something that is not NSQ: {0}")]
-    Protocol(String),
+    Protocol(#[from] NotNsq),
+    #[error("the producer pool has no members")]
+    EmptyPool,
     #[error("connection to nsqd failed: {0}")]
     Io(#[from] std::io::Error),
     /// Refused before connecting: nsqgate holds as many connections to it as allowed.
     #[error("not connecting to nsqd at {address}: {refusal}")]
     Limited { address: String, refusal: Refusal },
+}
+
+/// What nsqd sent during the handshake that no nsqd would send.
+#[derive(Debug, thiserror::Error)]
+pub enum NotNsq {
+    #[error("IDENTIFY reply is not a JSON object")]
+    IdentifyReply,
+    #[error("expected OK, got {0:?}")]
+    NotOk(String),
+    #[error("a message frame in reply to {0}")]
+    MessageFrame(&'static str),
+    #[error("{0}")]
+    Frame(ProtocolError),
+    #[error("nsqd closed the connection during {0}")]
+    Closed(&'static str),
 }
 
 // === impl UpstreamError ===
@@ -69,14 +91,13 @@ impl UpstreamError {
     }
 }
 
-/// Built once per listener from the configuration.
+/// Opens legs to one nsqd; built once per destination from the configuration.
 #[derive(Clone)]
 pub struct Connector {
     address: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     auth_secret: Option<Arc<str>>,
     connect_timeout: Duration,
-    max_frame_size: u32,
     /// Where connections to each nsqd are counted (and capped), shared by every route.
     limits: Arc<ConnLimits>,
 }
@@ -93,37 +114,27 @@ pub struct Upstream {
 // === impl Connector ===
 
 impl Connector {
-    pub fn new(
-        config: &UpstreamConfig,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        connect_timeout: Duration,
-        max_frame_size: u32,
-        limits: Arc<ConnLimits>,
-    ) -> Result<Connector, UpstreamError> {
-        let tls = match (tls, &config.tls) {
-            (Some(client_config), Some(settings)) => {
-                let name = ServerName::try_from(settings.server_name.clone())
-                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-                Some((TlsConnector::from(client_config), name))
-            }
+    /// A connector to the nsqd `config` names, with the shared TLS set-up (verifying the
+    /// server name `config` gives), connect deadline and per-nsqd connection cap.
+    pub fn for_nsqd(shared: &Shared, config: &UpstreamConfig) -> Connector {
+        let tls = match (&shared.upstream_client_tls, &config.tls) {
+            (Some(client_config), Some(settings)) => Some((
+                TlsConnector::from(client_config.clone()),
+                settings.server_name.clone(),
+            )),
             _ => None,
         };
-        Ok(Connector {
+        Connector {
             address: config.nsqd_tcp_address.clone(),
             tls,
             auth_secret: config.auth_secret.as_deref().map(Arc::from),
-            connect_timeout,
-            max_frame_size,
-            limits,
-        })
+            connect_timeout: shared.config.timeouts.upstream_connect,
+            limits: shared.conns.clone(),
+        }
     }
 
     pub fn address(&self) -> &str {
         &self.address
-    }
-
-    pub fn max_frame_size(&self) -> u32 {
-        self.max_frame_size
     }
 
     /// Opens a leg for one client, with nsqgate's IDENTIFY for it; the
@@ -167,8 +178,8 @@ impl Connector {
 
         let mut buf = BytesMut::with_capacity(4096);
         let reply = read_reply(&mut io, &mut buf, "IDENTIFY").await?;
-        let identify_reply: Map<String, Value> = serde_json::from_slice(&reply.data)
-            .map_err(|_| UpstreamError::Protocol("IDENTIFY reply is not a JSON object".into()))?;
+        let identify_reply: Map<String, Value> =
+            serde_json::from_slice(&reply.data).map_err(|_| NotNsq::IdentifyReply)?;
 
         if let Some((connector, name)) = &self.tls {
             if identify_reply.get("tls_v1") != Some(&Value::Bool(true)) {
@@ -226,10 +237,8 @@ fn expect_ok(frame: Frame) -> Result<(), UpstreamError> {
     if &frame.data[..] == b"OK" {
         Ok(())
     } else {
-        Err(UpstreamError::Protocol(format!(
-            "expected OK, got {:?}",
-            String::from_utf8_lossy(&frame.data)
-        )))
+        let got = String::from_utf8_lossy(&frame.data).into_owned();
+        Err(NotNsq::NotOk(got).into())
     }
 }
 
@@ -254,18 +263,14 @@ async fn read_reply(
                             text: text.to_owned(),
                         })
                     }
-                    FrameType::Message => Err(UpstreamError::Protocol(format!(
-                        "a message frame in reply to {command}"
-                    ))),
+                    FrameType::Message => Err(NotNsq::MessageFrame(command).into()),
                 };
             }
             Ok(None) => {}
-            Err(e) => return Err(UpstreamError::Protocol(e.to_string())),
+            Err(e) => return Err(NotNsq::Frame(e).into()),
         }
         if io.read_buf(buf).await? == 0 {
-            return Err(UpstreamError::Protocol(format!(
-                "nsqd closed the connection during {command}"
-            )));
+            return Err(NotNsq::Closed(command).into());
         }
     }
 }
@@ -273,7 +278,7 @@ async fn read_reply(
 /// Where a listener's clients are sent: one nsqd, or (for producers at the edge) the least
 /// busy healthy member of a pool.
 #[derive(Clone)]
-pub enum Route {
+pub enum Destination {
     Node(Connector),
     Pool(Arc<Pool>),
 }
@@ -286,181 +291,25 @@ pub struct Routed {
     pub lease: Option<Lease>,
 }
 
-impl Route {
+impl Destination {
     pub async fn connect(&self, identify: UpstreamIdentify) -> Result<Routed, UpstreamError> {
         match self {
-            Route::Node(connector) => {
+            Destination::Node(connector) => {
                 let (upstream, permit) = connector.connect(identify).await?;
-                let lease = Lease {
-                    member: None,
-                    _nsqd: permit,
-                };
+                let lease = Lease::single(permit);
                 Ok(Routed {
                     upstream,
                     lease: Some(lease),
                 })
             }
-            Route::Pool(pool) => pool.connect(identify).await,
+            Destination::Pool(pool) => pool.connect(identify).await,
         }
     }
 
     pub fn address(&self) -> String {
         match self {
-            Route::Node(connector) => connector.address().to_owned(),
-            Route::Pool(pool) => pool.describe(),
-        }
-    }
-
-    pub fn max_frame_size(&self) -> u32 {
-        match self {
-            Route::Node(connector) => connector.max_frame_size(),
-            Route::Pool(pool) => pool
-                .members
-                .iter()
-                .map(|m| m.connector.max_frame_size())
-                .max()
-                .unwrap_or(HANDSHAKE_FRAME_LIMIT),
-        }
-    }
-}
-
-/// Known nsqd for producers: new connections go to the healthy member with the fewest open
-/// connections; a member that fails to connect or fails its health check is skipped until it
-/// passes again.
-pub struct Pool {
-    members: Vec<Member>,
-}
-
-struct Member {
-    connector: Connector,
-    active: std::sync::atomic::AtomicUsize,
-    healthy: std::sync::atomic::AtomicBool,
-}
-
-pub struct Lease {
-    /// A pool member's count (its index), for pooled connections.
-    member: Option<(Arc<Pool>, usize)>,
-    /// The connection's place in the per-nsqd cap, freed on drop.
-    _nsqd: NsqdPermit,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(member) = self.member.as_ref().and_then(|(p, i)| p.members.get(*i)) {
-            member
-                .active
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        }
-    }
-}
-
-/// Lowers a member's count unless handed over to a [`Lease`].
-struct Claim<'a> {
-    member: &'a Member,
-    held: bool,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if self.held {
-            self.member
-                .active
-                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        }
-    }
-}
-
-impl Pool {
-    pub fn new(connectors: Vec<Connector>) -> Arc<Pool> {
-        Arc::new(Pool {
-            members: connectors
-                .into_iter()
-                .map(|connector| Member {
-                    connector,
-                    active: std::sync::atomic::AtomicUsize::new(0),
-                    healthy: std::sync::atomic::AtomicBool::new(true),
-                })
-                .collect(),
-        })
-    }
-
-    fn describe(&self) -> String {
-        let addresses: Vec<&str> = self.members.iter().map(|m| m.connector.address()).collect();
-        format!("pool[{}]", addresses.join(","))
-    }
-
-    /// Healthy members first, fewest connections first; unhealthy ones only as a last resort.
-    fn order(&self) -> Vec<usize> {
-        use std::sync::atomic::Ordering;
-        let mut order: Vec<usize> = (0..self.members.len()).collect();
-        order.sort_by_key(|&i| {
-            let m = &self.members[i];
-            (
-                !m.healthy.load(Ordering::Acquire),
-                m.active.load(Ordering::Acquire),
-            )
-        });
-        order
-    }
-
-    async fn connect(
-        self: &Arc<Self>,
-        identify: UpstreamIdentify,
-    ) -> Result<Routed, UpstreamError> {
-        use std::sync::atomic::Ordering;
-        let mut last = UpstreamError::Protocol("the producer pool is empty".into());
-        for index in self.order() {
-            let member = &self.members[index];
-            member.active.fetch_add(1, Ordering::AcqRel);
-            let mut claim = Claim { member, held: true };
-            match member.connector.connect(identify.clone()).await {
-                Ok((upstream, permit)) => {
-                    member.healthy.store(true, Ordering::Release);
-                    claim.held = false;
-                    let lease = Lease {
-                        member: Some((self.clone(), index)),
-                        _nsqd: permit,
-                    };
-                    return Ok(Routed {
-                        upstream,
-                        lease: Some(lease),
-                    });
-                }
-                // The client's settings, refused: another member would refuse them too.
-                Err(e) if e.client_refusal().is_some() => return Err(e),
-                // At its cap, a member is busy, not broken: try the next one.
-                Err(e @ UpstreamError::Limited { .. }) => last = e,
-                Err(e) => {
-                    tracing::warn!(nsqd = member.connector.address(), error = %e, "pool member failed; trying the next");
-                    member.healthy.store(false, Ordering::Release);
-                    last = e;
-                }
-            }
-        }
-        Err(last)
-    }
-
-    /// Probes every member with a TCP connect each period.
-    pub async fn check_health_forever(self: Arc<Self>, every: Duration) {
-        use std::sync::atomic::Ordering;
-        loop {
-            for member in &self.members {
-                // Connect and say the magic, so nsqd sees a client that simply left.
-                let probe = async {
-                    let mut tcp = TcpStream::connect(member.connector.address()).await?;
-                    tcp.write_all(nsq::MAGIC_V2).await?;
-                    tcp.shutdown().await
-                };
-                let up = matches!(tokio::time::timeout(every, probe).await, Ok(Ok(())));
-                if member.healthy.swap(up, Ordering::AcqRel) != up {
-                    tracing::info!(
-                        nsqd = member.connector.address(),
-                        healthy = up,
-                        "pool member health changed"
-                    );
-                }
-            }
-            tokio::time::sleep(every).await;
+            Destination::Node(connector) => connector.address().to_owned(),
+            Destination::Pool(pool) => pool.describe(),
         }
     }
 }

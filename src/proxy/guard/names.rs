@@ -21,7 +21,7 @@ impl Guard {
         let quota = identity::current_subject(principal, policy)
             .ok()
             .and_then(|subject| policy.name_quota_of(&subject));
-        self.gateway
+        self.shared
             .names
             .admit(&principal.identity, quota, topic, channel)
     }
@@ -35,7 +35,7 @@ impl Guard {
         channel: Option<&str>,
         refused: NameRefused,
     ) -> Verdict {
-        Counters::bump(&self.gateway.counters.name_quota);
+        Counters::bump(&self.shared.counters.name_quota);
         let reason = refused.to_string();
         audit::record(&Event {
             remote: Some(self.peer),

@@ -28,7 +28,7 @@ impl Guard {
     }
 
     fn stands_under(&mut self, policy: &Policy) -> Result<(), Gone> {
-        if let (Some(chain), Some(certs)) = (&self.cert_chain, &self.gateway.client_certs) {
+        if let (Some(chain), Some(certs)) = (&self.cert_chain, &self.shared.client_certs) {
             certs
                 .still_valid(chain)
                 .map_err(|_| Gone::CertificateRevoked)?;
@@ -100,7 +100,7 @@ impl Guard {
         let subscribed = self.subscription.is_some();
         if !self.draining {
             self.draining = true;
-            Counters::bump(&self.gateway.counters.revoked);
+            Counters::bump(&self.shared.counters.revoked);
             let (topic, channel) = self.subscription.clone().unwrap_or_default();
             audit::record(&Event {
                 remote: Some(self.peer),

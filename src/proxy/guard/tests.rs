@@ -1,6 +1,6 @@
-//! The guard's verdicts without sockets: a Gateway built from a config in a temp folder (its
-//! certificates from the dev CA; nothing connects to nsqd), a policy from text, and commands
-//! as the decoder hands them over.
+//! The guard's verdicts without sockets: a `Shared` core built from a config in a temp folder
+//! (its certificates from the dev CA; nothing connects to nsqd), a policy from text, and
+//! commands as the decoder hands them over.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use crate::certs::DevCa;
 use crate::config::Config;
 use crate::nsq::{Command, DecodedCommand, Frame, FrameType};
 use crate::policy::Policy;
-use crate::proxy::Gateway;
+use crate::shared::Shared;
 
 const POLICY: &str = r#"
 [roles.publisher]
@@ -31,12 +31,12 @@ roles = ["publisher"]
 "#;
 
 struct Fixture {
-    gateway: Arc<Gateway>,
+    shared: Arc<Shared>,
     key: String,
     _dir: tempfile::TempDir,
 }
 
-/// A gateway whose policy lets one API key publish to `allowed` (2 messages of burst, reject
+/// A core whose policy lets one API key publish to `allowed` (2 messages of burst, reject
 /// mode) and subscribe to `allowed`/`ch`, and nothing else; at most 3 messages per MPUB.
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
@@ -71,9 +71,9 @@ max_mpub_messages = 3
     let (tx, rx) = watch::channel(Arc::new(policy));
     // The receiver keeps the last value once the sender is gone.
     drop(tx);
-    let gateway = Arc::new(Gateway::new(Arc::new(config), rx).unwrap());
+    let shared = Arc::new(Shared::new(Arc::new(config), rx).unwrap());
     Fixture {
-        gateway,
+        shared,
         key,
         _dir: dir,
     }
@@ -81,8 +81,8 @@ max_mpub_messages = 3
 
 fn guard(fixture: &Fixture) -> Guard {
     let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-    let permit = fixture.gateway.conns.admit().unwrap();
-    Guard::new(fixture.gateway.clone(), peer, None, permit)
+    let permit = fixture.shared.conns.admit().unwrap();
+    Guard::new(fixture.shared.clone(), peer, None, permit)
 }
 
 fn decoded(command: Command) -> DecodedCommand {
@@ -230,7 +230,7 @@ async fn over_the_rate_each_publish_fails_with_its_own_code() {
         ("MPUB", "E_MPUB_FAILED"),
         ("DPUB", "E_DPUB_FAILED"),
     ] {
-        // A fresh gateway each time: a full bucket of 2 messages.
+        // A fresh core each time: a full bucket of 2 messages.
         let fixture = fixture();
         let guard = authed(&fixture);
         let command = publish(kind, "allowed");

@@ -113,7 +113,8 @@ fn nsqd_unavailable_ending(cause: &UpstreamError) -> Ending {
         | UpstreamError::Io(_) => unavailable,
         UpstreamError::Refused { .. }
         | UpstreamError::TlsNotOffered
-        | UpstreamError::AuthRequired => unavailable.blaming(Blame::Configuration),
+        | UpstreamError::AuthRequired
+        | UpstreamError::EmptyPool => unavailable.blaming(Blame::Configuration),
         UpstreamError::Protocol(_) => Ending::of(Kind::UpstreamProtocol),
         UpstreamError::Limited { .. } => Ending::of(Kind::Limit).blaming(Blame::Configuration),
     }

@@ -10,7 +10,7 @@ use crate::net::stream::Replay;
 use crate::nsq::{self, Command, ErrorCode};
 use crate::proxy::budget::Charge;
 use crate::proxy::identify::{self, ClientIdentify, ClientLeg};
-use crate::proxy::Gateway;
+use crate::proxy::Listener;
 
 use super::timing::{self, ClientTls, IdentityRules, NsqdOpens};
 use super::{
@@ -20,7 +20,7 @@ use super::{
 
 /// Magic, IDENTIFY (or another first command) and the in-band upgrade; fills `opened`.
 pub(super) async fn opening(
-    gateway: &Gateway,
+    listener: &Listener,
     opened: &mut Opened,
     charge: &mut Option<Charge>,
 ) -> Result<(), SessionError> {
@@ -38,15 +38,15 @@ pub(super) async fn opening(
     }
     let _ = buf.split_to(4);
 
-    let rules = IdentityRules::of(&gateway.config);
-    let first = read_command(gateway, client.io(), buf, charge).await?;
+    let rules = IdentityRules::of(&listener.shared.config);
+    let first = read_command(listener, client.io(), buf, charge).await?;
     let tls = client.tls();
     let Command::Identify { body } = &first.command else {
         // IDENTIFY is optional in NSQ; without it there is no TLS upgrade either.
-        require_tls(gateway, client, first.command.name())?;
+        require_tls(listener, client, first.command.name())?;
         let opens = timing::when_nsqd_opens(rules, None, tls, principal.as_ref());
         if opens == NsqdOpens::Now {
-            opened.upstream = Some(connect_upstream(gateway, &opened.identify, false).await?);
+            opened.upstream = Some(connect_upstream(listener, &opened.identify, false).await?);
         }
         // Otherwise no nsqd connection yet: the command is the first one `pending` handles.
         let mut replayed = BytesMut::from(&first.raw[..]);
@@ -64,32 +64,32 @@ pub(super) async fn opening(
     let learned = match opens {
         NsqdOpens::Now => None,
         _ => {
-            let learned = gateway
+            let learned = listener
                 .learned()
                 .await
-                .map_err(|e| upstream_unavailable(gateway, e))?;
+                .map_err(|e| upstream_unavailable(listener, e))?;
             identify.check(&learned.ranges)?;
             Some(learned)
         }
     };
     let upgrade = timing::asks_for_upgrade(&identify, tls);
     if !upgrade {
-        require_tls(gateway, client, "IDENTIFY without tls_v1")?;
+        require_tls(listener, client, "IDENTIFY without tls_v1")?;
     }
     let auth_required = timing::auth_required(rules, &identify, tls, principal.as_ref());
     let nsqd_reply = if let Some(learned) = learned {
         opened.judged = true;
         identify.expected_reply(&learned.reply)
     } else {
-        let routed = connect_upstream(gateway, &identify, false).await?;
+        let routed = connect_upstream(listener, &identify, false).await?;
         let reply = routed.upstream.identify_reply.clone();
         opened.upstream = Some(routed);
         // nsqd was never asked for compression, so this one check is nsqgate's to make.
         if identify.feature_negotiation {
-            let learned = gateway
+            let learned = listener
                 .learned()
                 .await
-                .map_err(|e| upstream_unavailable(gateway, e))?;
+                .map_err(|e| upstream_unavailable(listener, e))?;
             identify.check_compression(&learned.ranges)?;
         }
         reply
@@ -118,14 +118,14 @@ pub(super) async fn opening(
         };
         // A client may have sent its ClientHello right behind IDENTIFY; those bytes are in buf.
         let raw = Replay::new(opened.buf.split().freeze(), tcp);
-        let (io, identity) = accept_tls(gateway, raw).await?;
+        let (io, identity) = accept_tls(listener, raw).await?;
         opened.principal = identity;
         opened.client = ClientStream::Secure(io);
         let principal = opened.principal.as_ref();
         let opens = timing::when_nsqd_opens(rules, Some(&identify), ClientTls::Secure, principal);
         if opens == NsqdOpens::Now {
             *charge = None;
-            opened.upstream = Some(connect_upstream(gateway, &identify, opened.judged).await?);
+            opened.upstream = Some(connect_upstream(listener, &identify, opened.judged).await?);
         }
         let io = opened.client.io();
         io.write_all(&nsq::response_frame(b"OK")).await?;

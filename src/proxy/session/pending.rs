@@ -18,13 +18,13 @@ use crate::proxy::budget::Charge;
 use crate::proxy::guard::{Guard, Verdict};
 use crate::proxy::identify::ClientIdentify;
 use crate::proxy::upstream::Routed;
-use crate::proxy::Gateway;
+use crate::proxy::Listener;
 
 use super::{connect_upstream, idle_timeout, read_command, ClientStream, SessionError};
 
 /// What waiting needs to know about the connection.
 pub(super) struct Waiting<'a> {
-    pub gateway: &'a Gateway,
+    pub listener: &'a Listener,
     /// Relayed to nsqd when its connection opens.
     pub identify: &'a ClientIdentify,
     /// The client's heartbeat interval (None: disabled).
@@ -52,12 +52,12 @@ impl Waiting<'_> {
         buf: &mut BytesMut,
         charge: &mut Option<Charge>,
     ) -> Result<Routed, SessionError> {
-        let config = &self.gateway.config;
+        let config = &self.listener.shared.config;
         let start = tokio::time::Instant::now();
         let auth_deadline = guard
             .awaiting_identity()
             .then_some(start + config.timeouts.auth);
-        let idle = idle_timeout(self.gateway, self.heartbeat);
+        let idle = idle_timeout(self.listener, self.heartbeat);
         let mut beats = self
             .heartbeat
             .map(|hb| tokio::time::interval_at(start + hb, hb));
@@ -66,7 +66,7 @@ impl Waiting<'_> {
             let quiet_until = heard + idle;
             let deadline = auth_deadline.map_or(quiet_until, |auth| auth.min(quiet_until));
             let woken = tokio::select! {
-                decoded = read_command(self.gateway, client.io(), buf, charge) => Woken::Command(decoded),
+                decoded = read_command(self.listener, client.io(), buf, charge) => Woken::Command(decoded),
                 _ = tick(&mut beats) => Woken::Heartbeat,
                 _ = tokio::time::sleep_until(deadline) => Woken::Deadline,
                 _ = stopping(&mut self.shutdown) => Woken::Stopping,
@@ -106,7 +106,7 @@ impl Waiting<'_> {
                         self.write(client, &frame).await?;
                         continue;
                     }
-                    let routed = connect_upstream(self.gateway, self.identify, self.judged)
+                    let routed = connect_upstream(self.listener, self.identify, self.judged)
                         .await
                         .map_err(after_auth)?;
                     self.write(client, &frame).await?;
@@ -121,7 +121,8 @@ impl Waiting<'_> {
                     return Err(refused(Kind::Identity, ErrorCode::AuthFirst, &text));
                 }
                 _ => {
-                    let routed = connect_upstream(self.gateway, self.identify, self.judged).await?;
+                    let routed =
+                        connect_upstream(self.listener, self.identify, self.judged).await?;
                     // The relay handles the command (screening included) as its first.
                     let mut replayed = BytesMut::from(&decoded.raw[..]);
                     replayed.extend_from_slice(buf);
@@ -138,7 +139,7 @@ impl Waiting<'_> {
             io.write_all(frame).await?;
             io.flush().await
         };
-        tokio::time::timeout(self.gateway.config.timeouts.write, write)
+        tokio::time::timeout(self.listener.shared.config.timeouts.write, write)
             .await
             .map_err(|_| SessionError::Timeout("a write to the client"))??;
         Ok(())

@@ -1,0 +1,104 @@
+//! The process-wide core every listener shares (NSQ TCP and HTTP alike): configuration, the
+//! live policy, the JWT verifier, limits and counters, and both legs' TLS set-ups. Built once
+//! at start; what differs per listener (where its clients go) lives on the listener. No I/O
+//! here beyond reading the TLS files once.
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::StartError;
+use crate::auth::jwt::JwtVerifier;
+use crate::config::Config;
+use crate::limit::conn::ConnLimits;
+use crate::limit::names::NameQuotas;
+use crate::limit::RateLimits;
+use crate::policy::Policy;
+use crate::proxy::budget::Budget;
+use crate::proxy::identify::Metadata;
+use crate::tls;
+
+/// What every listener of one process shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    /// The client-leg TLS set-up of every listener (the NSQ upgrade and the HTTPS fronts).
+    pub tls_acceptor: TlsAcceptor,
+    /// The client-certificate verifier behind `tls_acceptor` (CRLs re-read on reload).
+    pub client_certs: Option<Arc<tls::ClientCerts>>,
+    /// Verifying TLS toward nsqd (the `[upstream]` CA), shared by every route and the nsqd
+    /// HTTP front; each connection names the server it expects.
+    pub upstream_client_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The live policy; a reload sends a new version and connections re-check against it.
+    pub policy: watch::Receiver<Arc<Policy>>,
+    /// Present when `[auth.jwt]` is configured.
+    pub jwt: Option<Arc<JwtVerifier>>,
+    /// Publish token buckets, shared by every connection (TCP and HTTP).
+    pub rates: Arc<RateLimits>,
+    /// Quotas on new topic and channel names, shared likewise.
+    pub names: Arc<NameQuotas>,
+    /// Open-connection caps, shared by every listener.
+    pub conns: Arc<ConnLimits>,
+    /// Security decisions counted for `/metrics`.
+    pub counters: Arc<crate::audit::Counters>,
+    /// What nsqd records about each connection, unless the client's is forwarded.
+    pub own_metadata: Arc<Metadata>,
+    /// Bytes held in command buffers by connections that have no identity yet, all listeners.
+    pub unauthenticated: Arc<Budget>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub fn new(
+        config: Arc<Config>,
+        policy: watch::Receiver<Arc<Policy>>,
+    ) -> Result<Shared, StartError> {
+        let server = tls::server_tls(&config.client)?;
+        let upstream_tls = match &config.upstream.tls {
+            Some(settings) => Some(tls::upstream_config(settings)?),
+            None => None,
+        };
+        let jwt = match &config.auth.jwt {
+            Some(settings) => Some(Arc::new(JwtVerifier::new(settings)?)),
+            None => None,
+        };
+        Ok(Shared {
+            rates: Arc::new(RateLimits::new(config.rates.clone())),
+            names: Arc::new(NameQuotas::new(config.name_quotas)),
+            conns: ConnLimits::new(config.connections.clone()),
+            counters: Arc::default(),
+            own_metadata: Arc::new(Metadata::own(&own_hostname())),
+            unauthenticated: Budget::new(config.max_unauthenticated_memory),
+            tls_acceptor: TlsAcceptor::from(server.config),
+            client_certs: server.client_certs,
+            upstream_client_tls: upstream_tls,
+            policy,
+            jwt,
+            config,
+        })
+    }
+
+    /// Whether nsqgate speaks TLS to nsqd (`[upstream] tls`).
+    pub fn upstream_tls(&self) -> bool {
+        self.config.upstream.tls.is_some()
+    }
+
+    /// The verifying set-up for `[upstream]`'s nsqd: its CA and the name its certificate must
+    /// carry. None when TLS toward nsqd is off.
+    pub fn tls_to_upstream(&self) -> Option<(Arc<rustls::ClientConfig>, ServerName<'static>)> {
+        let settings = self.config.upstream.tls.as_ref()?;
+        let client = self.upstream_client_tls.clone()?;
+        Some((client, settings.server_name.clone()))
+    }
+}
+
+/// The host nsqgate runs on, as nsqd's /stats should show it.
+fn own_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "nsqgate".to_owned())
+}
