@@ -177,8 +177,6 @@ pub enum ProtocolError {
     NotAMessage { frame_type: FrameType },
     /// A message frame shorter than the 26-byte message header.
     MessageTooShort { len: usize },
-    /// The transport failed under a codec.
-    Io(#[from] std::io::Error),
 }
 
 // === impl ProtocolError ===
@@ -195,7 +193,7 @@ impl ProtocolError {
             LineTooLong { .. } | InvalidCommand { .. } | InsufficientParams { .. } => {
                 ErrorCode::Invalid
             }
-            AuthParams | BadNumber { .. } | BadMessageId | Io(_) => ErrorCode::Invalid,
+            AuthParams | BadNumber { .. } | BadMessageId => ErrorCode::Invalid,
             BadTopic { .. } => ErrorCode::BadTopic,
             BadChannel { .. } => ErrorCode::BadChannel,
             BodyTooBig { .. } | InvalidBodySize { .. } | IdentifyJson => ErrorCode::BadBody,
@@ -209,12 +207,9 @@ impl ProtocolError {
         }
     }
 
-    /// Whether nsqd closes without an error frame here (over-long line, transport failure).
+    /// Whether nsqd closes without an error frame here (an over-long line).
     pub fn closes_silently(&self) -> bool {
-        matches!(
-            self,
-            ProtocolError::LineTooLong { .. } | ProtocolError::Io(_)
-        )
+        matches!(self, ProtocolError::LineTooLong { .. })
     }
 
     /// The whole framed error (`[size][type=1][E_CODE description]`) to send to the client.
@@ -298,7 +293,6 @@ impl ProtocolError {
             UnknownFrameType { frame_type } => format!("unknown frame type {frame_type}"),
             NotAMessage { frame_type } => format!("{frame_type:?} frame is not a message"),
             MessageTooShort { len } => format!("invalid message buffer size ({len})"),
-            Io(err) => format!("transport error: {err}"),
         };
         text.into_bytes()
     }

@@ -1,17 +1,15 @@
-//! NSQ TCP protocol V2, sans-io: bytes in, values out, no sockets and no runtime. Only `codec`
-//! touches the async side, and only to implement the framing `Decoder`/`Encoder` traits.
+//! NSQ TCP protocol V2, sans-io: bytes in, values out, no sockets and no runtime. The relay
+//! calls [`decode_command`] and [`decode_frame`] on its own buffers (no `Framed` adapter).
 //!
 //! - `command`: client commands (`PUB`, `SUB`, ...), decoded with nsqd's own checks and texts.
 //! - `frame`: server frames (response, error, message) and the message layout.
 //! - `error`: nsqd's `E_*` codes and [`ProtocolError`], which renders as nsqd's error frame.
 //! - `names`: topic and channel name rules.
 //! - `identify`: IDENTIFY's body as nsqd reads it, and nsqd's checks of its settings.
-//! - `codec`: `Decoder`/`Encoder` adapters for `Framed` streams.
 //!
 //! Facts come from nsqd v1.3.0 (`nsqd/protocol_v2.go`, `internal/protocol/`); see
 //! `/work/shared/docs/NSQ-PROTOCOL.md` §1.
 
-mod codec;
 mod command;
 mod error;
 mod frame;
@@ -26,7 +24,6 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-pub use codec::{CommandCodec, FrameCodec};
 pub use command::{decode_command, Command, DecodedCommand};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{

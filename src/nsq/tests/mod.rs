@@ -8,6 +8,7 @@ mod frames;
 mod identify;
 mod nsqd_errors;
 mod props;
+mod streams;
 
 use bytes::{BufMut, BytesMut};
 
