@@ -1,95 +1,71 @@
-//! One client connection from accept to close: tell TLS-first from NSQ-first by the first byte,
-//! read the magic and IDENTIFY, open the upstream leg (now, for a client with an identity; else
-//! later, see `pending`), upgrade the client leg in-band exactly as nsqd does (JSON reply in
-//! clear, TLS handshake, `OK` inside TLS), then relay. A refusal of IDENTIFY is nsqd's own: its
-//! words relayed, or, without an nsqd connection yet, nsqd's checks made here with its ranges.
-//! Until the client has an identity its buffers are charged to the shared unauthenticated budget.
+//! One client connection from accept to close, as a [`Session`] whose methods are the phases of
+//! `LIFECYCLE.md` in order: [`Session::accept`] (PROXY header, caps per IP), [`Session::open`]
+//! (TLS from the first byte, magic, IDENTIFY and its reply, the in-band upgrade: `opening`),
+//! [`Session::admit`] (the guard, with a certificate's identity audited and capped),
+//! [`Session::wait_for_nsqd`] (no nsqd connection yet: `pending`) and [`Session::relay`].
+//! [`Session::refuse`] is the one way the client is told why before its connection closes
+//! (inside the relay, a refusal waits for the replies owed before it).
+//!
+//! A refusal of IDENTIFY is nsqd's own: its words relayed, or, without an nsqd connection yet,
+//! nsqd's checks made here with its ranges. Until the client has an identity its buffers are
+//! charged to the shared unauthenticated budget.
 
+mod client;
 mod failure;
 mod opening;
 mod pending;
 mod timing;
 
-use failure::SessionError;
-
-use opening::opening;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn, Instrument};
 
 use crate::auth::Principal;
+use crate::config::Config;
 use crate::error::{self, Classify, FatalReply, Kind};
 use crate::limit::conn::ConnPermit;
 use crate::net::proxied;
-use crate::net::stream::{Io, Replay};
-use crate::nsq::{self, DecodedCommand, ErrorCode};
+use crate::nsq::ErrorCode;
 use crate::proxy::budget::Charge;
-use crate::proxy::guard::Guard;
+use crate::proxy::guard::{Guard, UNRECORDED};
 use crate::proxy::identify::{self, ClientIdentify};
 use crate::proxy::relay::{self, RelayEnd, RelaySettings};
 use crate::proxy::upstream::{Routed, UpstreamError};
 use crate::proxy::Listener;
 
+use client::ClientStream;
+use failure::SessionError;
+use opening::Opened;
+
 /// Added to two heartbeat intervals before an idle client is dropped.
-const IDLE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+const IDLE_SLACK: Duration = Duration::from_secs(1);
 
-/// The first byte of a TLS handshake record: a client that starts with TLS.
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-
-/// The client leg before and after its TLS upgrade.
-enum ClientStream {
-    Plain(TcpStream),
-    Secure(Box<dyn Io>),
-}
-
-impl ClientStream {
-    fn io(&mut self) -> &mut (dyn Io + '_) {
-        match self {
-            ClientStream::Plain(tcp) => tcp,
-            ClientStream::Secure(io) => io.as_mut(),
-        }
-    }
-
-    fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Secure(_))
-    }
-
-    fn tls(&self) -> timing::ClientTls {
-        match self {
-            ClientStream::Plain(_) => timing::ClientTls::Plain,
-            ClientStream::Secure(_) => timing::ClientTls::Secure,
-        }
-    }
-
-    fn into_io(self) -> Box<dyn Io> {
-        match self {
-            ClientStream::Plain(tcp) => Box::new(tcp),
-            ClientStream::Secure(io) => io,
-        }
-    }
-}
-
-/// A connection that finished its opening: both legs ready to relay.
-struct Opened {
-    /// The heartbeat interval nsqd uses for this client (None: the client disabled them).
-    heartbeat: Option<std::time::Duration>,
+/// One client connection and what is known about it so far, carried from phase to phase.
+struct Session {
+    listener: Arc<Listener>,
+    /// The client's address: the TCP peer's, or the one a trusted PROXY header names.
+    peer: SocketAddr,
     client: ClientStream,
+    /// Bytes read from the client and not handled yet.
     buf: BytesMut,
-    /// None while the client must still AUTH: nsqd sees nothing of it before then.
-    upstream: Option<Routed>,
-    /// The client's IDENTIFY, relayed to nsqd when its connection is opened.
-    identify: ClientIdentify,
-    /// The identity a verified client certificate gave, if any.
+    /// The identity a verified client certificate gave; handed to the guard at `admit`.
     principal: Option<Principal>,
+    /// The client's IDENTIFY (nsqd's defaults until it sends one), relayed to nsqd when the
+    /// client's nsqd connection opens.
+    identify: ClientIdentify,
+    /// The heartbeat interval nsqd uses for this client (None: the client disabled them).
+    heartbeat: Option<Duration>,
     /// IDENTIFY was judged here (no nsqd connection then): a later refusal by nsqd means
     /// nsqgate's idea of nsqd's ranges is wrong.
     judged: bool,
+    /// The client's share of the unauthenticated budget, until it has an identity.
+    charge: Option<Charge>,
+    shutdown: watch::Receiver<bool>,
 }
 
 pub async fn serve(
@@ -115,298 +91,205 @@ pub async fn serve(
     .await
 }
 
+/// The phases, in LIFECYCLE order.
 async fn run(
     listener: Arc<Listener>,
-    mut tcp: TcpStream,
-    mut peer: SocketAddr,
+    tcp: TcpStream,
+    peer: SocketAddr,
     mut permit: ConnPermit,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RelayEnd, SessionError> {
-    tcp.set_nodelay(true)?;
-    let mut buf = BytesMut::new();
-    if listener
-        .shared
-        .config
-        .proxy_protocol_from
-        .contains(&peer.ip())
-    {
-        let header = proxied::read_header(&mut tcp, &mut buf, peer);
-        peer = tokio::time::timeout(listener.shared.config.timeouts.tls_handshake, header)
-            .await
-            .map_err(|_| SessionError::Timeout("the PROXY header"))??;
-        debug!(client = %peer, "PROXY header");
-    }
-    // Over a limit: closed at once, before any handshake.
-    permit.bind_ip(peer.ip())?;
-    let mut charge = Some(listener.shared.unauthenticated.charge());
-    let opening = open(&listener, tcp, buf, &mut charge);
-    let opened = tokio::time::timeout(listener.shared.config.timeouts.identify, opening)
+    let session = Session::accept(listener, tcp, peer, &mut permit, shutdown).await?;
+    let deadline = session.config().timeouts.identify;
+    let Opened {
+        mut session,
+        upstream,
+    } = tokio::time::timeout(deadline, session.open())
         .await
         .map_err(|_| SessionError::Timeout("IDENTIFY"))??;
-    let settings = RelaySettings {
-        limits: listener.shared.config.limits,
-        // Like nsqd: a client that neither sends nor answers a heartbeat for two intervals is
-        // gone. With heartbeats disabled, the configured idle timeout applies.
-        idle: idle_timeout(&listener, opened.heartbeat),
-        max_frame_size: listener.shared.config.limits.max_frame_size(),
-        revocation_grace: listener.shared.config.auth.revocation_grace,
-        partial_frame_timeout: listener.shared.config.timeouts.partial_frame,
-        write_timeout: listener.shared.config.timeouts.write,
-        shutdown: shutdown.clone(),
-        auth_timeout: listener.shared.config.timeouts.auth,
-    };
-    if let Some(principal) = &opened.principal {
-        crate::audit::Counters::bump(&listener.shared.counters.auth_success);
-        let recorded = crate::audit::record(&crate::audit::Event {
-            remote: Some(peer),
-            principal: Some(principal),
-            action: "auth",
-            outcome: "success",
-            ..Default::default()
-        });
-        if recorded.refuse() {
-            let mut client = opened.client;
-            let text = format!("AUTH failed: {}", crate::proxy::guard::UNRECORDED);
-            let e = SessionError::Refused(FatalReply::new(
-                Kind::Internal,
-                ErrorCode::AuthFailed,
-                &text,
-            ));
-            tell(client.io(), &e).await;
-            return Err(e);
-        }
-        permit.bind_identity(&principal.identity)?;
-    }
-    let mut guard = Guard::new(listener.shared.clone(), peer, opened.principal, permit);
-    let Opened {
-        mut client,
-        mut buf,
-        upstream,
-        identify,
-        heartbeat,
-        judged,
-        ..
-    } = opened;
+    let guard = session.admit(permit);
+    let mut guard = session.or_refuse(guard).await?;
     let routed = match upstream {
         Some(routed) => routed,
         None => {
-            let waiting = pending::Waiting {
-                listener: &listener,
-                identify: &identify,
-                heartbeat,
-                judged,
-                shutdown,
-            };
-            match waiting
-                .run(&mut guard, &mut client, &mut buf, &mut charge)
+            let routed = session.wait_for_nsqd(&mut guard).await;
+            session.or_refuse(routed).await?
+        }
+    };
+    session.relay(routed, guard).await
+}
+
+// === impl Session ===
+
+impl Session {
+    /// Accept: the PROXY header from a trusted balancer, then the caps that count the
+    /// client's address. Over a cap the connection is closed at once, before any handshake.
+    async fn accept(
+        listener: Arc<Listener>,
+        mut tcp: TcpStream,
+        mut peer: SocketAddr,
+        permit: &mut ConnPermit,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Session, SessionError> {
+        tcp.set_nodelay(true)?;
+        let config = &listener.shared.config;
+        let mut buf = BytesMut::new();
+        if config.proxy_protocol_from.contains(&peer.ip()) {
+            let header = proxied::read_header(&mut tcp, &mut buf, peer);
+            peer = tokio::time::timeout(config.timeouts.tls_handshake, header)
                 .await
-            {
-                Ok(routed) => routed,
-                Err(e) => {
-                    tell(client.io(), &e).await;
-                    return Err(e);
-                }
+                .map_err(|_| SessionError::Timeout("the PROXY header"))??;
+            debug!(client = %peer, "PROXY header");
+        }
+        permit.bind_ip(peer.ip())?;
+        Ok(Session {
+            charge: Some(listener.shared.unauthenticated.charge()),
+            peer,
+            client: ClientStream::Plain(tcp),
+            buf,
+            principal: None,
+            identify: ClientIdentify::default(),
+            heartbeat: Some(identify::DEFAULT_HEARTBEAT),
+            judged: false,
+            shutdown,
+            listener,
+        })
+    }
+
+    /// The guard that judges every command from now on. A certificate's identity is
+    /// authenticated already: audited (refused if the audit log must and cannot record it)
+    /// and counted against its identity's cap.
+    fn admit(&mut self, mut permit: ConnPermit) -> Result<Guard, SessionError> {
+        if let Some(principal) = &self.principal {
+            crate::audit::Counters::bump(&self.listener.shared.counters.auth_success);
+            let recorded = crate::audit::record(&crate::audit::Event {
+                remote: Some(self.peer),
+                principal: Some(principal),
+                action: "auth",
+                outcome: "success",
+                ..Default::default()
+            });
+            if recorded.refuse() {
+                let text = format!("AUTH failed: {UNRECORDED}");
+                let refusal = FatalReply::new(Kind::Internal, ErrorCode::AuthFailed, &text);
+                return Err(SessionError::Refused(refusal));
             }
+            permit.bind_identity(&principal.identity)?;
         }
-    };
-    // From here on the relay's own bounds apply.
-    drop(charge);
-    // The pool lease (if any) lives until the relay ends, so the member's count is right.
-    let Routed { upstream, lease } = routed;
-    let relayed = relay::run(client.into_io(), buf, upstream, &mut guard, &settings).await;
-    drop(lease);
-    Ok(relayed?)
-}
-
-/// Runs the opening; on a refusal the client is told why before the connection closes.
-/// `buf` holds bytes already read (after a PROXY header), which belong to the client's stream.
-async fn open(
-    listener: &Listener,
-    tcp: TcpStream,
-    mut buf: BytesMut,
-    charge: &mut Option<Charge>,
-) -> Result<Opened, SessionError> {
-    let first = match buf.first() {
-        Some(byte) => *byte,
-        None => {
-            let mut first = [0u8; 1];
-            let peek = tcp.peek(&mut first);
-            let sniffed = tokio::time::timeout(listener.shared.config.timeouts.tls_handshake, peek)
-                .await
-                .map_err(|_| SessionError::Timeout("the first bytes"))??;
-            if sniffed == 0 {
-                return Err(SessionError::Closed("the first bytes"));
-            }
-            first[0]
-        }
-    };
-    let mut principal = None;
-    let client = if first == TLS_HANDSHAKE_RECORD {
-        let (io, identity) = accept_tls(listener, Replay::new(buf.split().freeze(), tcp)).await?;
-        principal = identity;
-        ClientStream::Secure(io)
-    } else {
-        ClientStream::Plain(tcp)
-    };
-    if principal.is_some() {
-        // A certificate named the client: its buffers are no stranger's.
-        *charge = None;
+        let principal = self.principal.take();
+        Ok(Guard::new(
+            self.listener.shared.clone(),
+            self.peer,
+            principal,
+            permit,
+        ))
     }
-    let mut opened = Opened {
-        heartbeat: Some(identify::DEFAULT_HEARTBEAT),
-        identify: ClientIdentify::default(),
-        client,
-        buf,
-        upstream: None,
-        principal,
-        judged: false,
-    };
-    match opening(listener, &mut opened, charge).await {
-        Ok(()) => Ok(opened),
-        Err(e) => {
-            tell(opened.client.io(), &e).await;
-            Err(e)
+
+    /// The relay, until either side ends the connection. The pool lease (if any) lives until
+    /// then, so the member's count is right.
+    async fn relay(mut self, routed: Routed, mut guard: Guard) -> Result<RelayEnd, SessionError> {
+        let settings = self.relay_settings();
+        // From here on the relay's own bounds apply.
+        self.charge = None;
+        let Routed { upstream, lease } = routed;
+        let io = self.client.into_io();
+        let relayed = relay::run(io, self.buf, upstream, &mut guard, &settings).await;
+        drop(lease);
+        Ok(relayed?)
+    }
+
+    /// Tells the client why (when it is the client's to hear) and closes without destroying
+    /// that last frame: the one way a client is refused outside the relay.
+    async fn refuse(&mut self, e: SessionError) -> SessionError {
+        if let Some(refusal) = e.told() {
+            self.client.tell(&refusal).await;
+        }
+        e
+    }
+
+    /// `result`, after telling the client why if it is a refusal.
+    async fn or_refuse<T>(&mut self, result: Result<T, SessionError>) -> Result<T, SessionError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.refuse(e).await),
         }
     }
-}
 
-/// Tells the client why, if it is the client's to hear, then closes without destroying that
-/// last frame.
-async fn tell(io: &mut (dyn Io + '_), e: &SessionError) {
-    let Some(refusal) = e.told() else {
-        return;
-    };
-    if let Some(frame) = refusal.frame() {
-        let _ = io.write_all(frame).await;
-        let _ = io.flush().await;
+    fn relay_settings(&self) -> RelaySettings {
+        let config = self.config();
+        RelaySettings {
+            limits: config.limits,
+            idle: self.idle_timeout(),
+            max_frame_size: config.limits.max_frame_size(),
+            revocation_grace: config.auth.revocation_grace,
+            partial_frame_timeout: config.timeouts.partial_frame,
+            write_timeout: config.timeouts.write,
+            shutdown: self.shutdown.clone(),
+            auth_timeout: config.timeouts.auth,
+        }
     }
-    let _ = io.shutdown().await;
-    relay::drain_before_close(io).await;
-}
 
-/// How long a quiet client is kept: two missed heartbeats, as nsqd; the configured idle
-/// timeout when the client disabled heartbeats.
-fn idle_timeout(
-    listener: &Listener,
-    heartbeat: Option<std::time::Duration>,
-) -> std::time::Duration {
-    heartbeat.map_or(listener.shared.config.timeouts.idle, |hb| {
-        2 * hb + IDLE_SLACK
-    })
-}
+    /// How long a quiet client is kept: like nsqd, two missed heartbeats; the configured idle
+    /// timeout when the client disabled heartbeats.
+    fn idle_timeout(&self) -> Duration {
+        let idle = self.config().timeouts.idle;
+        self.heartbeat.map_or(idle, |hb| 2 * hb + IDLE_SLACK)
+    }
 
-fn require_tls(
-    listener: &Listener,
-    client: &ClientStream,
-    doing: &str,
-) -> Result<(), SessionError> {
-    if listener.shared.config.client.require_tls && !client.is_tls() {
+    fn config(&self) -> &Config {
+        &self.listener.shared.config
+    }
+
+    /// Takes `principal` as who the client is; its buffers are no stranger's any more.
+    fn identified(&mut self, principal: Option<Principal>) {
+        if principal.is_some() {
+            self.charge = None;
+        }
+        self.principal = principal;
+    }
+
+    /// Refused unless the client leg is TLS, when TLS is required.
+    fn require_tls(&self, doing: &str) -> Result<(), SessionError> {
+        if !self.config().client.require_tls || self.client.is_tls() {
+            return Ok(());
+        }
         let text = format!(
             "TLS is required: cannot {doing}; send IDENTIFY with tls_v1 and feature_negotiation (or connect with TLS)"
         );
         let refusal = FatalReply::new(Kind::Tls, ErrorCode::Invalid, &text);
-        return Err(SessionError::Refused(refusal));
+        Err(SessionError::Refused(refusal))
     }
-    Ok(())
-}
 
-/// Opens the client's nsqd connection. nsqd's refusal of the client's settings reaches the
-/// client word for word; when nsqgate had judged them acceptable (`judged`), the log says its
-/// idea of nsqd's ranges is wrong.
-async fn connect_upstream(
-    listener: &Listener,
-    identify: &ClientIdentify,
-    judged: bool,
-) -> Result<Routed, SessionError> {
-    let upstream = &listener.shared.config.upstream;
-    let sent = identify.upstream(
-        listener.shared.upstream_tls(),
-        &listener.shared.own_metadata,
-        upstream.forward_client_metadata,
-    );
-    match listener.destination.connect(sent).await {
-        Ok(routed) => Ok(routed),
-        Err(e) => match e.client_refusal() {
-            Some((code, text)) => {
-                if judged {
-                    warn!(upstream = listener.destination.address(), nsqd_said = %format!("{code} {text}").escape_debug(), "nsqd refused an IDENTIFY that nsqgate accepted: its ranges differ from nsqgate's (set [upstream.nsqd_options])");
-                }
-                let refusal = FatalReply::from_nsqd(Kind::ClientProtocol, code, text);
-                Err(SessionError::Refused(refusal))
-            }
-            None => Err(upstream_unavailable(listener, e)),
-        },
-    }
-}
-
-/// The client learns only that the upstream is unavailable; the log says why.
-fn upstream_unavailable(listener: &Listener, cause: UpstreamError) -> SessionError {
-    SessionError::NsqdUnavailable {
-        address: listener.destination.address(),
-        cause,
-        at_auth: false,
-    }
-}
-
-/// Runs the server handshake; a verified client certificate yields the client's identity.
-async fn accept_tls<S>(
-    listener: &Listener,
-    raw: Replay<S>,
-) -> Result<(Box<dyn Io>, Option<Principal>), SessionError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let accept = listener.shared.tls_acceptor.accept(raw);
-    let tls = tokio::time::timeout(listener.shared.config.timeouts.tls_handshake, accept)
-        .await
-        .map_err(|_| SessionError::Timeout("the TLS handshake"))?
-        .map_err(SessionError::Tls)?;
-    // rustls has already verified the chain against the client CA (and CRLs) by now.
-    let principal = crate::auth::identity::from_certificate(
-        tls.get_ref().1.peer_certificates(),
-        &listener.shared.config.client.cert_identity_order,
-    );
-    Ok((Box::new(tls), principal))
-}
-
-/// The next command; while the client has no identity (`charge`), the buffer's capacity (the
-/// codec reserves a declared body before reading it) is charged to the shared budget first.
-async fn read_command(
-    listener: &Listener,
-    io: &mut (dyn Io + '_),
-    buf: &mut BytesMut,
-    charge: &mut Option<Charge>,
-) -> Result<DecodedCommand, SessionError> {
-    loop {
-        match nsq::decode_command(buf, &listener.shared.config.limits) {
-            Ok(Some(decoded)) => return Ok(decoded),
-            Ok(None) => {}
-            Err(e) => return Err(SessionError::Refused(FatalReply::malformed(&e))),
+    /// Opens the client's nsqd connection with its IDENTIFY. nsqd's refusal of the client's
+    /// settings reaches the client word for word; when nsqgate had judged them acceptable, the
+    /// log says its idea of nsqd's ranges is wrong.
+    async fn connect_nsqd(&mut self) -> Result<Routed, SessionError> {
+        let listener = &self.listener;
+        let shared = &listener.shared;
+        let forward = shared.config.upstream.forward_client_metadata;
+        let sent = self
+            .identify
+            .upstream(shared.upstream_tls(), &shared.own_metadata, forward);
+        let e = match listener.destination.connect(sent).await {
+            Ok(routed) => return Ok(routed),
+            Err(e) => e,
+        };
+        let Some((code, text)) = e.client_refusal() else {
+            return Err(self.nsqd_unavailable(e));
+        };
+        if self.judged {
+            warn!(upstream = listener.destination.address(), nsqd_said = %format!("{code} {text}").escape_debug(), "nsqd refused an IDENTIFY that nsqgate accepted: its ranges differ from nsqgate's (set [upstream.nsqd_options])");
         }
-        if let Some(charge) = charge {
-            // tokio's read_buf reserves a little when the buffer is full.
-            let wanted = buf.capacity().max(buf.len() + 64);
-            charge.hold(wanted).map_err(|over| {
-                let text = format!("{over} (try again later)");
-                SessionError::Refused(FatalReply::new(Kind::Limit, ErrorCode::BadBody, &text))
-            })?;
-        }
-        if io.read_buf(buf).await? == 0 {
-            return Err(SessionError::Closed("IDENTIFY"));
+        let refusal = FatalReply::from_nsqd(Kind::ClientProtocol, code, text);
+        Err(SessionError::Refused(refusal))
+    }
+
+    /// The client learns only that nsqd is unavailable; the log says why.
+    fn nsqd_unavailable(&self, cause: UpstreamError) -> SessionError {
+        SessionError::NsqdUnavailable {
+            address: self.listener.destination.address(),
+            cause,
+            at_auth: false,
         }
     }
-}
-
-async fn fill(
-    io: &mut (dyn Io + '_),
-    buf: &mut BytesMut,
-    want: usize,
-    during: &'static str,
-) -> Result<(), SessionError> {
-    while buf.len() < want {
-        if io.read_buf(buf).await? == 0 {
-            return Err(SessionError::Closed(during));
-        }
-    }
-    Ok(())
 }

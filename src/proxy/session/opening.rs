@@ -1,136 +1,238 @@
-//! The opening proper: magic, IDENTIFY (or another first command) and the in-band TLS
-//! upgrade. IDENTIFY is refused with nsqd's own words: nsqd's, relayed, when the client already
-//! has its nsqd connection; otherwise nsqd's checks made here against nsqd's ranges.
+//! The opening: TLS from the first byte, the magic, IDENTIFY (or another first command) and
+//! the in-band TLS upgrade. IDENTIFY is refused with nsqd's own words: nsqd's, relayed, when the
+//! client already has its nsqd connection; otherwise nsqd's checks made here against nsqd's
+//! ranges.
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use serde_json::{Map, Value};
 
 use crate::error::{FatalReply, Kind};
 use crate::net::stream::Replay;
 use crate::nsq::{self, Command, ErrorCode};
-use crate::proxy::budget::Charge;
 use crate::proxy::identify::{self, ClientIdentify, ClientLeg};
-use crate::proxy::Listener;
+use crate::proxy::upstream::Routed;
 
+use super::client::{accept_tls, ClientStream};
+use super::failure::SessionError;
 use super::timing::{self, ClientTls, IdentityRules, NsqdOpens};
-use super::{
-    accept_tls, connect_upstream, fill, read_command, require_tls, upstream_unavailable,
-    ClientStream, Opened, SessionError,
-};
+use super::Session;
 
-/// Magic, IDENTIFY (or another first command) and the in-band upgrade; fills `opened`.
-pub(super) async fn opening(
-    listener: &Listener,
-    opened: &mut Opened,
-    charge: &mut Option<Charge>,
-) -> Result<(), SessionError> {
-    let Opened {
-        client,
-        buf,
-        principal,
-        ..
-    } = opened;
-    fill(client.io(), buf, nsq::MAGIC_V2.len(), "the protocol magic").await?;
-    if &buf[..4] != nsq::MAGIC_V2 {
-        let text = "client sent bad protocol identifier";
-        let refusal = FatalReply::new(Kind::ClientProtocol, ErrorCode::BadProtocol, text);
-        return Err(SessionError::Refused(refusal));
-    }
-    let _ = buf.split_to(4);
+/// The first byte of a TLS handshake record: a client that starts with TLS.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-    let rules = IdentityRules::of(&listener.shared.config);
-    let first = read_command(listener, client.io(), buf, charge).await?;
-    let tls = client.tls();
-    let Command::Identify { body } = &first.command else {
-        // IDENTIFY is optional in NSQ; without it there is no TLS upgrade either.
-        require_tls(listener, client, first.command.name())?;
-        let opens = timing::when_nsqd_opens(rules, None, tls, principal.as_ref());
-        if opens == NsqdOpens::Now {
-            opened.upstream = Some(connect_upstream(listener, &opened.identify, false).await?);
-        }
-        // Otherwise no nsqd connection yet: the command is the first one `pending` handles.
-        let mut replayed = BytesMut::from(&first.raw[..]);
-        replayed.extend_from_slice(&opened.buf);
-        opened.buf = replayed;
-        return Ok(());
-    };
+/// What the opening settled.
+pub(super) struct Opened {
+    /// The client leg is final (TLS or not) and its settings are known.
+    pub session: Session,
+    /// Opened during the opening for a client a certificate named; otherwise None, and the
+    /// client waits for it (`pending`).
+    pub upstream: Option<Routed>,
+}
 
-    let identify = ClientIdentify::parse(body)?;
-    // A client with no identity yet (one still to AUTH or to show its certificate, or an
-    // anonymous one) gets no nsqd connection: nsqgate judges IDENTIFY with nsqd's checks and
-    // ranges, before its own TLS rule as nsqd would, and predicts nsqd's reply; the
-    // connection opens once it is needed (after the upgrade, or in `pending`).
-    let opens = timing::when_nsqd_opens(rules, Some(&identify), tls, principal.as_ref());
-    let learned = match opens {
-        NsqdOpens::Now => None,
-        _ => {
-            let learned = listener
-                .learned()
-                .await
-                .map_err(|e| upstream_unavailable(listener, e))?;
-            identify.check(&learned.ranges)?;
-            Some(learned)
-        }
-    };
-    let upgrade = timing::asks_for_upgrade(&identify, tls);
-    if !upgrade {
-        require_tls(listener, client, "IDENTIFY without tls_v1")?;
-    }
-    let auth_required = timing::auth_required(rules, &identify, tls, principal.as_ref());
-    let nsqd_reply = if let Some(learned) = learned {
-        opened.judged = true;
-        identify.expected_reply(&learned.reply)
-    } else {
-        let routed = connect_upstream(listener, &identify, false).await?;
-        let reply = routed.upstream.identify_reply.clone();
-        opened.upstream = Some(routed);
-        // nsqd was never asked for compression, so this one check is nsqgate's to make.
-        if identify.feature_negotiation {
-            let learned = listener
-                .learned()
-                .await
-                .map_err(|e| upstream_unavailable(listener, e))?;
-            identify.check_compression(&learned.ranges)?;
-        }
-        reply
-    };
+/// The client's first command after the magic.
+enum FirstCommand {
+    Identify(ClientIdentify),
+    /// Anything else (IDENTIFY is optional in NSQ), back in the buffer for the next phase.
+    Other,
+}
 
-    let reply = if identify.feature_negotiation {
-        let leg = ClientLeg {
-            tls_v1: upgrade,
-            auth_required,
+/// How IDENTIFY was answered.
+struct Answered {
+    /// The in-band TLS upgrade follows the reply.
+    upgrade: bool,
+    /// Opened before the reply, for a client a certificate had named.
+    upstream: Option<Routed>,
+}
+
+// === impl Session (the opening) ===
+
+impl Session {
+    /// The opening, run within the IDENTIFY deadline.
+    pub(super) async fn open(self) -> Result<Opened, SessionError> {
+        let mut session = self.tls_first().await?;
+        let first = session.first_command().await;
+        let identify = match session.or_refuse(first).await? {
+            FirstCommand::Identify(identify) => identify,
+            // Without IDENTIFY there is no upgrade either.
+            FirstCommand::Other => {
+                let upstream = session.nsqd_if_known(None).await;
+                let upstream = session.or_refuse(upstream).await?;
+                return Ok(Opened { session, upstream });
+            }
         };
-        identify::client_reply(&nsqd_reply, leg)
-    } else {
-        b"OK".to_vec()
-    };
-    let io = client.io();
-    io.write_all(&nsq::response_frame(&reply)).await?;
-    io.flush().await?;
-    opened.heartbeat = identify.heartbeat_interval();
-
-    if upgrade {
-        let ClientStream::Plain(tcp) = std::mem::replace(
-            &mut opened.client,
-            ClientStream::Secure(Box::new(tokio::io::empty())),
-        ) else {
-            return Err(SessionError::Closed("TLS upgrade"));
-        };
-        // A client may have sent its ClientHello right behind IDENTIFY; those bytes are in buf.
-        let raw = Replay::new(opened.buf.split().freeze(), tcp);
-        let (io, identity) = accept_tls(listener, raw).await?;
-        opened.principal = identity;
-        opened.client = ClientStream::Secure(io);
-        let principal = opened.principal.as_ref();
-        let opens = timing::when_nsqd_opens(rules, Some(&identify), ClientTls::Secure, principal);
-        if opens == NsqdOpens::Now {
-            *charge = None;
-            opened.upstream = Some(connect_upstream(listener, &identify, opened.judged).await?);
+        let answered = session.answer_identify(identify).await;
+        let answered = session.or_refuse(answered).await?;
+        if !answered.upgrade {
+            let upstream = answered.upstream;
+            return Ok(Opened { session, upstream });
         }
-        let io = opened.client.io();
-        io.write_all(&nsq::response_frame(b"OK")).await?;
-        io.flush().await?;
+        let mut session = session.upgrade().await?;
+        let upstream = session.after_upgrade().await;
+        let upstream = session.or_refuse(upstream).await?;
+        Ok(Opened { session, upstream })
     }
-    opened.identify = identify;
-    Ok(())
+
+    /// A client whose first byte starts a TLS handshake gets TLS before anything else; a
+    /// certificate may name it.
+    async fn tls_first(mut self) -> Result<Session, SessionError> {
+        let first = match self.buf.first() {
+            Some(byte) => *byte,
+            None => self.peek_first_byte().await?,
+        };
+        if first != TLS_HANDSHAKE_RECORD {
+            return Ok(self);
+        }
+        // Bytes already read (after a PROXY header) belong to the handshake.
+        let read = self.buf.split().freeze();
+        let ClientStream::Plain(tcp) = self.client else {
+            return Ok(self);
+        };
+        let (client, principal) = accept_tls(&self.listener.shared, Replay::new(read, tcp)).await?;
+        self.client = client;
+        self.identified(principal);
+        Ok(self)
+    }
+
+    async fn peek_first_byte(&mut self) -> Result<u8, SessionError> {
+        let ClientStream::Plain(tcp) = &self.client else {
+            return Err(SessionError::Closed("the first bytes"));
+        };
+        let mut first = [0u8; 1];
+        let deadline = self.config().timeouts.tls_handshake;
+        let sniffed = tokio::time::timeout(deadline, tcp.peek(&mut first))
+            .await
+            .map_err(|_| SessionError::Timeout("the first bytes"))??;
+        if sniffed == 0 {
+            return Err(SessionError::Closed("the first bytes"));
+        }
+        Ok(first[0])
+    }
+
+    /// The magic, then the first command: IDENTIFY, read as nsqd reads it, or another one put
+    /// back for later (refused when TLS is required, as there is no upgrade without IDENTIFY).
+    async fn first_command(&mut self) -> Result<FirstCommand, SessionError> {
+        self.fill(nsq::MAGIC_V2.len(), "the protocol magic").await?;
+        if &self.buf[..4] != nsq::MAGIC_V2 {
+            let text = "client sent bad protocol identifier";
+            let refusal = FatalReply::new(Kind::ClientProtocol, ErrorCode::BadProtocol, text);
+            return Err(SessionError::Refused(refusal));
+        }
+        let _ = self.buf.split_to(4);
+        let first = self.read_command().await?;
+        let Command::Identify { body } = &first.command else {
+            self.require_tls(first.command.name())?;
+            self.unread(&first);
+            return Ok(FirstCommand::Other);
+        };
+        Ok(FirstCommand::Identify(ClientIdentify::parse(body)?))
+    }
+
+    /// The client's nsqd connection, opened now when a certificate named the client.
+    async fn nsqd_if_known(
+        &mut self,
+        identify: Option<&ClientIdentify>,
+    ) -> Result<Option<Routed>, SessionError> {
+        let rules = IdentityRules::of(self.config());
+        let tls = self.client.tls();
+        match timing::when_nsqd_opens(rules, identify, tls, self.principal.as_ref()) {
+            NsqdOpens::Now => Ok(Some(self.connect_nsqd().await?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Judges IDENTIFY and answers it with nsqd's reply (nsqd's own when its connection opens
+    /// now, else predicted from its defaults), rewritten to describe the client leg.
+    async fn answer_identify(
+        &mut self,
+        identify: ClientIdentify,
+    ) -> Result<Answered, SessionError> {
+        let rules = IdentityRules::of(self.config());
+        let tls = self.client.tls();
+        let principal = self.principal.as_ref();
+        let opens_now =
+            timing::when_nsqd_opens(rules, Some(&identify), tls, principal) == NsqdOpens::Now;
+        let auth_required = timing::auth_required(rules, &identify, tls, principal);
+        let upgrade = timing::asks_for_upgrade(&identify, tls);
+        self.identify = identify;
+        // A client with no identity yet gets no nsqd connection: nsqgate judges IDENTIFY with
+        // nsqd's checks and ranges, before its own TLS rule as nsqd would.
+        let predicted = match opens_now {
+            true => None,
+            false => Some(self.judge_identify().await?),
+        };
+        if !upgrade {
+            self.require_tls("IDENTIFY without tls_v1")?;
+        }
+        let (nsqd_reply, upstream) = match predicted {
+            Some(predicted) => (predicted, None),
+            None => {
+                let routed = self.connect_nsqd().await?;
+                self.check_compression().await?;
+                (routed.upstream.identify_reply.clone(), Some(routed))
+            }
+        };
+        let reply = match self.identify.feature_negotiation {
+            true => identify::client_reply(
+                &nsqd_reply,
+                ClientLeg {
+                    tls_v1: upgrade,
+                    auth_required,
+                },
+            ),
+            false => b"OK".to_vec(),
+        };
+        self.send(&nsq::response_frame(&reply)).await?;
+        self.heartbeat = self.identify.heartbeat_interval();
+        Ok(Answered { upgrade, upstream })
+    }
+
+    /// nsqd's checks made here, with its ranges; the reply nsqd would give, predicted.
+    async fn judge_identify(&mut self) -> Result<Map<String, Value>, SessionError> {
+        let learned = self.listener.learned().await;
+        let learned = learned.map_err(|e| self.nsqd_unavailable(e))?;
+        self.identify.check(&learned.ranges)?;
+        self.judged = true;
+        Ok(self.identify.expected_reply(&learned.reply))
+    }
+
+    /// nsqd was never asked for compression, so that one check of IDENTIFY is nsqgate's to
+    /// make even when nsqd judged the rest.
+    async fn check_compression(&mut self) -> Result<(), SessionError> {
+        if self.identify.feature_negotiation {
+            let learned = self.listener.learned().await;
+            let learned = learned.map_err(|e| self.nsqd_unavailable(e))?;
+            self.identify.check_compression(&learned.ranges)?;
+        }
+        Ok(())
+    }
+
+    /// The in-band upgrade nsqd makes after its IDENTIFY reply: the client's TLS handshake.
+    async fn upgrade(mut self) -> Result<Session, SessionError> {
+        // A client may have sent its ClientHello right behind IDENTIFY; those bytes are here.
+        let read = self.buf.split().freeze();
+        let ClientStream::Plain(tcp) = self.client else {
+            return Ok(self);
+        };
+        let (client, principal) = accept_tls(&self.listener.shared, Replay::new(read, tcp)).await?;
+        self.client = client;
+        self.principal = principal;
+        Ok(self)
+    }
+
+    /// After the upgrade: the nsqd connection for a client its certificate named, then `OK`
+    /// inside TLS, as nsqd ends its upgrade.
+    async fn after_upgrade(&mut self) -> Result<Option<Routed>, SessionError> {
+        let rules = IdentityRules::of(self.config());
+        let principal = self.principal.as_ref();
+        let opens =
+            timing::when_nsqd_opens(rules, Some(&self.identify), ClientTls::Secure, principal);
+        let upstream = match opens {
+            NsqdOpens::Now => {
+                self.charge = None;
+                Some(self.connect_nsqd().await?)
+            }
+            _ => None,
+        };
+        self.send(&nsq::response_frame(b"OK")).await?;
+        Ok(upstream)
+    }
 }

@@ -8,74 +8,57 @@
 //! The command that opens the connection is handed to the relay, which screens it like any
 //! other: a denied first command therefore costs one short-lived nsqd connection.
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+use tokio::time::{Instant, Interval};
 
 use crate::error::{FatalReply, Kind};
-use crate::nsq::{self, Command, ErrorCode};
-use crate::proxy::budget::Charge;
+use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{Guard, Verdict};
-use crate::proxy::identify::ClientIdentify;
 use crate::proxy::upstream::Routed;
-use crate::proxy::Listener;
 
-use super::{connect_upstream, idle_timeout, read_command, ClientStream, SessionError};
-
-/// What waiting needs to know about the connection.
-pub(super) struct Waiting<'a> {
-    pub listener: &'a Listener,
-    /// Relayed to nsqd when its connection opens.
-    pub identify: &'a ClientIdentify,
-    /// The client's heartbeat interval (None: disabled).
-    pub heartbeat: Option<std::time::Duration>,
-    /// IDENTIFY was judged by nsqgate; a refusal by nsqd now is a mismatch worth a log line.
-    pub judged: bool,
-    pub shutdown: watch::Receiver<bool>,
-}
+use super::failure::SessionError;
+use super::Session;
 
 /// What the next wake-up was for.
 enum Woken {
-    Command(Result<nsq::DecodedCommand, SessionError>),
+    Command(Result<DecodedCommand, SessionError>),
     Heartbeat,
     Deadline,
     Stopping,
 }
 
-impl Waiting<'_> {
+// === impl Session (waiting for nsqd) ===
+
+impl Session {
     /// Runs until the nsqd connection is open (the command that needed it is back at the
-    /// front of `buf`), or the client is refused, goes idle or the process stops.
-    pub async fn run(
-        mut self,
+    /// front of the buffer), or the client is refused, goes idle or the process stops.
+    pub(super) async fn wait_for_nsqd(
+        &mut self,
         guard: &mut Guard,
-        client: &mut ClientStream,
-        buf: &mut BytesMut,
-        charge: &mut Option<Charge>,
     ) -> Result<Routed, SessionError> {
-        let config = &self.listener.shared.config;
-        let start = tokio::time::Instant::now();
-        let auth_deadline = guard
-            .awaiting_identity()
-            .then_some(start + config.timeouts.auth);
-        let idle = idle_timeout(self.listener, self.heartbeat);
+        let start = Instant::now();
+        let auth_timeout = self.config().timeouts.auth;
+        let auth_deadline = guard.awaiting_identity().then_some(start + auth_timeout);
+        let idle = self.idle_timeout();
         let mut beats = self
             .heartbeat
             .map(|hb| tokio::time::interval_at(start + hb, hb));
+        let mut shutdown = self.shutdown.clone();
         let mut heard = start;
         loop {
             let quiet_until = heard + idle;
             let deadline = auth_deadline.map_or(quiet_until, |auth| auth.min(quiet_until));
             let woken = tokio::select! {
-                decoded = read_command(self.listener, client.io(), buf, charge) => Woken::Command(decoded),
+                decoded = self.read_command() => Woken::Command(decoded),
                 _ = tick(&mut beats) => Woken::Heartbeat,
                 _ = tokio::time::sleep_until(deadline) => Woken::Deadline,
-                _ = stopping(&mut self.shutdown) => Woken::Stopping,
+                _ = stopping(&mut shutdown) => Woken::Stopping,
             };
             let decoded = match woken {
                 Woken::Command(decoded) => decoded?,
                 Woken::Heartbeat => {
                     let frame = nsq::response_frame(nsq::HEARTBEAT);
-                    self.write(client, &frame).await?;
+                    self.send_within_timeout(&frame).await?;
                     continue;
                 }
                 Woken::Deadline if Some(deadline) == auth_deadline => {
@@ -86,63 +69,68 @@ impl Waiting<'_> {
                 Woken::Deadline => return Err(SessionError::Timeout("a heartbeat answer")),
                 Woken::Stopping => return Err(SessionError::Stopping),
             };
-            heard = tokio::time::Instant::now();
-            match &decoded.command {
-                Command::Nop => continue,
-                Command::Auth { .. } => {
-                    let had_to = guard.awaiting_identity();
-                    let frame = match guard.screen(&decoded) {
-                        Verdict::Reply(frame) => frame,
-                        Verdict::Refuse(refusal) => return Err(SessionError::Refused(refusal)),
-                        Verdict::Forward | Verdict::Drop => {
-                            let text = "AUTH failed";
-                            return Err(refused(Kind::Identity, ErrorCode::AuthFailed, text));
-                        }
-                    };
-                    // Known now: its buffers are no stranger's any more.
-                    *charge = None;
-                    if !had_to {
-                        // Anonymous before: answered here, nsqd still not needed.
-                        self.write(client, &frame).await?;
-                        continue;
-                    }
-                    let routed = connect_upstream(self.listener, self.identify, self.judged)
-                        .await
-                        .map_err(after_auth)?;
-                    self.write(client, &frame).await?;
-                    return Ok(routed);
-                }
-                Command::Identify { .. } => {
-                    let text = "cannot IDENTIFY again";
-                    return Err(refused(Kind::ClientProtocol, ErrorCode::Invalid, text));
-                }
-                other if guard.awaiting_identity() => {
-                    let text = format!("AUTH required before {}", other.name());
-                    return Err(refused(Kind::Identity, ErrorCode::AuthFirst, &text));
-                }
-                _ => {
-                    let routed =
-                        connect_upstream(self.listener, self.identify, self.judged).await?;
-                    // The relay handles the command (screening included) as its first.
-                    let mut replayed = BytesMut::from(&decoded.raw[..]);
-                    replayed.extend_from_slice(buf);
-                    *buf = replayed;
-                    return Ok(routed);
-                }
+            heard = Instant::now();
+            if let Some(routed) = self.handle_waiting(guard, decoded).await? {
+                return Ok(routed);
             }
         }
     }
 
-    async fn write(&self, client: &mut ClientStream, frame: &[u8]) -> Result<(), SessionError> {
-        let io = client.io();
-        let write = async {
-            io.write_all(frame).await?;
-            io.flush().await
+    /// One command while there is no nsqd connection: NOP swallowed, AUTH answered, anything
+    /// nsqd must see opens the connection (and goes back in the buffer for the relay, which
+    /// screens it like any other).
+    async fn handle_waiting(
+        &mut self,
+        guard: &mut Guard,
+        decoded: DecodedCommand,
+    ) -> Result<Option<Routed>, SessionError> {
+        match &decoded.command {
+            Command::Nop => Ok(None),
+            Command::Auth { .. } => self.authenticate(guard, &decoded).await,
+            Command::Identify { .. } => {
+                let text = "cannot IDENTIFY again";
+                Err(refused(Kind::ClientProtocol, ErrorCode::Invalid, text))
+            }
+            other if guard.awaiting_identity() => {
+                let text = format!("AUTH required before {}", other.name());
+                Err(refused(Kind::Identity, ErrorCode::AuthFirst, &text))
+            }
+            _ => {
+                let routed = self.connect_nsqd().await?;
+                self.unread(&decoded);
+                Ok(Some(routed))
+            }
+        }
+    }
+
+    /// AUTH, judged by the guard. A client that had to AUTH gets its nsqd connection before
+    /// the reply, so the reply means the connection works; an anonymous one is answered here.
+    async fn authenticate(
+        &mut self,
+        guard: &mut Guard,
+        decoded: &DecodedCommand,
+    ) -> Result<Option<Routed>, SessionError> {
+        let had_to = guard.awaiting_identity();
+        let frame = match guard.screen(decoded) {
+            Verdict::Reply(frame) => frame,
+            Verdict::Refuse(refusal) => return Err(SessionError::Refused(refusal)),
+            Verdict::Forward | Verdict::Drop => {
+                return Err(refused(
+                    Kind::Identity,
+                    ErrorCode::AuthFailed,
+                    "AUTH failed",
+                ))
+            }
         };
-        tokio::time::timeout(self.listener.shared.config.timeouts.write, write)
-            .await
-            .map_err(|_| SessionError::Timeout("a write to the client"))??;
-        Ok(())
+        // Known now: its buffers are no stranger's any more.
+        self.charge = None;
+        if !had_to {
+            self.send_within_timeout(&frame).await?;
+            return Ok(None);
+        }
+        let routed = self.connect_nsqd().await.map_err(after_auth)?;
+        self.send_within_timeout(&frame).await?;
+        Ok(Some(routed))
     }
 }
 
@@ -163,7 +151,7 @@ fn refused(kind: Kind, code: ErrorCode, text: &str) -> SessionError {
     SessionError::Refused(FatalReply::new(kind, code, text))
 }
 
-async fn tick(beats: &mut Option<tokio::time::Interval>) {
+async fn tick(beats: &mut Option<Interval>) {
     match beats {
         Some(interval) => {
             interval.tick().await;
