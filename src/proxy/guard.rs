@@ -15,7 +15,6 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -313,38 +312,17 @@ impl Guard {
         topic: &str,
         channel: Option<&str>,
     ) -> Verdict {
-        let Some(principal) = &self.principal else {
-            return refuse(
-                Kind::Identity,
-                ErrorCode::AuthFirst,
-                &format!("AUTH required before {command}"),
-            );
-        };
-        if principal
-            .expires_at
-            .is_some_and(|exp| exp <= SystemTime::now())
-        {
-            audit::record(&Event {
-                remote: Some(self.peer),
-                principal: Some(principal),
-                action: action_name(action),
-                topic: Some(topic),
-                channel,
-                outcome: "deny",
-                reason: Some("token expired"),
-                ..Event::default()
-            });
-            return refuse(Kind::Identity, ErrorCode::AuthFailed, "AUTH token expired");
+        if self.principal.is_none() {
+            let text = format!("AUTH required before {command}");
+            return refuse(Kind::Identity, ErrorCode::AuthFirst, &text);
+        }
+        if let Some(expired) = self.expired(action, topic, channel) {
+            return expired;
         }
         let denied = |kind| {
-            refuse(
-                kind,
-                ErrorCode::Unauthorized,
-                &format!(
-                    "AUTH failed for {command} on {topic:?} {:?}",
-                    channel.unwrap_or("")
-                ),
-            )
+            let channel = channel.unwrap_or("");
+            let text = format!("AUTH failed for {command} on {topic:?} {channel:?}");
+            refuse(kind, ErrorCode::Unauthorized, &text)
         };
         let policy = match self.refresh() {
             Ok(policy) => policy,
@@ -354,30 +332,41 @@ impl Guard {
                 return denied(Kind::Identity);
             }
         };
-        let allowed = match self.cache.get(action, topic, channel.unwrap_or("")) {
-            Some(allowed) => allowed,
-            None => {
-                let Some(allowed) = self.decide(&policy, action, topic, channel) else {
-                    return unrecorded(command);
-                };
-                if allowed {
-                    // A name nsqd may not have yet is charged before it reaches nsqd; a
-                    // refusal is not cached, so the next try meets the quota afresh.
-                    if let Err(refused) = self.charge_names(&policy, topic, channel) {
-                        return self.name_refusal(command, action, topic, channel, refused);
-                    }
-                }
-                self.cache
-                    .insert(action, topic, channel.unwrap_or(""), allowed);
-                allowed
+        match self.allowed(&policy, command, action, topic, channel) {
+            Ok(true) => Verdict::Forward,
+            Ok(false) => {
+                Counters::bump(&self.shared.counters.denied);
+                denied(Kind::Policy)
             }
+            Err(refused) => refused,
+        }
+    }
+
+    /// Whether the policy allows it, from the cache or decided now. A new allow is charged
+    /// to the name quotas first (a name nsqd may not have yet); a refusal there, or by the
+    /// audit log, is not cached, so the next try meets it afresh.
+    fn allowed(
+        &mut self,
+        policy: &Policy,
+        command: &str,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Result<bool, Verdict> {
+        if let Some(allowed) = self.cache.get(action, topic, channel.unwrap_or("")) {
+            return Ok(allowed);
+        }
+        let Some(allowed) = self.decide(policy, action, topic, channel) else {
+            return Err(unrecorded(command));
         };
         if allowed {
-            Verdict::Forward
-        } else {
-            Counters::bump(&self.shared.counters.denied);
-            denied(Kind::Policy)
+            if let Err(refused) = self.charge_names(policy, topic, channel) {
+                return Err(self.name_refusal(command, action, topic, channel, refused));
+            }
         }
+        let channel = channel.unwrap_or("");
+        self.cache.insert(action, topic, channel, allowed);
+        Ok(allowed)
     }
 
     /// One audited policy decision for the principal (which stands under `policy`); `None`

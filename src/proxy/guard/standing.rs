@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{Guard, Revocation};
+use super::{action_name, Guard, Revocation, Verdict};
 use crate::audit::{self, Counters, Event};
 use crate::auth::identity::{self, Gone};
-use crate::error::Kind;
+use crate::error::{FatalReply, Kind};
+use crate::nsq::ErrorCode;
 use crate::policy::{Action, Policy};
 
 impl Guard {
@@ -43,6 +44,34 @@ impl Guard {
             return Err(Gone::NoRoles);
         }
         Ok(())
+    }
+
+    /// The refusal for a command on `topic` when the principal's token has expired.
+    pub(super) fn expired(
+        &self,
+        action: Action,
+        topic: &str,
+        channel: Option<&str>,
+    ) -> Option<Verdict> {
+        let principal = self.principal.as_ref()?;
+        if principal
+            .expires_at
+            .is_none_or(|exp| exp > SystemTime::now())
+        {
+            return None;
+        }
+        audit::record(&Event {
+            remote: Some(self.peer),
+            principal: Some(principal),
+            action: action_name(action),
+            topic: Some(topic),
+            channel,
+            outcome: "deny",
+            reason: Some("token expired"),
+            ..Event::default()
+        });
+        let refusal = FatalReply::new(Kind::Identity, ErrorCode::AuthFailed, "AUTH token expired");
+        Some(Verdict::Refuse(refusal))
     }
 
     /// Completes when this connection loses its standing: a reload took its credential (API
