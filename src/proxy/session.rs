@@ -1,9 +1,9 @@
-//! One client connection from accept to close, as a [`Session`] whose methods are the phases of
-//! `LIFECYCLE.md` in order: [`Session::accept`] (PROXY header, caps per IP), [`Session::open`]
+//! One client connection from accept to close, as a `Session` whose methods are the phases of
+//! `LIFECYCLE.md` in order: `Session::accept` (PROXY header, caps per IP), `Session::open`
 //! (TLS from the first byte, magic, IDENTIFY and its reply, the in-band upgrade: `opening`),
-//! [`Session::admit`] (the guard, with a certificate's identity audited and capped),
-//! [`Session::wait_for_nsqd`] (no nsqd connection yet: `pending`) and [`Session::relay`].
-//! [`Session::refuse`] is the one way the client is told why before its connection closes
+//! `Session::admit` (the guard, with a certificate's identity audited and capped),
+//! `Session::wait_for_nsqd` (no nsqd connection yet: `pending`) and `Session::relay`.
+//! `Session::refuse` is the one way the client is told why before its connection closes
 //! (inside the relay, a refusal waits for the replies owed before it).
 //!
 //! A refusal of IDENTIFY is nsqd's own: its words relayed, or, without an nsqd connection yet,
