@@ -23,6 +23,7 @@
 //! - [`http`]: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin; nothing from
 //!   `proxy`.
 //! - [`app`]: wires configuration to listeners and runs until shutdown; no protocol.
+//! - [`fuzz`]: entry points of the fuzz targets in `fuzz/`, one pure call each; no I/O.
 
 pub mod app;
 pub mod audit;
@@ -31,6 +32,7 @@ pub mod certs;
 pub mod config;
 pub mod error;
 pub mod explain;
+pub mod fuzz;
 pub mod http;
 pub mod limit;
 pub mod logging;

@@ -47,7 +47,10 @@ pub async fn read_header(
 }
 
 /// Some((header length, client address)) once a whole header is buffered. No I/O.
-fn parse(buf: &[u8], peer: SocketAddr) -> Result<Option<(usize, SocketAddr)>, ProxyHeaderError> {
+pub(crate) fn parse(
+    buf: &[u8],
+    peer: SocketAddr,
+) -> Result<Option<(usize, SocketAddr)>, ProxyHeaderError> {
     if buf.is_empty() {
         return Ok(None);
     }
