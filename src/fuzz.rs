@@ -47,6 +47,7 @@ const LIMITS: Limits = Limits {
 
 /// A client's byte stream, command after command, as the session decodes it: a decoded
 /// command is exactly the bytes it consumed; `Ok(None)` and `Err` leave the buffer untouched.
+/// IDENTIFY bodies and AUTH secrets go on to their own checks.
 pub fn client_commands(data: &[u8]) {
     let mut buf = BytesMut::from(data);
     loop {
@@ -55,8 +56,10 @@ pub fn client_commands(data: &[u8]) {
             Ok(Some(decoded)) => {
                 assert!(before.starts_with(&decoded.raw), "raw is not the prefix");
                 assert_eq!(buf.len() + decoded.raw.len(), before.len());
-                if let Command::Identify { body } = decoded.command {
-                    identify(&body);
+                match decoded.command {
+                    Command::Identify { body } => identify(&body),
+                    Command::Auth { secret } => auth_secret(&secret),
+                    _ => {}
                 }
             }
             Ok(None) => return assert_eq!(buf, before, "Ok(None) changed the buffer"),
@@ -66,6 +69,14 @@ pub fn client_commands(data: &[u8]) {
                 return;
             }
         }
+    }
+}
+
+/// An AUTH secret as the session judges it: a JWT for the [`jwt`] target's verifier, else
+/// an API key looked up in the [`REWRITE_POLICY`].
+fn auth_secret(secret: &[u8]) {
+    if let Some(policy) = rewrite_policy() {
+        let _ = crate::auth::identity::from_secret(secret, jwt_verifier(), policy);
     }
 }
 
@@ -167,22 +178,30 @@ fn jwt_verifier() -> Option<&'static JwtVerifier> {
         .as_ref()
 }
 
-/// The policy the rewriter filters by: `alice` sees topics `orders*` and channel `billing`.
+/// The policy the rewriter filters by (`alice` sees topics `orders*` and channel `billing`)
+/// and AUTH secrets are looked up in (the API key `fuzz-api-key`).
 const REWRITE_POLICY: &str = r#"
 [roles.reader]
 allow = [{ action = "subscribe", topics = ["orders*", "orders.**"], channels = ["billing"] }]
 [identities]
 alice = ["reader"]
+[api_keys.svc]
+sha256 = "aed2430447c9832d79beb4115b2b797d98cb57c5f8661f18f81b1c564355d07f"
+roles = ["reader"]
 "#;
+
+fn rewrite_policy() -> Option<&'static Policy> {
+    static POLICY: OnceLock<Option<Policy>> = OnceLock::new();
+    POLICY
+        .get_or_init(|| Policy::from_sources(&[("p.toml".into(), REWRITE_POLICY.into())]).ok())
+        .as_ref()
+}
 
 /// A reply of nsqlookupd (`/lookup`, `/nodes`, `/topics`, `/channels`) rewritten for a caller:
 /// producers mapped to the one configured node (an nsqd on 127.0.0.1:4150/4151) or dropped,
 /// lists cut to what `alice` may see.
 pub fn lookupd_reply(data: &[u8]) {
-    static POLICY: OnceLock<Option<Policy>> = OnceLock::new();
-    let Some(policy) = POLICY
-        .get_or_init(|| Policy::from_sources(&[("p.toml".into(), REWRITE_POLICY.into())]).ok())
-    else {
+    let Some(policy) = rewrite_policy() else {
         return;
     };
     let Ok(reply) = serde_json::from_slice::<Value>(data) else {
