@@ -1,0 +1,5 @@
+//! Fuzz target `identify`: a shim into [`nsqgate::fuzz::identify`].
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| nsqgate::fuzz::identify(data));
+}

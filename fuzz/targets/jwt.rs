@@ -1,0 +1,5 @@
+//! Fuzz target `jwt`: a shim into [`nsqgate::fuzz::jwt`].
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| nsqgate::fuzz::jwt(data));
+}
