@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::auth::jwt::{JwtKey, JwtSettings, JwtVerifier, KeyMaterial};
 use crate::config::http::NodeMapping;
 use crate::http::access::Access;
-use crate::http::{args, nsqd, request, rewrite};
+use crate::http::{args, lookupd, nsqd, request, rewrite};
 use crate::nsq::{decode_command, decode_frame, Command, FrameType, IdentifyData, Limits};
 use crate::policy::{Policy, Subject};
 
@@ -232,8 +232,9 @@ pub fn lookupd_reply(data: &[u8]) {
     rewrite::channels(&mut channels, "orders", &access);
 }
 
-/// A request head as the nsqd front classifies it: screened for smuggling shapes, then the
-/// request line's path routed and its query's topic and channel checked as nsqd checks them.
+/// A request head as the nsqd and nsqlookupd fronts classify it: screened for smuggling
+/// shapes, then the request line's path routed and its query's topic and channel checked as
+/// the daemon behind the front checks them.
 pub fn http_request(data: &[u8]) {
     if request::screen_head(data).is_err() {
         return;
@@ -255,8 +256,12 @@ pub fn http_request(data: &[u8]) {
     let _ = request::decode_path(path);
     if nsqd::route(&method, path).is_ok() {
         let _ = args::topic_channel(&query, args::TOPIC_CODES);
-        let _ = args::optional(&query, "channel", args::ARG_CODES);
+        let _ = args::optional(&query, "channel", args::TOPIC_CODES);
         let _ = query.only(&["topic", "channel"]).with_path(path);
+    }
+    if lookupd::route(&method, path).is_ok() {
+        let _ = args::topic_channel(&query, args::ARG_CODES);
+        let _ = args::optional(&query, "topic", args::ARG_CODES);
     }
 }
 

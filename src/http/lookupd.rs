@@ -33,7 +33,7 @@ use crate::policy::Action;
 use crate::shared::Shared;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LookupdEndpoint {
+pub(crate) enum LookupdEndpoint {
     Open,
     Lookup,
     Topics,
@@ -46,7 +46,7 @@ enum LookupdEndpoint {
     Metrics,
 }
 
-fn route(method: &Method, path: &str) -> Result<LookupdEndpoint, EarlyResponse> {
+pub(crate) fn route(method: &Method, path: &str) -> Result<LookupdEndpoint, EarlyResponse> {
     let (route, allowed): (LookupdEndpoint, &[Method]) = match path {
         "/ping" | "/info" => (LookupdEndpoint::Open, &[Method::GET]),
         "/lookup" => (LookupdEndpoint::Lookup, &[Method::GET]),
