@@ -223,14 +223,27 @@ pub(super) fn connections(
         defaults.max_per_nsqd,
         "clients can exhaust an nsqd's descriptors (it then refuses everyone)",
     );
-    let new_per_sec_per_ip = match (c.new_per_sec_per_ip, c.new_burst_per_ip) {
-        (None, None) => None,
-        (None, Some(_)) => {
-            return Err(at.invalid(
-                "connections.new_burst_per_ip",
-                "needs connections.new_per_sec_per_ip".into(),
-            ))
-        }
+    let new_per_sec_per_ip = new_per_ip(c, at)?;
+    Ok(ConnSettings {
+        max_total,
+        max_per_ip,
+        max_per_identity,
+        new_per_sec_per_ip,
+        max_per_nsqd,
+    })
+}
+
+/// `new_per_sec_per_ip` with its burst (the rate when left out); a burst alone is an error.
+fn new_per_ip(
+    c: &RawConnections,
+    at: &Locator<'_>,
+) -> Result<Option<(std::num::NonZeroU32, std::num::NonZeroU32)>, ConfigError> {
+    match (c.new_per_sec_per_ip, c.new_burst_per_ip) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(at.invalid(
+            "connections.new_burst_per_ip",
+            "needs connections.new_per_sec_per_ip".into(),
+        )),
         (Some(rate), burst) => {
             let rate = std::num::NonZeroU32::new(rate).ok_or_else(|| {
                 at.invalid(
@@ -247,16 +260,9 @@ pub(super) fn connections(
                 })?,
                 None => rate,
             };
-            Some((rate, burst))
+            Ok(Some((rate, burst)))
         }
-    };
-    Ok(ConnSettings {
-        max_total,
-        max_per_ip,
-        max_per_identity,
-        new_per_sec_per_ip,
-        max_per_nsqd,
-    })
+    }
 }
 
 pub(super) fn rates(

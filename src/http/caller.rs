@@ -54,40 +54,7 @@ impl Caller {
         let anonymous =
             matches!(request::credential(headers), Credential::None) && conn.cert.is_none();
         let principal = match request::credential(headers) {
-            Credential::Secret(secret) => {
-                let fingerprint = auth::fingerprint(secret);
-                match identity::from_secret(secret, shared.jwt.as_deref(), &policy) {
-                    Ok(principal) => {
-                        Counters::bump(&shared.counters.auth_success);
-                        let recorded = audit::record(&Event {
-                            remote: Some(conn.peer),
-                            principal: Some(&principal),
-                            action: "auth",
-                            outcome: "success",
-                            fingerprint: Some(&fingerprint),
-                            reason: Some("http"),
-                            ..Event::default()
-                        });
-                        if recorded.refuse() {
-                            return Err(unrecorded().into());
-                        }
-                        principal
-                    }
-                    Err(e) => {
-                        Counters::bump(&shared.counters.auth_failure);
-                        audit::record(&Event {
-                            remote: Some(conn.peer),
-                            action: "auth",
-                            outcome: "failure",
-                            reason: Some(&e.to_string()),
-                            fingerprint: Some(&fingerprint),
-                            method: Some(identity::method_name(secret)),
-                            ..Event::default()
-                        });
-                        return Err(reply::unauthenticated().into());
-                    }
-                }
-            }
+            Credential::Secret(secret) => from_secret(shared, conn, &policy, secret)?,
             Credential::Unusable => {
                 Counters::bump(&shared.counters.auth_failure);
                 audit::record(&Event {
@@ -286,6 +253,47 @@ impl Caller {
 
 /// Counts the caller against `max_per_identity` (the NSQ listener binds identities the same
 /// way); over the cap the request is refused with 429.
+/// A bearer secret turned into a principal, audited and counted either way.
+fn from_secret(
+    shared: &Shared,
+    conn: &Conn,
+    policy: &Policy,
+    secret: &[u8],
+) -> Result<Principal, EarlyResponse> {
+    let fingerprint = auth::fingerprint(secret);
+    match identity::from_secret(secret, shared.jwt.as_deref(), policy) {
+        Ok(principal) => {
+            Counters::bump(&shared.counters.auth_success);
+            let recorded = audit::record(&Event {
+                remote: Some(conn.peer),
+                principal: Some(&principal),
+                action: "auth",
+                outcome: "success",
+                fingerprint: Some(&fingerprint),
+                reason: Some("http"),
+                ..Event::default()
+            });
+            if recorded.refuse() {
+                return Err(unrecorded().into());
+            }
+            Ok(principal)
+        }
+        Err(e) => {
+            Counters::bump(&shared.counters.auth_failure);
+            audit::record(&Event {
+                remote: Some(conn.peer),
+                action: "auth",
+                outcome: "failure",
+                reason: Some(&e.to_string()),
+                fingerprint: Some(&fingerprint),
+                method: Some(identity::method_name(secret)),
+                ..Event::default()
+            });
+            Err(reply::unauthenticated().into())
+        }
+    }
+}
+
 fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), EarlyResponse> {
     let Ok(mut permit) = conn.permit.lock() else {
         return Err(reply::error(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR").into());

@@ -142,40 +142,8 @@ impl NsqdFront {
             NsqdEndpoint::Ping | NsqdEndpoint::Info => reply::not_found(),
             NsqdEndpoint::Publish(which) => self.publish(&caller, which, &query, req).await,
             NsqdEndpoint::Stats => self.stats(&caller, &query, headers).await,
-            NsqdEndpoint::Topic => {
-                let topic = match args::topic(&query, args::TOPIC_CODES) {
-                    Ok(topic) => topic,
-                    Err(refusal) => return refusal.into_response(),
-                };
-                if let Err(refusal) = caller.authorize(Action::Admin, topic, None) {
-                    return refusal.into_response();
-                }
-                if path == "/topic/create" {
-                    if let Err(refusal) = caller.charge_names(&self.shared, topic, None) {
-                        return refusal.into_response();
-                    }
-                }
-                let target = query.only(&["topic"]).with_path(&path);
-                self.send(Method::POST, &target, headers, Bytes::new())
-                    .await
-            }
-            NsqdEndpoint::Channel => {
-                let (topic, channel) = match args::topic_channel(&query, args::ARG_CODES) {
-                    Ok(args) => args,
-                    Err(refusal) => return refusal.into_response(),
-                };
-                if let Err(refusal) = caller.authorize(Action::Admin, topic, Some(channel)) {
-                    return refusal.into_response();
-                }
-                if path == "/channel/create" {
-                    let charged = caller.charge_names(&self.shared, topic, Some(channel));
-                    if let Err(refusal) = charged {
-                        return refusal.into_response();
-                    }
-                }
-                let target = query.only(&["topic", "channel"]).with_path(&path);
-                self.send(Method::POST, &target, headers, Bytes::new())
-                    .await
+            NsqdEndpoint::Topic | NsqdEndpoint::Channel => {
+                self.admin(&caller, route, &query, &path, headers).await
             }
             NsqdEndpoint::Operator => {
                 if let Err(refusal) = caller.authorize_global_admin(&path) {
@@ -197,6 +165,42 @@ impl NsqdFront {
                 Err(refusal) => refusal.into_response(),
             },
         }
+    }
+
+    /// `/topic/*` and `/channel/*`: `admin` on the topic (and channel); a create is charged
+    /// to the caller's name quota before it is forwarded.
+    async fn admin(
+        &self,
+        caller: &Caller,
+        endpoint: NsqdEndpoint,
+        query: &Query,
+        path: &str,
+        headers: HeaderMap,
+    ) -> Response<Body> {
+        let named = match endpoint {
+            NsqdEndpoint::Channel => args::topic_channel(query, args::ARG_CODES)
+                .map(|(topic, channel)| (topic, Some(channel))),
+            _ => args::topic(query, args::TOPIC_CODES).map(|topic| (topic, None)),
+        };
+        let (topic, channel) = match named {
+            Ok(named) => named,
+            Err(refusal) => return refusal.into_response(),
+        };
+        if let Err(refusal) = caller.authorize(Action::Admin, topic, channel) {
+            return refusal.into_response();
+        }
+        if path == "/topic/create" || path == "/channel/create" {
+            if let Err(refusal) = caller.charge_names(&self.shared, topic, channel) {
+                return refusal.into_response();
+            }
+        }
+        let kept: &[&str] = match channel {
+            Some(_) => &["topic", "channel"],
+            None => &["topic"],
+        };
+        let target = query.only(kept).with_path(path);
+        self.send(Method::POST, &target, headers, Bytes::new())
+            .await
     }
 
     async fn publish(

@@ -195,14 +195,11 @@ impl Connector {
             io = Box::new(tls);
             expect_ok(read_reply(&mut io, &mut buf, "TLS upgrade").await?)?;
             if let Some(metadata) = identify.after_tls {
-                let mut out = BytesMut::new();
-                Command::Identify {
+                let command = Command::Identify {
                     body: metadata.into(),
-                }
-                .encode(&mut out);
-                io.write_all(&out).await?;
-                io.flush().await?;
-                expect_ok(read_reply(&mut io, &mut buf, "IDENTIFY (client metadata)").await?)?;
+                };
+                let during = "IDENTIFY (client metadata)";
+                expect_ok(send_command(&mut io, &mut buf, command, during).await?)?;
             }
         }
 
@@ -211,14 +208,10 @@ impl Connector {
                 .auth_secret
                 .as_ref()
                 .ok_or(UpstreamError::AuthRequired)?;
-            let mut out = BytesMut::new();
-            Command::Auth {
+            let command = Command::Auth {
                 secret: bytes::Bytes::copy_from_slice(secret.as_bytes()),
-            }
-            .encode(&mut out);
-            io.write_all(&out).await?;
-            io.flush().await?;
-            read_reply(&mut io, &mut buf, "AUTH").await?;
+            };
+            send_command(&mut io, &mut buf, command, "AUTH").await?;
         }
 
         // The handshake buffer is usually drained by now; an idle connection need not keep it.
@@ -231,6 +224,20 @@ impl Connector {
             identify_reply,
         })
     }
+}
+
+/// Sends one handshake command and reads nsqd's reply to it.
+async fn send_command(
+    io: &mut Box<dyn Io>,
+    buf: &mut BytesMut,
+    command: Command,
+    during: &'static str,
+) -> Result<Frame, UpstreamError> {
+    let mut out = BytesMut::new();
+    command.encode(&mut out);
+    io.write_all(&out).await?;
+    io.flush().await?;
+    read_reply(io, buf, during).await
 }
 
 fn expect_ok(frame: Frame) -> Result<(), UpstreamError> {
