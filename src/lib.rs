@@ -7,7 +7,8 @@
 //! - [`auth`]: who a client is (JWT, API key, client certificate) as a principal; no I/O but
 //!   fetching an issuer's JWKS ([`auth::jwks`]); never decides what the principal may do.
 //! - [`policy`]: allow/deny over roles, topics and channels; pure, reads only its files.
-//! - [`limit`]: rate buckets, name quotas and connection caps; counts and refuses, no I/O.
+//! - [`limit`]: rate buckets, name quotas, connection caps and the unauthenticated memory
+//!   budget; counts and refuses, no I/O.
 //! - [`config`]: the TOML/env configuration parsed into validated values; no sockets.
 //! - [`tls`]: rustls set-ups for both legs from [`config`]; reads PEM files, no sockets.
 //! - [`certs`]: development CA and leaf certificates (rcgen); never for production.

@@ -13,11 +13,10 @@ use crate::app::StartError;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
 use crate::limit::conn::ConnLimits;
+use crate::limit::memory::Budget;
 use crate::limit::names::NameQuotas;
 use crate::limit::RateLimits;
 use crate::policy::Policy;
-use crate::proxy::budget::Budget;
-use crate::proxy::identify::Metadata;
 use crate::tls;
 
 /// What every listener of one process shares.
@@ -42,8 +41,6 @@ pub struct Shared {
     pub conns: Arc<ConnLimits>,
     /// Security decisions counted for `/metrics`.
     pub counters: Arc<crate::audit::Counters>,
-    /// What nsqd records about each connection, unless the client's is forwarded.
-    pub own_metadata: Arc<Metadata>,
     /// Bytes held in command buffers by connections that have no identity yet, all listeners.
     pub unauthenticated: Arc<Budget>,
 }
@@ -69,7 +66,6 @@ impl Shared {
             names: Arc::new(NameQuotas::new(config.name_quotas)),
             conns: ConnLimits::new(config.connections.clone()),
             counters: Arc::default(),
-            own_metadata: Arc::new(Metadata::own(&own_hostname())),
             unauthenticated: Budget::new(config.max_unauthenticated_memory),
             tls_acceptor: TlsAcceptor::from(server.config),
             client_certs: server.client_certs,
@@ -92,13 +88,4 @@ impl Shared {
         let client = self.upstream_client_tls.clone()?;
         Some((client, settings.server_name.clone()))
     }
-}
-
-/// The host nsqgate runs on, as nsqd's /stats should show it.
-fn own_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "nsqgate".to_owned())
 }

@@ -4,9 +4,12 @@
 //! refused. One bucket per key, whatever credential the identity used: a changed quota
 //! (another credential's roles, a policy reload) adjusts rate and burst in place and never
 //! refills it. Idle full buckets are evicted so the keyed state cannot grow without bound.
+//! Beside them: connection caps ([`conn`]), name quotas ([`names`]) and the memory budget of
+//! connections with no identity yet ([`memory`]).
 
 mod bucket;
 pub mod conn;
+pub mod memory;
 pub mod names;
 
 use std::sync::atomic::{AtomicU64, Ordering};

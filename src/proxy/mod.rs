@@ -1,6 +1,5 @@
 //! The NSQ TCP listener and its sessions. All network I/O of the TCP path lives below here.
 
-pub mod budget;
 pub mod guard;
 pub mod identify;
 pub mod learn;
@@ -33,6 +32,8 @@ pub struct Listener {
     /// nsqd's HTTP API (from `[http.nsqd]`), asked for IDENTIFY ranges; known for `[upstream]`
     /// only.
     nsqd_http: Option<Arc<HttpUpstream>>,
+    /// What nsqd records about each connection (its /stats), unless the client's is forwarded.
+    pub own_metadata: identify::Metadata,
 }
 
 // === impl Listener ===
@@ -48,6 +49,7 @@ impl Listener {
             destination,
             learned: tokio::sync::OnceCell::new(),
             nsqd_http,
+            own_metadata: identify::Metadata::own(&own_hostname()),
         }
     }
 
@@ -58,7 +60,7 @@ impl Listener {
             .get_or_try_init(|| async {
                 let probe = identify::ClientIdentify::default().upstream(
                     self.shared.upstream_tls(),
-                    &self.shared.own_metadata,
+                    &self.own_metadata,
                     false,
                 );
                 let routed = self.destination.connect(probe).await?;
@@ -107,4 +109,13 @@ pub async fn serve(listener: Arc<Listener>, tcp: TcpListener, shutdown: watch::R
         session::serve(listener.clone(), tcp, peer, permit, sessions.clone())
     };
     accept::serve(tcp, conns, shutdown, drain, "nsq", session).await;
+}
+
+/// The host nsqgate runs on, as nsqd's /stats should show it.
+fn own_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "nsqgate".to_owned())
 }

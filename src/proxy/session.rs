@@ -29,9 +29,9 @@ use crate::auth::Principal;
 use crate::config::Config;
 use crate::error::{self, Classify, FatalReply, Kind};
 use crate::limit::conn::ConnPermit;
+use crate::limit::memory::Charge;
 use crate::net::proxied;
 use crate::nsq::ErrorCode;
-use crate::proxy::budget::Charge;
 use crate::proxy::guard::{Guard, UNRECORDED};
 use crate::proxy::identify::{self, ClientIdentify};
 use crate::proxy::relay::{self, RelayEnd, RelaySettings};
@@ -269,7 +269,7 @@ impl Session {
         let forward = shared.config.upstream.forward_client_metadata;
         let sent = self
             .identify
-            .upstream(shared.upstream_tls(), &shared.own_metadata, forward);
+            .upstream(shared.upstream_tls(), &listener.own_metadata, forward);
         let e = match listener.destination.connect(sent).await {
             Ok(routed) => return Ok(routed),
             Err(e) => e,
