@@ -112,8 +112,8 @@ impl Session {
     async fn first_command(&mut self) -> Result<FirstCommand, SessionError> {
         self.fill(nsq::MAGIC_V2.len(), "the protocol magic").await?;
         if &self.buf[..4] != nsq::MAGIC_V2 {
-            let text = "client sent bad protocol identifier";
-            let refusal = FatalReply::new(Kind::ClientProtocol, ErrorCode::BadProtocol, text);
+            // nsqd answers a bad magic with the bare code and no text (nsqd/tcp.go).
+            let refusal = FatalReply::new(Kind::ClientProtocol, ErrorCode::BadProtocol, "");
             return Err(SessionError::Refused(refusal));
         }
         let _ = self.buf.split_to(4);
