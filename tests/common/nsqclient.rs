@@ -162,6 +162,12 @@ impl RawClient {
         let _ = self.io.flush().await;
     }
 
+    /// Ends what the client sends (TCP FIN; close_notify first over TLS) and keeps reading:
+    /// the server sees a truncated command end, and can still answer.
+    pub async fn finish_sending(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+
     /// AUTH with `secret`; the reply (None when the server closed).
     pub async fn auth(&mut self, secret: &str) -> Option<Frame> {
         self.send(&Command::Auth {
