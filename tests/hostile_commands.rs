@@ -172,6 +172,19 @@ async fn invalid_topic_and_channel_names_get_nsqds_errors() {
                 pub_named(b"t#eph"),
                 bad_topic(r##""t#eph""##),
             ),
+            // nsqd's MPUB names the code twice (protocol_v2.go puts it in the text too).
+            case(
+                "bad topic in MPUB",
+                Start::Upgraded,
+                with_body(b"MPUB a*b\n", 6, &mpub_body(1, &[b"x"])[..6]),
+                error(r#"E_BAD_TOPIC E_BAD_TOPIC MPUB topic name "a*b" is not valid"#),
+            ),
+            case(
+                "bad topic in DPUB",
+                Start::Upgraded,
+                with_body(b"DPUB a*b 0\n", 1, b"x"),
+                error(r#"E_BAD_TOPIC DPUB topic name "a*b" is not valid"#),
+            ),
             case(
                 "bad topic in SUB",
                 Start::Upgraded,
