@@ -236,6 +236,13 @@ async fn https_requests_count_against_the_identity_cap() {
     );
     held.write_all(head.as_bytes()).await.unwrap();
     held.flush().await.unwrap();
+    // Only once the held request has been authenticated (its slot is taken right after) may
+    // the competing requests start: otherwise one of them can take the slot first and the
+    // held request is the one refused.
+    let held_from = held.get_ref().0.local_addr().unwrap().to_string();
+    s.gate.wait_audit("the held request's authentication", |e| {
+        e["action"] == "auth" && e["outcome"] == "success" && e["remote"] == held_from.as_str()
+    });
 
     let mut last = StatusCode::OK;
     let refused = eventually(Duration::from_secs(60), async || {
