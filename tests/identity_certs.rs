@@ -128,18 +128,7 @@ async fn spiffe_client_certificate_publishes_per_its_role_and_a_foreign_ca_is_re
 #[tokio::test]
 async fn a_client_certificate_revoked_by_the_crl_is_refused() {
     let pki = Pki::new();
-    let issue = |name: &str| {
-        let pem = pki
-            .ca
-            .issue_client(&ClientSubject {
-                common_name: name.into(),
-                uris: vec![format!("spiffe://nsqgate.test/{name}")],
-                dns_names: Vec::new(),
-            })
-            .unwrap();
-        pki.write(name, &pem);
-        pem
-    };
+    let issue = |name: &str| pki.issue_spiffe_client(name);
     issue("kept");
     let revoked = issue("revoked");
     std::fs::write(

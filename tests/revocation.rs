@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::wire::{Command, Frame, FrameType};
 use common::{Gate, GateConfig, Nsqd, Pki};
-use nsqgate::certs::ClientSubject;
 
 /// Long enough for a loaded machine, short against the grace (500 ms) + reload (200 ms) bound.
 const NOTICE: Duration = Duration::from_secs(15);
@@ -204,18 +203,7 @@ async fn a_key_whose_roles_change_is_judged_by_its_new_roles() {
 #[tokio::test]
 async fn a_crl_reload_closes_connections_of_a_newly_revoked_certificate() {
     let pki = Pki::new();
-    let issue = |name: &str| {
-        let pem = pki
-            .ca
-            .issue_client(&ClientSubject {
-                common_name: name.into(),
-                uris: vec![format!("spiffe://nsqgate.test/{name}")],
-                dns_names: Vec::new(),
-            })
-            .unwrap();
-        pki.write(name, &pem);
-        pem
-    };
+    let issue = |name: &str| pki.issue_spiffe_client(name);
     issue("kept");
     let doomed = issue("doomed");
     std::fs::write(pki.path("clients.crl.pem"), pki.ca.crl(&[]).unwrap()).unwrap();

@@ -89,8 +89,20 @@ impl Pki {
         std::fs::write(dir.join(file), text).expect("write policy");
     }
 
-    pub fn issue_client(&self, name: &str, subject: &ClientSubject) {
-        self.write(name, &self.ca.issue_client(subject).expect("client cert"));
+    pub fn issue_client(&self, name: &str, subject: &ClientSubject) -> Pem {
+        let pem = self.ca.issue_client(subject).expect("client cert");
+        self.write(name, &pem);
+        pem
+    }
+
+    /// A client certificate whose identity is the SPIFFE ID `spiffe://nsqgate.test/{name}`.
+    pub fn issue_spiffe_client(&self, name: &str) -> Pem {
+        let subject = ClientSubject {
+            common_name: name.into(),
+            uris: vec![format!("spiffe://nsqgate.test/{name}")],
+            dns_names: Vec::new(),
+        };
+        self.issue_client(name, &subject)
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
