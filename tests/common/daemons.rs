@@ -43,6 +43,17 @@ pub fn wait_listening(
     what: &str,
     protocols: &[&str],
 ) -> Vec<SocketAddr> {
+    try_wait_listening(log, child, what, protocols)
+        .unwrap_or_else(|text| panic!("{what} exited before listening; its log:\n{text}"))
+}
+
+/// As [`wait_listening`], but a child that exits first hands back its log instead of failing.
+fn try_wait_listening(
+    log: &Path,
+    child: &mut Child,
+    what: &str,
+    protocols: &[&str],
+) -> Result<Vec<SocketAddr>, String> {
     let deadline = Instant::now() + START_LIMIT;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -51,10 +62,10 @@ pub fn wait_listening(
             .map(|protocol| listening_address(&text, protocol))
             .collect();
         if let Some(addresses) = found.iter().copied().collect::<Option<Vec<_>>>() {
-            return addresses;
+            return Ok(addresses);
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening ({status}); its log:\n{text}");
+            return Err(format!("({status})\n{text}"));
         }
         assert!(
             Instant::now() < deadline,
@@ -93,6 +104,15 @@ pub struct Nsqd {
     /// nsqd's HTTPS port (same certificate as the TCP TLS upgrade).
     pub https: SocketAddr,
     pub data: tempfile::TempDir,
+    /// Its arguments other than addresses and data folder, for [`Nsqd::restart`].
+    args: Vec<String>,
+}
+
+/// What a SIGKILLed nsqd leaves for its restart: its data folder, arguments and addresses.
+pub struct Killed {
+    data: tempfile::TempDir,
+    args: Vec<String>,
+    addresses: [SocketAddr; 3],
 }
 
 impl Nsqd {
@@ -108,37 +128,103 @@ impl Nsqd {
 
     /// nsqd on the data folder `data` (a restart passes the one [`Nsqd::into_data`] gave).
     pub fn start_in(pki: &Pki, cert: &str, extra: &[&str], data: tempfile::TempDir) -> Nsqd {
-        let log = data.path().join("nsqd.log");
-        let mut child = Command::new(tool("nsqd"))
-            .arg("--tcp-address=127.0.0.1:0")
-            .arg("--http-address=127.0.0.1:0")
-            .arg("--https-address=127.0.0.1:0")
-            .arg(format!("--data-path={}", data.path().display()))
-            .arg(format!(
-                "--tls-cert={}",
-                pki.path(&format!("{cert}.pem")).display()
-            ))
-            .arg(format!(
-                "--tls-key={}",
-                pki.path(&format!("{cert}.key")).display()
-            ))
-            .arg("--tls-required=tcp-https")
+        let mut args = vec![
+            format!("--tls-cert={}", pki.path(&format!("{cert}.pem")).display()),
+            format!("--tls-key={}", pki.path(&format!("{cert}.key")).display()),
+            "--tls-required=tcp-https".to_owned(),
             // Info: the level of its "listening on" lines. The log is a file, so the refusals
             // tests provoke do not read like failures in CI output.
-            .arg("--log-level=info")
-            .args(extra)
+            "--log-level=info".to_owned(),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Nsqd::launch(args, data, [any; 3])
+            .unwrap_or_else(|failed| panic!("nsqd exited before listening {}", failed.0))
+    }
+
+    /// Starts nsqd on `addresses` (port 0: any); on failure, its log and the data folder back.
+    fn launch(
+        args: Vec<String>,
+        data: tempfile::TempDir,
+        addresses: [SocketAddr; 3],
+    ) -> Result<Nsqd, Box<(String, Killed)>> {
+        let log = data.path().join("nsqd.log");
+        let mut child = Command::new(tool("nsqd"))
+            .arg(format!("--tcp-address={}", addresses[0]))
+            .arg(format!("--http-address={}", addresses[1]))
+            .arg(format!("--https-address={}", addresses[2]))
+            .arg(format!("--data-path={}", data.path().display()))
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("nsqd log"))
             .spawn()
             .expect("start nsqd");
-        let bound = wait_listening(&log, &mut child, "nsqd", &["TCP", "HTTP", "HTTPS"]);
-        Nsqd {
-            child,
-            tcp: bound[0],
-            http: bound[1],
-            https: bound[2],
-            data,
+        match try_wait_listening(&log, &mut child, "nsqd", &["TCP", "HTTP", "HTTPS"]) {
+            Ok(bound) => Ok(Nsqd {
+                child,
+                tcp: bound[0],
+                http: bound[1],
+                https: bound[2],
+                data,
+                args,
+            }),
+            Err(text) => Err(Box::new((
+                text,
+                Killed {
+                    data,
+                    args,
+                    addresses,
+                },
+            ))),
         }
+    }
+
+    /// SIGKILL, as a crash: nothing is flushed or synced by nsqd on its way out. What is left
+    /// for [`Nsqd::restart`].
+    pub fn kill_keeping_data(mut self) -> Killed {
+        self.kill();
+        Killed {
+            data: std::mem::replace(&mut self.data, tempfile::tempdir().expect("temp dir")),
+            args: std::mem::take(&mut self.args),
+            addresses: [self.tcp, self.http, self.https],
+        }
+    }
+
+    /// nsqd again on a killed one's data, arguments and addresses (nsqgate's config names
+    /// them). The killed process's listening sockets closed with it and nsqd binds with
+    /// SO_REUSEADDR, so connections it left in TIME_WAIT do not block the bind; only another
+    /// process given one of these ports in between could, which the kernel's port allocation
+    /// makes rare: the bind is retried for a few seconds, then the test fails with nsqd's log.
+    pub fn restart(killed: Killed) -> Nsqd {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let Killed {
+            mut data,
+            mut args,
+            addresses,
+        } = killed;
+        loop {
+            match Nsqd::launch(args, data, addresses) {
+                Ok(nsqd) => return nsqd,
+                Err(failed) => {
+                    let (text, back) = *failed;
+                    assert!(
+                        text.contains("address already in use") && Instant::now() < deadline,
+                        "nsqd did not restart on {addresses:?}: {text}"
+                    );
+                    (data, args) = (back.data, back.args);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`...) to nsqd.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} nsqd");
     }
 
     pub fn stats(&self) -> serde_json::Value {
