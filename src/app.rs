@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -33,6 +34,10 @@ pub enum StartError {
     Jwks(#[from] JwksError),
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// SIGHUP is how an operator asks for a reload: a process that cannot hear it says so at
+    /// start instead of ignoring the signal.
+    #[error("cannot listen for SIGHUP (policy and CRL reloads): {0}")]
+    Hangup(std::io::Error),
     #[error("cannot write the ready file {}: {source}", path.display())]
     ReadyFile {
         path: std::path::PathBuf,
@@ -85,10 +90,12 @@ async fn start_shared(mut config: Config) -> Result<Shared, StartError> {
     // Fail closed at start: without the issuer's keys no token could be checked.
     crate::auth::jwks::load_initial(&mut config).await?;
     let shared = Shared::new(Arc::new(config), policy_rx)?;
+    let hangup = signal(SignalKind::hangup()).map_err(StartError::Hangup)?;
     tokio::spawn(watch_policy(
         Watched {
             dir: shared.config.auth.policy_dir.clone(),
             certs: shared.client_certs.clone(),
+            hangup,
         },
         shared.config.auth.policy_reload,
         policy_tx,
@@ -170,14 +177,17 @@ pub fn load_policy(dir: &Path, version: u64) -> Result<Policy, PolicyError> {
     Ok(Policy::load_dir(dir)?.with_version(version))
 }
 
-/// What a reload re-reads: the policy folder and the client CRLs.
+/// What a reload re-reads (the policy folder and the client CRLs), and the signal that asks
+/// for one at once.
 struct Watched {
     dir: PathBuf,
     certs: Option<Arc<ClientCerts>>,
+    hangup: Signal,
 }
 
 /// Polls the policy folder and the CRL files; a changed, valid policy replaces the live one,
-/// and changed CRLs apply to the next handshake. Either change sends a new policy version, so
+/// and changed CRLs apply to the next handshake (once settled: unchanged over two polls, or at
+/// once on SIGHUP). Either change sends a new policy version, so
 /// every live connection is judged again (its key, roles and certificate). An invalid change
 /// is refused loudly and the last good policy (or CRLs) stays in force.
 async fn watch_policy(
@@ -185,7 +195,7 @@ async fn watch_policy(
     every: std::time::Duration,
     policy: watch::Sender<Arc<Policy>>,
 ) {
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hangup = watched.hangup;
     let crl_files = watched
         .certs
         .as_ref()
@@ -193,17 +203,23 @@ async fn watch_policy(
         .unwrap_or_default();
     let mut seen = (fingerprint(&watched.dir), files_fingerprint(&crl_files));
     let mut version = 1;
+    let mut settling = None;
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(every) => false,
-            Some(_) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            Some(()) = hangup.recv() => true,
         };
         let now = (fingerprint(&watched.dir), files_fingerprint(&crl_files));
-        let policy_changed = forced || now.0 != seen.0;
-        let crls_changed = forced || now.1 != seen.1;
-        if !policy_changed && !crls_changed {
+        // A file caught mid-write shows what nobody meant (an empty file is a valid, empty
+        // policy, which would revoke everyone): a polled change applies once two polls in a
+        // row saw the same files. SIGHUP applies at once.
+        if !forced && (now == seen || settling.as_ref() != Some(&now)) {
+            settling = (now != seen).then_some(now);
             continue;
         }
+        settling = None;
+        let policy_changed = forced || now.0 != seen.0;
+        let crls_changed = forced || now.1 != seen.1;
         seen = now;
         let crls_reloaded = crls_changed && reload_crls(watched.certs.as_deref());
         let loaded = if policy_changed {

@@ -300,10 +300,23 @@ fn run(path: PathBuf, checks: &StartChecks, ready_file: Option<PathBuf>) -> Exit
         }
     };
     runtime.block_on(async {
-        tokio::spawn(audit_upkeep(audit_sink, config.audit_fold));
+        use tokio::signal::unix::{signal, SignalKind};
+        // Signals an operator relies on (stop, reopen the audit file) must be heard, or the
+        // process says so and does not start.
+        let (hangup, terminate) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(hangup), Ok(terminate)) => (hangup, terminate),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP and SIGTERM");
+                return ExitCode::from(1);
+            }
+        };
+        tokio::spawn(audit_upkeep(audit_sink, config.audit_fold, hangup));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(terminate).await;
             tracing::info!("shutdown signal received");
             let _ = stop.send(true);
         });
@@ -317,18 +330,11 @@ fn run(path: PathBuf, checks: &StartChecks, ready_file: Option<PathBuf>) -> Exit
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+/// SIGTERM or Ctrl-C.
+async fn wait_for_signal(mut terminate: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 
@@ -337,20 +343,14 @@ async fn wait_for_signal() {
 async fn audit_upkeep(
     sink: std::sync::Arc<nsqgate::logging::sink::AuditSink>,
     fold: Option<std::time::Duration>,
+    mut hangup: tokio::signal::unix::Signal,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = signal(SignalKind::hangup()).ok();
     let tick = fold.map_or(std::time::Duration::from_secs(3600), |f| {
         (f / 2).max(std::time::Duration::from_millis(100))
     });
     loop {
         tokio::select! {
-            Some(()) = async {
-                match hangup.as_mut() {
-                    Some(h) => h.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => match (sink.reopen(), sink.path()) {
+            Some(()) = hangup.recv() => match (sink.reopen(), sink.path()) {
                 (Ok(()), Some(path)) => tracing::info!(file = %path.display(), "audit file reopened"),
                 (Ok(()), None) => {}
                 (Err(e), _) => tracing::error!(error = %e, "audit file cannot be reopened: audit lines are being lost"),
