@@ -64,6 +64,9 @@ pub async fn serve<F, Fut>(
             }
         }
     }
+    // Closed now, not when the drain ends: the kernel would otherwise keep completing
+    // handshakes for clients nobody will serve, who would wait out the drain for nothing.
+    drop(listener);
     if let OnShutdown::Drain(deadline) = on_shutdown {
         info!(
             listener = kind,
