@@ -23,6 +23,9 @@ pub const NSQD_MAX_REQ_TIMEOUT_MS: u64 = 60 * 60 * 1000;
 /// The most of an IDENTIFY body nsqgate reads before the client has an identity.
 pub const IDENTIFY_BEFORE_IDENTITY: usize = 16 * 1024;
 
+/// The topic [`Start::Closing`] subscribes to before its CLS.
+pub const CLOSING_TOPIC: &str = "closing";
+
 /// Where a case's bytes start.
 #[derive(Clone, Copy, Debug)]
 pub enum Start {
@@ -32,6 +35,8 @@ pub enum Start {
     Magic,
     /// Magic, IDENTIFY with TLS, the upgrade: the state every real client reaches.
     Upgraded,
+    /// Upgraded, then `SUB closing ch` (OK) and `CLS` (CLOSE_WAIT): nsqd's closing state.
+    Closing,
 }
 
 /// What the client sees.
@@ -41,6 +46,9 @@ pub enum Outcome {
     Error(String),
     /// The close, with no frame.
     Close,
+    /// These error frames in order (the ones before the last do not end the connection),
+    /// then the close.
+    Errors(Vec<String>),
 }
 
 pub struct Case {
@@ -91,10 +99,11 @@ pub fn mpub_body(count: i32, messages: &[&[u8]]) -> Vec<u8> {
 
 /// nsqd in front of nsqgate (anonymous clients, TLS required) and a connector for its CA.
 pub struct Setup {
-    _pki: Pki,
     pub nsqd: Nsqd,
     pub gate: Gate,
     pub connector: TlsConnector,
+    /// Last: dropped after the gate, whose log (in the PKI folder) a failure prints.
+    pub pki: Pki,
 }
 
 pub fn setup() -> Setup {
@@ -103,14 +112,19 @@ pub fn setup() -> Setup {
     let gate = Gate::start(&pki, &nsqd);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     Setup {
-        _pki: pki,
         nsqd,
         gate,
         connector,
+        pki,
     }
 }
 
 impl Setup {
+    /// The test CA's certificate file.
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.pki.path("ca.pem")
+    }
+
     pub async fn connect(&self, start: Start) -> RawClient {
         match start {
             Start::Bare => RawClient::plain_without_magic(self.gate.addr).await,
@@ -119,6 +133,16 @@ impl Setup {
                 RawClient::upgraded(self.gate.addr, &self.connector, json!({}))
                     .await
                     .0
+            }
+            Start::Closing => {
+                let (mut client, _) =
+                    RawClient::upgraded(self.gate.addr, &self.connector, json!({})).await;
+                let subscribed = client.sub(CLOSING_TOPIC, "ch").await;
+                assert!(subscribed.is_some_and(|f| f.is_ok()), "SUB before CLS");
+                client.send_raw(b"CLS\n").await;
+                let closing = client.read_frame().await.map(|f| f.text());
+                assert_eq!(closing.as_deref(), Some("CLOSE_WAIT"), "CLS");
+                client
             }
         }
     }
@@ -132,7 +156,10 @@ impl Setup {
             if case.then_end {
                 client.finish_sending().await;
             }
-            let seen = outcome(&mut client).await;
+            let seen = match &case.expect {
+                Outcome::Errors(texts) => errors(&mut client, texts.len()).await,
+                _ => outcome(&mut client).await,
+            };
             match seen {
                 Ok(seen) if seen == case.expect => {}
                 Ok(seen) => wrong.push(format!(
@@ -149,6 +176,15 @@ impl Setup {
     pub fn assert_nsqd_untouched(&self) {
         let topics = self.nsqd.stats()["topics"].clone();
         assert_eq!(topics, json!([]), "nsqd holds topics");
+        self.assert_no_producer_left();
+    }
+
+    /// Nothing was published: every topic nsqd holds (a subscription may have made one) has
+    /// no message, and no producer connection is left.
+    pub fn assert_nothing_published(&self) {
+        for topic in self.nsqd.stats()["topics"].as_array().into_iter().flatten() {
+            assert_eq!(topic["message_count"], 0, "nsqd holds messages: {topic}");
+        }
         self.assert_no_producer_left();
     }
 
@@ -185,5 +221,29 @@ pub async fn outcome(client: &mut RawClient) -> Result<Outcome, String> {
         Some(frame) => Err(format!("accepted: {:?} {}", frame.frame_type, frame.text())),
         None if client.closed_within(Duration::from_millis(10)).await => Ok(Outcome::Close),
         None => Err(format!("no answer and no close within {ANSWER_LIMIT:?}")),
+    }
+}
+
+/// `count` error frames, the connection closed after the last; any other frame, or no close,
+/// is the problem reported.
+pub async fn errors(client: &mut RawClient, count: usize) -> Result<Outcome, String> {
+    let mut texts = Vec::new();
+    for _ in 0..count {
+        match client.read_frame_within(ANSWER_LIMIT).await {
+            Some(frame) if frame.frame_type == FrameType::Error => texts.push(frame.text()),
+            Some(frame) => {
+                return Err(format!(
+                    "after {texts:?}: {:?} {}",
+                    frame.frame_type,
+                    frame.text()
+                ))
+            }
+            None => return Err(format!("after {texts:?}: closed or silent")),
+        }
+    }
+    if client.closed_within(ANSWER_LIMIT).await {
+        Ok(Outcome::Errors(texts))
+    } else {
+        Err(format!("{texts:?} and the connection stayed open"))
     }
 }
