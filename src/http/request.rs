@@ -24,22 +24,40 @@ pub enum HeadError {
     /// with whitespace before the colon, a line without a colon).
     #[error("malformed header line")]
     Malformed,
+    /// A line ended by LF alone, not CRLF.
+    #[error("a line ended by a bare LF")]
+    BareLineFeed,
 }
 
-/// The end of the request head (index just past `\r\n\r\n`), once `buf` holds all of it.
+/// The end of the request head (index just past its empty line), once `buf` holds all of
+/// it. A bare LF ends a line here too, so that a head written with bare LFs is screened (and
+/// refused) at once instead of waiting out the head deadline.
 pub fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4)
+    buf.iter().enumerate().find_map(|(at, &byte)| {
+        if byte != b'\n' {
+            return None;
+        }
+        match buf.get(at + 1..) {
+            Some([b'\n', ..]) => Some(at + 2),
+            Some([b'\r', b'\n', ..]) => Some(at + 3),
+            _ => None,
+        }
+    })
 }
 
-/// Checks the header lines of a complete request head (request line included).
+/// Checks the lines of a complete request head (request line included).
 pub fn screen_head(head: &[u8]) -> Result<(), HeadError> {
     let mut lengths = 0;
     let mut encodings = 0;
-    // Skip the request line; the head ends in an empty line.
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut lines = head.split(|&b| b == b'\n');
+    // What follows the last LF is not a line of the head (nothing, for a whole head).
+    let _ = lines.next_back();
+    for (index, line) in lines.enumerate() {
+        // A bare LF ends a line for some parsers and not for others.
+        let line = line.strip_suffix(b"\r").ok_or(HeadError::BareLineFeed)?;
+        if index == 0 {
+            continue; // the request line
+        }
         if line.is_empty() {
             break;
         }

@@ -54,6 +54,29 @@ fn head_screen_refuses_ambiguous_framing() {
 }
 
 #[test]
+fn head_screen_refuses_bare_line_feeds() {
+    assert_eq!(
+        request::screen_head(&head("X-A: 1\nContent-Length: 3\r\n")),
+        Err(HeadError::BareLineFeed)
+    );
+    assert_eq!(
+        request::screen_head(b"GET / HTTP/1.1\nHost: a\r\n\r\n"),
+        Err(HeadError::BareLineFeed)
+    );
+    // A head of bare LFs ends at its empty line, so it is screened at once.
+    let bare = b"GET / HTTP/1.1\nHost: a\n\nrest";
+    assert_eq!(request::head_end(bare), Some(24));
+    assert_eq!(
+        request::screen_head(&bare[..24]),
+        Err(HeadError::BareLineFeed)
+    );
+    assert_eq!(
+        request::head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Some(27)
+    );
+}
+
+#[test]
 fn query_decodes_and_reencodes_what_was_authorized() {
     let query = Query::parse(Some("topic=a%2Eb&topic=evil&defer=10&x=%zz+y"));
     assert_eq!(query.get("topic"), Some("a.b"));
