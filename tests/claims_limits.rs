@@ -68,14 +68,21 @@ async fn a_command_sent_half_is_cut_off_even_while_it_drips() {
     let ok = client.publish("drip", b"whole").await.expect("a reply");
     assert!(ok.is_ok(), "{}", frame_text(&ok));
 
-    // A PUB declaring 64 bytes, its first 15 sent a byte every 200 ms (3 s, twice the
-    // deadline): progress does not move the deadline.
+    // A PUB declaring 64 bytes, sent a byte every 200 ms (15 s in all, ten times the
+    // deadline): the refusal must come while bytes are still arriving, since progress does
+    // not move the deadline.
     let wire = pub_bytes("drip", &[b'x'; 64]);
-    for byte in &wire[..15] {
+    let mut refusal = None;
+    for byte in &wire[..wire.len() - 1] {
         client.send_raw(std::slice::from_ref(byte)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        refusal = client.read_frame_within(Duration::from_millis(200)).await;
+        if refusal.is_some() {
+            break;
+        }
     }
-    let text = refusal_then_close(&mut client).await;
+    let refusal = refusal.expect("refused while the command was still dripping in");
+    assert!(client.closed_within(Duration::from_secs(5)).await);
+    let text = frame_text(&refusal);
     assert_eq!(text, "E_INVALID command not completed in time");
     assert_eq!(
         nsqd.message_count("drip"),
@@ -227,7 +234,7 @@ async fn size_limits_below_nsqds_are_nsqgates_own_refusals() {
         .start(&pki);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let (big, fits) = ([b'b'; 101], [b'f'; 100]);
-    let cases: [(&str, Vec<u8>, &str); 6] = [
+    let cases: [(&str, Vec<u8>, &str); 7] = [
         (
             "PUB",
             pub_bytes("sized", &big),
@@ -252,6 +259,13 @@ async fn size_limits_below_nsqds_are_nsqgates_own_refusals() {
             "MPUB count",
             mpub_bytes("sized", &[b"1", b"2", b"3", b"4"]),
             "E_BAD_BODY MPUB invalid message count 4",
+        ),
+        // Only the size is sent: nsqd would wait for a 2,000-byte body it accepts; nsqgate
+        // answers from the declared length.
+        (
+            "PUB declared, no body",
+            pub_bytes("sized", &[b'd'; 2000])[..14].to_vec(),
+            "E_BAD_MESSAGE PUB message too big 2000 > 100",
         ),
         ("PUB fits", pub_bytes("sized", &fits), "OK"),
     ];
