@@ -342,20 +342,23 @@ async fn killing_nsqd_mid_publish_loses_no_acknowledged_message() {
         })
     };
     let mut sent = 0u64;
+    let mut acked_bodies = std::collections::BTreeSet::new();
     'publishing: while sent < 100_000 {
-        for _ in 0..8 {
+        let batch = sent..sent + 8;
+        for n in batch.clone() {
             producer
                 .send(&Command::Pub {
                     topic: "durable".into(),
-                    body: format!("m{sent}").into_bytes().into(),
+                    body: format!("m{n}").into_bytes().into(),
                 })
                 .await;
-            sent += 1;
         }
-        for _ in 0..8 {
+        sent += 8;
+        for n in batch {
             match producer.read_frame_within(Duration::from_secs(5)).await {
                 Some(frame) => {
                     assert_eq!(&frame.data[..], b"OK", "{}", frame_text(&frame));
+                    acked_bodies.insert(format!("m{n}"));
                     acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
                 None => break 'publishing,
@@ -372,7 +375,23 @@ async fn killing_nsqd_mid_publish_loses_no_acknowledged_message() {
         .expect("topic survives");
     assert!(acked <= depth, "acked {acked} but nsqd holds {depth}");
     assert!(depth <= sent, "nsqd holds {depth} of {sent} sent");
-    eprintln!("sent {sent}, acked {acked}, nsqd holds {depth}");
+    // Which ones: every acknowledged body, read back from nsqd itself.
+    let (mut consumer, _) =
+        RawClient::upgraded(restarted.tcp, &connector, serde_json::json!({})).await;
+    assert_ok(consumer.sub("durable", "check").await, "SUB");
+    consumer.send(&Command::Rdy { count: 1000 }).await;
+    let mut held = std::collections::BTreeSet::new();
+    while !acked_bodies.is_subset(&held) {
+        let Some(frame) = consumer.read_frame_within(Duration::from_secs(10)).await else {
+            break;
+        };
+        let message = frame.message().expect("a message");
+        consumer.send(&Command::Fin { id: message.id }).await;
+        held.insert(String::from_utf8_lossy(&message.body).into_owned());
+    }
+    let lost: Vec<_> = acked_bodies.difference(&held).collect();
+    assert!(lost.is_empty(), "acknowledged but not in nsqd: {lost:?}");
+    eprintln!("sent {sent}, acked {acked}, nsqd holds {depth}, every acknowledged body read back");
 }
 
 #[tokio::test]
