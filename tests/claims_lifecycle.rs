@@ -37,6 +37,25 @@ fn wait_log(gate: &common::Gate, text: &str) {
     }
 }
 
+/// Waits until every thread of `pid` is stopped (state `T` in /proc), 10 s at most: kill(2)
+/// only makes the stop pending.
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // `pid (comm) S ...`: the state follows the last ')'.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+    };
+    while !stopped() {
+        assert!(Instant::now() < deadline, "nsqd {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[tokio::test]
 async fn sigterm_stops_accepting_at_once_and_shutdown_ms_bounds_the_wait() {
     let pki = Pki::new();
@@ -51,6 +70,7 @@ async fn sigterm_stops_accepting_at_once_and_shutdown_ms_bounds_the_wait() {
 
     // nsqd stops answering: the next PUB's reply is owed for as long as it stays stopped.
     signal(nsqd.pid(), "STOP");
+    wait_stopped(nsqd.pid());
     waiting
         .send(&Command::Pub {
             topic: "owed".into(),
