@@ -1,14 +1,13 @@
-//! Wires a loaded configuration to its listeners and runs them until shutdown; keeps the
-//! policy and the client CRLs current by re-reading them when a file changes (or on SIGHUP).
+//! Wires a loaded configuration to its listeners and runs them until shutdown; the reloader
+//! (`crate::reload`) keeps certificates, keys and the policy current.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::auth::jwks::JwksError;
 use crate::auth::jwt::JwtConfigError;
@@ -17,8 +16,9 @@ use crate::net::accept::{self, BindError};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::upstream::{Connector, Destination, Pool};
 use crate::proxy::Listener;
+use crate::reload::Reloader;
 use crate::shared::Shared;
-use crate::tls::{ClientCerts, TlsError};
+use crate::tls::TlsError;
 
 /// Why nsqgate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,10 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     ready_file: Option<&Path>,
 ) -> Result<(), StartError> {
-    let shared = Arc::new(start_shared(config).await?);
+    let (shared, policy) = start_shared(config).await?;
+    let shared = Arc::new(shared);
+    let hangup = signal(SignalKind::hangup()).map_err(StartError::Hangup)?;
+    tokio::spawn(Reloader::new(shared.clone(), policy, hangup).run());
     spawn_background(&shared);
     // The HTTP fronts share the core's policy, JWT verifier, limits and TLS set-up.
     let http = crate::http::spawn(shared.clone(), shutdown.clone()).await?;
@@ -77,9 +80,11 @@ pub async fn run(
     Ok(())
 }
 
-/// The policy and the issuer's keys, loaded (failing closed), and the core built over them;
-/// reloads of the policy are watched from here on.
-async fn start_shared(mut config: Config) -> Result<Shared, StartError> {
+/// The policy and the issuer's keys, loaded (failing closed), and the core built over them,
+/// with the sender of policy versions for the reloader.
+async fn start_shared(
+    mut config: Config,
+) -> Result<(Shared, watch::Sender<Arc<Policy>>), StartError> {
     let policy = load_policy(&config.auth.policy_dir, 1)?;
     info!(
         files = policy.files().len(),
@@ -90,17 +95,7 @@ async fn start_shared(mut config: Config) -> Result<Shared, StartError> {
     // Fail closed at start: without the issuer's keys no token could be checked.
     crate::auth::jwks::load_initial(&mut config).await?;
     let shared = Shared::new(Arc::new(config), policy_rx)?;
-    let hangup = signal(SignalKind::hangup()).map_err(StartError::Hangup)?;
-    tokio::spawn(watch_policy(
-        Watched {
-            dir: shared.config.auth.policy_dir.clone(),
-            certs: shared.client_certs.clone(),
-            hangup,
-        },
-        shared.config.auth.policy_reload,
-        policy_tx,
-    ));
-    Ok(shared)
+    Ok((shared, policy_tx))
 }
 
 /// The core's housekeeping: JWKS refresh, idle rate buckets and connection counts evicted.
@@ -175,115 +170,4 @@ fn write_ready_file(
 
 pub fn load_policy(dir: &Path, version: u64) -> Result<Policy, PolicyError> {
     Ok(Policy::load_dir(dir)?.with_version(version))
-}
-
-/// What a reload re-reads (the policy folder and the client CRLs), and the signal that asks
-/// for one at once.
-struct Watched {
-    dir: PathBuf,
-    certs: Option<Arc<ClientCerts>>,
-    hangup: Signal,
-}
-
-/// Polls the policy folder and the CRL files; a changed, valid policy replaces the live one,
-/// and changed CRLs apply to the next handshake (once settled: unchanged over two polls, or at
-/// once on SIGHUP). Either change sends a new policy version, so
-/// every live connection is judged again (its key, roles and certificate). An invalid change
-/// is refused loudly and the last good policy (or CRLs) stays in force.
-async fn watch_policy(
-    watched: Watched,
-    every: std::time::Duration,
-    policy: watch::Sender<Arc<Policy>>,
-) {
-    let mut hangup = watched.hangup;
-    let crl_files = watched
-        .certs
-        .as_ref()
-        .map(|certs| certs.crl_files().to_vec())
-        .unwrap_or_default();
-    let mut seen = (fingerprint(&watched.dir), files_fingerprint(&crl_files));
-    let mut version = 1;
-    let mut settling = None;
-    loop {
-        let forced = tokio::select! {
-            _ = tokio::time::sleep(every) => false,
-            Some(()) = hangup.recv() => true,
-        };
-        let now = (fingerprint(&watched.dir), files_fingerprint(&crl_files));
-        // A file caught mid-write shows what nobody meant (an empty file is a valid, empty
-        // policy, which would revoke everyone): a polled change applies once two polls in a
-        // row saw the same files. SIGHUP applies at once.
-        if !forced && (now == seen || settling.as_ref() != Some(&now)) {
-            settling = (now != seen).then_some(now);
-            continue;
-        }
-        settling = None;
-        let policy_changed = forced || now.0 != seen.0;
-        let crls_changed = forced || now.1 != seen.1;
-        seen = now;
-        let crls_reloaded = crls_changed && reload_crls(watched.certs.as_deref());
-        let loaded = if policy_changed {
-            load_policy(&watched.dir, version + 1)
-                .map_err(|e| {
-                    error!(error = %e, "policy change refused; the previous policy stays in force")
-                })
-                .ok()
-        } else {
-            None
-        };
-        let next = match loaded {
-            Some(next) => next,
-            // The same rules under a new version, so live connections are judged again.
-            None if crls_reloaded => Policy::clone(&policy.borrow()).with_version(version + 1),
-            None => continue,
-        };
-        version = next.version();
-        info!(version, "policy reloaded");
-        if policy.send(Arc::new(next)).is_err() {
-            return;
-        }
-    }
-}
-
-/// Re-reads the client CRLs; true when they were replaced.
-fn reload_crls(certs: Option<&ClientCerts>) -> bool {
-    let Some(certs) = certs else {
-        return false;
-    };
-    match certs.reload() {
-        Ok(()) => {
-            info!(files = certs.crl_files().len(), "client CRLs reloaded");
-            true
-        }
-        Err(e) => {
-            error!(error = %e, "CRL change refused; the previous CRLs stay in force");
-            false
-        }
-    }
-}
-
-/// Sizes and modification times of the given files (a missing file has none).
-fn files_fingerprint(files: &[PathBuf]) -> Vec<(u64, Option<SystemTime>)> {
-    files
-        .iter()
-        .map(|path| match std::fs::metadata(path) {
-            Ok(meta) => (meta.len(), meta.modified().ok()),
-            Err(_) => (0, None),
-        })
-        .collect()
-}
-
-/// Names, sizes and modification times of the folder's files: cheap change detection.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let meta = entry.metadata().ok()?;
-            Some((entry.path(), meta.len(), meta.modified().ok()))
-        })
-        .collect();
-    files.sort();
-    files
 }

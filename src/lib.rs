@@ -23,6 +23,8 @@
 //! - [`proxy`]: the NSQ TCP listeners and their sessions; all NSQ TCP network I/O.
 //! - [`http`]: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin; nothing from
 //!   `proxy`.
+//! - [`reload`]: re-reads certificates, keys and the policy on SIGHUP and file changes, each
+//!   swapped in whole or not at all; no sockets.
 //! - [`app`]: wires configuration to listeners and runs until shutdown; no protocol.
 //! - [`fuzz`]: entry points of the fuzz targets in `fuzz/`, one pure call each; no I/O.
 
@@ -41,5 +43,6 @@ pub mod net;
 pub mod nsq;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod shared;
 pub mod tls;

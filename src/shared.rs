@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::app::StartError;
 use crate::auth::jwt::JwtVerifier;
@@ -22,13 +20,10 @@ use crate::tls;
 /// What every listener of one process shares.
 pub struct Shared {
     pub config: Arc<Config>,
-    /// The client-leg TLS set-up of every listener (the NSQ upgrade and the HTTPS fronts).
-    pub tls_acceptor: TlsAcceptor,
-    /// The client-certificate verifier behind `tls_acceptor` (CRLs re-read on reload).
-    pub client_certs: Option<Arc<tls::ClientCerts>>,
-    /// Verifying TLS toward nsqd (the `[upstream]` CA), shared by every route and the nsqd
-    /// HTTP front; each connection names the server it expects.
-    pub upstream_client_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The TLS set-ups in force: the client leg of every listener (the NSQ upgrade and the
+    /// HTTPS fronts, with the client CA and CRLs), and verifying TLS toward nsqd (the
+    /// `[upstream]` CA), shared by every route and the nsqd HTTP front. Replaced on reload.
+    pub tls: tls::LiveTls,
     /// The live policy; a reload sends a new version and connections re-check against it.
     pub policy: watch::Receiver<Arc<Policy>>,
     /// Present when `[auth.jwt]` is configured.
@@ -52,11 +47,7 @@ impl Shared {
         config: Arc<Config>,
         policy: watch::Receiver<Arc<Policy>>,
     ) -> Result<Shared, StartError> {
-        let server = tls::server_tls(&config.client)?;
-        let upstream_tls = match &config.upstream.tls {
-            Some(settings) => Some(tls::upstream_config(settings)?),
-            None => None,
-        };
+        let tls = tls::LiveTls::load(&config.client, config.upstream.tls.as_ref())?;
         let jwt = match &config.auth.jwt {
             Some(settings) => Some(Arc::new(JwtVerifier::new(settings)?)),
             None => None,
@@ -67,9 +58,7 @@ impl Shared {
             conns: ConnLimits::new(config.connections.clone()),
             counters: Arc::default(),
             unauthenticated: Budget::new(config.max_unauthenticated_memory),
-            tls_acceptor: TlsAcceptor::from(server.config),
-            client_certs: server.client_certs,
-            upstream_client_tls: upstream_tls,
+            tls,
             policy,
             jwt,
             config,
@@ -83,9 +72,8 @@ impl Shared {
 
     /// The verifying set-up for `[upstream]`'s nsqd: its CA and the name its certificate must
     /// carry. None when TLS toward nsqd is off.
-    pub fn tls_to_upstream(&self) -> Option<(Arc<rustls::ClientConfig>, ServerName<'static>)> {
+    pub fn tls_to_upstream(&self) -> Option<tls::ToNsqd> {
         let settings = self.config.upstream.tls.as_ref()?;
-        let client = self.upstream_client_tls.clone()?;
-        Some((client, settings.server_name.clone()))
+        self.tls.to_nsqd(settings.server_name.clone())
     }
 }

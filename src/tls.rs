@@ -1,6 +1,7 @@
 //! rustls configurations for both legs: the server side that clients connect to, and the
 //! verifying client side nsqgate uses toward nsqd, and the client-certificate verifier whose CRLs
-//! are re-read on reload ([`ClientCerts`]). Reads PEM files; no sockets here.
+//! are re-read on reload ([`ClientCerts`]); and the set-ups in force, swapped whole on reload
+//! ([`LiveTls`]). Reads PEM files; no sockets here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +14,10 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use crate::config::{ClientCertMode, ClientConfig as ClientLegConfig, TlsVersion, UpstreamTls};
 
 mod client_certs;
+mod live;
 
 pub use client_certs::ClientCerts;
+pub use live::{LiveTls, ToNsqd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -62,10 +65,7 @@ pub fn server_tls(client: &ClientLegConfig) -> Result<ServerTls, TlsError> {
         }
         _ => (builder.with_no_client_auth(), None),
     };
-    let mut config = builder.with_single_cert(certs, key)?;
-    if let Some(verifier) = &client_certs {
-        config.session_storage = verifier.sessions();
-    }
+    let config = builder.with_single_cert(certs, key)?;
     Ok(ServerTls {
         config: Arc::new(config),
         client_certs,

@@ -123,7 +123,7 @@ async fn connection(
     );
     match &listener.serve {
         Serve::Tls(front) => {
-            let accept = shared.tls_acceptor.accept(io);
+            let accept = shared.tls.acceptor().accept(io);
             let tls = match tokio::time::timeout(shared.config.timeouts.tls_handshake, accept).await
             {
                 Ok(Ok(tls)) => tls,

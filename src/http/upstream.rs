@@ -2,7 +2,6 @@
 //! TLS verified against the configured CA and server name), a fresh request built by nsqgate
 //! (never the client's bytes), and deadlines on connect and on the response head.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -11,13 +10,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tracing::debug;
 
 use crate::http::reply::Body;
+use crate::tls::ToNsqd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamHttpError {
@@ -47,7 +45,7 @@ pub struct HttpUpstream {
     /// `host:port`, resolved per connection so a container name works.
     address: String,
     /// Present for HTTPS: the verifying client configuration and the name to verify.
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    tls: Option<ToNsqd>,
     connect_timeout: Duration,
     response_timeout: Duration,
 }
@@ -57,13 +55,13 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     pub fn new(
         address: String,
-        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+        tls: Option<ToNsqd>,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> HttpUpstream {
         HttpUpstream {
             address,
-            tls: tls.map(|(config, name)| (TlsConnector::from(config), name)),
+            tls,
             connect_timeout,
             response_timeout,
         }
@@ -99,8 +97,8 @@ impl HttpUpstream {
                 })?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
-                Some((connector, name)) => {
-                    let handshake = connector.connect(name.clone(), tcp);
+                Some(to_nsqd) => {
+                    let handshake = to_nsqd.connector().connect(to_nsqd.server_name(), tcp);
                     let tls = tokio::time::timeout(self.connect_timeout, handshake)
                         .await
                         .map_err(|_| UpstreamHttpError::Timeout(self.address.clone()))?

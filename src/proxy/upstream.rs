@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use rustls::pki_types::ServerName;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamConfig;
 use crate::limit::conn::{ConnLimits, NsqdPermit, Refusal};
@@ -19,6 +17,7 @@ use crate::net::stream::{Io, Replay};
 use crate::nsq::{self, Command, Frame, FrameType, ProtocolError};
 use crate::proxy::identify::UpstreamIdentify;
 use crate::shared::Shared;
+use crate::tls::ToNsqd;
 
 mod pool;
 
@@ -95,7 +94,7 @@ impl UpstreamError {
 #[derive(Clone)]
 pub struct Connector {
     address: String,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    tls: Option<ToNsqd>,
     auth_secret: Option<Arc<str>>,
     connect_timeout: Duration,
     /// Where connections to each nsqd are counted (and capped), shared by every route.
@@ -117,13 +116,7 @@ impl Connector {
     /// A connector to the nsqd `config` names, with the shared TLS set-up (verifying the
     /// server name `config` gives), connect deadline and per-nsqd connection cap.
     pub fn for_nsqd(shared: &Shared, config: &UpstreamConfig) -> Connector {
-        let tls = match (&shared.upstream_client_tls, &config.tls) {
-            (Some(client_config), Some(settings)) => Some((
-                TlsConnector::from(client_config.clone()),
-                settings.server_name.clone(),
-            )),
-            _ => None,
-        };
+        let tls = (config.tls.as_ref()).and_then(|t| shared.tls.to_nsqd(t.server_name.clone()));
         Connector {
             address: config.nsqd_tcp_address.clone(),
             tls,
@@ -181,15 +174,17 @@ impl Connector {
         let identify_reply: Map<String, Value> =
             serde_json::from_slice(&reply.data).map_err(|_| NotNsq::IdentifyReply)?;
 
-        if let Some((connector, name)) = &self.tls {
+        if let Some(to_nsqd) = &self.tls {
             if identify_reply.get("tls_v1") != Some(&Value::Bool(true)) {
                 return Err(UpstreamError::TlsNotOffered);
             }
             // nsqd starts its handshake right after the JSON reply; bytes it sent after that
             // reply belong to TLS, so they are replayed into the TLS client.
             let raw = Replay::new(buf.split().freeze(), io);
-            let tls = connector
-                .connect(name.clone(), raw)
+            // The CA in force now: a reload applies to the next connection.
+            let tls = to_nsqd
+                .connector()
+                .connect(to_nsqd.server_name(), raw)
                 .await
                 .map_err(UpstreamError::Tls)?;
             io = Box::new(tls);

@@ -29,7 +29,7 @@ impl Guard {
     }
 
     fn stands_under(&mut self, policy: &Policy) -> Result<(), Gone> {
-        if let (Some(chain), Some(certs)) = (&self.cert_chain, &self.shared.client_certs) {
+        if let (Some(chain), Some(certs)) = (&self.cert_chain, self.shared.tls.client_certs()) {
             certs
                 .still_valid(chain)
                 .map_err(|_| Gone::CertificateRevoked)?;

@@ -69,7 +69,7 @@ pub(super) async fn accept_tls(
     shared: &Shared,
     raw: Replay<TcpStream>,
 ) -> Result<(ClientStream, Option<Principal>), SessionError> {
-    let accept = shared.tls_acceptor.accept(raw);
+    let accept = shared.tls.acceptor().accept(raw);
     let tls = tokio::time::timeout(shared.config.timeouts.tls_handshake, accept)
         .await
         .map_err(|_| SessionError::Timeout("the TLS handshake"))?

@@ -1,0 +1,165 @@
+//! Reload: what nsqgate re-reads while it runs, on SIGHUP and when a file changes (looked at
+//! every `auth.policy_reload_ms`). Each part (the client leg's TLS set-up: certificate, key,
+//! client CA, CRLs; the set-up toward nsqd: CA and client certificate; the policy) is built
+//! and checked whole before it replaces the one in force: new handshakes and decisions use
+//! it at once, established connections continue. A part that fails changes nothing of
+//! itself; the failure is logged with its reason and counted. The SHA-256 of the config and
+//! of every policy file goes to the audit log at start and at each reload.
+
+mod digest;
+
+pub use digest::{Digests, FileDigest, Part};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::signal::unix::Signal;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::policy::Policy;
+use crate::shared::Shared;
+
+/// Reloads refused since start, by part (the order of [`Part::ALL`]).
+static FAILURES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// Re-reads the parts whose files changed; owns the sender of policy versions.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    policy: watch::Sender<Arc<Policy>>,
+    seen: Digests,
+    /// Files that changed at the last look: acted on once they stay so for one interval.
+    pending: Option<Digests>,
+    /// SIGHUP, registered at start (a process that cannot hear it does not start).
+    hangup: Signal,
+}
+
+/// Reloads of `part` that were refused since start.
+pub fn failures(part: Part) -> u64 {
+    FAILURES[part.index()].load(Ordering::Relaxed)
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// Takes the files as they are now as the ones loaded at start, and records their digests.
+    pub fn new(
+        shared: Arc<Shared>,
+        policy: watch::Sender<Arc<Policy>>,
+        hangup: Signal,
+    ) -> Reloader {
+        let seen = Digests::of(&shared.config);
+        audit_files("start", &seen);
+        Reloader {
+            shared,
+            policy,
+            seen,
+            pending: None,
+            hangup,
+        }
+    }
+
+    /// Looks for changes every `auth.policy_reload_ms`, and reloads every part on SIGHUP.
+    pub async fn run(mut self) {
+        loop {
+            let every = self.shared.config.auth.policy_reload;
+            let forced = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                Some(()) = self.hangup.recv() => true,
+            };
+            if !self.check(forced) {
+                return;
+            }
+        }
+    }
+
+    /// Reloads each part whose files changed (every part when `forced`). False once no
+    /// listener is left to hear of a new policy.
+    fn check(&mut self, forced: bool) -> bool {
+        let now = Digests::of(&self.shared.config);
+        let changed = if forced {
+            Part::ALL.to_vec()
+        } else {
+            let changed = self.seen.changed_parts(&now);
+            // A certificate and its key are seldom replaced in one step: act once the files
+            // have stayed as they are for one interval.
+            if changed.is_empty() || self.pending.as_ref() != Some(&now) {
+                self.pending = (!changed.is_empty()).then_some(now);
+                return true;
+            }
+            changed
+        };
+        self.pending = None;
+        self.seen = now;
+        if forced {
+            info!("SIGHUP: reloading certificates, keys and the policy");
+        }
+        // Live connections are judged again when the rules or the client CA and CRLs change.
+        let mut judge_again = false;
+        if changed.contains(&Part::ClientTls) {
+            let reloaded = record(
+                Part::ClientTls,
+                self.shared.tls.reload_server(&self.shared.config.client),
+            );
+            judge_again |= reloaded && self.shared.tls.client_certs().is_some();
+        }
+        if changed.contains(&Part::UpstreamTls) {
+            let settings = self.shared.config.upstream.tls.as_ref();
+            record(Part::UpstreamTls, self.shared.tls.reload_upstream(settings));
+        }
+        let current = self.policy.borrow().clone();
+        let mut next = None;
+        if changed.contains(&Part::Policy) {
+            let loaded = Policy::load_dir(&self.shared.config.auth.policy_dir);
+            next = loaded.as_ref().ok().cloned();
+            record(Part::Policy, loaded.map(|_| ()));
+        }
+        if changed.contains(&Part::Policy) || changed.contains(&Part::Config) {
+            audit_files("reload", &self.seen);
+        }
+        let next = match next {
+            Some(next) => next,
+            // The same rules under a new version, so live connections are judged again.
+            None if judge_again => Policy::clone(&current),
+            None => return true,
+        };
+        let next = next.with_version(current.version() + 1);
+        info!(version = next.version(), "policy version in force");
+        self.policy.send(Arc::new(next)).is_ok()
+    }
+}
+
+/// Logs and counts a part's reload; true when it replaced what was in force.
+fn record<E: std::fmt::Display>(part: Part, result: Result<(), E>) -> bool {
+    match result {
+        Ok(()) => {
+            info!(what = part.as_str(), "reloaded");
+            true
+        }
+        Err(e) => {
+            let failures = FAILURES[part.index()].fetch_add(1, Ordering::Relaxed) + 1;
+            error!(
+                what = part.as_str(),
+                error = %e,
+                failures,
+                "reload refused; what was in force stays"
+            );
+            false
+        }
+    }
+}
+
+/// One audit line per config and policy file with its SHA-256 (`when`: start or reload), so
+/// a change made behind nsqgate's back is visible afterwards.
+fn audit_files(when: &str, digests: &Digests) {
+    for file in digests.audited() {
+        tracing::info!(
+            target: crate::audit::TARGET,
+            action = "load",
+            outcome = when,
+            file = %file.path.display(),
+            sha256 = file.sha256.as_deref().unwrap_or("missing"),
+            "audit"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! The TLS set-ups in force, each replaceable while connections use it: a handshake takes the
+//! set-up in force when it starts, an established connection keeps the one it was made with.
+//! A reload builds the whole set-up from its files first (certificate and key must match, CA
+//! and CRLs must parse) and swaps it in only when that succeeded, so a broken file changes
+//! nothing. Reads PEM files; no sockets here.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::ServerName;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::{server_tls, upstream_config, ClientCerts, ServerTls, TlsError};
+use crate::config::{ClientConfig as ClientLegConfig, UpstreamTls};
+
+/// The client leg's set-up (NSQ listeners and HTTPS fronts) and the one toward nsqd.
+pub struct LiveTls {
+    server: ArcSwap<ServerTls>,
+    /// None when TLS toward nsqd is off, which only a restart changes.
+    upstream: Option<Arc<ArcSwap<rustls::ClientConfig>>>,
+}
+
+/// What a connection to nsqd verifies: the CA set-up in force at connect time, and the name
+/// nsqd's certificate must carry.
+#[derive(Clone)]
+pub struct ToNsqd {
+    config: Arc<ArcSwap<rustls::ClientConfig>>,
+    name: ServerName<'static>,
+}
+
+// === impl LiveTls ===
+
+impl LiveTls {
+    pub fn load(
+        client: &ClientLegConfig,
+        upstream: Option<&UpstreamTls>,
+    ) -> Result<LiveTls, TlsError> {
+        let server = server_tls(client)?;
+        let upstream = match upstream {
+            Some(settings) => Some(Arc::new(ArcSwap::from(upstream_config(settings)?))),
+            None => None,
+        };
+        Ok(LiveTls {
+            server: ArcSwap::from_pointee(server),
+            upstream,
+        })
+    }
+
+    /// The acceptor for a handshake starting now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.server.load().config.clone())
+    }
+
+    /// The client-certificate verifier in force (CA and CRLs), when client certificates are on.
+    pub fn client_certs(&self) -> Option<Arc<ClientCerts>> {
+        self.server.load().client_certs.clone()
+    }
+
+    /// The set-up toward nsqd, checking its certificate for `name`; None when TLS is off.
+    pub fn to_nsqd(&self, name: ServerName<'static>) -> Option<ToNsqd> {
+        let config = self.upstream.clone()?;
+        Some(ToNsqd { config, name })
+    }
+
+    /// Rebuilds the client leg's set-up from `client`'s files; on an error the set-up in
+    /// force stays.
+    pub fn reload_server(&self, client: &ClientLegConfig) -> Result<(), TlsError> {
+        self.server.store(Arc::new(server_tls(client)?));
+        Ok(())
+    }
+
+    /// Rebuilds the set-up toward nsqd (CA, client certificate) from `settings`' files; on
+    /// an error the set-up in force stays. Nothing to do while TLS toward nsqd is off.
+    pub fn reload_upstream(&self, settings: Option<&UpstreamTls>) -> Result<(), TlsError> {
+        if let (Some(current), Some(settings)) = (&self.upstream, settings) {
+            current.store(upstream_config(settings)?);
+        }
+        Ok(())
+    }
+}
+
+// === impl ToNsqd ===
+
+impl ToNsqd {
+    /// A connector with the set-up in force now.
+    pub fn connector(&self) -> TlsConnector {
+        TlsConnector::from(self.config.load_full())
+    }
+
+    pub fn server_name(&self) -> ServerName<'static> {
+        self.name.clone()
+    }
+}
