@@ -100,10 +100,10 @@ async fn start_shared(
 
 /// The core's housekeeping: JWKS refresh, idle rate buckets and connection counts evicted.
 fn spawn_background(shared: &Shared) {
-    if let (Some(source), Some(verifier)) = (&shared.config.auth.jwks_source, &shared.jwt) {
+    if let Some(source) = &shared.config().auth.jwks_source {
         tokio::spawn(crate::auth::jwks::refresh_forever(
             source.clone(),
-            verifier.clone(),
+            shared.jwt.clone(),
         ));
     }
     tokio::spawn(shared.rates.clone().evict_forever());
@@ -119,7 +119,7 @@ fn spawn_background(shared: &Shared) {
 /// One NSQ listener per destination: `[upstream]`, each `[[nodes]]` entry, and the producer
 /// pool (over all of them).
 fn nsq_listeners(shared: &Arc<Shared>) -> Vec<(SocketAddr, Arc<Listener>)> {
-    let config = &shared.config;
+    let config = shared.config();
     let first = Connector::for_nsqd(shared, &config.upstream);
     let nsqd_http = crate::proxy::nsqd_http(shared);
     let mut members = vec![first.clone()];

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::app::StartError;
-use crate::auth::jwt::JwtVerifier;
+use crate::auth::jwt::{JwtVerifier, LiveJwt};
 use crate::config::Config;
 use crate::limit::conn::ConnLimits;
 use crate::limit::memory::Budget;
@@ -19,15 +20,17 @@ use crate::tls;
 
 /// What every listener of one process shares.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// The configuration in force ([`Shared::config`]); a reload replaces what may change at
+    /// run time (`crate::reload`).
+    config: ArcSwap<Config>,
     /// The TLS set-ups in force: the client leg of every listener (the NSQ upgrade and the
     /// HTTPS fronts, with the client CA and CRLs), and verifying TLS toward nsqd (the
     /// `[upstream]` CA), shared by every route and the nsqd HTTP front. Replaced on reload.
     pub tls: tls::LiveTls,
     /// The live policy; a reload sends a new version and connections re-check against it.
     pub policy: watch::Receiver<Arc<Policy>>,
-    /// Present when `[auth.jwt]` is configured.
-    pub jwt: Option<Arc<JwtVerifier>>,
+    /// Present when `[auth.jwt]` is configured; replaced on reload ([`Shared::jwt`]).
+    pub jwt: Arc<LiveJwt>,
     /// Publish token buckets, shared by every connection (TCP and HTTP).
     pub rates: Arc<RateLimits>,
     /// Quotas on new topic and channel names, shared likewise.
@@ -52,6 +55,7 @@ impl Shared {
             Some(settings) => Some(Arc::new(JwtVerifier::new(settings)?)),
             None => None,
         };
+        let jwt = Arc::new(LiveJwt::from(jwt));
         Ok(Shared {
             rates: Arc::new(RateLimits::new(config.rates.clone())),
             names: Arc::new(NameQuotas::new(config.name_quotas)),
@@ -61,19 +65,35 @@ impl Shared {
             tls,
             policy,
             jwt,
-            config,
+            config: ArcSwap::from(config),
         })
+    }
+
+    /// The configuration in force now. A session takes it once, at accept, and keeps it.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Puts a reloaded configuration in force for what reads it from now on.
+    pub fn set_config(&self, config: Arc<Config>) {
+        self.config.store(config);
+    }
+
+    /// The JWT verifier in force, when `[auth.jwt]` is configured.
+    pub fn jwt(&self) -> Option<Arc<JwtVerifier>> {
+        self.jwt.load_full()
     }
 
     /// Whether nsqgate speaks TLS to nsqd (`[upstream] tls`).
     pub fn upstream_tls(&self) -> bool {
-        self.config.upstream.tls.is_some()
+        self.config.load().upstream.tls.is_some()
     }
 
     /// The verifying set-up for `[upstream]`'s nsqd: its CA and the name its certificate must
     /// carry. None when TLS toward nsqd is off.
     pub fn tls_to_upstream(&self) -> Option<tls::ToNsqd> {
-        let settings = self.config.upstream.tls.as_ref()?;
+        let config = self.config.load();
+        let settings = config.upstream.tls.as_ref()?;
         self.tls.to_nsqd(settings.server_name.clone())
     }
 }

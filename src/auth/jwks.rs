@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing::{error, info, warn};
 
-use crate::auth::jwt::JwtVerifier;
+use crate::auth::jwt::LiveJwt;
 use crate::config::JwksSource;
 
 /// A JWKS document larger than this is not a key set.
@@ -105,12 +105,15 @@ async fn get(source: &JwksSource) -> Result<Vec<u8>, JwksError> {
     Ok(body.to_bytes().to_vec())
 }
 
-/// Re-fetches every `source.refresh`; a usable document replaces the verifier's JWKS keys
-/// (unusable entries skipped). A failure is counted and logged; once the set in force is older
+/// Re-fetches every `source.refresh`; a usable document replaces the JWKS keys of the verifier
+/// in force (unusable entries skipped; a reloaded verifier shares the set). A failure is counted and logged; once the set in force is older
 /// than `jwks_max_stale_secs`, its keys verify nothing and the log says so at error level.
-pub async fn refresh_forever(source: JwksSource, verifier: Arc<JwtVerifier>) {
+pub async fn refresh_forever(source: JwksSource, live: Arc<LiveJwt>) {
     loop {
         tokio::time::sleep(source.refresh).await;
+        let Some(verifier) = live.load_full() else {
+            continue;
+        };
         let outcome = match fetch(&source).await {
             Ok(document) => verifier
                 .replace_jwks(&document)

@@ -7,12 +7,17 @@
 
 use std::fmt;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
+
+mod compact;
+
+use compact::{decode_json, numeric_date, Header, Parts};
 
 use super::jwks_set::JwksState;
 use super::keys::{self, BoundKey};
@@ -112,14 +117,19 @@ pub enum JwtConfigError {
     DuplicateKid(String),
 }
 
+/// The verifier in force, replaced whole when the configuration is reloaded (None: no
+/// `[auth.jwt]`).
+pub type LiveJwt = arc_swap::ArcSwapOption<JwtVerifier>;
+
 /// Verifies JWTs against the configured keys. Cheap to share (`Arc<JwtVerifier>`).
 #[derive(Debug)]
 pub struct JwtVerifier {
     /// Keys from configuration files; fixed for the verifier's life.
     static_keys: Vec<BoundKey>,
     /// Keys from the JWKS document, swapped whole by [`JwtVerifier::replace_jwks`] so that a
-    /// verification sees one consistent set; with its age and health figures.
-    jwks: JwksState,
+    /// verification sees one consistent set; with its age and health figures. A verifier
+    /// rebuilt on reload shares the fetched set ([`JwtVerifier::keeping_jwks`]).
+    jwks: Arc<JwksState>,
     /// For JWKS entries without `alg` (see [`JwtSettings::algorithms`]).
     algorithms: Vec<Algorithm>,
     issuer: Option<String>,
@@ -194,16 +204,46 @@ impl JwtVerifier {
         if static_keys.is_empty() && jwks.keys.is_empty() {
             return Err(JwtConfigError::NoKeys);
         }
-        Ok(JwtVerifier {
+        let state = JwksState::new(jwks.keys, jwks.skipped, settings.jwks_max_stale);
+        Ok(JwtVerifier::assemble(
+            settings,
             static_keys,
-            jwks: JwksState::new(jwks.keys, jwks.skipped, settings.jwks_max_stale),
+            Arc::new(state),
+        ))
+    }
+
+    /// As [`JwtVerifier::new`], for a reload: settings without a JWKS document of their own
+    /// (one fetched from `jwks_url` by its own task) keep `previous`'s set.
+    pub fn keeping_jwks(
+        settings: &JwtSettings,
+        previous: &JwtVerifier,
+    ) -> Result<JwtVerifier, JwtConfigError> {
+        if settings.jwks.is_some() {
+            return JwtVerifier::new(settings);
+        }
+        let static_keys = keys::bind_static(&settings.keys)?;
+        if static_keys.is_empty() && previous.jwks.snapshot().keys.is_empty() {
+            return Err(JwtConfigError::NoKeys);
+        }
+        let jwks = previous.jwks.clone();
+        Ok(JwtVerifier::assemble(settings, static_keys, jwks))
+    }
+
+    fn assemble(
+        settings: &JwtSettings,
+        static_keys: Vec<BoundKey>,
+        jwks: Arc<JwksState>,
+    ) -> JwtVerifier {
+        JwtVerifier {
+            static_keys,
+            jwks,
             algorithms: settings.algorithms.clone(),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             leeway_secs: settings.leeway_secs,
             identity_claim: settings.identity_claim.clone(),
             roles_claim: settings.roles_claim.clone(),
-        })
+        }
     }
 
     /// Verifies `token` at the current time.
@@ -230,7 +270,9 @@ impl JwtVerifier {
         if URL_SAFE_NO_PAD.decode(parts.signature).is_err() {
             return Err(AuthError::Malformed);
         }
-        self.check_signature(&parts, alg, header.kid.as_deref())?;
+        // An empty `kid` names no key: some issuers write one; treat it as absent.
+        let kid = header.kid.as_deref().filter(|kid| !kid.is_empty());
+        self.check_signature(&parts, alg, kid)?;
         let claims: Map<String, Value> = decode_json(parts.payload)?;
         self.principal(&claims, now_unix)
     }
@@ -382,61 +424,5 @@ impl JwtVerifier {
                 .collect(),
             Some(_) => Err(malformed()),
         }
-    }
-}
-
-/// The header fields nsqgate reads; `alg` is a string so `none` and unknown names parse.
-#[derive(serde::Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<Value>,
-}
-
-/// The three segments of a JWS compact serialization.
-struct Parts<'a> {
-    header: &'a str,
-    payload: &'a str,
-    signature: &'a str,
-    /// `header.payload`, the bytes the signature covers.
-    signing_input: &'a str,
-}
-
-impl<'a> Parts<'a> {
-    fn split(token: &'a str) -> Result<Parts<'a>, AuthError> {
-        let (signing_input, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
-        let (header, payload) = signing_input.split_once('.').ok_or(AuthError::Malformed)?;
-        if payload.contains('.') || header.is_empty() || payload.is_empty() {
-            return Err(AuthError::Malformed);
-        }
-        Ok(Parts {
-            header,
-            payload,
-            signature,
-            signing_input,
-        })
-    }
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, AuthError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| AuthError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)
-}
-
-/// A NumericDate claim (RFC 7519 2): non-negative seconds, fractions rounded down.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
-    let malformed = || AuthError::MalformedClaim(name.to_owned());
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(secs), _) => Ok(Some(secs)),
-            (None, Some(f)) if f.is_finite() && f >= 0.0 => Ok(Some(f as u64)),
-            _ => Err(malformed()),
-        },
-        Some(_) => Err(malformed()),
     }
 }

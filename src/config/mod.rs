@@ -95,6 +95,9 @@ pub struct Config {
     pub name_quotas: crate::limit::names::NameQuota,
     /// Safe defaults the file switched off: `check-config` prints them, `run` logs them.
     pub warnings: Vec<String>,
+    /// `--allow-insecure-permissions` was given: loose file modes are warnings, at start and
+    /// on reload (set by the command line, never by the file).
+    pub allow_insecure_permissions: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,6 +262,7 @@ impl Config {
         let nodes = sections::nodes(raw.nodes, &upstream, at)?;
         let producer_pool = sections::pool(raw.producer_pool, at)?;
         Ok(Config {
+            allow_insecure_permissions: false,
             max_unauthenticated_memory,
             files,
             warnings,

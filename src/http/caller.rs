@@ -66,7 +66,7 @@ impl Caller {
                 });
                 return Err(reply::unauthenticated().into());
             }
-            Credential::None => match (&conn.cert, shared.config.auth.require_identity) {
+            Credential::None => match (&conn.cert, shared.config().auth.require_identity) {
                 (Some(principal), _) => principal.clone(),
                 (None, false) => Principal {
                     identity: ANONYMOUS.to_owned(),
@@ -261,7 +261,7 @@ fn from_secret(
     secret: &[u8],
 ) -> Result<Principal, EarlyResponse> {
     let fingerprint = auth::fingerprint(secret);
-    match identity::from_secret(secret, shared.jwt.as_deref(), policy) {
+    match identity::from_secret(secret, shared.jwt().as_deref(), policy) {
         Ok(principal) => {
             Counters::bump(&shared.counters.auth_success);
             let recorded = audit::record(&Event {

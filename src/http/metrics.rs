@@ -84,7 +84,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP nsqgate_connections_refused_total Connections closed at once by a connection cap.");
         let _ = writeln!(out, "# TYPE nsqgate_connections_refused_total counter");
         let _ = writeln!(out, "nsqgate_connections_refused_total {}", conns.refused());
-        if let Some(jwt) = &shared.jwt {
+        if let Some(jwt) = shared.jwt() {
             jwt.render_jwks_metrics(&mut out);
         }
         out

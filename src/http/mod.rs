@@ -94,10 +94,10 @@ pub async fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<(String, SocketAddr)>, BindError> {
     let metrics = Arc::new(Metrics::default());
-    let Some(config) = shared.config.http.clone() else {
+    let Some(config) = shared.config().http.clone() else {
         return Ok(Vec::new());
     };
-    let connect = shared.config.timeouts.upstream_connect;
+    let connect = shared.config().timeouts.upstream_connect;
     let mut fronts: Vec<(TcpListener, Front)> = Vec::new();
     let mut plain: Vec<(TcpListener, u16)> = Vec::new();
     let http_upstream =

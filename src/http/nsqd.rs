@@ -151,7 +151,7 @@ impl NsqdFront {
                 }
                 let method = req.method().clone();
                 let target = query.with_path(&path);
-                let limit = Kind::Pub.limit(&self.shared.config.limits);
+                let limit = Kind::Pub.limit(&self.shared.config().limits);
                 match body::read_limited(&mut req.into_body(), limit, self.request_timeout).await {
                     Ok(body) => self.send(method, &target, headers, body).await,
                     Err(e) => body_failed(
@@ -251,7 +251,7 @@ impl NsqdFront {
         kind: Kind,
         req: Request<Incoming>,
     ) -> Result<Bytes, Response<Body>> {
-        let limits = self.shared.config.limits;
+        let limits = self.shared.config().limits;
         let limit = kind.limit(&limits);
         let too_big = || {
             let refusal = kind.too_big();

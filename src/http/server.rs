@@ -102,9 +102,9 @@ async fn connection(
     // A trusted load balancer names the real client in a PROXY header, exactly as on the NSQ
     // listener; from any other source a header is not believed (it reaches TLS and fails).
     let mut early = BytesMut::new();
-    if shared.config.proxy_protocol_from.contains(&peer.ip()) {
+    if shared.config().proxy_protocol_from.contains(&peer.ip()) {
         let header = proxied::read_header(&mut tcp, &mut early, peer);
-        peer = match tokio::time::timeout(shared.config.timeouts.tls_handshake, header).await {
+        peer = match tokio::time::timeout(shared.config().timeouts.tls_handshake, header).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => return info!(%peer, error = %e, "HTTP connection refused"),
             Err(_) => return debug!(%peer, "PROXY header timed out"),
@@ -119,21 +119,21 @@ async fn connection(
     // write_ms: a client that stops reading is cut off.
     let io = Replay::new(
         early.freeze(),
-        WriteDeadline::new(tcp, shared.config.timeouts.write),
+        WriteDeadline::new(tcp, shared.config().timeouts.write),
     );
     match &listener.serve {
         Serve::Tls(front) => {
             let accept = shared.tls.acceptor().accept(io);
-            let tls = match tokio::time::timeout(shared.config.timeouts.tls_handshake, accept).await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return debug!(%peer, error = %e, "HTTPS handshake failed"),
-                Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
-            };
+            let tls =
+                match tokio::time::timeout(shared.config().timeouts.tls_handshake, accept).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return debug!(%peer, error = %e, "HTTPS handshake failed"),
+                    Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
+                };
             // rustls has verified the chain against the client CA (and CRLs) by now.
             let cert = crate::auth::identity::from_certificate(
                 tls.get_ref().1.peer_certificates(),
-                &shared.config.client.cert_identity_order,
+                &shared.config().client.cert_identity_order,
             );
             let conn = Arc::new(Conn {
                 peer,

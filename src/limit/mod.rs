@@ -82,7 +82,8 @@ enum Unit {
 
 /// The shared publish limiter of one nsqgate process.
 pub struct RateLimits {
-    settings: RateSettings,
+    /// `[rate_limits]`, replaced on reload; buckets keep their tokens.
+    settings: arc_swap::ArcSwap<RateSettings>,
     buckets: DashMap<Key, Arc<Bucket>>,
     epoch: Instant,
 }
@@ -92,14 +93,19 @@ pub struct RateLimits {
 impl RateLimits {
     pub fn new(settings: RateSettings) -> RateLimits {
         RateLimits {
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             buckets: DashMap::new(),
             epoch: Instant::now(),
         }
     }
 
     pub fn on_limit(&self) -> OnLimit {
-        self.settings.on_limit
+        self.settings.load().on_limit
+    }
+
+    /// Puts reloaded `[rate_limits]` in force for the next publish.
+    pub fn set_settings(&self, settings: RateSettings) {
+        self.settings.store(std::sync::Arc::new(settings));
     }
 
     /// Takes `messages` and `bytes` from every bucket that applies, waiting (in delay mode)
@@ -113,15 +119,16 @@ impl RateLimits {
         messages: u32,
         bytes: u64,
     ) -> Result<(), Limited> {
+        let settings = self.settings.load_full();
         let scopes = [
-            ("identity", rates.identity.over(self.settings.identity)),
+            ("identity", rates.identity.over(settings.identity)),
             (
                 "identity and topic",
-                rates.identity_topic.over(self.settings.identity_topic),
+                rates.identity_topic.over(settings.identity_topic),
             ),
-            ("topic", self.settings.topic),
+            ("topic", settings.topic),
         ];
-        let deadline = tokio::time::Instant::now() + self.settings.max_delay;
+        let deadline = tokio::time::Instant::now() + settings.max_delay;
         for (scope, quota) in scopes {
             let Some(quota) = quota else { continue };
             // Keys are built only for scopes with a quota: unlimited costs nothing.
@@ -167,7 +174,7 @@ impl RateLimits {
                 Ok(()) => return Ok(()),
                 Err(Short::Wait(wait)) => {
                     let wake = tokio::time::Instant::now() + wait;
-                    if self.settings.on_limit == OnLimit::Reject || wake > deadline {
+                    if self.on_limit() == OnLimit::Reject || wake > deadline {
                         return Err(format!("{amount} more would exceed the quota"));
                     }
                     tokio::time::sleep_until(wake).await;
@@ -202,7 +209,7 @@ impl RateLimits {
     pub fn evict_idle(&self) -> usize {
         let now = self.epoch.elapsed().as_secs();
         let at = Instant::now();
-        let idle = self.settings.idle_evict.as_secs();
+        let idle = self.settings.load().idle_evict.as_secs();
         let before = self.buckets.len();
         self.buckets.retain(|_, bucket| {
             now.saturating_sub(bucket.last_used.load(Ordering::Relaxed)) < idle
@@ -221,7 +228,7 @@ impl RateLimits {
 
     /// Runs eviction forever, every half idle period.
     pub async fn evict_forever(self: Arc<Self>) {
-        let every = (self.settings.idle_evict / 2).max(Duration::from_secs(1));
+        let every = (self.settings.load().idle_evict / 2).max(Duration::from_secs(1));
         loop {
             tokio::time::sleep(every).await;
             let evicted = self.evict_idle();

@@ -124,7 +124,8 @@ impl Window {
 /// The shared name quotas of one nsqgate process.
 #[derive(Debug)]
 pub struct NameQuotas {
-    defaults: NameQuota,
+    /// `[name_quotas]`, replaced on reload; tallies so far stay.
+    defaults: std::sync::Mutex<NameQuota>,
     hasher: RandomState,
     known: DashSet<u64>,
     tallies: DashMap<String, Mutex<Tally>>,
@@ -135,11 +136,20 @@ pub struct NameQuotas {
 impl NameQuotas {
     pub fn new(defaults: NameQuota) -> NameQuotas {
         NameQuotas {
-            defaults,
+            defaults: std::sync::Mutex::new(defaults),
             hasher: RandomState::new(),
             known: DashSet::new(),
             tallies: DashMap::new(),
         }
+    }
+
+    /// Puts reloaded `[name_quotas]` in force for the next new name.
+    pub fn set_defaults(&self, defaults: NameQuota) {
+        *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = defaults;
+    }
+
+    fn defaults(&self) -> NameQuota {
+        *self.defaults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Charges `identity` for the names a publish (`channel` None) or SUB (`channel` Some)
@@ -159,7 +169,7 @@ impl NameQuotas {
         if !new_topic && new_channel.is_none() {
             return Ok(());
         }
-        let quota = role.unwrap_or_default().over(self.defaults);
+        let quota = role.unwrap_or_default().over(self.defaults());
         let tally = self.tallies.entry(identity.to_owned()).or_insert_with(|| {
             Mutex::new(Tally {
                 topics: Window::new(),

@@ -100,7 +100,7 @@ impl Guard {
         // Without require_identity a caller with no credential is "anonymous", and the policy
         // decides what that identity may do (by default: nothing).
         let principal = principal.or_else(|| {
-            (!shared.config.auth.require_identity).then(|| Principal {
+            (!shared.config().auth.require_identity).then(|| Principal {
                 identity: ANONYMOUS.to_owned(),
                 method: Method::Named,
                 claimed_roles: Vec::new(),
@@ -208,7 +208,7 @@ impl Guard {
             ),
             Command::Auth { secret } => self.authenticate(secret),
             Command::Mpub { messages, .. }
-                if messages.len() > self.shared.config.max_mpub_messages as usize =>
+                if messages.len() > self.shared.config().max_mpub_messages as usize =>
             {
                 refuse(
                     Kind::ClientProtocol,
@@ -255,7 +255,7 @@ impl Guard {
         self.auth_seen = true;
         let fingerprint = auth::fingerprint(secret);
         let policy = self.policy.borrow().clone();
-        let result = identity::from_secret(secret, self.shared.jwt.as_deref(), &policy);
+        let result = identity::from_secret(secret, self.shared.jwt().as_deref(), &policy);
         match result {
             Ok(principal) => {
                 let roles = identity::current_subject(&principal, &policy)

@@ -66,7 +66,7 @@ impl Listener {
                 let routed = self.destination.connect(probe).await?;
                 let reply = routed.upstream.identify_reply;
                 let told = learn::ask(self.nsqd_http.as_deref()).await;
-                let options = &self.shared.config.upstream.nsqd_options;
+                let options = &self.shared.config().upstream.nsqd_options;
                 let ranges = learn::ranges(&reply, &told, options);
                 info!(
                     upstream = self.destination.address(),
@@ -81,7 +81,7 @@ impl Listener {
 
 /// nsqd's HTTP API as the `[http.nsqd]` front reaches it, if that front is configured.
 pub fn nsqd_http(shared: &Shared) -> Option<Arc<HttpUpstream>> {
-    let config = &shared.config;
+    let config = shared.config();
     let front = config.http.as_ref().and_then(|h| h.nsqd.as_ref())?;
     let tls = if front.upstream_tls {
         shared.tls_to_upstream()
@@ -103,7 +103,7 @@ pub async fn serve(listener: Arc<Listener>, tcp: TcpListener, shutdown: watch::R
     let address = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!(%address, upstream = listener.destination.address(), "listening for NSQ clients");
     let conns = listener.shared.conns.clone();
-    let drain = OnShutdown::Drain(listener.shared.config.timeouts.shutdown);
+    let drain = OnShutdown::Drain(listener.shared.config().timeouts.shutdown);
     let sessions = shutdown.clone();
     let session = move |tcp: TcpStream, peer: SocketAddr, permit| {
         session::serve(listener.clone(), tcp, peer, permit, sessions.clone())

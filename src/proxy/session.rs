@@ -48,6 +48,9 @@ const IDLE_SLACK: Duration = Duration::from_secs(1);
 /// One client connection and what is known about it so far, carried from phase to phase.
 struct Session {
     listener: Arc<Listener>,
+    /// The configuration in force when the client connected: a reload applies to the
+    /// connections accepted after it.
+    config: Arc<Config>,
     /// The client's address: the TCP peer's, or the one a trusted PROXY header names.
     peer: SocketAddr,
     client: ClientStream,
@@ -132,7 +135,7 @@ impl Session {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Session, SessionError> {
         tcp.set_nodelay(true)?;
-        let config = &listener.shared.config;
+        let config = listener.shared.config();
         let mut buf = BytesMut::new();
         if config.proxy_protocol_from.contains(&peer.ip()) {
             let header = proxied::read_header(&mut tcp, &mut buf, peer);
@@ -152,6 +155,7 @@ impl Session {
             heartbeat: Some(identify::DEFAULT_HEARTBEAT),
             judged: false,
             shutdown,
+            config,
             listener,
         })
     }
@@ -237,7 +241,7 @@ impl Session {
     }
 
     fn config(&self) -> &Config {
-        &self.listener.shared.config
+        &self.config
     }
 
     /// Takes `principal` as who the client is; its buffers are no stranger's any more.
@@ -266,7 +270,7 @@ impl Session {
     async fn connect_nsqd(&mut self) -> Result<Routed, SessionError> {
         let listener = &self.listener;
         let shared = &listener.shared;
-        let forward = shared.config.upstream.forward_client_metadata;
+        let forward = shared.config().upstream.forward_client_metadata;
         let sent = self
             .identify
             .upstream(shared.upstream_tls(), &listener.own_metadata, forward);

@@ -121,7 +121,7 @@ impl Connector {
             address: config.nsqd_tcp_address.clone(),
             tls,
             auth_secret: config.auth_secret.as_deref().map(Arc::from),
-            connect_timeout: shared.config.timeouts.upstream_connect,
+            connect_timeout: shared.config().timeouts.upstream_connect,
             limits: shared.conns.clone(),
         }
     }

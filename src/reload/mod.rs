@@ -1,12 +1,15 @@
 //! Reload: what nsqgate re-reads while it runs, on SIGHUP and when a file changes (looked at
-//! every `auth.policy_reload_ms`). Each part (the client leg's TLS set-up: certificate, key,
-//! client CA, CRLs; the set-up toward nsqd: CA and client certificate; the policy) is built
-//! and checked whole before it replaces the one in force: new handshakes and decisions use
-//! it at once, established connections continue. A part that fails changes nothing of
+//! every `auth.policy_reload_ms`). Each part (the config file with the JWT settings and keys,
+//! limits, timeouts, quotas and audit settings; the client leg's TLS set-up: certificate,
+//! key, client CA, CRLs; the set-up toward nsqd: CA and client certificate; the policy) is
+//! built and checked whole before it replaces the one in force: new connections, handshakes
+//! and decisions use it at once, established connections continue. Keys only a restart can
+//! change are logged as "needs restart" (`restart`). A part that fails changes nothing of
 //! itself; the failure is logged with its reason and counted. The SHA-256 of the config and
 //! of every policy file goes to the audit log at start and at each reload.
 
 mod digest;
+mod restart;
 
 pub use digest::{Digests, FileDigest, Part};
 
@@ -15,8 +18,10 @@ use std::sync::Arc;
 
 use tokio::signal::unix::Signal;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::auth::jwt::{JwtConfigError, JwtVerifier};
+use crate::config::{Config, ConfigError};
 use crate::policy::Policy;
 use crate::shared::Shared;
 
@@ -34,6 +39,17 @@ pub struct Reloader {
     hangup: Signal,
 }
 
+/// Why a changed config file was not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Permissions(String),
+    #[error("JWT keys rejected: {0}")]
+    Jwt(#[from] JwtConfigError),
+}
+
 /// Reloads of `part` that were refused since start.
 pub fn failures(part: Part) -> u64 {
     FAILURES[part.index()].load(Ordering::Relaxed)
@@ -48,7 +64,7 @@ impl Reloader {
         policy: watch::Sender<Arc<Policy>>,
         hangup: Signal,
     ) -> Reloader {
-        let seen = Digests::of(&shared.config);
+        let seen = Digests::of(&shared.config());
         audit_files("start", &seen);
         Reloader {
             shared,
@@ -62,7 +78,7 @@ impl Reloader {
     /// Looks for changes every `auth.policy_reload_ms`, and reloads every part on SIGHUP.
     pub async fn run(mut self) {
         loop {
-            let every = self.shared.config.auth.policy_reload;
+            let every = self.shared.config().auth.policy_reload;
             let forced = tokio::select! {
                 _ = tokio::time::sleep(every) => false,
                 Some(()) = self.hangup.recv() => true,
@@ -76,7 +92,7 @@ impl Reloader {
     /// Reloads each part whose files changed (every part when `forced`). False once no
     /// listener is left to hear of a new policy.
     fn check(&mut self, forced: bool) -> bool {
-        let now = Digests::of(&self.shared.config);
+        let now = Digests::of(&self.shared.config());
         let changed = if forced {
             Part::ALL.to_vec()
         } else {
@@ -90,27 +106,36 @@ impl Reloader {
             changed
         };
         self.pending = None;
+        let mut now = now;
+        let mut changed = changed;
+        if changed.contains(&Part::Config) && record(Part::Config, self.reload_config()) {
+            // The new file may name other TLS files or another policy folder.
+            let after = Digests::of(&self.shared.config());
+            changed.extend(now.changed_parts(&after));
+            now = after;
+        }
         self.seen = now;
         if forced {
-            info!("SIGHUP: reloading certificates, keys and the policy");
+            info!("SIGHUP: reloading the config, certificates, keys and the policy");
         }
         // Live connections are judged again when the rules or the client CA and CRLs change.
         let mut judge_again = false;
+        let config = self.shared.config();
         if changed.contains(&Part::ClientTls) {
             let reloaded = record(
                 Part::ClientTls,
-                self.shared.tls.reload_server(&self.shared.config.client),
+                self.shared.tls.reload_server(&config.client),
             );
             judge_again |= reloaded && self.shared.tls.client_certs().is_some();
         }
         if changed.contains(&Part::UpstreamTls) {
-            let settings = self.shared.config.upstream.tls.as_ref();
+            let settings = config.upstream.tls.as_ref();
             record(Part::UpstreamTls, self.shared.tls.reload_upstream(settings));
         }
         let current = self.policy.borrow().clone();
         let mut next = None;
         if changed.contains(&Part::Policy) {
-            let loaded = Policy::load_dir(&self.shared.config.auth.policy_dir);
+            let loaded = Policy::load_dir(&config.auth.policy_dir);
             next = loaded.as_ref().ok().cloned();
             record(Part::Policy, loaded.map(|_| ()));
         }
@@ -126,6 +151,44 @@ impl Reloader {
         let next = next.with_version(current.version() + 1);
         info!(version = next.version(), "policy version in force");
         self.policy.send(Arc::new(next)).is_ok()
+    }
+}
+
+impl Reloader {
+    /// Loads the config file again and puts what may change at run time in force: the
+    /// config itself (read by what starts from now on), the JWT verifier, rate and name
+    /// quotas, audit settings. Restart-only keys stay as started and are named in the log.
+    fn reload_config(&self) -> Result<(), ConfigReloadError> {
+        let old = self.shared.config();
+        let mut new = Config::load(&old.source)?;
+        let insecure: Vec<String> = new
+            .insecure_files()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if !insecure.is_empty() && !old.allow_insecure_permissions {
+            return Err(ConfigReloadError::Permissions(insecure.join("; ")));
+        }
+        for file in &insecure {
+            warn!("{file}");
+        }
+        for key in restart::changed(&old, &new) {
+            warn!(key, "needs restart: changed in the config file; in force as started until nsqgate restarts");
+        }
+        restart::keep(&old, &mut new);
+        let jwt = match (&new.auth.jwt, self.shared.jwt()) {
+            (Some(settings), Some(previous)) => {
+                Some(Arc::new(JwtVerifier::keeping_jwks(settings, &previous)?))
+            }
+            (Some(settings), None) => Some(Arc::new(JwtVerifier::new(settings)?)),
+            (None, _) => None,
+        };
+        self.shared.rates.set_settings(new.rates.clone());
+        self.shared.names.set_defaults(new.name_quotas);
+        crate::audit::configure(new.audit_on_failure, new.audit_fold);
+        self.shared.jwt.store(jwt);
+        self.shared.set_config(Arc::new(new));
+        Ok(())
     }
 }
 

@@ -70,14 +70,14 @@ pub(super) async fn accept_tls(
     raw: Replay<TcpStream>,
 ) -> Result<(ClientStream, Option<Principal>), SessionError> {
     let accept = shared.tls.acceptor().accept(raw);
-    let tls = tokio::time::timeout(shared.config.timeouts.tls_handshake, accept)
+    let tls = tokio::time::timeout(shared.config().timeouts.tls_handshake, accept)
         .await
         .map_err(|_| SessionError::Timeout("the TLS handshake"))?
         .map_err(SessionError::Tls)?;
     // rustls has already verified the chain against the client CA (and CRLs) by now.
     let principal = crate::auth::identity::from_certificate(
         tls.get_ref().1.peer_certificates(),
-        &shared.config.client.cert_identity_order,
+        &shared.config().client.cert_identity_order,
     );
     Ok((ClientStream::Secure(Box::new(tls)), principal))
 }
