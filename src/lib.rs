@@ -16,6 +16,8 @@
 //! - [`error`]: how a session ended: a closed set of kinds, who is to blame, counted per
 //!   kind; no I/O.
 //! - [`logging`]: the log set-up, every field escaped; no raw client bytes reach a log.
+//! - [`check`]: `check-config`: everything a start loads, loaded; with `--probe`, each nsqd
+//!   reached with a verified handshake.
 //! - [`explain`]: `policy explain`, the proxy's decision for one caller; no network.
 //! - [`shared`]: the process-wide core every listener shares; holds state, does no I/O.
 //! - [`net`]: byte-stream plumbing of every listener (accept loop, PROXY header, replay);
@@ -32,6 +34,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod certs;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod explain;

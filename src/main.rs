@@ -32,12 +32,16 @@ enum Cmd {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
-    /// Load and validate a configuration; exit 0 when it is good, 1 naming the key when not.
+    /// Load and check a configuration and everything it names (policy, certificates and
+    /// keys, CAs, CRLs, JWT keys) as a start would; exit 0 when good, 1 naming what is not.
     CheckConfig {
         #[arg(long, env = "NSQGATE_CONFIG")]
         config: PathBuf,
         #[command(flatten)]
         checks: StartChecks,
+        /// Also connect to each nsqd with a verified TLS handshake (and fetch the JWKS).
+        #[arg(long)]
+        probe: bool,
     },
     /// Certificates.
     Certs {
@@ -100,12 +104,16 @@ enum CertsCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::CheckConfig { config, checks } => match load(&config, &checks) {
+        Cmd::CheckConfig {
+            config,
+            checks,
+            probe,
+        } => match load(&config, &checks) {
             Ok(loaded) => {
                 for warning in &loaded.warnings {
                     eprintln!("warning: {warning}");
                 }
-                check_policy(&loaded, &config)
+                check_everything(loaded, &config, probe)
             }
             Err(code) => code,
         },
@@ -151,21 +159,43 @@ fn main() -> ExitCode {
     }
 }
 
-/// The policy folder must load too; a pattern whose meaning changed is a warning (exit 0).
-fn check_policy(config: &Config, path: &std::path::Path) -> ExitCode {
-    match nsqgate::policy::Policy::load_dir(&config.auth.policy_dir) {
-        Ok(policy) => {
-            for warning in policy.warnings() {
-                eprintln!("warning: {warning}");
-            }
-            println!("{}: ok", path.display());
-            ExitCode::SUCCESS
-        }
+/// Everything the config names must load as at a start (a policy pattern whose meaning
+/// changed is a warning); with `probe`, each nsqd must answer a verified handshake.
+fn check_everything(config: Config, path: &std::path::Path, probe: bool) -> ExitCode {
+    let policy = match nsqgate::check::load_everything(&config) {
+        Ok(policy) => policy,
         Err(e) => {
-            eprintln!("policy error: {e}");
-            ExitCode::from(1)
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for warning in policy.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    if probe {
+        let probed = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(nsqgate::check::probe(config, policy)),
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let mut failed = false;
+        for p in probed {
+            match p.outcome {
+                Ok(()) => println!("probe {}: ok", p.what),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("probe {}: failed: {e}", p.what);
+                }
+            }
+        }
+        if failed {
+            return ExitCode::from(1);
         }
     }
+    println!("{}: ok", path.display());
+    ExitCode::SUCCESS
 }
 
 #[derive(clap::Args)]
@@ -247,10 +277,11 @@ fn load(path: &std::path::Path, checks: &StartChecks) -> Result<Config, ExitCode
     if let Err(e) = nsqgate::limit::conn::raise_descriptor_limit() {
         eprintln!("warning: cannot raise the descriptor limit to its hard limit: {e}");
     }
-    let config = Config::load(path).map_err(|e| {
+    let mut config = Config::load(path).map_err(|e| {
         eprintln!("config error: {e}");
         ExitCode::from(1)
     })?;
+    config.allow_insecure_permissions = checks.allow_insecure_permissions;
     let insecure = config.insecure_files();
     for file in &insecure {
         let kind = if checks.allow_insecure_permissions {

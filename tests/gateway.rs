@@ -207,3 +207,42 @@ async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
     }
     assert_eq!(first.message_count("pool"), 2 + 2 + 3);
 }
+
+#[tokio::test]
+async fn producer_pool_breaks_ties_in_turn() {
+    let pki = Pki::new();
+    pki.write_policy("gw-policy", "gw.toml", &policy());
+    let first = Nsqd::start(&pki);
+    let second = Nsqd::start(&pki);
+    let gate = GateConfig::new(first.tcp)
+        .policy("gw-policy")
+        .table(&format!(
+            "[[nodes]]\nlisten = \"127.0.0.1:0\"\nnsqd_tcp_address = \"{}\"",
+            second.tcp
+        ))
+        .table("[producer_pool]\nlisten = \"127.0.0.1:0\"\nhealth_check_ms = 200")
+        .start(&pki);
+    let pool: SocketAddr = gate.nsq[2];
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    // Producers one at a time: each finds both nsqd idle, so only the tie-break chooses.
+    let producers = |nsqd: &Nsqd| nsqd.stats()["producers"].as_array().map_or(0, Vec::len);
+    for i in 0..4 {
+        let (mut client, _) = RawClient::upgraded(pool, &connector, serde_json::json!({})).await;
+        client.auth(KEY).await.unwrap();
+        assert_ok(
+            client.publish("gw-turns", format!("p{i}").as_bytes()).await,
+            "PUB",
+        );
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while producers(&first) + producers(&second) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "nsqgate kept its nsqd connection"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(first.message_count("gw-turns"), 2);
+    assert_eq!(second.message_count("gw-turns"), 2);
+}

@@ -131,6 +131,24 @@ async fn a_broken_certificate_changes_nothing_and_is_counted() {
 }
 
 #[tokio::test]
+async fn a_key_others_can_write_is_not_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = GateConfig::anonymous(nsqd.tcp).auth(RELOAD).start(&pki);
+    let first = serial_in_file(&pki);
+    let key = pki.path("gate.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o602)).unwrap();
+    let next = pki.ca.issue_server("gate writable", &hosts()).unwrap();
+    // Written in place: the file keeps the mode that lets others write it.
+    std::fs::write(&key, &next.key).unwrap();
+    std::fs::write(pki.path("gate.pem"), &next.cert).unwrap();
+    let line = wait_log(&gate, &["what=\"client_tls\"", "failures=1"]);
+    assert!(line.contains("gate.key: mode 0602"), "{line}");
+    assert_eq!(presented_serial(gate.addr, &pki).await, first);
+}
+
+#[tokio::test]
 async fn sighup_reloads_a_certificate_at_once() {
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki);

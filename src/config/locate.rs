@@ -46,9 +46,12 @@ impl Locator<'_> {
     pub(super) fn figment_error(&self, err: figment::Error) -> ConfigError {
         let mut key = err.path.join(".");
         let reason = match &err.kind {
-            figment::error::Kind::UnknownField(field, _) => {
+            figment::error::Kind::UnknownField(field, expected) => {
                 append_segment(&mut key, field);
-                "unknown key (a typo?)".to_owned()
+                match nearest(field, expected) {
+                    Some(near) => format!("unknown key; did you mean `{near}`?"),
+                    None => format!("unknown key; valid here: {}", expected.join(", ")),
+                }
             }
             figment::error::Kind::MissingField(field) => {
                 append_segment(&mut key, field);
@@ -80,17 +83,31 @@ fn append_segment(key: &mut String, field: &str) {
     key.push_str(field);
 }
 
-/// 1-based line of `section.key` (or of `[section]` for a one-part key) in a TOML text.
+/// 1-based line of a dotted key in a TOML text: `section.key`, the `[section]` header for a
+/// one-part key, and keys inside arrays of tables (`nodes[1].listen` or `nodes.1.listen`: the
+/// second `[[nodes]]`'s `listen`, or that header itself for `nodes[1]`).
 fn key_line(text: &str, dotted: &str) -> Option<usize> {
+    let dotted = bracket_indexes(dotted);
     let (table, key) = match dotted.rsplit_once('.') {
         Some((table, key)) => (table, key),
-        None => ("", dotted),
+        None => ("", dotted.as_str()),
     };
     let mut current = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = header.trim().to_owned();
+        let header = if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"))
+        {
+            let name = name.trim().to_owned();
+            let seen = arrays.entry(name.clone()).or_insert(0);
+            *seen += 1;
+            Some(format!("{name}[{}]", *seen - 1))
+        } else {
+            (line.strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+                .map(|name| name.trim().to_owned())
+        };
+        if let Some(header) = header {
+            current = header;
             if table.is_empty() && current == key {
                 return Some(index + 1);
             }
@@ -105,6 +122,32 @@ fn key_line(text: &str, dotted: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// `nodes.1.listen` (figment's form) as `nodes[1].listen` (the validators' form).
+fn bracket_indexes(dotted: &str) -> String {
+    let mut out = String::new();
+    for segment in dotted.split('.') {
+        if !out.is_empty() && segment.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+/// The expected key closest to a misspelt `field`, when one is close enough to be meant.
+fn nearest<'a>(field: &str, expected: &[&'a str]) -> Option<&'a str> {
+    expected
+        .iter()
+        .map(|candidate| (strsim::levenshtein(field, candidate), *candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len().max(field.len()) / 3).max(2))
+        .min()
+        .map(|(_, candidate)| candidate)
 }
 
 pub fn nonzero(at: &Locator<'_>, key: &str, value: u32) -> Result<u32, ConfigError> {

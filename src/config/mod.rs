@@ -261,7 +261,7 @@ impl Config {
         let rates = sections::rates(raw.rate_limits, at, &mut warnings)?;
         let nodes = sections::nodes(raw.nodes, &upstream, at)?;
         let producer_pool = sections::pool(raw.producer_pool, at)?;
-        Ok(Config {
+        let config = Config {
             allow_insecure_permissions: false,
             max_unauthenticated_memory,
             files,
@@ -288,7 +288,9 @@ impl Config {
             audit_on_failure: raw.audit.on_failure,
             audit_fold: audit_fold(raw.audit.fold_secs, at)?,
             audit_file: raw.audit.file.map(|f| at.resolve(&f)),
-        })
+        };
+        sections::check_node_fronts(&config, at)?;
+        Ok(config)
     }
 }
 

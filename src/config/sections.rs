@@ -341,3 +341,47 @@ pub(super) fn pool(
         None => None,
     })
 }
+
+/// A `[[http.lookupd.nodes]]` entry whose `gate_tcp_port` is one of this nsqgate's own NSQ
+/// listeners must give, as `gate_http_port`, one of its HTTP fronts: consumers and nsqadmin
+/// that follow it would otherwise reach nothing. (Entries naming another nsqgate, and
+/// listeners on port 0, cannot be checked here.)
+pub(super) fn check_node_fronts(
+    config: &super::Config,
+    at: &Locator<'_>,
+) -> Result<(), ConfigError> {
+    let Some(http) = &config.http else {
+        return Ok(());
+    };
+    let Some(lookupd) = &http.lookupd else {
+        return Ok(());
+    };
+    let own_nsq: Vec<u16> = std::iter::once(config.client.listen)
+        .chain(config.nodes.iter().map(|n| n.listen))
+        .chain(config.producer_pool.iter().map(|p| p.listen))
+        .map(|a| a.port())
+        .filter(|port| *port != 0)
+        .collect();
+    let fronts: Vec<u16> = (http.nsqd.iter())
+        .flat_map(|f| std::iter::once(f.listen).chain(f.plain_listen))
+        .map(|a| a.port())
+        .collect();
+    for (index, node) in lookupd.nodes.iter().enumerate() {
+        if own_nsq.contains(&node.gate_tcp_port) && !fronts.contains(&node.gate_http_port) {
+            let fronts: Vec<String> = fronts.iter().map(ToString::to_string).collect();
+            let known = if fronts.is_empty() {
+                "it has no [http.nsqd] front".to_owned()
+            } else {
+                format!("its nsqd front listens on port {}", fronts.join(", "))
+            };
+            return Err(at.invalid(
+                &format!("http.lookupd.nodes[{index}].gate_http_port"),
+                format!(
+                    "port {} is no HTTP front of this nsqgate (gate_tcp_port {} is one of its NSQ listeners; {known})",
+                    node.gate_http_port, node.gate_tcp_port
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

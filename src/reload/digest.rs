@@ -99,7 +99,7 @@ impl Digests {
     }
 }
 
-fn part_of(named: &NamedFile) -> Part {
+pub(super) fn part_of(named: &NamedFile) -> Part {
     let key = named.key.as_str();
     if key == "auth.policy_dir" {
         Part::Policy

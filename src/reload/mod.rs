@@ -124,18 +124,22 @@ impl Reloader {
         if changed.contains(&Part::ClientTls) {
             let reloaded = record(
                 Part::ClientTls,
-                self.shared.tls.reload_server(&config.client),
+                safe_modes(&config, Part::ClientTls)
+                    .and_then(|()| map_err(self.shared.tls.reload_server(&config.client))),
             );
             judge_again |= reloaded && self.shared.tls.client_certs().is_some();
         }
         if changed.contains(&Part::UpstreamTls) {
             let settings = config.upstream.tls.as_ref();
-            record(Part::UpstreamTls, self.shared.tls.reload_upstream(settings));
+            let reloaded = safe_modes(&config, Part::UpstreamTls)
+                .and_then(|()| map_err(self.shared.tls.reload_upstream(settings)));
+            record(Part::UpstreamTls, reloaded);
         }
         let current = self.policy.borrow().clone();
         let mut next = None;
         if changed.contains(&Part::Policy) {
-            let loaded = Policy::load_dir(&config.auth.policy_dir);
+            let loaded = safe_modes(&config, Part::Policy)
+                .and_then(|()| map_err(Policy::load_dir(&config.auth.policy_dir)));
             next = loaded.as_ref().ok().cloned();
             record(Part::Policy, loaded.map(|_| ()));
         }
@@ -190,6 +194,27 @@ impl Reloader {
         self.shared.set_config(Arc::new(new));
         Ok(())
     }
+}
+
+/// The files of `part` whose mode a start would refuse, named (unless the operator allowed
+/// loose modes): a key or policy that others could have changed is not loaded.
+fn safe_modes(config: &Config, part: Part) -> Result<(), String> {
+    if config.allow_insecure_permissions {
+        return Ok(());
+    }
+    let found: Vec<String> = (config.insecure_files().iter())
+        .filter(|insecure| digest::part_of(&insecure.file) == part)
+        .map(ToString::to_string)
+        .collect();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(found.join("; "))
+    }
+}
+
+fn map_err<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, String> {
+    result.map_err(|e| e.to_string())
 }
 
 /// Logs and counts a part's reload; true when it replaced what was in force.

@@ -15,10 +15,12 @@ use crate::nsq;
 use crate::proxy::identify::UpstreamIdentify;
 
 /// Known nsqd for producers: new connections go to the healthy member with the fewest open
-/// connections; a member that fails to connect or fails its health check is skipped until it
-/// passes again.
+/// connections, ties broken round-robin; a member that fails to connect or fails its health
+/// check is skipped until it passes again.
 pub struct Pool {
     members: Vec<Member>,
+    /// Where the round-robin among equally busy members starts next.
+    next: AtomicUsize,
 }
 
 struct Member {
@@ -78,6 +80,7 @@ impl Pool {
                     healthy: AtomicBool::new(true),
                 })
                 .collect(),
+            next: AtomicUsize::new(0),
         })
     }
 
@@ -86,14 +89,19 @@ impl Pool {
         format!("pool[{}]", addresses.join(","))
     }
 
-    /// Healthy members first, fewest connections first; unhealthy ones only as a last resort.
+    /// Healthy members first, fewest connections first, equals in turn (producers that
+    /// connect one at a time would otherwise all reach the first nsqd); unhealthy ones only
+    /// as a last resort.
     fn order(&self) -> Vec<usize> {
+        let count = self.members.len().max(1);
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
         let mut order: Vec<usize> = (0..self.members.len()).collect();
         order.sort_by_key(|&i| {
             let m = &self.members[i];
             (
                 !m.healthy.load(Ordering::Acquire),
                 m.active.load(Ordering::Acquire),
+                (i + count - start) % count,
             )
         });
         order
