@@ -221,7 +221,7 @@ fn map_err<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, String> {
 fn record<E: std::fmt::Display>(part: Part, result: Result<(), E>) -> bool {
     match result {
         Ok(()) => {
-            info!(what = part.as_str(), "reloaded");
+            info!(what = part.as_str(), "{} reloaded", part.as_str());
             true
         }
         Err(e) => {
@@ -230,7 +230,8 @@ fn record<E: std::fmt::Display>(part: Part, result: Result<(), E>) -> bool {
                 what = part.as_str(),
                 error = %e,
                 failures,
-                "reload refused; what was in force stays"
+                "{} change refused; what was in force stays",
+                part.as_str()
             );
             false
         }
