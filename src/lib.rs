@@ -19,6 +19,7 @@
 //! - [`check`]: `check-config`: everything a start loads, loaded; with `--probe`, each nsqd
 //!   reached with a verified handshake.
 //! - [`explain`]: `policy explain`, the proxy's decision for one caller; no network.
+//! - [`swap`]: a value replaced whole while readers keep the one they took; no I/O.
 //! - [`shared`]: the process-wide core every listener shares; holds state, does no I/O.
 //! - [`net`]: byte-stream plumbing of every listener (accept loop, PROXY header, replay);
 //!   no protocol.
@@ -48,4 +49,5 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod shared;
+pub mod swap;
 pub mod tls;

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::app::StartError;
@@ -16,13 +15,14 @@ use crate::limit::memory::Budget;
 use crate::limit::names::NameQuotas;
 use crate::limit::RateLimits;
 use crate::policy::Policy;
+use crate::swap::Swap;
 use crate::tls;
 
 /// What every listener of one process shares.
 pub struct Shared {
     /// The configuration in force ([`Shared::config`]); a reload replaces what may change at
     /// run time (`crate::reload`).
-    config: ArcSwap<Config>,
+    config: Swap<Config>,
     /// The TLS set-ups in force: the client leg of every listener (the NSQ upgrade and the
     /// HTTPS fronts, with the client CA and CRLs), and verifying TLS toward nsqd (the
     /// `[upstream]` CA), shared by every route and the nsqd HTTP front. Replaced on reload.
@@ -55,7 +55,7 @@ impl Shared {
             Some(settings) => Some(Arc::new(JwtVerifier::new(settings)?)),
             None => None,
         };
-        let jwt = Arc::new(LiveJwt::from(jwt));
+        let jwt = Arc::new(LiveJwt::new(Arc::new(jwt)));
         Ok(Shared {
             rates: Arc::new(RateLimits::new(config.rates.clone())),
             names: Arc::new(NameQuotas::new(config.name_quotas)),
@@ -65,13 +65,13 @@ impl Shared {
             tls,
             policy,
             jwt,
-            config: ArcSwap::from(config),
+            config: Swap::new(config),
         })
     }
 
     /// The configuration in force now. A session takes it once, at accept, and keeps it.
     pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
+        self.config.load()
     }
 
     /// Puts a reloaded configuration in force for what reads it from now on.
@@ -81,7 +81,7 @@ impl Shared {
 
     /// The JWT verifier in force, when `[auth.jwt]` is configured.
     pub fn jwt(&self) -> Option<Arc<JwtVerifier>> {
-        self.jwt.load_full()
+        Option::clone(&self.jwt.load())
     }
 
     /// Whether nsqgate speaks TLS to nsqd (`[upstream] tls`).

@@ -119,7 +119,7 @@ pub enum JwtConfigError {
 
 /// The verifier in force, replaced whole when the configuration is reloaded (None: no
 /// `[auth.jwt]`).
-pub type LiveJwt = arc_swap::ArcSwapOption<JwtVerifier>;
+pub type LiveJwt = crate::swap::Swap<Option<Arc<JwtVerifier>>>;
 
 /// Verifies JWTs against the configured keys. Cheap to share (`Arc<JwtVerifier>`).
 #[derive(Debug)]

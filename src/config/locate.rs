@@ -140,11 +140,27 @@ fn bracket_indexes(dotted: &str) -> String {
     out
 }
 
+/// Levenshtein distance: characters inserted, deleted or replaced to turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let replaced = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = replaced.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// The expected key closest to a misspelt `field`, when one is close enough to be meant.
 fn nearest<'a>(field: &str, expected: &[&'a str]) -> Option<&'a str> {
     expected
         .iter()
-        .map(|candidate| (strsim::levenshtein(field, candidate), *candidate))
+        .map(|candidate| (edit_distance(field, candidate), *candidate))
         .filter(|(distance, candidate)| *distance <= (candidate.len().max(field.len()) / 3).max(2))
         .min()
         .map(|(_, candidate)| candidate)

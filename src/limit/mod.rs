@@ -83,7 +83,7 @@ enum Unit {
 /// The shared publish limiter of one nsqgate process.
 pub struct RateLimits {
     /// `[rate_limits]`, replaced on reload; buckets keep their tokens.
-    settings: arc_swap::ArcSwap<RateSettings>,
+    settings: crate::swap::Swap<RateSettings>,
     buckets: DashMap<Key, Arc<Bucket>>,
     epoch: Instant,
 }
@@ -93,7 +93,7 @@ pub struct RateLimits {
 impl RateLimits {
     pub fn new(settings: RateSettings) -> RateLimits {
         RateLimits {
-            settings: arc_swap::ArcSwap::from_pointee(settings),
+            settings: crate::swap::Swap::new(std::sync::Arc::new(settings)),
             buckets: DashMap::new(),
             epoch: Instant::now(),
         }
@@ -119,7 +119,7 @@ impl RateLimits {
         messages: u32,
         bytes: u64,
     ) -> Result<(), Limited> {
-        let settings = self.settings.load_full();
+        let settings = self.settings.load();
         let scopes = [
             ("identity", rates.identity.over(settings.identity)),
             (

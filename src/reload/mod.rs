@@ -190,7 +190,7 @@ impl Reloader {
         self.shared.rates.set_settings(new.rates.clone());
         self.shared.names.set_defaults(new.name_quotas);
         crate::audit::configure(new.audit_on_failure, new.audit_fold);
-        self.shared.jwt.store(jwt);
+        self.shared.jwt.store(Arc::new(jwt));
         self.shared.set_config(Arc::new(new));
         Ok(())
     }

@@ -6,25 +6,25 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::{server_tls, upstream_config, ClientCerts, ServerTls, TlsError};
 use crate::config::{ClientConfig as ClientLegConfig, UpstreamTls};
+use crate::swap::Swap;
 
 /// The client leg's set-up (NSQ listeners and HTTPS fronts) and the one toward nsqd.
 pub struct LiveTls {
-    server: ArcSwap<ServerTls>,
+    server: Swap<ServerTls>,
     /// None when TLS toward nsqd is off, which only a restart changes.
-    upstream: Option<Arc<ArcSwap<rustls::ClientConfig>>>,
+    upstream: Option<Arc<Swap<rustls::ClientConfig>>>,
 }
 
 /// What a connection to nsqd verifies: the CA set-up in force at connect time, and the name
 /// nsqd's certificate must carry.
 #[derive(Clone)]
 pub struct ToNsqd {
-    config: Arc<ArcSwap<rustls::ClientConfig>>,
+    config: Arc<Swap<rustls::ClientConfig>>,
     name: ServerName<'static>,
 }
 
@@ -37,11 +37,11 @@ impl LiveTls {
     ) -> Result<LiveTls, TlsError> {
         let server = server_tls(client)?;
         let upstream = match upstream {
-            Some(settings) => Some(Arc::new(ArcSwap::from(upstream_config(settings)?))),
+            Some(settings) => Some(Arc::new(Swap::new(upstream_config(settings)?))),
             None => None,
         };
         Ok(LiveTls {
-            server: ArcSwap::from_pointee(server),
+            server: Swap::new(Arc::new(server)),
             upstream,
         })
     }
@@ -84,7 +84,7 @@ impl LiveTls {
 impl ToNsqd {
     /// A connector with the set-up in force now.
     pub fn connector(&self) -> TlsConnector {
-        TlsConnector::from(self.config.load_full())
+        TlsConnector::from(self.config.load())
     }
 
     pub fn server_name(&self) -> ServerName<'static> {
