@@ -111,7 +111,7 @@ pub fn root_store(ca: &Path) -> Result<RootCertStore, TlsError> {
 pub(crate) fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, TlsError> {
     CertificateRevocationListDer::from_pem_file(path).map_err(|e| TlsError::Ca {
         path: path.to_owned(),
-        reason: format!("not a PEM CRL: {e}"),
+        reason: format!("not a PEM CRL: {}", pem_reason(&e)),
     })
 }
 
@@ -121,9 +121,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         reason,
     };
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(pem_reason(&e)))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(pem_reason(&e)))?;
     if certs.is_empty() {
         return Err(fail("the file holds no CERTIFICATE block".into()));
     }
@@ -133,6 +133,21 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::PrivateKey {
         path: path.to_owned(),
-        reason: e.to_string(),
+        reason: pem_reason(&e),
     })
+}
+
+/// A PEM error as text: the markers it names as text, not as byte lists.
+fn pem_reason(error: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "no end line {:?}: the file is cut short",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => {
+            format!("malformed BEGIN line {:?}", String::from_utf8_lossy(line))
+        }
+        other => other.to_string(),
+    }
 }

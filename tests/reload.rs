@@ -117,7 +117,10 @@ async fn a_broken_certificate_changes_nothing_and_is_counted() {
     )
     .unwrap();
     let line = wait_log(&gate, &["what=\"client_tls\"", "failures=1"]);
-    assert!(line.contains("gate.pem"), "{line}");
+    assert!(
+        line.contains("gate.pem") && line.contains("cut short"),
+        "{line}"
+    );
     assert_eq!(presented_serial(gate.addr, &pki).await, first);
 
     // A good certificate whose key is not the one beside it.
