@@ -49,8 +49,9 @@ pub struct Probed {
 }
 
 /// Connects to `[upstream]`'s nsqd and each node's with nsqgate's own IDENTIFY and the
-/// verified TLS upgrade (and AUTH when nsqd asks), then closes; fetches the JWKS when
-/// `jwks_url` is set. Each within `timeouts.upstream_connect`.
+/// verified TLS upgrade (and AUTH when nsqd asks), then closes; makes the verified handshake
+/// with nsqd's HTTPS port behind `[http.nsqd]`; fetches the JWKS when `jwks_url` is set. Each
+/// within `timeouts.upstream_connect`.
 pub async fn probe(config: Config, policy: Policy) -> Vec<Probed> {
     let mut probed = Vec::new();
     let mut config = config;
@@ -96,6 +97,31 @@ pub async fn probe(config: Config, policy: Policy) -> Vec<Probed> {
             what: format!("nsqd {}{verified}", upstream.nsqd_tcp_address),
             outcome,
         });
+    }
+    if let Some(front) = config.http.as_ref().and_then(|h| h.nsqd.as_ref()) {
+        if let Some(to_nsqd) = front
+            .upstream_tls
+            .then(|| shared.tls_to_upstream())
+            .flatten()
+        {
+            let deadline = config.timeouts.upstream_connect;
+            let handshake = async {
+                let tcp = tokio::net::TcpStream::connect(&front.upstream).await?;
+                to_nsqd
+                    .connector()
+                    .connect(to_nsqd.server_name(), tcp)
+                    .await
+            };
+            let outcome = match tokio::time::timeout(deadline, handshake).await {
+                Ok(Ok(_tls)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".into()),
+            };
+            probed.push(Probed {
+                what: format!("nsqd HTTPS {} (TLS verified)", front.upstream),
+                outcome,
+            });
+        }
     }
     probed
 }

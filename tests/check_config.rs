@@ -161,9 +161,16 @@ fn a_lookupd_node_pointing_at_no_front_fails() {
 fn probe_reaches_each_nsqd_with_a_verified_handshake() {
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki);
-    let good = GateConfig::anonymous(nsqd.tcp).toml();
+    let good = GateConfig::anonymous(nsqd.tcp).http_nsqd(nsqd.https).toml();
     let (code, text) = check(&pki, &good, &["--probe"]);
     assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "probe nsqd HTTPS {} (TLS verified): ok",
+            nsqd.https
+        )),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("probe nsqd {}", nsqd.tcp)) && text.contains(": ok"),
         "{text}"
@@ -171,11 +178,22 @@ fn probe_reaches_each_nsqd_with_a_verified_handshake() {
     // Without --probe nothing is contacted, so a wrong name passes; with it, it fails.
     let wrong = GateConfig::anonymous(nsqd.tcp)
         .verify_upstream_as("wrong.example", "ca.pem")
+        .http_nsqd(nsqd.https)
         .toml();
     assert_eq!(check(&pki, &wrong, &[]).0, 0);
     let (code, text) = check(&pki, &wrong, &["--probe"]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("failed"), "{text}");
+    assert!(
+        text.contains(&format!("probe nsqd {}", nsqd.tcp)) && text.contains("failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "probe nsqd HTTPS {} (TLS verified): failed",
+            nsqd.https
+        )),
+        "{text}"
+    );
 }
 
 #[test]
