@@ -76,6 +76,7 @@ async fn smuggling_shapes_and_path_tricks_are_refused_before_anything_is_publish
     );
     let invalid = || json(400, "INVALID_REQUEST");
     let long_header = format!("X-Padding: {}\r\n", "p".repeat(70 * 1024));
+    let many_headers: String = (0..150).map(|n| format!("X-Many-{n}: v\r\n")).collect();
     let cases: Vec<(&str, String, Seen)> = vec![
         (
             "CL then TE",
@@ -140,6 +141,11 @@ async fn smuggling_shapes_and_path_tricks_are_refused_before_anything_is_publish
         (
             "a head over 64 KiB",
             publish("/pub?topic=orders", &format!("{long_header}Content-Length: 4\r\n"), "smug"),
+            invalid(),
+        ),
+        (
+            "150 headers",
+            publish("/pub?topic=orders", &format!("{many_headers}Content-Length: 4\r\n"), "smug"),
             invalid(),
         ),
         (

@@ -27,7 +27,14 @@ pub enum HeadError {
     /// A line ended by LF alone, not CRLF.
     #[error("a line ended by a bare LF")]
     BareLineFeed,
+    /// More header lines than hyper parses ([`MAX_HEADERS`]): hyper would answer 431 with
+    /// no body; refused here with the JSON every other refusal has.
+    #[error("more than {MAX_HEADERS} header lines")]
+    TooManyHeaders,
 }
+
+/// The most header lines hyper's HTTP/1 parser takes (its default).
+pub const MAX_HEADERS: usize = 100;
 
 /// The end of the request head (index just past its empty line), once `buf` holds all of
 /// it. A bare LF ends a line here too, so that a head written with bare LFs is screened (and
@@ -60,6 +67,9 @@ pub fn screen_head(head: &[u8]) -> Result<(), HeadError> {
         }
         if line.is_empty() {
             break;
+        }
+        if index > MAX_HEADERS {
+            return Err(HeadError::TooManyHeaders);
         }
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(HeadError::Malformed);

@@ -54,6 +54,19 @@ fn head_screen_refuses_ambiguous_framing() {
 }
 
 #[test]
+fn head_screen_refuses_more_headers_than_hyper_parses() {
+    let lines = |count: usize| -> String { (0..count).map(|n| format!("X-{n}: v\r\n")).collect() };
+    assert_eq!(
+        request::screen_head(&head(&lines(request::MAX_HEADERS))),
+        Ok(())
+    );
+    assert_eq!(
+        request::screen_head(&head(&lines(request::MAX_HEADERS + 1))),
+        Err(HeadError::TooManyHeaders)
+    );
+}
+
+#[test]
 fn head_screen_refuses_bare_line_feeds() {
     assert_eq!(
         request::screen_head(&head("X-A: 1\nContent-Length: 3\r\n")),
