@@ -38,6 +38,8 @@ pub enum StartError {
     /// start instead of ignoring the signal.
     #[error("cannot listen for SIGHUP (policy and CRL reloads): {0}")]
     Hangup(std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("cannot write the ready file {}: {source}", path.display())]
     ReadyFile {
         path: std::path::PathBuf,
@@ -59,9 +61,17 @@ pub async fn run(
     spawn_background(&shared);
     // The HTTP fronts share the core's policy, JWT verifier, limits and TLS set-up.
     let http = crate::http::spawn(shared.clone(), shutdown.clone()).await?;
+    let nsq = nsq_listeners(&shared);
+    let admin = match &shared.config().admin {
+        Some(config) => {
+            let probed: Vec<Arc<Listener>> = nsq.iter().map(|(_, l)| l.clone()).collect();
+            Some(crate::admin::spawn(shared.clone(), config, &probed, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let mut listeners = tokio::task::JoinSet::new();
     let mut bound = Vec::new();
-    for (address, listener) in nsq_listeners(&shared) {
+    for (address, listener) in nsq {
         let tcp = accept::bind(address).await?;
         bound.push(
             tcp.local_addr()
@@ -71,7 +81,7 @@ pub async fn run(
     }
     // The HTTP fronts were bound above (http::spawn) before any NSQ listener.
     if let Some(path) = ready_file {
-        write_ready_file(path, &bound, &http).map_err(|source| StartError::ReadyFile {
+        write_ready_file(path, &bound, &http, admin).map_err(|source| StartError::ReadyFile {
             path: path.to_owned(),
             source,
         })?;
@@ -148,20 +158,25 @@ fn nsq_listeners(shared: &Arc<Shared>) -> Vec<(SocketAddr, Arc<Listener>)> {
     listeners
 }
 
-/// Writes the bound addresses as JSON (`{"nsq": [ADDR, ...], "http": {FRONT: ADDR, ...}}`),
-/// whole or not at all (a temporary file renamed into place), so a reader that sees the file
-/// sees every address.
+/// Writes the bound addresses as JSON (`{"nsq": [ADDR, ...], "http": {FRONT: ADDR, ...},
+/// "admin": ADDR}`, `admin` only with an admin listener), whole or not at all (a temporary
+/// file renamed into place), so a reader that sees the file sees every address.
 fn write_ready_file(
     path: &Path,
     nsq: &[SocketAddr],
     http: &[(String, SocketAddr)],
+    admin: Option<SocketAddr>,
 ) -> std::io::Result<()> {
     let nsq: Vec<String> = nsq.iter().map(ToString::to_string).collect();
     let http: serde_json::Map<String, serde_json::Value> = http
         .iter()
         .map(|(front, address)| (front.clone(), address.to_string().into()))
         .collect();
-    let body = serde_json::json!({ "nsq": nsq, "http": http }).to_string();
+    let mut body = serde_json::json!({ "nsq": nsq, "http": http });
+    if let Some(admin) = admin {
+        body["admin"] = admin.to_string().into();
+    }
+    let body = body.to_string();
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     std::fs::write(&partial, body)?;

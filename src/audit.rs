@@ -29,30 +29,6 @@ static FOLD_MS: AtomicU64 = AtomicU64::new(0);
 static FOLDED: Mutex<Option<HashMap<Line, Window>>> = Mutex::new(None);
 static LAST_FAILURE_REPORT: Mutex<Option<Instant>> = Mutex::new(None);
 
-/// Counts of the security decisions the audit log records, for `/metrics`. Shared by every
-/// listener of one process through `shared::Shared` (not a global, so tests stay independent).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub auth_success: AtomicU64,
-    pub auth_failure: AtomicU64,
-    /// Commands and requests the policy denied.
-    pub denied: AtomicU64,
-    /// Publishes refused by a rate limit.
-    pub rate_limited: AtomicU64,
-    /// Live connections closed by a reload (key, roles, certificate) or token expiry.
-    pub revoked: AtomicU64,
-    /// Publishes and SUBs refused by a quota on new topic or channel names.
-    pub name_quota: AtomicU64,
-    /// NSQ client connections ended, by kind of ending.
-    pub endings: crate::error::Endings,
-}
-
-impl Counters {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// What to do with a decision whose audit line cannot be written (`[audit] on_failure`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -258,23 +234,34 @@ impl PartialEq for Line {
     }
 }
 
-/// Emits the line; `repeats` > 0 marks a summary of that many more identical refusals.
+/// Emits the line; `repeats` > 0 marks a summary of that many more identical refusals. A
+/// refusal or failure is a warning, so it stands out from the allows around it.
 fn write(line: &Line, repeats: u64) -> Recorded {
-    tracing::info!(
-        target: TARGET,
-        remote = %line.remote,
-        identity = %line.identity,
-        method = %line.method,
-        action = %line.action,
-        topic = %line.topic,
-        channel = %line.channel,
-        rule = %line.rule,
-        outcome = %line.outcome,
-        reason = %line.reason,
-        fingerprint = %line.fingerprint,
-        repeats,
-        "audit"
-    );
+    macro_rules! emit {
+        ($level:expr) => {
+            tracing::event!(
+                target: TARGET,
+                $level,
+                remote = %line.remote,
+                identity = %line.identity,
+                method = %line.method,
+                action = %line.action,
+                topic = %line.topic,
+                channel = %line.channel,
+                rule = %line.rule,
+                outcome = %line.outcome,
+                reason = %line.reason,
+                fingerprint = %line.fingerprint,
+                repeats,
+                "audit"
+            )
+        };
+    }
+    if line.is_refusal() || line.outcome == "closed" {
+        emit!(tracing::Level::WARN);
+    } else {
+        emit!(tracing::Level::INFO);
+    }
     match crate::logging::sink::take_failure() {
         None => Recorded::Written,
         Some(error) => {

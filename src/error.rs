@@ -1,14 +1,14 @@
 //! How a session ended, in one taxonomy: a closed set of [`Kind`]s, who is to [`Blame`], the
-//! level its last log line gets, and a count per kind for `/metrics` ([`Endings`]). A refusal
+//! level its last log line gets, and a count per kind and blame in the metrics. A refusal
 //! told to a client ([`FatalReply`]) names its kind where it is made (the guard knows a rate
 //! limit from a denial); the session classifies its ending once, where it ends. No I/O here.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::metrics::Metrics;
 use crate::nsq::{self, ErrorCode, FrameType, ProtocolError};
 
 /// What ended a session. Closed: every ending maps onto exactly one of these.
@@ -130,11 +130,6 @@ impl Kind {
             Kind::Internal => tracing::Level::ERROR,
         }
     }
-
-    /// Its place in [`Kind::ALL`] (the declaration order).
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 impl fmt::Display for Kind {
@@ -200,52 +195,17 @@ impl Ending {
     }
 }
 
-/// Records how a session ended: counted under its kind, and one log line at its kind's level
-/// (with the error's text, escaped by the log formatter like every field).
-pub fn record(endings: &Endings, ended: &dyn Classify) {
+/// Records how a session ended: counted under its kind and blame, and one log line at its
+/// kind's level (with the error's text, escaped by the log formatter like every field).
+pub fn record(metrics: &Metrics, ended: &dyn Classify) {
     let ending = ended.ending();
-    endings.count(ending.kind);
+    metrics.session_ended(ending);
     let (kind, blame) = (ending.kind.as_str(), ending.blame_str());
     match ending.kind.level() {
         tracing::Level::ERROR => tracing::error!(kind, blame, error = %ended, "connection ended"),
         tracing::Level::WARN => tracing::warn!(kind, blame, error = %ended, "connection ended"),
         tracing::Level::INFO => tracing::info!(kind, blame, error = %ended, "connection ended"),
         _ => tracing::debug!(kind, blame, reason = %ended, "closed"),
-    }
-}
-
-// === impl Endings ===
-
-/// Session endings counted per kind, for `/metrics`. Shared like the other counters.
-#[derive(Debug, Default)]
-pub struct Endings {
-    counts: [AtomicU64; Kind::ALL.len()],
-}
-
-impl Endings {
-    pub fn count(&self, kind: Kind) {
-        if let Some(count) = self.counts.get(kind.index()) {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub fn get(&self, kind: Kind) -> u64 {
-        self.counts
-            .get(kind.index())
-            .map_or(0, |count| count.load(Ordering::Relaxed))
-    }
-
-    /// The counts in the Prometheus text format, one labelled series per kind.
-    pub fn render(&self, out: &mut String) {
-        let name = "nsqgate_sessions_ended_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} NSQ client connections ended, by kind of ending."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for kind in Kind::ALL {
-            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", self.get(kind));
-        }
     }
 }
 
@@ -261,6 +221,8 @@ pub struct FatalReply {
     /// nsqd closes without sending this (an over-long line): it goes to the log only.
     silent: bool,
     ending: Ending,
+    /// Why, for the log only, where the client hears less (AUTH failed: which check).
+    because: Option<String>,
 }
 
 impl FatalReply {
@@ -270,6 +232,7 @@ impl FatalReply {
             frame: nsq::error_frame(code, text),
             silent: false,
             ending: Ending::of(kind),
+            because: None,
         }
     }
 
@@ -280,6 +243,7 @@ impl FatalReply {
             frame: error.to_frame(),
             silent: error.closes_silently(),
             ending: Ending::of(Kind::ClientProtocol),
+            because: None,
         }
     }
 
@@ -295,12 +259,21 @@ impl FatalReply {
             frame: frame.freeze(),
             silent: false,
             ending: Ending::of(kind),
+            because: None,
         }
     }
 
     pub fn blaming(self, blame: Blame) -> FatalReply {
         FatalReply {
             ending: self.ending.blaming(blame),
+            ..self
+        }
+    }
+
+    /// Adds why, for the log: the client still hears only the frame.
+    pub fn because(self, reason: &str) -> FatalReply {
+        FatalReply {
+            because: Some(reason.to_owned()),
             ..self
         }
     }
@@ -325,6 +298,9 @@ impl Classify for FatalReply {
 impl fmt::Display for FatalReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text())?;
+        if let Some(reason) = &self.because {
+            write!(f, ": {reason}")?;
+        }
         if self.silent {
             f.write_str(" (not sent: nsqd closes without a word here)")?;
         }

@@ -12,9 +12,9 @@
 //! - [`config`]: the TOML/env configuration parsed into validated values; no sockets.
 //! - [`tls`]: rustls set-ups for both legs from [`config`]; reads PEM files, no sockets.
 //! - [`certs`]: development CA and leaf certificates (rcgen); never for production.
-//! - [`audit`]: the audit trail of security decisions and its counters; never a secret.
-//! - [`error`]: how a session ended: a closed set of kinds, who is to blame, counted per
-//!   kind; no I/O.
+//! - [`audit`]: the audit trail of security decisions; never a secret.
+//! - [`error`]: how a session ended: a closed set of kinds and who is to blame; no I/O.
+//! - [`metrics`]: the Prometheus registry every listener counts into; bounded labels, no I/O.
 //! - [`logging`]: the log set-up, every field escaped; no raw client bytes reach a log.
 //! - [`check`]: `check-config`: everything a start loads, loaded; with `--probe`, each nsqd
 //!   reached with a verified handshake.
@@ -28,9 +28,12 @@
 //!   `proxy`.
 //! - [`reload`]: re-reads certificates, keys and the policy on SIGHUP and file changes, each
 //!   swapped in whole or not at all; no sockets.
+//! - [`admin`]: the operators' listener: `/metrics`, `/healthz`, `/readyz` and the nsqd
+//!   probes behind readiness.
 //! - [`app`]: wires configuration to listeners and runs until shutdown; no protocol.
 //! - [`fuzz`]: entry points of the fuzz targets in `fuzz/`, one pure call each; no I/O.
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -43,6 +46,7 @@ pub mod fuzz;
 pub mod http;
 pub mod limit;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod nsq;
 pub mod policy;

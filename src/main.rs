@@ -27,10 +27,15 @@ enum Cmd {
         config: PathBuf,
         #[command(flatten)]
         checks: StartChecks,
-        /// Once every listener (NSQ and HTTP) is bound, write the NSQ listeners' addresses here
-        /// as JSON (`{"nsq": ["127.0.0.1:4150", ...]}`): for orchestration and tests.
+        /// Once every listener (NSQ, HTTP, admin) is bound, write their addresses here as JSON
+        /// (`{"nsq": ["127.0.0.1:4150", ...], "http": {...}, "admin": "127.0.0.1:9150"}`): for
+        /// orchestration and tests.
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// How log lines are written on stderr: `text` for people, `json` (one object per
+        /// line) for log shippers. The audit log is JSON lines either way.
+        #[arg(long, env = "NSQGATE_LOG_FORMAT", default_value = "text")]
+        log_format: nsqgate::logging::LogFormat,
     },
     /// Load and check a configuration and everything it names (policy, certificates and
     /// keys, CAs, CRLs, JWT keys) as a start would; exit 0 when good, 1 naming what is not.
@@ -135,7 +140,8 @@ fn main() -> ExitCode {
             config,
             checks,
             ready_file,
-        } => run(config, &checks, ready_file),
+            log_format,
+        } => run(config, &checks, ready_file, log_format),
         Cmd::Policy {
             command: PolicyCmd::Explain(args),
         } => explain(&args),
@@ -298,12 +304,17 @@ fn load(path: &std::path::Path, checks: &StartChecks) -> Result<Config, ExitCode
     }
 }
 
-fn run(path: PathBuf, checks: &StartChecks, ready_file: Option<PathBuf>) -> ExitCode {
+fn run(
+    path: PathBuf,
+    checks: &StartChecks,
+    ready_file: Option<PathBuf>,
+    log_format: nsqgate::logging::LogFormat,
+) -> ExitCode {
     let config = match load(&path, checks) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let audit_sink = match nsqgate::logging::init(config.audit_file.as_deref()) {
+    let audit_sink = match nsqgate::logging::init(config.audit_file.as_deref(), log_format) {
         Ok(sink) => sink,
         Err(e) => {
             eprintln!("{e}");

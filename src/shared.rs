@@ -1,12 +1,13 @@
 //! The process-wide core every listener shares (NSQ TCP and HTTP alike): configuration, the
-//! live policy, the JWT verifier, limits and counters, and both legs' TLS set-ups. Built once
-//! at start; what differs per listener (where its clients go) lives on the listener. No I/O
-//! here beyond reading the TLS files once.
+//! live policy, the JWT verifier, limits, metrics and readiness, and both legs' TLS set-ups.
+//! Built once at start; what differs per listener (where its clients go) lives on the
+//! listener. No I/O here beyond reading the TLS files once.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::admin::Readiness;
 use crate::app::StartError;
 use crate::auth::jwt::{JwtVerifier, LiveJwt};
 use crate::config::Config;
@@ -14,6 +15,7 @@ use crate::limit::conn::ConnLimits;
 use crate::limit::memory::Budget;
 use crate::limit::names::NameQuotas;
 use crate::limit::RateLimits;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::swap::Swap;
 use crate::tls;
@@ -37,8 +39,11 @@ pub struct Shared {
     pub names: Arc<NameQuotas>,
     /// Open-connection caps, shared by every listener.
     pub conns: Arc<ConnLimits>,
-    /// Security decisions counted for `/metrics`.
-    pub counters: Arc<crate::audit::Counters>,
+    /// Every Prometheus metric of the process (`/metrics` on the admin listener and the
+    /// HTTP fronts).
+    pub metrics: Arc<Metrics>,
+    /// What `/readyz` reports: failed components (a refused reload) and nsqd probes.
+    pub readiness: Arc<Readiness>,
     /// Bytes held in command buffers by connections that have no identity yet, all listeners.
     pub unauthenticated: Arc<Budget>,
 }
@@ -56,11 +61,14 @@ impl Shared {
             None => None,
         };
         let jwt = Arc::new(LiveJwt::new(Arc::new(jwt)));
+        let metrics = Metrics::new()?;
+        record_certificates(&metrics, &config);
         Ok(Shared {
             rates: Arc::new(RateLimits::new(config.rates.clone())),
             names: Arc::new(NameQuotas::new(config.name_quotas)),
             conns: ConnLimits::new(config.connections.clone()),
-            counters: Arc::default(),
+            metrics,
+            readiness: Arc::default(),
             unauthenticated: Budget::new(config.max_unauthenticated_memory),
             tls,
             policy,
@@ -95,5 +103,23 @@ impl Shared {
         let config = self.config.load();
         let settings = config.upstream.tls.as_ref()?;
         self.tls.to_nsqd(settings.server_name.clone())
+    }
+}
+
+impl Shared {
+    /// Sets the certificate expiry metrics from the files the configuration in force names:
+    /// at start, and after a reload put new certificates in force.
+    pub fn record_certificates(&self) {
+        record_certificates(&self.metrics, &self.config());
+    }
+}
+
+/// Sets the expiry metric of every certificate file the configuration names. A file that
+/// cannot be read here failed the TLS set-up already.
+fn record_certificates(metrics: &Metrics, config: &Config) {
+    for (which, path) in crate::metrics::configured_certificates(config) {
+        if let Ok(certs) = tls::load_certs(path) {
+            metrics.certificate_loaded(which, &certs);
+        }
     }
 }

@@ -644,12 +644,9 @@ async fn open_connections(f: &Fronts) -> u64 {
         "",
     )
     .await;
-    reply
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("nsqgate_connections_open "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no connection gauge: {}", reply.text()))
+    let metrics = common::prom::Exposition::parse(&reply.text());
+    assert!(metrics.has("nsqgate_connections_open"), "{}", reply.text());
+    metrics.sum("nsqgate_connections_open", &[]) as u64
 }
 
 /// Sends `GET path` over TLS from a socket with a tiny receive buffer, then reads nothing.
@@ -920,9 +917,7 @@ async fn a_producer_claiming_a_nodes_description_from_elsewhere_is_dropped() {
     )
     .await;
     assert!(
-        reply
-            .text()
-            .contains("nsqgate_lookupd_rogue_producers_dropped_total 2"),
+        reply.text().contains("nsqgate_rogue_nsqd_dropped_total 2"),
         "{}",
         reply.text()
     );

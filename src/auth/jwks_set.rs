@@ -6,7 +6,6 @@
 //! issuer may have removed a key since, so tokens its keys would verify are refused until a
 //! refresh succeeds. Keys from configuration files are never stale.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -19,6 +18,19 @@ pub(crate) struct KeySet {
     pub(crate) keys: Vec<BoundKey>,
     /// When this set was fetched; its age decides staleness.
     pub(crate) fetched_at: Instant,
+}
+
+/// The JWKS's health, as `/metrics` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JwksFigures {
+    pub refresh_failures: u64,
+    pub skipped_entries: u64,
+    /// Seconds since the set in force was fetched.
+    pub age_secs: u64,
+    /// Usable keys in the set in force.
+    pub keys: usize,
+    /// Older than `jwks_max_stale_secs`: its keys verify nothing.
+    pub stale: bool,
 }
 
 /// The live set plus its health figures. Cheap to read on every verification.
@@ -77,46 +89,15 @@ impl JwksState {
         self.max_stale
     }
 
-    /// Prometheus text: refresh failures, skipped entries, age, key count, staleness.
-    pub(crate) fn render(&self, out: &mut String) {
+    /// The figures `/metrics` shows: refresh failures, skipped entries, age, keys, staleness.
+    pub(crate) fn figures(&self) -> JwksFigures {
         let set = self.snapshot();
-        let stale = u64::from(self.stale_for(&set).is_some());
-        let figures = [
-            (
-                "nsqgate_jwks_refresh_failures_total",
-                "counter",
-                "JWKS refreshes that failed (fetch or document).",
-                self.refresh_failures.load(Ordering::Relaxed),
-            ),
-            (
-                "nsqgate_jwks_entries_skipped_total",
-                "counter",
-                "JWKS entries skipped as unusable (each logged with its reason).",
-                self.skipped_entries.load(Ordering::Relaxed),
-            ),
-            (
-                "nsqgate_jwks_age_seconds",
-                "gauge",
-                "Seconds since the JWKS in force was fetched.",
-                set.fetched_at.elapsed().as_secs(),
-            ),
-            (
-                "nsqgate_jwks_keys",
-                "gauge",
-                "Usable keys in the JWKS in force.",
-                set.keys.len() as u64,
-            ),
-            (
-                "nsqgate_jwks_stale",
-                "gauge",
-                "1 when the JWKS is older than jwks_max_stale_secs: its keys verify nothing.",
-                stale,
-            ),
-        ];
-        for (name, kind, help, value) in figures {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
+        JwksFigures {
+            refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+            skipped_entries: self.skipped_entries.load(Ordering::Relaxed),
+            age_secs: set.fetched_at.elapsed().as_secs(),
+            keys: set.keys.len(),
+            stale: self.stale_for(&set).is_some(),
         }
     }
 }

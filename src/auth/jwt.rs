@@ -19,7 +19,7 @@ mod compact;
 
 use compact::{decode_json, numeric_date, Header, Parts};
 
-use super::jwks_set::JwksState;
+use super::jwks_set::{JwksFigures, JwksState};
 use super::keys::{self, BoundKey};
 use super::{sanitize, AuthError, Method, Principal};
 
@@ -303,9 +303,9 @@ impl JwtVerifier {
         self.jwks.max_stale()
     }
 
-    /// The JWKS figures for `/metrics` (Prometheus text).
-    pub fn render_jwks_metrics(&self, out: &mut String) {
-        self.jwks.render(out);
+    /// The JWKS's health figures, for `/metrics`.
+    pub fn jwks_figures(&self) -> JwksFigures {
+        self.jwks.figures()
     }
 
     /// Picks the candidate keys (by `kid`, else by algorithm) and checks the signature.

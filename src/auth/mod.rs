@@ -18,6 +18,7 @@ pub mod apikey;
 pub mod identity;
 pub mod jwks;
 mod jwks_set;
+pub use jwks_set::JwksFigures;
 pub mod jwt;
 mod keys;
 pub mod mtls;

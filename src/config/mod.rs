@@ -2,6 +2,7 @@
 //! figment into [`RawConfig`], then checked into a [`Config`] whose values are ready to use.
 //! Every rejection names the file, the line (when the key is in the file) and the key.
 
+pub mod admin;
 pub mod http;
 mod jwt;
 mod locate;
@@ -98,6 +99,8 @@ pub struct Config {
     /// `--allow-insecure-permissions` was given: loose file modes are warnings, at start and
     /// on reload (set by the command line, never by the file).
     pub allow_insecure_permissions: bool,
+    /// `[admin]`: the operators' listener; None when the section is absent.
+    pub admin: Option<admin::AdminConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,8 +264,10 @@ impl Config {
         let rates = sections::rates(raw.rate_limits, at, &mut warnings)?;
         let nodes = sections::nodes(raw.nodes, &upstream, at)?;
         let producer_pool = sections::pool(raw.producer_pool, at)?;
+        let admin = raw.admin.map(|a| admin::admin(a, at)).transpose()?;
         let config = Config {
             allow_insecure_permissions: false,
+            admin,
             max_unauthenticated_memory,
             files,
             warnings,

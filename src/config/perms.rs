@@ -100,6 +100,17 @@ pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
         }
     }
     add("auth.policy_dir", &raw.auth.policy_dir, Holds::Decision);
+    if let Some(admin) = &raw.admin {
+        for (key, path, holds) in [
+            ("admin.tls_cert", &admin.tls_cert, Holds::Decision),
+            ("admin.tls_key", &admin.tls_key, Holds::Secret),
+            ("admin.tls_client_ca", &admin.tls_client_ca, Holds::Decision),
+        ] {
+            if let Some(path) = path {
+                add(key, path, holds);
+            }
+        }
+    }
     if let Some(jwt) = &raw.auth.jwt {
         for key in &jwt.keys {
             if let Some(file) = &key.file {

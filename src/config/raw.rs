@@ -36,6 +36,8 @@ pub struct RawConfig {
     /// Quotas on new topic and channel names per identity; unset keys keep their defaults.
     #[serde(default)]
     pub name_quotas: Option<crate::limit::names::NameQuota>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`); absent: none.
+    pub admin: Option<super::admin::RawAdmin>,
 }
 
 /// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the

@@ -2,23 +2,38 @@ use super::*;
 use crate::nsq::ProtocolError;
 
 #[test]
-fn every_kind_has_its_own_counter_and_label() {
-    let endings = Endings::default();
+fn every_kind_has_its_own_series_labelled_with_kind_and_blame() {
+    let metrics = Metrics::new().unwrap();
     for (at, kind) in Kind::ALL.into_iter().enumerate() {
-        assert_eq!(kind.index(), at, "{kind} is listed in declaration order");
         for _ in 0..=at {
-            endings.count(kind);
+            metrics.session_ended(Ending::of(kind));
         }
     }
-    for (at, kind) in Kind::ALL.into_iter().enumerate() {
-        assert_eq!(endings.get(kind), at as u64 + 1, "{kind}");
-    }
-    let mut out = String::new();
-    endings.render(&mut out);
-    assert!(out.contains("nsqgate_sessions_ended_total{kind=\"closed\"} 1\n"));
-    assert!(out.contains("nsqgate_sessions_ended_total{kind=\"internal\"} 11\n"));
+    let out = metrics.render();
+    let series = "nsqgate_sessions_ended_total";
+    assert!(
+        out.contains(&format!("{series}{{blame=\"none\",kind=\"closed\"}} 1\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{series}{{blame=\"nsqgate\",kind=\"internal\"}} 11\n"
+        )),
+        "{out}"
+    );
     let labels: std::collections::HashSet<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(labels.len(), Kind::ALL.len());
+}
+
+#[test]
+fn a_reason_given_for_the_log_is_not_sent_to_the_client() {
+    let refusal = FatalReply::new(Kind::Identity, ErrorCode::AuthFailed, "AUTH failed")
+        .because("unknown API key");
+    assert_eq!(refusal.text(), "E_AUTH_FAILED AUTH failed");
+    assert_eq!(
+        refusal.to_string(),
+        "E_AUTH_FAILED AUTH failed: unknown API key"
+    );
 }
 
 #[test]

@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use ::http::{HeaderMap, StatusCode};
 
-use crate::audit::{self, Counters, Event};
+use crate::audit::{self, Event};
 use crate::auth::identity;
 use crate::auth::{self, Method, Principal};
 use crate::http::access::Access;
 use crate::http::reply::{self, EarlyResponse};
 use crate::http::request::{self, Credential};
 use crate::limit::conn::ConnPermit;
+use crate::metrics::Metrics;
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::shared::Shared;
 
@@ -37,7 +38,7 @@ pub struct Caller {
     pub policy: Arc<Policy>,
     pub peer: SocketAddr,
     /// Where denials are counted for `/metrics`.
-    pub counters: Arc<Counters>,
+    pub metrics: Arc<Metrics>,
 }
 
 // === impl Caller ===
@@ -56,7 +57,7 @@ impl Caller {
         let principal = match request::credential(headers) {
             Credential::Secret(secret) => from_secret(shared, conn, &policy, secret)?,
             Credential::Unusable => {
-                Counters::bump(&shared.counters.auth_failure);
+                shared.metrics.authentication("unknown", false);
                 audit::record(&Event {
                     remote: Some(conn.peer),
                     action: "auth",
@@ -86,7 +87,7 @@ impl Caller {
             principal,
             policy,
             peer: conn.peer,
-            counters: shared.counters.clone(),
+            metrics: shared.metrics.clone(),
         })
     }
 
@@ -116,12 +117,13 @@ impl Caller {
         if let Some(would) = &check.audit {
             self.record(action, topic, channel, would, true);
         }
-        if check.decision.is_allow() && recorded.refuse() {
+        let allowed = check.decision.is_allow();
+        self.metrics.decision(action.as_str(), allowed);
+        if allowed && recorded.refuse() {
             Err(unrecorded().into())
-        } else if check.decision.is_allow() {
+        } else if allowed {
             Ok(())
         } else {
-            Counters::bump(&self.counters.denied);
             Err(reply::forbidden(action.as_str(), topic, channel).into())
         }
     }
@@ -150,7 +152,7 @@ impl Caller {
         if allowed {
             return Ok(());
         }
-        Counters::bump(&self.counters.denied);
+        self.metrics.decision(action.as_str(), false);
         audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(&self.principal),
@@ -179,7 +181,7 @@ impl Caller {
         else {
             return Ok(());
         };
-        Counters::bump(&shared.counters.name_quota);
+        shared.metrics.name_quota_refused();
         audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(&self.principal),
@@ -208,7 +210,7 @@ impl Caller {
     /// Audits and enforces a cluster-wide decision already made (`allowed`) for `what`.
     pub fn authorize_global(
         &self,
-        action: &str,
+        action: &'static str,
         allowed: bool,
         what: &str,
     ) -> Result<(), EarlyResponse> {
@@ -221,12 +223,12 @@ impl Caller {
             reason: Some(what),
             ..Event::default()
         });
+        self.metrics.decision(action, allowed);
         if allowed && recorded.refuse() {
             Err(unrecorded().into())
         } else if allowed {
             Ok(())
         } else {
-            Counters::bump(&self.counters.denied);
             Err(reply::forbidden(action, "*", None).into())
         }
     }
@@ -263,7 +265,8 @@ fn from_secret(
     let fingerprint = auth::fingerprint(secret);
     match identity::from_secret(secret, shared.jwt().as_deref(), policy) {
         Ok(principal) => {
-            Counters::bump(&shared.counters.auth_success);
+            let method = crate::metrics::method_label(principal.method);
+            shared.metrics.authentication(method, true);
             let recorded = audit::record(&Event {
                 remote: Some(conn.peer),
                 principal: Some(&principal),
@@ -279,7 +282,9 @@ fn from_secret(
             Ok(principal)
         }
         Err(e) => {
-            Counters::bump(&shared.counters.auth_failure);
+            shared
+                .metrics
+                .authentication(identity::method_name(secret), false);
             audit::record(&Event {
                 remote: Some(conn.peer),
                 action: "auth",

@@ -172,7 +172,7 @@ impl LookupdFront {
                 Err(refusal) => refusal.into_response(),
             },
             LookupdEndpoint::Metrics => match caller.authorize_global_admin("/metrics") {
-                Ok(()) => reply::text(StatusCode::OK, self.metrics.render_with(&self.shared)),
+                Ok(()) => reply::text(StatusCode::OK, super::metrics::render(&self.shared)),
                 Err(refusal) => refusal.into_response(),
             },
         }

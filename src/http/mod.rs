@@ -9,7 +9,7 @@
 //! - [`publish`]: nsqd's `/pub` and `/mpub` body rules.
 //! - [`stats`]: `/stats` filtered to what the caller may see, rendered as JSON or text.
 //! - [`rewrite`]: nsqlookupd replies with producers mapped to nsqgate addresses.
-//! - [`metrics`]: counters, rendered for the admin-only `/metrics`.
+//! - [`metrics`]: the fronts' counters; the admin-only `/metrics` renders the process's registry.
 //! - [`origin`]: cross-site (CSRF) refusal of state-changing browser requests.
 //! - [`caller`]: authentication and audited authorization of one request.
 //! - [`body`], [`upstream`], [`server`], [`deadline`]: the I/O: capped body reads, the client
@@ -93,7 +93,7 @@ pub async fn spawn(
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<(String, SocketAddr)>, BindError> {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(shared.metrics.http.clone());
     let Some(config) = shared.config().http.clone() else {
         return Ok(Vec::new());
     };

@@ -33,7 +33,7 @@ fn forwarded_user() -> HeaderName {
 pub struct AdminFront {
     shared: Arc<Shared>,
     upstream: HttpUpstream,
-    /// Only upstream failures are counted here; nsqadmin has no `/metrics` of nsqgate's.
+    /// Upstream failures are counted in the process's registry, like the other fronts'.
     metrics: Metrics,
     request_timeout: Duration,
 }
@@ -43,9 +43,9 @@ pub struct AdminFront {
 impl AdminFront {
     pub fn new(shared: Arc<Shared>, upstream: HttpUpstream, config: &HttpConfig) -> AdminFront {
         AdminFront {
+            metrics: shared.metrics.http.clone(),
             shared,
             upstream,
-            metrics: Metrics::default(),
             request_timeout: config.request_timeout,
         }
     }

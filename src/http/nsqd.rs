@@ -161,7 +161,7 @@ impl NsqdFront {
                 }
             }
             NsqdEndpoint::Metrics => match caller.authorize_global_admin("/metrics") {
-                Ok(()) => reply::text(StatusCode::OK, self.metrics.render_with(&self.shared)),
+                Ok(()) => reply::text(StatusCode::OK, super::metrics::render(&self.shared)),
                 Err(refusal) => refusal.into_response(),
             },
         }
@@ -300,7 +300,7 @@ impl NsqdFront {
         let Err(limited) = admitted else {
             return Ok(());
         };
-        audit::Counters::bump(&self.shared.counters.rate_limited);
+        self.shared.metrics.rate_limited();
         audit::record(&audit::Event {
             remote: Some(caller.peer),
             principal: Some(&caller.principal),

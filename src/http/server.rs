@@ -34,6 +34,7 @@ use crate::http::reply::{self, Body};
 use crate::http::request::{self, HeadError};
 use crate::http::Front;
 use crate::limit::conn::ConnPermit;
+use crate::metrics::{handshake_failure, Leg};
 use crate::net::accept::{self, OnShutdown};
 use crate::net::proxied;
 use crate::net::stream::Replay;
@@ -74,21 +75,27 @@ pub struct Listener {
 /// Serves `listener` until `shutdown` turns true; open connections are cut off then.
 pub async fn serve(tcp: TcpListener, listener: Arc<Listener>, shutdown: watch::Receiver<bool>) {
     let address = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    match &listener.serve {
+    let kind = match &listener.serve {
         Serve::Tls(front) => {
             info!(%address, front = front.name(), "listening for HTTPS clients");
+            format!("https_{}", front.name())
         }
-        Serve::Plain { https_port } => info!(
-            %address,
-            https_port,
-            "listening for plain HTTP clients (answering TLS_REQUIRED)"
-        ),
-    }
+        Serve::Plain { https_port } => {
+            info!(
+                %address,
+                https_port,
+                "listening for plain HTTP clients (answering TLS_REQUIRED)"
+            );
+            "http_plain".to_owned()
+        }
+    };
+    let counts = listener.shared.metrics.listener(&kind, &address);
     // The same connection caps as the NSQ listeners (total here; per IP and new/s per IP once
     // the address is known).
     let conns = listener.shared.conns.clone();
     let connection = move |tcp, peer, permit| connection(tcp, peer, permit, listener.clone());
-    accept::serve(tcp, conns, shutdown, OnShutdown::Cut, "http", connection).await;
+    let cut = OnShutdown::Cut;
+    accept::serve(tcp, conns, shutdown, cut, ("http", counts), connection).await;
 }
 
 async fn connection(
@@ -124,12 +131,16 @@ async fn connection(
     match &listener.serve {
         Serve::Tls(front) => {
             let accept = shared.tls.acceptor().accept(io);
-            let tls =
-                match tokio::time::timeout(shared.config().timeouts.tls_handshake, accept).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => return debug!(%peer, error = %e, "HTTPS handshake failed"),
-                    Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
-                };
+            let handshake =
+                tokio::time::timeout(shared.config().timeouts.tls_handshake, accept).await;
+            shared
+                .metrics
+                .tls_handshake(Leg::Client, handshake_failure(&handshake));
+            let tls = match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return debug!(%peer, error = %e, "HTTPS handshake failed"),
+                Err(_) => return debug!(%peer, "HTTPS handshake timed out"),
+            };
             // rustls has verified the chain against the client CA (and CRLs) by now.
             let cert = crate::auth::identity::from_certificate(
                 tls.get_ref().1.peer_certificates(),
@@ -221,7 +232,7 @@ fn refuse_cross_site(
         request::for_log(req.uri().path()),
         request::for_log(&why.to_string())
     );
-    crate::audit::Counters::bump(&listener.shared.counters.denied);
+    listener.shared.metrics.decision("request", false);
     crate::audit::record(&crate::audit::Event {
         remote: Some(peer),
         action: "request",

@@ -1,6 +1,7 @@
-//! How log lines are written: the field formatter of the operational log and the JSON event
-//! formatter of the audit log. Both pass every value, message and span field through
-//! [`Escaping`], so no call site can let a client's bytes through raw. No I/O here.
+//! How log lines are written: the field formatter of the text log, and the JSON event
+//! formatter of the audit log and of the operational log in JSON mode. Both pass every value,
+//! message and span field through [`Escaping`], so no call site can let a client's bytes
+//! through raw. No I/O here.
 
 use std::fmt::{self, Write};
 
@@ -10,7 +11,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::escape::{escape, Escaping};
@@ -25,8 +26,9 @@ pub struct SafeVisitor<'w> {
 }
 
 /// Formats an event as one JSON object per line, its fields flattened beside `timestamp`,
-/// `level` and `target`; every string value escaped before JSON encoding.
-pub struct AuditJson;
+/// `level` and `target`, and the spans it happened in (`conn{peer=...}`) under `span`;
+/// every string value escaped before JSON encoding. The audit log and `--log-format json`.
+pub struct JsonLines;
 
 // === impl SafeFields ===
 
@@ -87,16 +89,16 @@ impl VisitFmt for SafeVisitor<'_> {
     }
 }
 
-// === impl AuditJson ===
+// === impl JsonLines ===
 
-impl<S, N> FormatEvent<S, N> for AuditJson
+impl<S, N> FormatEvent<S, N> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(
         &self,
-        _ctx: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, N>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -107,8 +109,34 @@ where
         object.insert("level".into(), event.metadata().level().as_str().into());
         event.record(&mut JsonVisitor(&mut object));
         object.insert("target".into(), event.metadata().target().into());
+        if let Some(spans) = spans(ctx) {
+            object.insert("span".into(), spans.into());
+        }
         writeln!(writer, "{}", Value::Object(object))
     }
+}
+
+/// The spans around the event, outermost first (`conn{peer=10.0.0.1:5000}`), with their
+/// fields as the layer's field formatter (escaping) wrote them.
+fn spans<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<String>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let scope = ctx.event_scope()?;
+    let mut spans = Vec::new();
+    for span in scope.from_root() {
+        let extensions = span.extensions();
+        let fields = extensions
+            .get::<FormattedFields<N>>()
+            .map(|f| f.fields.as_str())
+            .unwrap_or_default();
+        spans.push(match fields {
+            "" => span.name().to_owned(),
+            fields => format!("{}{{{}}}", span.name(), fields),
+        });
+    }
+    (!spans.is_empty()).then(|| spans.join(":"))
 }
 
 struct JsonVisitor<'a>(&'a mut Map<String, Value>);

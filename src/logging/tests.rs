@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
-use super::format::{AuditJson, SafeFields};
+use super::format::{JsonLines, SafeFields};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -68,7 +68,7 @@ fn every_field_message_and_span_of_the_text_log_is_escaped() {
 fn audit_json_lines_carry_escaped_strings() {
     let out = Captured::default();
     let layer = tracing_subscriber::fmt::layer()
-        .event_format(AuditJson)
+        .event_format(JsonLines)
         .with_writer(out.clone());
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, || {
@@ -87,4 +87,34 @@ fn audit_json_lines_carry_escaped_strings() {
     assert_eq!(line["target"], "audit");
     assert_eq!(line["level"], "INFO");
     assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn json_lines_name_the_spans_around_the_event_escaped() {
+    let out = Captured::default();
+    let layer = tracing_subscriber::fmt::layer()
+        .event_format(JsonLines)
+        .fmt_fields(SafeFields)
+        .with_writer(out.clone());
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("conn", peer = %HOSTILE);
+        let _entered = span.enter();
+        tracing::warn!(kind = "limit", "connection ended");
+    });
+    let text = out.text();
+    assert_no_control(&text);
+    let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(line["message"], "connection ended");
+    assert_eq!(line["level"], "WARN");
+    let span = line["span"].as_str().unwrap();
+    assert!(span.starts_with("conn{peer=orders\\x1b[2J"), "{span}");
+}
+
+#[test]
+fn log_formats_are_text_and_json_only() {
+    use super::LogFormat;
+    assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+    assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
+    assert!("JSON ".parse::<LogFormat>().is_err());
 }

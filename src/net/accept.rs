@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::limit::conn::{ConnLimits, ConnPermit};
+use crate::metrics::ListenerCounts;
 
 /// How long an accept failure (out of file descriptors, usually) pauses the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -28,13 +29,14 @@ pub enum OnShutdown {
 
 /// Accepts on `listener` until `shutdown` turns true. Each connection the caps admit is handed
 /// to `handle` with its permit and runs as its own task; one over a cap is closed at once, with
-/// no handshake, no buffer, nothing held. `kind` names the listener in the log.
+/// no handshake, no buffer, nothing held. `kind` names the listener in the log; `counts` are
+/// its accepted and open connections in the metrics.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     conns: Arc<ConnLimits>,
     mut shutdown: watch::Receiver<bool>,
     on_shutdown: OnShutdown,
-    kind: &'static str,
+    (kind, counts): (&'static str, ListenerCounts),
     mut handle: F,
 ) where
     F: FnMut(TcpStream, SocketAddr, ConnPermit) -> Fut,
@@ -44,12 +46,20 @@ pub async fn serve<F, Fut>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => match conns.admit() {
-                    Ok(permit) => {
-                        open.spawn(handle(tcp, peer, permit));
+                Ok((tcp, peer)) => {
+                    counts.accepted();
+                    match conns.admit() {
+                        Ok(permit) => {
+                            let counted = counts.opened();
+                            let connection = handle(tcp, peer, permit);
+                            open.spawn(async move {
+                                connection.await;
+                                drop(counted);
+                            });
+                        }
+                        Err(_) => drop(tcp),
                     }
-                    Err(_) => drop(tcp),
-                },
+                }
                 Err(e) => {
                     // Back off instead of spinning on an error that persists.
                     warn!(listener = kind, error = %e, "accept failed");

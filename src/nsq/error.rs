@@ -182,6 +182,17 @@ pub enum ProtocolError {
 // === impl ProtocolError ===
 
 impl ProtocolError {
+    /// The size limit this error enforces, when it is one (`line`, `body`, `message`): the
+    /// label of its refusal in the metrics.
+    pub fn size_limit(&self) -> Option<&'static str> {
+        match self {
+            ProtocolError::LineTooLong { .. } => Some("line"),
+            ProtocolError::BodyTooBig { .. } => Some("body"),
+            ProtocolError::MessageTooBig { .. } => Some("message"),
+            _ => None,
+        }
+    }
+
     /// The code nsqd would send for this failure.
     pub fn code(&self) -> ErrorCode {
         use ProtocolError::*;

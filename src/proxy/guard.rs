@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::audit::{self, Counters, Event};
+use crate::audit::{self, Event};
 use crate::auth::identity::{self, Gone};
 use crate::auth::{self, Method, Principal, Proof};
 use crate::error::{FatalReply, Kind};
@@ -177,7 +177,7 @@ impl Guard {
             )
             .await;
         let limited = admitted.err()?;
-        Counters::bump(&self.shared.counters.rate_limited);
+        self.shared.metrics.rate_limited();
         audit::record(&Event {
             remote: Some(self.peer),
             principal: Some(principal),
@@ -210,6 +210,7 @@ impl Guard {
             Command::Mpub { messages, .. }
                 if messages.len() > self.shared.config().max_mpub_messages as usize =>
             {
+                self.shared.metrics.size_limited("mpub_messages");
                 refuse(
                     Kind::ClientProtocol,
                     ErrorCode::BadBody,
@@ -266,7 +267,8 @@ impl Guard {
                     "identity_url": "",
                     "permission_count": roles.len(),
                 });
-                Counters::bump(&self.shared.counters.auth_success);
+                let method = crate::metrics::method_label(principal.method);
+                self.shared.metrics.authentication(method, true);
                 let recorded = audit::record(&Event {
                     remote: Some(self.peer),
                     principal: Some(&principal),
@@ -290,7 +292,7 @@ impl Guard {
             Err(e) => {
                 let reason = e.to_string();
                 let method = identity::method_name(secret);
-                Counters::bump(&self.shared.counters.auth_failure);
+                self.shared.metrics.authentication(method, false);
                 audit::record(&Event {
                     remote: Some(self.peer),
                     action: "auth",
@@ -300,7 +302,9 @@ impl Guard {
                     method: Some(method),
                     ..Event::default()
                 });
-                refuse(Kind::Identity, ErrorCode::AuthFailed, "AUTH failed")
+                // The client hears nsqd's words; the log says why (as the audit line does).
+                let refusal = FatalReply::new(Kind::Identity, ErrorCode::AuthFailed, "AUTH failed");
+                Verdict::Refuse(refusal.because(&reason))
             }
         }
     }
@@ -333,9 +337,12 @@ impl Guard {
             }
         };
         match self.allowed(&policy, command, action, topic, channel) {
-            Ok(true) => Verdict::Forward,
+            Ok(true) => {
+                self.shared.metrics.decision(action.as_str(), true);
+                Verdict::Forward
+            }
             Ok(false) => {
-                Counters::bump(&self.shared.counters.denied);
+                self.shared.metrics.decision(action.as_str(), false);
                 denied(Kind::Policy)
             }
             Err(refused) => refused,

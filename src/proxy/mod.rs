@@ -103,12 +103,13 @@ pub async fn serve(listener: Arc<Listener>, tcp: TcpListener, shutdown: watch::R
     let address = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!(%address, upstream = listener.destination.address(), "listening for NSQ clients");
     let conns = listener.shared.conns.clone();
+    let counts = listener.shared.metrics.listener("nsq", &address);
     let drain = OnShutdown::Drain(listener.shared.config().timeouts.shutdown);
     let sessions = shutdown.clone();
     let session = move |tcp: TcpStream, peer: SocketAddr, permit| {
         session::serve(listener.clone(), tcp, peer, permit, sessions.clone())
     };
-    accept::serve(tcp, conns, shutdown, drain, "nsq", session).await;
+    accept::serve(tcp, conns, shutdown, drain, ("nsq", counts), session).await;
 }
 
 /// The host nsqgate runs on, as nsqd's /stats should show it.

@@ -81,14 +81,14 @@ pub async fn serve(
     let span = tracing::info_span!("conn", %peer);
     async move {
         debug!("accepted");
-        let counters = listener.shared.counters.clone();
+        let metrics = listener.shared.metrics.clone();
         // Classified once, here, whichever phase the session reached.
         let ended = run(listener, tcp, peer, permit, shutdown).await;
         let ended: &dyn Classify = match &ended {
             Ok(end) => end,
             Err(e) => e,
         };
-        error::record(&counters.endings, ended);
+        error::record(&metrics, ended);
     }
     .instrument(span)
     .await
@@ -165,7 +165,8 @@ impl Session {
     /// and counted against its identity's cap.
     fn admit(&mut self, mut permit: ConnPermit) -> Result<Guard, SessionError> {
         if let Some(principal) = &self.principal {
-            crate::audit::Counters::bump(&self.listener.shared.counters.auth_success);
+            let method = crate::metrics::method_label(principal.method);
+            self.listener.shared.metrics.authentication(method, true);
             let recorded = crate::audit::record(&crate::audit::Event {
                 remote: Some(self.peer),
                 principal: Some(principal),
@@ -230,6 +231,7 @@ impl Session {
             write_timeout: config.timeouts.write,
             shutdown: self.shutdown.clone(),
             auth_timeout: config.timeouts.auth,
+            metrics: self.listener.shared.metrics.clone(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! settings cross; the client's metadata, when forwarded at all, follows inside TLS.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use serde_json::{Map, Value};
@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 use crate::limit::conn::{ConnLimits, NsqdPermit, Refusal};
+use crate::metrics::{handshake_failure_reason, Leg, Metrics};
 use crate::net::stream::{Io, Replay};
 use crate::nsq::{self, Command, Frame, FrameType, ProtocolError};
 use crate::proxy::identify::UpstreamIdentify;
@@ -99,6 +100,8 @@ pub struct Connector {
     connect_timeout: Duration,
     /// Where connections to each nsqd are counted (and capped), shared by every route.
     limits: Arc<ConnLimits>,
+    /// Connect latency and upstream TLS handshakes are counted here.
+    metrics: Arc<Metrics>,
 }
 
 /// A ready upstream leg: identified, upgraded, authenticated.
@@ -123,6 +126,7 @@ impl Connector {
             auth_secret: config.auth_secret.as_deref().map(Arc::from),
             connect_timeout: shared.config().timeouts.upstream_connect,
             limits: shared.conns.clone(),
+            metrics: shared.metrics.clone(),
         }
     }
 
@@ -144,9 +148,11 @@ impl Connector {
                     refusal,
                 })?;
         let deadline = self.connect_timeout;
+        let started = Instant::now();
         let upstream = tokio::time::timeout(deadline, self.handshake(identify))
             .await
             .map_err(|_| UpstreamError::Timeout(self.address.clone()))??;
+        self.metrics.upstream_connected(started.elapsed());
         Ok((upstream, permit))
     }
 
@@ -185,8 +191,10 @@ impl Connector {
             let tls = to_nsqd
                 .connector()
                 .connect(to_nsqd.server_name(), raw)
-                .await
-                .map_err(UpstreamError::Tls)?;
+                .await;
+            let failure = tls.as_ref().err().map(handshake_failure_reason);
+            self.metrics.tls_handshake(Leg::Upstream, failure);
+            let tls = tls.map_err(UpstreamError::Tls)?;
             io = Box::new(tls);
             expect_ok(read_reply(&mut io, &mut buf, "TLS upgrade").await?)?;
             if let Some(metadata) = identify.after_tls {

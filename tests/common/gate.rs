@@ -21,6 +21,8 @@ pub struct Gate {
     /// The HTTP listeners by front: `nsqd`, `nsqlookupd`, `nsqadmin`, and `nsqd-plain`,
     /// `nsqlookupd-plain` for the plain ones.
     pub http: BTreeMap<String, SocketAddr>,
+    /// The admin listener, when `[admin]` is configured.
+    pub admin: Option<SocketAddr>,
     pub config: PathBuf,
     log: PathBuf,
 }
@@ -83,6 +85,7 @@ impl Gate {
             addr: bound.nsq[0],
             nsq: bound.nsq,
             http: bound.http,
+            admin: bound.admin,
             config: path,
             log,
         }
@@ -94,6 +97,12 @@ impl Gate {
             .http
             .get(front)
             .unwrap_or_else(|| panic!("nsqgate has no {front} HTTP listener: {:?}", self.http))
+    }
+
+    /// The admin listener's address (the config must have `[admin]`).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+            .unwrap_or_else(|| panic!("nsqgate has no admin listener (no [admin] in its config)"))
     }
 
     /// Waits (up to 5 s) for an audit event `pred` accepts; `what` names it in the failure.
@@ -176,6 +185,7 @@ impl Drop for Gate {
 pub struct Bound {
     pub nsq: Vec<SocketAddr>,
     pub http: BTreeMap<String, SocketAddr>,
+    pub admin: Option<SocketAddr>,
 }
 
 /// Waits for nsqgate's `--ready-file` (written whole once every listener is bound).
@@ -196,7 +206,7 @@ pub fn wait_ready(ready: &Path, child: &mut Child) -> Bound {
     }
 }
 
-/// `{"nsq": ["ADDR", ...], "http": {"FRONT": "ADDR", ...}}`.
+/// `{"nsq": ["ADDR", ...], "http": {"FRONT": "ADDR", ...}, "admin": "ADDR"}`.
 fn parse_ready(text: &str) -> Bound {
     let ready: serde_json::Value = serde_json::from_str(text).expect("ready file JSON");
     let address = |value: &serde_json::Value| -> SocketAddr {
@@ -221,5 +231,6 @@ fn parse_ready(text: &str) -> Bound {
                 .collect()
         })
         .unwrap_or_default();
-    Bound { nsq, http }
+    let admin = ready.get("admin").map(address);
+    Bound { nsq, http, admin }
 }

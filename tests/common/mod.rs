@@ -9,6 +9,8 @@
 //! - `wire`: the NSQ bytes, written from the protocol description (not nsqgate's codec).
 //! - `nsqclient`: a raw NSQ client over TCP/TLS that speaks `wire`.
 //! - `gate_config`: [`GateConfig`], an nsqgate config built by section.
+//! - `prom`: the admin listener's answers, and a Prometheus text-format parser.
+//! - `prometheus`: promtool and a real Prometheus server (Debian's `prometheus` package).
 #![allow(dead_code)]
 
 pub mod daemons;
@@ -16,6 +18,8 @@ pub mod gate;
 pub mod gate_config;
 pub mod nsqclient;
 pub mod programs;
+pub mod prom;
+pub mod prometheus;
 pub mod wire;
 
 // Each test binary uses its own part of these.

@@ -233,13 +233,9 @@ fn a_refresh_drops_a_removed_key_despite_an_entry_without_alg() {
         v.verify_at(&token("removed", &removed), NOW),
         Err(AuthError::UnknownKid(_))
     ));
-    let mut metrics = String::new();
-    v.render_jwks_metrics(&mut metrics);
-    assert!(
-        metrics.contains("nsqgate_jwks_entries_skipped_total 1\n"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("nsqgate_jwks_keys 1\n"), "{metrics}");
+    let figures = v.jwks_figures();
+    assert_eq!(figures.skipped_entries, 1, "{figures:?}");
+    assert_eq!(figures.keys, 1, "{figures:?}");
 }
 
 #[test]
@@ -280,13 +276,9 @@ fn a_stale_jwks_fails_closed_and_file_keys_do_not() {
     ));
     assert!(old.verify_at(&file_token, NOW).is_ok());
     assert!(old.jwks_refresh_failed().is_some());
-    let mut metrics = String::new();
-    old.render_jwks_metrics(&mut metrics);
-    assert!(metrics.contains("nsqgate_jwks_stale 1\n"), "{metrics}");
-    assert!(
-        metrics.contains("nsqgate_jwks_refresh_failures_total 1\n"),
-        "{metrics}"
-    );
+    let figures = old.jwks_figures();
+    assert!(figures.stale, "{figures:?}");
+    assert_eq!(figures.refresh_failures, 1, "{figures:?}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! allowed decision that is not cached yet, refused with nsqd's own failure code for the command.
 
 use super::{action_name, failed, Guard, Verdict};
-use crate::audit::{self, Counters, Event};
+use crate::audit::{self, Event};
 use crate::auth::identity;
 use crate::error::Kind;
 use crate::limit::names::NameRefused;
@@ -35,7 +35,7 @@ impl Guard {
         channel: Option<&str>,
         refused: NameRefused,
     ) -> Verdict {
-        Counters::bump(&self.shared.counters.name_quota);
+        self.shared.metrics.name_quota_refused();
         let reason = refused.to_string();
         audit::record(&Event {
             remote: Some(self.peer),

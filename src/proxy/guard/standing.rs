@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{action_name, Guard, Revocation, Verdict};
-use crate::audit::{self, Counters, Event};
+use crate::audit::{self, Event};
 use crate::auth::identity::{self, Gone};
 use crate::error::{FatalReply, Kind};
 use crate::nsq::ErrorCode;
@@ -129,7 +129,7 @@ impl Guard {
         let subscribed = self.subscription.is_some();
         if !self.draining {
             self.draining = true;
-            Counters::bump(&self.shared.counters.revoked);
+            self.shared.metrics.revoked();
             let (topic, channel) = self.subscription.clone().unwrap_or_default();
             audit::record(&Event {
                 remote: Some(self.peer),

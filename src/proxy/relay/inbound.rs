@@ -2,6 +2,7 @@
 //! the rate limits, and forward in one write per read; the deadlines (idle, slow command,
 //! missing AUTH, revocation grace, shutdown) live here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -11,11 +12,12 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::error::{FatalReply, Kind};
+use crate::metrics::Metrics;
 use crate::nsq::{self, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{Guard, Revocation, Verdict};
 
 use super::{
-    prepare_read_buffer, write_within, RelayEnd, RelayError, RelaySettings, Slot, WriteFailed,
+    prepare_read_buffer, write_within, Owed, RelayEnd, RelayError, RelaySettings, Slot, WriteFailed,
 };
 
 /// How the client → nsqd direction ended.
@@ -52,7 +54,11 @@ struct Batch<W> {
     out: BytesMut,
     /// Replies the commands in `out` will get from nsqd.
     owed: usize,
+    /// Publishes among them, and the messages they carry (an MPUB's each).
+    publishes: usize,
+    messages: u64,
     write_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// What the wait for the client's next bytes ended with.
@@ -104,7 +110,10 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                 slots,
                 out: BytesMut::new(),
                 owed: 0,
+                publishes: 0,
+                messages: 0,
                 write_timeout: settings.write_timeout,
+                metrics: settings.metrics.clone(),
             },
             guard,
             settings,
@@ -165,7 +174,12 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             let decoded = match nsq::decode_command(buf, &self.settings.limits) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break None,
-                Err(e) => break Some(FatalReply::malformed(&e)),
+                Err(e) => {
+                    if let Some(limit) = e.size_limit() {
+                        self.batch.metrics.size_limited(limit);
+                    }
+                    break Some(FatalReply::malformed(&e));
+                }
             };
             match self.judge(&decoded).await? {
                 Verdict::Drop => {}
@@ -298,6 +312,11 @@ impl<W: AsyncWrite + Unpin> Batch<W> {
         if decoded.command.expects_reply() {
             self.owed += 1;
         }
+        let messages = decoded.command.message_count();
+        if messages > 0 {
+            self.publishes += 1;
+            self.messages += u64::from(messages);
+        }
         self.out.extend_from_slice(&decoded.raw);
     }
 
@@ -305,9 +324,15 @@ impl<W: AsyncWrite + Unpin> Batch<W> {
     /// other direction can never see a reply it was not told about.
     async fn flush(&mut self) -> Result<(), RelayError> {
         if self.owed > 0 {
-            let owed = std::mem::take(&mut self.owed);
+            let owed = Owed {
+                replies: std::mem::take(&mut self.owed),
+                publishes: std::mem::take(&mut self.publishes),
+                sent: Instant::now(),
+            };
             self.queue(Slot::Upstream(owed)).await?;
         }
+        let messages = std::mem::take(&mut self.messages);
+        self.metrics.messages_published.inc_by(messages);
         if !self.out.is_empty() {
             // split() hands the bytes over and leaves `out` empty without capacity: an idle
             // connection keeps no write buffer.
@@ -319,6 +344,7 @@ impl<W: AsyncWrite + Unpin> Batch<W> {
 
     /// Writes `bytes` to nsqd at once, outside the batch.
     async fn write_now(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
+        self.metrics.bytes_to_nsqd.inc_by(bytes.len() as u64);
         write_within(&mut self.upstream, bytes, self.write_timeout)
             .await
             .map_err(|failed| match failed {

@@ -39,12 +39,21 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// One entry of the FIFO of replies owed to the client.
 enum Slot {
-    /// This many replies will come from nsqd.
-    Upstream(usize),
+    /// Replies that will come from nsqd for one batch of commands.
+    Upstream(Owed),
     /// nsqgate's own reply, due once every earlier reply has been sent.
     Reply(Bytes),
     /// nsqgate's refusal, due likewise; the connection closes after it.
     Refusal(FatalReply),
+}
+
+/// What nsqd owes for one batch written to it.
+struct Owed {
+    replies: usize,
+    /// How many of those replies answer a publish (their round trip is measured).
+    publishes: usize,
+    /// When the batch was handed to nsqd.
+    sent: tokio::time::Instant,
 }
 
 pub struct RelaySettings {
@@ -60,6 +69,8 @@ pub struct RelaySettings {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// How long a consumer whose permission was revoked may finish in-flight messages.
     pub revocation_grace: Duration,
+    /// Messages and bytes each way, and the publish round trip, are counted here.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// How a relay ended without failing.
@@ -123,7 +134,8 @@ pub async fn run(
     let (result, linger) = {
         let inbound = Inbound::new(upstream_write, slots_tx, guard, settings);
         let inbound = inbound.run(&mut client_read, client_buf);
-        let outbound = Outbound::new(client_write, slots_rx, settings.write_timeout);
+        let metrics = settings.metrics.clone();
+        let outbound = Outbound::new(client_write, slots_rx, settings.write_timeout, metrics);
         let outbound = outbound.run(upstream_read, upstream.buf, settings.max_frame_size);
         tokio::pin!(inbound, outbound);
         tokio::select! {

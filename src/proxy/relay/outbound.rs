@@ -2,6 +2,7 @@
 //! and emit nsqgate's own replies in their turn (closing after a refusal).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -9,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::metrics::Metrics;
 use crate::nsq::{self, FrameType};
 
 use super::{
@@ -28,12 +30,18 @@ pub(super) struct Outbound<W> {
     write_timeout: Duration,
     /// The last fatal error nsqd sent the client: why nsqd closes, if it does.
     last_error: Option<NsqdError>,
+    metrics: Arc<Metrics>,
 }
 
 // === impl Outbound ===
 
 impl<W: AsyncWrite + Unpin> Outbound<W> {
-    pub(super) fn new(client: W, slots: mpsc::Receiver<Slot>, write_timeout: Duration) -> Self {
+    pub(super) fn new(
+        client: W,
+        slots: mpsc::Receiver<Slot>,
+        write_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Outbound {
             client,
             slots,
@@ -42,6 +50,7 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
             out: BytesMut::new(),
             write_timeout,
             last_error: None,
+            metrics,
         }
     }
 
@@ -90,12 +99,16 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
         buf: &mut BytesMut,
         max_frame_size: u32,
     ) -> Result<Option<RelayEnd>, RelayError> {
+        let mut messages = 0;
         loop {
             let frame = match nsq::decode_frame(buf, max_frame_size) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => return Err(RelayError::NsqdFrame(e)),
             };
+            if frame.frame_type == FrameType::Message {
+                messages += 1;
+            }
             if is_reply(&frame) {
                 if let Some(end) = self.pair_reply().await? {
                     return Ok(Some(end));
@@ -113,6 +126,8 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
         if let Some(end) = self.emit_due_local().await? {
             return Ok(Some(end));
         }
+        // Counted once per read, not per frame: two atomic adds however many frames came.
+        self.metrics.messages_delivered.inc_by(messages);
         if !self.out.is_empty() {
             let chunk = self.out.split();
             self.write(&chunk).await?;
@@ -131,9 +146,14 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
             return Ok(Some(end));
         }
         match self.owed.front_mut() {
-            Some(Slot::Upstream(n)) => {
-                *n -= 1;
-                if *n == 0 {
+            Some(Slot::Upstream(owed)) => {
+                owed.replies -= 1;
+                // Replies come in command order; the batch's publishes are timed as one.
+                if owed.publishes > 0 {
+                    owed.publishes -= 1;
+                    self.metrics.publish_answered(owed.sent.elapsed());
+                }
+                if owed.replies == 0 {
                     self.owed.pop_front();
                 }
                 Ok(None)
@@ -164,6 +184,7 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
+        self.metrics.bytes_to_client.inc_by(bytes.len() as u64);
         write_within(&mut self.client, bytes, self.write_timeout)
             .await
             .map_err(|failed| match failed {

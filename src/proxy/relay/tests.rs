@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::outbound::Outbound;
-use super::{RelayEnd, RelayError, Slot};
+use super::{Owed, RelayEnd, RelayError, Slot};
 use crate::error::{Classify, FatalReply, Kind};
 use crate::nsq::{self, ErrorCode, FrameType, ProtocolError};
 
@@ -18,6 +18,15 @@ fn frame(frame_type: FrameType, data: &[u8]) -> Bytes {
     let mut buf = BytesMut::new();
     nsq::encode_frame(frame_type, data, &mut buf);
     buf.freeze()
+}
+
+/// A batch that owes `replies` replies, none to a publish.
+fn owed(replies: usize) -> Owed {
+    Owed {
+        replies,
+        publishes: 0,
+        sent: tokio::time::Instant::now(),
+    }
 }
 
 /// Runs the outbound direction on `from_nsqd` with `slots` already queued; returns how it
@@ -33,7 +42,8 @@ async fn outbound(from_nsqd: &[u8], slots: Vec<Slot>) -> (Result<RelayEnd, Relay
         tx.send(slot).await.unwrap();
     }
     drop(tx);
-    let outbound = Outbound::new(client, rx, WRITE_TIMEOUT);
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    let outbound = Outbound::new(client, rx, WRITE_TIMEOUT, metrics);
     let ended = outbound.run(nsqd, BytesMut::new(), 1 << 20).await;
     let mut heard = Vec::new();
     client_far.read_to_end(&mut heard).await.unwrap();
@@ -70,7 +80,7 @@ async fn nsqd_closing_after_its_fatal_error_is_blamed_on_what_it_refused() {
         FrameType::Error,
         b"E_BAD_TOPIC PUB topic name \"x\" is not valid",
     );
-    let (ended, heard) = outbound(&refusal, vec![Slot::Upstream(1)]).await;
+    let (ended, heard) = outbound(&refusal, vec![Slot::Upstream(owed(1))]).await;
     let end = ended.unwrap();
     assert!(matches!(
         end,
@@ -92,7 +102,7 @@ async fn a_refusal_waits_for_the_replies_owed_before_it() {
     let ok = frame(FrameType::Response, b"OK");
     let refusal = FatalReply::new(Kind::Policy, ErrorCode::Unauthorized, "denied");
     let told = refusal.frame().cloned().unwrap();
-    let slots = vec![Slot::Upstream(1), Slot::Refusal(refusal)];
+    let slots = vec![Slot::Upstream(owed(1)), Slot::Refusal(refusal)];
     let (ended, heard) = outbound(&ok, slots).await;
     assert!(matches!(ended.unwrap(), RelayEnd::Refused(_)));
     assert_eq!(heard, [&ok[..], &told[..]].concat());

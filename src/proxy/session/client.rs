@@ -70,8 +70,12 @@ pub(super) async fn accept_tls(
     raw: Replay<TcpStream>,
 ) -> Result<(ClientStream, Option<Principal>), SessionError> {
     let accept = shared.tls.acceptor().accept(raw);
-    let tls = tokio::time::timeout(shared.config().timeouts.tls_handshake, accept)
-        .await
+    let handshake = tokio::time::timeout(shared.config().timeouts.tls_handshake, accept).await;
+    let failure = crate::metrics::handshake_failure(&handshake);
+    shared
+        .metrics
+        .tls_handshake(crate::metrics::Leg::Client, failure);
+    let tls = handshake
         .map_err(|_| SessionError::Timeout("the TLS handshake"))?
         .map_err(SessionError::Tls)?;
     // rustls has already verified the chain against the client CA (and CRLs) by now.
@@ -94,12 +98,19 @@ impl Session {
             match nsq::decode_command(&mut self.buf, &limits) {
                 Ok(Some(decoded)) => return Ok(decoded),
                 Ok(None) => {}
-                Err(e) => return Err(SessionError::Refused(FatalReply::malformed(&e))),
+                Err(e) => {
+                    if let Some(limit) = e.size_limit() {
+                        self.listener.shared.metrics.size_limited(limit);
+                    }
+                    return Err(SessionError::Refused(FatalReply::malformed(&e)));
+                }
             }
             if let Some(charge) = &mut self.charge {
                 // tokio's read_buf reserves a little when the buffer is full.
                 let wanted = self.buf.capacity().max(self.buf.len() + 64);
+                let metrics = &self.listener.shared.metrics;
                 charge.hold(wanted).map_err(|over| {
+                    metrics.size_limited("unauthenticated_memory");
                     let text = format!("{over} (try again later)");
                     let refusal = FatalReply::new(Kind::Limit, ErrorCode::BadBody, &text);
                     SessionError::Refused(refusal)

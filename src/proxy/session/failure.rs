@@ -17,7 +17,7 @@ pub(super) enum SessionError {
     Refused(FatalReply),
     /// nsqd could not be used for this client. The client hears only that (an IDENTIFY
     /// failure, or an AUTH failure when it was opened for AUTH); the log hears why.
-    #[error("nsqd at {address}: {cause}")]
+    #[error("nsqd unavailable: nsqd at {address}: {cause}")]
     NsqdUnavailable {
         address: String,
         cause: UpstreamError,
@@ -90,7 +90,7 @@ fn nsqd_unavailable_reply(cause: &UpstreamError, at_auth: bool) -> FatalReply {
     let ending = nsqd_unavailable_ending(cause);
     let text = match cause {
         UpstreamError::Limited { refusal, .. } => format!("nsqgate refused: {refusal}"),
-        _ => "nsqgate could not open a verified connection to nsqd".to_owned(),
+        _ => "nsqd unavailable".to_owned(),
     };
     let (code, text) = match at_auth {
         true => (ErrorCode::AuthFailed, format!("AUTH failed: {text}")),
