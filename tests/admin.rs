@@ -328,3 +328,54 @@ fn the_admin_listener_speaks_tls_with_its_own_client_ca() {
         Exposition::parse(&body).sum("nsqgate_tls_handshake_failures_total", &[("leg", "client")]);
     assert!(failures >= 1.0, "{body}");
 }
+
+#[test]
+fn a_refused_certificate_reload_is_counted_and_named_by_readyz_until_a_good_one() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = GateConfig::anonymous(nsqd.tcp)
+        .auth("policy_reload_ms = 100")
+        .table(ADMIN)
+        .start(&pki);
+    let admin = gate.admin();
+    readyz_becomes(admin, 200);
+    let client = [("certificate", "client")];
+    let expiry = "nsqgate_certificate_expiry_timestamp_seconds";
+    let first = metrics(admin).sum(expiry, &client);
+
+    std::fs::write(
+        pki.path("gate.pem"),
+        "-----BEGIN CERTIFICATE-----\nbroken\n",
+    )
+    .unwrap();
+    let broken = readyz_becomes(admin, 503);
+    let why = broken["not_ready"]["client_tls"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("gate.pem"), "{broken}");
+    let reloads = "nsqgate_reloads_total";
+    let failed = [("what", "client_tls"), ("outcome", "failure")];
+    assert_eq!(metrics(admin).sum(reloads, &failed), 1.0);
+    assert_eq!(
+        metrics(admin).sum(expiry, &client),
+        first,
+        "the old one is in force"
+    );
+
+    // A good certificate again: ready, the success counted, the expiry read from it.
+    let next = pki
+        .ca
+        .issue_server("gate next", &["127.0.0.1".to_string()])
+        .unwrap();
+    pki.write("gate", &next);
+    readyz_becomes(admin, 200);
+    let succeeded = [("what", "client_tls"), ("outcome", "success")];
+    let now = metrics_when(admin, "the reload's success", |m| {
+        m.sum(reloads, &succeeded) >= 1.0
+    });
+    assert!(
+        now.sum(expiry, &client) > 1.7e9,
+        "{}",
+        now.sum(expiry, &client)
+    );
+}

@@ -108,7 +108,9 @@ impl Reloader {
         self.pending = None;
         let mut now = now;
         let mut changed = changed;
-        if changed.contains(&Part::Config) && record(Part::Config, self.reload_config()) {
+        if changed.contains(&Part::Config)
+            && record(&self.shared, Part::Config, self.reload_config())
+        {
             // The new file may name other TLS files or another policy folder.
             let after = Digests::of(&self.shared.config());
             changed.extend(now.changed_parts(&after));
@@ -123,6 +125,7 @@ impl Reloader {
         let config = self.shared.config();
         if changed.contains(&Part::ClientTls) {
             let reloaded = record(
+                &self.shared,
                 Part::ClientTls,
                 safe_modes(&config, Part::ClientTls)
                     .and_then(|()| map_err(self.shared.tls.reload_server(&config.client))),
@@ -133,7 +136,7 @@ impl Reloader {
             let settings = config.upstream.tls.as_ref();
             let reloaded = safe_modes(&config, Part::UpstreamTls)
                 .and_then(|()| map_err(self.shared.tls.reload_upstream(settings)));
-            record(Part::UpstreamTls, reloaded);
+            record(&self.shared, Part::UpstreamTls, reloaded);
         }
         let current = self.policy.borrow().clone();
         let mut next = None;
@@ -141,7 +144,7 @@ impl Reloader {
             let loaded = safe_modes(&config, Part::Policy)
                 .and_then(|()| map_err(Policy::load_dir(&config.auth.policy_dir)));
             next = loaded.as_ref().ok().cloned();
-            record(Part::Policy, loaded.map(|_| ()));
+            record(&self.shared, Part::Policy, loaded.map(|_| ()));
         }
         if changed.contains(&Part::Policy) || changed.contains(&Part::Config) {
             audit_files("reload", &self.seen);
@@ -217,14 +220,25 @@ fn map_err<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, String> {
     result.map_err(|e| e.to_string())
 }
 
-/// Logs and counts a part's reload; true when it replaced what was in force.
-fn record<E: std::fmt::Display>(part: Part, result: Result<(), E>) -> bool {
+/// Logs and counts a part's reload (`nsqgate_reloads_total{what,outcome}`); a refused one
+/// makes `/readyz` name the part until a reload of it succeeds. True when it replaced what
+/// was in force.
+fn record<E: std::fmt::Display>(shared: &Shared, part: Part, result: Result<(), E>) -> bool {
+    let what = part.as_str();
+    shared.metrics.reloaded(what, result.is_ok());
     match result {
         Ok(()) => {
-            info!(what = part.as_str(), "{} reloaded", part.as_str());
+            info!(what, "{what} reloaded");
+            shared.readiness.clear(what);
+            if matches!(part, Part::ClientTls | Part::UpstreamTls | Part::Config) {
+                shared.record_certificates();
+            }
             true
         }
         Err(e) => {
+            shared
+                .readiness
+                .set_failed(what, format!("reload refused, the previous one stays: {e}"));
             let failures = FAILURES[part.index()].fetch_add(1, Ordering::Relaxed) + 1;
             error!(
                 what = part.as_str(),

@@ -56,6 +56,7 @@ pub(super) fn changed(old: &Config, new: &Config) -> Vec<&'static str> {
             old.max_unauthenticated_memory != new.max_unauthenticated_memory,
         ),
         ("connections", differs(&old.connections, &new.connections)),
+        ("admin", differs(&old.admin, &new.admin)),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -82,5 +83,7 @@ pub(super) fn keep(old: &Config, new: &mut Config) {
     new.audit_file.clone_from(&old.audit_file);
     new.max_unauthenticated_memory = old.max_unauthenticated_memory;
     new.connections.clone_from(&old.connections);
+    // The admin listener is bound, its TLS set up and its probes started once.
+    new.admin.clone_from(&old.admin);
     new.allow_insecure_permissions = old.allow_insecure_permissions;
 }
