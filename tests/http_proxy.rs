@@ -229,6 +229,12 @@ async fn oversized_bodies_get_413_and_nothing_lands() {
     );
 
     assert!(!s.nsqd.topic_exists("orders"), "nothing reached nsqd");
+    // The two bodies over the limit (declared, then streamed) are counted as such.
+    let reply = request(pki, gate, Method::GET, "/metrics", Some(OPS_KEY), "").await;
+    let metrics = common::prom::Exposition::parse(&reply.text());
+    let http_body = [("limit", "http_body")];
+    let counted = metrics.sum("nsqgate_size_limit_refusals_total", &http_body);
+    assert_eq!(counted, 2.0, "{}", reply.text());
 }
 
 #[tokio::test]

@@ -203,10 +203,17 @@ pub fn upstream_failed(metrics: &Metrics, error: &UpstreamHttpError) -> Response
     reply::bad_gateway()
 }
 
-/// The refusal for a body read that failed.
-pub fn body_failed(error: &body::BodyError, too_big: Response<Body>) -> Response<Body> {
+/// The refusal for a body read that failed; one over its size limit is counted.
+pub fn body_failed(
+    metrics: &crate::metrics::Metrics,
+    error: &body::BodyError,
+    too_big: Response<Body>,
+) -> Response<Body> {
     match error {
-        body::BodyError::TooBig(_) => too_big,
+        body::BodyError::TooBig(_) => {
+            metrics.size_limited("http_body");
+            too_big
+        }
         body::BodyError::Timeout => reply::error(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
         body::BodyError::Read(_) => reply::bad_request("INVALID_REQUEST"),
     }

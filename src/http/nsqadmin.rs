@@ -84,6 +84,7 @@ impl AdminFront {
                 Ok(body) => body,
                 Err(e) => {
                     return body_failed(
+                        &self.shared.metrics,
                         &e,
                         reply::error(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"),
                     )

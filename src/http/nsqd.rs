@@ -155,6 +155,7 @@ impl NsqdFront {
                 match body::read_limited(&mut req.into_body(), limit, self.request_timeout).await {
                     Ok(body) => self.send(method, &target, headers, body).await,
                     Err(e) => body_failed(
+                        &self.shared.metrics,
                         &e,
                         reply::error(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_VALUE"),
                     ),
@@ -260,6 +261,7 @@ impl NsqdFront {
         let declared = declared_length(req.headers());
         let mut incoming = req.into_body();
         if declared.is_some_and(|len| len > limit as u64) {
+            self.shared.metrics.size_limited("http_body");
             self.drain(&mut incoming, &limits).await;
             return Err(too_big());
         }
@@ -269,7 +271,7 @@ impl NsqdFront {
                 if matches!(e, body::BodyError::TooBig(_)) {
                     self.drain(&mut incoming, &limits).await;
                 }
-                return Err(body_failed(&e, too_big()));
+                return Err(body_failed(&self.shared.metrics, &e, too_big()));
             }
         };
         match kind.check(&body, &limits) {

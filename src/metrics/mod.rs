@@ -143,7 +143,7 @@ impl Metrics {
     }
 
     /// A refusal by a size limit (`line`, `body`, `message`, `mpub_messages`,
-    /// `unauthenticated_memory`).
+    /// `unauthenticated_memory`; `http_body` for an HTTP body over its limit).
     pub fn size_limited(&self, limit: &'static str) {
         self.security.size_limited.with_label_values(&[limit]).inc();
     }
