@@ -2,7 +2,8 @@
 #
 # nsqgate container image.
 #   docker build -t nsqgate .
-#   docker run --rm -v "$PWD/deploy/proxy.toml:/etc/nsqgate/proxy.toml:ro" -p 4150:4150 nsqgate
+#   docker run --rm -v "$PWD/proxy.toml:/etc/nsqgate/proxy.toml:ro" -p 4150:4150 nsqgate
+# (proxy.toml: your own, from proxy.toml.example; deploy/proxy.compose.toml is the compose stack's)
 # The image runs as the unprivileged user nsqgate (uid/gid 10001). Mount the configuration
 # at /etc/nsqgate/proxy.toml (or override CMD) and the certificates it names, readable by
 # that user. See docker-compose.yml for a development stack with stock nsqd.

@@ -43,6 +43,16 @@ fn wait_log(gate: &Gate, text: &str, times: usize) {
     }
 }
 
+/// `nsqgate_reloads_total{what="policy",outcome}` on the admin listener.
+fn policy_reloads(gate: &Gate, outcome: &str) -> f64 {
+    let (status, body) = common::prom::get(gate.admin(), "/metrics");
+    assert_eq!(status, 200, "{body}");
+    common::prom::Exposition::parse(&body).sum(
+        "nsqgate_reloads_total",
+        &[("what", "policy"), ("outcome", outcome)],
+    )
+}
+
 #[tokio::test]
 async fn a_broken_policy_change_is_refused_and_the_last_good_policy_stays() {
     let pki = Pki::new();
@@ -52,6 +62,7 @@ async fn a_broken_policy_change_is_refused_and_the_last_good_policy_stays() {
     let gate = GateConfig::new(nsqd.tcp)
         .policy("policy")
         .auth("policy_reload_ms = 100")
+        .table("[admin]\nlisten = \"127.0.0.1:0\"")
         .start(&pki);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let mut live = RawClient::authenticated(gate.addr, &connector, &key).await;
@@ -96,9 +107,13 @@ async fn a_broken_policy_change_is_refused_and_the_last_good_policy_stays() {
         );
     }
 
+    // Each refusal is counted where an operator's scraper looks.
+    assert_eq!(policy_reloads(&gate, "failure"), broken.len() as f64);
+
     // A good change applies.
     pki.write_policy("policy", "main.toml", &policy(&key, "other"));
     wait_log(&gate, "policy reloaded", 1);
+    assert_eq!(policy_reloads(&gate, "success"), 1.0);
     assert_eq!(publish_text(&gate, &pki, &key, "other").await, "OK");
     assert!(publish_text(&gate, &pki, &key, "kept")
         .await
