@@ -174,9 +174,12 @@ impl Metrics {
 
     /// A reload of `what` (`policy`, `crls`, `certificates`, `jwt`, `config`...) ended; a
     /// failed one changed nothing. For the reload code: call once per attempt.
-    pub fn reloaded(&self, what: &'static str, success: bool) {
+    /// Counts a reload of `what`; returns how many with this outcome there have been.
+    pub fn reloaded(&self, what: &'static str, success: bool) -> u64 {
         let outcome = if success { "success" } else { "failure" };
-        self.ops.reloads.with_label_values(&[what, outcome]).inc();
+        let series = self.ops.reloads.with_label_values(&[what, outcome]);
+        series.inc();
+        series.get()
     }
 
     /// Sets the expiry of the certificate file `which` names (`client`, `client_ca`,

@@ -40,10 +40,6 @@ impl Part {
             Part::Policy => "policy",
         }
     }
-
-    pub(super) fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// One watched file and its content's digest (None: missing or unreadable).

@@ -13,7 +13,6 @@ mod restart;
 
 pub use digest::{Digests, FileDigest, Part};
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::signal::unix::Signal;
@@ -24,9 +23,6 @@ use crate::auth::jwt::{JwtConfigError, JwtVerifier};
 use crate::config::{Config, ConfigError};
 use crate::policy::Policy;
 use crate::shared::Shared;
-
-/// Reloads refused since start, by part (the order of [`Part::ALL`]).
-static FAILURES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 /// Re-reads the parts whose files changed; owns the sender of policy versions.
 pub struct Reloader {
@@ -48,11 +44,6 @@ pub enum ConfigReloadError {
     Permissions(String),
     #[error("JWT keys rejected: {0}")]
     Jwt(#[from] JwtConfigError),
-}
-
-/// Reloads of `part` that were refused since start.
-pub fn failures(part: Part) -> u64 {
-    FAILURES[part.index()].load(Ordering::Relaxed)
 }
 
 // === impl Reloader ===
@@ -225,7 +216,7 @@ fn map_err<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, String> {
 /// was in force.
 fn record<E: std::fmt::Display>(shared: &Shared, part: Part, result: Result<(), E>) -> bool {
     let what = part.as_str();
-    shared.metrics.reloaded(what, result.is_ok());
+    let outcomes_so_far = shared.metrics.reloaded(what, result.is_ok());
     match result {
         Ok(()) => {
             info!(what, "{what} reloaded");
@@ -239,11 +230,10 @@ fn record<E: std::fmt::Display>(shared: &Shared, part: Part, result: Result<(), 
             shared
                 .readiness
                 .set_failed(what, format!("reload refused, the previous one stays: {e}"));
-            let failures = FAILURES[part.index()].fetch_add(1, Ordering::Relaxed) + 1;
             error!(
                 what = part.as_str(),
                 error = %e,
-                failures,
+                failures = outcomes_so_far,
                 "{} change refused; what was in force stays",
                 part.as_str()
             );
