@@ -12,20 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{write_secret, GateConfig, Nsqd, Pki};
-
-fn nsqgate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nsqgate"))
-        .args(args)
-        .env_remove("NSQGATE_CONFIG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{nsqgate, write_secret, GateConfig, Nsqd, Pki};
 
 /// check-config on `toml` written beside the test PKI; exit code and stderr.
 fn check(pki: &Pki, toml: &str, extra: &[&str]) -> (i32, String) {

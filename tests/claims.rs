@@ -11,33 +11,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
-use common::wire::{Frame, FrameType};
+use common::wire::{dpub_bytes, mpub_bytes, pub_bytes, Frame, FrameType};
 use common::{Gate, GateConfig, Nsqd, Pki};
 use nsqgate::auth::apikey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-/// `MPUB <topic>\n`, body size, message count, then each message with its size.
-fn mpub_bytes(topic: &str, messages: &[&[u8]]) -> Vec<u8> {
-    let mut body = (messages.len() as u32).to_be_bytes().to_vec();
-    for message in messages {
-        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        body.extend_from_slice(message);
-    }
-    let mut wire = format!("MPUB {topic}\n").into_bytes();
-    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    wire.extend_from_slice(&body);
-    wire
-}
-
-/// `DPUB <topic> <defer_ms>\n`, body size, body.
-fn dpub_bytes(topic: &str, defer_ms: u64, body: &[u8]) -> Vec<u8> {
-    let mut wire = format!("DPUB {topic} {defer_ms}\n").into_bytes();
-    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    wire.extend_from_slice(body);
-    wire
-}
 
 /// Two API keys holding one role that may publish to `allowed` only, at most
 /// `messages_per_sec` (burst 4) per identity when `limited`.
@@ -303,14 +282,6 @@ async fn the_per_ip_cap_counts_the_address_a_trusted_header_names() {
     let ok = first.publish("behind-lb", b"3").await.expect("a reply");
     assert!(is_ok(&ok), "{}", frame_text(&ok));
     assert_eq!(nsqd.message_count("behind-lb"), 3);
-}
-
-/// `PUB <topic>\n`, body size, body.
-fn pub_bytes(topic: &str, body: &[u8]) -> Vec<u8> {
-    let mut wire = format!("PUB {topic}\n").into_bytes();
-    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    wire.extend_from_slice(body);
-    wire
 }
 
 #[tokio::test]

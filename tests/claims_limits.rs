@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use claims_support::{dpub_bytes, mpub_bytes, pub_bytes};
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::{dpub_bytes, mpub_bytes, pub_bytes};
 use common::{GateConfig, Nsqd, Pki};
 use nsqgate::auth::apikey;
 

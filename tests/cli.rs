@@ -2,20 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
-use std::process::Command;
+mod common;
 
-fn nsqgate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nsqgate"))
-        .args(args)
-        .env_remove("NSQGATE_CONFIG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::nsqgate;
 
 #[test]
 fn certs_dev_then_check_config_accepts_a_good_file_and_names_the_bad_key() {

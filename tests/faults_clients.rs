@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use claims_support::{https, mpub_bytes};
+use claims_support::https;
 use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::wire::mpub_bytes;
 use common::{GateConfig, Lookupd, Nsqd, Pki};
 
 /// Client connections nsqd has open (producers and consumers).

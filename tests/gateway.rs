@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::nsqclient::{assert_ok, tls_connector, RawClient};
-use common::{run_tool, tool, GateConfig, Lookupd, Nsqd, Pki};
+use common::{run_tool, tool, Gate, GateConfig, Lookupd, Nsqd, Pki};
 use nsqgate::auth::apikey;
 
 const KEY: &str = "nsqk_gateway_test_key_0000000000000000000000000000";
@@ -148,12 +148,9 @@ fn nsq_tail_discovers_through_nsqgate_and_reaches_every_nsqd_only_through_it() {
     );
 }
 
-#[tokio::test]
-async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
-    let pki = Pki::new();
-    pki.write_policy("gw-policy", "gw.toml", &policy());
-    let first = Nsqd::start(&pki);
-    let mut second = Nsqd::start(&pki);
+/// nsqgate with `first` behind [client], `second` behind a node, and a producer pool over
+/// both; the gate and the pool's address.
+fn start_pool(pki: &Pki, first: &Nsqd, second: &Nsqd) -> (Gate, SocketAddr) {
     let gate = GateConfig::new(first.tcp)
         .policy("gw-policy")
         .table(&format!(
@@ -161,9 +158,19 @@ async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
             second.tcp
         ))
         .table("[producer_pool]\nlisten = \"127.0.0.1:0\"\nhealth_check_ms = 200")
-        .start(&pki);
+        .start(pki);
     // Listeners in config order: [client], the node, the pool.
-    let pool: SocketAddr = gate.nsq[2];
+    let pool = gate.nsq[2];
+    (gate, pool)
+}
+
+#[tokio::test]
+async fn producer_pool_spreads_connections_and_skips_a_dead_nsqd() {
+    let pki = Pki::new();
+    pki.write_policy("gw-policy", "gw.toml", &policy());
+    let first = Nsqd::start(&pki);
+    let mut second = Nsqd::start(&pki);
+    let (_gate, pool) = start_pool(&pki, &first, &second);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let producer = || async {
         let (mut client, _) = RawClient::upgraded(pool, &connector, serde_json::json!({})).await;
@@ -214,15 +221,7 @@ async fn producer_pool_breaks_ties_in_turn() {
     pki.write_policy("gw-policy", "gw.toml", &policy());
     let first = Nsqd::start(&pki);
     let second = Nsqd::start(&pki);
-    let gate = GateConfig::new(first.tcp)
-        .policy("gw-policy")
-        .table(&format!(
-            "[[nodes]]\nlisten = \"127.0.0.1:0\"\nnsqd_tcp_address = \"{}\"",
-            second.tcp
-        ))
-        .table("[producer_pool]\nlisten = \"127.0.0.1:0\"\nhealth_check_ms = 200")
-        .start(&pki);
-    let pool: SocketAddr = gate.nsq[2];
+    let (_gate, pool) = start_pool(&pki, &first, &second);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     // Producers one at a time: each finds both nsqd idle, so only the tie-break chooses.
     let producers = |nsqd: &Nsqd| nsqd.stats()["producers"].as_array().map_or(0, Vec::len);

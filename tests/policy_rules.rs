@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::wire::FrameType;
-use common::{Gate, GateConfig, Nsqd, Pki};
+use common::{nsqgate, Gate, GateConfig, Nsqd, Pki};
 use nsqgate::auth::apikey;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -176,19 +176,6 @@ async fn operator_views_need_a_rule_on_every_topic_not_two_probes() {
     assert_eq!(nsqd.message_count("alice.http"), 1);
     assert!(!nsqd.topic_exists("alice.bob.http"));
     drop(gate);
-}
-
-fn nsqgate(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsqgate"))
-        .args(args)
-        .env_remove("NSQGATE_CONFIG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! Shared by the claims and faults tests (`claims_*.rs`, `faults_*.rs`): command bytes written
-//! by hand, a fallible one-shot HTTPS request (with or without a client certificate), and
-//! process figures read from /proc.
+//! Shared by the claims and faults tests (`claims_*.rs`, `faults_*.rs`): a fallible one-shot
+//! HTTPS request (with or without a client certificate), and process figures read from /proc.
+//! Command bytes written by hand come from `common::wire`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -11,35 +11,6 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-/// `PUB <topic>\n`, body size, body.
-pub fn pub_bytes(topic: &str, body: &[u8]) -> Vec<u8> {
-    let mut wire = format!("PUB {topic}\n").into_bytes();
-    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    wire.extend_from_slice(body);
-    wire
-}
-
-/// `DPUB <topic> <defer_ms>\n`, body size, body.
-pub fn dpub_bytes(topic: &str, defer_ms: u64, body: &[u8]) -> Vec<u8> {
-    let mut wire = format!("DPUB {topic} {defer_ms}\n").into_bytes();
-    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    wire.extend_from_slice(body);
-    wire
-}
-
-/// `MPUB <topic>\n`, body size, message count, then each message with its size.
-pub fn mpub_bytes(topic: &str, messages: &[&[u8]]) -> Vec<u8> {
-    let mut body = (messages.len() as u32).to_be_bytes().to_vec();
-    for message in messages {
-        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        body.extend_from_slice(message);
-    }
-    let mut wire = format!("MPUB {topic}\n").into_bytes();
-    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    wire.extend_from_slice(&body);
-    wire
-}
 
 /// One request over a fresh TLS connection (the connector decides whether a client
 /// certificate is sent); the status and body, or why there was none.

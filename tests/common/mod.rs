@@ -32,7 +32,7 @@ pub use gate::{wait_ready, Bound, Gate};
 #[allow(unused_imports)]
 pub use gate_config::GateConfig;
 #[allow(unused_imports)]
-pub use programs::{clients_dir, run_client, run_tool, wait_output};
+pub use programs::{clients_dir, nsqgate, run_client, run_tool, wait_output};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

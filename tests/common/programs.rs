@@ -6,6 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs the nsqgate binary under test with `args` (no `NSQGATE_CONFIG` from the caller's
+/// environment); (exit code, stdout, stderr). For its one-shot commands: check-config,
+/// certs, keys, explain.
+pub fn nsqgate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nsqgate"))
+        .args(args)
+        .env_remove("NSQGATE_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("could not run nsqgate: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Where scripts/install-clients put pynsq and nsqjs.
 pub fn clients_dir() -> PathBuf {
     std::env::var_os("NSQGATE_CLIENTS_DIR")

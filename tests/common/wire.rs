@@ -143,6 +143,40 @@ pub fn decode_frame(buf: &mut BytesMut, max_size: u32) -> Result<Option<Frame>, 
     }))
 }
 
+/// `PUB topic` with `body`, as bytes (see [`Command::encode`]).
+pub fn pub_bytes(topic: &str, body: &[u8]) -> Vec<u8> {
+    let body = Bytes::copy_from_slice(body);
+    Command::Pub {
+        topic: topic.into(),
+        body,
+    }
+    .to_bytes()
+    .to_vec()
+}
+
+/// `DPUB topic defer_ms` with `body`, as bytes.
+pub fn dpub_bytes(topic: &str, defer_ms: u64, body: &[u8]) -> Vec<u8> {
+    let body = Bytes::copy_from_slice(body);
+    Command::Dpub {
+        topic: topic.into(),
+        defer_ms,
+        body,
+    }
+    .to_bytes()
+    .to_vec()
+}
+
+/// `MPUB topic` with `messages`, as bytes.
+pub fn mpub_bytes(topic: &str, messages: &[&[u8]]) -> Vec<u8> {
+    let messages = messages.iter().map(|m| Bytes::copy_from_slice(m)).collect();
+    Command::Mpub {
+        topic: topic.into(),
+        messages,
+    }
+    .to_bytes()
+    .to_vec()
+}
+
 fn be_u32(buf: &[u8], at: usize) -> Option<u32> {
     let bytes: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
     Some(u32::from_be_bytes(bytes))
