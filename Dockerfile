@@ -35,7 +35,7 @@ RUN groupadd --system --gid 10001 nsqgate \
     && install -d -o nsqgate -g nsqgate -m 0755 /certs
 COPY --from=build /out/nsqgate /usr/local/bin/nsqgate
 USER 10001:10001
-EXPOSE 4150 4151 4152 4161 4171
+EXPOSE 4150 4151 4152 4161 4171 9150
 ENV NSQGATE_LOG=info
 ENTRYPOINT ["nsqgate"]
 CMD ["run", "--config", "/etc/nsqgate/proxy.toml"]

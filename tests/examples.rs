@@ -77,7 +77,10 @@ fn every_example_passes_check_config() {
 /// The example API key the README's `to_nsq` line sends.
 fn readme_key(name: &str) -> String {
     let readme = std::fs::read_to_string(example(name).join("README.md")).unwrap();
-    let at = readme.find("auth_secret,").expect("an auth_secret in the README") + 12;
+    let at = readme
+        .find("auth_secret,")
+        .expect("an auth_secret in the README")
+        + 12;
     readme[at..]
         .split(|c: char| c.is_whitespace())
         .next()
@@ -111,7 +114,10 @@ async fn the_sidecar_example_runs_in_front_of_a_real_nsqd() {
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let key = readme_key("sidecar");
     let mut client = RawClient::authenticated(gate.addr, &connector, &key).await;
-    assert_ok(client.publish("orders.new", b"hello").await, "PUB orders.new");
+    assert_ok(
+        client.publish("orders.new", b"hello").await,
+        "PUB orders.new",
+    );
     assert_eq!(nsqd.message_count("orders.new"), 1);
     let mut client = RawClient::authenticated(gate.addr, &connector, &key).await;
     assert_error(
