@@ -9,6 +9,8 @@
 //! - [`policy`]: allow/deny over roles, topics and channels; pure, reads only its files.
 //! - [`limit`]: rate buckets, name quotas, connection caps and the unauthenticated memory
 //!   budget; counts and refuses, no I/O.
+//! - [`compress`]: snappy framing and raw DEFLATE as nsqd speaks them on a client leg;
+//!   bounded, no I/O.
 //! - [`config`]: the TOML/env configuration parsed into validated values; no sockets.
 //! - [`tls`]: rustls set-ups for both legs from [`config`]; reads PEM files, no sockets.
 //! - [`certs`]: development CA and leaf certificates (rcgen); never for production.
@@ -39,6 +41,7 @@ pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod check;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod explain;

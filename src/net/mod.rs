@@ -2,8 +2,10 @@
 //!
 //! - [`accept`]: the accept loop of every listener, under the shared connection caps.
 //! - [`stream`]: the boxed stream type of a leg, and a stream that replays bytes already read.
+//! - [`compressed`]: a client leg with snappy or DEFLATE negotiated, as a plain byte stream.
 //! - [`proxied`]: the PROXY protocol header a trusted load balancer puts before a connection.
 
 pub mod accept;
+pub mod compressed;
 pub mod proxied;
 pub mod stream;

@@ -4,7 +4,11 @@
 
 use serde_json::{Map, Value};
 
+use crate::compress::Compression;
 use crate::nsq::{IdentifyData, IdentifyRanges, IdentifyRefusal};
+
+/// nsqd's DEFLATE level when a client names none, and its default --max-deflate-level.
+pub const DEFAULT_DEFLATE_LEVEL: i64 = 6;
 
 /// nsqd's heartbeat interval when a client does not choose one (half its 60 s client timeout).
 pub const DEFAULT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -70,6 +74,39 @@ impl ClientIdentify {
     /// The one check nsqd cannot make for nsqgate: compression is never asked of nsqd.
     pub fn check_compression(&self, ranges: &IdentifyRanges) -> Result<(), IdentifyRefusal> {
         self.data.check_compression(ranges)
+    }
+
+    /// The client leg's compression, chosen as nsqd chooses it (`protocolV2.IDENTIFY`): what
+    /// the client asked for and nsqd offers (`ranges`), only with feature negotiation, and the
+    /// DEFLATE level the reply states: the client's, or 6, capped at nsqd's
+    /// `max_deflate_level` (from its reply). Asking for both is refused before this.
+    pub fn compression(
+        &self,
+        ranges: &IdentifyRanges,
+        nsqd_reply: &Map<String, Value>,
+    ) -> (Option<Compression>, i64) {
+        let d = &self.data;
+        let deflate = ranges.deflate && d.deflate;
+        let max = nsqd_reply
+            .get("max_deflate_level")
+            .and_then(Value::as_i64)
+            .unwrap_or(DEFAULT_DEFLATE_LEVEL);
+        let asked = match deflate && d.deflate_level > 0 {
+            true => d.deflate_level,
+            false => DEFAULT_DEFLATE_LEVEL,
+        };
+        let level = asked.min(max);
+        let chosen = match (self.feature_negotiation, ranges.snappy && d.snappy, deflate) {
+            (false, _, _) => None,
+            (true, true, _) => Some(Compression::Snappy),
+            (true, false, true) => {
+                // nsqd refuses a --max-deflate-level outside 1..=9 at start.
+                let level = u32::try_from(level.clamp(1, 9)).unwrap_or(6);
+                Some(Compression::Deflate { level })
+            }
+            (true, false, false) => None,
+        };
+        (chosen, level)
     }
 
     /// The heartbeat interval nsqd will use for this client; None when the client disabled
@@ -191,15 +228,21 @@ pub struct ClientLeg {
     pub tls_v1: bool,
     /// The client must AUTH before SUB or publishing.
     pub auth_required: bool,
+    /// nsqgate compresses this leg after the reply (and TLS); nsqd's leg stays uncompressed.
+    pub compression: Option<Compression>,
+    /// The DEFLATE level nsqd would state (stated whether or not DEFLATE was chosen).
+    pub deflate_level: i64,
 }
 
 /// nsqd's reply, with the fields that describe a leg replaced by the client leg's truth.
-/// Compression is declined: stock clients then carry on uncompressed.
 pub fn client_reply(upstream_reply: &Map<String, Value>, leg: ClientLeg) -> Vec<u8> {
     let mut fields = upstream_reply.clone();
+    let snappy = leg.compression == Some(Compression::Snappy);
+    let deflate = matches!(leg.compression, Some(Compression::Deflate { .. }));
     fields.insert("tls_v1".into(), Value::Bool(leg.tls_v1));
-    fields.insert("snappy".into(), Value::Bool(false));
-    fields.insert("deflate".into(), Value::Bool(false));
+    fields.insert("snappy".into(), Value::Bool(snappy));
+    fields.insert("deflate".into(), Value::Bool(deflate));
+    fields.insert("deflate_level".into(), leg.deflate_level.into());
     fields.insert("auth_required".into(), Value::Bool(leg.auth_required));
     Value::Object(fields).to_string().into_bytes()
 }

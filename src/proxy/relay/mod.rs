@@ -267,10 +267,11 @@ impl Classify for RelayError {
     }
 }
 
-/// A failed read or write on the client leg: a bad TLS record surfaces as invalid data; a
-/// reset or a broken pipe is a client that went away.
+/// A failed read or write on the client leg: a corrupt compressed stream or a bad TLS record
+/// surfaces as invalid data; a reset or a broken pipe is a client that went away.
 pub fn client_io_ending(e: &std::io::Error) -> Ending {
     match e.kind() {
+        _ if crate::net::compressed::is_corrupt_stream(e) => Ending::of(Kind::ClientProtocol),
         std::io::ErrorKind::InvalidData => Ending::of(Kind::Tls),
         std::io::ErrorKind::TimedOut => Ending::of(Kind::ClientTimeout),
         _ => Ending::of(Kind::Closed),

@@ -1,12 +1,14 @@
 //! The client leg: its stream before and after TLS, and the session's reads and writes on it
 //! (commands charged to the unauthenticated budget, frames written, the last frame told).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::Principal;
+use crate::compress::Compression;
 use crate::error::{FatalReply, Kind};
+use crate::net::compressed::Compressed;
 use crate::net::stream::{Io, Replay};
 use crate::nsq::{self, DecodedCommand, ErrorCode};
 use crate::proxy::relay;
@@ -16,10 +18,15 @@ use super::failure::SessionError;
 use super::timing::ClientTls;
 use super::Session;
 
-/// The client leg before and after TLS.
+/// The client leg before and after TLS, and after compression (inside TLS, if any).
 pub(super) enum ClientStream {
     Plain(TcpStream),
     Secure(Box<dyn Io>),
+    Compressed {
+        io: Box<dyn Io>,
+        tls: bool,
+        compression: Compression,
+    },
 }
 
 // === impl ClientStream ===
@@ -28,25 +35,49 @@ impl ClientStream {
     pub(super) fn io(&mut self) -> &mut (dyn Io + '_) {
         match self {
             ClientStream::Plain(tcp) => tcp,
-            ClientStream::Secure(io) => io.as_mut(),
+            ClientStream::Secure(io) | ClientStream::Compressed { io, .. } => io.as_mut(),
         }
     }
 
     pub(super) fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Secure(_))
+        match self {
+            ClientStream::Plain(_) => false,
+            ClientStream::Secure(_) => true,
+            ClientStream::Compressed { tls, .. } => *tls,
+        }
     }
 
     pub(super) fn tls(&self) -> ClientTls {
-        match self {
-            ClientStream::Plain(_) => ClientTls::Plain,
-            ClientStream::Secure(_) => ClientTls::Secure,
+        match self.is_tls() {
+            false => ClientTls::Plain,
+            true => ClientTls::Secure,
         }
     }
 
     pub(super) fn into_io(self) -> Box<dyn Io> {
         match self {
             ClientStream::Plain(tcp) => Box::new(tcp),
-            ClientStream::Secure(io) => io,
+            ClientStream::Secure(io) | ClientStream::Compressed { io, .. } => io,
+        }
+    }
+
+    /// The leg with `compression` on both directions; `already_read` is compressed input the
+    /// command reader had buffered (nsqd would lose it; nsqgate decodes it).
+    pub(super) fn compressed(self, compression: Compression, already_read: Bytes) -> ClientStream {
+        let tls = self.is_tls();
+        let io = Box::new(Compressed::new(self.into_io(), compression, already_read));
+        ClientStream::Compressed {
+            io,
+            tls,
+            compression,
+        }
+    }
+
+    /// Memory the leg holds beyond the command buffer, charged while it has no identity.
+    pub(super) fn codec_memory(&self) -> usize {
+        match self {
+            ClientStream::Compressed { compression, .. } => compression.memory_bound(),
+            _ => 0,
         }
     }
 
@@ -107,7 +138,8 @@ impl Session {
             }
             if let Some(charge) = &mut self.charge {
                 // tokio's read_buf reserves a little when the buffer is full.
-                let wanted = self.buf.capacity().max(self.buf.len() + 64);
+                let wanted =
+                    self.buf.capacity().max(self.buf.len() + 64) + self.client.codec_memory();
                 let metrics = &self.listener.shared.metrics;
                 charge.hold(wanted).map_err(|over| {
                     metrics.size_limited("unauthenticated_memory");

@@ -4,7 +4,9 @@
 //! ranges.
 
 use serde_json::{Map, Value};
+use tracing::debug;
 
+use crate::compress::Compression;
 use crate::error::{FatalReply, Kind};
 use crate::net::stream::Replay;
 use crate::nsq::{self, Command, ErrorCode};
@@ -39,6 +41,8 @@ enum FirstCommand {
 struct Answered {
     /// The in-band TLS upgrade follows the reply.
     upgrade: bool,
+    /// Compression follows the reply (and TLS).
+    compression: Option<Compression>,
     /// Opened before the reply, for a client a certificate had named.
     upstream: Option<Routed>,
 }
@@ -60,14 +64,22 @@ impl Session {
             }
         };
         let answered = session.answer_identify(identify).await;
-        let answered = session.or_refuse(answered).await?;
-        if !answered.upgrade {
-            let upstream = answered.upstream;
-            return Ok(Opened { session, upstream });
+        let Answered {
+            upgrade,
+            compression,
+            mut upstream,
+        } = session.or_refuse(answered).await?;
+        // nsqd's order: TLS and its OK, then compression and its OK.
+        if upgrade {
+            session = session.upgrade().await?;
+            let opened = session.after_upgrade().await;
+            if let Some(routed) = session.or_refuse(opened).await? {
+                upstream = Some(routed);
+            }
         }
-        let mut session = session.upgrade().await?;
-        let upstream = session.after_upgrade().await;
-        let upstream = session.or_refuse(upstream).await?;
+        if let Some(compression) = compression {
+            session = session.compress(compression).await?;
+        }
         Ok(Opened { session, upstream })
     }
 
@@ -166,23 +178,29 @@ impl Session {
             Some(predicted) => (predicted, None),
             None => {
                 let routed = self.connect_nsqd().await?;
-                self.check_compression().await?;
                 (routed.upstream.identify_reply.clone(), Some(routed))
             }
         };
+        let (compression, deflate_level) = self.negotiate_compression(&nsqd_reply).await?;
         let reply = match self.identify.feature_negotiation {
             true => identify::client_reply(
                 &nsqd_reply,
                 ClientLeg {
                     tls_v1: upgrade,
                     auth_required,
+                    compression,
+                    deflate_level,
                 },
             ),
             false => b"OK".to_vec(),
         };
         self.send(&nsq::response_frame(&reply)).await?;
         self.heartbeat = self.identify.heartbeat_interval();
-        Ok(Answered { upgrade, upstream })
+        Ok(Answered {
+            upgrade,
+            compression,
+            upstream,
+        })
     }
 
     /// nsqd's checks made here, with its ranges; the reply nsqd would give, predicted.
@@ -194,15 +212,36 @@ impl Session {
         Ok(self.identify.expected_reply(&learned.reply))
     }
 
-    /// nsqd was never asked for compression, so that one check of IDENTIFY is nsqgate's to
-    /// make even when nsqd judged the rest.
-    async fn check_compression(&mut self) -> Result<(), SessionError> {
-        if self.identify.feature_negotiation {
-            let learned = self.listener.learned().await;
-            let learned = learned.map_err(|e| self.nsqd_unavailable(e))?;
-            self.identify.check_compression(&learned.ranges)?;
+    /// Compression is the client leg's alone (nsqd is never asked for it), so nsqgate makes
+    /// nsqd's check (not both) and choice (what nsqd offers, at nsqd's levels) even when nsqd
+    /// judged the rest. A client without an identity yet is charged for the codec first.
+    async fn negotiate_compression(
+        &mut self,
+        nsqd_reply: &Map<String, Value>,
+    ) -> Result<(Option<Compression>, i64), SessionError> {
+        if !self.identify.feature_negotiation {
+            return Ok((None, identify::DEFAULT_DEFLATE_LEVEL));
         }
-        Ok(())
+        let learned = self.listener.learned().await;
+        let learned = learned.map_err(|e| self.nsqd_unavailable(e))?;
+        self.identify.check_compression(&learned.ranges)?;
+        let (compression, level) = self.identify.compression(&learned.ranges, nsqd_reply);
+        if let (Some(compression), Some(charge)) = (compression, &mut self.charge) {
+            let wanted = self.buf.capacity() + compression.memory_bound();
+            charge.hold(wanted).map_err(|over| {
+                self.listener
+                    .shared
+                    .metrics
+                    .size_limited("unauthenticated_memory");
+                let text = format!("IDENTIFY failed {over} (try again later)");
+                SessionError::Refused(FatalReply::new(
+                    Kind::Limit,
+                    ErrorCode::IdentifyFailed,
+                    &text,
+                ))
+            })?;
+        }
+        Ok((compression, level))
     }
 
     /// The in-band upgrade nsqd makes after its IDENTIFY reply: the client's TLS handshake.
@@ -215,6 +254,17 @@ impl Session {
         let (client, principal) = accept_tls(&self.listener.shared, Replay::new(read, tcp)).await?;
         self.client = client;
         self.principal = principal;
+        Ok(self)
+    }
+
+    /// The compression upgrade nsqd makes after TLS: both directions compressed from here on,
+    /// then `OK` through the new layer. Bytes the client sent behind IDENTIFY are its first
+    /// compressed input.
+    async fn compress(mut self, compression: Compression) -> Result<Session, SessionError> {
+        let read = self.buf.split().freeze();
+        self.client = self.client.compressed(compression, read);
+        debug!(compression = compression.name(), "client leg compressed");
+        self.send(&nsq::response_frame(b"OK")).await?;
         Ok(self)
     }
 
