@@ -35,8 +35,7 @@ impl Encoder {
         while !input.is_empty() {
             out.reserve(STEP);
             let before = self.deflate.total_in();
-            self.deflate
-                .compress_vec(input, out, FlushCompress::None)?;
+            self.deflate.compress_vec(input, out, FlushCompress::None)?;
             let taken = (self.deflate.total_in() - before) as usize;
             input = &input[taken..];
             self.unflushed = true;

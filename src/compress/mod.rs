@@ -14,7 +14,9 @@ pub mod snappy;
 pub enum Compression {
     Snappy,
     /// Raw DEFLATE at this level (1..=9, as nsqd's --max-deflate-level allows).
-    Deflate { level: u32 },
+    Deflate {
+        level: u32,
+    },
 }
 
 /// Why a compressed stream from the client cannot be read (or, for the encoder, written).
@@ -44,14 +46,15 @@ pub enum CompressionError {
 
 /// Compresses what nsqgate writes to the client.
 pub enum Encoder {
-    Snappy(snappy::Encoder),
-    Deflate(Box<deflate::Encoder>),
+    /// Boxed: snap's encoder carries its 2 KiB hash table inline.
+    Snappy(Box<snappy::Encoder>),
+    Deflate(deflate::Encoder),
 }
 
 /// Decompresses what the client sends.
 pub enum Decoder {
     Snappy(snappy::Decoder),
-    Deflate(Box<deflate::Decoder>),
+    Deflate(deflate::Decoder),
 }
 
 /// What one decoding step did.
@@ -72,12 +75,12 @@ impl Compression {
     pub fn codec(self) -> (Encoder, Decoder) {
         match self {
             Compression::Snappy => (
-                Encoder::Snappy(snappy::Encoder::new()),
+                Encoder::Snappy(Box::default()),
                 Decoder::Snappy(snappy::Decoder::new()),
             ),
             Compression::Deflate { level } => (
-                Encoder::Deflate(Box::new(deflate::Encoder::new(level))),
-                Decoder::Deflate(Box::new(deflate::Decoder::new())),
+                Encoder::Deflate(deflate::Encoder::new(level)),
+                Decoder::Deflate(deflate::Decoder::new()),
             ),
         }
     }

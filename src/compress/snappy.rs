@@ -126,7 +126,8 @@ impl Decoder {
             return Ok(false);
         };
         let kind = header[0];
-        let len = usize::from(header[1]) | usize::from(header[2]) << 8 | usize::from(header[3]) << 16;
+        let len =
+            usize::from(header[1]) | usize::from(header[2]) << 8 | usize::from(header[3]) << 16;
         if !self.seen_identifier && kind != IDENTIFIER {
             return Err(CompressionError::MissingIdentifier);
         }

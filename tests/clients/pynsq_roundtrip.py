@@ -5,7 +5,11 @@ Run with tests/clients/.venv/bin/python (see scripts/install-clients). Used by t
 integration tests as a real third-party client; they check the exit code and the single
 JSON line printed on stdout:
 
-    {"published": P, "received": R, "errors": [...]}
+    {"published": P, "received": R, "errors": [...], "compression": [...]}
+
+"compression" lists what each ready connection runs over: "snappy", "deflate" or "none"
+(pynsq swaps its socket for a compressing one once the server agreed, so this is what was
+negotiated, not what was asked).
 
 Exit 0 only when every message got through and no error was seen: roundtrip P == R == N,
 publish P == N (R is 0), consume R == N (P is 0). Exit 1 otherwise, including on timeout
@@ -120,6 +124,12 @@ def pin_server_name(name):
     tornado.iostream.ssl_wrap_socket = wrap
 
 
+def compression_of(conn):
+    """What the connection compresses with: pynsq wraps its socket once the server agreed."""
+    name = type(getattr(conn, "socket", None)).__name__
+    return {"SnappySocket": "snappy", "DeflateSocket": "deflate"}.get(name, "none")
+
+
 def tls_description(conn):
     sock = getattr(conn, "socket", None)
     if isinstance(sock, ssl.SSLSocket):
@@ -137,6 +147,7 @@ class Run:
         self.published = 0
         self.received = set()
         self.errors = []
+        self.compression = []
         self.failed = asyncio.Event()
         self.writer_ready = asyncio.Event()
         self.all_published = asyncio.Event()
@@ -169,6 +180,7 @@ class RecordingWriter(nsq.Writer):
     def _on_connection_ready(self, conn, **kwargs):
         conn.was_ready = True
         super()._on_connection_ready(conn, **kwargs)
+        self.run.compression.append(compression_of(conn))
         print("pynsq writer: connected to %s with %s" % (conn.id, tls_description(conn)),
               file=sys.stderr)
         self.run.writer_ready.set()
@@ -207,6 +219,7 @@ class RecordingReader(nsq.Reader):
 
     def _on_connection_ready(self, conn, **kwargs):
         conn.was_ready = True
+        self.run.compression.append(compression_of(conn))
         print("pynsq reader: connected to %s with %s" % (conn.id, tls_description(conn)),
               file=sys.stderr)
         try:
@@ -248,6 +261,11 @@ def conn_kwargs(args):
         kwargs["tls_options"] = tls_options
     if args.secret is not None:
         kwargs["auth_secret"] = args.secret
+    if args.snappy:
+        kwargs["snappy"] = True
+    if args.deflate:
+        kwargs["deflate"] = True
+        kwargs["deflate_level"] = args.deflate_level
     return kwargs
 
 
@@ -385,6 +403,10 @@ def parse_args(argv):
                              "(default: the host part of --address)")
     parser.add_argument("--no-tls", action="store_true",
                         help="do not ask for TLS (for negative tests)")
+    parser.add_argument("--snappy", action="store_true", help="ask for snappy compression")
+    parser.add_argument("--deflate", action="store_true", help="ask for deflate compression")
+    parser.add_argument("--deflate-level", type=int, default=6,
+                        help="deflate level to ask for and compress with (default 6)")
     parser.add_argument("--verbose", action="store_true", help="log pynsq's INFO messages")
     args = parser.parse_args(argv)
     if args.count < 0:
@@ -411,14 +433,17 @@ def main(argv=None):
         pin_server_name(args.server_name)
 
     errors = []
+    compression = []
     published = received = 0
     try:
         run, published, received = asyncio.run(main_async(args))
         errors = run.errors
+        compression = run.compression
     except Exception as exc:  # report, never hang or die silently
         errors.append("client failure: %s: %s" % (type(exc).__name__, exc))
 
-    print(json.dumps({"published": published, "received": received, "errors": errors}))
+    print(json.dumps({"published": published, "received": received, "errors": errors,
+                      "compression": compression}))
     sys.stdout.flush()
     expected_p = args.count if args.mode != "consume" else 0
     expected_r = args.count if args.mode != "publish" else 0

@@ -107,10 +107,81 @@ fn reply_describes_the_client_leg() {
     let leg = ClientLeg {
         tls_v1: false,
         auth_required: false,
+        compression: None,
+        deflate_level: 6,
     };
     let reply: Value = serde_json::from_slice(&client_reply(&nsqd, leg)).unwrap();
     assert_eq!(reply["max_rdy_count"], 2500);
     assert_eq!(reply["tls_v1"], false);
     assert_eq!(reply["snappy"], false);
     assert_eq!(reply["auth_required"], false);
+    let deflate = ClientLeg {
+        compression: Some(Compression::Deflate { level: 3 }),
+        deflate_level: 3,
+        ..leg
+    };
+    let reply: Value = serde_json::from_slice(&client_reply(&nsqd, deflate)).unwrap();
+    assert_eq!(
+        (&reply["deflate"], &reply["snappy"]),
+        (&true.into(), &false.into())
+    );
+    assert_eq!(reply["deflate_level"], 3);
+}
+
+/// nsqd's choice (protocolV2.IDENTIFY): only with feature negotiation, only what it offers,
+/// the client's level or 6, capped at its --max-deflate-level.
+#[test]
+fn compression_is_chosen_as_nsqd_chooses() {
+    let offers = IdentifyRanges::default();
+    let max_4: Map<String, Value> = serde_json::from_str(r#"{"max_deflate_level":4}"#).unwrap();
+    let choose = |body: &str, ranges: &IdentifyRanges, reply: &Map<String, Value>| {
+        ClientIdentify::parse(body.as_bytes())
+            .unwrap()
+            .compression(ranges, reply)
+    };
+    let deflate = |level| Some(Compression::Deflate { level });
+    let none = Map::new();
+    for (body, expected) in [
+        (r#"{"snappy":true}"#, (None, 6)),
+        (r#"{"feature_negotiation":true}"#, (None, 6)),
+        (
+            r#"{"feature_negotiation":true,"snappy":true}"#,
+            (Some(Compression::Snappy), 6),
+        ),
+        (
+            r#"{"feature_negotiation":true,"deflate":true}"#,
+            (deflate(6), 6),
+        ),
+        (
+            r#"{"feature_negotiation":true,"deflate":true,"deflate_level":2}"#,
+            (deflate(2), 2),
+        ),
+        (
+            r#"{"feature_negotiation":true,"deflate":true,"deflate_level":-3}"#,
+            (deflate(6), 6),
+        ),
+        (
+            r#"{"feature_negotiation":true,"deflate_level":2}"#,
+            (None, 6),
+        ),
+    ] {
+        assert_eq!(choose(body, &offers, &none), expected, "{body}");
+    }
+    let capped = choose(
+        r#"{"feature_negotiation":true,"deflate":true,"deflate_level":9}"#,
+        &offers,
+        &max_4,
+    );
+    assert_eq!(capped, (deflate(4), 4));
+    // nsqd states the capped default even when DEFLATE is not chosen.
+    assert_eq!(
+        choose(r#"{"feature_negotiation":true}"#, &offers, &max_4),
+        (None, 4)
+    );
+    let no_snappy = IdentifyRanges {
+        snappy: false,
+        ..offers
+    };
+    let asked = r#"{"feature_negotiation":true,"snappy":true}"#;
+    assert_eq!(choose(asked, &no_snappy, &none), (None, 6));
 }
