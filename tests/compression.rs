@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::wire::{self, Command};
-use common::{run_client, run_tool, tool, Gate, Nsqd, Pki};
+use common::{run_client, run_tool, tool, Gate, GateConfig, Nsqd, Pki};
 use support::{
     identify_reply, nsqd_clients, plain_gate, rss_kib, wait_log, Compressed, SNAPPY_STREAM_START,
 };
@@ -345,5 +345,47 @@ fn no_compression_unless_asked() {
     assert!(
         text.contains("\"snappy\":false") && text.contains("\"deflate\":false"),
         "{text}"
+    );
+}
+
+/// Compressed commands sent right behind IDENTIFY, before its reply (nsqd would lose them):
+/// nsqgate decodes them as the stream's first bytes.
+#[test]
+fn compressed_bytes_pipelined_behind_identify_are_kept() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = plain_gate(&pki, &nsqd);
+    let mut pipelined = snap::write::FrameEncoder::new(Vec::new());
+    pipelined
+        .write_all(&wire::pub_bytes("pipelined", b"sent early"))
+        .unwrap();
+    let pipelined = pipelined.into_inner().unwrap();
+    let (mut client, _) = Compressed::open_pipelining(gate.addr, &pipelined);
+    assert!(client.read_frame().is_ok(), "the pipelined PUB's OK");
+    assert_eq!(nsqd.message_count("pipelined"), 1);
+}
+
+/// A client without an identity is charged for its codec: with the shared budget below
+/// snappy's 192 KiB, asking for it is refused in nsqd's IDENTIFY words.
+#[test]
+fn compression_is_charged_to_the_unauthenticated_budget() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = GateConfig::new(nsqd.tcp)
+        .client("require_tls = false")
+        .policy("open-policy")
+        .table("[limits]\nmax_unauthenticated_memory = 131072")
+        .start(&pki);
+    let body = serde_json::json!({"feature_negotiation": true, "snappy": true});
+    let reply = identify_reply(gate.addr, &body);
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("E_IDENTIFY_FAILED IDENTIFY failed") && error.contains("budget"),
+        "{reply}"
+    );
+    let plain = identify_reply(gate.addr, &serde_json::json!({"feature_negotiation": true}));
+    assert_eq!(
+        plain["snappy"], false,
+        "without compression it fits: {plain}"
     );
 }

@@ -119,12 +119,26 @@ impl Compressed {
         Compressed::open(addr, "deflate", level)
     }
 
+    /// Snappy, with `pipelined` (already compressed) sent in the same write as IDENTIFY.
+    pub fn open_pipelining(addr: SocketAddr, pipelined: &[u8]) -> (Compressed, serde_json::Value) {
+        Compressed::open_with(addr, "snappy", 0, pipelined)
+    }
+
     /// Magic, IDENTIFY asking for `compression`, the reply in clear, then the upgrade's `OK`
     /// read through the decompressor.
     pub fn open(
         addr: SocketAddr,
         compression: &str,
         level: u32,
+    ) -> (Compressed, serde_json::Value) {
+        Compressed::open_with(addr, compression, level, &[])
+    }
+
+    fn open_with(
+        addr: SocketAddr,
+        compression: &str,
+        level: u32,
+        pipelined: &[u8],
     ) -> (Compressed, serde_json::Value) {
         let mut body = serde_json::json!({ "feature_negotiation": true, compression: true });
         if compression == "deflate" {
@@ -135,7 +149,8 @@ impl Compressed {
         let identify = Command::Identify {
             body: body.to_string().into(),
         };
-        raw.write_all(&identify.to_bytes()).unwrap();
+        raw.write_all(&[&identify.to_bytes()[..], pipelined].concat())
+            .unwrap();
         let reply = read_frame_from(&mut raw);
         let reply: serde_json::Value = serde_json::from_slice(&reply.data)
             .unwrap_or_else(|_| panic!("IDENTIFY reply: {}", reply.text()));
