@@ -288,6 +288,16 @@ fn upgrade_name(compression: &str) -> &'static str {
 /// pynsq with its `snappy` and `deflate` options (python-snappy and zlib), over TLS.
 #[test]
 fn pynsq_publishes_and_consumes_with_each_compression() {
+    let snappy = common::clients_dir().join(".venv/bin/python");
+    let has_snappy = std::process::Command::new(&snappy)
+        .args(["-c", "import snappy"])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        has_snappy,
+        "python-snappy is missing from {}: run scripts/install-clients (tests/clients/requirements.txt pins it)",
+        snappy.display()
+    );
     let pki = Pki::new();
     let nsqd = Nsqd::start(&pki);
     let gate = Gate::start(&pki, &nsqd);
