@@ -26,6 +26,8 @@
 //! - [`net`]: byte-stream plumbing of every listener (accept loop, PROXY header, replay);
 //!   no protocol.
 //! - [`proxy`]: the NSQ TCP listeners and their sessions; all NSQ TCP network I/O.
+//! - [`registry`]: guarded nsqd registration with nsqlookupd (protocol V1 over mutual TLS):
+//!   the codec and rules (sans-io), the sidecar and guard roles (their I/O).
 //! - [`http`]: HTTPS fronts for nsqd's HTTP API, nsqlookupd and nsqadmin; nothing from
 //!   `proxy`.
 //! - [`reload`]: re-reads certificates, keys and the policy on SIGHUP and file changes, each
@@ -54,6 +56,7 @@ pub mod net;
 pub mod nsq;
 pub mod policy;
 pub mod proxy;
+pub mod registry;
 pub mod reload;
 pub mod shared;
 pub mod swap;

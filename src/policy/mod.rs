@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use action::{Action, UnknownAction};
 pub use error::{PolicyError, PolicyWarning};
+pub(crate) use pattern::Pattern;
 pub use rate::{Grant, Rate, RateQuota, RoleQuota, RoleRates};
 use rule::{Effect, Role, Rule};
 
