@@ -11,11 +11,13 @@ use tracing::info;
 
 use crate::auth::jwks::JwksError;
 use crate::auth::jwt::JwtConfigError;
+use crate::config::registry::RegistryOnly;
 use crate::config::Config;
 use crate::net::accept::{self, BindError};
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::upstream::{Connector, Destination, Pool};
 use crate::proxy::Listener;
+use crate::registry::{Bound, Roles};
 use crate::reload::Reloader;
 use crate::shared::Shared;
 use crate::tls::TlsError;
@@ -40,6 +42,8 @@ pub enum StartError {
     Hangup(std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryStartError),
     #[error("cannot write the ready file {}: {source}", path.display())]
     ReadyFile {
         path: std::path::PathBuf,
@@ -79,14 +83,53 @@ pub async fn run(
         );
         listeners.spawn(crate::proxy::serve(listener, tcp, shutdown.clone()));
     }
+    let registry = match &shared.config().registry {
+        Some(config) => {
+            let roles = Arc::new(Roles {
+                timeouts: shared.config().timeouts,
+                metrics: shared.metrics.clone(),
+            });
+            crate::registry::spawn(config, roles, shared.conns.clone(), shutdown.clone()).await?
+        }
+        None => Bound::default(),
+    };
     // The HTTP fronts were bound above (http::spawn) before any NSQ listener.
     if let Some(path) = ready_file {
-        write_ready_file(path, &bound, &http, admin).map_err(|source| StartError::ReadyFile {
+        write_ready_file(path, &bound, &http, admin, &registry).map_err(|source| {
+            StartError::ReadyFile {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+    }
+    while listeners.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Runs only the registration roles of a file without `[client]` (see
+/// `config::registry`) until `shutdown` turns true.
+pub async fn run_registry_only(
+    config: RegistryOnly,
+    mut shutdown: watch::Receiver<bool>,
+    ready_file: Option<&Path>,
+) -> Result<(), StartError> {
+    let roles = Arc::new(Roles {
+        timeouts: config.timeouts,
+        metrics: crate::metrics::Metrics::new()?,
+    });
+    let conns = crate::limit::conn::ConnLimits::new(config.connections.clone());
+    let bound = crate::registry::spawn(&config.registry, roles, conns, shutdown.clone()).await?;
+    if let Some(path) = ready_file {
+        write_ready_file(path, &[], &[], None, &bound).map_err(|source| StartError::ReadyFile {
             path: path.to_owned(),
             source,
         })?;
     }
-    while listeners.join_next().await.is_some() {}
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
     Ok(())
 }
 
@@ -159,13 +202,15 @@ fn nsq_listeners(shared: &Arc<Shared>) -> Vec<(SocketAddr, Arc<Listener>)> {
 }
 
 /// Writes the bound addresses as JSON (`{"nsq": [ADDR, ...], "http": {FRONT: ADDR, ...},
-/// "admin": ADDR}`, `admin` only with an admin listener), whole or not at all (a temporary
-/// file renamed into place), so a reader that sees the file sees every address.
+/// "admin": ADDR, "registry": {"sidecar": ADDR, "guard": ADDR}}`, `admin` and `registry`'s
+/// roles only when they run), whole or not at all (a temporary file renamed into place), so a
+/// reader that sees the file sees every address.
 fn write_ready_file(
     path: &Path,
     nsq: &[SocketAddr],
     http: &[(String, SocketAddr)],
     admin: Option<SocketAddr>,
+    registry: &Bound,
 ) -> std::io::Result<()> {
     let nsq: Vec<String> = nsq.iter().map(ToString::to_string).collect();
     let http: serde_json::Map<String, serde_json::Value> = http
@@ -175,6 +220,15 @@ fn write_ready_file(
     let mut body = serde_json::json!({ "nsq": nsq, "http": http });
     if let Some(admin) = admin {
         body["admin"] = admin.to_string().into();
+    }
+    let mut roles = serde_json::Map::new();
+    for (role, address) in [("sidecar", registry.sidecar), ("guard", registry.guard)] {
+        if let Some(address) = address {
+            roles.insert(role.to_owned(), address.to_string().into());
+        }
+    }
+    if !roles.is_empty() {
+        body["registry"] = roles.into();
     }
     let body = body.to_string();
     let mut partial = path.as_os_str().to_owned();

@@ -34,6 +34,7 @@
 //!   swapped in whole or not at all; no sockets.
 //! - [`admin`]: the operators' listener: `/metrics`, `/healthz`, `/readyz` and the nsqd
 //!   probes behind readiness.
+//! - [`process`]: the runtime, signals and log sinks around [`app`]; no protocol.
 //! - [`app`]: wires configuration to listeners and runs until shutdown; no protocol.
 //! - [`fuzz`]: entry points of the fuzz targets in `fuzz/`, one pure call each; no I/O.
 
@@ -55,6 +56,7 @@ pub mod metrics;
 pub mod net;
 pub mod nsq;
 pub mod policy;
+pub mod process;
 pub mod proxy;
 pub mod registry;
 pub mod reload;

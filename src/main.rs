@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
 
 use nsqgate::config::Config;
+use nsqgate::process::{serve_until_stopped, start_logging, AuditSettings};
 
 #[derive(Parser)]
 #[command(
@@ -109,6 +109,9 @@ enum CertsCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::CheckConfig { config, checks, .. } if registry_only(&config) => {
+            check_registry_only(&config, &checks)
+        }
         Cmd::CheckConfig {
             config,
             checks,
@@ -177,6 +180,12 @@ fn check_everything(config: Config, path: &std::path::Path, probe: bool) -> Exit
     };
     for warning in policy.warnings() {
         eprintln!("warning: {warning}");
+    }
+    if let Some(registry) = &config.registry {
+        if let Err(e) = nsqgate::registry::check(registry, config.timeouts) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
     }
     if probe {
         let probed = match tokio::runtime::Runtime::new() {
@@ -304,24 +313,77 @@ fn load(path: &std::path::Path, checks: &StartChecks) -> Result<Config, ExitCode
     }
 }
 
+/// Whether the file at `path` configures only the registration roles; a file that cannot be
+/// read is not, and the full load reports why.
+fn registry_only(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .is_ok_and(|text| nsqgate::config::registry::is_registry_only(&text))
+}
+
+/// [`load`] for a registration-only file.
+fn load_registry_only(
+    path: &std::path::Path,
+    checks: &StartChecks,
+) -> Result<nsqgate::config::registry::RegistryOnly, ExitCode> {
+    let config = nsqgate::config::registry::RegistryOnly::load(path).map_err(|e| {
+        eprintln!("config error: {e}");
+        ExitCode::from(1)
+    })?;
+    let insecure = nsqgate::config::perms::insecure(&config.files);
+    for file in &insecure {
+        let kind = if checks.allow_insecure_permissions {
+            "warning"
+        } else {
+            "config error"
+        };
+        eprintln!("{kind}: {file}");
+    }
+    if insecure.is_empty() || checks.allow_insecure_permissions {
+        Ok(config)
+    } else {
+        Err(ExitCode::from(1))
+    }
+}
+
+/// `check-config` for a registration-only file: it loads, and each role's certificates,
+/// keys and CAs make a TLS set-up.
+fn check_registry_only(path: &std::path::Path, checks: &StartChecks) -> ExitCode {
+    let config = match load_registry_only(path, checks) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Err(e) = nsqgate::registry::check(&config.registry, config.timeouts) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
+    println!("{}: ok", path.display());
+    ExitCode::SUCCESS
+}
+
 fn run(
     path: PathBuf,
     checks: &StartChecks,
     ready_file: Option<PathBuf>,
     log_format: nsqgate::logging::LogFormat,
 ) -> ExitCode {
+    if registry_only(&path) {
+        return run_registry_only(path, checks, ready_file, log_format);
+    }
     let config = match load(&path, checks) {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let audit_sink = match nsqgate::logging::init(config.audit_file.as_deref(), log_format) {
-        Ok(sink) => sink,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(1);
-        }
+    let audit = AuditSettings {
+        file: config.audit_file.clone(),
+        on_failure: config.audit_on_failure,
+        fold: config.audit_fold,
     };
-    nsqgate::audit::configure(config.audit_on_failure, config.audit_fold);
+    let Some(audit_sink) = start_logging(&audit, log_format) else {
+        return ExitCode::from(1);
+    };
     let caps = &config.connections;
     tracing::info!(
         descriptors = nsqgate::limit::conn::descriptor_limit(),
@@ -334,70 +396,35 @@ fn run(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        // Signals an operator relies on (stop, reopen the audit file) must be heard, or the
-        // process says so and does not start.
-        let (hangup, terminate) = match (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(hangup), Ok(terminate)) => (hangup, terminate),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP and SIGTERM");
-                return ExitCode::from(1);
-            }
-        };
-        tokio::spawn(audit_upkeep(audit_sink, config.audit_fold, hangup));
-        let (stop, stopped) = watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal(terminate).await;
-            tracing::info!("shutdown signal received");
-            let _ = stop.send(true);
-        });
-        match nsqgate::app::run(config, stopped, ready_file.as_deref()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "nsqgate could not start");
-                ExitCode::from(1)
-            }
-        }
+    serve_until_stopped(audit_sink, audit.fold, move |stopped| async move {
+        nsqgate::app::run(config, stopped, ready_file.as_deref()).await
     })
 }
 
-/// SIGTERM or Ctrl-C.
-async fn wait_for_signal(mut terminate: tokio::signal::unix::Signal) {
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// `run` for a file that configures only the registration roles (`[registry]`, no
+/// `[client]`).
+fn run_registry_only(
+    path: PathBuf,
+    checks: &StartChecks,
+    ready_file: Option<PathBuf>,
+    log_format: nsqgate::logging::LogFormat,
+) -> ExitCode {
+    let config = match load_registry_only(&path, checks) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let audit = AuditSettings {
+        file: config.audit_file.clone(),
+        on_failure: config.audit_on_failure,
+        fold: config.audit_fold,
+    };
+    let Some(audit_sink) = start_logging(&audit, log_format) else {
+        return ExitCode::from(1);
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
-}
-
-/// Keeps the audit log current: reopens its file on SIGHUP (after logrotate renamed it) and
-/// writes the counts of folded refusals once their interval ends.
-async fn audit_upkeep(
-    sink: std::sync::Arc<nsqgate::logging::sink::AuditSink>,
-    fold: Option<std::time::Duration>,
-    mut hangup: tokio::signal::unix::Signal,
-) {
-    let tick = fold.map_or(std::time::Duration::from_secs(3600), |f| {
-        (f / 2).max(std::time::Duration::from_millis(100))
-    });
-    loop {
-        tokio::select! {
-            Some(()) = hangup.recv() => match (sink.reopen(), sink.path()) {
-                (Ok(()), Some(path)) => tracing::info!(file = %path.display(), "audit file reopened"),
-                (Ok(()), None) => {}
-                (Err(e), _) => tracing::error!(error = %e, "audit file cannot be reopened: audit lines are being lost"),
-            },
-            _ = tokio::time::sleep(tick) => nsqgate::audit::flush_folded(),
-        }
-    }
+    serve_until_stopped(audit_sink, audit.fold, move |stopped| async move {
+        nsqgate::app::run_registry_only(config, stopped, ready_file.as_deref()).await
+    })
 }

@@ -8,6 +8,7 @@ mod jwt;
 mod locate;
 pub mod perms;
 mod raw;
+pub mod registry;
 mod sections;
 
 pub use locate::Locator;
@@ -101,6 +102,9 @@ pub struct Config {
     pub allow_insecure_permissions: bool,
     /// `[admin]`: the operators' listener; None when the section is absent.
     pub admin: Option<admin::AdminConfig>,
+    /// `[registry.sidecar]` / `[registry.guard]`: guarded nsqd registration, started beside
+    /// the NSQ listeners.
+    pub registry: Option<registry::RegistryConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,7 +239,10 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig, at: &Locator<'_>) -> Result<Config, ConfigError> {
-        let files = perms::named_files(&raw, at);
+        let mut files = perms::named_files(&raw, at);
+        if let Some(registry) = &raw.registry {
+            files.extend(registry::named_files(registry, at));
+        }
         let client = sections::client(raw.client, at)?;
         let upstream = sections::upstream(raw.upstream, at)?;
         let limits = limits(&raw.limits, at)?;
@@ -265,9 +272,14 @@ impl Config {
         let nodes = sections::nodes(raw.nodes, &upstream, at)?;
         let producer_pool = sections::pool(raw.producer_pool, at)?;
         let admin = raw.admin.map(|a| admin::admin(a, at)).transpose()?;
+        let registry = raw
+            .registry
+            .map(|r| registry::registry(r, at))
+            .transpose()?;
         let config = Config {
             allow_insecure_permissions: false,
             admin,
+            registry,
             max_unauthenticated_memory,
             files,
             warnings,
@@ -314,7 +326,7 @@ fn limits(raw: &RawLimits, at: &Locator<'_>) -> Result<Limits, ConfigError> {
     Ok(limits)
 }
 
-fn timeouts(t: &RawTimeouts, at: &Locator<'_>) -> Result<Timeouts, ConfigError> {
+pub(crate) fn timeouts(t: &RawTimeouts, at: &Locator<'_>) -> Result<Timeouts, ConfigError> {
     Ok(Timeouts {
         tls_handshake: millis(at, "timeouts.tls_handshake_ms", t.tls_handshake_ms)?,
         identify: millis(at, "timeouts.identify_ms", t.identify_ms)?,
@@ -345,7 +357,7 @@ fn auth(raw: RawAuth, at: &Locator<'_>) -> Result<AuthConfig, ConfigError> {
 }
 
 /// `[audit] fold_secs`: 0 writes every refusal; at most an hour.
-fn audit_fold(secs: u64, at: &Locator<'_>) -> Result<Option<Duration>, ConfigError> {
+pub(crate) fn audit_fold(secs: u64, at: &Locator<'_>) -> Result<Option<Duration>, ConfigError> {
     match secs {
         0 => Ok(None),
         1..=3600 => Ok(Some(Duration::from_secs(secs))),

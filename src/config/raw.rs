@@ -38,6 +38,8 @@ pub struct RawConfig {
     pub name_quotas: Option<crate::limit::names::NameQuota>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`); absent: none.
     pub admin: Option<super::admin::RawAdmin>,
+    /// Guarded nsqd registration roles; absent: none.
+    pub registry: Option<super::registry::RawRegistry>,
 }
 
 /// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the

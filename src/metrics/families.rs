@@ -86,6 +86,12 @@ impl HttpCounters {
     }
 }
 
+/// Guarded registration (`[registry.*]`): commands relayed to nsqlookupd and refusals.
+pub(crate) struct Registration {
+    pub relayed: IntCounterVec,
+    pub refused: IntCounterVec,
+}
+
 /// Builds families and registers each one in the registry it wraps.
 pub(crate) struct Families(pub Registry);
 
@@ -267,6 +273,21 @@ impl Families {
 
     fn counter(&self, name: &str, help: &str) -> Built<IntCounter> {
         self.register(IntCounter::with_opts(Opts::new(name, help))?)
+    }
+
+    pub fn registration(&self) -> Built<Registration> {
+        Ok(Registration {
+            relayed: self.counters(
+                "nsqgate_registry_commands_total",
+                "nsqd commands (IDENTIFY, REGISTER, UNREGISTER, PING) relayed to nsqlookupd, by role.",
+                &["role", "command"],
+            )?,
+            refused: self.counters(
+                "nsqgate_registry_refusals_total",
+                "Registration steps refused by the guard (or connections the sidecar could not relay), by role and reason.",
+                &["role", "reason"],
+            )?,
+        })
     }
 
     fn gauge(&self, name: &str, help: &str) -> Built<IntGauge> {

@@ -26,7 +26,7 @@ pub use certs::{configured_certificates, earliest_expiry};
 pub use families::HttpCounters;
 pub use tls::{handshake_failure, handshake_failure_reason, Leg};
 
-use families::{Connections, Families, JwksGauges, Operations, Security, Traffic};
+use families::{Connections, Families, JwksGauges, Operations, Registration, Security, Traffic};
 
 /// Every metric family of one process.
 pub struct Metrics {
@@ -35,6 +35,7 @@ pub struct Metrics {
     security: Security,
     traffic: Traffic,
     ops: Operations,
+    registration: Registration,
     pub(crate) jwks: JwksGauges,
     /// The HTTP fronts' own counters.
     pub http: HttpCounters,
@@ -69,6 +70,7 @@ impl Metrics {
             conns: families.connections()?,
             security: families.security()?,
             ops: families.operations()?,
+            registration: families.registration()?,
             jwks: families.jwks()?,
             http: families.http()?,
             messages_published: traffic.messages.with_label_values(&["to_nsqd"]),
@@ -193,6 +195,18 @@ impl Metrics {
                 let _ = expiry.remove_label_values(&[which]);
             }
         }
+    }
+
+    /// The registry `role` (`guard`, `sidecar`) relayed an nsqd `command` to nsqlookupd.
+    pub fn registry_relayed(&self, role: &'static str, command: &'static str) {
+        let relayed = &self.registration.relayed;
+        relayed.with_label_values(&[role, command]).inc();
+    }
+
+    /// The registry `role` refused a step, for `reason` (a closed set).
+    pub fn registry_refused(&self, role: &'static str, reason: &'static str) {
+        let refused = &self.registration.refused;
+        refused.with_label_values(&[role, reason]).inc();
     }
 
     /// Whether the last readiness probe of the nsqd at `upstream` passed.
