@@ -1,0 +1,150 @@
+//! Guarded registration with real processes: stock nsqlookupd on loopback behind nsqgate's
+//! registration guard, stock nsqd registering through nsqgate sidecars. Legitimate nsqd appear
+//! in nsqlookupd's `/nodes` and `/lookup` (asked directly); an nsqd without a certificate, one
+//! with a certificate from another CA, and one with a valid certificate announcing another
+//! host's address never do; a REGISTER for a topic its nsqd may not carry never reaches it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+mod registry_support;
+
+use std::net::SocketAddr;
+
+use common::{Lookupd, Nsqd, Pki};
+use nsqgate::certs::{ClientSubject, DevCa};
+use registry_support::{eventually, http, lookup, nodes, topics, RegistryGate};
+
+/// The guard in front of `lookupd`: three identities, each with its own address and ports;
+/// `nsqd-a` and `nsqd-b` may carry `orders.*`, `nsqd-c` anything.
+fn guard_config(lookupd: &Lookupd) -> String {
+    let grant = |name: &str, port: u16, topics: &str| {
+        format!(
+            "[[registry.guard.nsqd]]\nidentity = \"spiffe://nsqgate.test/{name}\"\n\
+             broadcast_addresses = [\"{name}.test\"]\ntcp_port = {port}\nhttp_port = {}\n\
+             topics = [{topics}]\n",
+            port + 1
+        )
+    };
+    format!(
+        "[registry.guard]\nlisten = \"127.0.0.1:0\"\nnsqlookupd_tcp_address = \"{}\"\n\
+         tls_cert = \"gate.pem\"\ntls_key = \"gate.key\"\ntls_client_ca = \"ca.pem\"\n\n{}{}{}",
+        lookupd.tcp,
+        grant("nsqd-a", 14150, "\"orders.*\""),
+        grant("nsqd-b", 24150, "\"orders.*\""),
+        grant("nsqd-c", 34150, "\"**\""),
+    )
+}
+
+/// A sidecar relaying to `guard` with the certificate files `cert`.pem/.key.
+fn sidecar(pki: &Pki, guard: SocketAddr, cert: &str) -> RegistryGate {
+    let config = format!(
+        "[registry.sidecar]\nlisten = \"127.0.0.1:0\"\nguard_address = \"{guard}\"\n\
+         tls_server_name = \"localhost\"\ntls_ca = \"ca.pem\"\n\
+         tls_cert = \"{cert}.pem\"\ntls_key = \"{cert}.key\"\n"
+    );
+    RegistryGate::start(pki, &config, "sidecar")
+}
+
+/// nsqd registering with the lookupd at `lookupd_tcp`, announcing `address` and `port`
+/// (TCP) and `port + 1` (HTTP).
+fn nsqd(pki: &Pki, lookupd_tcp: SocketAddr, address: &str, port: u16) -> Nsqd {
+    Nsqd::start_with(
+        pki,
+        "nsqd",
+        &[
+            &format!("--lookupd-tcp-address={lookupd_tcp}"),
+            &format!("--broadcast-address={address}"),
+            &format!("--broadcast-tcp-port={port}"),
+            &format!("--broadcast-http-port={}", port + 1),
+        ],
+    )
+}
+
+fn create_topic(nsqd: &Nsqd, topic: &str) {
+    let (status, body) = http(nsqd.http, "POST", &format!("/topic/create?topic={topic}"));
+    assert_eq!(status, 200, "create {topic}: {body}");
+}
+
+#[test]
+fn only_certified_nsqd_register_what_they_may_and_nothing_else_reaches_nsqlookupd() {
+    let pki = Pki::new();
+    for name in ["nsqd-a", "nsqd-b", "nsqd-c"] {
+        pki.issue_spiffe_client(name);
+    }
+    // nsqd-a's identity, signed by a CA the guard does not trust.
+    let other_ca = DevCa::generate("another CA").expect("CA");
+    let forged = other_ca
+        .issue_client(&ClientSubject {
+            common_name: "nsqd-a".into(),
+            uris: vec!["spiffe://nsqgate.test/nsqd-a".into()],
+            dns_names: Vec::new(),
+        })
+        .expect("forged cert");
+    pki.write("forged-a", &forged);
+
+    let lookupd = Lookupd::start();
+    let guard = RegistryGate::start(&pki, &guard_config(&lookupd), "guard");
+    let sidecar_a = sidecar(&pki, guard.addr, "nsqd-a");
+    let sidecar_b = sidecar(&pki, guard.addr, "nsqd-b");
+    let sidecar_c = sidecar(&pki, guard.addr, "nsqd-c");
+    let sidecar_forged = sidecar(&pki, guard.addr, "forged-a");
+
+    let nsqd_a = nsqd(&pki, sidecar_a.addr, "nsqd-a.test", 14150);
+    let nsqd_b = nsqd(&pki, sidecar_b.addr, "nsqd-b.test", 24150);
+    // Valid certificate, but announces nsqd-a's host.
+    let _rogue_c = nsqd(&pki, sidecar_c.addr, "nsqd-a.test", 34150);
+    // A certificate from another CA, through a sidecar.
+    let _rogue_forged = nsqd(&pki, sidecar_forged.addr, "rogue-forged.test", 44150);
+    // No certificate at all: straight to the guard, in plaintext as stock nsqd speaks.
+    let _rogue_plain = nsqd(&pki, guard.addr, "rogue-plain.test", 54150);
+
+    // Refused first, on the same connection as the allowed one after it: once orders.eu is
+    // listed, the REGISTER of secret.plans has been judged.
+    create_topic(&nsqd_a, "secret.plans");
+    create_topic(&nsqd_a, "orders.eu");
+    create_topic(&nsqd_b, "orders.us");
+
+    let legitimate = [
+        ("nsqd-a.test".to_owned(), 14150, 14151),
+        ("nsqd-b.test".to_owned(), 24150, 24151),
+    ];
+    assert!(
+        eventually(|| legitimate.iter().all(|n| nodes(lookupd.http).contains(n))),
+        "the legitimate nsqd are not in /nodes: {:?}",
+        nodes(lookupd.http)
+    );
+    assert!(
+        eventually(|| lookup(lookupd.http, "orders.eu") == ["nsqd-a.test"]
+            && lookup(lookupd.http, "orders.us") == ["nsqd-b.test"]),
+        "/lookup: orders.eu {:?}, orders.us {:?}",
+        lookup(lookupd.http, "orders.eu"),
+        lookup(lookupd.http, "orders.us")
+    );
+
+    // The topic nsqd-a may not carry: refused and audited, never in nsqlookupd.
+    guard.wait_audit("the refused REGISTER", |e| {
+        e["outcome"] == "deny" && e["reason"].as_str().unwrap_or("").contains("\"secret.plans\"")
+    });
+    assert!(!topics(lookupd.http).contains(&"secret.plans".to_owned()));
+    assert!(lookup(lookupd.http, "secret.plans").is_empty());
+
+    // Each rogue was heard and refused by the guard.
+    guard.wait_audit("nsqd-c announcing nsqd-a's host", |e| {
+        e["outcome"] == "deny"
+            && e["identity"] == "spiffe://nsqgate.test/nsqd-c"
+            && e["reason"].as_str().unwrap_or("").contains("broadcast_address \"nsqd-a.test\"")
+    });
+    guard.wait_audit("the certificate from another CA", |e| {
+        e["outcome"] == "deny" && e["reason"].as_str().unwrap_or("").contains("UnknownIssuer")
+    });
+    sidecar_forged.wait_log("the forged sidecar", "registry sidecar: relay ended");
+    guard.wait_audit("the plaintext nsqd", |e| {
+        let reason = e["reason"].as_str().unwrap_or("");
+        e["outcome"] == "deny" && reason.contains("TLS handshake") && !reason.contains("UnknownIssuer")
+    });
+
+    let mut listed = nodes(lookupd.http);
+    listed.sort();
+    assert_eq!(listed, legitimate, "/nodes holds only the legitimate nsqd");
+}
