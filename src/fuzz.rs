@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("jwt", jwt),
     ("lookupd_reply", lookupd_reply),
     ("http_request", http_request),
+    ("registry_commands", registry_commands),
 ];
 
 /// Limits that recorded traffic fits (pynsq's 265-byte bodies, an MPUB of two) yet small
@@ -262,6 +263,48 @@ pub fn http_request(data: &[u8]) {
     if lookupd::route(&method, path).is_ok() {
         let _ = args::topic_channel(&query, args::ARG_CODES);
         let _ = args::optional(&query, "topic", args::ARG_CODES);
+    }
+}
+
+/// nsqd's byte stream to nsqlookupd after the magic, command after command, as the registry
+/// roles decode it: a decoded command took at most the input, and its re-encoding (what the
+/// guard forwards) decodes to the same command; an IDENTIFY body goes on to a grant's check,
+/// whose re-encoded body must pass that check again unchanged.
+pub fn registry_commands(data: &[u8]) {
+    use crate::registry::wire::{decode_command, encode_command, WireLimits};
+    let limits = WireLimits {
+        max_identify_size: 1024,
+        max_response_size: 1024,
+    };
+    let grant = registry_grant();
+    let mut rest = data;
+    while let Ok(Some((command, used))) = decode_command(rest, &limits) {
+        assert!(used > 0 && used <= rest.len(), "took {used} of {}", rest.len());
+        let mut encoded = BytesMut::new();
+        encode_command(&command, &mut encoded);
+        let again = decode_command(&encoded, &limits).ok().flatten();
+        assert_eq!(again, Some((command.clone(), encoded.len())), "re-encoding changed it");
+        if let crate::registry::wire::Command::Identify { body } = &command {
+            if let Ok((announced, canonical)) = grant.check_identify(body) {
+                let rechecked = grant.check_identify(&canonical).ok();
+                assert_eq!(rechecked, Some((announced, canonical.clone())));
+            }
+        }
+        rest = &rest[used..];
+    }
+}
+
+/// The grant the `registry_commands` target checks IDENTIFY bodies against (nsqd's own
+/// defaults: 127.0.0.1:4150/4151).
+fn registry_grant() -> crate::registry::rules::NsqdGrant {
+    use crate::policy::Pattern;
+    crate::registry::rules::NsqdGrant {
+        identity: "nsqd".into(),
+        broadcast_addresses: vec!["127.0.0.1".into()],
+        tcp_port: 4150,
+        http_port: 4151,
+        topics: Pattern::parse("**").into_iter().collect(),
+        channels: Pattern::parse("**").into_iter().collect(),
     }
 }
 
