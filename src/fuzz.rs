@@ -279,11 +279,19 @@ pub fn registry_commands(data: &[u8]) {
     let grant = registry_grant();
     let mut rest = data;
     while let Ok(Some((command, used))) = decode_command(rest, &limits) {
-        assert!(used > 0 && used <= rest.len(), "took {used} of {}", rest.len());
+        assert!(
+            used > 0 && used <= rest.len(),
+            "took {used} of {}",
+            rest.len()
+        );
         let mut encoded = BytesMut::new();
         encode_command(&command, &mut encoded);
         let again = decode_command(&encoded, &limits).ok().flatten();
-        assert_eq!(again, Some((command.clone(), encoded.len())), "re-encoding changed it");
+        assert_eq!(
+            again,
+            Some((command.clone(), encoded.len())),
+            "re-encoding changed it"
+        );
         if let crate::registry::wire::Command::Identify { body } = &command {
             if let Ok((announced, canonical)) = grant.check_identify(body) {
                 let rechecked = grant.check_identify(&canonical).ok();

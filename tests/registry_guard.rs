@@ -124,7 +124,11 @@ fn only_certified_nsqd_register_what_they_may_and_nothing_else_reaches_nsqlookup
 
     // The topic nsqd-a may not carry: refused and audited, never in nsqlookupd.
     guard.wait_audit("the refused REGISTER", |e| {
-        e["outcome"] == "deny" && e["reason"].as_str().unwrap_or("").contains("\"secret.plans\"")
+        e["outcome"] == "deny"
+            && e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("\"secret.plans\"")
     });
     assert!(!topics(lookupd.http).contains(&"secret.plans".to_owned()));
     assert!(lookup(lookupd.http, "secret.plans").is_empty());
@@ -133,7 +137,10 @@ fn only_certified_nsqd_register_what_they_may_and_nothing_else_reaches_nsqlookup
     guard.wait_audit("nsqd-c announcing nsqd-a's host", |e| {
         e["outcome"] == "deny"
             && e["identity"] == "spiffe://nsqgate.test/nsqd-c"
-            && e["reason"].as_str().unwrap_or("").contains("broadcast_address \"nsqd-a.test\"")
+            && e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("broadcast_address \"nsqd-a.test\"")
     });
     guard.wait_audit("the certificate from another CA", |e| {
         e["outcome"] == "deny" && e["reason"].as_str().unwrap_or("").contains("UnknownIssuer")
@@ -141,10 +148,57 @@ fn only_certified_nsqd_register_what_they_may_and_nothing_else_reaches_nsqlookup
     sidecar_forged.wait_log("the forged sidecar", "registry sidecar: relay ended");
     guard.wait_audit("the plaintext nsqd", |e| {
         let reason = e["reason"].as_str().unwrap_or("");
-        e["outcome"] == "deny" && reason.contains("TLS handshake") && !reason.contains("UnknownIssuer")
+        e["outcome"] == "deny"
+            && reason.contains("TLS handshake")
+            && !reason.contains("UnknownIssuer")
     });
 
     let mut listed = nodes(lookupd.http);
     listed.sort();
     assert_eq!(listed, legitimate, "/nodes holds only the legitimate nsqd");
+}
+
+#[test]
+fn the_compose_stacks_registry_configs_check_out() {
+    // No Docker engine here: the two registration-only files of docker-compose.yml load and
+    // build their TLS set-ups against dev certificates made here (they name /certs/...).
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let (code, _, err) = common::nsqgate(&["certs", "dev", "--out", certs.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    for name in ["registry-guard", "registry-sidecar"] {
+        let text = std::fs::read_to_string(format!("{root}/deploy/{name}.toml")).unwrap();
+        let file = dir.path().join(format!("{name}.toml"));
+        let text = text.replace("\"/certs/", &format!("\"{}/", certs.display()));
+        std::fs::write(&file, text).unwrap();
+        let (code, out, err) =
+            common::nsqgate(&["check-config", "--config", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(out.contains(": ok"), "{name}: {out}");
+        let compose = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
+        assert!(compose.contains(&format!("./deploy/{name}.toml:/etc/nsqgate/{name}.toml:ro")));
+    }
+}
+
+#[test]
+fn a_registry_config_with_a_sidecar_off_loopback_or_no_role_is_refused_naming_the_key() {
+    let pki = Pki::new();
+    let cases = [
+        (
+            "[registry.sidecar]\nlisten = \"0.0.0.0:4160\"\nguard_address = \"g:4160\"\n\
+             tls_server_name = \"g\"\ntls_ca = \"ca.pem\"\ntls_cert = \"gate.pem\"\n\
+             tls_key = \"gate.key\"\n",
+            "registry.sidecar.listen",
+        ),
+        ("[registry]\n", "registry"),
+    ];
+    for (config, key) in cases {
+        let file = pki.path("bad-registry.toml");
+        common::write_secret(&file, config.as_bytes());
+        let (code, out, err) =
+            common::nsqgate(&["check-config", "--config", file.to_str().unwrap()]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+    }
 }

@@ -95,7 +95,11 @@ impl RegistryGate {
     pub fn wait_log(&self, what: &str, text: &str) {
         let deadline = Instant::now() + SETTLE_LIMIT;
         while !self.log().contains(text) {
-            assert!(Instant::now() < deadline, "{what}: no {text:?} in log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no {text:?} in log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -106,7 +110,11 @@ impl Drop for RegistryGate {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- nsqgate log ({}) ---\n{}", self.log.display(), self.log());
+            eprintln!(
+                "--- nsqgate log ({}) ---\n{}",
+                self.log.display(),
+                self.log()
+            );
         }
     }
 }
@@ -144,7 +152,10 @@ pub fn nodes(lookupd_http: SocketAddr) -> Vec<(String, u64, u64)> {
         .iter()
         .map(|p| {
             (
-                p["broadcast_address"].as_str().unwrap_or_default().to_owned(),
+                p["broadcast_address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 p["tcp_port"].as_u64().unwrap_or(0),
                 p["http_port"].as_u64().unwrap_or(0),
             )
@@ -165,7 +176,12 @@ pub fn lookup(lookupd_http: SocketAddr, topic: &str) -> Vec<String> {
         .as_array()
         .expect("producers")
         .iter()
-        .map(|p| p["broadcast_address"].as_str().unwrap_or_default().to_owned())
+        .map(|p| {
+            p["broadcast_address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
