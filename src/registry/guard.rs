@@ -131,7 +131,7 @@ impl Guard {
                 Ok(forward) => forward,
                 Err(refusal) if refusal.is_fatal() => return Err(Stop::Refused(refusal)),
                 Err(refusal) => {
-                    self.refused(peer, Some(who), &refusal.to_string(), refusal.reason());
+                    self.refused_registration(peer, who, &refusal);
                     let mut out = BytesMut::new();
                     wire::encode_response(refusal.response().as_bytes(), &mut out);
                     nsqd.write(&out, timeouts.write).await?;
@@ -172,14 +172,13 @@ impl Guard {
                     "{}:{}/{}",
                     announced.broadcast_address, announced.tcp_port, announced.http_port
                 );
-                self.audit(
-                    peer,
-                    Some(who),
-                    "registry_identify",
-                    None,
-                    "allow",
-                    Some(&address),
-                );
+                let allowed = Decided {
+                    action: "registry_identify",
+                    outcome: "allow",
+                    reason: Some(&address),
+                    ..Decided::default()
+                };
+                self.audit(peer, Some(who), &allowed);
                 Ok(Command::Identify { body })
             }
             Command::Register { .. } | Command::Unregister { .. } if !*identified => {
@@ -215,28 +214,67 @@ impl Guard {
     fn refused(&self, peer: SocketAddr, who: Option<&Principal>, why: &str, reason: &'static str) {
         self.roles.metrics.registry_refused(ROLE, reason);
         warn!(%peer, identity = who.map(|p| p.identity.as_str()).unwrap_or(""), reason, "registry guard refused: {why}");
-        self.audit(peer, who, "registry", None, "deny", Some(why));
+        let denied = Decided {
+            reason: Some(why),
+            ..Decided::default()
+        };
+        self.audit(peer, who, &denied);
     }
 
-    fn audit(
-        &self,
-        peer: SocketAddr,
-        who: Option<&Principal>,
-        action: &str,
-        topic: Option<&str>,
-        outcome: &str,
-        reason: Option<&str>,
-    ) {
+    /// A refused REGISTER or UNREGISTER: its topic and channel are in the audit line's own
+    /// fields.
+    fn refused_registration(&self, peer: SocketAddr, who: &Principal, refusal: &Refusal) {
+        let reason = refusal.reason();
+        self.roles.metrics.registry_refused(ROLE, reason);
+        warn!(%peer, identity = %who.identity, reason, "registry guard refused: {refusal}");
+        let (topic, channel) = match refusal {
+            Refusal::Topic(topic) => (Some(topic.as_str()), None),
+            Refusal::Channel { topic, channel } => (Some(topic.as_str()), Some(channel.as_str())),
+            _ => (None, None),
+        };
+        let why = refusal.to_string();
+        let denied = Decided {
+            topic,
+            channel,
+            reason: Some(&why),
+            ..Decided::default()
+        };
+        self.audit(peer, Some(who), &denied);
+    }
+
+    fn audit(&self, peer: SocketAddr, who: Option<&Principal>, decided: &Decided<'_>) {
         crate::audit::record(&crate::audit::Event {
             remote: Some(peer),
             principal: who,
-            action,
-            topic,
-            outcome,
-            reason,
+            action: decided.action,
+            topic: decided.topic,
+            channel: decided.channel,
+            outcome: decided.outcome,
+            reason: decided.reason,
             method: Some("certificate"),
             ..Default::default()
         });
+    }
+}
+
+/// One audit line's decision: `registry` refusals unless said otherwise.
+struct Decided<'a> {
+    action: &'a str,
+    outcome: &'a str,
+    topic: Option<&'a str>,
+    channel: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+impl Default for Decided<'_> {
+    fn default() -> Self {
+        Decided {
+            action: "registry",
+            outcome: "deny",
+            topic: None,
+            channel: None,
+            reason: None,
+        }
     }
 }
 
