@@ -18,6 +18,8 @@ const READ_SIZE: usize = 16 * 1024;
 const PENDING_LIMIT: usize = 64 * 1024;
 /// The most input encoded per write call, so pending output stays near its limit.
 const WRITE_STEP: usize = 64 * 1024;
+/// The most output decoded per read call: the caller's buffer is zeroed this far first.
+const DECODE_STEP: usize = 64 * 1024;
 /// Buffers larger than this are given back when the connection goes quiet.
 const KEEP: usize = 4 * 1024;
 
@@ -94,7 +96,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Compressed<T> {
             return Poll::Ready(Ok(()));
         }
         loop {
-            let out = buf.initialize_unfilled_to(buf.remaining().min(WRITE_STEP));
+            let out = buf.initialize_unfilled_to(buf.remaining().min(DECODE_STEP));
             match this.decoder.decode(&mut this.input, out).map_err(corrupt)? {
                 Decoded::Some(n) => {
                     buf.advance(n);
