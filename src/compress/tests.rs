@@ -212,3 +212,24 @@ fn deflate_refuses_a_corrupt_stream() {
         "{error}"
     );
 }
+
+proptest::proptest! {
+    /// Any bytes, cut anywhere, after a valid start or not: each decoder yields data, asks
+    /// for more, or refuses; it never panics and never yields past the room it was given.
+    #[test]
+    fn decoders_take_any_input(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        valid_start in proptest::prelude::any::<bool>(),
+        room in 1usize..300,
+    ) {
+        for compression in [Compression::Snappy, Compression::Deflate { level: 6 }] {
+            let mut stream = match valid_start {
+                true => encode(compression, b"NOP\n"),
+                false => Vec::new(),
+            };
+            stream.extend_from_slice(&bytes);
+            let (_, mut decoder) = compression.codec();
+            let _ = decode_all(&mut decoder, &stream, room);
+        }
+    }
+}
