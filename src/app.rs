@@ -40,6 +40,8 @@ pub enum StartError {
     /// start instead of ignoring the signal.
     #[error("cannot listen for SIGHUP (policy and CRL reloads): {0}")]
     Hangup(std::io::Error),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
@@ -160,6 +162,13 @@ fn spawn_background(shared: &Shared) {
         ));
     }
     tokio::spawn(shared.rates.clone().evict_forever());
+    if let Some(cluster) = &shared.cluster {
+        let feed = crate::cluster::feed::follow(cluster.clone(), shared.revocations.clone());
+        tokio::spawn(feed);
+    }
+    if let Some(slots) = &shared.slots {
+        tokio::spawn(slots.clone().renew_forever());
+    }
     let conns = shared.conns.clone();
     tokio::spawn(async move {
         loop {

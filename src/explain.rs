@@ -71,6 +71,7 @@ pub fn explain(
             claimed_roles: Vec::new(),
             expires_at: None,
             proof: Default::default(),
+            token_id: None,
         },
         Credential::Secret(secret) => match authenticate(config, &policy, secret)? {
             Ok(principal) => principal,

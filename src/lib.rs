@@ -18,6 +18,8 @@
 //! - [`error`]: how a session ended: a closed set of kinds and who is to blame; no I/O.
 //! - [`metrics`]: the Prometheus registry every listener counts into; bounded labels, no I/O.
 //! - [`logging`]: the log set-up, every field escaped; no raw client bytes reach a log.
+//! - [`cluster`]: the Redis client several replicas share limits and revocations through;
+//!   every call bounded by `cluster.timeout_ms`.
 //! - [`check`]: `check-config`: everything a start loads, loaded; with `--probe`, each nsqd
 //!   reached with a verified handshake.
 //! - [`explain`]: `policy explain`, the proxy's decision for one caller; no network.
@@ -44,6 +46,7 @@ pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod check;
+pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod error;

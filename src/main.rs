@@ -58,6 +58,9 @@ enum Cmd {
         #[command(subcommand)]
         command: PolicyCmd,
     },
+    /// Revoke an API key, an identity or a JWT on every replica sharing `[cluster]`'s Redis:
+    /// live connections are cut within a second, new AUTHs refused until it ends.
+    Revoke(nsqgate::cluster::command::RevokeArgs),
     /// API keys.
     Keys {
         #[command(subcommand)]
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
         Cmd::Policy {
             command: PolicyCmd::Explain(args),
         } => explain(&args),
+        Cmd::Revoke(args) => nsqgate::cluster::command::run(args),
         Cmd::Keys {
             command: KeysCmd::New { identity, roles },
         } => {

@@ -10,6 +10,9 @@ use tokio::sync::watch;
 use crate::admin::Readiness;
 use crate::app::StartError;
 use crate::auth::jwt::{JwtVerifier, LiveJwt};
+use crate::auth::{AuthError, Principal};
+use crate::cluster::revocations::Revoked;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::limit::conn::ConnLimits;
 use crate::limit::memory::Budget;
@@ -46,6 +49,13 @@ pub struct Shared {
     pub readiness: Arc<Readiness>,
     /// Bytes held in command buffers by connections that have no identity yet, all listeners.
     pub unauthenticated: Arc<Budget>,
+    /// Redis shared with the other replicas, when `[cluster]` names one.
+    pub cluster: Option<Arc<Cluster>>,
+    /// The connection caps' slots shared with the other replicas, with `[cluster]`.
+    pub slots: Option<Arc<crate::cluster::slots::SharedSlots>>,
+    /// The operators' revocations in force (`nsqgate revoke`), kept current from Redis by
+    /// `cluster::feed`; live connections follow it. Empty for ever without `[cluster]`.
+    pub revocations: watch::Sender<Arc<Revoked>>,
 }
 
 // === impl Shared ===
@@ -63,12 +73,28 @@ impl Shared {
         let jwt = Arc::new(LiveJwt::new(Arc::new(jwt)));
         let metrics = Metrics::new()?;
         record_certificates(&metrics, &config);
+        let readiness = Arc::<Readiness>::default();
+        let cluster = match &config.cluster {
+            Some(settings) => Some(Cluster::new(
+                settings.clone(),
+                metrics.clone(),
+                readiness.clone(),
+            )?),
+            None => None,
+        };
+        let mut rates = RateLimits::new(config.rates.clone());
+        if let Some(cluster) = &cluster {
+            rates = rates.shared(crate::cluster::quota::SharedQuotas::new(cluster.clone()));
+        }
         Ok(Shared {
-            rates: Arc::new(RateLimits::new(config.rates.clone())),
+            slots: cluster.clone().map(crate::cluster::slots::SharedSlots::new),
+            cluster,
+            revocations: watch::Sender::new(Arc::default()),
+            rates: Arc::new(rates),
             names: Arc::new(NameQuotas::new(config.name_quotas)),
             conns: ConnLimits::new(config.connections.clone()),
             metrics,
-            readiness: Arc::default(),
+            readiness,
             unauthenticated: Budget::new(config.max_unauthenticated_memory),
             tls,
             policy,
@@ -90,6 +116,15 @@ impl Shared {
     /// The JWT verifier in force, when `[auth.jwt]` is configured.
     pub fn jwt(&self) -> Option<Arc<JwtVerifier>> {
         Option::clone(&self.jwt.load())
+    }
+
+    /// Refuses `principal` when an operator revoked its credential (`nsqgate revoke`).
+    pub fn not_revoked(&self, principal: Principal) -> Result<Principal, AuthError> {
+        let revoked = self.revocations.borrow();
+        match revoked.matching(&principal, std::time::SystemTime::now()) {
+            Some(target) => Err(AuthError::Revoked(target.to_string())),
+            None => Ok(principal),
+        }
     }
 
     /// Whether nsqgate speaks TLS to nsqd (`[upstream] tls`).

@@ -16,6 +16,9 @@ use serde_json::json;
 pub struct Readiness {
     /// Components reported failed: what → why.
     failed: Mutex<BTreeMap<String, String>>,
+    /// Components working in a reduced way that still serve (Redis away in `local` mode):
+    /// named in `/readyz` without making it fail.
+    degraded: Mutex<BTreeMap<String, String>>,
     /// The last probe of each configured nsqd, by address.
     upstreams: Mutex<BTreeMap<String, Probe>>,
 }
@@ -32,6 +35,7 @@ enum Probe {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Report {
     pub not_ready: BTreeMap<String, String>,
+    pub degraded: BTreeMap<String, String>,
 }
 
 // === impl Readiness ===
@@ -46,6 +50,13 @@ impl Readiness {
     /// `what` works again.
     pub fn clear(&self, what: &str) {
         lock(&self.failed).remove(what);
+        lock(&self.degraded).remove(what);
+    }
+
+    /// Names `what` as working in a reduced way (`/readyz` stays 200) until
+    /// [`Readiness::clear`].
+    pub fn set_degraded(&self, what: &str, reason: impl Into<String>) {
+        lock(&self.degraded).insert(what.to_owned(), reason.into());
     }
 
     /// From now on `/readyz` waits for a passed probe of the nsqd at `address`.
@@ -89,7 +100,11 @@ impl Readiness {
             };
             not_ready.insert(format!("nsqd {address}"), why);
         }
-        Report { not_ready }
+        let degraded = lock(&self.degraded).clone();
+        Report {
+            not_ready,
+            degraded,
+        }
     }
 }
 
@@ -105,12 +120,17 @@ impl Report {
         self.not_ready.is_empty()
     }
 
-    /// `{"ready": true}`, or `{"ready": false, "not_ready": {"nsqd 10.0.0.1:4150": "why"}}`.
+    /// `{"ready": true}`, or `{"ready": false, "not_ready": {"nsqd 10.0.0.1:4150": "why"}}`;
+    /// `"degraded": {"redis": "why"}` beside either when something serves in a reduced way.
     pub fn to_json(&self) -> serde_json::Value {
-        if self.ready() {
+        let mut body = if self.ready() {
             json!({ "ready": true })
         } else {
             json!({ "ready": false, "not_ready": self.not_ready })
+        };
+        if !self.degraded.is_empty() {
+            body["degraded"] = json!(self.degraded);
         }
+        body
     }
 }

@@ -45,6 +45,7 @@ pub fn from_secret(
                     claimed_roles: entry.roles.clone(),
                     expires_at: None,
                     proof: Proof::ApiKey(sha256),
+                    token_id: None,
                 })
                 .ok_or(AuthError::UnknownApiKey)
         }
@@ -92,6 +93,7 @@ pub fn from_certificate(
         claimed_roles: Vec::new(),
         expires_at: None,
         proof: Proof::Certificate(chain),
+        token_id: None,
     })
 }
 

@@ -410,6 +410,7 @@ impl JwtVerifier {
             claimed_roles: self.roles(claims)?,
             expires_at: Some(expires_at),
             proof: Default::default(),
+            token_id: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
         })
     }
 

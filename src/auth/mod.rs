@@ -54,6 +54,8 @@ pub struct Principal {
     /// What was presented, kept so a live connection is judged again when the policy or the
     /// CRLs change: who it is stays, what it may do is looked up anew.
     pub proof: Proof,
+    /// A JWT's `jti` claim: `nsqgate revoke --jti` cuts and refuses the token by it.
+    pub token_id: Option<String>,
 }
 
 /// The part of a credential that must be looked up again after a reload.
@@ -116,6 +118,9 @@ pub enum AuthError {
     /// The identity claim is absent, not a string, or empty.
     #[error("missing or empty identity claim")]
     MissingIdentityClaim,
+    /// An operator revoked this credential or its identity (`nsqgate revoke`).
+    #[error("credential revoked: {0}")]
+    Revoked(String),
     /// The API key hash matches no configured key.
     #[error("unknown API key")]
     UnknownApiKey,
@@ -150,6 +155,7 @@ impl AuthError {
             AuthError::UnknownApiKey => "unknown_api_key",
             AuthError::NoCertificateIdentity => "no_certificate_identity",
             AuthError::KeysStale(_) => "keys_stale",
+            AuthError::Revoked(_) => "revoked",
         }
     }
 }

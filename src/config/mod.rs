@@ -3,6 +3,7 @@
 //! Every rejection names the file, the line (when the key is in the file) and the key.
 
 pub mod admin;
+pub mod cluster;
 pub mod http;
 mod jwt;
 mod locate;
@@ -105,6 +106,8 @@ pub struct Config {
     /// `[registry.sidecar]` / `[registry.guard]`: guarded nsqd registration, started beside
     /// the NSQ listeners.
     pub registry: Option<registry::RegistryConfig>,
+    /// `[cluster]`: Redis shared by every replica; None runs this process on its own.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,7 +279,9 @@ impl Config {
             .registry
             .map(|r| registry::registry(r, at))
             .transpose()?;
+        let cluster = cluster::cluster(raw.cluster, at)?;
         let config = Config {
+            cluster,
             allow_insecure_permissions: false,
             admin,
             registry,

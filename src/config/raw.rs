@@ -40,6 +40,8 @@ pub struct RawConfig {
     pub admin: Option<super::admin::RawAdmin>,
     /// Guarded nsqd registration roles; absent: none.
     pub registry: Option<super::registry::RawRegistry>,
+    /// Redis shared by several replicas; absent: this process enforces everything alone.
+    pub cluster: Option<super::cluster::RawCluster>,
 }
 
 /// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the

@@ -75,6 +75,7 @@ impl Caller {
                     claimed_roles: Vec::new(),
                     expires_at: None,
                     proof: Default::default(),
+                    token_id: None,
                 },
                 (None, true) => return Err(reply::unauthenticated().into()),
             },
@@ -263,7 +264,9 @@ fn from_secret(
     secret: &[u8],
 ) -> Result<Principal, EarlyResponse> {
     let fingerprint = auth::fingerprint(secret);
-    match identity::from_secret(secret, shared.jwt().as_deref(), policy) {
+    let authenticated = identity::from_secret(secret, shared.jwt().as_deref(), policy)
+        .and_then(|principal| shared.not_revoked(principal));
+    match authenticated {
         Ok(principal) => {
             let method = crate::metrics::method_label(principal.method);
             shared.metrics.authentication(method, true);

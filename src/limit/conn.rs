@@ -121,6 +121,8 @@ pub struct ConnPermit {
     limits: Arc<ConnLimits>,
     ip: Option<IpAddr>,
     identity: Option<String>,
+    /// Slots in the caps shared by every replica (`[cluster]`), given back on drop.
+    shared: Vec<crate::cluster::slots::Slot>,
 }
 
 // === impl ConnLimits ===
@@ -149,6 +151,7 @@ impl ConnLimits {
             limits: self.clone(),
             ip: None,
             identity: None,
+            shared: Vec::new(),
         };
         if self.settings.max_total.is_some_and(|max| total > max) {
             return Err(self.refuse(Refusal::Total));
@@ -180,6 +183,11 @@ impl ConnLimits {
 
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refusal made by the caps shared with other replicas.
+    pub fn count_refusal(&self) {
+        self.refuse(Refusal::PerIdentity);
     }
 
     /// Counts a refusal and logs a summary at most once per interval.
@@ -253,6 +261,11 @@ impl ConnPermit {
             return Err(limits.refuse(Refusal::PerIdentity));
         }
         Ok(())
+    }
+
+    /// Holds a slot of a cap shared by every replica for the life of the connection.
+    pub fn keep(&mut self, slot: crate::cluster::slots::Slot) {
+        self.shared.push(slot);
     }
 
     fn release_identity(&mut self) {

@@ -5,7 +5,10 @@
 //! (another credential's roles, a policy reload) adjusts rate and burst in place and never
 //! refills it. Idle full buckets are evicted so the keyed state cannot grow without bound.
 //! Beside them: connection caps ([`conn`]), name quotas ([`names`]) and the memory budget of
-//! connections with no identity yet ([`memory`]).
+//! connections with no identity yet ([`memory`]). With `[cluster]`, every bucket is one
+//! bucket shared by all replicas, leased through `crate::cluster::quota` (the only I/O on
+//! this path, and none while a lease lasts); the local buckets then serve only while Redis
+//! is unavailable, at quota / `expected_replicas` (`on_unavailable = "local"`).
 
 mod bucket;
 pub mod conn;
@@ -18,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use crate::cluster::quota::{SharedQuotas, Take};
+use crate::config::cluster::OnUnavailable;
 use crate::policy::{Rate, RateQuota, RoleRates};
 use bucket::{Short, TokenBucket};
 
@@ -86,6 +91,8 @@ pub struct RateLimits {
     settings: crate::swap::Swap<RateSettings>,
     buckets: DashMap<Key, Arc<Bucket>>,
     epoch: Instant,
+    /// The replicas' shared buckets, with `[cluster]`.
+    shared: Option<SharedQuotas>,
 }
 
 // === impl RateLimits ===
@@ -96,7 +103,14 @@ impl RateLimits {
             settings: crate::swap::Swap::new(std::sync::Arc::new(settings)),
             buckets: DashMap::new(),
             epoch: Instant::now(),
+            shared: None,
         }
+    }
+
+    /// Draws every quota from buckets shared through Redis with the other replicas.
+    pub fn shared(mut self, quotas: SharedQuotas) -> RateLimits {
+        self.shared = Some(quotas);
+        self
     }
 
     pub fn on_limit(&self) -> OnLimit {
@@ -137,7 +151,7 @@ impl RateLimits {
                 "topic" => Key::Topic(topic.to_owned()),
                 _ => Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
             };
-            let bucket = self.bucket(key);
+            let bucket = self.bucket(key.clone());
             for (name, unit, rate, amount) in [
                 (
                     "messages",
@@ -150,12 +164,18 @@ impl RateLimits {
                 let Some(rate) = rate.filter(|_| amount > 0) else {
                     continue;
                 };
-                self.take(&bucket, unit, rate, amount, deadline)
-                    .await
-                    .map_err(|detail| Limited {
-                        scope,
-                        detail: format!("{name}: {detail}"),
-                    })?;
+                let taken = match &self.shared {
+                    Some(shared) => {
+                        let name = shared_name(&key, unit);
+                        let at = (&*bucket, unit, deadline);
+                        self.take_shared(shared, &name, at, rate, amount).await
+                    }
+                    None => self.take(&bucket, unit, rate, amount, deadline).await,
+                };
+                taken.map_err(|detail| Limited {
+                    scope,
+                    detail: format!("{name}: {detail}"),
+                })?;
             }
         }
         Ok(())
@@ -181,6 +201,44 @@ impl RateLimits {
                 }
                 Err(Short::OverBurst) => {
                     return Err(format!("{amount} at once is more than the burst allows"))
+                }
+            }
+        }
+    }
+
+    /// Takes from the replicas' shared bucket `name`; while Redis is unavailable, from the
+    /// local bucket at this replica's share of the quota, or not at all (`closed`).
+    async fn take_shared(
+        &self,
+        shared: &SharedQuotas,
+        name: &str,
+        (bucket, unit, deadline): (&Bucket, Unit, tokio::time::Instant),
+        rate: Rate,
+        amount: u64,
+    ) -> Result<(), String> {
+        loop {
+            match shared.take(name, rate, amount).await {
+                Take::Granted => return Ok(()),
+                Take::OverBurst => {
+                    return Err(format!("{amount} at once is more than the burst allows"))
+                }
+                Take::Wait(wait) => {
+                    let wake = tokio::time::Instant::now() + wait;
+                    if self.on_limit() == OnLimit::Reject || wake > deadline {
+                        return Err(format!("{amount} more would exceed the quota"));
+                    }
+                    tokio::time::sleep_until(wake).await;
+                }
+                Take::Unavailable => {
+                    let config = shared.cluster().config();
+                    let metrics = shared.cluster().metrics();
+                    if config.on_unavailable == OnUnavailable::Closed {
+                        metrics.cluster_unavailable("closed");
+                        return Err("the shared quota cannot be checked (Redis unavailable)".into());
+                    }
+                    metrics.cluster_unavailable("local");
+                    let share = rate.share(config.expected_replicas);
+                    return self.take(bucket, unit, share, amount, deadline).await;
                 }
             }
         }
@@ -215,6 +273,9 @@ impl RateLimits {
             now.saturating_sub(bucket.last_used.load(Ordering::Relaxed)) < idle
                 || !bucket.is_full(at)
         });
+        if let Some(shared) = &self.shared {
+            shared.evict_idle();
+        }
         before - self.buckets.len()
     }
 
@@ -240,6 +301,22 @@ impl RateLimits {
                 );
             }
         }
+    }
+}
+
+/// The shared bucket's name in Redis: scope, unit and the names in it, each name preceded by
+/// its length so that no identity or topic can pass for another key.
+fn shared_name(key: &Key, unit: Unit) -> String {
+    let unit = match unit {
+        Unit::Messages => "messages",
+        Unit::Bytes => "bytes",
+    };
+    match key {
+        Key::Identity(id) => format!("rate:{unit}:identity:{}:{id}", id.len()),
+        Key::IdentityTopic(id, topic) => {
+            format!("rate:{unit}:identity_topic:{}:{id}:{topic}", id.len())
+        }
+        Key::Topic(topic) => format!("rate:{unit}:topic:{topic}"),
     }
 }
 

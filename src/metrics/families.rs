@@ -55,6 +55,15 @@ pub(crate) struct Operations {
     pub audit_write_failures: IntCounter,
 }
 
+/// Redis shared by the replicas (`[cluster]`).
+pub(crate) struct ClusterFamilies {
+    pub redis_up: IntGauge,
+    pub redis_errors: IntCounterVec,
+    pub unavailable: IntCounterVec,
+    pub revocations_active: IntGauge,
+    pub leases: IntCounterVec,
+}
+
 /// The JWKS figures, copied from the verifier at scrape time.
 pub(crate) struct JwksGauges {
     pub refresh_failures: IntCounter,
@@ -237,6 +246,34 @@ impl Families {
             stale: self.gauge(
                 "nsqgate_jwks_stale",
                 "1 when the JWKS is older than jwks_max_stale_secs: its keys verify nothing.",
+            )?,
+        })
+    }
+
+    pub fn cluster(&self) -> Built<ClusterFamilies> {
+        Ok(ClusterFamilies {
+            redis_up: self.gauge(
+                "nsqgate_cluster_redis_up",
+                "1 while the last call to the cluster's Redis succeeded (0 without [cluster]).",
+            )?,
+            redis_errors: self.counters(
+                "nsqgate_cluster_redis_errors_total",
+                "Calls to the cluster's Redis that failed or passed cluster.timeout_ms, by operation.",
+                &["operation"],
+            )?,
+            unavailable: self.counters(
+                "nsqgate_cluster_unavailable_total",
+                "Publishes decided without Redis, by cluster.on_unavailable mode (local or closed).",
+                &["mode"],
+            )?,
+            revocations_active: self.gauge(
+                "nsqgate_cluster_revocations_active",
+                "Revocations from `nsqgate revoke` in force on this replica.",
+            )?,
+            leases: self.counters(
+                "nsqgate_cluster_leases_total",
+                "Leases asked of Redis, by what (tokens, connection) and outcome (granted, short, failed).",
+                &["what", "outcome"],
             )?,
         })
     }

@@ -26,7 +26,9 @@ pub use certs::{configured_certificates, earliest_expiry};
 pub use families::HttpCounters;
 pub use tls::{handshake_failure, handshake_failure_reason, Leg};
 
-use families::{Connections, Families, JwksGauges, Operations, Registration, Security, Traffic};
+use families::{
+    ClusterFamilies, Connections, Families, JwksGauges, Operations, Registration, Security, Traffic,
+};
 
 /// Every metric family of one process.
 pub struct Metrics {
@@ -37,6 +39,7 @@ pub struct Metrics {
     ops: Operations,
     registration: Registration,
     pub(crate) jwks: JwksGauges,
+    cluster: ClusterFamilies,
     /// The HTTP fronts' own counters.
     pub http: HttpCounters,
     /// Messages published by clients (an MPUB counts each) and delivered to them; bytes
@@ -72,6 +75,7 @@ impl Metrics {
             ops: families.operations()?,
             registration: families.registration()?,
             jwks: families.jwks()?,
+            cluster: families.cluster()?,
             http: families.http()?,
             messages_published: traffic.messages.with_label_values(&["to_nsqd"]),
             messages_delivered: traffic.messages.with_label_values(&["to_client"]),
@@ -152,6 +156,34 @@ impl Metrics {
 
     pub fn name_quota_refused(&self) {
         self.security.name_quota.inc();
+    }
+
+    /// Whether the cluster's Redis answers now.
+    pub fn redis_up(&self, up: bool) {
+        self.cluster.redis_up.set(i64::from(up));
+    }
+
+    /// A Redis call for `operation` failed or timed out.
+    pub fn redis_error(&self, operation: &'static str) {
+        let errors = &self.cluster.redis_errors;
+        errors.with_label_values(&[operation]).inc();
+    }
+
+    /// A publish decided without Redis under `mode` (`local`, `closed`).
+    pub fn cluster_unavailable(&self, mode: &'static str) {
+        let unavailable = &self.cluster.unavailable;
+        unavailable.with_label_values(&[mode]).inc();
+    }
+
+    pub fn revocations_active(&self, count: usize) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.cluster.revocations_active.set(count);
+    }
+
+    /// A lease of `what` (`tokens`, `connection`) asked of Redis: `granted`, `short`, `failed`.
+    pub fn lease(&self, what: &'static str, outcome: &'static str) {
+        let leases = &self.cluster.leases;
+        leases.with_label_values(&[what, outcome]).inc();
     }
 
     pub fn revoked(&self) {

@@ -107,6 +107,15 @@ impl Rate {
         Some(Rate { per_sec, burst })
     }
 
+    /// One of `replicas` equal shares (at least 1 per second and 1 of burst).
+    pub fn share(self, replicas: u32) -> Rate {
+        let replicas = replicas.max(1);
+        Rate {
+            per_sec: (self.per_sec / replicas).max(1),
+            burst: (self.burst / replicas).max(1),
+        }
+    }
+
     /// Field by field, the larger allowance.
     fn wider(self, other: Rate) -> Rate {
         Rate {

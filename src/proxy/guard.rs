@@ -8,6 +8,7 @@
 
 mod decisions;
 mod names;
+mod slots;
 mod standing;
 mod state;
 #[cfg(test)]
@@ -85,6 +86,8 @@ pub struct Guard {
     draining: bool,
     /// This connection's slots in the connection limits; the identity is bound on AUTH.
     permit: ConnPermit,
+    /// The operators' revocations in force (`nsqgate revoke`), followed while connected.
+    revocations: watch::Receiver<Arc<crate::cluster::revocations::Revoked>>,
 }
 
 // === impl Guard ===
@@ -97,6 +100,7 @@ impl Guard {
         permit: ConnPermit,
     ) -> Guard {
         let policy = shared.policy.clone();
+        let revocations = shared.revocations.subscribe();
         // Without require_identity a caller with no credential is "anonymous", and the policy
         // decides what that identity may do (by default: nothing).
         let principal = principal.or_else(|| {
@@ -106,6 +110,7 @@ impl Guard {
                 claimed_roles: Vec::new(),
                 expires_at: None,
                 proof: Proof::SelfContained,
+                token_id: None,
             })
         });
         let cert_chain = match principal.as_ref().map(|p| &p.proof) {
@@ -127,6 +132,7 @@ impl Guard {
             subscription: None,
             draining: false,
             permit,
+            revocations,
         };
         if let Some(principal) = principal {
             guard.adopt(principal);
@@ -256,7 +262,8 @@ impl Guard {
         self.auth_seen = true;
         let fingerprint = auth::fingerprint(secret);
         let policy = self.policy.borrow().clone();
-        let result = identity::from_secret(secret, self.shared.jwt().as_deref(), &policy);
+        let result = identity::from_secret(secret, self.shared.jwt().as_deref(), &policy)
+            .and_then(|principal| self.shared.not_revoked(principal));
         match result {
             Ok(principal) => {
                 let roles = identity::current_subject(&principal, &policy)

@@ -145,6 +145,15 @@ impl Session {
             debug!(client = %peer, "PROXY header");
         }
         permit.bind_ip(peer.ip())?;
+        let shared = &listener.shared;
+        if let (Some(slots), Some(cap)) = (&shared.slots, config.connections.max_per_ip) {
+            let key = format!("conns:ip:{}", peer.ip());
+            match slots.claim(&key, cap).await {
+                Ok(Some(slot)) => permit.keep(slot),
+                Ok(None) => {}
+                Err(_) => return Err(crate::limit::conn::Refusal::PerIp.into()),
+            }
+        }
         Ok(Session {
             charge: Some(listener.shared.unauthenticated.charge()),
             peer,

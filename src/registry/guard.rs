@@ -303,5 +303,6 @@ fn principal(identity: String) -> Principal {
         claimed_roles: Vec::new(),
         expires_at: None,
         proof: crate::auth::Proof::SelfContained,
+        token_id: None,
     }
 }

@@ -57,6 +57,7 @@ pub(super) fn changed(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("connections", differs(&old.connections, &new.connections)),
         ("admin", differs(&old.admin, &new.admin)),
+        ("cluster", differs(&old.cluster, &new.cluster)),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -85,5 +86,7 @@ pub(super) fn keep(old: &Config, new: &mut Config) {
     new.connections.clone_from(&old.connections);
     // The admin listener is bound, its TLS set up and its probes started once.
     new.admin.clone_from(&old.admin);
+    // The Redis client and its watchers are set up once.
+    new.cluster.clone_from(&old.cluster);
     new.allow_insecure_permissions = old.allow_insecure_permissions;
 }

@@ -11,6 +11,7 @@
 //! - `gate_config`: [`GateConfig`], an nsqgate config built by section.
 //! - `prom`: the admin listener's answers, and a Prometheus text-format parser.
 //! - `prometheus`: promtool and a real Prometheus server (Debian's `prometheus` package).
+//! - `redis`: a real redis-server (Debian's package) on a unix socket, for `[cluster]`.
 #![allow(dead_code)]
 
 pub mod daemons;
@@ -20,6 +21,7 @@ pub mod nsqclient;
 pub mod programs;
 pub mod prom;
 pub mod prometheus;
+pub mod redis;
 pub mod wire;
 
 // Each test binary uses its own part of these.

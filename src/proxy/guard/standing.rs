@@ -80,6 +80,9 @@ impl Guard {
     /// lose.
     pub async fn revoked(&mut self) -> Revocation {
         loop {
+            if let Some(reason) = self.operator_revoked() {
+                return self.revoke(reason, Kind::Identity);
+            }
             let expiry = self
                 .subscription
                 .as_ref()
@@ -104,11 +107,25 @@ impl Guard {
                         }
                     }
                 }
+                changed = self.revocations.changed() => {
+                    // The sender lives as long as the process: an error is never seen.
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
                 _ = tokio::time::sleep(expiry.unwrap_or(Duration::MAX)), if expiry.is_some() => {
                     return self.revoke("token expired".into(), Kind::Identity);
                 }
             }
         }
+    }
+
+    /// Why an operator's revocation (`nsqgate revoke`) ends this connection, if one does.
+    fn operator_revoked(&mut self) -> Option<String> {
+        let principal = self.principal.as_ref()?;
+        let revoked = self.revocations.borrow_and_update();
+        let target = revoked.matching(principal, SystemTime::now())?;
+        Some(format!("{target} revoked by an operator"))
     }
 
     fn still_allowed(&mut self, topic: &str, channel: &str) -> bool {

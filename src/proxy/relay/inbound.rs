@@ -199,6 +199,11 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     /// The guard's verdict; a publish it lets through is then drawn from the rate limits.
     async fn judge(&mut self, decoded: &DecodedCommand) -> Result<Verdict, RelayError> {
         let verdict = self.guard.screen(decoded);
+        if matches!(verdict, Verdict::Reply(_)) && decoded.command.name() == "AUTH" {
+            if let Some(refused) = self.guard.claim_shared_identity_slot().await {
+                return Ok(refused);
+            }
+        }
         if !matches!(verdict, Verdict::Forward) || decoded.command.message_count() == 0 {
             return Ok(verdict);
         }

@@ -122,6 +122,9 @@ impl Session {
                 ))
             }
         };
+        if let Some(Verdict::Refuse(refusal)) = guard.claim_shared_identity_slot().await {
+            return Err(SessionError::Refused(refusal));
+        }
         // Known now: its buffers are no stranger's any more.
         self.charge = None;
         if !had_to {

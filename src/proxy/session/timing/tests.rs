@@ -14,6 +14,7 @@ fn principal() -> Principal {
         claimed_roles: Vec::new(),
         expires_at: None,
         proof: Proof::SelfContained,
+        token_id: None,
     }
 }
 
