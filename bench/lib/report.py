@@ -1,0 +1,207 @@
+"""Medians, spreads and ratios over the repetitions; the JSON document and its markdown."""
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+LATENCY_KEYS = ("p50_us", "p99_us", "p999_us", "max_us")
+
+
+def first_line(*cmd):
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (done.stdout + done.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def machine():
+    model = None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cores": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "loadavg_at_end": open("/proc/loadavg").read().split()[:3]}
+
+
+def versions(env):
+    return {
+        "nsqd": first_line(str(env.tools / "nsqd"), "--version"),
+        "haproxy": first_line("haproxy", "-v"),
+        "stunnel": first_line("stunnel4", "-version"),
+        "nsqgate": first_line(str(env.gate), "--version"),
+        "git": first_line("git", "-C", str(env.repo), "describe", "--always", "--dirty"),
+        "rustc": first_line("rustc", "--version"),
+        "openssl": first_line("openssl", "version"),
+    }
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def spread_pct(values):
+    values = [v for v in values if v is not None]
+    mid = median(values)
+    if not values or not mid:
+        return None
+    return round(100.0 * (max(values) - min(values)) / mid, 1)
+
+
+def per_message(run, process):
+    cpu = run.get("cpu_s", {}).get(process)
+    messages = run.get("messages")
+    return cpu * 1e6 / messages if cpu is not None and messages else None
+
+
+def aggregate(results):
+    groups = {}
+    for run in results:
+        groups.setdefault((run["workload"], run["target"], run["layout"]), []).append(run)
+    rows = []
+    for (workload, target, layout), runs in groups.items():
+        ok = [r for r in runs if "error" not in r]
+        own = "nsqd" if target in ("D0", "D1") else "hop"  # the process the target adds
+        rates = [r.get("msgs_per_s") for r in ok]
+        row = {
+            "workload": workload, "target": target, "layout": layout,
+            "runs": len(runs), "errors": [r["error"] for r in runs if "error" in r] or None,
+            "msgs_per_s": median(rates), "spread_pct": spread_pct(rates),
+            "cpu_us_per_msg": median([per_message(r, own) for r in ok]),
+            "cpu_us_per_msg_by_process": {
+                p: median([per_message(r, p) for r in ok])
+                for p in ("loadgen", "nsqd", "hop")
+                if any(p in r.get("cpu_s", {}) for r in ok)},
+            "steal_s": median([r.get("steal_s") for r in ok]),
+            "ratio_to_d1": None,
+        }
+        for key in LATENCY_KEYS:
+            row[key] = median([r.get(key) for r in ok])
+        if any("unanswered" in r for r in ok):
+            row["unanswered"] = sum(r.get("unanswered", 0) for r in ok)
+        rows.append(row)
+    baseline = {(r["workload"], r["layout"]): r for r in rows if r["target"] == "D1"}
+    for row in rows:
+        d1 = baseline.get((row["workload"], row["layout"]))
+        if not d1:
+            continue
+        if row["p50_us"] is not None and d1["p50_us"] is not None:
+            for key in LATENCY_KEYS[:3]:
+                row["added_" + key] = row[key] - d1[key]
+        elif row["msgs_per_s"] and d1["msgs_per_s"]:
+            row["ratio_to_d1"] = round(row["msgs_per_s"] / d1["msgs_per_s"], 3)
+    return rows
+
+
+def build(env, plan, results, idle, validation, args, started):
+    commands = {w["workload"]: "nsqgate-bench " + " ".join(w["args"]) for w in plan}
+    check = None
+    if validation:
+        pub = median([v["loadgen_pub"] / v["bench_writer"] for v in validation])
+        sub = median([v["loadgen_sub"] / v["bench_reader"] for v in validation])
+        check = {"runs": validation, "pub_ratio_median": round(pub, 3),
+                 "sub_ratio_median": round(sub, 3),
+                 "within_5_pct": abs(pub - 1) <= 0.05 and abs(sub - 1) <= 0.05}
+    return {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick, "repetitions": args.reps,
+        "duration_s": round(time.time() - started),
+        "machine": machine(), "versions": versions(env),
+        "command": " ".join(["bench/run", *sys.argv[1:]]),
+        "commands": commands,
+        "notes": [
+            "cpu_us_per_msg: the process the target adds (the hop; nsqd for D0/D1), "
+            "utime+stime over the measured window divided by messages acknowledged "
+            "(connect-*: per connection set up); cpu_us_per_msg_by_process has each process.",
+            "ratio_to_d1: median msgs/s over D1's median in the same workload and layout; "
+            "latency rows carry added_p50_us/added_p99_us/added_p999_us over D1 instead.",
+            "pinned: the hop alone on CPU 0, nsqd and the load generator on CPU 1 (D0/D1 "
+            "then use one CPU).",
+            "idle: RSS slope per idle authenticated connection (hop: both TLS sessions), "
+            "capped by the 20,000-descriptor limit of this machine.",
+        ],
+        "validation": check,
+        "rows": aggregate(results) + idle,
+    }
+
+
+def fmt_rate(value):
+    if value is None:
+        return "–"
+    return f"{value / 1000:.1f}k" if value >= 1000 else f"{value:.0f}"
+
+
+def fmt(value, digits=2):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(doc):
+    rows = [r for r in doc["rows"] if r["workload"] != "idle"]
+    targets = []
+    for r in rows:
+        if r["target"] not in targets:
+            targets.append(r["target"])
+    out = [f"nsqgate bench ({'--quick, ' if doc['quick'] else ''}{doc['repetitions']} "
+           f"repetition(s), {doc['machine']['cores']} cores, {doc['machine']['cpu_model']}, "
+           f"{doc['generated_at']})", ""]
+    for layout in ("unpinned", "pinned"):
+        here = {(r["workload"], r["target"]): r for r in rows if r["layout"] == layout}
+        workloads = list(dict.fromkeys(r["workload"] for r in rows if r["layout"] == layout))
+        throughput = [w for w in workloads if not w.startswith("latency")]
+        if throughput:
+            out += [f"**{layout}**: msg/s (spread) · ratio to D1 · CPU-µs/msg of the target's "
+                    "own process (hop, or nsqd for D0/D1)", "",
+                    "| workload | " + " | ".join(targets) + " |",
+                    "|---|" + "---|" * len(targets)]
+            for w in throughput:
+                cells = []
+                for t in targets:
+                    r = here.get((w, t))
+                    if r is None or r["msgs_per_s"] is None:
+                        cells.append("–" if r is None or not r["errors"] else "error")
+                        continue
+                    ratio = f" · {r['ratio_to_d1']:.2f}×" if r["ratio_to_d1"] else ""
+                    cells.append(f"{fmt_rate(r['msgs_per_s'])} (±{fmt(r['spread_pct'], 0)}%)"
+                                 f"{ratio} · {fmt(r['cpu_us_per_msg'])}")
+                out.append(f"| {w} | " + " | ".join(cells) + " |")
+            out.append("")
+        latency = [w for w in workloads if w.startswith("latency")]
+        if latency:
+            out += [f"**{layout} latency** (open loop, from intended send time): "
+                    "p50 / p99 / p99.9 µs (added over D1)", "",
+                    "| workload | " + " | ".join(targets) + " |",
+                    "|---|" + "---|" * len(targets)]
+            for w in latency:
+                cells = []
+                for t in targets:
+                    r = here.get((w, t))
+                    if r is None or r["p50_us"] is None:
+                        cells.append("–")
+                        continue
+                    added = (f" (+{r['added_p50_us']:.0f} / +{r['added_p99_us']:.0f} / "
+                             f"+{r['added_p999_us']:.0f})" if "added_p50_us" in r else "")
+                    cells.append(f"{r['p50_us']:.0f} / {r['p99_us']:.0f} / "
+                                 f"{r['p999_us']:.0f}{added}")
+                out.append(f"| {w} | " + " | ".join(cells) + " |")
+            out.append("")
+    idle = [r for r in doc["rows"] if r["workload"] == "idle"]
+    if idle:
+        out += ["**idle connections**: RSS KiB per connection (slope)", "",
+                "| target | hop | nsqd |", "|---|---|---|"]
+        for r in idle:
+            slope = r.get("rss_kib_per_conn") or {}
+            out.append(f"| {r['target']} | {fmt(slope.get('hop'), 1)} | "
+                       f"{fmt(slope.get('nsqd'), 1)} |")
+        out.append("")
+    v = doc.get("validation")
+    if v:
+        out.append(f"Load generator on D0 vs nsqd's own tools (median ratio): pub/bench_writer "
+                   f"{v['pub_ratio_median']:.3f}, sub/bench_reader {v['sub_ratio_median']:.3f} "
+                   f"({'within' if v['within_5_pct'] else 'NOT within'} ±5 %).")
+    return "\n".join(out)
