@@ -96,8 +96,9 @@ class Stack:
     """One target: nsqd plus the hop in front (None for D0 and D1). `client` holds the
     load generator's connection arguments."""
 
-    def __init__(self, env, target, layout):
+    def __init__(self, env, target, layout, wrap=()):
         self.env, self.target, self.layout = env, target, layout
+        self.wrap = list(wrap)  # a command the hop runs under (valgrind, strace)
         self.procs, self.hop = [], None
         self.dir = Path(tempfile.mkdtemp(prefix=f"{target}-", dir=env.work))
         self.start_nsqd()
@@ -213,11 +214,12 @@ policy_dir = "{work}/policies"
         env_log = dict(os.environ, NSQGATE_LOG="warn")
         self.hop = subprocess.Popen(
             pinned(self.layout, HOP_CPU,
-                   [str(self.env.gate), "run", "--config", str(self.dir / "proxy.toml")]),
+                   [*self.wrap, str(self.env.gate), "run", "--config",
+                    str(self.dir / "proxy.toml")]),
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "nsqgate.log", "w"),
             cwd=self.dir, env=env_log)
         self.procs.append(self.hop)
-        wait_port(self.port, self.hop)
+        wait_port(self.port, self.hop, timeout=60)
         self.mode = "inband" if tls else "plain"
 
     def client_args(self):

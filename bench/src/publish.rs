@@ -113,8 +113,11 @@ pub async fn closed_loop(
     }
     tokio::time::sleep(warmup).await;
     let (first, start) = (acked.load(Ordering::Relaxed), window::snapshot(watched)?);
+    // Markers for bench/profile, which starts and stops its profilers on them.
+    eprintln!("nsqgate-bench: window start");
     tokio::time::sleep(seconds).await;
     let (last, end) = (acked.load(Ordering::Relaxed), window::snapshot(watched)?);
+    eprintln!("nsqgate-bench: window end");
     stop.store(true, Ordering::Relaxed);
     while let Some(done) = tasks.join_next().await {
         done??;
