@@ -34,11 +34,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, timeout=10.0):
+def wait_port(port, proc, timeout=10.0, log=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening")
+            said = log.read_text()[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before listening: "
+                               f"{said}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -123,7 +125,7 @@ class Stack:
             f"--http-address=127.0.0.1:{http}", f"--https-address=127.0.0.1:{https}",
             f"--data-path={self.dir / 'data'}", f"--tls-cert={certs / 'nsqd.pem'}",
             f"--tls-key={certs / 'nsqd.key'}", *NSQD_FLAGS], "nsqd.log")
-        wait_port(self.nsqd_tcp, self.nsqd)
+        wait_port(self.nsqd_tcp, self.nsqd, log=self.dir / "nsqd.log")
 
     def direct(self):
         self.port = self.nsqd_tcp
@@ -133,7 +135,7 @@ class Stack:
         certs = self.env.work / "certs"
         ssl = f" ssl crt {certs / 'combined.pem'}" if self.target == "H1" else ""
         (self.dir / "haproxy.cfg").write_text(f"""global
-  maxconn 30000
+  maxconn 9500
   ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
   ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256
   ssl-default-bind-options ssl-min-ver TLSv1.2
@@ -149,7 +151,7 @@ backend nsqd
   server nsqd 127.0.0.1:{self.nsqd_tcp}
 """)
         self.hop = self.spawn(HOP_CPU, ["haproxy", "-db", "-f", "haproxy.cfg"], "haproxy.log")
-        wait_port(self.port, self.hop)
+        wait_port(self.port, self.hop, log=self.dir / "haproxy.log")
         self.mode = "tls-first" if self.target == "H1" else "plain"
 
     def stunnel(self):
@@ -168,15 +170,15 @@ ciphers = ECDHE-ECDSA-AES128-GCM-SHA256
 ciphersuites = TLS_AES_128_GCM_SHA256
 """)
         self.hop = self.spawn(HOP_CPU, ["stunnel4", "stunnel.conf"], "stunnel.log")
-        wait_port(self.port, self.hop)
+        wait_port(self.port, self.hop, log=self.dir / "stunnel.log")
         self.mode = "tls-first"
 
     def nsqgate(self):
         work, tls = self.env.work, self.target != "P0"
         auth = self.target != "P1-noauth"
-        client = (f'require_tls = true\ntls_cert = "{work}/certs/nsqgate.pem"\n'
-                  f'tls_key = "{work}/certs/nsqgate.key"\ntls_min_version = "1.2"'
-                  if tls else "require_tls = false")
+        client = (f'require_tls = {"true" if tls else "false"}\n'
+                  f'tls_cert = "{work}/certs/nsqgate.pem"\n'
+                  f'tls_key = "{work}/certs/nsqgate.key"\ntls_min_version = "1.2"')
         upstream = (f'tls = true\ntls_server_name = "127.0.0.1"\ntls_ca = "{work}/certs/ca.pem"'
                     if tls else "tls = false")
         if auth:
@@ -184,7 +186,7 @@ ciphersuites = TLS_AES_128_GCM_SHA256
                         f'algorithm = "ES256", file = "{work}/jwt/es256.pub.pem" }}]')
             # Configured, never binding: 100x what this machine can push.
             limits = ("identity = { messages_per_sec = 100000000, bytes_per_sec = "
-                      "100000000000 }\nidentity_topic = { messages_per_sec = 100000000 }")
+                      "4000000000 }\nidentity_topic = { messages_per_sec = 100000000 }")
         else:
             identity, limits = "require_identity = false", "identity = {}"
         (self.dir / "proxy.toml").write_text(f"""[client]
@@ -219,7 +221,7 @@ policy_dir = "{work}/policies"
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "nsqgate.log", "w"),
             cwd=self.dir, env=env_log)
         self.procs.append(self.hop)
-        wait_port(self.port, self.hop, timeout=60)
+        wait_port(self.port, self.hop, timeout=60, log=self.dir / "nsqgate.log")
         self.mode = "inband" if tls else "plain"
 
     def client_args(self):
