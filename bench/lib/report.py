@@ -184,8 +184,9 @@ def markdown(doc):
                     if r is None or r["p50_us"] is None:
                         cells.append("–")
                         continue
-                    added = (f" (+{r['added_p50_us']:.0f} / +{r['added_p99_us']:.0f} / "
-                             f"+{r['added_p999_us']:.0f})" if "added_p50_us" in r else "")
+                    added = (f" ({r['added_p50_us']:+.0f} / {r['added_p99_us']:+.0f} / "
+                             f"{r['added_p999_us']:+.0f})"
+                             if "added_p50_us" in r and t != "D1" else "")
                     cells.append(f"{r['p50_us']:.0f} / {r['p99_us']:.0f} / "
                                  f"{r['p999_us']:.0f}{added}")
                 out.append(f"| {w} | " + " | ".join(cells) + " |")

@@ -31,11 +31,11 @@ WORKLOADS = [
 ]
 
 # Deliveries per fan-out run (over all channels): the fill is this divided by the channels.
-FANOUT_DELIVERIES = {False: 400_000, True: 60_000}
+FANOUT_DELIVERIES = {False: 300_000, True: 60_000}
 
 
 def plan(quick, only):
-    warmup, seconds = ("0.2", "0.6") if quick else ("0.5", "1.5")
+    warmup, seconds = ("0.2", "0.6") if quick else ("0.4", "1.2")
     chosen = []
     for name, layouts, args in WORKLOADS:
         if only and name not in only.split(","):
@@ -84,7 +84,7 @@ def run_layout(env, plan, layout, targets, reps):
 
 def run_idle(env, targets):
     """RSS slope per idle authenticated connection, once per TLS target (unpinned)."""
-    steps = "200,1000" if env.quick else "1000,8000"
+    steps = "200,1000" if env.quick else "1000,6000"
     rows = []
     for target in [t for t in targets if t in ("D1", "H1", "S1", "P1")]:
         stack = Stack(env, target, "unpinned")

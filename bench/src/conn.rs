@@ -63,6 +63,13 @@ pub fn tls_connector(ca: &str, resume: bool) -> Result<TlsConnector, Error> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// Writes all of `bytes` and flushes: a TLS stream may keep the last records of a large write
+/// until the next write, and the peer would wait for them while we wait for its replies.
+pub async fn send<W: AsyncWrite + Unpin + ?Sized>(io: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
 pub struct Conn {
     pub io: Box<dyn Stream>,
     pub buf: BytesMut,
@@ -77,7 +84,7 @@ impl Conn {
                 if frame.is_heartbeat() {
                     let mut out = BytesMut::new();
                     wire::nop(&mut out);
-                    self.io.write_all(&out).await?;
+                    send(&mut self.io, &out).await?;
                     continue;
                 }
                 if frame.kind == FRAME_ERROR {
@@ -121,7 +128,7 @@ pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Conn, Er
         &mut out,
         serde_json::Value::Object(identify).to_string().as_bytes(),
     );
-    io.write_all(&out).await?;
+    send(&mut io, &out).await?;
     let mut conn = Conn {
         io,
         buf: BytesMut::with_capacity(64 * 1024),
@@ -145,7 +152,7 @@ pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Conn, Er
             .ok_or("the target wants AUTH: pass --token")?;
         let mut out = BytesMut::new();
         wire::auth(&mut out, token.as_bytes());
-        conn.io.write_all(&out).await?;
+        send(&mut conn.io, &out).await?;
         conn.read_frame().await?;
     }
     Ok(conn)

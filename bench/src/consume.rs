@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Barrier;
 
 use crate::conn::{self, Conn, Mode, Target};
@@ -50,7 +50,7 @@ async fn consume(
     start.wait().await;
     let mut out = BytesMut::new();
     wire::ready(&mut out, rdy);
-    conn.io.write_all(&out.split()).await?;
+    conn::send(&mut conn.io, &out.split()).await?;
     let mut received = 0u64;
     while quota.is_none_or(|q| received < q) {
         while let Some(frame) = wire::take_frame(&mut conn.buf)? {
@@ -64,7 +64,7 @@ async fn consume(
             }
         }
         if !out.is_empty() {
-            conn.io.write_all(&out.split()).await?;
+            conn::send(&mut conn.io, &out.split()).await?;
         }
         if quota.is_some_and(|q| received >= q) {
             break;
@@ -83,7 +83,7 @@ async fn subscribe(target: &Target, topic: &str, channel: &str) -> Result<Conn, 
     let mut conn = conn::connect(target, None).await?;
     let mut out = BytesMut::new();
     wire::subscribe(&mut out, topic, channel);
-    conn.io.write_all(&out).await?;
+    conn::send(&mut conn.io, &out).await?;
     conn.read_frame().await?;
     Ok(conn)
 }
@@ -121,7 +121,7 @@ async fn fill(fanout: &Fanout) -> Result<(), Error> {
             left -= n;
             owed += 1;
         }
-        conn.io.write_all(&out).await?;
+        conn::send(&mut conn.io, &out).await?;
         for _ in 0..owed {
             conn.read_frame().await?;
         }

@@ -16,7 +16,7 @@ use crate::{wire, Error};
 
 async fn one_connection(target: &Target, pub_frame: &[u8]) -> Result<(), Error> {
     let mut conn = conn::connect(target, None).await?;
-    conn.io.write_all(pub_frame).await?;
+    conn::send(&mut conn.io, pub_frame).await?;
     conn.read_frame().await?;
     conn.io.shutdown().await?;
     Ok(())

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::conn::{Stream, Target};
+use crate::conn::{self, Stream, Target};
 use crate::publish::{self, Load};
 use crate::window::{self, Watched};
 use crate::{wire, Error};
@@ -52,7 +52,7 @@ async fn writer(
             sent.send(intended)?;
             next = due.try_recv().ok();
         }
-        io.write_all(&out.split()).await?;
+        conn::send(&mut io, &out.split()).await?;
     }
     Ok(())
 }

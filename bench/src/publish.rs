@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use serde_json::{json, Map, Value};
-use tokio::io::AsyncWriteExt;
 
 use crate::conn::{self, Conn, Target};
 use crate::window::{self, Watched};
@@ -75,7 +74,7 @@ async fn pump(
             in_flight += 1;
         }
         if !batch.is_empty() {
-            conn.io.write_all(&batch.split()).await?;
+            conn::send(&mut conn.io, &batch.split()).await?;
         }
         if in_flight == 0 {
             return Ok(());
