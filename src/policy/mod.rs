@@ -12,6 +12,7 @@
 mod action;
 mod error;
 mod load;
+mod nsqd_grants;
 mod pattern;
 mod rate;
 mod raw;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use action::{Action, UnknownAction};
 pub use error::{PolicyError, PolicyWarning};
+pub use nsqd_grants::{NsqdAuthorization, NsqdGrants, PUBLISH_CHANNEL};
 pub(crate) use pattern::Pattern;
 pub use rate::{Grant, Rate, RateQuota, RoleQuota, RoleRates};
 use rule::{Effect, Role, Rule};

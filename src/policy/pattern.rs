@@ -227,5 +227,7 @@ fn bad_char(text: &str, c: char) -> String {
     }
 }
 
+mod nsqd;
+
 #[cfg(test)]
 mod tests;
