@@ -75,6 +75,12 @@ pub async fn run(
         }
         None => None,
     };
+    let auth_service = match &shared.config().auth_service {
+        Some(config) => {
+            Some(crate::authsvc::spawn(shared.clone(), config, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let mut listeners = tokio::task::JoinSet::new();
     let mut bound = Vec::new();
     for (address, listener) in nsq {
@@ -97,7 +103,11 @@ pub async fn run(
     };
     // The HTTP fronts were bound above (http::spawn) before any NSQ listener.
     if let Some(path) = ready_file {
-        write_ready_file(path, &bound, &http, admin, &registry).map_err(|source| {
+        let operators = Operators {
+            admin,
+            auth_service,
+        };
+        write_ready_file(path, &bound, &http, operators, &registry).map_err(|source| {
             StartError::ReadyFile {
                 path: path.to_owned(),
                 source,
@@ -122,9 +132,11 @@ pub async fn run_registry_only(
     let conns = crate::limit::conn::ConnLimits::new(config.connections.clone());
     let bound = crate::registry::spawn(&config.registry, roles, conns, shutdown.clone()).await?;
     if let Some(path) = ready_file {
-        write_ready_file(path, &[], &[], None, &bound).map_err(|source| StartError::ReadyFile {
-            path: path.to_owned(),
-            source,
+        write_ready_file(path, &[], &[], Operators::default(), &bound).map_err(|source| {
+            StartError::ReadyFile {
+                path: path.to_owned(),
+                source,
+            }
         })?;
     }
     while !*shutdown.borrow() {
@@ -210,15 +222,22 @@ fn nsq_listeners(shared: &Arc<Shared>) -> Vec<(SocketAddr, Arc<Listener>)> {
     listeners
 }
 
+/// The operators' listeners that are bound, for the ready file.
+#[derive(Default)]
+struct Operators {
+    admin: Option<SocketAddr>,
+    auth_service: Option<SocketAddr>,
+}
+
 /// Writes the bound addresses as JSON (`{"nsq": [ADDR, ...], "http": {FRONT: ADDR, ...},
-/// "admin": ADDR, "registry": {"sidecar": ADDR, "guard": ADDR}}`, `admin` and `registry`'s
-/// roles only when they run), whole or not at all (a temporary file renamed into place), so a
-/// reader that sees the file sees every address.
+/// "admin": ADDR, "auth_service": ADDR, "registry": {"sidecar": ADDR, "guard": ADDR}}`, the
+/// last three only when they run), whole or not at all (a temporary file renamed into place),
+/// so a reader that sees the file sees every address.
 fn write_ready_file(
     path: &Path,
     nsq: &[SocketAddr],
     http: &[(String, SocketAddr)],
-    admin: Option<SocketAddr>,
+    operators: Operators,
     registry: &Bound,
 ) -> std::io::Result<()> {
     let nsq: Vec<String> = nsq.iter().map(ToString::to_string).collect();
@@ -227,8 +246,11 @@ fn write_ready_file(
         .map(|(front, address)| (front.clone(), address.to_string().into()))
         .collect();
     let mut body = serde_json::json!({ "nsq": nsq, "http": http });
-    if let Some(admin) = admin {
+    if let Some(admin) = operators.admin {
         body["admin"] = admin.to_string().into();
+    }
+    if let Some(auth_service) = operators.auth_service {
+        body["auth_service"] = auth_service.to_string().into();
     }
     let mut roles = serde_json::Map::new();
     for (role, address) in [("sidecar", registry.sidecar), ("guard", registry.guard)] {

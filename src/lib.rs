@@ -36,6 +36,9 @@
 //!   swapped in whole or not at all; no sockets.
 //! - [`admin`]: the operators' listener: `/metrics`, `/healthz`, `/readyz` and the nsqd
 //!   probes behind readiness.
+//! - [`authsvc`]: the HTTP auth server stock nsqd asks (`--auth-http-address`), answered from
+//!   the same policy and credentials; grants only, so what an overlapping deny carves out is
+//!   left out whole.
 //! - [`process`]: the runtime, signals and log sinks around [`app`]; no protocol.
 //! - [`app`]: wires configuration to listeners and runs until shutdown; no protocol.
 //! - [`fuzz`]: entry points of the fuzz targets in `fuzz/`, one pure call each; no I/O.
@@ -44,6 +47,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod authsvc;
 pub mod certs;
 pub mod check;
 pub mod cluster;

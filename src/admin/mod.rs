@@ -95,7 +95,7 @@ pub async fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
     let tls = match &config.tls {
-        Some(settings) => Some(acceptor(&shared, settings)?),
+        Some(settings) => Some(acceptor(&shared, settings, ("admin", "admin_client_ca"))?),
         None => None,
     };
     let tcp = bind(config.listen).await?;
@@ -120,11 +120,16 @@ pub async fn spawn(
     Ok(address)
 }
 
-/// The admin listener's TLS set-up: its own certificate, and client certificates from its
-/// own CA when one is configured.
-fn acceptor(shared: &Shared, settings: &AdminTls) -> Result<TlsAcceptor, TlsError> {
+/// The TLS set-up of an operators' listener (admin, auth service): its own certificate, and
+/// client certificates from its own CA when one is configured. `labels` name the certificate
+/// and the CA in the expiry metric.
+pub(crate) fn acceptor(
+    shared: &Shared,
+    settings: &AdminTls,
+    labels: (&'static str, &'static str),
+) -> Result<TlsAcceptor, TlsError> {
     let certs = tls::load_certs(&settings.cert)?;
-    shared.metrics.certificate_loaded("admin", &certs);
+    shared.metrics.certificate_loaded(labels.0, &certs);
     let key = tls::load_key(&settings.key)?;
     let provider = Arc::new(ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -133,9 +138,7 @@ fn acceptor(shared: &Shared, settings: &AdminTls) -> Result<TlsAcceptor, TlsErro
         Some(ca) => {
             let roots = tls::root_store(ca)?;
             if let Ok(ca_certs) = tls::load_certs(ca) {
-                shared
-                    .metrics
-                    .certificate_loaded("admin_client_ca", &ca_certs);
+                shared.metrics.certificate_loaded(labels.1, &ca_certs);
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod authsvc;
 pub mod http;
 mod jwt;
 mod locate;
@@ -108,6 +109,8 @@ pub struct Config {
     pub registry: Option<registry::RegistryConfig>,
     /// `[cluster]`: Redis shared by every replica; None runs this process on its own.
     pub cluster: Option<cluster::ClusterConfig>,
+    /// `[auth_service]`: nsqd's auth server; None when the section is absent.
+    pub auth_service: Option<authsvc::AuthServiceConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,11 +283,15 @@ impl Config {
             .map(|r| registry::registry(r, at))
             .transpose()?;
         let cluster = cluster::cluster(raw.cluster, at)?;
+        let auth_service = (raw.auth_service)
+            .map(|a| authsvc::auth_service(a, at))
+            .transpose()?;
         let config = Config {
             cluster,
             allow_insecure_permissions: false,
             admin,
             registry,
+            auth_service,
             max_unauthenticated_memory,
             files,
             warnings,

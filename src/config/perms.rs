@@ -111,6 +111,21 @@ pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
             }
         }
     }
+    if let Some(service) = &raw.auth_service {
+        for (key, path, holds) in [
+            ("auth_service.tls_cert", &service.tls_cert, Holds::Decision),
+            ("auth_service.tls_key", &service.tls_key, Holds::Secret),
+            (
+                "auth_service.tls_client_ca",
+                &service.tls_client_ca,
+                Holds::Decision,
+            ),
+        ] {
+            if let Some(path) = path {
+                add(key, path, holds);
+            }
+        }
+    }
     if let Some(jwt) = &raw.auth.jwt {
         for key in &jwt.keys {
             if let Some(file) = &key.file {

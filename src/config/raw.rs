@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub registry: Option<super::registry::RawRegistry>,
     /// Redis shared by several replicas; absent: this process enforces everything alone.
     pub cluster: Option<super::cluster::RawCluster>,
+    /// nsqd's HTTP auth server (`--auth-http-address`) from this policy; absent: none.
+    pub auth_service: Option<super::authsvc::RawAuthService>,
 }
 
 /// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the

@@ -9,6 +9,7 @@
 //! - [`scrape`]: figures kept elsewhere, copied in before rendering.
 //! - [`tls`], [`certs`]: handshake failure reasons and certificate expiry, as labels and values.
 
+pub mod authsvc;
 mod certs;
 mod families;
 pub mod scrape;
@@ -42,6 +43,8 @@ pub struct Metrics {
     cluster: ClusterFamilies,
     /// The HTTP fronts' own counters.
     pub http: HttpCounters,
+    /// The auth service's (`[auth_service]`) counters.
+    pub auth_service: authsvc::AuthServiceCounters,
     /// Messages published by clients (an MPUB counts each) and delivered to them; bytes
     /// relayed each way. Pre-resolved: the relay adds to them once per read.
     pub messages_published: IntCounter,
@@ -77,6 +80,7 @@ impl Metrics {
             jwks: families.jwks()?,
             cluster: families.cluster()?,
             http: families.http()?,
+            auth_service: authsvc::AuthServiceCounters::register(&families.0)?,
             messages_published: traffic.messages.with_label_values(&["to_nsqd"]),
             messages_delivered: traffic.messages.with_label_values(&["to_client"]),
             bytes_to_nsqd: traffic.bytes.with_label_values(&["to_nsqd"]),

@@ -58,6 +58,10 @@ pub(super) fn changed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("connections", differs(&old.connections, &new.connections)),
         ("admin", differs(&old.admin, &new.admin)),
         ("cluster", differs(&old.cluster, &new.cluster)),
+        (
+            "auth_service",
+            differs(&old.auth_service, &new.auth_service),
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -88,5 +92,7 @@ pub(super) fn keep(old: &Config, new: &mut Config) {
     new.admin.clone_from(&old.admin);
     // The Redis client and its watchers are set up once.
     new.cluster.clone_from(&old.cluster);
+    // So is the auth service, with its TLS and the ttl it answers with.
+    new.auth_service.clone_from(&old.auth_service);
     new.allow_insecure_permissions = old.allow_insecure_permissions;
 }
