@@ -23,6 +23,8 @@ pub struct Gate {
     pub http: BTreeMap<String, SocketAddr>,
     /// The admin listener, when `[admin]` is configured.
     pub admin: Option<SocketAddr>,
+    /// The auth service nsqd asks, when `[auth_service]` is configured.
+    pub auth_service: Option<SocketAddr>,
     pub config: PathBuf,
     log: PathBuf,
 }
@@ -86,6 +88,7 @@ impl Gate {
             nsq: bound.nsq,
             http: bound.http,
             admin: bound.admin,
+            auth_service: bound.auth_service,
             config: path,
             log,
         }
@@ -186,6 +189,7 @@ pub struct Bound {
     pub nsq: Vec<SocketAddr>,
     pub http: BTreeMap<String, SocketAddr>,
     pub admin: Option<SocketAddr>,
+    pub auth_service: Option<SocketAddr>,
 }
 
 /// Waits for nsqgate's `--ready-file` (written whole once every listener is bound).
@@ -232,5 +236,11 @@ fn parse_ready(text: &str) -> Bound {
         })
         .unwrap_or_default();
     let admin = ready.get("admin").map(address);
-    Bound { nsq, http, admin }
+    let auth_service = ready.get("auth_service").map(address);
+    Bound {
+        nsq,
+        http,
+        admin,
+        auth_service,
+    }
 }

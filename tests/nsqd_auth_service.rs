@@ -1,0 +1,276 @@
+//! nsqgate as stock nsqd's auth server (`[auth_service]`, issue 14 part 2), with real
+//! processes: nsqd v1.3.0 started with `--auth-http-address` at nsqgate's auth listener, and
+//! clients (a RawClient speaking its own bytes, stock to_nsq) connecting to nsqd directly,
+//! never through the proxy. Every refusal here is nsqd's own: nsqgate only told it the grants.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::daemons::tool;
+use common::nsqclient::{assert_error, assert_ok, tls_connector, RawClient};
+use common::programs::run_tool;
+use common::prom::{get, Exposition};
+use common::{Gate, GateConfig, Nsqd, Pki};
+use nsqgate::auth::apikey;
+
+const POLICY_DIR: &str = "svc-policy";
+
+/// `ingest` publishes to `orders.*` and its own `ingest.*`; `billing` subscribes to
+/// `orders.*` on channel `billing` only; `carved` may publish to `logs.*` except
+/// `logs.secret`, which nsqd cannot express, so nsqd is told nothing for `logs.*`.
+fn write_policy(pki: &Pki, keys: &[(&str, &str, &str)]) {
+    let mut text = String::from(
+        r#"
+wildcards = "segment"
+[roles.writer]
+allow = [{ action = "publish", topics = ["orders.*", "${identity}.*"] }]
+[roles.reader]
+allow = [{ action = "subscribe", topics = ["orders.*"], channels = ["billing"] }]
+[roles.carved]
+allow = [{ action = "publish", topics = ["logs.*", "plain"] }]
+deny = [{ action = "publish", topics = ["logs.secret"] }]
+"#,
+    );
+    for (identity, key, role) in keys {
+        let hash = apikey::hash_hex(key.as_bytes());
+        text.push_str(&format!(
+            "[api_keys.{identity}]\nsha256 = \"{hash}\"\nroles = [\"{role}\"]\n"
+        ));
+    }
+    pki.write_policy(POLICY_DIR, "svc.toml", &text);
+}
+
+struct Fixture {
+    pki: Pki,
+    gate: Gate,
+    nsqd: Nsqd,
+    ingest: String,
+    billing: String,
+    carved: String,
+}
+
+/// nsqgate with the auth service (ttl 2 s, policy re-read every 200 ms) and an admin
+/// listener, then nsqd asking it. nsqgate's own NSQ listener points nowhere: nothing here
+/// goes through the proxy.
+fn start() -> Fixture {
+    let pki = Pki::new();
+    let (ingest, billing, carved) = (apikey::generate(), apikey::generate(), apikey::generate());
+    write_policy(
+        &pki,
+        &[
+            ("ingest", &ingest, "writer"),
+            ("billing", &billing, "reader"),
+            ("carved", &carved, "carved"),
+        ],
+    );
+    let nowhere: SocketAddr = ([127, 0, 0, 1], 9).into();
+    let gate = GateConfig::new(nowhere)
+        .policy(POLICY_DIR)
+        .auth("policy_reload_ms = 200")
+        .table("[auth_service]\nlisten = \"127.0.0.1:0\"\nttl_secs = 2")
+        .table("[admin]\nlisten = \"127.0.0.1:0\"")
+        .start(&pki);
+    let service = gate.auth_service.expect("nsqgate bound no auth service");
+    let nsqd = Nsqd::start_with(&pki, "nsqd", &[&format!("--auth-http-address={service}")]);
+    Fixture {
+        pki,
+        gate,
+        nsqd,
+        ingest,
+        billing,
+        carved,
+    }
+}
+
+impl Fixture {
+    /// A direct connection to nsqd: TLS upgrade (nsqd requires it), then AUTH with `secret`.
+    async fn client(&self, secret: &str) -> (RawClient, Option<common::wire::Frame>) {
+        let connector = tls_connector(&self.pki.path("ca.pem"), None);
+        let (mut client, identify) =
+            RawClient::upgraded(self.nsqd.tcp, &connector, serde_json::json!({})).await;
+        assert_eq!(
+            identify["auth_required"], true,
+            "nsqd asks for AUTH: {identify}"
+        );
+        let reply = client.auth(secret).await;
+        (client, reply)
+    }
+
+    fn metrics(&self) -> Exposition {
+        let (status, body) = get(self.gate.admin(), "/metrics");
+        assert_eq!(status, 200, "{body}");
+        Exposition::parse(&body)
+    }
+}
+
+#[tokio::test]
+async fn nsqd_enforces_the_gate_policy_itself() {
+    let f = start();
+    // AUTH at nsqd: nsqd asked nsqgate and says who the key is and how many grants it holds.
+    let (mut writer, reply) = f.client(&f.ingest).await;
+    let reply = reply.expect("AUTH reply");
+    let json: serde_json::Value = serde_json::from_slice(&reply.data).expect(&reply.text());
+    assert_eq!(json["identity"], "ingest", "{json}");
+    assert_eq!(json["permission_count"], 2, "{json}");
+    assert_ok(writer.publish("orders.new", b"one").await, "PUB orders.new");
+    assert_ok(
+        writer.publish("ingest.events", b"two").await,
+        "PUB ingest.events",
+    );
+    let text = assert_error(
+        writer.publish("other.events", b"x").await,
+        "E_UNAUTHORIZED",
+        "PUB other.events",
+    );
+    assert!(
+        text.contains(r#"AUTH failed for PUB on "other.events" """#),
+        "{text}"
+    );
+    // Anchored: `orders.*` does not reach into a longer name, nor does the namespace leak.
+    for topic in ["orders.new.deeper", "xorders.new", "ingest.a.b"] {
+        let (mut client, _) = f.client(&f.ingest).await;
+        assert_error(client.publish(topic, b"x").await, "E_UNAUTHORIZED", topic);
+    }
+    // What nsqd holds: only the allowed topics exist, with their messages.
+    assert_eq!(f.nsqd.message_count("orders.new"), 1);
+    assert_eq!(f.nsqd.message_count("ingest.events"), 1);
+    for refused in [
+        "other.events",
+        "orders.new.deeper",
+        "xorders.new",
+        "ingest.a.b",
+    ] {
+        assert!(!f.nsqd.topic_exists(refused), "nsqd created {refused}");
+    }
+
+    // Subscribing: the reader's channel only, and no publishing with a subscribe grant.
+    let (mut reader, reply) = f.client(&f.billing).await;
+    assert!(reply.is_some_and(|r| !r.text().starts_with("E_")));
+    assert_ok(reader.sub("orders.new", "billing").await, "SUB billing");
+    let (mut other, _) = f.client(&f.billing).await;
+    assert_error(
+        other.sub("orders.new", "audit").await,
+        "E_UNAUTHORIZED",
+        "SUB audit",
+    );
+    let (mut other, _) = f.client(&f.billing).await;
+    assert_error(
+        other.publish("orders.new", b"x").await,
+        "E_UNAUTHORIZED",
+        "PUB as reader",
+    );
+    let stats = f.nsqd.topic("orders.new").expect("orders.new in /stats");
+    let clients = &stats["channels"][0]["clients"];
+    assert_eq!(stats["channels"][0]["channel_name"], "billing", "{stats}");
+    assert_eq!(clients[0]["authed"], true, "{stats}");
+    assert_eq!(clients[0]["auth_identity"], "billing", "{stats}");
+
+    // A deny inside a wildcard: nsqd cannot express it, so the wildcard is not granted.
+    let (mut carved, _) = f.client(&f.carved).await;
+    assert_ok(carved.publish("plain", b"x").await, "PUB plain");
+    assert_error(
+        carved.publish("logs.app", b"x").await,
+        "E_UNAUTHORIZED",
+        "PUB logs.app",
+    );
+    let omitted = f.gate.wait_audit("the left-out grant", |e| {
+        e["action"] == "nsqd_auth" && e["reason"].as_str().is_some_and(|r| r.contains("left out"))
+    });
+    assert!(
+        omitted["reason"]
+            .as_str()
+            .unwrap()
+            .contains("roles.carved.deny[0]"),
+        "{omitted}"
+    );
+
+    // An unknown key: nsqd's "not authorized", not an auth server failure.
+    let (_, reply) = f.client(&apikey::generate()).await;
+    let text = assert_error(reply, "E_UNAUTHORIZED", "AUTH unknown key");
+    assert!(text.contains("AUTH no authorizations found"), "{text}");
+
+    let metrics = f.metrics();
+    let requests = |outcome| {
+        metrics.sum(
+            "nsqgate_auth_service_requests_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert!(
+        requests("granted") >= 8.0,
+        "granted {}",
+        requests("granted")
+    );
+    assert_eq!(requests("refused"), 1.0);
+    // At least once: nsqd may have asked again for `carved` after the 2 s ttl.
+    assert!(metrics.sum("nsqgate_auth_service_grants_omitted_total", &[]) >= 1.0);
+}
+
+#[tokio::test]
+async fn a_removed_key_stops_working_at_nsqd_within_the_ttl() {
+    let f = start();
+    let (mut writer, reply) = f.client(&f.ingest).await;
+    assert!(reply.is_some_and(|r| !r.text().starts_with("E_")));
+    assert_ok(writer.publish("orders.a", b"before").await, "PUB before");
+    // The key leaves the policy; nsqgate re-reads it, and nsqd asks again after its ttl.
+    write_policy(&f.pki, &[("billing", &f.billing, "reader")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f.gate.log().contains("policy reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "no policy reload: {}",
+            f.gate.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refusal = loop {
+        let reply = writer.publish("orders.a", b"again").await;
+        match reply {
+            Some(frame) if frame.is_ok() => {}
+            other => break other,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nsqd still takes the removed key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = assert_error(refusal, "E_UNAUTHORIZED", "PUB after removal");
+    assert!(
+        text.contains(r#"AUTH failed for PUB on "orders.a" """#),
+        "{text}"
+    );
+    // A new connection with the removed key is not authorized at all.
+    let (_, reply) = f.client(&f.ingest).await;
+    assert_error(reply, "E_UNAUTHORIZED", "AUTH removed key");
+}
+
+#[test]
+fn stock_to_nsq_with_an_api_key_publishes_only_where_allowed() {
+    let f = start();
+    let to_nsq = |topic: &str| {
+        let args = vec![
+            format!("--topic={topic}"),
+            format!("--nsqd-tcp-address={}", f.nsqd.tcp),
+            "--producer-opt=tls_v1,true".to_string(),
+            format!(
+                "--producer-opt=tls_root_ca_file,{}",
+                f.pki.path("ca.pem").display()
+            ),
+            format!("--producer-opt=auth_secret,{}", f.ingest),
+        ];
+        run_tool(&tool("to_nsq"), &args, b"a\nb\n", Duration::from_secs(30))
+    };
+    let (ok, _, stderr) = to_nsq("orders.tool");
+    assert!(ok, "to_nsq to orders.tool: {stderr}");
+    assert_eq!(f.nsqd.message_count("orders.tool"), 2);
+    let (ok, _, stderr) = to_nsq("elsewhere");
+    assert!(!ok, "to_nsq published to elsewhere");
+    assert!(stderr.contains("E_UNAUTHORIZED"), "{stderr}");
+    assert!(!f.nsqd.topic_exists("elsewhere"));
+}
