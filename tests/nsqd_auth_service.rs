@@ -21,7 +21,8 @@ const POLICY_DIR: &str = "svc-policy";
 
 /// `ingest` publishes to `orders.*` and its own `ingest.*`; `billing` subscribes to
 /// `orders.*` on channel `billing` only; `carved` may publish to `logs.*` except
-/// `logs.secret`, which nsqd cannot express, so nsqd is told nothing for `logs.*`.
+/// `logs.secret`, which nsqd cannot express, so nsqd is told nothing for `logs.*`; the JWT
+/// identity `alice` is a writer.
 fn write_policy(pki: &Pki, keys: &[(&str, &str, &str)]) {
     let mut text = String::from(
         r#"
@@ -33,6 +34,8 @@ allow = [{ action = "subscribe", topics = ["orders.*"], channels = ["billing"] }
 [roles.carved]
 allow = [{ action = "publish", topics = ["logs.*", "plain"] }]
 deny = [{ action = "publish", topics = ["logs.secret"] }]
+[identities]
+alice = ["writer"]
 "#,
     );
     for (identity, key, role) in keys {
@@ -53,11 +56,19 @@ struct Fixture {
     carved: String,
 }
 
-/// nsqgate with the auth service (ttl 2 s, policy re-read every 200 ms) and an admin
-/// listener, then nsqd asking it. nsqgate's own NSQ listener points nowhere: nothing here
-/// goes through the proxy.
+/// The HS256 secret nsqgate verifies tokens with.
+const JWT_SECRET: &str = "auth-service-tests-hs256-secret-0123456789";
+
 fn start() -> Fixture {
+    start_with(false)
+}
+
+/// nsqgate with the auth service (ttl 2 s, policy re-read every 200 ms, over HTTPS when
+/// `https`), HS256 tokens and an admin listener, then nsqd asking it. nsqgate's own NSQ
+/// listener points nowhere: nothing here goes through the proxy.
+fn start_with(https: bool) -> Fixture {
     let pki = Pki::new();
+    common::write_secret(&pki.path("jwt.secret"), JWT_SECRET.as_bytes());
     let (ingest, billing, carved) = (apikey::generate(), apikey::generate(), apikey::generate());
     write_policy(
         &pki,
@@ -68,14 +79,29 @@ fn start() -> Fixture {
         ],
     );
     let nowhere: SocketAddr = ([127, 0, 0, 1], 9).into();
+    let tls = if https {
+        "tls_cert = \"gate.pem\"\ntls_key = \"gate.key\""
+    } else {
+        ""
+    };
     let gate = GateConfig::new(nowhere)
         .policy(POLICY_DIR)
         .auth("policy_reload_ms = 200")
-        .table("[auth_service]\nlisten = \"127.0.0.1:0\"\nttl_secs = 2")
+        .table("[auth.jwt]\nkeys = [{ kid = \"hs\", algorithm = \"HS256\", secret_file = \"jwt.secret\" }]")
+        .table(&format!("[auth_service]\nlisten = \"127.0.0.1:0\"\nttl_secs = 2\n{tls}"))
         .table("[admin]\nlisten = \"127.0.0.1:0\"")
         .start(&pki);
     let service = gate.auth_service.expect("nsqgate bound no auth service");
-    let nsqd = Nsqd::start_with(&pki, "nsqd", &[&format!("--auth-http-address={service}")]);
+    let args = if https {
+        vec![
+            format!("--auth-http-address=https://{service}/auth"),
+            format!("--tls-root-ca-file={}", pki.path("ca.pem").display()),
+        ]
+    } else {
+        vec![format!("--auth-http-address={service}")]
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let nsqd = Nsqd::start_with(&pki, "nsqd", &args);
     Fixture {
         pki,
         gate,
@@ -113,7 +139,8 @@ async fn nsqd_enforces_the_gate_policy_itself() {
     // AUTH at nsqd: nsqd asked nsqgate and says who the key is and how many grants it holds.
     let (mut writer, reply) = f.client(&f.ingest).await;
     let reply = reply.expect("AUTH reply");
-    let json: serde_json::Value = serde_json::from_slice(&reply.data).expect(&reply.text());
+    let json: serde_json::Value =
+        serde_json::from_slice(&reply.data).unwrap_or_else(|_| panic!("{}", reply.text()));
     assert_eq!(json["identity"], "ingest", "{json}");
     assert_eq!(json["permission_count"], 2, "{json}");
     assert_ok(writer.publish("orders.new", b"one").await, "PUB orders.new");
@@ -273,4 +300,71 @@ fn stock_to_nsq_with_an_api_key_publishes_only_where_allowed() {
     assert!(!ok, "to_nsq published to elsewhere");
     assert!(stderr.contains("E_UNAUTHORIZED"), "{stderr}");
     assert!(!f.nsqd.topic_exists("elsewhere"));
+}
+
+/// An HS256 token for `sub`, valid for `secs` seconds.
+fn token(sub: &str, secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({ "sub": sub, "iat": now, "exp": now + secs });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("hs".into());
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn over_https_a_jwt_gets_its_identity_namespace_at_nsqd() {
+    let f = start_with(true);
+    let (mut alice, reply) = f.client(&token("alice", 600)).await;
+    let reply = reply.expect("AUTH reply");
+    assert!(!reply.text().starts_with("E_"), "{}", reply.text());
+    assert_ok(alice.publish("alice.inbox", b"x").await, "PUB alice.inbox");
+    assert_ok(alice.publish("orders.jwt", b"x").await, "PUB orders.jwt");
+    assert_error(
+        alice.publish("bob.inbox", b"x").await,
+        "E_UNAUTHORIZED",
+        "PUB bob.inbox",
+    );
+    // A token whose signature is not nsqgate's is not authorized.
+    let mut forged = token("alice", 600);
+    forged.truncate(forged.rfind('.').unwrap());
+    forged.push_str(".AAAA");
+    let (_, reply) = f.client(&forged).await;
+    assert_error(reply, "E_UNAUTHORIZED", "AUTH forged token");
+    let audit = f.gate.wait_audit("the forged token", |e| {
+        e["action"] == "nsqd_auth" && e["outcome"] == "failure"
+    });
+    assert!(
+        audit["reason"].as_str().unwrap().contains("bad signature"),
+        "{audit}"
+    );
+    let metrics = f.metrics();
+    let https = [("kind", "auth_service_https")];
+    assert!(metrics.sum("nsqgate_connections_accepted_total", &https) >= 1.0);
+}
+
+#[test]
+fn malformed_requests_get_a_status_not_an_answer() {
+    let f = start();
+    let service = f.gate.auth_service.unwrap();
+    assert_eq!(get(service, "/auth?tls=true&remote_ip=1.2.3.4").0, 400);
+    assert_eq!(get(service, "/auth?secret=a&secret=b").0, 400);
+    assert_eq!(get(service, "/other?secret=a").0, 404);
+    // Longer than a whole AUTH body (16 KiB) percent-encoded: refused before any look-up.
+    let long = format!("/auth?secret={}", "a".repeat(52_000));
+    assert_eq!(get(service, &long).0, 414);
+    let (status, body) = get(service, "/auth?secret=nsqk_unknown");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["authorizations"], serde_json::json!([]), "{json}");
+    assert!(json["ttl"].as_u64().unwrap() >= 1, "{json}");
+    let metrics = f.metrics();
+    let bad = [("outcome", "bad_request")];
+    assert_eq!(
+        metrics.sum("nsqgate_auth_service_requests_total", &bad),
+        4.0
+    );
 }

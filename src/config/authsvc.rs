@@ -1,8 +1,8 @@
 //! `[auth_service]`: nsqgate answering stock nsqd's `--auth-http-address` from the same policy,
 //! API keys and JWTs it enforces itself. Absent: no such listener. Present: on loopback
 //! (`127.0.0.1:4181`) unless `listen` says otherwise; plain HTTP, or HTTPS with
-//! `tls_cert`/`tls_key` and, optionally, client certificates from `tls_client_ca` (so only
-//! nsqd, presenting its `--tls-cert`, may ask).
+//! `tls_cert`/`tls_key`. No client certificates: nsqd v1.3.0 presents none to its auth server
+//! (its `buildClientTLSConfig` sets only the root CAs), so the listener's reach is its guard.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,7 +27,6 @@ pub struct RawAuthService {
     pub listen: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    pub tls_client_ca: Option<PathBuf>,
     #[serde(default = "default_ttl_secs")]
     pub ttl_secs: u64,
 }
@@ -39,7 +38,7 @@ fn default_ttl_secs() -> u64 {
 #[derive(Clone, Debug)]
 pub struct AuthServiceConfig {
     pub listen: SocketAddr,
-    /// HTTPS set-up: the same three files as the admin listener's.
+    /// HTTPS set-up, as the admin listener's (never with a client CA).
     pub tls: Option<AdminTls>,
     /// How long nsqd may keep an answer (a JWT's is cut to the token's own expiry).
     pub ttl: Duration,
@@ -60,17 +59,8 @@ pub(super) fn auth_service(
         (Some(cert), Some(key)) => Some(AdminTls {
             cert: at.existing("auth_service.tls_cert", &cert)?,
             key: at.existing("auth_service.tls_key", &key)?,
-            client_ca: match &raw.tls_client_ca {
-                Some(ca) => Some(at.existing("auth_service.tls_client_ca", ca)?),
-                None => None,
-            },
+            client_ca: None,
         }),
-        (None, None) if raw.tls_client_ca.is_some() => {
-            return Err(at.invalid(
-                "auth_service.tls_client_ca",
-                "client certificates need TLS: set tls_cert and tls_key too".into(),
-            ))
-        }
         (None, None) => None,
         (Some(_), None) => {
             return Err(at.invalid("auth_service.tls_key", "required with tls_cert".into()))

@@ -115,11 +115,6 @@ pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
         for (key, path, holds) in [
             ("auth_service.tls_cert", &service.tls_cert, Holds::Decision),
             ("auth_service.tls_key", &service.tls_key, Holds::Secret),
-            (
-                "auth_service.tls_client_ca",
-                &service.tls_client_ca,
-                Holds::Decision,
-            ),
         ] {
             if let Some(path) = path {
                 add(key, path, holds);
