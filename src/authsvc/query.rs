@@ -77,10 +77,9 @@ pub fn parse(
     let mut values: [Option<String>; 4] = Default::default();
     for part in query.split('&').filter(|part| !part.is_empty()) {
         let (name, value) = part.split_once('=').unwrap_or((part, ""));
-        let Some(index) = NAMES.iter().position(|known| *known == name) else {
+        let Some((index, known)) = NAMES.into_iter().enumerate().find(|(_, n)| *n == name) else {
             continue;
         };
-        let known = NAMES.get(index).copied().unwrap_or("");
         let decoded = decode(value).ok_or(QueryError::BadEncoding(known))?;
         match values.get_mut(index) {
             Some(slot @ None) => *slot = Some(decoded),

@@ -35,6 +35,7 @@ impl Outcome {
 
 /// Pre-resolved: one atomic add per answer.
 pub struct AuthServiceCounters {
+    /// In the order of [`Outcome::ALL`].
     requests: [IntCounter; 4],
     /// Allow patterns left out because a deny overlaps them (nsqd can only allow).
     pub grants_omitted: IntCounter,
@@ -63,9 +64,13 @@ impl AuthServiceCounters {
 
     /// One answer given.
     pub fn answered(&self, outcome: Outcome) {
-        let index = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        if let Some(counter) = self.requests.get(index) {
-            counter.inc();
-        }
+        let [granted, no_grants, refused, bad_request] = &self.requests;
+        let counter = match outcome {
+            Outcome::Granted => granted,
+            Outcome::NoGrants => no_grants,
+            Outcome::Refused => refused,
+            Outcome::BadRequest => bad_request,
+        };
+        counter.inc();
     }
 }
