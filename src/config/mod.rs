@@ -3,8 +3,8 @@
 //! Every rejection names the file, the line (when the key is in the file) and the key.
 
 pub mod admin;
-pub mod cluster;
 pub mod authsvc;
+pub mod cluster;
 pub mod http;
 mod jwt;
 mod locate;
