@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod http;
+pub mod integrity;
 mod jwt;
 mod locate;
 pub mod perms;
@@ -108,6 +109,8 @@ pub struct Config {
     pub registry: Option<registry::RegistryConfig>,
     /// `[cluster]`: Redis shared by every replica; None runs this process on its own.
     pub cluster: Option<cluster::ClusterConfig>,
+    /// `[integrity]`: topics whose messages are signed end to end (none when absent).
+    pub integrity: crate::integrity::Integrity,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,11 +283,13 @@ impl Config {
             .map(|r| registry::registry(r, at))
             .transpose()?;
         let cluster = cluster::cluster(raw.cluster, at)?;
+        let integrity = integrity::integrity(raw.integrity, at)?;
         let config = Config {
             cluster,
             allow_insecure_permissions: false,
             admin,
             registry,
+            integrity,
             max_unauthenticated_memory,
             files,
             warnings,

@@ -111,6 +111,11 @@ pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
             }
         }
     }
+    for key in raw.integrity.iter().flat_map(|i| &i.keys) {
+        if let Some(file) = &key.file {
+            add("integrity.keys", file, Holds::Secret);
+        }
+    }
     if let Some(jwt) = &raw.auth.jwt {
         for key in &jwt.keys {
             if let Some(file) = &key.file {

@@ -42,6 +42,8 @@ pub struct RawConfig {
     pub registry: Option<super::registry::RawRegistry>,
     /// Redis shared by several replicas; absent: this process enforces everything alone.
     pub cluster: Option<super::cluster::RawCluster>,
+    /// End-to-end message integrity; absent: no topic is signed.
+    pub integrity: Option<super::integrity::RawIntegrity>,
 }
 
 /// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the

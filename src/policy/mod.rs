@@ -12,7 +12,7 @@
 mod action;
 mod error;
 mod load;
-mod pattern;
+pub(crate) mod pattern;
 mod rate;
 mod raw;
 mod rule;
