@@ -4,6 +4,7 @@
 //!
 //! - `envelope`: the byte layout, sealing and opening (HMAC-SHA256, constant-time compare).
 //! - `keyring`: keys by id; key material never printed.
+//! - `publish`: PUB, DPUB and MPUB resealed, with sizes judged after sealing.
 //!
 //! Facts a caller relies on: a sealed body is [`TopicSeal::overhead`] bytes longer than the
 //! original; a topic matched by a rule is signed for every publish and verified for every
@@ -11,6 +12,7 @@
 
 pub mod envelope;
 pub mod keyring;
+pub mod publish;
 
 #[cfg(test)]
 mod tests;

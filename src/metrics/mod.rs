@@ -7,10 +7,12 @@
 //!
 //! - [`families`]: every family, its name, help and labels.
 //! - [`scrape`]: figures kept elsewhere, copied in before rendering.
+//! - [`integrity`]: messages sealed, verified and quarantined.
 //! - [`tls`], [`certs`]: handshake failure reasons and certificate expiry, as labels and values.
 
 mod certs;
 mod families;
+pub mod integrity;
 pub mod scrape;
 mod tls;
 
@@ -42,6 +44,8 @@ pub struct Metrics {
     cluster: ClusterFamilies,
     /// The HTTP fronts' own counters.
     pub http: HttpCounters,
+    /// End-to-end integrity: sealed, verified and quarantined messages.
+    pub integrity: integrity::IntegrityCounters,
     /// Messages published by clients (an MPUB counts each) and delivered to them; bytes
     /// relayed each way. Pre-resolved: the relay adds to them once per read.
     pub messages_published: IntCounter,
@@ -77,6 +81,7 @@ impl Metrics {
             jwks: families.jwks()?,
             cluster: families.cluster()?,
             http: families.http()?,
+            integrity: families.integrity()?,
             messages_published: traffic.messages.with_label_values(&["to_nsqd"]),
             messages_delivered: traffic.messages.with_label_values(&["to_client"]),
             bytes_to_nsqd: traffic.bytes.with_label_values(&["to_nsqd"]),

@@ -150,6 +150,15 @@ impl Guard {
         self.cached_version = policy.version();
     }
 
+    /// Who the client is, when known.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// True while an identity is required and none is known yet.
     pub fn awaiting_identity(&self) -> bool {
         self.principal.is_none()
