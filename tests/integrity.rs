@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod common;
+mod http_support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -63,6 +64,7 @@ fn gate(pki: &Pki, nsqd: &Nsqd, rule: &str) -> Gate {
          [[integrity.topics]]\ntopics = [\"signed.*\"]\n{rule}\n"
     );
     GateConfig::anonymous(nsqd.tcp)
+        .http_nsqd(nsqd.https)
         .client("require_tls = true")
         .table(&format!("[limits]\nmax_msg_size = {MAX_MSG_SIZE}"))
         .table("[admin]\nlisten = \"127.0.0.1:0\"")
@@ -367,9 +369,11 @@ async fn an_unsigned_topic_is_untouched_both_ways() {
         "PUB to nsqd",
     );
 
-    assert_eq!(bodies(&take(&mut raw, 2).await).len(), 2);
+    let mut held = bodies(&take(&mut raw, 2).await);
+    held.sort();
     let mut delivered = bodies(&take(&mut app, 2).await);
     delivered.sort();
+    assert_eq!(held, delivered, "nsqd holds what was sent, no envelope");
     assert_eq!(
         delivered,
         [
@@ -427,4 +431,51 @@ async fn a_body_that_would_not_fit_once_sealed_is_refused_by_nsqgate_and_an_mpub
         1,
         "only the PUB that fit reached nsqd"
     );
+}
+
+#[tokio::test]
+async fn publishes_through_the_nsqd_http_front_are_sealed_too() {
+    use hyper::Method;
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = gate(&pki, &nsqd, "signing_key = \"k1\"");
+    let mut app = subscriber(&pki, gate.addr, SIGNED, "app").await;
+    let mut raw = subscriber(&pki, nsqd.tcp, SIGNED, "raw").await;
+    let front = gate.http("nsqd");
+    let binary: Vec<u8> = [
+        &2u32.to_be_bytes()[..],
+        &3u32.to_be_bytes(),
+        b"x\ny",
+        &1u32.to_be_bytes(),
+        b"\0",
+    ]
+    .concat();
+    for (path, body) in [
+        ("/pub?topic=signed.orders", b"via /pub".to_vec()),
+        (
+            "/mpub?topic=signed.orders",
+            b"line one\n\nline two\n".to_vec(),
+        ),
+        ("/mpub?topic=signed.orders&binary=true", binary),
+    ] {
+        let reply = http_support::request(&pki, front, Method::POST, path, None, body).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    }
+    let sent: [&[u8]; 5] = [b"via /pub", b"line one", b"line two", b"x\ny", b"\0"];
+    let mut expected: Vec<Vec<u8>> = sent.iter().map(|b| b.to_vec()).collect();
+    expected.sort();
+    let mut delivered = bodies(&take(&mut app, 5).await);
+    delivered.sort();
+    assert_eq!(
+        delivered, expected,
+        "the consumer gets each message as sent over HTTP"
+    );
+    let mut held = bodies(&take(&mut raw, 5).await);
+    held.sort();
+    let mut sealed: Vec<Vec<u8>> = sent
+        .iter()
+        .map(|b| envelope(&K1, "k1", SIGNED, b))
+        .collect();
+    sealed.sort();
+    assert_eq!(held, sealed, "nsqd holds each in its envelope");
 }

@@ -235,12 +235,19 @@ impl NsqdFront {
         if let Err(refusal) = caller.charge_names(&self.shared, topic, None) {
             return refusal.into_response();
         }
-        let target = query
-            .only(&["topic", "defer", "binary"])
-            .with_path(match which {
-                PublishPath::Pub => "/pub",
-                PublishPath::Mpub => "/mpub",
-            });
+        let mut query = query.only(&["topic", "defer", "binary"]);
+        let body = match self.sealed(topic, kind, body) {
+            Ok((body, Kind::MpubBinary)) => {
+                query.set("binary", "true");
+                body
+            }
+            Ok((body, _)) => body,
+            Err(refusal) => return refusal,
+        };
+        let target = query.with_path(match which {
+            PublishPath::Pub => "/pub",
+            PublishPath::Mpub => "/mpub",
+        });
         let headers = upstream::forwarded_headers(&HeaderMap::new());
         self.send(Method::POST, &target, headers, body).await
     }
@@ -276,6 +283,31 @@ impl NsqdFront {
         };
         match kind.check(&body, &limits) {
             Ok(()) => Ok(body),
+            Err(refusal) => Err(reply::error(refusal.status, refusal.code)),
+        }
+    }
+
+    /// The body as nsqd should get it: sealed when `[integrity]` signs the topic.
+    fn sealed(
+        &self,
+        topic: &str,
+        kind: Kind,
+        body: Bytes,
+    ) -> Result<(Bytes, Kind), Response<Body>> {
+        let config = self.shared.config();
+        let Some(seal) = config.integrity.for_topic(topic) else {
+            return Ok((body, kind));
+        };
+        match crate::http::sealed::seal_body(kind, &body, &seal, &config.limits) {
+            Ok(sealed) => {
+                let (messages, _) = sealed.kind.measure(&sealed.body);
+                self.shared
+                    .metrics
+                    .integrity
+                    .sealed
+                    .inc_by(u64::from(messages));
+                Ok((sealed.body, sealed.kind))
+            }
             Err(refusal) => Err(reply::error(refusal.status, refusal.code)),
         }
     }
