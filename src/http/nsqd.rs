@@ -24,7 +24,7 @@ use crate::audit;
 use crate::config::http::HttpConfig;
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
-use crate::http::publish::Kind;
+use crate::http::publish::{BodyRefusal, Kind};
 use crate::http::reply::{self, Body, EarlyResponse};
 use crate::http::request::Query;
 use crate::http::stats;
@@ -242,7 +242,7 @@ impl NsqdFront {
                 body
             }
             Ok((body, _)) => body,
-            Err(refusal) => return refusal,
+            Err(refusal) => return reply::error(refusal.status, refusal.code),
         };
         let target = query.with_path(match which {
             PublishPath::Pub => "/pub",
@@ -288,28 +288,16 @@ impl NsqdFront {
     }
 
     /// The body as nsqd should get it: sealed when `[integrity]` signs the topic.
-    fn sealed(
-        &self,
-        topic: &str,
-        kind: Kind,
-        body: Bytes,
-    ) -> Result<(Bytes, Kind), Response<Body>> {
+    fn sealed(&self, topic: &str, kind: Kind, body: Bytes) -> Result<(Bytes, Kind), BodyRefusal> {
         let config = self.shared.config();
         let Some(seal) = config.integrity.for_topic(topic) else {
             return Ok((body, kind));
         };
-        match crate::http::sealed::seal_body(kind, &body, &seal, &config.limits) {
-            Ok(sealed) => {
-                let (messages, _) = sealed.kind.measure(&sealed.body);
-                self.shared
-                    .metrics
-                    .integrity
-                    .sealed
-                    .inc_by(u64::from(messages));
-                Ok((sealed.body, sealed.kind))
-            }
-            Err(refusal) => Err(reply::error(refusal.status, refusal.code)),
-        }
+        let sealed = crate::http::sealed::seal_body(kind, &body, &seal, &config.limits)?;
+        let (messages, _) = sealed.kind.measure(&sealed.body);
+        let counter = &self.shared.metrics.integrity.sealed;
+        counter.inc_by(u64::from(messages));
+        Ok((sealed.body, sealed.kind))
     }
 
     /// The same buckets as TCP publishing: an identity's rate is one rate, whatever path. A
