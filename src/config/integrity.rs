@@ -124,3 +124,6 @@ fn keyring(raw: &[RawKey], at: &Locator<'_>) -> Result<Keyring, ConfigError> {
     }
     Ok(keyring)
 }
+
+#[cfg(test)]
+mod tests;

@@ -68,11 +68,13 @@ fn a_pub_that_would_not_fit_once_sealed_is_413() {
 #[test]
 fn an_mpub_whose_sealed_body_is_over_the_body_limit_is_413() {
     let seal = seal();
+    // Each of the two sealed messages is 1 + 39 bytes: 4 + 2 × (4 + 40) = 92 > 90.
     let limits = Limits {
         max_msg_size: 100,
-        max_body_size: 100,
+        max_body_size: 90,
         ..Limits::default()
     };
+    assert!(seal_body(Kind::MpubText, b"a\n", &seal, &limits).is_ok());
     let refusal = seal_body(Kind::MpubText, b"a\nb\n", &seal, &limits).unwrap_err();
     assert_eq!(
         (refusal.status.as_u16(), refusal.code),
