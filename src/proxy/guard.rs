@@ -13,6 +13,7 @@ mod standing;
 mod state;
 #[cfg(test)]
 mod tests;
+mod who;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -148,15 +149,6 @@ impl Guard {
         self.principal = Some(principal);
         self.cache.clear();
         self.cached_version = policy.version();
-    }
-
-    /// Who the client is, when known.
-    pub fn principal(&self) -> Option<&Principal> {
-        self.principal.as_ref()
-    }
-
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
     }
 
     /// True while an identity is required and none is known yet.
