@@ -1,6 +1,6 @@
 //! `nsqgate check-config`: everything a start loads, loaded and checked without binding a
 //! listener (the config itself is loaded by the caller): the policy folder, every TLS
-//! certificate with its key (each pair must match), the CAs and CRLs, the JWT keys; and with
+//! certificate with its key (each pair must match; the admin listener's too), the CAs and CRLs, the JWT keys; and with
 //! `--probe`, a verified handshake with each nsqd the config names and the JWKS fetch, as the
 //! first client after a start would make them. Reads files; connects only when probing.
 
@@ -28,11 +28,16 @@ pub enum CheckError {
     Jwt(#[from] JwtConfigError),
 }
 
-/// Loads the policy folder, both legs' TLS set-ups and the JWT keys as a start would. The
+/// Loads the policy folder, both legs' and the admin listener's TLS set-ups and the JWT keys
+/// as a start would. The
 /// policy is returned for its warnings and for [`probe`].
 pub fn load_everything(config: &Config) -> Result<Policy, CheckError> {
     let policy = Policy::load_dir(&config.auth.policy_dir)?;
-    LiveTls::load(&config.client, config.upstream.tls.as_ref())?;
+    LiveTls::load(
+        &config.client,
+        config.upstream.tls.as_ref(),
+        config.admin.as_ref().and_then(|admin| admin.tls.as_ref()),
+    )?;
     // Keys that only a JWKS fetch brings are checked by `probe`.
     if let Some(settings) = &config.auth.jwt {
         if !settings.keys.is_empty() || settings.jwks.is_some() {

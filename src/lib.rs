@@ -14,6 +14,8 @@
 //! - [`config`]: the TOML/env configuration parsed into validated values; no sockets.
 //! - [`tls`]: rustls set-ups for both legs from [`config`]; reads PEM files, no sockets.
 //! - [`certs`]: development CA and leaf certificates (rcgen); never for production.
+//! - [`integrity`]: end-to-end message signing: the envelope, keys by id, which topics are
+//!   signed; no I/O (the relay and the HTTP front call it).
 //! - [`audit`]: the audit trail of security decisions; never a secret.
 //! - [`error`]: how a session ended: a closed set of kinds and who is to blame; no I/O.
 //! - [`metrics`]: the Prometheus registry every listener counts into; bounded labels, no I/O.
@@ -57,6 +59,7 @@ pub mod error;
 pub mod explain;
 pub mod fuzz;
 pub mod http;
+pub mod integrity;
 pub mod limit;
 pub mod logging;
 pub mod metrics;

@@ -301,20 +301,8 @@ fn load(path: &std::path::Path, checks: &StartChecks) -> Result<Config, ExitCode
         ExitCode::from(1)
     })?;
     config.allow_insecure_permissions = checks.allow_insecure_permissions;
-    let insecure = config.insecure_files();
-    for file in &insecure {
-        let kind = if checks.allow_insecure_permissions {
-            "warning"
-        } else {
-            "config error"
-        };
-        eprintln!("{kind}: {file}");
-    }
-    if insecure.is_empty() || checks.allow_insecure_permissions {
-        Ok(config)
-    } else {
-        Err(ExitCode::from(1))
-    }
+    refuse_insecure(&config.insecure_files(), checks)?;
+    Ok(config)
 }
 
 /// Whether the file at `path` configures only the registration roles; a file that cannot be
@@ -333,17 +321,26 @@ fn load_registry_only(
         eprintln!("config error: {e}");
         ExitCode::from(1)
     })?;
-    let insecure = nsqgate::config::perms::insecure(&config.files);
-    for file in &insecure {
-        let kind = if checks.allow_insecure_permissions {
-            "warning"
-        } else {
-            "config error"
-        };
+    refuse_insecure(&nsqgate::config::perms::insecure(&config.files), checks)?;
+    Ok(config)
+}
+
+/// Names each file others may read or write: a warning under `--allow-insecure-permissions`,
+/// otherwise a config error that stops the start.
+fn refuse_insecure(
+    insecure: &[nsqgate::config::perms::Insecure],
+    checks: &StartChecks,
+) -> Result<(), ExitCode> {
+    let kind = if checks.allow_insecure_permissions {
+        "warning"
+    } else {
+        "config error"
+    };
+    for file in insecure {
         eprintln!("{kind}: {file}");
     }
     if insecure.is_empty() || checks.allow_insecure_permissions {
-        Ok(config)
+        Ok(())
     } else {
         Err(ExitCode::from(1))
     }

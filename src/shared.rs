@@ -65,7 +65,11 @@ impl Shared {
         config: Arc<Config>,
         policy: watch::Receiver<Arc<Policy>>,
     ) -> Result<Shared, StartError> {
-        let tls = tls::LiveTls::load(&config.client, config.upstream.tls.as_ref())?;
+        let tls = tls::LiveTls::load(
+            &config.client,
+            config.upstream.tls.as_ref(),
+            config.admin.as_ref().and_then(|admin| admin.tls.as_ref()),
+        )?;
         let jwt = match &config.auth.jwt {
             Some(settings) => Some(Arc::new(JwtVerifier::new(settings)?)),
             None => None,

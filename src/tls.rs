@@ -1,7 +1,7 @@
 //! rustls configurations for both legs: the server side that clients connect to, and the
 //! verifying client side nsqgate uses toward nsqd, and the client-certificate verifier whose CRLs
-//! are re-read on reload ([`ClientCerts`]); and the set-ups in force, swapped whole on reload
-//! ([`LiveTls`]). Reads PEM files; no sockets here.
+//! are re-read on reload ([`ClientCerts`]); the admin listener's own set-up; and the set-ups in
+//! force, swapped whole on reload ([`LiveTls`]). Reads PEM files; no sockets here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,9 +13,11 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{ClientCertMode, ClientConfig as ClientLegConfig, TlsVersion, UpstreamTls};
 
+mod admin;
 mod client_certs;
 mod live;
 
+pub use admin::admin_config;
 pub use client_certs::ClientCerts;
 pub use live::{LiveTls, ToNsqd};
 

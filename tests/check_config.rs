@@ -65,6 +65,14 @@ fn everything_the_config_names_is_loaded() {
     let (code, text) = check(&pki, &upstream.toml(), &[]);
     assert_eq!(code, 1, "{text}");
 
+    // The admin listener's certificate, with the wrong key.
+    let admin = config().table(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"gate.pem\"\ntls_key = \"nsqd.key\"",
+    );
+    let (code, text) = check(&pki, &admin.toml(), &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.to_lowercase().contains("key"), "{text}");
+
     // A CRL that is not one.
     std::fs::write(pki.path("bad.crl.pem"), "-----BEGIN X509 CRL-----\nnope\n").unwrap();
     let crl = config().client("tls_client_ca = \"ca.pem\"\ntls_client_crls = [\"bad.crl.pem\"]");

@@ -168,6 +168,42 @@ async fn sighup_reloads_a_certificate_at_once() {
     wait_presented(gate.addr, &pki, &next.serial, &gate).await;
 }
 
+fn hangup(gate: &Gate) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &gate.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn the_admin_listeners_certificate_reloads_and_a_broken_one_changes_nothing() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let first = pki.ca.issue_server("admin", &hosts()).unwrap();
+    pki.write("admin", &first);
+    // Files are looked at only once an hour: only the signal can explain a reload.
+    let gate = GateConfig::anonymous(nsqd.tcp)
+        .auth("policy_reload_ms = 3600000")
+        .table(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"admin.pem\"\ntls_key = \"admin.key\"",
+        )
+        .start(&pki);
+    assert_eq!(presented_serial(gate.admin(), &pki).await, first.serial);
+
+    let next = pki.ca.issue_server("admin rotated", &hosts()).unwrap();
+    pki.write("admin", &next);
+    hangup(&gate);
+    wait_presented(gate.admin(), &pki, &next.serial, &gate).await;
+    wait_log(&gate, &["what=\"admin_tls\"", "reloaded"]);
+
+    // A certificate that does not go with the key: refused, the one in force stays.
+    std::fs::copy(pki.path("nsqd.pem"), pki.path("admin.pem")).unwrap();
+    hangup(&gate);
+    wait_log(&gate, &["what=\"admin_tls\"", "change refused"]);
+    assert_eq!(presented_serial(gate.admin(), &pki).await, next.serial);
+}
+
 #[tokio::test]
 async fn a_replaced_upstream_ca_applies_to_the_next_nsqd_connection() {
     let pki = Pki::new();

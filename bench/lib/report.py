@@ -10,11 +10,13 @@ import time
 LATENCY_KEYS = ("p50_us", "p99_us", "p999_us", "max_us")
 
 
-def first_line(*cmd):
+def first_line(*cmd, having=""):
+    """The first line of a command's output (that contains `having`)."""
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        return (done.stdout + done.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        return next(line for line in lines if having in line)
+    except (OSError, StopIteration, subprocess.TimeoutExpired):
         return None
 
 
@@ -33,7 +35,7 @@ def versions(env):
     return {
         "nsqd": first_line(str(env.tools / "nsqd"), "--version"),
         "haproxy": first_line("haproxy", "-v"),
-        "stunnel": first_line("stunnel4", "-version"),
+        "stunnel": first_line("stunnel4", "-version", having="stunnel "),
         "nsqgate": first_line(str(env.gate), "--version"),
         "git": first_line("git", "-C", str(env.repo), "describe", "--always", "--dirty"),
         "rustc": first_line("rustc", "--version"),

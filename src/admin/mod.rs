@@ -26,22 +26,17 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::crypto::ring;
-use rustls::server::WebPkiClientVerifier;
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::app::StartError;
-use crate::config::admin::{AdminConfig, AdminTls};
+use crate::config::admin::AdminConfig;
 use crate::metrics::{self, Leg, ListenerCounts};
 use crate::net::accept::{bind, BindError};
 use crate::proxy::Listener;
 use crate::shared::Shared;
-use crate::tls::{self, TlsError};
 
 pub use ready::Readiness;
 
@@ -77,10 +72,12 @@ pub fn route(method: &Method, path: &str) -> Endpoint {
     }
 }
 
-/// What every admin connection shares.
+/// What every admin connection shares. Its TLS set-up is the one in force in `shared.tls` at
+/// each handshake (a reload replaces it).
 struct Admin {
     shared: Arc<Shared>,
-    tls: Option<TlsAcceptor>,
+    /// TLS or plain HTTP, as started (only a restart changes it).
+    tls: bool,
     counts: ListenerCounts,
     /// A passed probe older than this no longer makes an nsqd ready.
     fresh_for: Duration,
@@ -94,20 +91,13 @@ pub async fn spawn(
     listeners: &[Arc<Listener>],
     shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
-    let tls = match &config.tls {
-        Some(settings) => Some(acceptor(&shared, settings, ("admin", "admin_client_ca"))?),
-        None => None,
-    };
+    let tls = shared.tls.admin_acceptor().is_some();
     let tcp = bind(config.listen).await?;
     let address = tcp.local_addr().map_err(|source| BindError {
         address: config.listen,
         source,
     })?;
-    let kind = if tls.is_some() {
-        "admin_https"
-    } else {
-        "admin"
-    };
+    let kind = if tls { "admin_https" } else { "admin" };
     let admin = Arc::new(Admin {
         counts: shared.metrics.listener(kind, &address.to_string()),
         fresh_for: config.probe_interval * 2 + shared.config().timeouts.upstream_connect,
@@ -115,43 +105,9 @@ pub async fn spawn(
         tls,
     });
     probe::start(&shared, listeners, config.probe_interval, shutdown.clone());
-    info!(%address, tls = admin.tls.is_some(), "admin listener: /metrics, /healthz, /readyz");
+    info!(%address, tls = admin.tls, "admin listener: /metrics, /healthz, /readyz");
     tokio::spawn(serve(tcp, admin, shutdown));
     Ok(address)
-}
-
-/// The TLS set-up of an operators' listener (admin, auth service): its own certificate, and
-/// client certificates from its own CA when one is configured. `labels` name the certificate
-/// and the CA in the expiry metric.
-pub(crate) fn acceptor(
-    shared: &Shared,
-    settings: &AdminTls,
-    labels: (&'static str, &'static str),
-) -> Result<TlsAcceptor, TlsError> {
-    let certs = tls::load_certs(&settings.cert)?;
-    shared.metrics.certificate_loaded(labels.0, &certs);
-    let key = tls::load_key(&settings.key)?;
-    let provider = Arc::new(ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
-    let builder = match &settings.client_ca {
-        Some(ca) => {
-            let roots = tls::root_store(ca)?;
-            if let Ok(ca_certs) = tls::load_certs(ca) {
-                shared.metrics.certificate_loaded(labels.1, &ca_certs);
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| TlsError::Ca {
-                    path: ca.clone(),
-                    reason: e.to_string(),
-                })?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let config = builder.with_single_cert(certs, key)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn serve(tcp: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
@@ -188,7 +144,7 @@ async fn serve(tcp: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receive
 
 async fn connection(admin: &Arc<Admin>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let Some(acceptor) = &admin.tls else {
+    let Some(acceptor) = admin.shared.tls.admin_acceptor().filter(|_| admin.tls) else {
         return http(admin, tcp).await;
     };
     let deadline = admin.shared.config().timeouts.tls_handshake;

@@ -65,9 +65,9 @@ pub async fn spawn(
     config: &AuthServiceConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, StartError> {
-    let labels = ("auth_service", "auth_service_client_ca");
+    // Not reloaded: its certificate is read at start (the expiry metric names it).
     let tls = match &config.tls {
-        Some(settings) => Some(crate::admin::acceptor(&shared, settings, labels)?),
+        Some(settings) => Some(TlsAcceptor::from(crate::tls::admin_config(settings)?)),
         None => None,
     };
     let tcp = bind(config.listen).await?;

@@ -80,6 +80,7 @@ fn principal(identity: &str, expires_at: Option<SystemTime>) -> Principal {
         claimed_roles: Vec::new(),
         expires_at,
         proof: Proof::SelfContained,
+        token_id: None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod authsvc;
 pub mod cluster;
 pub mod http;
+pub mod integrity;
 mod jwt;
 mod locate;
 pub mod perms;
@@ -111,6 +112,8 @@ pub struct Config {
     pub cluster: Option<cluster::ClusterConfig>,
     /// `[auth_service]`: nsqd's auth server; None when the section is absent.
     pub auth_service: Option<authsvc::AuthServiceConfig>,
+    /// `[integrity]`: topics whose messages are signed end to end (none when absent).
+    pub integrity: crate::integrity::Integrity,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,12 +289,14 @@ impl Config {
         let auth_service = (raw.auth_service)
             .map(|a| authsvc::auth_service(a, at))
             .transpose()?;
+        let integrity = integrity::integrity(raw.integrity, at)?;
         let config = Config {
             cluster,
             allow_insecure_permissions: false,
             admin,
             registry,
             auth_service,
+            integrity,
             max_unauthenticated_memory,
             files,
             warnings,

@@ -6,7 +6,7 @@ use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::raw::RawConfig;
+use super::raw::{RawConfig, RawJwt};
 use super::Locator;
 
 /// Group and others may read: bits that expose a secret.
@@ -89,53 +89,73 @@ pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
     for crl in &client.tls_client_crls {
         add("client.tls_client_crls", crl, Holds::Decision);
     }
+    add("auth.policy_dir", &raw.auth.policy_dir, Holds::Decision);
     let up = &raw.upstream;
+    let admin = raw.admin.as_ref();
+    let service = raw.auth_service.as_ref();
     for (key, path, holds) in [
-        ("upstream.tls_ca", &up.tls_ca, Holds::Decision),
-        ("upstream.tls_cert", &up.tls_cert, Holds::Decision),
-        ("upstream.tls_key", &up.tls_key, Holds::Secret),
+        ("upstream.tls_ca", up.tls_ca.as_ref(), Holds::Decision),
+        ("upstream.tls_cert", up.tls_cert.as_ref(), Holds::Decision),
+        ("upstream.tls_key", up.tls_key.as_ref(), Holds::Secret),
+        (
+            "admin.tls_cert",
+            admin.and_then(|a| a.tls_cert.as_ref()),
+            Holds::Decision,
+        ),
+        (
+            "admin.tls_key",
+            admin.and_then(|a| a.tls_key.as_ref()),
+            Holds::Secret,
+        ),
+        (
+            "admin.tls_client_ca",
+            admin.and_then(|a| a.tls_client_ca.as_ref()),
+            Holds::Decision,
+        ),
+        (
+            "auth_service.tls_cert",
+            service.and_then(|s| s.tls_cert.as_ref()),
+            Holds::Decision,
+        ),
+        (
+            "auth_service.tls_key",
+            service.and_then(|s| s.tls_key.as_ref()),
+            Holds::Secret,
+        ),
     ] {
         if let Some(path) = path {
             add(key, path, holds);
         }
     }
-    add("auth.policy_dir", &raw.auth.policy_dir, Holds::Decision);
-    if let Some(admin) = &raw.admin {
-        for (key, path, holds) in [
-            ("admin.tls_cert", &admin.tls_cert, Holds::Decision),
-            ("admin.tls_key", &admin.tls_key, Holds::Secret),
-            ("admin.tls_client_ca", &admin.tls_client_ca, Holds::Decision),
-        ] {
-            if let Some(path) = path {
-                add(key, path, holds);
-            }
-        }
-    }
-    if let Some(service) = &raw.auth_service {
-        for (key, path, holds) in [
-            ("auth_service.tls_cert", &service.tls_cert, Holds::Decision),
-            ("auth_service.tls_key", &service.tls_key, Holds::Secret),
-        ] {
-            if let Some(path) = path {
-                add(key, path, holds);
-            }
+    for key in raw.integrity.iter().flat_map(|i| &i.keys) {
+        if let Some(file) = &key.file {
+            add("integrity.keys", file, Holds::Secret);
         }
     }
     if let Some(jwt) = &raw.auth.jwt {
-        for key in &jwt.keys {
-            if let Some(file) = &key.file {
-                add("auth.jwt.keys", file, Holds::Decision);
-            }
-            if let Some(secret) = &key.secret_file {
-                add("auth.jwt.keys", secret, Holds::Secret);
-            }
+        for (key, path, holds) in jwt_files(jwt) {
+            add(key, path, holds);
         }
-        if let Some(jwks) = &jwt.jwks_file {
-            add("auth.jwt.jwks_file", jwks, Holds::Decision);
+    }
+    files
+}
+
+/// The key, secret, JWKS and CA files of `[auth.jwt]`.
+fn jwt_files(jwt: &RawJwt) -> Vec<(&'static str, &Path, Holds)> {
+    let mut files = Vec::new();
+    for key in &jwt.keys {
+        if let Some(file) = &key.file {
+            files.push(("auth.jwt.keys", file.as_path(), Holds::Decision));
         }
-        if let Some(ca) = &jwt.jwks_ca {
-            add("auth.jwt.jwks_ca", ca, Holds::Decision);
+        if let Some(secret) = &key.secret_file {
+            files.push(("auth.jwt.keys", secret.as_path(), Holds::Secret));
         }
+    }
+    if let Some(jwks) = &jwt.jwks_file {
+        files.push(("auth.jwt.jwks_file", jwks.as_path(), Holds::Decision));
+    }
+    if let Some(ca) = &jwt.jwks_ca {
+        files.push(("auth.jwt.jwks_ca", ca.as_path(), Holds::Decision));
     }
     files
 }

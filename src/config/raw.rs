@@ -44,6 +44,8 @@ pub struct RawConfig {
     pub cluster: Option<super::cluster::RawCluster>,
     /// nsqd's HTTP auth server (`--auth-http-address`) from this policy; absent: none.
     pub auth_service: Option<super::authsvc::RawAuthService>,
+    /// End-to-end message integrity; absent: no topic is signed.
+    pub integrity: Option<super::integrity::RawIntegrity>,
 }
 
 /// Gateway mode: one more NSQ listener, in front of one more known nsqd. TLS toward it, the

@@ -7,6 +7,7 @@
 //! - [`reply`]: nsqd-style V1 responses nsqgate answers itself.
 //! - [`access`]: what a caller may see, as pure policy questions.
 //! - [`publish`]: nsqd's `/pub` and `/mpub` body rules.
+//! - [`sealed`]: `/pub` and `/mpub` bodies for a signed topic, sealed.
 //! - [`stats`]: `/stats` filtered to what the caller may see, rendered as JSON or text.
 //! - [`rewrite`]: nsqlookupd replies with producers mapped to nsqgate addresses.
 //! - [`metrics`]: the fronts' counters; the admin-only `/metrics` renders the process's registry.
@@ -30,6 +31,7 @@ pub mod publish;
 pub mod reply;
 pub mod request;
 pub mod rewrite;
+pub mod sealed;
 pub mod server;
 pub mod stats;
 pub mod upstream;

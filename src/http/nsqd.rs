@@ -24,7 +24,7 @@ use crate::audit;
 use crate::config::http::HttpConfig;
 use crate::http::caller::{Caller, Conn};
 use crate::http::metrics::Metrics;
-use crate::http::publish::Kind;
+use crate::http::publish::{BodyRefusal, Kind};
 use crate::http::reply::{self, Body, EarlyResponse};
 use crate::http::request::Query;
 use crate::http::stats;
@@ -235,12 +235,19 @@ impl NsqdFront {
         if let Err(refusal) = caller.charge_names(&self.shared, topic, None) {
             return refusal.into_response();
         }
-        let target = query
-            .only(&["topic", "defer", "binary"])
-            .with_path(match which {
-                PublishPath::Pub => "/pub",
-                PublishPath::Mpub => "/mpub",
-            });
+        let mut query = query.only(&["topic", "defer", "binary"]);
+        let body = match self.sealed(topic, kind, body) {
+            Ok((body, Kind::MpubBinary)) => {
+                query.set("binary", "true");
+                body
+            }
+            Ok((body, _)) => body,
+            Err(refusal) => return reply::error(refusal.status, refusal.code),
+        };
+        let target = query.with_path(match which {
+            PublishPath::Pub => "/pub",
+            PublishPath::Mpub => "/mpub",
+        });
         let headers = upstream::forwarded_headers(&HeaderMap::new());
         self.send(Method::POST, &target, headers, body).await
     }
@@ -278,6 +285,19 @@ impl NsqdFront {
             Ok(()) => Ok(body),
             Err(refusal) => Err(reply::error(refusal.status, refusal.code)),
         }
+    }
+
+    /// The body as nsqd should get it: sealed when `[integrity]` signs the topic.
+    fn sealed(&self, topic: &str, kind: Kind, body: Bytes) -> Result<(Bytes, Kind), BodyRefusal> {
+        let config = self.shared.config();
+        let Some(seal) = config.integrity.for_topic(topic) else {
+            return Ok((body, kind));
+        };
+        let sealed = crate::http::sealed::seal_body(kind, &body, &seal, &config.limits)?;
+        let (messages, _) = sealed.kind.measure(&sealed.body);
+        let counter = &self.shared.metrics.integrity.sealed;
+        counter.inc_by(u64::from(messages));
+        Ok((sealed.body, sealed.kind))
     }
 
     /// The same buckets as TCP publishing: an identity's rate is one rate, whatever path. A

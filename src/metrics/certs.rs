@@ -27,5 +27,18 @@ pub fn configured_certificates(config: &Config) -> Vec<(&'static str, &Path)> {
             files.push(("upstream_client", cert.as_path()));
         }
     }
+    if let Some(tls) = config.admin.as_ref().and_then(|admin| admin.tls.as_ref()) {
+        files.push(("admin", tls.cert.as_path()));
+        if let Some(ca) = &tls.client_ca {
+            files.push(("admin_client_ca", ca.as_path()));
+        }
+    }
+    if let Some(tls) = config
+        .auth_service
+        .as_ref()
+        .and_then(|service| service.tls.as_ref())
+    {
+        files.push(("auth_service", tls.cert.as_path()));
+    }
     files
 }

@@ -176,6 +176,29 @@ impl Families {
         })
     }
 
+    pub fn integrity(&self) -> Built<super::integrity::IntegrityCounters> {
+        let messages = self.counters(
+            "nsqgate_integrity_messages_total",
+            "Message bodies on signed topics: sealed toward nsqd, verified toward consumers.",
+            &["outcome"],
+        )?;
+        let quarantined = self.counters(
+            "nsqgate_integrity_quarantined_total",
+            "Deliveries on signed topics withheld from the consumer, by reason.",
+            &["reason"],
+        )?;
+        let publishes = self.counters(
+            "nsqgate_integrity_quarantine_publishes_total",
+            "Copies of withheld deliveries published to the quarantine topic, by outcome.",
+            &["outcome"],
+        )?;
+        Ok(super::integrity::IntegrityCounters::new(
+            &messages,
+            quarantined,
+            publishes,
+        ))
+    }
+
     pub fn traffic(&self) -> Built<Traffic> {
         Ok(Traffic {
             sessions_ended: self.counters(

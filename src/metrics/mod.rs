@@ -7,11 +7,13 @@
 //!
 //! - [`families`]: every family, its name, help and labels.
 //! - [`scrape`]: figures kept elsewhere, copied in before rendering.
+//! - [`integrity`]: messages sealed, verified and quarantined.
 //! - [`tls`], [`certs`]: handshake failure reasons and certificate expiry, as labels and values.
 
 pub mod authsvc;
 mod certs;
 mod families;
+pub mod integrity;
 pub mod scrape;
 mod tls;
 
@@ -45,6 +47,8 @@ pub struct Metrics {
     pub http: HttpCounters,
     /// The auth service's (`[auth_service]`) counters.
     pub auth_service: authsvc::AuthServiceCounters,
+    /// End-to-end integrity: sealed, verified and quarantined messages.
+    pub integrity: integrity::IntegrityCounters,
     /// Messages published by clients (an MPUB counts each) and delivered to them; bytes
     /// relayed each way. Pre-resolved: the relay adds to them once per read.
     pub messages_published: IntCounter,
@@ -81,6 +85,7 @@ impl Metrics {
             cluster: families.cluster()?,
             http: families.http()?,
             auth_service: authsvc::AuthServiceCounters::register(&families.0)?,
+            integrity: families.integrity()?,
             messages_published: traffic.messages.with_label_values(&["to_nsqd"]),
             messages_delivered: traffic.messages.with_label_values(&["to_client"]),
             bytes_to_nsqd: traffic.bytes.with_label_values(&["to_nsqd"]),

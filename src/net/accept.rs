@@ -1,13 +1,19 @@
 //! The accept loop every listener runs (NSQ listeners, HTTPS fronts, plain HTTP): a connection
 //! is admitted under the shared connection caps or closed at once, each admitted connection
 //! runs as its own task, and shutdown stops accepting, then drains or cuts what is open.
+//!
+//! Listeners are bound with `SO_REUSEPORT`, so a new nsqgate can bind the addresses of one
+//! still running (an upgrade): the kernel spreads new connections over both until the old
+//! one, on SIGTERM, closes its listeners and drains. Only a process of the same user can
+//! join (Linux keeps a port's reuse group to one user). Connections the kernel had already
+//! queued on a closing listener are accepted and served first, not reset.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -43,23 +49,24 @@ pub async fn serve<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut open = JoinSet::new();
+    let mut admit = |open: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr| {
+        counts.accepted();
+        match conns.admit() {
+            Ok(permit) => {
+                let counted = counts.opened();
+                let connection = handle(tcp, peer, permit);
+                open.spawn(async move {
+                    connection.await;
+                    drop(counted);
+                });
+            }
+            Err(_) => drop(tcp),
+        }
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    counts.accepted();
-                    match conns.admit() {
-                        Ok(permit) => {
-                            let counted = counts.opened();
-                            let connection = handle(tcp, peer, permit);
-                            open.spawn(async move {
-                                connection.await;
-                                drop(counted);
-                            });
-                        }
-                        Err(_) => drop(tcp),
-                    }
-                }
+                Ok((tcp, peer)) => admit(&mut open, tcp, peer),
                 Err(e) => {
                     // Back off instead of spinning on an error that persists.
                     warn!(listener = kind, error = %e, "accept failed");
@@ -76,7 +83,10 @@ pub async fn serve<F, Fut>(
     }
     // Closed now, not when the drain ends: the kernel would otherwise keep completing
     // handshakes for clients nobody will serve, who would wait out the drain for nothing.
-    drop(listener);
+    // What it had already queued is taken first: closing would reset those connections.
+    for (tcp, peer) in take_queued(listener, kind) {
+        admit(&mut open, tcp, peer);
+    }
     if let OnShutdown::Drain(deadline) = on_shutdown {
         info!(
             listener = kind,
@@ -100,11 +110,43 @@ pub async fn serve<F, Fut>(
     open.shutdown().await;
 }
 
-/// Binds `address`; the error names the address.
+/// Closes `listener`, returning the connections the kernel had queued on it (accepted with
+/// direct calls until none is left, so none is missed for want of a readiness event).
+fn take_queued(listener: TcpListener, kind: &str) -> Vec<(TcpStream, SocketAddr)> {
+    let mut queued = Vec::new();
+    let Ok(listener) = listener.into_std() else {
+        return queued;
+    };
+    while let Ok((tcp, peer)) = listener.accept() {
+        match tcp
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(tcp))
+        {
+            Ok(tcp) => queued.push((tcp, peer)),
+            Err(e) => warn!(listener = kind, error = %e, "queued connection lost"),
+        }
+    }
+    queued
+}
+
+/// Most connections the kernel queues for one listener before nsqgate accepts them.
+const BACKLOG: u32 = 1024;
+
+/// Binds `address` with `SO_REUSEADDR` and `SO_REUSEPORT` (see the module comment); the error
+/// names the address.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| BindError { address, source })
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(address)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|source| BindError { address, source })
 }
 
 /// A listening address that could not be bound.

@@ -13,7 +13,7 @@ mod action;
 mod error;
 mod load;
 mod nsqd_grants;
-mod pattern;
+pub(crate) mod pattern;
 mod rate;
 mod raw;
 mod rule;

@@ -13,6 +13,7 @@ mod standing;
 mod state;
 #[cfg(test)]
 mod tests;
+mod who;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 pub mod guard;
 pub mod identify;
 pub mod learn;
+pub mod quarantine;
 pub mod relay;
 pub mod session;
 pub mod upstream;

@@ -34,6 +34,7 @@ use crate::net::proxied;
 use crate::nsq::ErrorCode;
 use crate::proxy::guard::{Guard, UNRECORDED};
 use crate::proxy::identify::{self, ClientIdentify};
+use crate::proxy::quarantine::Quarantiner;
 use crate::proxy::relay::{self, RelayEnd, RelaySettings};
 use crate::proxy::upstream::{Routed, UpstreamError};
 use crate::proxy::Listener;
@@ -241,7 +242,29 @@ impl Session {
             shutdown: self.shutdown.clone(),
             auth_timeout: config.timeouts.auth,
             metrics: self.listener.shared.metrics.clone(),
+            integrity: config.integrity.clone(),
+            quarantiner: self.quarantiner(),
         }
+    }
+
+    /// Copies withheld deliveries to nsqd with nsqgate's own IDENTIFY; none unless a topic is
+    /// signed.
+    fn quarantiner(&self) -> Option<Arc<Quarantiner>> {
+        if self.config().integrity.is_empty() {
+            return None;
+        }
+        let listener = &self.listener;
+        let shared = &listener.shared;
+        let identify = ClientIdentify::default().upstream(
+            shared.upstream_tls(),
+            &listener.own_metadata,
+            false,
+        );
+        let max_frame_size = self.config().limits.max_frame_size();
+        let destination = listener.destination.clone();
+        let metrics = shared.metrics.clone();
+        let quarantiner = Quarantiner::new(destination, identify, max_frame_size, metrics);
+        Some(Arc::new(quarantiner))
     }
 
     /// How long a quiet client is kept: like nsqd, two missed heartbeats; the configured idle

@@ -21,14 +21,17 @@ pub enum Part {
     UpstreamTls,
     /// The policy folder's files.
     Policy,
+    /// The admin listener's certificate, key and client CA.
+    AdminTls,
 }
 
 impl Part {
-    pub const ALL: [Part; 4] = [
+    pub const ALL: [Part; 5] = [
         Part::Config,
         Part::ClientTls,
         Part::UpstreamTls,
         Part::Policy,
+        Part::AdminTls,
     ];
 
     /// The name logs and metrics use.
@@ -38,6 +41,7 @@ impl Part {
             Part::ClientTls => "client_tls",
             Part::UpstreamTls => "upstream_tls",
             Part::Policy => "policy",
+            Part::AdminTls => "admin_tls",
         }
     }
 }
@@ -103,6 +107,8 @@ pub(super) fn part_of(named: &NamedFile) -> Part {
         Part::ClientTls
     } else if key.starts_with("upstream.") {
         Part::UpstreamTls
+    } else if key.starts_with("admin.") {
+        Part::AdminTls
     } else {
         Part::Config
     }

@@ -1,7 +1,8 @@
 //! Reload: what nsqgate re-reads while it runs, on SIGHUP and when a file changes (looked at
 //! every `auth.policy_reload_ms`). Each part (the config file with the JWT settings and keys,
 //! limits, timeouts, quotas and audit settings; the client leg's TLS set-up: certificate,
-//! key, client CA, CRLs; the set-up toward nsqd: CA and client certificate; the policy) is
+//! key, client CA, CRLs; the set-up toward nsqd: CA and client certificate; the admin
+//! listener's certificate, key and client CA; the policy) is
 //! built and checked whole before it replaces the one in force: new connections, handshakes
 //! and decisions use it at once, established connections continue. Keys only a restart can
 //! change are logged as "needs restart" (`restart`). A part that fails changes nothing of
@@ -111,24 +112,8 @@ impl Reloader {
         if forced {
             info!("SIGHUP: reloading the config, certificates, keys and the policy");
         }
-        // Live connections are judged again when the rules or the client CA and CRLs change.
-        let mut judge_again = false;
         let config = self.shared.config();
-        if changed.contains(&Part::ClientTls) {
-            let reloaded = record(
-                &self.shared,
-                Part::ClientTls,
-                safe_modes(&config, Part::ClientTls)
-                    .and_then(|()| map_err(self.shared.tls.reload_server(&config.client))),
-            );
-            judge_again |= reloaded && self.shared.tls.client_certs().is_some();
-        }
-        if changed.contains(&Part::UpstreamTls) {
-            let settings = config.upstream.tls.as_ref();
-            let reloaded = safe_modes(&config, Part::UpstreamTls)
-                .and_then(|()| map_err(self.shared.tls.reload_upstream(settings)));
-            record(&self.shared, Part::UpstreamTls, reloaded);
-        }
+        let judge_again = self.reload_tls(&changed, &config);
         let current = self.policy.borrow().clone();
         let mut next = None;
         if changed.contains(&Part::Policy) {
@@ -153,6 +138,33 @@ impl Reloader {
 }
 
 impl Reloader {
+    /// Rebuilds each TLS set-up whose files changed: the client leg's, the one toward nsqd,
+    /// the admin listener's. True when live connections must be judged again (the client CA
+    /// and CRLs in force changed).
+    fn reload_tls(&self, changed: &[Part], config: &Config) -> bool {
+        let tls = &self.shared.tls;
+        let mut judge_again = false;
+        if changed.contains(&Part::ClientTls) {
+            let reloaded = safe_modes(config, Part::ClientTls)
+                .and_then(|()| map_err(tls.reload_server(&config.client)));
+            judge_again =
+                record(&self.shared, Part::ClientTls, reloaded) && tls.client_certs().is_some();
+        }
+        if changed.contains(&Part::UpstreamTls) {
+            let settings = config.upstream.tls.as_ref();
+            let reloaded = safe_modes(config, Part::UpstreamTls)
+                .and_then(|()| map_err(tls.reload_upstream(settings)));
+            record(&self.shared, Part::UpstreamTls, reloaded);
+        }
+        if changed.contains(&Part::AdminTls) {
+            let settings = config.admin.as_ref().and_then(|admin| admin.tls.as_ref());
+            let reloaded = safe_modes(config, Part::AdminTls)
+                .and_then(|()| map_err(tls.reload_admin(settings)));
+            record(&self.shared, Part::AdminTls, reloaded);
+        }
+        judge_again
+    }
+
     /// Loads the config file again and puts what may change at run time in force: the
     /// config itself (read by what starts from now on), the JWT verifier, rate and name
     /// quotas, audit settings. Restart-only keys stay as started and are named in the log.
@@ -221,7 +233,10 @@ fn record<E: std::fmt::Display>(shared: &Shared, part: Part, result: Result<(), 
         Ok(()) => {
             info!(what, "{what} reloaded");
             shared.readiness.clear(what);
-            if matches!(part, Part::ClientTls | Part::UpstreamTls | Part::Config) {
+            if matches!(
+                part,
+                Part::ClientTls | Part::UpstreamTls | Part::AdminTls | Part::Config
+            ) {
                 shared.record_certificates();
             }
             true

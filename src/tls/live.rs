@@ -9,15 +9,20 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::admin::admin_config;
 use super::{server_tls, upstream_config, ClientCerts, ServerTls, TlsError};
+use crate::config::admin::AdminTls;
 use crate::config::{ClientConfig as ClientLegConfig, UpstreamTls};
 use crate::swap::Swap;
 
-/// The client leg's set-up (NSQ listeners and HTTPS fronts) and the one toward nsqd.
+/// The client leg's set-up (NSQ listeners and HTTPS fronts), the one toward nsqd, and the
+/// admin listener's.
 pub struct LiveTls {
     server: Swap<ServerTls>,
     /// None when TLS toward nsqd is off, which only a restart changes.
     upstream: Option<Arc<Swap<rustls::ClientConfig>>>,
+    /// None when the admin listener is off or plain HTTP (only a restart changes that).
+    admin: Option<Swap<rustls::ServerConfig>>,
 }
 
 /// What a connection to nsqd verifies: the CA set-up in force at connect time, and the name
@@ -34,16 +39,27 @@ impl LiveTls {
     pub fn load(
         client: &ClientLegConfig,
         upstream: Option<&UpstreamTls>,
+        admin: Option<&AdminTls>,
     ) -> Result<LiveTls, TlsError> {
         let server = server_tls(client)?;
         let upstream = match upstream {
             Some(settings) => Some(Arc::new(Swap::new(upstream_config(settings)?))),
             None => None,
         };
+        let admin = match admin {
+            Some(settings) => Some(Swap::new(admin_config(settings)?)),
+            None => None,
+        };
         Ok(LiveTls {
             server: Swap::new(Arc::new(server)),
             upstream,
+            admin,
         })
+    }
+
+    /// The admin listener's acceptor for a handshake starting now; None when it is plain.
+    pub fn admin_acceptor(&self) -> Option<TlsAcceptor> {
+        Some(TlsAcceptor::from(self.admin.as_ref()?.load()))
     }
 
     /// The acceptor for a handshake starting now.
@@ -74,6 +90,15 @@ impl LiveTls {
     pub fn reload_upstream(&self, settings: Option<&UpstreamTls>) -> Result<(), TlsError> {
         if let (Some(current), Some(settings)) = (&self.upstream, settings) {
             current.store(upstream_config(settings)?);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the admin listener's set-up (certificate, key, client CA) from `settings`'
+    /// files; on an error the set-up in force stays. Nothing to do while it is plain HTTP.
+    pub fn reload_admin(&self, settings: Option<&AdminTls>) -> Result<(), TlsError> {
+        if let (Some(current), Some(settings)) = (&self.admin, settings) {
+            current.store(admin_config(settings)?);
         }
         Ok(())
     }

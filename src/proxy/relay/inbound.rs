@@ -15,9 +15,11 @@ use crate::error::{FatalReply, Kind};
 use crate::metrics::Metrics;
 use crate::nsq::{self, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{Guard, Revocation, Verdict};
+use crate::proxy::quarantine::Settle;
 
 use super::{
-    prepare_read_buffer, write_within, Owed, RelayEnd, RelayError, RelaySettings, Slot, WriteFailed,
+    prepare_read_buffer, write_within, Owed, RelayEnd, RelayError, RelaySettings, Signed, Slot,
+    WriteFailed,
 };
 
 /// How the client → nsqd direction ended.
@@ -45,6 +47,9 @@ pub(super) struct Inbound<'a, W> {
     partial_since: Option<Instant>,
     /// When a client that must AUTH and has not is refused.
     auth_deadline: Instant,
+    /// Seals publishes to signed topics; its withheld deliveries are settled from here.
+    signed: Arc<Signed>,
+    settles: mpsc::Receiver<Settle>,
 }
 
 /// Commands bound for nsqd, written in one go, and the reply slots announcing what they cause.
@@ -70,6 +75,8 @@ enum Woken {
     Revoked(Revocation),
     /// A revoked client's grace period is over.
     GraceOver,
+    /// A withheld delivery is to be FINed or requeued.
+    Settle(Settle),
 }
 
 /// Which deadline passes first.
@@ -103,6 +110,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         slots: mpsc::Sender<Slot>,
         guard: &'a mut Guard,
         settings: &'a RelaySettings,
+        (signed, settles): (Arc<Signed>, mpsc::Receiver<Settle>),
     ) -> Inbound<'a, W> {
         Inbound {
             batch: Batch {
@@ -122,6 +130,8 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             last_read_full: false,
             partial_since: None,
             auth_deadline: Instant::now() + settings.auth_timeout,
+            signed,
+            settles,
         }
     }
 
@@ -153,6 +163,10 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                     None => return Ok(ClientSide::Idle),
                 },
                 Woken::Revoked(revocation) => self.start_revocation(revocation).await?,
+                Woken::Settle(settle) => {
+                    let command = self.signed.settle_command(settle);
+                    self.batch.write_now(&command).await?;
+                }
                 Woken::GraceOver => {
                     let kind = self.revoked.map_or(Kind::Policy, |(_, kind)| kind);
                     let text = "permission revoked";
@@ -183,7 +197,14 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             };
             match self.judge(&decoded).await? {
                 Verdict::Drop => {}
-                Verdict::Forward => self.batch.push(&decoded),
+                Verdict::Forward if self.signed.names_withheld(&decoded.command) => {}
+                Verdict::Forward => {
+                    let who = (self.guard.peer(), self.guard.principal());
+                    match self.signed.outgoing(decoded, &self.settings.limits, who) {
+                        Ok(decoded) => self.batch.push(&decoded),
+                        Err(refusal) => break Some(refusal),
+                    }
+                }
                 Verdict::Reply(frame) => {
                     // Everything before it goes first, then the local reply takes its turn.
                     self.batch.flush().await?;
@@ -256,6 +277,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                 Woken::Revoked(revocation)
             }
             _ = sleep_until_or_never(grace_over) => Woken::GraceOver,
+            Some(settle) = self.settles.recv() => Woken::Settle(settle),
         };
         Ok(woken)
     }

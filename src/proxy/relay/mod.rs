@@ -21,9 +21,11 @@ use crate::proxy::upstream::Upstream;
 
 mod inbound;
 mod outbound;
+mod signed;
 
 use inbound::{ClientSide, Inbound};
 use outbound::Outbound;
+use signed::Signed;
 
 /// How many reply slots may be outstanding before the client side stops reading; a client that
 /// pipelines more than this waits for nsqd, which is the backpressure we want.
@@ -71,6 +73,10 @@ pub struct RelaySettings {
     pub revocation_grace: Duration,
     /// Messages and bytes each way, and the publish round trip, are counted here.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Topics whose messages are sealed toward nsqd and opened toward the client.
+    pub integrity: crate::integrity::Integrity,
+    /// Publishes copies of withheld deliveries; None when no topic is signed.
+    pub quarantiner: Option<std::sync::Arc<crate::proxy::quarantine::Quarantiner>>,
 }
 
 /// How a relay ended without failing.
@@ -130,12 +136,17 @@ pub async fn run(
     let (mut client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream.io);
     let (slots_tx, slots_rx) = mpsc::channel(REPLY_SLOTS);
+    let metrics = settings.metrics.clone();
+    let quarantiner = settings.quarantiner.clone();
+    let (signed, settles) = Signed::new(settings.integrity.clone(), quarantiner, metrics);
 
     let (result, linger) = {
-        let inbound = Inbound::new(upstream_write, slots_tx, guard, settings);
+        let signing = (signed.clone(), settles);
+        let inbound = Inbound::new(upstream_write, slots_tx, guard, settings, signing);
         let inbound = inbound.run(&mut client_read, client_buf);
         let metrics = settings.metrics.clone();
-        let outbound = Outbound::new(client_write, slots_rx, settings.write_timeout, metrics);
+        let outbound =
+            Outbound::new(client_write, slots_rx, settings.write_timeout, metrics).with(signed);
         let outbound = outbound.run(upstream_read, upstream.buf, settings.max_frame_size);
         tokio::pin!(inbound, outbound);
         tokio::select! {

@@ -13,8 +13,9 @@ use tracing::debug;
 use crate::metrics::Metrics;
 use crate::nsq::{self, FrameType};
 
+use super::signed::Delivery;
 use super::{
-    prepare_read_buffer, write_within, NsqdError, RelayEnd, RelayError, Slot, WriteFailed,
+    prepare_read_buffer, write_within, NsqdError, RelayEnd, RelayError, Signed, Slot, WriteFailed,
 };
 
 /// The nsqd → client direction of one connection.
@@ -31,6 +32,8 @@ pub(super) struct Outbound<W> {
     /// The last fatal error nsqd sent the client: why nsqd closes, if it does.
     last_error: Option<NsqdError>,
     metrics: Arc<Metrics>,
+    /// Opens deliveries on a signed topic (or withholds them) before the client sees them.
+    signed: Option<Arc<Signed>>,
 }
 
 // === impl Outbound ===
@@ -51,7 +54,14 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
             write_timeout,
             last_error: None,
             metrics,
+            signed: None,
         }
+    }
+
+    /// Deliveries and nsqd's unasked errors pass through `signed` first.
+    pub(super) fn with(mut self, signed: Arc<Signed>) -> Self {
+        self.signed = Some(signed);
+        self
     }
 
     pub(super) async fn run<R: AsyncRead + Unpin>(
@@ -106,18 +116,24 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
                 Ok(None) => break,
                 Err(e) => return Err(RelayError::NsqdFrame(e)),
             };
-            if frame.frame_type == FrameType::Message {
-                messages += 1;
+            if !is_reply(&frame) {
+                let relayed = match &self.signed {
+                    Some(signed) => signed.incoming(&frame),
+                    None => Delivery::Relay(frame.raw.clone()),
+                };
+                if let Delivery::Relay(bytes) = relayed {
+                    messages += u64::from(frame.frame_type == FrameType::Message);
+                    self.out.extend_from_slice(&bytes);
+                }
+                continue;
             }
-            if is_reply(&frame) {
-                if let Some(end) = self.pair_reply().await? {
-                    return Ok(Some(end));
-                }
-                if frame.frame_type == FrameType::Error {
-                    let code = frame.error_code();
-                    let text = frame.data.clone();
-                    self.last_error = Some(NsqdError { code, text });
-                }
+            if let Some(end) = self.pair_reply().await? {
+                return Ok(Some(end));
+            }
+            if frame.frame_type == FrameType::Error {
+                let code = frame.error_code();
+                let text = frame.data.clone();
+                self.last_error = Some(NsqdError { code, text });
             }
             self.out.extend_from_slice(&frame.raw);
         }
