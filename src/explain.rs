@@ -3,6 +3,8 @@
 //! would have been different while `*` still crossed `.`, it says so, so an operator sees
 //! what the change of wildcard meaning did to this request.
 
+pub mod command;
+
 use std::fmt;
 
 use crate::auth::identity;

@@ -65,6 +65,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod nsq;
+pub mod pidfile;
 pub mod policy;
 pub mod process;
 pub mod proxy;

@@ -32,6 +32,9 @@ enum Cmd {
         /// orchestration and tests.
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Write the process id here once SIGHUP is handled (for `nsqgate reload`).
+        #[arg(long, env = "NSQGATE_PID_FILE")]
+        pid_file: Option<PathBuf>,
         /// How log lines are written on stderr: `text` for people, `json` (one object per
         /// line) for log shippers. The audit log is JSON lines either way.
         #[arg(long, env = "NSQGATE_LOG_FORMAT", default_value = "text")]
@@ -58,6 +61,12 @@ enum Cmd {
         #[command(subcommand)]
         command: PolicyCmd,
     },
+    /// Reload the nsqgate whose `run --pid-file` wrote PID_FILE: sends it SIGHUP (as `kill
+    /// -HUP`); its log, `nsqgate_reloads_total` and `/readyz` tell what changed or was refused.
+    Reload {
+        #[arg(long, env = "NSQGATE_PID_FILE")]
+        pid_file: PathBuf,
+    },
     /// Revoke an API key, an identity or a JWT on every replica sharing `[cluster]`'s Redis:
     /// live connections are cut within a second, new AUTHs refused until it ends.
     Revoke(nsqgate::cluster::command::RevokeArgs),
@@ -81,7 +90,7 @@ struct StartChecks {
 enum PolicyCmd {
     /// Print whether a caller may publish or subscribe, and the rule that decided.
     /// Exit 0 when allowed, 1 when denied, 2 on a usage or configuration error.
-    Explain(ExplainArgs),
+    Explain(nsqgate::explain::command::ExplainArgs),
 }
 
 #[derive(Subcommand)]
@@ -146,11 +155,22 @@ fn main() -> ExitCode {
             config,
             checks,
             ready_file,
+            pid_file,
             log_format,
-        } => run(config, &checks, ready_file, log_format),
+        } => run(config, &checks, (ready_file, pid_file), log_format),
+        Cmd::Reload { pid_file } => match nsqgate::pidfile::signal_reload(&pid_file) {
+            Ok(pid) => {
+                println!("sent SIGHUP to nsqgate (pid {pid}): see its log for the outcome");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("reload: {e}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::Policy {
             command: PolicyCmd::Explain(args),
-        } => explain(&args),
+        } => nsqgate::explain::command::run(&args),
         Cmd::Revoke(args) => nsqgate::cluster::command::run(args),
         Cmd::Keys {
             command: KeysCmd::New { identity, roles },
@@ -215,78 +235,6 @@ fn check_everything(config: Config, path: &std::path::Path, probe: bool) -> Exit
     }
     println!("{}: ok", path.display());
     ExitCode::SUCCESS
-}
-
-#[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("who").required(true).args(["identity", "token", "api_key"])))]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["publish", "subscribe"])))]
-struct ExplainArgs {
-    #[arg(long, env = "NSQGATE_CONFIG")]
-    config: PathBuf,
-    /// An identity as a certificate or token would name it.
-    #[arg(long)]
-    identity: Option<String>,
-    /// A JWT, verified exactly as AUTH verifies it.
-    #[arg(long)]
-    token: Option<String>,
-    /// An API key, looked up exactly as AUTH looks it up.
-    #[arg(long = "api-key")]
-    api_key: Option<String>,
-    #[arg(long, value_name = "TOPIC")]
-    publish: Option<String>,
-    #[arg(long, num_args = 2, value_names = ["TOPIC", "CHANNEL"])]
-    subscribe: Option<Vec<String>>,
-}
-
-fn explain(args: &ExplainArgs) -> ExitCode {
-    use nsqgate::explain::{explain, Credential, Request};
-
-    let mut config = match Config::load(&args.config) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("config error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if config.auth.jwks_source.is_some() {
-        let fetched = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())
-            .and_then(|rt| {
-                rt.block_on(nsqgate::auth::jwks::load_initial(&mut config))
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(e) = fetched {
-            eprintln!("error: JWKS fetch failed: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    let credential = match (&args.identity, &args.token, &args.api_key) {
-        (Some(identity), _, _) => Credential::Identity(identity),
-        (_, Some(token), _) => Credential::Secret(token.as_bytes()),
-        (_, _, Some(key)) => Credential::Secret(key.as_bytes()),
-        _ => return ExitCode::from(2),
-    };
-    let request = match (&args.publish, args.subscribe.as_deref()) {
-        (Some(topic), _) => Request::Publish(topic),
-        (_, Some([topic, channel])) => Request::Subscribe(topic, channel),
-        _ => return ExitCode::from(2),
-    };
-    match explain(&config, credential, request) {
-        Ok(explanation) => {
-            println!("{explanation}");
-            if explanation.allowed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 /// Loads and validates the configuration, then the modes of every file it names; each
@@ -364,14 +312,17 @@ fn check_registry_only(path: &std::path::Path, checks: &StartChecks) -> ExitCode
     ExitCode::SUCCESS
 }
 
+/// The ready file and the pid file `run` writes, when asked.
+type StartFiles = (Option<PathBuf>, Option<PathBuf>);
+
 fn run(
     path: PathBuf,
     checks: &StartChecks,
-    ready_file: Option<PathBuf>,
+    (ready_file, pid_file): StartFiles,
     log_format: nsqgate::logging::LogFormat,
 ) -> ExitCode {
     if registry_only(&path) {
-        return run_registry_only(path, checks, ready_file, log_format);
+        return run_registry_only(path, checks, (ready_file, pid_file), log_format);
     }
     let config = match load(&path, checks) {
         Ok(config) => config,
@@ -388,18 +339,21 @@ fn run(
     let caps = &config.connections;
     tracing::info!(
         descriptors = nsqgate::limit::conn::descriptor_limit(),
-        max_total = ?caps.max_total,
-        max_per_ip = ?caps.max_per_ip,
-        max_per_identity = ?caps.max_per_identity,
-        max_per_nsqd = ?caps.max_per_nsqd,
-        "connection caps (None: switched off)"
+        max_total = %cap(caps.max_total),
+        max_per_ip = %cap(caps.max_per_ip),
+        max_per_identity = %cap(caps.max_per_identity),
+        max_per_nsqd = %cap(caps.max_per_nsqd),
+        "connection caps"
     );
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    serve_until_stopped(audit_sink, audit.fold, move |stopped| async move {
-        nsqgate::app::run(config, stopped, ready_file.as_deref()).await
-    })
+    serve_until_stopped(
+        audit_sink,
+        audit.fold,
+        pid_file.as_deref(),
+        move |stopped| async move { nsqgate::app::run(config, stopped, ready_file.as_deref()).await },
+    )
 }
 
 /// `run` for a file that configures only the registration roles (`[registry]`, no
@@ -407,7 +361,7 @@ fn run(
 fn run_registry_only(
     path: PathBuf,
     checks: &StartChecks,
-    ready_file: Option<PathBuf>,
+    (ready_file, pid_file): StartFiles,
     log_format: nsqgate::logging::LogFormat,
 ) -> ExitCode {
     let config = match load_registry_only(&path, checks) {
@@ -425,7 +379,17 @@ fn run_registry_only(
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    serve_until_stopped(audit_sink, audit.fold, move |stopped| async move {
-        nsqgate::app::run_registry_only(config, stopped, ready_file.as_deref()).await
-    })
+    serve_until_stopped(
+        audit_sink,
+        audit.fold,
+        pid_file.as_deref(),
+        move |stopped| async move {
+            nsqgate::app::run_registry_only(config, stopped, ready_file.as_deref()).await
+        },
+    )
+}
+
+/// A connection cap as the start line prints it: the number, or `off`.
+fn cap(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "off".to_owned(), |n| n.to_string())
 }

@@ -33,9 +33,11 @@ pub fn start_logging(
 }
 
 /// Runs `serve` on a new runtime until SIGTERM or Ctrl-C; SIGHUP reopens the audit file.
+/// `pid_file` (when given) is written once SIGHUP is handled and removed at the end.
 pub fn serve_until_stopped<F, Fut>(
     audit_sink: Arc<crate::logging::sink::AuditSink>,
     fold: Option<Duration>,
+    pid_file: Option<&std::path::Path>,
     serve: F,
 ) -> ExitCode
 where
@@ -64,13 +66,23 @@ where
             }
         };
         tokio::spawn(audit_upkeep(audit_sink, fold, hangup));
+        if let Some(path) = pid_file {
+            if let Err(e) = crate::pidfile::write(path) {
+                tracing::error!(file = %path.display(), error = %e, "cannot write the pid file");
+                return ExitCode::from(1);
+            }
+        }
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal(terminate).await;
             tracing::info!("shutdown signal received");
             let _ = stop.send(true);
         });
-        match serve(stopped).await {
+        let served = serve(stopped).await;
+        if let Some(path) = pid_file {
+            crate::pidfile::remove(path);
+        }
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "nsqgate could not start");

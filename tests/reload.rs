@@ -46,25 +46,6 @@ async fn wait_presented(addr: SocketAddr, pki: &Pki, serial: &[u8], gate: &Gate)
 }
 
 /// Waits (up to 10 s) for a log line holding every one of `parts`.
-fn wait_log(gate: &Gate, parts: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(line) = gate
-            .log()
-            .lines()
-            .find(|line| parts.iter().all(|p| line.contains(p)))
-        {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log line with {parts:?}:\n{}",
-            gate.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 async fn publish(client: &mut RawClient, topic: &str, body: &[u8]) {
     client
         .send(&Command::Pub {
@@ -100,7 +81,7 @@ async fn a_replaced_certificate_is_presented_at_once_and_open_connections_contin
     let (mut fresh, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
     publish(&mut fresh, "rotation", b"after").await;
     assert_eq!(nsqd.message_count("rotation"), 3);
-    wait_log(&gate, &["what=\"client_tls\"", "reloaded"]);
+    gate.wait_log(&["what=\"client_tls\"", "reloaded"]);
 }
 
 #[tokio::test]
@@ -116,7 +97,7 @@ async fn a_broken_certificate_changes_nothing_and_is_counted() {
         "-----BEGIN CERTIFICATE-----\nbroken\n",
     )
     .unwrap();
-    let line = wait_log(&gate, &["what=\"client_tls\"", "failures=1"]);
+    let line = gate.wait_log(&["what=\"client_tls\"", "failures=1"]);
     assert!(
         line.contains("gate.pem") && line.contains("cut short"),
         "{line}"
@@ -126,7 +107,7 @@ async fn a_broken_certificate_changes_nothing_and_is_counted() {
     // A good certificate whose key is not the one beside it.
     let other = pki.ca.issue_server("gate other", &hosts()).unwrap();
     std::fs::write(pki.path("gate.pem"), &other.cert).unwrap();
-    wait_log(&gate, &["what=\"client_tls\"", "failures=2"]);
+    gate.wait_log(&["what=\"client_tls\"", "failures=2"]);
     assert_eq!(presented_serial(gate.addr, &pki).await, first);
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let (mut client, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
@@ -146,7 +127,7 @@ async fn a_key_others_can_write_is_not_loaded() {
     // Written in place: the file keeps the mode that lets others write it.
     std::fs::write(&key, &next.key).unwrap();
     std::fs::write(pki.path("gate.pem"), &next.cert).unwrap();
-    let line = wait_log(&gate, &["what=\"client_tls\"", "failures=1"]);
+    let line = gate.wait_log(&["what=\"client_tls\"", "failures=1"]);
     assert!(line.contains("gate.key: mode 0602"), "{line}");
     assert_eq!(presented_serial(gate.addr, &pki).await, first);
 }
@@ -166,6 +147,47 @@ async fn sighup_reloads_a_certificate_at_once() {
         .status()
         .unwrap();
     wait_presented(gate.addr, &pki, &next.serial, &gate).await;
+}
+
+#[tokio::test]
+async fn nsqgate_reload_signals_the_process_its_pid_file_names() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let pid_file = pki.path("gate.pid");
+    let pid_env = pid_file.to_string_lossy().into_owned();
+    let mut gate = GateConfig::anonymous(nsqd.tcp)
+        .auth("policy_reload_ms = 3600000")
+        .start_env(&pki, &[("NSQGATE_PID_FILE", &pid_env)]);
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), gate.pid().to_string());
+    let next = pki.ca.issue_server("gate reload", &hosts()).unwrap();
+    pki.write("gate", &next);
+    let reload = std::process::Command::new(env!("CARGO_BIN_EXE_nsqgate"))
+        .args(["reload", "--pid-file"])
+        .arg(&pid_file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&reload.stdout);
+    assert!(
+        reload.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    assert!(said.contains(&format!("pid {}", gate.pid())), "{said}");
+    wait_presented(gate.addr, &pki, &next.serial, &gate).await;
+
+    gate.terminate();
+    assert!(gate.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(!pid_file.exists(), "a clean exit removes the pid file");
+    // The file is gone: nothing is signalled, and the command says why.
+    let stale = std::process::Command::new(env!("CARGO_BIN_EXE_nsqgate"))
+        .args(["reload", "--pid-file"])
+        .arg(&pid_file)
+        .output()
+        .unwrap();
+    assert_eq!(stale.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&stale.stderr);
+    assert!(said.contains("cannot read the pid file"), "{said}");
 }
 
 fn hangup(gate: &Gate) {
@@ -195,12 +217,12 @@ async fn the_admin_listeners_certificate_reloads_and_a_broken_one_changes_nothin
     pki.write("admin", &next);
     hangup(&gate);
     wait_presented(gate.admin(), &pki, &next.serial, &gate).await;
-    wait_log(&gate, &["what=\"admin_tls\"", "reloaded"]);
+    gate.wait_log(&["what=\"admin_tls\"", "reloaded"]);
 
     // A certificate that does not go with the key: refused, the one in force stays.
     std::fs::copy(pki.path("nsqd.pem"), pki.path("admin.pem")).unwrap();
     hangup(&gate);
-    wait_log(&gate, &["what=\"admin_tls\"", "change refused"]);
+    gate.wait_log(&["what=\"admin_tls\"", "change refused"]);
     assert_eq!(presented_serial(gate.admin(), &pki).await, next.serial);
 }
 
@@ -220,7 +242,7 @@ async fn a_replaced_upstream_ca_applies_to_the_next_nsqd_connection() {
     // A CA that did not sign nsqd's certificate: nsqd can no longer be verified.
     let other = nsqgate::certs::DevCa::generate("another CA").unwrap();
     std::fs::write(pki.path("upstream-ca.pem"), &other.pem().cert).unwrap();
-    wait_log(&gate, &["what=\"upstream_tls\"", "reloaded"]);
+    gate.wait_log(&["what=\"upstream_tls\"", "reloaded"]);
     let (mut refused, _) = RawClient::upgraded(gate.addr, &connector, serde_json::json!({})).await;
     refused
         .send(&Command::Pub {
