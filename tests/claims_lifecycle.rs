@@ -24,19 +24,6 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
-/// Polls nsqgate's log until it holds `text` (60 s at most).
-fn wait_log(gate: &common::Gate, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !gate.log().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "no {text:?} in the log:\n{}",
-            gate.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits until every thread of `pid` is stopped (state `T` in /proc), 10 s at most: kill(2)
 /// only makes the stop pending.
 fn wait_stopped(pid: u32) {
@@ -80,7 +67,7 @@ async fn sigterm_stops_accepting_at_once_and_shutdown_ms_bounds_the_wait() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopped_at = Instant::now();
     signal(gate.pid(), "TERM");
-    wait_log(&gate, "stopped accepting");
+    gate.wait_log(&["stopped accepting"]);
     let refused = tokio::net::TcpStream::connect(gate.addr).await;
     assert!(refused.is_err(), "a connection after SIGTERM was accepted");
 

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
 
 use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 use common::wire::Command;
-use common::{refusing_port, Gate, GateConfig, Nsqd, Pki};
+use common::{refusing_port, GateConfig, Nsqd, Pki};
 use nsqgate::auth::apikey;
 
 /// A policy with one publishing API key; returns the key.
@@ -23,19 +22,6 @@ fn writer_policy(pki: &Pki) -> String {
     );
     pki.write_policy("logs-policy", "policy.toml", &policy);
     key
-}
-
-/// Waits (up to 10 s) until the log has a line containing `text`.
-fn wait_log(gate: &Gate, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gate.log().contains(text) {
-        assert!(
-            Instant::now() < deadline,
-            "no {text:?} in the log:\n{}",
-            gate.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,8 +42,8 @@ async fn with_log_format_json_every_line_is_a_json_object() {
     let mut garbage = RawClient::plain(gate.addr).await;
     garbage.send_raw(b"NOT A COMMAND\n").await;
     let _ = garbage.read_frame().await;
-    wait_log(&gate, "AUTH failed: ");
-    wait_log(&gate, r#""kind":"closed""#);
+    gate.wait_log(&["AUTH failed: "]);
+    gate.wait_log(&[r#""kind":"closed""#]);
 
     let log = gate.log();
     let mut lines = 0;
@@ -104,7 +90,7 @@ async fn a_refused_auth_logs_the_reason_the_audit_line_gives() {
     let reason = audit["reason"].as_str().unwrap().to_owned();
     assert_eq!(reason, "unknown API key");
     assert_eq!(audit["level"], "WARN", "a failure is not INFO: {audit}");
-    wait_log(&gate, &format!("E_AUTH_FAILED AUTH failed: {reason}"));
+    gate.wait_log(&[&format!("E_AUTH_FAILED AUTH failed: {reason}")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,5 +106,5 @@ async fn nsqd_down_is_nsqd_unavailable_to_the_client_and_the_log() {
         .await;
     let frame = client.read_frame().await.expect("an error frame");
     assert_eq!(frame_text(&frame), "E_IDENTIFY_FAILED nsqd unavailable");
-    wait_log(&gate, "nsqd unavailable: nsqd at");
+    gate.wait_log(&["nsqd unavailable: nsqd at"]);
 }

@@ -131,6 +131,23 @@ impl Gate {
         }
     }
 
+    /// Waits (up to 30 s: the child writes its log on its own time) for a log line holding
+    /// every one of `parts`, and returns it.
+    pub fn wait_log(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {parts:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Everything nsqgate logged so far (operational lines and audit JSON lines).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
