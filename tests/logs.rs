@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 use common::wire::Command;
 use common::{refusing_port, GateConfig, Nsqd, Pki};
