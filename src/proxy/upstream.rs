@@ -10,6 +10,7 @@ use bytes::{BufMut, BytesMut};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 use crate::config::UpstreamConfig;
 use crate::limit::conn::{ConnLimits, NsqdPermit, Refusal};
@@ -26,6 +27,11 @@ pub use pool::{Lease, Pool};
 
 /// Frames from nsqd during the handshake are small JSON; anything larger is not nsqd.
 const HANDSHAKE_FRAME_LIMIT: u32 = 64 * 1024;
+
+/// Legs a connector opens at once; the rest wait their turn (within `upstream_connect_ms`).
+/// nsqd gives each TLS upgrade 5 s: a burst of thousands of new publishers must not have them
+/// all handshake together and time out together (nsqd then refuses every one of them).
+const HANDSHAKES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -44,7 +50,9 @@ pub enum UpstreamError {
     },
     #[error("nsqd did not offer TLS (is it started with --tls-cert and --tls-key?)")]
     TlsNotOffered,
-    #[error("TLS with nsqd failed (certificate not trusted, or wrong name?): {0}")]
+    /// "corrupt message" from rustls: nsqd answered in plaintext, i.e. it gave up the upgrade
+    /// (nsqd allows a TLS handshake 5 s) and sent an error frame instead.
+    #[error("TLS with nsqd failed (certificate not trusted, wrong name, or nsqd gave up the upgrade?): {0}")]
     Tls(std::io::Error),
     #[error("nsqd requires AUTH but upstream.auth_secret is not set")]
     AuthRequired,
@@ -102,6 +110,8 @@ pub struct Connector {
     limits: Arc<ConnLimits>,
     /// Connect latency and upstream TLS handshakes are counted here.
     metrics: Arc<Metrics>,
+    /// Turns to open a leg ([`HANDSHAKES_IN_FLIGHT`]), shared by the clones of a connector.
+    turns: Arc<Semaphore>,
 }
 
 /// A ready upstream leg: identified, upgraded, authenticated.
@@ -127,6 +137,7 @@ impl Connector {
             connect_timeout: shared.config().timeouts.upstream_connect,
             limits: shared.conns.clone(),
             metrics: shared.metrics.clone(),
+            turns: Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT)),
         }
     }
 
@@ -149,7 +160,12 @@ impl Connector {
                 })?;
         let deadline = self.connect_timeout;
         let started = Instant::now();
-        let upstream = tokio::time::timeout(deadline, self.handshake(identify))
+        let turn_then_handshake = async {
+            // The semaphore is never closed, so this waits for a turn and holds it.
+            let _turn = self.turns.acquire().await;
+            self.handshake(identify).await
+        };
+        let upstream = tokio::time::timeout(deadline, turn_then_handshake)
             .await
             .map_err(|_| UpstreamError::Timeout(self.address.clone()))??;
         self.metrics.upstream_connected(started.elapsed());
