@@ -6,6 +6,7 @@
 //! exists and each process enforces everything alone.
 
 pub mod command;
+pub mod connect;
 pub mod feed;
 pub mod lease;
 pub mod quota;
@@ -33,6 +34,8 @@ pub enum ClusterError {
     Timeout(Duration),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Connect(#[from] connect::ConnectError),
 }
 
 /// This replica's link to the shared state.
@@ -45,6 +48,9 @@ pub struct Cluster {
     readiness: Arc<Readiness>,
     /// Whether the last call succeeded, so changes are logged once.
     up: AtomicBool,
+    /// Whether any call has finished yet: the first failure replaces "not reached yet" with
+    /// its reason (a refused certificate, say), even though the state stays down.
+    reached: AtomicBool,
 }
 
 // === impl Cluster ===
@@ -56,7 +62,7 @@ impl Cluster {
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let client = redis::Client::open(config.redis_url.as_str())?;
+        let client = connect::client(&config)?;
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -69,10 +75,11 @@ impl Cluster {
             connection,
             metrics,
             readiness,
-            up: AtomicBool::new(true),
+            up: AtomicBool::new(false),
+            reached: AtomicBool::new(false),
         };
         // Unknown until the first call answers: shown as down, so it is never wrongly "up".
-        cluster.mark(false, "not reached yet");
+        cluster.show(false, "not reached yet");
         Ok(Arc::new(cluster))
     }
 
@@ -127,9 +134,15 @@ impl Cluster {
 
     /// Records whether Redis answers, logging and showing in `/readyz` only the changes.
     pub fn mark(&self, up: bool, reason: &str) {
-        if self.up.swap(up, Ordering::Relaxed) == up {
+        let first = !self.reached.swap(true, Ordering::Relaxed);
+        if self.up.swap(up, Ordering::Relaxed) == up && !first {
             return;
         }
+        self.show(up, reason);
+    }
+
+    /// Logs the state and shows it in the metrics and `/readyz`.
+    fn show(&self, up: bool, reason: &str) {
         self.metrics.redis_up(up);
         if up {
             self.readiness.clear(READINESS);

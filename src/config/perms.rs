@@ -89,26 +89,10 @@ pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
     for crl in &client.tls_client_crls {
         add("client.tls_client_crls", crl, Holds::Decision);
     }
-    let up = &raw.upstream;
-    for (key, path, holds) in [
-        ("upstream.tls_ca", &up.tls_ca, Holds::Decision),
-        ("upstream.tls_cert", &up.tls_cert, Holds::Decision),
-        ("upstream.tls_key", &up.tls_key, Holds::Secret),
-    ] {
+    add("auth.policy_dir", &raw.auth.policy_dir, Holds::Decision);
+    for (key, path, holds) in optional_tls_files(raw) {
         if let Some(path) = path {
             add(key, path, holds);
-        }
-    }
-    add("auth.policy_dir", &raw.auth.policy_dir, Holds::Decision);
-    if let Some(admin) = &raw.admin {
-        for (key, path, holds) in [
-            ("admin.tls_cert", &admin.tls_cert, Holds::Decision),
-            ("admin.tls_key", &admin.tls_key, Holds::Secret),
-            ("admin.tls_client_ca", &admin.tls_client_ca, Holds::Decision),
-        ] {
-            if let Some(path) = path {
-                add(key, path, holds);
-            }
         }
     }
     for key in raw.integrity.iter().flat_map(|i| &i.keys) {
@@ -131,6 +115,39 @@ pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
         if let Some(ca) = &jwt.jwks_ca {
             add("auth.jwt.jwks_ca", ca, Holds::Decision);
         }
+    }
+    files
+}
+
+/// The optional TLS files of `[upstream]`, `[cluster]` and `[admin]`, with what each holds.
+fn optional_tls_files(raw: &RawConfig) -> Vec<(&'static str, Option<&PathBuf>, Holds)> {
+    let up = &raw.upstream;
+    let mut files = vec![
+        ("upstream.tls_ca", up.tls_ca.as_ref(), Holds::Decision),
+        ("upstream.tls_cert", up.tls_cert.as_ref(), Holds::Decision),
+        ("upstream.tls_key", up.tls_key.as_ref(), Holds::Secret),
+    ];
+    if let Some(cluster) = &raw.cluster {
+        files.extend([
+            ("cluster.tls_ca", cluster.tls_ca.as_ref(), Holds::Decision),
+            (
+                "cluster.tls_cert",
+                cluster.tls_cert.as_ref(),
+                Holds::Decision,
+            ),
+            ("cluster.tls_key", cluster.tls_key.as_ref(), Holds::Secret),
+        ]);
+    }
+    if let Some(admin) = &raw.admin {
+        files.extend([
+            ("admin.tls_cert", admin.tls_cert.as_ref(), Holds::Decision),
+            ("admin.tls_key", admin.tls_key.as_ref(), Holds::Secret),
+            (
+                "admin.tls_client_ca",
+                admin.tls_client_ca.as_ref(),
+                Holds::Decision,
+            ),
+        ]);
     }
     files
 }
