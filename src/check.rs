@@ -41,7 +41,7 @@ pub fn load_everything(config: &Config) -> Result<Policy, CheckError> {
         config.admin.as_ref().and_then(|admin| admin.tls.as_ref()),
     )?;
     if let Some(cluster) = &config.cluster {
-        crate::cluster::connect::client(cluster)?;
+        crate::cluster::connect::servers(cluster)?;
     }
     // Keys that only a JWKS fetch brings are checked by `probe`.
     if let Some(settings) = &config.auth.jwt {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::connect::Servers;
 use super::revocations::Target;
 
 #[derive(clap::Args)]
@@ -43,9 +44,14 @@ pub fn run(args: RevokeArgs) -> ExitCode {
         (_, _, Some(jti)) => Target::TokenId(jti),
         _ => return ExitCode::from(2),
     };
-    let (client, url, prefix, timeout) = match (args.redis_url, args.config) {
+    let (servers, url, prefix, timeout) = match (args.redis_url, args.config) {
         (Some(url), _) => match redis::Client::open(url.as_str()) {
-            Ok(client) => (client, url, args.key_prefix, Duration::from_secs(5)),
+            Ok(client) => (
+                Servers::Single(client),
+                url,
+                args.key_prefix,
+                Duration::from_secs(5),
+            ),
             Err(e) => {
                 eprintln!("error: not a Redis URL: {e}");
                 return ExitCode::from(2);
@@ -68,7 +74,7 @@ pub fn run(args: RevokeArgs) -> ExitCode {
         }
     };
     let published = runtime.block_on(super::feed::publish(
-        &client,
+        &servers,
         &prefix,
         &target,
         args.lasting,
@@ -88,7 +94,7 @@ pub fn run(args: RevokeArgs) -> ExitCode {
 }
 
 /// Redis as `path`'s `[cluster]` names it, TLS files included: client, URL, prefix, timeout.
-fn configured(path: &Path) -> Result<(redis::Client, String, String, Duration), ExitCode> {
+fn configured(path: &Path) -> Result<(Servers, String, String, Duration), ExitCode> {
     let config = crate::config::Config::load(path).map_err(|e| {
         eprintln!("config error: {e}");
         ExitCode::from(2)
@@ -97,13 +103,13 @@ fn configured(path: &Path) -> Result<(redis::Client, String, String, Duration), 
         eprintln!("error: {} has no [cluster] redis_url", path.display());
         return Err(ExitCode::from(2));
     };
-    let client = super::connect::client(&cluster).map_err(|e| {
+    let servers = super::connect::servers(&cluster).map_err(|e| {
         eprintln!("config error: {e}");
         ExitCode::from(2)
     })?;
     // A person waits at the terminal: allow more than the data path's bound.
     let timeout = cluster.timeout.max(Duration::from_secs(5));
-    Ok((client, cluster.redis_url, cluster.key_prefix, timeout))
+    Ok((servers, cluster.redis_url, cluster.key_prefix, timeout))
 }
 
 /// `90s`, `30m`, `1h`, `7d` (or bare seconds).

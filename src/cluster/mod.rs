@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use crate::admin::Readiness;
 use crate::config::cluster::{ClusterConfig, OnUnavailable};
 use crate::metrics::Metrics;
@@ -41,9 +39,9 @@ pub enum ClusterError {
 /// This replica's link to the shared state.
 pub struct Cluster {
     config: ClusterConfig,
-    client: redis::Client,
+    servers: connect::Servers,
     /// Reconnects by itself after an error; cheap to clone per call.
-    connection: ConnectionManager,
+    connection: connect::Link,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// Whether the last call succeeded, so changes are logged once.
@@ -62,16 +60,11 @@ impl Cluster {
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let client = connect::client(&config)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
+        let servers = connect::servers(&config)?;
+        let connection = servers.lazy(config.timeout)?;
         let cluster = Cluster {
             config,
-            client,
+            servers,
             connection,
             metrics,
             readiness,
@@ -91,8 +84,9 @@ impl Cluster {
         &self.metrics
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// The client revocation announcements are subscribed through.
+    pub fn subscriber(&self) -> &redis::Client {
+        self.servers.subscriber()
     }
 
     /// The full name of one of nsqgate's keys or channels.
@@ -113,7 +107,7 @@ impl Cluster {
         exchange: F,
     ) -> Result<T, ClusterError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(connect::Link) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let timeout = self.config.timeout;

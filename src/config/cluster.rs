@@ -14,6 +14,7 @@ use super::{ConfigError, Locator};
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     pub redis_url: Option<String>,
+    pub redis_cluster_nodes: Option<Vec<String>>,
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -61,6 +62,10 @@ pub struct ClusterConfig {
     /// Where Redis is: `redis://host:port/db`, `rediss://host:port/db` (TLS),
     /// `redis+unix:///path/to/redis.sock`.
     pub redis_url: String,
+    /// A Redis Cluster's seed nodes (`redis_cluster_nodes`), empty for one Redis. With nodes,
+    /// `redis_url` is the first of them: logs name it, and revocations are heard through it
+    /// (a cluster's nodes pass every PUBLISH on to each other).
+    pub cluster_nodes: Vec<String>,
     /// Certificates for a `rediss://` URL; None verifies Redis against the system's roots.
     pub tls: Option<RedisTls>,
     /// The longest any Redis call may hold a connection or a publish.
@@ -91,16 +96,40 @@ pub(super) fn cluster(
     at: &Locator<'_>,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
-    let Some(redis_url) = raw.redis_url.clone() else {
-        return Ok(None);
+    let (redis_url, cluster_nodes) = match (&raw.redis_url, &raw.redis_cluster_nodes) {
+        (None, None) => return Ok(None),
+        (Some(url), None) => (url.clone(), Vec::new()),
+        (None, Some(nodes)) => match nodes.first() {
+            Some(first) => (first.clone(), nodes.clone()),
+            None => return Err(at.invalid("cluster.redis_cluster_nodes", "names no node".into())),
+        },
+        (Some(_), Some(_)) => {
+            return Err(at.invalid(
+                "cluster.redis_cluster_nodes",
+                "give redis_url (one Redis) or redis_cluster_nodes (a Redis Cluster), not both"
+                    .into(),
+            ))
+        }
     };
-    let tls = tls(&raw, &redis_url, at)?;
+    let key = match cluster_nodes.is_empty() {
+        true => "cluster.redis_url",
+        false => "cluster.redis_cluster_nodes",
+    };
+    let mut tls_needed = Vec::new();
+    for url in cluster_nodes.iter().chain([&redis_url]) {
+        tls_needed.push(uses_tls(url, key, at)?);
+    }
+    if tls_needed.iter().any(|t| *t != tls_needed[0]) {
+        return Err(at.invalid(key, "mixes redis:// and rediss:// nodes".into()));
+    }
+    let tls = tls(&raw, tls_needed[0], at)?;
     let timeout = millis(at, "cluster.timeout_ms", raw.timeout_ms)?;
     if raw.expected_replicas == 0 {
         return Err(at.invalid("cluster.expected_replicas", "must be at least 1".into()));
     }
     Ok(Some(ClusterConfig {
         redis_url,
+        cluster_nodes,
         tls,
         timeout,
         on_unavailable: raw.on_unavailable,
@@ -120,23 +149,28 @@ fn connection_lease(millis: u64, at: &Locator<'_>) -> Result<Duration, ConfigErr
     Ok(Duration::from_millis(millis))
 }
 
-/// The TLS files, checked against the URL: they only mean something with `rediss://`, and
-/// certificate checking cannot be turned off (`#insecure`).
-fn tls(raw: &RawCluster, url: &str, at: &Locator<'_>) -> Result<Option<RedisTls>, ConfigError> {
+/// Whether `url` is a `rediss://` URL; certificate checking cannot be turned off
+/// (`#insecure`).
+fn uses_tls(url: &str, key: &str, at: &Locator<'_>) -> Result<bool, ConfigError> {
     let info = url
         .into_connection_info()
-        .map_err(|e| at.invalid("cluster.redis_url", format!("not a Redis URL: {e}")))?;
-    let uses_tls = match info.addr() {
-        ConnectionAddr::TcpTls { insecure: true, .. } => {
-            return Err(at.invalid(
-                "cluster.redis_url",
-                "#insecure would not check Redis's certificate: give its CA in tls_ca instead"
-                    .into(),
-            ))
-        }
-        ConnectionAddr::TcpTls { .. } => true,
-        _ => false,
-    };
+        .map_err(|e| at.invalid(key, format!("{url:?} is not a Redis URL: {e}")))?;
+    match info.addr() {
+        ConnectionAddr::TcpTls { insecure: true, .. } => Err(at.invalid(
+            key,
+            "#insecure would not check Redis's certificate: give its CA in tls_ca instead".into(),
+        )),
+        ConnectionAddr::TcpTls { .. } => Ok(true),
+        _ => Ok(false),
+    }
+}
+
+/// The TLS files, which only mean something with `rediss://` URLs.
+fn tls(
+    raw: &RawCluster,
+    uses_tls: bool,
+    at: &Locator<'_>,
+) -> Result<Option<RedisTls>, ConfigError> {
     let ca = match &raw.tls_ca {
         Some(path) => Some(at.existing("cluster.tls_ca", path)?),
         None => None,
