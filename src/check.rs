@@ -26,10 +26,12 @@ pub enum CheckError {
     Tls(#[from] TlsError),
     #[error("JWT keys rejected: {0}")]
     Jwt(#[from] JwtConfigError),
+    #[error("Redis: {0}")]
+    Redis(#[from] crate::cluster::connect::ConnectError),
 }
 
-/// Loads the policy folder, both legs' and the admin listener's TLS set-ups and the JWT keys
-/// as a start would. The
+/// Loads the policy folder, both legs' and the admin listener's TLS set-ups, the Redis TLS
+/// files and the JWT keys as a start would. The
 /// policy is returned for its warnings and for [`probe`].
 pub fn load_everything(config: &Config) -> Result<Policy, CheckError> {
     let policy = Policy::load_dir(&config.auth.policy_dir)?;
@@ -38,6 +40,9 @@ pub fn load_everything(config: &Config) -> Result<Policy, CheckError> {
         config.upstream.tls.as_ref(),
         config.admin.as_ref().and_then(|admin| admin.tls.as_ref()),
     )?;
+    if let Some(cluster) = &config.cluster {
+        crate::cluster::connect::servers(cluster)?;
+    }
     // Keys that only a JWKS fetch brings are checked by `probe`.
     if let Some(settings) = &config.auth.jwt {
         if !settings.keys.is_empty() || settings.jwks.is_some() {

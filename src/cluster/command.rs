@@ -2,10 +2,11 @@
 //! through the cluster's Redis ([`super::feed`]). Redis is named by `--redis-url` or by the
 //! `[cluster]` section of `--config`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::connect::Servers;
 use super::revocations::Target;
 
 #[derive(clap::Args)]
@@ -24,7 +25,8 @@ pub struct RevokeArgs {
     /// How long the revocation lasts: `90s`, `30m`, `1h`, `7d`.
     #[arg(long = "for", value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     lasting: Duration,
-    /// The cluster's Redis, e.g. `redis://10.0.0.5:6379`.
+    /// The cluster's Redis, e.g. `redis://10.0.0.5:6379` (with a CA or client certificate, use
+    /// `--config`).
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// Take Redis (URL, key prefix, timeout) from this configuration's `[cluster]`.
@@ -42,34 +44,24 @@ pub fn run(args: RevokeArgs) -> ExitCode {
         (_, _, Some(jti)) => Target::TokenId(jti),
         _ => return ExitCode::from(2),
     };
-    let (url, prefix, timeout) = match (args.redis_url, args.config) {
-        (Some(url), _) => (url, args.key_prefix, Duration::from_secs(5)),
-        (None, Some(path)) => match crate::config::Config::load(&path) {
-            Ok(config) => match config.cluster {
-                // A person waits at the terminal: allow more than the data path's bound.
-                Some(c) => (
-                    c.redis_url,
-                    c.key_prefix,
-                    c.timeout.max(Duration::from_secs(5)),
-                ),
-                None => {
-                    eprintln!("error: {} has no [cluster] redis_url", path.display());
-                    return ExitCode::from(2);
-                }
-            },
+    let (servers, url, prefix, timeout) = match (args.redis_url, args.config) {
+        (Some(url), _) => match redis::Client::open(url.as_str()) {
+            Ok(client) => (
+                Servers::Single(client),
+                url,
+                args.key_prefix,
+                Duration::from_secs(5),
+            ),
             Err(e) => {
-                eprintln!("config error: {e}");
+                eprintln!("error: not a Redis URL: {e}");
                 return ExitCode::from(2);
             }
         },
+        (None, Some(path)) => match configured(&path) {
+            Ok(found) => found,
+            Err(code) => return code,
+        },
         (None, None) => return ExitCode::from(2),
-    };
-    let client = match redis::Client::open(url.as_str()) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: not a Redis URL: {e}");
-            return ExitCode::from(2);
-        }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,7 +74,7 @@ pub fn run(args: RevokeArgs) -> ExitCode {
         }
     };
     let published = runtime.block_on(super::feed::publish(
-        &client,
+        &servers,
         &prefix,
         &target,
         args.lasting,
@@ -99,6 +91,25 @@ pub fn run(args: RevokeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Redis as `path`'s `[cluster]` names it, TLS files included: client, URL, prefix, timeout.
+fn configured(path: &Path) -> Result<(Servers, String, String, Duration), ExitCode> {
+    let config = crate::config::Config::load(path).map_err(|e| {
+        eprintln!("config error: {e}");
+        ExitCode::from(2)
+    })?;
+    let Some(cluster) = config.cluster else {
+        eprintln!("error: {} has no [cluster] redis_url", path.display());
+        return Err(ExitCode::from(2));
+    };
+    let servers = super::connect::servers(&cluster).map_err(|e| {
+        eprintln!("config error: {e}");
+        ExitCode::from(2)
+    })?;
+    // A person waits at the terminal: allow more than the data path's bound.
+    let timeout = cluster.timeout.max(Duration::from_secs(5));
+    Ok((servers, cluster.redis_url, cluster.key_prefix, timeout))
 }
 
 /// `90s`, `30m`, `1h`, `7d` (or bare seconds).

@@ -25,7 +25,7 @@ pub const REREAD: Duration = Duration::from_millis(500);
 /// Adds a revocation of `target` for `lasting`, drops ended ones, and announces it. Returns
 /// its end and how many replicas heard the announcement.
 pub async fn publish(
-    client: &redis::Client,
+    servers: &super::connect::Servers,
     key_prefix: &str,
     target: &Target,
     lasting: Duration,
@@ -36,7 +36,7 @@ pub async fn publish(
     let key = format!("{key_prefix}{NAME}");
     let member = target.member();
     let exchange = async {
-        let mut connection = client.get_multiplexed_async_connection().await?;
+        let mut connection = servers.connect().await?;
         let (listeners,): (u64,) = redis::pipe()
             .atomic()
             .cmd("ZADD")
@@ -99,7 +99,7 @@ pub async fn follow(cluster: Arc<Cluster>, revoked: watch::Sender<Arc<Revoked>>)
 async fn subscribe(cluster: &Cluster, channel: &str) -> Option<redis::aio::PubSubStream> {
     let timeout = cluster.config().timeout;
     let attempt = async {
-        let mut pubsub = cluster.client().get_async_pubsub().await?;
+        let mut pubsub = cluster.subscriber().get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
         Ok::<_, redis::RedisError>(pubsub.into_on_message())
     };

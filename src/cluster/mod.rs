@@ -6,6 +6,7 @@
 //! exists and each process enforces everything alone.
 
 pub mod command;
+pub mod connect;
 pub mod feed;
 pub mod lease;
 pub mod quota;
@@ -16,8 +17,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::admin::Readiness;
 use crate::config::cluster::{ClusterConfig, OnUnavailable};
@@ -33,18 +32,23 @@ pub enum ClusterError {
     Timeout(Duration),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Connect(#[from] connect::ConnectError),
 }
 
 /// This replica's link to the shared state.
 pub struct Cluster {
     config: ClusterConfig,
-    client: redis::Client,
+    servers: connect::Servers,
     /// Reconnects by itself after an error; cheap to clone per call.
-    connection: ConnectionManager,
+    connection: connect::Link,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// Whether the last call succeeded, so changes are logged once.
     up: AtomicBool,
+    /// Whether any call has finished yet: the first failure replaces "not reached yet" with
+    /// its reason (a refused certificate, say), even though the state stays down.
+    reached: AtomicBool,
 }
 
 // === impl Cluster ===
@@ -56,23 +60,19 @@ impl Cluster {
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
     ) -> Result<Arc<Cluster>, ClusterError> {
-        let client = redis::Client::open(config.redis_url.as_str())?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager)?;
+        let servers = connect::servers(&config)?;
+        let connection = servers.lazy(config.timeout)?;
         let cluster = Cluster {
             config,
-            client,
+            servers,
             connection,
             metrics,
             readiness,
-            up: AtomicBool::new(true),
+            up: AtomicBool::new(false),
+            reached: AtomicBool::new(false),
         };
         // Unknown until the first call answers: shown as down, so it is never wrongly "up".
-        cluster.mark(false, "not reached yet");
+        cluster.show(false, "not reached yet");
         Ok(Arc::new(cluster))
     }
 
@@ -84,8 +84,9 @@ impl Cluster {
         &self.metrics
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// The client revocation announcements are subscribed through.
+    pub fn subscriber(&self) -> &redis::Client {
+        self.servers.subscriber()
     }
 
     /// The full name of one of nsqgate's keys or channels.
@@ -106,7 +107,7 @@ impl Cluster {
         exchange: F,
     ) -> Result<T, ClusterError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(connect::Link) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let timeout = self.config.timeout;
@@ -127,9 +128,15 @@ impl Cluster {
 
     /// Records whether Redis answers, logging and showing in `/readyz` only the changes.
     pub fn mark(&self, up: bool, reason: &str) {
-        if self.up.swap(up, Ordering::Relaxed) == up {
+        let first = !self.reached.swap(true, Ordering::Relaxed);
+        if self.up.swap(up, Ordering::Relaxed) == up && !first {
             return;
         }
+        self.show(up, reason);
+    }
+
+    /// Logs the state and shows it in the metrics and `/readyz`.
+    fn show(&self, up: bool, reason: &str) {
         self.metrics.redis_up(up);
         if up {
             self.readiness.clear(READINESS);

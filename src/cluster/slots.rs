@@ -96,8 +96,7 @@ impl SharedSlots {
         let count = self.count(key);
         let mut count = count.lock().await;
         let claimed = if self.cluster.is_up() {
-            let full_key = self.cluster.key(key);
-            let leases = format!("{full_key}:leases");
+            let (full_key, leases) = self.keys(key);
             let lease_ms = self.lease().as_millis() as u64;
             let (script, replica) = (&self.claim, &self.replica);
             self.cluster
@@ -177,14 +176,22 @@ impl SharedSlots {
     }
 
     /// Writes this replica's count of `key` and renews its lease (removes it at 0).
+    /// The count's and the leases' names. Both scripts touch both, so in a Redis Cluster they
+    /// must live in one hash slot: the braces make the whole count name the hash tag (a name
+    /// holding a `}` of its own still gives both the same tag, as they share that prefix).
+    fn keys(&self, key: &str) -> (String, String) {
+        let count = format!("{{{}}}", self.cluster.key(key));
+        let leases = format!("{count}:leases");
+        (count, leases)
+    }
+
     async fn write(&self, key: &str) {
         let count = self.count(key);
         let count = count.lock().await;
         if !self.cluster.is_up() {
             return;
         }
-        let full_key = self.cluster.key(key);
-        let leases = format!("{full_key}:leases");
+        let (full_key, leases) = self.keys(key);
         let lease_ms = self.lease().as_millis() as u64;
         let (script, replica, open) = (&self.renew, &self.replica, *count);
         let _ = self

@@ -1,8 +1,10 @@
 //! `[cluster]`: several replicas sharing one set of limits and revocations through Redis.
 //! Absent (or without `redis_url`): each process enforces everything on its own, as before.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use redis::{ConnectionAddr, IntoConnectionInfo};
 use serde::Deserialize;
 
 use super::locate::millis;
@@ -12,6 +14,10 @@ use super::{ConfigError, Locator};
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     pub redis_url: Option<String>,
+    pub redis_cluster_nodes: Option<Vec<String>>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     #[serde(default)]
@@ -53,8 +59,15 @@ pub enum OnUnavailable {
 
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
-    /// Where Redis is: `redis://host:port/db`, `redis+unix:///path/to/redis.sock`.
+    /// Where Redis is: `redis://host:port/db`, `rediss://host:port/db` (TLS),
+    /// `redis+unix:///path/to/redis.sock`.
     pub redis_url: String,
+    /// A Redis Cluster's seed nodes (`redis_cluster_nodes`), empty for one Redis. With nodes,
+    /// `redis_url` is the first of them: logs name it, and revocations are heard through it
+    /// (a cluster's nodes pass every PUBLISH on to each other).
+    pub cluster_nodes: Vec<String>,
+    /// Certificates for a `rediss://` URL; None verifies Redis against the system's roots.
+    pub tls: Option<RedisTls>,
     /// The longest any Redis call may hold a connection or a publish.
     pub timeout: Duration,
     pub on_unavailable: OnUnavailable,
@@ -67,24 +80,57 @@ pub struct ClusterConfig {
     pub connection_lease: Duration,
 }
 
+/// The files a `rediss://` connection is made with. Paths only: the connection set-up
+/// ([`crate::cluster::connect`]) reads them, at start and in `check-config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisTls {
+    /// The CA Redis's certificate must chain to, instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// The certificate and key nsqgate shows when Redis asks for one (`tls-auth-clients`).
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
 /// `None` when the section is absent or names no Redis.
 pub(super) fn cluster(
     raw: Option<RawCluster>,
     at: &Locator<'_>,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
-    let Some(redis_url) = raw.redis_url else {
-        return Ok(None);
+    let (redis_url, cluster_nodes) = match (&raw.redis_url, &raw.redis_cluster_nodes) {
+        (None, None) => return Ok(None),
+        (Some(url), None) => (url.clone(), Vec::new()),
+        (None, Some(nodes)) => match nodes.first() {
+            Some(first) => (first.clone(), nodes.clone()),
+            None => return Err(at.invalid("cluster.redis_cluster_nodes", "names no node".into())),
+        },
+        (Some(_), Some(_)) => {
+            return Err(at.invalid(
+                "cluster.redis_cluster_nodes",
+                "give redis_url (one Redis) or redis_cluster_nodes (a Redis Cluster), not both"
+                    .into(),
+            ))
+        }
     };
-    if let Err(e) = redis::Client::open(redis_url.as_str()) {
-        return Err(at.invalid("cluster.redis_url", format!("not a Redis URL: {e}")));
+    let key = match cluster_nodes.is_empty() {
+        true => "cluster.redis_url",
+        false => "cluster.redis_cluster_nodes",
+    };
+    let mut tls_needed = Vec::new();
+    for url in cluster_nodes.iter().chain([&redis_url]) {
+        tls_needed.push(uses_tls(url, key, at)?);
     }
+    if tls_needed.iter().any(|t| *t != tls_needed[0]) {
+        return Err(at.invalid(key, "mixes redis:// and rediss:// nodes".into()));
+    }
+    let tls = tls(&raw, tls_needed[0], at)?;
     let timeout = millis(at, "cluster.timeout_ms", raw.timeout_ms)?;
     if raw.expected_replicas == 0 {
         return Err(at.invalid("cluster.expected_replicas", "must be at least 1".into()));
     }
     Ok(Some(ClusterConfig {
         redis_url,
+        cluster_nodes,
+        tls,
         timeout,
         on_unavailable: raw.on_unavailable,
         expected_replicas: raw.expected_replicas,
@@ -101,4 +147,57 @@ fn connection_lease(millis: u64, at: &Locator<'_>) -> Result<Duration, ConfigErr
         ));
     }
     Ok(Duration::from_millis(millis))
+}
+
+/// Whether `url` is a `rediss://` URL; certificate checking cannot be turned off
+/// (`#insecure`).
+fn uses_tls(url: &str, key: &str, at: &Locator<'_>) -> Result<bool, ConfigError> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| at.invalid(key, format!("{url:?} is not a Redis URL: {e}")))?;
+    match info.addr() {
+        ConnectionAddr::TcpTls { insecure: true, .. } => Err(at.invalid(
+            key,
+            "#insecure would not check Redis's certificate: give its CA in tls_ca instead".into(),
+        )),
+        ConnectionAddr::TcpTls { .. } => Ok(true),
+        _ => Ok(false),
+    }
+}
+
+/// The TLS files, which only mean something with `rediss://` URLs.
+fn tls(
+    raw: &RawCluster,
+    uses_tls: bool,
+    at: &Locator<'_>,
+) -> Result<Option<RedisTls>, ConfigError> {
+    let ca = match &raw.tls_ca {
+        Some(path) => Some(at.existing("cluster.tls_ca", path)?),
+        None => None,
+    };
+    let client = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            at.existing("cluster.tls_cert", cert)?,
+            at.existing("cluster.tls_key", key)?,
+        )),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(at.invalid("cluster.tls_key", "required with tls_cert".into()))
+        }
+        (None, Some(_)) => {
+            return Err(at.invalid("cluster.tls_cert", "required with tls_key".into()))
+        }
+    };
+    if ca.is_none() && client.is_none() {
+        return Ok(None);
+    }
+    if !uses_tls {
+        let key = if ca.is_some() {
+            "cluster.tls_ca"
+        } else {
+            "cluster.tls_cert"
+        };
+        return Err(at.invalid(key, "needs a rediss:// redis_url".into()));
+    }
+    Ok(Some(RedisTls { ca, client }))
 }

@@ -90,39 +90,7 @@ pub(super) fn named_files(raw: &RawConfig, at: &Locator<'_>) -> Vec<NamedFile> {
         add("client.tls_client_crls", crl, Holds::Decision);
     }
     add("auth.policy_dir", &raw.auth.policy_dir, Holds::Decision);
-    let up = &raw.upstream;
-    let admin = raw.admin.as_ref();
-    let service = raw.auth_service.as_ref();
-    for (key, path, holds) in [
-        ("upstream.tls_ca", up.tls_ca.as_ref(), Holds::Decision),
-        ("upstream.tls_cert", up.tls_cert.as_ref(), Holds::Decision),
-        ("upstream.tls_key", up.tls_key.as_ref(), Holds::Secret),
-        (
-            "admin.tls_cert",
-            admin.and_then(|a| a.tls_cert.as_ref()),
-            Holds::Decision,
-        ),
-        (
-            "admin.tls_key",
-            admin.and_then(|a| a.tls_key.as_ref()),
-            Holds::Secret,
-        ),
-        (
-            "admin.tls_client_ca",
-            admin.and_then(|a| a.tls_client_ca.as_ref()),
-            Holds::Decision,
-        ),
-        (
-            "auth_service.tls_cert",
-            service.and_then(|s| s.tls_cert.as_ref()),
-            Holds::Decision,
-        ),
-        (
-            "auth_service.tls_key",
-            service.and_then(|s| s.tls_key.as_ref()),
-            Holds::Secret,
-        ),
-    ] {
+    for (key, path, holds) in optional_tls_files(raw) {
         if let Some(path) = path {
             add(key, path, holds);
         }
@@ -156,6 +124,53 @@ fn jwt_files(jwt: &RawJwt) -> Vec<(&'static str, &Path, Holds)> {
     }
     if let Some(ca) = &jwt.jwks_ca {
         files.push(("auth.jwt.jwks_ca", ca.as_path(), Holds::Decision));
+    }
+    files
+}
+
+/// The optional TLS files of `[upstream]`, `[cluster]` and `[admin]`, with what each holds.
+fn optional_tls_files(raw: &RawConfig) -> Vec<(&'static str, Option<&PathBuf>, Holds)> {
+    let up = &raw.upstream;
+    let mut files = vec![
+        ("upstream.tls_ca", up.tls_ca.as_ref(), Holds::Decision),
+        ("upstream.tls_cert", up.tls_cert.as_ref(), Holds::Decision),
+        ("upstream.tls_key", up.tls_key.as_ref(), Holds::Secret),
+    ];
+    if let Some(cluster) = &raw.cluster {
+        files.extend([
+            ("cluster.tls_ca", cluster.tls_ca.as_ref(), Holds::Decision),
+            (
+                "cluster.tls_cert",
+                cluster.tls_cert.as_ref(),
+                Holds::Decision,
+            ),
+            ("cluster.tls_key", cluster.tls_key.as_ref(), Holds::Secret),
+        ]);
+    }
+    if let Some(admin) = &raw.admin {
+        files.extend([
+            ("admin.tls_cert", admin.tls_cert.as_ref(), Holds::Decision),
+            ("admin.tls_key", admin.tls_key.as_ref(), Holds::Secret),
+            (
+                "admin.tls_client_ca",
+                admin.tls_client_ca.as_ref(),
+                Holds::Decision,
+            ),
+        ]);
+    }
+    if let Some(service) = &raw.auth_service {
+        files.extend([
+            (
+                "auth_service.tls_cert",
+                service.tls_cert.as_ref(),
+                Holds::Decision,
+            ),
+            (
+                "auth_service.tls_key",
+                service.tls_key.as_ref(),
+                Holds::Secret,
+            ),
+        ]);
     }
     files
 }

@@ -68,7 +68,7 @@ impl Caller {
                 return Err(reply::unauthenticated().into());
             }
             Credential::None => match (&conn.cert, shared.config().auth.require_identity) {
-                (Some(principal), _) => principal.clone(),
+                (Some(principal), _) => not_revoked(shared, conn, principal)?,
                 (None, false) => Principal {
                     identity: ANONYMOUS.to_owned(),
                     method: Method::Named,
@@ -300,6 +300,29 @@ fn from_secret(
             Err(reply::unauthenticated().into())
         }
     }
+}
+
+/// A certificate's identity, unless an operator revoked it (`nsqgate revoke --identity`):
+/// checked at every request, as a bearer credential is, so a revocation reaches a
+/// connection that was open before it.
+fn not_revoked(
+    shared: &Shared,
+    conn: &Conn,
+    principal: &Principal,
+) -> Result<Principal, EarlyResponse> {
+    shared.not_revoked(principal.clone()).map_err(|e| {
+        let method = crate::metrics::method_label(principal.method);
+        shared.metrics.authentication(method, false);
+        audit::record(&Event {
+            remote: Some(conn.peer),
+            principal: Some(principal),
+            action: "auth",
+            outcome: "failure",
+            reason: Some(&e.to_string()),
+            ..Event::default()
+        });
+        reply::unauthenticated().into()
+    })
 }
 
 fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), EarlyResponse> {

@@ -123,6 +123,9 @@ pub struct ConnPermit {
     identity: Option<String>,
     /// Slots in the caps shared by every replica (`[cluster]`), given back on drop.
     shared: Vec<crate::cluster::slots::Slot>,
+    /// The identity's shared slot: replaced (the old one given back) when an AUTH takes over
+    /// from a certificate's identity.
+    identity_slot: Option<crate::cluster::slots::Slot>,
 }
 
 // === impl ConnLimits ===
@@ -152,6 +155,7 @@ impl ConnLimits {
             ip: None,
             identity: None,
             shared: Vec::new(),
+            identity_slot: None,
         };
         if self.settings.max_total.is_some_and(|max| total > max) {
             return Err(self.refuse(Refusal::Total));
@@ -266,6 +270,11 @@ impl ConnPermit {
     /// Holds a slot of a cap shared by every replica for the life of the connection.
     pub fn keep(&mut self, slot: crate::cluster::slots::Slot) {
         self.shared.push(slot);
+    }
+
+    /// Holds `slot` as the identity's shared slot, giving back the one held before.
+    pub fn keep_identity(&mut self, slot: crate::cluster::slots::Slot) {
+        self.identity_slot = Some(slot);
     }
 
     fn release_identity(&mut self) {

@@ -32,7 +32,7 @@ use crate::limit::conn::ConnPermit;
 use crate::limit::memory::Charge;
 use crate::net::proxied;
 use crate::nsq::ErrorCode;
-use crate::proxy::guard::{Guard, UNRECORDED};
+use crate::proxy::guard::{Guard, Verdict, UNRECORDED};
 use crate::proxy::identify::{self, ClientIdentify};
 use crate::proxy::quarantine::Quarantiner;
 use crate::proxy::relay::{self, RelayEnd, RelaySettings};
@@ -113,6 +113,10 @@ async fn run(
         .map_err(|_| SessionError::Timeout("IDENTIFY"))??;
     let guard = session.admit(permit);
     let mut guard = session.or_refuse(guard).await?;
+    // A certificate's identity counts against the cap over every replica, as an AUTH's does.
+    if let Some(Verdict::Refuse(refusal)) = guard.claim_shared_identity_slot().await {
+        return Err(session.refuse(SessionError::Refused(refusal)).await);
+    }
     let routed = match upstream {
         Some(routed) => routed,
         None => {

@@ -12,6 +12,7 @@
 //! - `prom`: the admin listener's answers, and a Prometheus text-format parser.
 //! - `prometheus`: promtool and a real Prometheus server (Debian's `prometheus` package).
 //! - `redis`: a real redis-server (Debian's package) on a unix socket, for `[cluster]`.
+//! - `redis_cluster`: three real redis-server nodes joined into a Redis Cluster.
 #![allow(dead_code)]
 
 pub mod daemons;
@@ -22,6 +23,7 @@ pub mod programs;
 pub mod prom;
 pub mod prometheus;
 pub mod redis;
+pub mod redis_cluster;
 pub mod wire;
 
 // Each test binary uses its own part of these.

@@ -1,10 +1,16 @@
 //! A real redis-server (Debian's package) for the cluster tests, on a unix socket in its own
 //! temp folder and no TCP port (`--port 0`), so there is no port to race for; a restart binds
 //! the same path again. Missing redis-server fails loudly, never skips.
+//!
+//! With TLS ([`Redis::start_tls`]) it also listens on a TLS port. redis-server cannot pick
+//! one itself (`--tls-port 0` turns TLS off), so the harness asks the kernel for a free port
+//! and hands it over; if another process takes it first, redis-server exits saying it could
+//! not listen, and the start is tried again on a new port. The unix socket stays plain text,
+//! for the harness's own commands.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +20,18 @@ pub struct Redis {
     child: Child,
     dir: tempfile::TempDir,
     pub socket: PathBuf,
+    /// The TLS listener's arguments, kept for a restart.
+    tls: Vec<String>,
+    /// The TLS port, when started with [`Redis::start_tls`].
+    pub tls_port: Option<u16>,
+}
+
+/// The files a TLS redis-server is started with.
+pub struct RedisTls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    /// Client certificates must chain to this CA (`tls-auth-clients yes`).
+    pub client_ca: &'a Path,
 }
 
 /// The redis-server binary on PATH (or /usr/bin).
@@ -36,10 +54,59 @@ impl Redis {
     pub fn start() -> Redis {
         let dir = tempfile::tempdir().expect("redis temp dir");
         let socket = dir.path().join("redis.sock");
-        let child = spawn(&dir, &socket);
-        let mut redis = Redis { child, dir, socket };
+        let child = spawn(&dir, &socket, &[]);
+        let mut redis = Redis {
+            child,
+            dir,
+            socket,
+            tls: Vec::new(),
+            tls_port: None,
+        };
         redis.wait_answering();
         redis
+    }
+
+    /// Also listens for TLS on 127.0.0.1, requiring a client certificate.
+    pub fn start_tls(files: &RedisTls<'_>) -> Redis {
+        let dir = tempfile::tempdir().expect("redis temp dir");
+        let socket = dir.path().join("redis.sock");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let tls = vec![
+                "--tls-port".to_owned(),
+                port.to_string(),
+                "--bind".to_owned(),
+                "127.0.0.1".to_owned(),
+                "--tls-cert-file".to_owned(),
+                files.cert.display().to_string(),
+                "--tls-key-file".to_owned(),
+                files.key.display().to_string(),
+                "--tls-ca-cert-file".to_owned(),
+                files.client_ca.display().to_string(),
+                "--tls-auth-clients".to_owned(),
+                "yes".to_owned(),
+            ];
+            let mut child = spawn(&dir, &socket, &tls);
+            if answers_or_exits(&mut child, &socket) {
+                return Redis {
+                    child,
+                    dir,
+                    socket,
+                    tls,
+                    tls_port: Some(port),
+                };
+            }
+            // The port was taken between the probe and redis-server's bind: try another.
+            eprintln!("redis-server could not listen on {port}: {}", log(&dir));
+            let _ = std::fs::remove_file(&socket);
+        }
+        panic!("redis-server found no free TLS port in 5 attempts");
+    }
+
+    /// `rediss://127.0.0.1:PORT` for a TLS redis-server.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// The URL nsqgate and `nsqgate revoke` are given.
@@ -57,7 +124,7 @@ impl Redis {
     pub fn restart(&mut self) {
         self.kill();
         let _ = std::fs::remove_file(&self.socket);
-        self.child = spawn(&self.dir, &self.socket);
+        self.child = spawn(&self.dir, &self.socket, &self.tls);
         self.wait_answering();
     }
 
@@ -76,37 +143,53 @@ impl Redis {
     }
 
     fn wait_answering(&mut self) {
-        let deadline = Instant::now() + START_LIMIT;
-        loop {
-            if let Ok(mut stream) = UnixStream::connect(&self.socket) {
-                let mut reply = [0u8; 16];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream
-                        .read(&mut reply)
-                        .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
-                {
-                    return;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("redis-server exited ({status}): {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on {} within {START_LIMIT:?}: {}",
-                self.socket.display(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        if !answers_or_exits(&mut self.child, &self.socket) {
+            panic!("redis-server exited: {}", self.log());
         }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+        log(&self.dir)
     }
 }
 
-fn spawn(dir: &tempfile::TempDir, socket: &std::path::Path) -> Child {
+fn log(dir: &tempfile::TempDir) -> String {
+    std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default()
+}
+
+/// True once redis-server answers PING on `socket`; false if it exited first.
+fn answers_or_exits(child: &mut Child, socket: &Path) -> bool {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        if let Ok(mut stream) = UnixStream::connect(socket) {
+            let mut reply = [0u8; 16];
+            if stream.write_all(b"PING\r\n").is_ok()
+                && stream
+                    .read(&mut reply)
+                    .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
+            {
+                return true;
+            }
+        }
+        if let Ok(Some(_status)) = child.try_wait() {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not answer on {} within {START_LIMIT:?}",
+            socket.display(),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port no one listens on now (the kernel's pick for a socket closed at once).
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+    probe.local_addr().expect("probe address").port()
+}
+
+fn spawn(dir: &tempfile::TempDir, socket: &Path, extra: &[String]) -> Child {
     Command::new(redis_server())
         .args([
             "--port",
@@ -124,6 +207,7 @@ fn spawn(dir: &tempfile::TempDir, socket: &std::path::Path) -> Child {
         .arg(dir.path())
         .arg("--logfile")
         .arg(dir.path().join("redis.log"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

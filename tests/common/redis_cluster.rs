@@ -1,0 +1,186 @@
+//! A real Redis Cluster of three redis-server masters (Debian's package, `--cluster-enabled
+//! yes`), joined with `redis-cli --cluster create`. A cluster node announces its TCP port to
+//! the others and cannot listen on port 0, and its bus listens on port + 10000: the harness
+//! asks the kernel for a port whose bus port is free too, and starts the node again on
+//! another if redis-server exits because either was taken meanwhile. Each node also has a
+//! unix socket, for the harness's own commands. Missing tools fail loudly, never skip.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::daemons::START_LIMIT;
+
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+}
+
+struct Node {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl RedisCluster {
+    /// Three masters sharing the 16384 slots, every slot served.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<Node> = (0..3).map(|_| Node::start()).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = Command::new(tool("redis-cli"))
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        let cluster = RedisCluster { nodes };
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// The `redis://127.0.0.1:PORT` of each node.
+    pub fn urls(&self) -> Vec<String> {
+        (self.nodes.iter())
+            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .collect()
+    }
+
+    /// One command (inline form) on node `index`, and its raw reply.
+    pub fn command(&self, index: usize, line: &str) -> String {
+        self.nodes[index].command(line)
+    }
+
+    /// Waits until every node says `cluster_state:ok` (the slots are agreed on).
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + START_LIMIT * 2;
+        for node in &self.nodes {
+            while !node.command("CLUSTER INFO").contains("cluster_state:ok") {
+                assert!(
+                    Instant::now() < deadline,
+                    "the Redis Cluster never became ok"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Node {
+    fn start() -> Node {
+        let dir = tempfile::tempdir().expect("redis temp dir");
+        for _attempt in 0..5 {
+            let port = free_port_pair();
+            let mut child = spawn(dir.path(), port);
+            if answers_or_exits(&mut child, &dir.path().join("redis.sock")) {
+                return Node { child, dir, port };
+            }
+            let log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
+            eprintln!("redis-server could not listen on {port}: {log}");
+            let _ = std::fs::remove_file(dir.path().join("nodes.conf"));
+        }
+        panic!("no free port pair for a Redis Cluster node in 5 attempts");
+    }
+
+    fn command(&self, line: &str) -> String {
+        let socket = self.dir.path().join("redis.sock");
+        let mut stream = UnixStream::connect(&socket).expect("connect to redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .expect("write to redis");
+        let mut reply = vec![0u8; 64 * 1024];
+        let n = stream.read(&mut reply).expect("redis reply");
+        String::from_utf8_lossy(&reply[..n]).into_owned()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that is free now, with its cluster bus port (+10000) free too.
+fn free_port_pair() -> u16 {
+    loop {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+        let port = probe.local_addr().expect("probe address").port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn spawn(dir: &Path, port: u16) -> Child {
+    Command::new(tool("redis-server"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocketperm",
+            "700",
+        ])
+        .arg("--cluster-config-file")
+        .arg(dir.join("nodes.conf"))
+        .arg("--unixsocket")
+        .arg(dir.join("redis.sock"))
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
+}
+
+/// True once redis-server answers PING on `socket`; false if it exited first.
+fn answers_or_exits(child: &mut Child, socket: &Path) -> bool {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        if let Ok(mut stream) = UnixStream::connect(socket) {
+            let mut reply = [0u8; 16];
+            if stream.write_all(b"PING\r\n").is_ok()
+                && stream
+                    .read(&mut reply)
+                    .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
+            {
+                return true;
+            }
+        }
+        if let Ok(Some(_status)) = child.try_wait() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "redis-server did not answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Redis program on PATH (or /usr/bin).
+fn tool(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: install Debian's redis-server package (scripts/test does)")
+        })
+}
