@@ -3,76 +3,19 @@
 //! ExecStartPre check, the ExecStart run, the ExecReload signal); the Kubernetes manifests pass
 //! `kubernetes-validate --strict` (schemas inside the PyPI package, installed into
 //! tests/clients/.venv by scripts/install-clients) and the configs they embed pass
-//! `nsqgate check-config`; the compose file's services, ports and volumes agree with the
-//! nsqgate and Prometheus configs it mounts, and that Prometheus config passes
-//! `promtool check config`.
+//! `nsqgate check-config`. The compose stack is checked in tests/deploy_compose.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
 mod common;
+mod deploy_support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{clients_dir, nsqgate, prometheus, wait_ready};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// A program of the venv scripts/install-clients makes; a clear failure when it is missing.
-fn venv_program(name: &str) -> PathBuf {
-    let path = clients_dir().join(".venv/bin").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/install-clients (it installs kubernetes-validate and \
-         PyYAML from tests/clients/requirements.txt)",
-        path.display()
-    );
-    path
-}
-
-/// A YAML file (every document in it) as JSON, read by PyYAML from the venv.
-fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(venv_program("python"))
-        .args([
-            "-c",
-            "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "PyYAML could not read {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// A dev PKI in `dir/certs` for `hosts`, and a copy of the policies folder beside it.
-fn dev_certs(dir: &Path, hosts: &[&str]) -> PathBuf {
-    let certs = dir.join("certs");
-    let mut args = vec!["certs", "dev", "--out", certs.to_str().unwrap()];
-    for host in hosts {
-        args.extend(["--host", host]);
-    }
-    let (code, out, err) = nsqgate(&args);
-    assert_eq!(code, 0, "{out}{err}");
-    certs
-}
-
-fn write_public(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-}
+use common::{nsqgate, wait_ready};
+use deploy_support::{dev_certs, read, repo, venv_program, write_public, yaml_documents};
 
 // === systemd ===
 
@@ -304,133 +247,4 @@ fn check_pod(file: &str, doc: &serde_json::Value) {
             assert_eq!(container[probe]["httpGet"]["port"], "admin", "{file}");
         }
     }
-}
-
-// === docker compose ===
-
-/// `host:container` or `ip:host:container` → the container port.
-fn container_port(mapping: &str) -> u16 {
-    mapping.rsplit(':').next().unwrap().parse().unwrap()
-}
-
-#[test]
-fn the_compose_stack_agrees_with_the_configs_it_mounts() {
-    let compose = &yaml_documents(&repo("docker-compose.yml"))[0];
-    let services = compose["services"].as_object().unwrap();
-    for name in [
-        "certs",
-        "nsqd",
-        "nsqlookupd",
-        "nsqadmin",
-        "nsqgate",
-        "prometheus",
-    ] {
-        assert!(services.contains_key(name), "no {name} service");
-    }
-    let strings = |value: &serde_json::Value| -> Vec<String> {
-        (value
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter())
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
-    };
-    let declared = compose["volumes"].as_object().unwrap();
-    for (name, service) in services {
-        for volume in strings(&service["volumes"]) {
-            let source = volume.split(':').next().unwrap();
-            if let Some(local) = source.strip_prefix("./") {
-                assert!(repo(local).exists(), "{name} mounts missing {source}");
-            } else {
-                assert!(
-                    declared.contains_key(source),
-                    "{name}: volume {source} not declared"
-                );
-            }
-        }
-    }
-
-    // nsqgate: its config, policies and certs where its command looks; every listener the
-    // config binds is published.
-    let gate = &services["nsqgate"];
-    let volumes = strings(&gate["volumes"]);
-    assert!(volumes.contains(&"./deploy/proxy.compose.toml:/etc/nsqgate/proxy.toml:ro".into()));
-    assert!(volumes.contains(&"./policies:/etc/nsqgate/policies:ro".into()));
-    assert!(strings(&gate["command"])
-        .join(" ")
-        .contains("--config /etc/nsqgate/proxy.toml"));
-    let config: toml::Table = read("deploy/proxy.compose.toml").parse().unwrap();
-    let published: Vec<u16> = strings(&gate["ports"])
-        .iter()
-        .map(|p| container_port(p))
-        .collect();
-    let mut listens = vec![config["client"]["listen"].as_str().unwrap().to_owned()];
-    for front in config["http"].as_table().unwrap().values() {
-        for key in ["listen", "plain_listen"] {
-            if let Some(address) = front.get(key).and_then(|v| v.as_str()) {
-                listens.push(address.to_owned());
-            }
-        }
-    }
-    let admin = config["admin"]["listen"].as_str().unwrap().to_owned();
-    listens.push(admin.clone());
-    for listen in &listens {
-        let port = container_port(listen);
-        assert!(
-            published.contains(&port),
-            "{listen} is not published: {published:?}"
-        );
-    }
-    // The admin listener needs no credential: published on the host's loopback only.
-    let admin_port = container_port(&admin);
-    assert!(strings(&gate["ports"]).contains(&format!("127.0.0.1:{admin_port}:{admin_port}")));
-
-    // Prometheus reads the checked config and scrapes the admin listener by service name.
-    let prom = &services["prometheus"];
-    let config_file = strings(&prom["command"])
-        .iter()
-        .find_map(|a| a.strip_prefix("--config.file=").map(str::to_owned))
-        .unwrap();
-    assert!(strings(&prom["volumes"]).contains(&format!(
-        "./deploy/prometheus/prometheus.yml:{config_file}:ro"
-    )));
-    let scrape = &yaml_documents(&repo("deploy/prometheus/prometheus.yml"))[0];
-    let targets = strings(&scrape["scrape_configs"][0]["static_configs"][0]["targets"]);
-    assert_eq!(targets, vec![format!("nsqgate:{admin_port}")]);
-    let checked = Command::new(prometheus::tool("promtool"))
-        .args(["check", "config"])
-        .arg(repo("deploy/prometheus/prometheus.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        checked.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-
-    // nsqd requires TLS on HTTP too: nsqadmin, sent to its HTTPS port, needs the CA, mounted.
-    let nsqd = strings(&services["nsqd"]["command"]);
-    assert!(nsqd.contains(&"--tls-required=true".into()), "{nsqd:?}");
-    let nsqadmin = &services["nsqadmin"];
-    let ca = strings(&nsqadmin["command"])
-        .iter()
-        .find_map(|a| {
-            a.strip_prefix("--http-client-tls-root-ca-file=")
-                .map(str::to_owned)
-        })
-        .expect("nsqadmin has no CA for nsqd's HTTPS port");
-    let ca_dir = Path::new(&ca)
-        .parent()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        strings(&nsqadmin["volumes"])
-            .iter()
-            .any(|v| v.split(':').nth(1) == Some(&ca_dir)),
-        "nsqadmin does not mount {ca_dir}"
-    );
 }

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 use common::prom::Exposition;
-use common::wire::{Command, FrameType, Message};
+use common::wire::{Command, FrameType, Message, MessageId};
 use common::{write_secret, Gate, GateConfig, Nsqd, Pki, MAX_MSG_SIZE};
 
 const K1: [u8; 32] = [0x11; 32];
@@ -478,4 +478,58 @@ async fn publishes_through_the_nsqd_http_front_are_sealed_too() {
         .collect();
     sealed.sort();
     assert_eq!(held, sealed, "nsqd holds each in its envelope");
+}
+
+#[tokio::test]
+async fn a_consumers_fin_or_req_naming_a_quarantined_message_never_comes_back_as_an_error() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = gate(&pki, &nsqd, "signing_key = \"k1\"");
+    let mut app = subscriber(&pki, gate.addr, SIGNED, "app").await;
+    let mut raw = subscriber(&pki, nsqd.tcp, SIGNED, "raw").await;
+    let mut direct = connect(&pki, nsqd.tcp).await;
+    assert_ok(direct.publish(SIGNED, b"forged").await, "PUB to nsqd");
+    // nsqd gives a message the same id on every channel: the raw channel shows the id the
+    // consumer was never given.
+    let forged = take(&mut raw, 1).await[0].id;
+    wait_metrics(&gate, "the copy", |m| {
+        m.sum(
+            "nsqgate_integrity_quarantine_publishes_total",
+            &[("outcome", "ok")],
+        ) == 1.0
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let topic = nsqd.topic(SIGNED).unwrap();
+        let app_channel = topic["channels"].as_array().unwrap().iter();
+        let held = app_channel
+            .filter(|c| c["channel_name"] == "app")
+            .map(|c| c["in_flight_count"].as_u64().unwrap())
+            .sum::<u64>();
+        if held == 0 {
+            break; // nsqgate has FINed it
+        }
+        assert!(Instant::now() < deadline, "still in flight: {topic}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // nsqd refuses a FIN and a REQ of that id (no longer in flight) with its non-fatal
+    // E_FIN_FAILED / E_REQ_FAILED; nsqgate keeps both to itself. A FIN of an id nobody
+    // holds, sent after them, is refused by nsqd too and relayed: it is the first answer.
+    app.send(&Command::Fin { id: forged }).await;
+    app.send(&Command::Req {
+        id: forged,
+        timeout_ms: 0,
+    })
+    .await;
+    let nobodys = MessageId(*b"0123456789abcdef");
+    app.send(&Command::Fin { id: nobodys }).await;
+    let answer = app.read_frame().await.expect("an answer");
+    let text = frame_text(&answer);
+    assert!(
+        text.starts_with("E_FIN_FAILED") && text.contains("0123456789abcdef"),
+        "{text}"
+    );
+    let late = app.read_frame_within(Duration::from_millis(300)).await;
+    assert!(late.is_none(), "{:?}", late.map(|f| frame_text(&f)));
 }

@@ -234,3 +234,126 @@ async fn an_identify_length_over_its_bound_is_refused_before_nsqlookupd_sees_any
     });
     assert!(nodes(lookupd.http).is_empty(), "{:?}", nodes(lookupd.http));
 }
+
+/// Sends `bytes` and reads one V1 response (4-byte length, data) as text.
+async fn ask<S>(io: &mut S, bytes: &[u8]) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    io.write_all(bytes).await.unwrap();
+    let mut size = [0u8; 4];
+    io.read_exact(&mut size).await.unwrap();
+    let mut data = vec![0u8; u32::from_be_bytes(size) as usize];
+    io.read_exact(&mut data).await.unwrap();
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+#[tokio::test]
+async fn beside_the_nsq_listeners_the_guard_ends_commands_out_of_order_and_counts_every_step() {
+    use tokio::io::AsyncReadExt;
+
+    let pki = Pki::new();
+    pki.issue_spiffe_client("nsqd-a");
+    let lookupd = Lookupd::start();
+    let nsqd = Nsqd::start(&pki);
+    // A full config: the NSQ listener and the admin listener beside the guard role.
+    let gate = common::GateConfig::anonymous(nsqd.tcp)
+        .table(&guard_config(&lookupd))
+        .table("[admin]\nlisten = \"127.0.0.1:0\"")
+        .start(&pki);
+    let ready = std::fs::read_to_string(gate.config.with_extension("ready")).unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let guard: SocketAddr = ready["registry"]["guard"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = (pki.path("nsqd-a.pem"), pki.path("nsqd-a.key"));
+    let connector = common::nsqclient::tls_connector(&pki.path("ca.pem"), Some((&key.0, &key.1)));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(guard).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await.unwrap()
+    };
+    let identify = |address: &str| {
+        let body = format!(
+            "{{\"broadcast_address\":\"{address}\",\"tcp_port\":14150,\"http_port\":14151,\
+             \"version\":\"1.3.0\"}}"
+        );
+        let mut bytes = b"IDENTIFY\n".to_vec();
+        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    };
+
+    // REGISTER before IDENTIFY: answered, then the connection ends.
+    let mut early = connect().await;
+    let answer = ask(&mut early, b"  V1REGISTER orders.eu\n").await;
+    assert!(
+        answer.starts_with("E_INVALID REGISTER before IDENTIFY"),
+        "{answer}"
+    );
+    let mut rest = Vec::new();
+    early.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+
+    // In order: relayed; a refused REGISTER leaves the connection open; a second IDENTIFY
+    // ends it.
+    let mut nsqd_a = connect().await;
+    let mut opening = b"  V1".to_vec();
+    opening.extend(identify("nsqd-a.test"));
+    let answer = ask(&mut nsqd_a, &opening).await;
+    assert!(
+        answer.starts_with('{'),
+        "nsqlookupd's IDENTIFY answer: {answer}"
+    );
+    assert_eq!(ask(&mut nsqd_a, b"REGISTER orders.eu\n").await, "OK");
+    let answer = ask(&mut nsqd_a, b"REGISTER secret.plans\n").await;
+    assert!(
+        answer.starts_with("E_UNAUTHORIZED topic \"secret.plans\""),
+        "{answer}"
+    );
+    assert_eq!(ask(&mut nsqd_a, b"UNREGISTER orders.eu\n").await, "OK");
+    assert_eq!(ask(&mut nsqd_a, b"REGISTER orders.eu\n").await, "OK");
+    assert_eq!(lookup(lookupd.http, "orders.eu"), ["nsqd-a.test"]);
+    let answer = ask(&mut nsqd_a, &identify("nsqd-a.test")).await;
+    assert!(
+        answer.starts_with("E_INVALID a second IDENTIFY"),
+        "{answer}"
+    );
+    let mut rest = Vec::new();
+    nsqd_a.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+
+    gate.wait_audit("the accepted IDENTIFY", |e| {
+        e["action"] == "registry_identify"
+            && e["outcome"] == "allow"
+            && e["identity"] == "spiffe://nsqgate.test/nsqd-a"
+            && e["reason"] == "nsqd-a.test:14150/14151"
+    });
+    let (status, body) = common::prom::get(gate.admin(), "/metrics");
+    assert_eq!(status, 200, "{body}");
+    let m = common::prom::Exposition::parse(&body);
+    let relayed = |command| {
+        m.sum(
+            "nsqgate_registry_commands_total",
+            &[("role", "guard"), ("command", command)],
+        )
+    };
+    assert_eq!(
+        (
+            relayed("IDENTIFY"),
+            relayed("REGISTER"),
+            relayed("UNREGISTER")
+        ),
+        (1.0, 2.0, 1.0)
+    );
+    let refused = |reason| {
+        m.sum(
+            "nsqgate_registry_refusals_total",
+            &[("role", "guard"), ("reason", reason)],
+        )
+    };
+    assert_eq!((refused("out_of_order"), refused("topic")), (2.0, 1.0));
+}

@@ -5,8 +5,11 @@
 mod conn;
 mod consume;
 mod handshake;
+mod http_get;
+mod lookupd;
 mod open_loop;
 mod publish;
+mod repeat;
 mod window;
 mod wire;
 
@@ -67,6 +70,16 @@ struct Timing {
     seconds: f64,
 }
 
+impl Timing {
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup)
+    }
+
+    fn seconds(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// PUB/MPUB closed loop, or open loop at --rate (latency).
@@ -109,6 +122,26 @@ enum Command {
         /// Source addresses 127.0.0.2, .3, ... the connections are spread over.
         #[arg(long, default_value_t = 8)]
         sources: usize,
+    },
+    /// Registrations over nsqlookupd's TCP protocol V1 (nsqlookupd, or a registration sidecar).
+    Lookupd {
+        #[command(flatten)]
+        registration: lookupd::Registration,
+        #[command(flatten)]
+        timing: Timing,
+        /// A process whose CPU is reported: NAME=PID.
+        #[arg(long = "watch", value_parser = window::parse_watched)]
+        watched: Vec<Watched>,
+    },
+    /// HTTP GET on a new connection per request, as nsqd asks its auth server.
+    HttpGet {
+        #[command(flatten)]
+        get: http_get::Get,
+        #[command(flatten)]
+        timing: Timing,
+        /// A process whose CPU is reported: NAME=PID.
+        #[arg(long = "watch", value_parser = window::parse_watched)]
+        watched: Vec<Watched>,
     },
     /// Prints an ES256 JWT signed with a PKCS#8 P-256 key.
     Jwt {
@@ -192,6 +225,16 @@ async fn run(command: Command) -> Result<Value, Error> {
             steps,
             sources,
         } => handshake::idle(target(&t)?, &steps, sources, &t.watched).await?,
+        Command::Lookupd {
+            registration,
+            timing,
+            watched,
+        } => lookupd::run(&registration, &timing, &watched).await?,
+        Command::HttpGet {
+            get,
+            timing,
+            watched,
+        } => http_get::run(&get, &timing, &watched).await?,
         Command::Jwt { key, sub, ttl_secs } => {
             return Ok(Value::String(jwt(&key, &sub, ttl_secs)?))
         }
