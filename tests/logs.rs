@@ -105,5 +105,10 @@ async fn nsqd_down_is_nsqd_unavailable_to_the_client_and_the_log() {
         .await;
     let frame = client.read_frame().await.expect("an error frame");
     assert_eq!(frame_text(&frame), "E_IDENTIFY_FAILED nsqd unavailable");
-    gate.wait_log(&["nsqd unavailable: nsqd at"]);
+    let line = gate.wait_log(&["nsqd unavailable: cannot connect to nsqd at"]);
+    assert_eq!(
+        line.matches("nsqd at").count(),
+        1,
+        "the address once: {line}"
+    );
 }

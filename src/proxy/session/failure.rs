@@ -17,7 +17,7 @@ pub(super) enum SessionError {
     Refused(FatalReply),
     /// nsqd could not be used for this client. The client hears only that (an IDENTIFY
     /// failure, or an AUTH failure when it was opened for AUTH); the log hears why.
-    #[error("nsqd unavailable: nsqd at {address}: {cause}")]
+    #[error("nsqd unavailable: {}", naming_nsqd(.address, .cause))]
     NsqdUnavailable {
         address: String,
         cause: UpstreamError,
@@ -117,6 +117,17 @@ fn nsqd_unavailable_ending(cause: &UpstreamError) -> Ending {
         | UpstreamError::EmptyPool => unavailable.blaming(Blame::Configuration),
         UpstreamError::Protocol(_) => Ending::of(Kind::UpstreamProtocol),
         UpstreamError::Limited { .. } => Ending::of(Kind::Limit).blaming(Blame::Configuration),
+    }
+}
+
+/// The cause's text, with the nsqd it concerns in front when the text does not name it
+/// already ("cannot connect to nsqd at ADDR: ..." does; "TLS with nsqd failed" does not).
+fn naming_nsqd(address: &str, cause: &UpstreamError) -> String {
+    let text = cause.to_string();
+    if text.contains(address) {
+        text
+    } else {
+        format!("nsqd at {address}: {text}")
     }
 }
 

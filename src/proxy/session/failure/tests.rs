@@ -18,7 +18,11 @@ fn the_client_hears_only_that_nsqd_is_unavailable_and_the_log_hears_why() {
     let e = unavailable(cause, false);
     let told = e.told().unwrap();
     assert_eq!(told.text(), "E_IDENTIFY_FAILED nsqd unavailable");
-    assert!(e.to_string().contains("did not offer TLS"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "nsqd unavailable: nsqd at nsqd:4150: nsqd did not offer TLS \
+         (is it started with --tls-cert and --tls-key?)"
+    );
     assert_eq!(e.ending().kind, Kind::UpstreamUnavailable);
     assert_eq!(e.ending().blame, Some(Blame::Configuration));
 }
@@ -32,6 +36,11 @@ fn after_a_successful_auth_it_is_an_auth_failure() {
         "E_AUTH_FAILED AUTH failed: nsqd unavailable"
     );
     assert_eq!(e.ending().blame, Some(Blame::Upstream));
+    // The cause names the address already: the log line says it once.
+    assert_eq!(
+        e.to_string(),
+        "nsqd unavailable: nsqd at nsqd:4150 did not answer in time"
+    );
 }
 
 #[test]
