@@ -418,9 +418,9 @@ async fn default_caps_keep_one_identity_from_exhausting_nsqd() {
     // The cap nsqgate says it sized from its (raised) descriptor limit.
     let log = gate.log();
     let cap: usize = log
-        .split("max_per_identity=Some(")
+        .split("max_per_identity=")
         .nth(1)
-        .and_then(|rest| rest.split(')').next())
+        .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no caps line in the log: {log}"));
     assert_eq!(held.len(), cap, "the default per-identity cap");
