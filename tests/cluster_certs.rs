@@ -2,7 +2,8 @@
 //! a client certificate's identity (no AUTH) takes a slot in the per-identity cap over every
 //! replica, and the nsqd HTTPS front checks every request against the cluster's revocations:
 //! a revoked API key (bearer) and a revoked certificate identity get 401 on `/pub` at every
-//! replica. Real redis-server, nsqd and nsqgate binaries.
+//! replica; an HTTP request holds a slot in its identity's shared cap while it runs. Real
+//! redis-server, nsqd and nsqgate binaries.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -230,4 +231,78 @@ async fn the_http_front_refuses_revoked_keys_and_certificates_at_every_replica()
         "HTTP /pub refused at both replicas {:?} after the revocations",
         revoked_at.elapsed()
     );
+}
+
+/// A `/pub` whose body never finishes: the request is authenticated (and holds its slots)
+/// while nsqgate waits for the rest.
+async fn held_request(
+    pki: &Pki,
+    addr: SocketAddr,
+    key: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
+        roots.add(ca).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /pub?topic=cc.held HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Length: 10\r\n\r\nm"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
+#[tokio::test]
+async fn http_requests_count_against_the_shared_identity_cap() {
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let key = write_policy(&pki);
+    let nsqd = Nsqd::start(&pki);
+    let config = replica_config(&nsqd, &redis).http_nsqd(nsqd.https);
+    let replicas = [config.start(&pki), config.start(&pki)];
+    let fronts: Vec<SocketAddr> = replicas.iter().map(|g| g.http("nsqd")).collect();
+
+    // One unfinished request per replica holds the identity's two shared slots; each replica
+    // alone holds 1 of its local 2, so only the shared count can refuse the next one.
+    let mut held = vec![
+        held_request(&pki, fronts[0], &key).await,
+        held_request(&pki, fronts[1], &key).await,
+    ];
+    let deadline = Instant::now() + NOTICE;
+    loop {
+        let status = publish(&pki, fronts[0], "cc.more", Some(&key)).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(Instant::now() < deadline, "the shared cap never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Closing one gives its slot back.
+    drop(held.pop());
+    let deadline = Instant::now() + NOTICE;
+    loop {
+        let status = publish(&pki, fronts[0], "cc.more", Some(&key)).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(Instant::now() < deadline, "slot not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

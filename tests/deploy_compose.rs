@@ -2,7 +2,8 @@
 //! ports and volumes agree with the nsqgate and Prometheus configs it mounts (and that
 //! Prometheus config passes `promtool check config`), and each of issue 14's roles is wired
 //! end to end: the signed topic's key is made by the `certs` job and every nsqgate in front of
-//! the dev nsqd carries the same `[integrity]` rules.
+//! the dev nsqd carries the same `[integrity]` rules; the `auth-service` profile's nsqd asks the
+//! compose nsqgate's auth service (guarded registration: tests/registry_guard.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -251,4 +252,48 @@ fn every_nsqgate_in_front_of_the_dev_nsqd_signs_the_same_topic_with_the_key_the_
         let own = rule.get("quarantine_topic").and_then(|q| q.as_str());
         explain(&["--subscribe", own.unwrap_or(quarantine), "investigate"]);
     }
+}
+
+#[test]
+fn the_auth_service_profiles_nsqd_asks_the_compose_nsqgate_and_is_held_to_tls() {
+    let compose = &yaml_documents(&repo("docker-compose.yml"))[0];
+    let services = compose["services"].as_object().unwrap();
+    let config: toml::Table = read("deploy/proxy.compose.toml").parse().unwrap();
+    let listen = config["auth_service"]["listen"].as_str().unwrap();
+    let port = container_port(listen);
+
+    let nsqd = &services["nsqd-authed"];
+    assert_eq!(strings(&nsqd["profiles"]), ["auth-service"]);
+    let args = strings(&nsqd["command"]);
+    // nsqd asks the compose nsqgate (by service name) on the port its config binds.
+    assert!(
+        args.contains(&format!("--auth-http-address=nsqgate:{port}")),
+        "{args:?}"
+    );
+    // The secret travels in AUTH: nsqd requires TLS, with the dev certificate mounted.
+    assert!(args.contains(&"--tls-required=true".into()), "{args:?}");
+    assert!(
+        args.contains(&"--tls-cert=/certs/nsqd.pem".into()),
+        "{args:?}"
+    );
+    assert!(strings(&nsqd["volumes"]).contains(&"certs:/certs:ro".into()));
+    assert!(nsqd["depends_on"]["nsqgate"].is_object(), "{nsqd}");
+    // Anyone who reaches the auth service can test secrets: not published on the host.
+    let published: Vec<u16> = strings(&services["nsqgate"]["ports"])
+        .iter()
+        .map(|p| container_port(p))
+        .collect();
+    assert!(!published.contains(&port), "{published:?}");
+    // nsqd's own port is published, for clients that connect to nsqd directly.
+    let nsqd_tcp = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--tcp-address="))
+        .map(container_port)
+        .unwrap();
+    assert!(
+        strings(&nsqd["ports"])
+            .iter()
+            .any(|p| container_port(p) == nsqd_tcp),
+        "{nsqd}"
+    );
 }

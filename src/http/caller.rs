@@ -46,7 +46,7 @@ pub struct Caller {
 impl Caller {
     /// Authenticates the request: an explicit credential wins over the certificate. A bad
     /// credential is a 401 even when a certificate or anonymity would have been enough.
-    pub fn authenticate(
+    pub async fn authenticate(
         shared: &Shared,
         conn: &Conn,
         headers: &HeaderMap,
@@ -83,6 +83,7 @@ impl Caller {
         // Anonymous callers have no identity to count (as on the NSQ listener).
         if !anonymous {
             bind_identity(conn, &principal)?;
+            claim_shared_slot(shared, conn, &principal).await?;
         }
         Ok(Caller {
             principal,
@@ -343,6 +344,45 @@ fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), EarlyResponse
             Err(reply::error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS").into())
         }
     }
+}
+
+/// With `[cluster]`, the caller's slot in its identity's cap over every replica, held by the
+/// connection (one request) and given back when it closes; 429 when they are all taken (or
+/// Redis is away in `closed` mode), as `bind_identity` answers for the local cap.
+async fn claim_shared_slot(
+    shared: &Shared,
+    conn: &Conn,
+    principal: &Principal,
+) -> Result<(), EarlyResponse> {
+    let (Some(slots), Some(cap)) = (&shared.slots, shared.config().connections.max_per_identity)
+    else {
+        return Ok(());
+    };
+    let identity = &principal.identity;
+    let key = format!("conns:identity:{}:{identity}", identity.len());
+    let refused = match slots.claim(&key, cap).await {
+        Ok(Some(slot)) => {
+            if let Ok(mut permit) = conn.permit.lock() {
+                permit.keep_identity(slot);
+            }
+            return Ok(());
+        }
+        Ok(None) => return Ok(()),
+        Err(crate::cluster::slots::Full::Cap) => {
+            "too many connections for this identity (all replicas)"
+        }
+        Err(crate::cluster::slots::Full::Unavailable) => "the connection caps cannot be checked",
+    };
+    shared.conns.count_refusal();
+    audit::record(&Event {
+        remote: Some(conn.peer),
+        principal: Some(principal),
+        action: "connect",
+        outcome: "deny",
+        reason: Some(refused),
+        ..Event::default()
+    });
+    Err(reply::error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS").into())
 }
 
 /// The answer to a request whose decision the audit log could not record

@@ -122,7 +122,7 @@ impl LookupdFront {
         {
             return self.discover(route, &query, headers).await;
         }
-        let caller = match Caller::authenticate(&self.shared, conn, req.headers()) {
+        let caller = match Caller::authenticate(&self.shared, conn, req.headers()).await {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response(),
         };

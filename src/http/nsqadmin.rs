@@ -51,7 +51,7 @@ impl AdminFront {
     }
 
     pub async fn handle(&self, conn: &Conn, req: Request<Incoming>) -> Response<Body> {
-        let caller = match Caller::authenticate(&self.shared, conn, req.headers()) {
+        let caller = match Caller::authenticate(&self.shared, conn, req.headers()).await {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response(),
         };

@@ -134,7 +134,7 @@ impl NsqdFront {
         if matches!(route, NsqdEndpoint::Ping | NsqdEndpoint::Info) {
             return self.send(Method::GET, &path, headers, Bytes::new()).await;
         }
-        let caller = match Caller::authenticate(&self.shared, conn, req.headers()) {
+        let caller = match Caller::authenticate(&self.shared, conn, req.headers()).await {
             Ok(caller) => caller,
             Err(refusal) => return refusal.into_response(),
         };

@@ -122,6 +122,14 @@ async fn connection(
     if permit.bind_ip(peer.ip()).is_err() {
         return;
     }
+    // And over the per-IP cap shared by every replica (`[cluster]`), as on the NSQ listener.
+    if let (Some(slots), Some(cap)) = (&shared.slots, shared.config().connections.max_per_ip) {
+        match slots.claim(&format!("conns:ip:{}", peer.ip()), cap).await {
+            Ok(Some(slot)) => permit.keep(slot),
+            Ok(None) => {}
+            Err(_) => return debug!(%peer, "HTTP connection over the shared per-IP cap"),
+        }
+    }
     // Every write to the client, the TLS handshake's included, must make progress within
     // write_ms: a client that stops reading is cut off.
     let io = Replay::new(
