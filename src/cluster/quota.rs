@@ -6,10 +6,8 @@
 //! re-reads twice a second and notices its return), so a publish never waits on a dead Redis
 //! for longer than one `cluster.timeout_ms`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use dashmap::DashMap;
 
 use super::lease::Lease;
 use super::Cluster;
@@ -59,11 +57,34 @@ pub enum Take {
     Unavailable,
 }
 
-/// The shared quotas of one replica: its leases, by bucket key.
+/// One shared bucket as this replica holds it: its key in Redis, named once when the local
+/// bucket is made, and the lease spent here. Spending takes a std mutex for a few
+/// instructions and never waits; only a refill, which asks Redis, queues on the async one.
+pub struct LeaseSlot {
+    key: Box<str>,
+    held: Mutex<Lease>,
+    /// One lease request per key at a time: the others wait and spend what it brings.
+    refill: tokio::sync::Mutex<()>,
+}
+
+/// The shared quotas of one replica; each key's lease lives in its [`LeaseSlot`].
 pub struct SharedQuotas {
     cluster: Arc<Cluster>,
     script: redis::Script,
-    leases: DashMap<String, Arc<tokio::sync::Mutex<Lease>>>,
+}
+
+// === impl LeaseSlot ===
+
+impl LeaseSlot {
+    fn held(&self) -> std::sync::MutexGuard<'_, Lease> {
+        // A lease is a few counters, each whole after any panic elsewhere.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Nothing held, nothing spent lately and no refill under way: safe to forget.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.refill.try_lock().is_ok() && self.held().is_idle(now)
+    }
 }
 
 // === impl SharedQuotas ===
@@ -73,7 +94,6 @@ impl SharedQuotas {
         SharedQuotas {
             cluster,
             script: redis::Script::new(TAKE),
-            leases: DashMap::new(),
         }
     }
 
@@ -81,31 +101,38 @@ impl SharedQuotas {
         &self.cluster
     }
 
-    /// Takes `amount` from the shared bucket `name` (a key below `cluster.key_prefix`):
-    /// from this replica's lease when it holds enough, otherwise with a new lease.
-    pub async fn take(&self, name: &str, rate: Rate, amount: u64) -> Take {
-        let lease = self
-            .leases
-            .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Lease::new(Instant::now()))))
-            .clone();
-        // One lease request per key at a time: the others wait and spend what it brings.
-        let mut lease = lease.lock().await;
-        if lease.spend(amount, Instant::now()) {
+    /// A lease, empty, on the shared bucket `name` (a key below `cluster.key_prefix`).
+    pub fn slot(&self, name: &str) -> LeaseSlot {
+        LeaseSlot {
+            key: self.cluster.key(name).into_boxed_str(),
+            held: Mutex::new(Lease::new(Instant::now())),
+            refill: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Takes `amount` from the shared bucket of `slot`: from this replica's lease when it
+    /// holds enough (no I/O, no await), otherwise with a new lease.
+    pub async fn take(&self, slot: &LeaseSlot, rate: Rate, amount: u64, now: Instant) -> Take {
+        if slot.held().spend(amount, now) {
+            return Take::Granted;
+        }
+        let _refilling = slot.refill.lock().await;
+        // Another take may have brought a lease while this one queued.
+        if slot.held().spend(amount, Instant::now()) {
             return Take::Granted;
         }
         if !self.cluster.is_up() {
             return Take::Unavailable;
         }
         let replicas = self.cluster.config().expected_replicas;
-        let wanted = lease.wanted(amount, rate, replicas);
-        let key = self.cluster.key(name);
+        let wanted = slot.held().wanted(amount, rate, replicas);
+        let key = &*slot.key;
         let script = &self.script;
         let answer = self
             .cluster
             .call("lease", |mut connection| async move {
                 script
-                    .key(&key)
+                    .key(key)
                     .arg(rate.per_sec)
                     .arg(rate.burst)
                     .arg(wanted)
@@ -119,7 +146,8 @@ impl SharedQuotas {
             Ok((granted, _)) if granted < 0 => Take::OverBurst,
             Ok((granted, _)) if granted.unsigned_abs() >= amount && granted > 0 => {
                 metrics.lease("tokens", "granted");
-                lease.granted(granted.unsigned_abs(), amount, Instant::now());
+                let granted = granted.unsigned_abs();
+                slot.held().granted(granted, amount, Instant::now());
                 Take::Granted
             }
             Ok((_, wait_ms)) => {
@@ -131,12 +159,5 @@ impl SharedQuotas {
                 Take::Unavailable
             }
         }
-    }
-
-    /// Forgets leases with nothing held and nothing spent lately.
-    pub fn evict_idle(&self) {
-        let now = Instant::now();
-        self.leases
-            .retain(|_, lease| lease.try_lock().map_or(true, |lease| !lease.is_idle(now)));
     }
 }

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::cluster::quota::{SharedQuotas, Take};
+use crate::cluster::quota::{LeaseSlot, SharedQuotas, Take};
 use crate::config::cluster::OnUnavailable;
 use crate::policy::{Rate, RateQuota, RoleRates};
 use bucket::{Short, TokenBucket};
@@ -71,6 +72,8 @@ struct Bucket {
     units: Mutex<Units>,
     /// Seconds since `RateLimits::epoch` of the last use, for eviction.
     last_used: AtomicU64,
+    /// With `[cluster]`: the key's shared buckets (messages, bytes), named in Redis once.
+    shared: Option<[LeaseSlot; 2]>,
 }
 
 #[derive(Default)]
@@ -151,7 +154,7 @@ impl RateLimits {
                 "topic" => Key::Topic(topic.to_owned()),
                 _ => Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
             };
-            let bucket = self.bucket(key.clone());
+            let bucket = self.bucket(key);
             for (name, unit, rate, amount) in [
                 (
                     "messages",
@@ -164,13 +167,13 @@ impl RateLimits {
                 let Some(rate) = rate.filter(|_| amount > 0) else {
                     continue;
                 };
-                let taken = match &self.shared {
-                    Some(shared) => {
-                        let name = shared_name(&key, unit);
+                let taken = match (&self.shared, &bucket.shared) {
+                    (Some(shared), Some(slots)) => {
+                        let slot = &slots[unit as usize];
                         let at = (&*bucket, unit, deadline);
-                        self.take_shared(shared, &name, at, rate, amount).await
+                        self.take_shared(shared, slot, at, rate, amount).await
                     }
-                    None => self.take(&bucket, unit, rate, amount, deadline).await,
+                    _ => self.take(&bucket, unit, rate, amount, deadline).await,
                 };
                 taken.map_err(|detail| Limited {
                     scope,
@@ -211,13 +214,13 @@ impl RateLimits {
     async fn take_shared(
         &self,
         shared: &SharedQuotas,
-        name: &str,
+        slot: &LeaseSlot,
         (bucket, unit, deadline): (&Bucket, Unit, tokio::time::Instant),
         rate: Rate,
         amount: u64,
     ) -> Result<(), String> {
         loop {
-            match shared.take(name, rate, amount).await {
+            match shared.take(slot, rate, amount, Instant::now()).await {
                 Take::Granted => return Ok(()),
                 Take::OverBurst => {
                     return Err(format!("{amount} at once is more than the burst allows"))
@@ -247,16 +250,22 @@ impl RateLimits {
     /// The key's one bucket, made on first use; the quota in force is applied per take.
     fn bucket(&self, key: Key) -> Arc<Bucket> {
         let now = self.epoch.elapsed().as_secs();
-        let bucket = self
-            .buckets
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Bucket {
+        let bucket = match self.buckets.entry(key) {
+            Entry::Occupied(found) => found.get().clone(),
+            Entry::Vacant(vacant) => {
+                // Named in Redis here, once per key, not per publish.
+                let shared = self.shared.as_ref().map(|shared| {
+                    [Unit::Messages, Unit::Bytes]
+                        .map(|unit| shared.slot(&shared_name(vacant.key(), unit)))
+                });
+                let bucket = Arc::new(Bucket {
                     units: Mutex::new(Units::default()),
                     last_used: AtomicU64::new(now),
-                })
-            })
-            .clone();
+                    shared,
+                });
+                vacant.insert(bucket).clone()
+            }
+        };
         bucket.last_used.store(now, Ordering::Relaxed);
         bucket
     }
@@ -272,10 +281,8 @@ impl RateLimits {
         self.buckets.retain(|_, bucket| {
             now.saturating_sub(bucket.last_used.load(Ordering::Relaxed)) < idle
                 || !bucket.is_full(at)
+                || !bucket.shared_idle(at)
         });
-        if let Some(shared) = &self.shared {
-            shared.evict_idle();
-        }
         before - self.buckets.len()
     }
 
@@ -341,6 +348,13 @@ impl Bucket {
         let units = self.units.lock().unwrap_or_else(|e| e.into_inner());
         let messages = units.messages.as_ref().is_none_or(|t| t.is_full(now));
         messages && units.bytes.as_ref().is_none_or(|t| t.is_full(now))
+    }
+
+    /// No lease of a shared bucket holds tokens or is being refilled.
+    fn shared_idle(&self, now: Instant) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|slots| slots.iter().all(|slot| slot.is_idle(now)))
     }
 }
 
