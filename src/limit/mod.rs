@@ -12,6 +12,7 @@
 
 mod bucket;
 pub mod conn;
+mod held;
 pub mod memory;
 pub mod names;
 
@@ -26,6 +27,8 @@ use crate::cluster::quota::{LeaseSlot, SharedQuotas, Take};
 use crate::config::cluster::OnUnavailable;
 use crate::policy::{Rate, RateQuota, RoleRates};
 use bucket::{Short, TokenBucket};
+use held::Scope;
+pub use held::SessionBuckets;
 
 /// What happens to a publish over its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -65,6 +68,16 @@ enum Key {
     Topic(String),
 }
 
+impl Key {
+    fn of(scope: Scope, identity: &str, topic: &str) -> Key {
+        match scope {
+            Scope::Identity => Key::Identity(identity.to_owned()),
+            Scope::IdentityTopic => Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
+            Scope::Topic => Key::Topic(topic.to_owned()),
+        }
+    }
+}
+
 /// One key's buckets: messages and bytes. A unit's bucket, once made, stays until the whole
 /// key is evicted, even while a quota leaves that unit unlimited, so switching quotas back
 /// and forth never hands out a fresh (full) bucket.
@@ -88,10 +101,33 @@ enum Unit {
     Bytes,
 }
 
+/// What one publish asks of the rate limits.
+#[derive(Clone, Copy)]
+pub struct Publish<'a> {
+    pub topic: &'a str,
+    /// What the publisher's roles grant (over the `[rate_limits]` defaults).
+    pub rates: RoleRates,
+    /// Messages (an MPUB's each) and body bytes.
+    pub messages: u32,
+    pub bytes: u64,
+}
+
+/// One unit's take from one bucket.
+#[derive(Clone, Copy)]
+struct Draw<'a> {
+    bucket: &'a Bucket,
+    unit: Unit,
+    rate: Rate,
+    amount: u64,
+    deadline: tokio::time::Instant,
+}
+
 /// The shared publish limiter of one nsqgate process.
 pub struct RateLimits {
     /// `[rate_limits]`, replaced on reload; buckets keep their tokens.
     settings: crate::swap::Swap<RateSettings>,
+    /// Bumped by each reload of `settings`, so that a session re-reads them only then.
+    generation: AtomicU64,
     buckets: DashMap<Key, Arc<Bucket>>,
     epoch: Instant,
     /// The replicas' shared buckets, with `[cluster]`.
@@ -104,6 +140,7 @@ impl RateLimits {
     pub fn new(settings: RateSettings) -> RateLimits {
         RateLimits {
             settings: crate::swap::Swap::new(std::sync::Arc::new(settings)),
+            generation: AtomicU64::new(0),
             buckets: DashMap::new(),
             epoch: Instant::now(),
             shared: None,
@@ -123,11 +160,23 @@ impl RateLimits {
     /// Puts reloaded `[rate_limits]` in force for the next publish.
     pub fn set_settings(&self, settings: RateSettings) {
         self.settings.store(std::sync::Arc::new(settings));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The settings in force and their generation (read first: a reload in between only
+    /// makes the next look read them again).
+    fn settings_now(&self) -> (u64, Arc<RateSettings>) {
+        (self.generation(), self.settings.load())
     }
 
     /// Takes `messages` and `bytes` from every bucket that applies, waiting (in delay mode)
     /// or failing (in reject mode, or past `max_delay`) when one is short. A role's quota
-    /// applies over the `[rate_limits]` default field by field.
+    /// applies over the `[rate_limits]` default field by field. For a single publish (HTTP);
+    /// a session holds its buckets instead ([`RateLimits::admit_held`]).
     pub async fn admit(
         &self,
         identity: &str,
@@ -136,47 +185,70 @@ impl RateLimits {
         messages: u32,
         bytes: u64,
     ) -> Result<(), Limited> {
-        let settings = self.settings.load();
+        let mut held = SessionBuckets::new(self, identity);
+        let publish = Publish {
+            topic,
+            rates,
+            messages,
+            bytes,
+        };
+        self.admit_held(&mut held, publish, Instant::now()).await
+    }
+
+    /// [`RateLimits::admit`] from the buckets `held` by a session, each looked up on its
+    /// first use only. `now` is the caller's clock reading for its batch of commands: the
+    /// clock is read again only after a wait.
+    pub async fn admit_held(
+        &self,
+        held: &mut SessionBuckets,
+        publish: Publish<'_>,
+        mut now: Instant,
+    ) -> Result<(), Limited> {
+        held.refresh_settings(self);
+        let (settings, rates) = (&held.settings, publish.rates);
         let scopes = [
-            ("identity", rates.identity.over(settings.identity)),
+            (Scope::Identity, rates.identity.over(settings.identity)),
             (
-                "identity and topic",
+                Scope::IdentityTopic,
                 rates.identity_topic.over(settings.identity_topic),
             ),
-            ("topic", settings.topic),
+            (Scope::Topic, settings.topic),
         ];
-        let deadline = tokio::time::Instant::now() + settings.max_delay;
+        let deadline = tokio::time::Instant::from_std(now) + settings.max_delay;
         for (scope, quota) in scopes {
             let Some(quota) = quota else { continue };
-            // Keys are built only for scopes with a quota: unlimited costs nothing.
-            let key = match scope {
-                "identity" => Key::Identity(identity.to_owned()),
-                "topic" => Key::Topic(topic.to_owned()),
-                _ => Key::IdentityTopic(identity.to_owned(), topic.to_owned()),
-            };
-            let bucket = self.bucket(key);
+            // Buckets are looked up only for scopes with a quota: unlimited costs nothing.
+            let (identity, slot) = held.slot(scope, publish.topic);
+            let bucket =
+                slot.get_or_insert_with(|| self.bucket(Key::of(scope, identity, publish.topic)));
             for (name, unit, rate, amount) in [
                 (
                     "messages",
                     Unit::Messages,
                     quota.messages(),
-                    u64::from(messages),
+                    u64::from(publish.messages),
                 ),
-                ("bytes", Unit::Bytes, quota.bytes(), bytes),
+                ("bytes", Unit::Bytes, quota.bytes(), publish.bytes),
             ] {
                 let Some(rate) = rate.filter(|_| amount > 0) else {
                     continue;
                 };
+                let draw = Draw {
+                    bucket,
+                    unit,
+                    rate,
+                    amount,
+                    deadline,
+                };
                 let taken = match (&self.shared, &bucket.shared) {
                     (Some(shared), Some(slots)) => {
                         let slot = &slots[unit as usize];
-                        let at = (&*bucket, unit, deadline);
-                        self.take_shared(shared, slot, at, rate, amount).await
+                        self.take_shared(shared, slot, &draw, &mut now).await
                     }
-                    _ => self.take(&bucket, unit, rate, amount, deadline).await,
+                    _ => self.take(&draw, &mut now).await,
                 };
                 taken.map_err(|detail| Limited {
-                    scope,
+                    scope: scope.name(),
                     detail: format!("{name}: {detail}"),
                 })?;
             }
@@ -184,16 +256,17 @@ impl RateLimits {
         Ok(())
     }
 
-    async fn take(
-        &self,
-        bucket: &Bucket,
-        unit: Unit,
-        rate: Rate,
-        amount: u64,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), String> {
+    /// Takes from the local bucket; `now` is read again after each wait.
+    async fn take(&self, draw: &Draw<'_>, now: &mut Instant) -> Result<(), String> {
+        let Draw {
+            bucket,
+            unit,
+            rate,
+            amount,
+            deadline,
+        } = *draw;
         loop {
-            match bucket.take(unit, rate, amount, Instant::now()) {
+            match bucket.take(unit, rate, amount, *now) {
                 Ok(()) => return Ok(()),
                 Err(Short::Wait(wait)) => {
                     let wake = tokio::time::Instant::now() + wait;
@@ -201,6 +274,7 @@ impl RateLimits {
                         return Err(format!("{amount} more would exceed the quota"));
                     }
                     tokio::time::sleep_until(wake).await;
+                    *now = Instant::now();
                 }
                 Err(Short::OverBurst) => {
                     return Err(format!("{amount} at once is more than the burst allows"))
@@ -215,12 +289,12 @@ impl RateLimits {
         &self,
         shared: &SharedQuotas,
         slot: &LeaseSlot,
-        (bucket, unit, deadline): (&Bucket, Unit, tokio::time::Instant),
-        rate: Rate,
-        amount: u64,
+        draw: &Draw<'_>,
+        now: &mut Instant,
     ) -> Result<(), String> {
+        let (rate, amount, deadline) = (draw.rate, draw.amount, draw.deadline);
         loop {
-            match shared.take(slot, rate, amount, Instant::now()).await {
+            match shared.take(slot, rate, amount, *now).await {
                 Take::Granted => return Ok(()),
                 Take::OverBurst => {
                     return Err(format!("{amount} at once is more than the burst allows"))
@@ -231,6 +305,7 @@ impl RateLimits {
                         return Err(format!("{amount} more would exceed the quota"));
                     }
                     tokio::time::sleep_until(wake).await;
+                    *now = Instant::now();
                 }
                 Take::Unavailable => {
                     let config = shared.cluster().config();
@@ -240,8 +315,13 @@ impl RateLimits {
                         return Err("the shared quota cannot be checked (Redis unavailable)".into());
                     }
                     metrics.cluster_unavailable("local");
-                    let share = rate.share(config.expected_replicas);
-                    return self.take(bucket, unit, share, amount, deadline).await;
+                    // Redis may have taken up to its timeout to fail.
+                    *now = Instant::now();
+                    let share = Draw {
+                        rate: rate.share(config.expected_replicas),
+                        ..*draw
+                    };
+                    return self.take(&share, now).await;
                 }
             }
         }
@@ -278,8 +358,12 @@ impl RateLimits {
         let at = Instant::now();
         let idle = self.settings.load().idle_evict.as_secs();
         let before = self.buckets.len();
+        // A bucket a session holds stays: a newcomer must find the same one. Holders only
+        // take their Arc from the map under the shard lock `retain` holds, so a count of
+        // one cannot grow meanwhile.
         self.buckets.retain(|_, bucket| {
-            now.saturating_sub(bucket.last_used.load(Ordering::Relaxed)) < idle
+            Arc::strong_count(bucket) > 1
+                || now.saturating_sub(bucket.last_used.load(Ordering::Relaxed)) < idle
                 || !bucket.is_full(at)
                 || !bucket.shared_idle(at)
         });

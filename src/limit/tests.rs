@@ -149,3 +149,99 @@ async fn a_role_setting_only_messages_keeps_the_default_byte_quota() {
         .unwrap_err();
     assert!(err.detail.starts_with("bytes"), "{err}");
 }
+
+fn one(topic: &str) -> Publish<'_> {
+    Publish {
+        topic,
+        rates: RoleRates::default(),
+        messages: 1,
+        bytes: 10,
+    }
+}
+
+#[tokio::test]
+async fn a_bucket_a_session_holds_is_never_evicted_so_newcomers_share_it() {
+    let limits = RateLimits::new(RateSettings {
+        idle_evict: Duration::ZERO,
+        ..settings(OnLimit::Reject)
+    });
+    let mut held = SessionBuckets::new(&limits, "a");
+    limits
+        .admit_held(&mut held, one("t"), Instant::now())
+        .await
+        .unwrap();
+    // Refilled (10/s): full and idle, but held.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(limits.evict_idle(), 0);
+    for _ in 0..5 {
+        limits
+            .admit_held(&mut held, one("t"), Instant::now())
+            .await
+            .unwrap();
+    }
+    // Another connection of the same identity draws from the very same (empty) bucket.
+    let err = limits
+        .admit("a", "t", RoleRates::default(), 1, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.scope, "identity");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(limits.evict_idle(), 1, "unheld, refilled and idle");
+}
+
+#[tokio::test]
+async fn a_session_sees_reloaded_rate_limits_at_its_next_publish() {
+    let limits = RateLimits::new(settings(OnLimit::Reject));
+    let mut held = SessionBuckets::new(&limits, "a");
+    let now = Instant::now();
+    limits.admit_held(&mut held, one("t"), now).await.unwrap();
+    // Burst 5 -> 1: the 4 tokens left are capped at 1.
+    limits.set_settings(RateSettings {
+        identity: Some(RateQuota {
+            messages_per_sec: Some(1),
+            burst_messages: Some(1),
+            ..RateQuota::default()
+        }),
+        ..settings(OnLimit::Reject)
+    });
+    limits.admit_held(&mut held, one("t"), now).await.unwrap();
+    let err = limits
+        .admit_held(&mut held, one("t"), now)
+        .await
+        .unwrap_err();
+    assert_eq!(err.scope, "identity");
+}
+
+#[tokio::test]
+async fn a_session_holds_the_buckets_of_its_recent_topics_only() {
+    let limits = RateLimits::new(RateSettings {
+        identity: None,
+        topic: Some(RateQuota {
+            messages_per_sec: Some(10),
+            burst_messages: Some(5),
+            ..RateQuota::default()
+        }),
+        ..settings(OnLimit::Reject)
+    });
+    let mut held = SessionBuckets::new(&limits, "a");
+    let now = Instant::now();
+    for n in 0..20 {
+        let topic = format!("t{n}");
+        limits
+            .admit_held(&mut held, one(&topic), now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(held.topics_held(), held::TOPICS);
+    assert_eq!(limits.len(), 20);
+    // A topic forgotten by the session is looked up again: the same bucket, 4 tokens left.
+    for _ in 0..4 {
+        limits.admit_held(&mut held, one("t0"), now).await.unwrap();
+    }
+    let err = limits
+        .admit_held(&mut held, one("t0"), now)
+        .await
+        .unwrap_err();
+    assert_eq!(err.scope, "topic");
+}

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub messages_delivered: IntCounter,
     pub bytes_to_nsqd: IntCounter,
     pub bytes_to_client: IntCounter,
+    /// `nsqgate_decisions_total{action="publish",outcome="allow"}`: counted per publish.
+    publishes_allowed: IntCounter,
 }
 
 /// One listener's connection counts.
@@ -76,9 +78,11 @@ impl Metrics {
         let families = Families(prometheus::Registry::new());
         families.build_info()?;
         let traffic = families.traffic()?;
+        let security = families.security()?;
         Ok(Arc::new(Metrics {
             conns: families.connections()?,
-            security: families.security()?,
+            publishes_allowed: security.decisions.with_label_values(&["publish", "allow"]),
+            security,
             ops: families.operations()?,
             registration: families.registration()?,
             jwks: families.jwks()?,
@@ -148,6 +152,11 @@ impl Metrics {
     /// A policy decision on `action` (`publish`, `subscribe`, `admin`, `read`, `request` for
     /// a cross-site refusal): allowed or denied.
     pub fn decision(&self, action: &'static str, allowed: bool) {
+        if allowed && action == "publish" {
+            // The one decision counted per message: no label lookup.
+            self.publishes_allowed.inc();
+            return;
+        }
         let outcome = if allowed { "allow" } else { "deny" };
         let decisions = &self.security.decisions;
         decisions.with_label_values(&[action, outcome]).inc();

@@ -6,6 +6,7 @@
 //! expired token. Who the client is stays fixed; what it may do is looked up in the current
 //! policy.
 
+mod admission;
 mod decisions;
 mod names;
 mod slots;
@@ -26,8 +27,9 @@ use crate::auth::identity::{self, Gone};
 use crate::auth::{self, Method, Principal, Proof};
 use crate::error::{FatalReply, Kind};
 use crate::limit::conn::ConnPermit;
+use crate::limit::SessionBuckets;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
-use crate::policy::{Action, Decision, Policy};
+use crate::policy::{Action, Decision, Policy, RoleRates};
 use crate::shared::Shared;
 use decisions::Decisions;
 use state::State;
@@ -81,6 +83,10 @@ pub struct Guard {
     standing: Result<(), Gone>,
     /// Whether the principal had any role under `cached_version`.
     had_roles: bool,
+    /// The publish quotas the principal's roles grant, once worked out under `cached_version`.
+    rates: Option<RoleRates>,
+    /// The rate-limit buckets this connection's publishes draw from, once looked up.
+    buckets: Option<SessionBuckets>,
     state: State,
     subscription: Option<(String, String)>,
     /// Set once a revocation started: deliveries are stopped and RDY is swallowed.
@@ -129,6 +135,8 @@ impl Guard {
             cached_version: 0,
             standing: Ok(()),
             had_roles: false,
+            rates: None,
+            buckets: None,
             state: State::Init,
             subscription: None,
             draining: false,
@@ -148,57 +156,15 @@ impl Guard {
             .is_ok_and(|subject| !policy.roles_of(&subject).is_empty());
         self.principal = Some(principal);
         self.cache.clear();
+        self.rates = None;
+        // Another identity draws from other buckets.
+        self.buckets = None;
         self.cached_version = policy.version();
     }
 
     /// True while an identity is required and none is known yet.
     pub fn awaiting_identity(&self) -> bool {
         self.principal.is_none()
-    }
-
-    /// Draws a publish from the rate limits; waits in delay mode. Some(refusal) when over.
-    pub async fn admit(&self, decoded: &DecodedCommand) -> Option<Verdict> {
-        let principal = self.principal.as_ref()?;
-        let topic = match &decoded.command {
-            Command::Pub { topic, .. }
-            | Command::Mpub { topic, .. }
-            | Command::Dpub { topic, .. } => topic,
-            _ => return None,
-        };
-        let rates = {
-            let policy = self.policy.borrow();
-            // A principal that no longer stands is refused by the re-check after admission.
-            identity::current_subject(principal, &policy)
-                .map(|subject| policy.rates_of(&subject))
-                .unwrap_or_default()
-        };
-        let admitted = self
-            .shared
-            .rates
-            .admit(
-                &principal.identity,
-                topic,
-                rates,
-                decoded.command.message_count(),
-                decoded.command.payload_bytes(),
-            )
-            .await;
-        let limited = admitted.err()?;
-        self.shared.metrics.rate_limited();
-        audit::record(&Event {
-            remote: Some(self.peer),
-            principal: Some(principal),
-            action: "publish",
-            topic: Some(topic),
-            outcome: "deny",
-            reason: Some(&limited.to_string()),
-            ..Event::default()
-        });
-        Some(failed(
-            Kind::Limit,
-            decoded.command.name(),
-            &limited.to_string(),
-        ))
     }
 
     pub fn screen(&mut self, decoded: &DecodedCommand) -> Verdict {

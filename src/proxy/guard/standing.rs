@@ -21,6 +21,7 @@ impl Guard {
         if policy.version() != self.cached_version {
             self.cached_version = policy.version();
             self.cache.clear();
+            self.rates = None;
             if self.standing.is_ok() {
                 self.standing = self.stands_under(&policy);
             }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -33,6 +34,8 @@ roles = ["publisher"]
 struct Fixture {
     shared: Arc<Shared>,
     key: String,
+    /// Reloads the policy.
+    policy: watch::Sender<Arc<Policy>>,
     _dir: tempfile::TempDir,
 }
 
@@ -69,12 +72,11 @@ max_mpub_messages = 3
     let config = Config::load(&dir.path().join("proxy.toml")).unwrap();
     let policy = Policy::from_sources(&[(PathBuf::from("guard.toml"), policy_text)]).unwrap();
     let (tx, rx) = watch::channel(Arc::new(policy));
-    // The receiver keeps the last value once the sender is gone.
-    drop(tx);
     let shared = Arc::new(Shared::new(Arc::new(config), rx).unwrap());
     Fixture {
         shared,
         key,
+        policy: tx,
         _dir: dir,
     }
 }
@@ -232,11 +234,11 @@ async fn over_the_rate_each_publish_fails_with_its_own_code() {
     ] {
         // A fresh core each time: a full bucket of 2 messages.
         let fixture = fixture();
-        let guard = authed(&fixture);
+        let mut guard = authed(&fixture);
         let command = publish(kind, "allowed");
         let mut refusal = None;
         for _ in 0..3 {
-            if let Some(verdict) = guard.admit(&command).await {
+            if let Some(verdict) = guard.admit(&command, Instant::now()).await {
                 refusal = Some(reply(verdict));
                 break;
             }
@@ -276,10 +278,40 @@ async fn each_refusal_names_its_kind_of_ending() {
     assert_eq!(kind(guard.screen(&five)), Kind::ClientProtocol);
     let mut limited = None;
     for _ in 0..3 {
-        limited = guard.admit(&pub_allowed).await;
+        limited = guard.admit(&pub_allowed, Instant::now()).await;
         if limited.is_some() {
             break;
         }
     }
     assert_eq!(kind(limited.expect("over the rate")), Kind::Limit);
+}
+
+#[tokio::test]
+async fn a_policy_reload_that_lifts_a_roles_quota_reaches_an_open_connection() {
+    let fixture = fixture();
+    let mut guard = authed(&fixture);
+    let command = publish("PUB", "allowed");
+    for _ in 0..2 {
+        assert!(matches!(guard.screen(&command), Verdict::Forward));
+        assert!(guard.admit(&command, Instant::now()).await.is_none());
+    }
+    // The role's burst of 2 (1/s) is spent. The reloaded role sets no quota, so the default
+    // (50,000/s) applies: the same bucket, not refilled at once (this take switches its
+    // rate and fails), then refilled at the new rate.
+    let lifted = POLICY
+        .replace("rate = { messages_per_sec = 1, burst_messages = 2 }\n", "")
+        .replace("HASH", &apikey::hash_hex(fixture.key.as_bytes()));
+    let policy = Policy::from_sources(&[(PathBuf::from("guard.toml"), lifted)]).unwrap();
+    fixture
+        .policy
+        .send_replace(Arc::new(policy.with_version(1)));
+    assert!(matches!(guard.screen(&command), Verdict::Forward));
+    assert!(guard.admit(&command, Instant::now()).await.is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let verdict = guard.admit(&command, Instant::now()).await;
+    assert!(
+        verdict.is_none(),
+        "the connection kept the old quota: {:?}",
+        verdict.map(reply)
+    );
 }

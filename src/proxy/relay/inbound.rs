@@ -184,6 +184,8 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<FatalReply>, RelayError> {
+        // One clock reading for the batch, read again only after something waited.
+        let mut now = std::time::Instant::now();
         let refusal = loop {
             let decoded = match nsq::decode_command(buf, &self.settings.limits) {
                 Ok(Some(decoded)) => decoded,
@@ -195,7 +197,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                     break Some(FatalReply::malformed(&e));
                 }
             };
-            match self.judge(&decoded).await? {
+            match self.judge(&decoded, &mut now).await? {
                 Verdict::Drop => {}
                 Verdict::Forward if self.signed.names_withheld(&decoded.command) => {}
                 Verdict::Forward => {
@@ -209,6 +211,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                     // Everything before it goes first, then the local reply takes its turn.
                     self.batch.flush().await?;
                     self.batch.queue(Slot::Reply(frame)).await?;
+                    now = std::time::Instant::now();
                 }
                 Verdict::Refuse(refusal) => break Some(refusal),
             }
@@ -218,7 +221,11 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     }
 
     /// The guard's verdict; a publish it lets through is then drawn from the rate limits.
-    async fn judge(&mut self, decoded: &DecodedCommand) -> Result<Verdict, RelayError> {
+    async fn judge(
+        &mut self,
+        decoded: &DecodedCommand,
+        now: &mut std::time::Instant,
+    ) -> Result<Verdict, RelayError> {
         let verdict = self.guard.screen(decoded);
         if matches!(verdict, Verdict::Reply(_)) && decoded.command.name() == "AUTH" {
             if let Some(refused) = self.guard.claim_shared_identity_slot().await {
@@ -229,7 +236,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             return Ok(verdict);
         }
         let (refused, waited) = {
-            let admission = self.guard.admit(decoded);
+            let admission = self.guard.admit(decoded, *now);
             tokio::pin!(admission);
             // Usually there are tokens; only a publish that must wait flushes what came
             // before it, so batching survives and nothing earlier is held hostage.
@@ -242,6 +249,9 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                 }
             }
         };
+        if waited {
+            *now = std::time::Instant::now();
+        }
         Ok(match refused {
             Some(refused) => refused,
             // Time passed: the token may have expired, or a reload revoked the right.
