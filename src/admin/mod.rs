@@ -28,13 +28,14 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::app::StartError;
 use crate::config::admin::AdminConfig;
 use crate::metrics::{self, Leg, ListenerCounts};
 use crate::net::accept::{bind, BindError};
+use crate::net::operators::{self, Bounds};
 use crate::proxy::Listener;
 use crate::shared::Shared;
 
@@ -110,36 +111,17 @@ pub async fn spawn(
     Ok(address)
 }
 
-async fn serve(tcp: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot,
-            _ = shutdown.changed() => break,
-        };
-        let Ok(slot) = slot else { break };
-        let accepted = tokio::select! {
-            accepted = tcp.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                debug!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        admin.counts.accepted();
+async fn serve(tcp: TcpListener, admin: Arc<Admin>, shutdown: watch::Receiver<bool>) {
+    let bounds = Bounds {
+        connections: MAX_CONNECTIONS,
+        lifetime: CONNECTION_LIMIT,
+    };
+    let counts = &admin.counts;
+    operators::serve(tcp, "admin", counts, bounds, shutdown, |stream, peer| {
         let admin = admin.clone();
-        tokio::spawn(async move {
-            let _open = admin.counts.opened();
-            let _slot = slot;
-            let served = tokio::time::timeout(CONNECTION_LIMIT, connection(&admin, tcp, peer));
-            let _ = served.await;
-        });
-    }
-    info!("admin listener stopped");
+        async move { connection(&admin, stream, peer).await }
+    })
+    .await;
 }
 
 async fn connection(admin: &Arc<Admin>, tcp: TcpStream, peer: SocketAddr) {

@@ -27,7 +27,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -38,6 +38,7 @@ use crate::config::authsvc::AuthServiceConfig;
 use crate::metrics::authsvc::Outcome;
 use crate::metrics::{self, Leg, ListenerCounts};
 use crate::net::accept::{bind, BindError};
+use crate::net::operators::{self, Bounds};
 use crate::shared::Shared;
 
 /// Connections served at once; more wait to be accepted (each nsqd keeps a few alive).
@@ -99,36 +100,24 @@ pub async fn spawn(
     Ok(address)
 }
 
-async fn serve(tcp: TcpListener, service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot,
-            _ = shutdown.changed() => break,
-        };
-        let Ok(slot) = slot else { break };
-        let accepted = tokio::select! {
-            accepted = tcp.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                debug!(error = %e, "auth service accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        service.counts.accepted();
-        let service = service.clone();
-        tokio::spawn(async move {
-            let _open = service.counts.opened();
-            let _slot = slot;
-            let served = connection(&service, tcp, peer);
-            let _ = tokio::time::timeout(CONNECTION_LIMIT, served).await;
-        });
-    }
-    info!("auth service stopped");
+async fn serve(tcp: TcpListener, service: Arc<Service>, shutdown: watch::Receiver<bool>) {
+    let bounds = Bounds {
+        connections: MAX_CONNECTIONS,
+        lifetime: CONNECTION_LIMIT,
+    };
+    let counts = &service.counts;
+    operators::serve(
+        tcp,
+        "auth service",
+        counts,
+        bounds,
+        shutdown,
+        |stream, peer| {
+            let service = service.clone();
+            async move { connection(&service, stream, peer).await }
+        },
+    )
+    .await;
 }
 
 async fn connection(service: &Arc<Service>, tcp: TcpStream, peer: SocketAddr) {

@@ -4,8 +4,10 @@
 //! - [`stream`]: the boxed stream type of a leg, and a stream that replays bytes already read.
 //! - [`compressed`]: a client leg with snappy or DEFLATE negotiated, as a plain byte stream.
 //! - [`proxied`]: the PROXY protocol header a trusted load balancer puts before a connection.
+//! - [`operators`]: the bounded accept loop of the admin listener and the auth service.
 
 pub mod accept;
 pub mod compressed;
+pub mod operators;
 pub mod proxied;
 pub mod stream;
