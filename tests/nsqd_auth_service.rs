@@ -238,6 +238,24 @@ async fn nsqd_enforces_the_gate_policy_itself() {
 }
 
 #[tokio::test]
+async fn more_auths_than_the_service_serves_at_once_all_get_answers() {
+    let f = start();
+    // nsqd asks again for every client connection, over a new HTTP connection it then leaves
+    // idle for 90 s; the service serves 64 connections at once, so it must not keep them alive.
+    for n in 0..80 {
+        let (_client, reply) = f.client(&f.ingest).await;
+        let reply = reply.unwrap_or_else(|| panic!("AUTH {n}: no reply"));
+        assert!(
+            reply.text().contains("\"identity\":\"ingest\""),
+            "AUTH {n}: {}",
+            reply.text()
+        );
+    }
+    let answered = f.metrics().sum("nsqgate_auth_service_requests_total", &[]);
+    assert!(answered >= 80.0, "{answered} answers for 80 AUTHs");
+}
+
+#[tokio::test]
 async fn a_removed_key_stops_working_at_nsqd_within_the_ttl() {
     let f = start();
     let (mut writer, reply) = f.client(&f.ingest).await;

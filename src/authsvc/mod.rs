@@ -41,7 +41,7 @@ use crate::net::accept::{bind, BindError};
 use crate::net::operators::{self, Bounds};
 use crate::shared::Shared;
 
-/// Connections served at once; more wait to be accepted (each nsqd keeps a few alive).
+/// Connections served at once; more wait to be accepted (each holds one request).
 const MAX_CONNECTIONS: usize = 64;
 /// How long one connection may stay open, kept alive or not.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(300);
@@ -136,7 +136,10 @@ async fn connection(service: &Arc<Service>, tcp: TcpStream, peer: SocketAddr) {
     }
 }
 
-/// Serves HTTP/1.1 requests on one connection (nsqd's client keeps it alive).
+/// Serves one HTTP/1.1 request on one connection, then closes it. nsqd v1.3.0 makes a new
+/// HTTP client for every AUTH and never reuses its connection, but leaves it idle for 90 s:
+/// kept alive, 64 of them would fill [`MAX_CONNECTIONS`] and the next AUTH would wait past
+/// nsqd's 5 s request timeout (its E_AUTH_FAILED).
 async fn http<S>(service: &Arc<Service>, io: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -148,6 +151,7 @@ where
     });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .keep_alive(false)
         .header_read_timeout(service.shared.config().timeouts.tls_handshake)
         .max_buf_size(service.max_query.saturating_add(8192))
         .serve_connection(TokioIo::new(io), handler)
