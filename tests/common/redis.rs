@@ -34,17 +34,18 @@ pub struct RedisTls<'a> {
     pub client_ca: &'a Path,
 }
 
-/// The redis-server binary on PATH (or /usr/bin).
-fn redis_server() -> PathBuf {
+/// A program of Debian's redis-server package (`redis-server`, `redis-cli`) on PATH (or
+/// /usr/bin).
+pub(super) fn tool(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("redis-server"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file());
     on_path.unwrap_or_else(|| {
         panic!(
-            "redis-server is missing: install Debian's redis-server package \
+            "{name} is missing: install Debian's redis-server package \
              (apt-get install -y redis-server; scripts/test does)"
         )
     })
@@ -158,7 +159,7 @@ fn log(dir: &tempfile::TempDir) -> String {
 }
 
 /// True once redis-server answers PING on `socket`; false if it exited first.
-fn answers_or_exits(child: &mut Child, socket: &Path) -> bool {
+pub(super) fn answers_or_exits(child: &mut Child, socket: &Path) -> bool {
     let deadline = Instant::now() + START_LIMIT;
     loop {
         if let Ok(mut stream) = UnixStream::connect(socket) {
@@ -190,7 +191,7 @@ fn free_port() -> u16 {
 }
 
 fn spawn(dir: &tempfile::TempDir, socket: &Path, extra: &[String]) -> Child {
-    Command::new(redis_server())
+    Command::new(tool("redis-server"))
         .args([
             "--port",
             "0",

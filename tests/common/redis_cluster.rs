@@ -7,11 +7,12 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::daemons::START_LIMIT;
+use super::redis::{answers_or_exits, tool};
 
 pub struct RedisCluster {
     nodes: Vec<Node>,
@@ -148,39 +149,4 @@ fn spawn(dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
-}
-
-/// True once redis-server answers PING on `socket`; false if it exited first.
-fn answers_or_exits(child: &mut Child, socket: &Path) -> bool {
-    let deadline = Instant::now() + START_LIMIT;
-    loop {
-        if let Ok(mut stream) = UnixStream::connect(socket) {
-            let mut reply = [0u8; 16];
-            if stream.write_all(b"PING\r\n").is_ok()
-                && stream
-                    .read(&mut reply)
-                    .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
-            {
-                return true;
-            }
-        }
-        if let Ok(Some(_status)) = child.try_wait() {
-            return false;
-        }
-        assert!(Instant::now() < deadline, "redis-server did not answer");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A Redis program on PATH (or /usr/bin).
-fn tool(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} is missing: install Debian's redis-server package (scripts/test does)")
-        })
 }
