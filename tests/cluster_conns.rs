@@ -8,10 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use common::nsqclient::{frame_text, tls_connector, RawClient};
+use common::nsqclient::{tls_connector, RawClient};
 use common::redis::Redis;
 use common::{Gate, GateConfig, Nsqd, Pki};
 
@@ -33,14 +32,7 @@ fn replica(pki: &Pki, nsqd: &Nsqd, redis: &Redis) -> Gate {
 /// AUTH with `key` on `gate`: the client when accepted, the error text when refused.
 async fn try_auth(gate: &Gate, pki: &Pki, key: &str) -> Result<RawClient, String> {
     let connector = tls_connector(&pki.path("ca.pem"), None);
-    let (mut client, _) = RawClient::upgraded(gate.addr, &connector, json!({})).await;
-    let reply = client.auth(key).await.expect("AUTH reply");
-    let text = frame_text(&reply);
-    if text.starts_with('{') {
-        Ok(client)
-    } else {
-        Err(text)
-    }
+    RawClient::try_authenticated(gate.addr, &connector, key).await
 }
 
 #[tokio::test]

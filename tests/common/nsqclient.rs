@@ -115,6 +115,23 @@ impl RawClient {
         client
     }
 
+    /// Upgraded with an empty IDENTIFY, then AUTH with `secret`: the client when AUTH is
+    /// answered (its JSON), the error frame's text when refused.
+    pub async fn try_authenticated(
+        addr: SocketAddr,
+        connector: &TlsConnector,
+        secret: &str,
+    ) -> Result<RawClient, String> {
+        let (mut client, _) = RawClient::upgraded(addr, connector, serde_json::json!({})).await;
+        let reply = client.auth(secret).await.expect("AUTH reply");
+        let text = frame_text(&reply);
+        if text.starts_with('{') {
+            Ok(client)
+        } else {
+            Err(text)
+        }
+    }
+
     fn over(io: impl Io + 'static) -> RawClient {
         RawClient {
             io: Box::new(io),
