@@ -3,6 +3,7 @@
 //! stunnel); then AUTH when the IDENTIFY reply asks for it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -12,8 +13,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpSocket;
+
+use crate::counted::Counted;
 use tokio_rustls::TlsConnector;
 
+use crate::compress::{Codec, Decoder, Encoder};
+use crate::compressed::Compressed;
 use crate::wire::{self, Frame, FRAME_ERROR};
 use crate::Error;
 
@@ -39,6 +44,41 @@ pub struct Target {
     pub token: Option<String>,
     /// More IDENTIFY fields (output_buffer_timeout for latency runs).
     pub identify: serde_json::Map<String, serde_json::Value>,
+    /// Compression asked for in IDENTIFY, and DEFLATE's level.
+    pub compression: Codec,
+    pub deflate_level: u32,
+    /// Bytes through the sockets of every connection made to this target.
+    pub wire: Arc<WireBytes>,
+}
+
+/// Bytes read and written on TCP sockets (what TLS and compression put on the wire).
+#[derive(Debug, Default)]
+pub struct WireBytes {
+    pub read: AtomicU64,
+    pub written: AtomicU64,
+}
+
+impl WireBytes {
+    /// Both directions so far.
+    pub fn total(&self) -> u64 {
+        self.read.load(Ordering::Relaxed) + self.written.load(Ordering::Relaxed)
+    }
+}
+
+impl Target {
+    /// Plain TCP, no AUTH, no compression: how a fill reaches nsqd.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            mode: Mode::Plain,
+            tls: None,
+            token: None,
+            identify: serde_json::Map::new(),
+            compression: Codec::None,
+            deflate_level: 6,
+            wire: Arc::default(),
+        }
+    }
 }
 
 /// The client TLS set-up: only AES-128-GCM suites (TLS 1.3 where the server allows it, X25519
@@ -115,7 +155,7 @@ pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Conn, Er
     }
     let tcp = socket.connect(target.addr).await?;
     tcp.set_nodelay(true)?;
-    let mut io: Box<dyn Stream> = Box::new(tcp);
+    let mut io: Box<dyn Stream> = Box::new(Counted::new(tcp, target.wire.clone()));
     if target.mode == Mode::TlsFirst {
         io = tls(target, io).await?;
     }
@@ -123,6 +163,15 @@ pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Conn, Er
     identify.insert("feature_negotiation".into(), true.into());
     identify.insert("client_id".into(), "nsqgate-bench".into());
     identify.insert("tls_v1".into(), (target.mode == Mode::Inband).into());
+    identify.insert(
+        "snappy".into(),
+        (target.compression == Codec::Snappy).into(),
+    );
+    identify.insert(
+        "deflate".into(),
+        (target.compression == Codec::Deflate).into(),
+    );
+    identify.insert("deflate_level".into(), target.deflate_level.into());
     let mut out = BytesMut::from(wire::MAGIC_V2);
     wire::identify(
         &mut out,
@@ -144,6 +193,23 @@ pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Conn, Er
         }
         conn.io = tls(target, conn.io).await?;
         conn.read_frame().await?; // OK inside TLS
+    }
+    if let (Some(encoder), Some(decoder)) = (
+        Encoder::new(target.compression, target.deflate_level),
+        Decoder::new(target.compression),
+    ) {
+        let name = if target.compression == Codec::Snappy {
+            "snappy"
+        } else {
+            "deflate"
+        };
+        if reply[name] != true {
+            return Err(format!("the target did not agree to {name}: {reply}").into());
+        }
+        // What was read past the last reply is already compressed.
+        let received = conn.buf.split();
+        conn.io = Box::new(Compressed::new(conn.io, encoder, decoder, received));
+        conn.read_frame().await?; // OK, compressed
     }
     if reply["auth_required"] == true {
         let token = target

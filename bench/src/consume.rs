@@ -13,8 +13,8 @@ use serde_json::{json, Map, Value};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Barrier;
 
-use crate::conn::{self, Conn, Mode, Target};
-use crate::publish::{self, Load};
+use crate::conn::{self, Conn, Target};
+use crate::publish::{self, Body, Load};
 use crate::window::{self, Watched};
 use crate::{wire, Error};
 
@@ -36,6 +36,9 @@ pub struct Fanout {
     pub publish_addr: Option<SocketAddr>,
     #[arg(long, default_value_t = 100)]
     pub size: usize,
+    /// What the fill's message bodies hold.
+    #[arg(long, value_enum, default_value = "repeated")]
+    pub body: Body,
     #[arg(long, default_value_t = 2500)]
     pub rdy: u32,
 }
@@ -88,36 +91,42 @@ async fn subscribe(target: &Target, topic: &str, channel: &str) -> Result<Conn, 
     Ok(conn)
 }
 
-async fn fill(fanout: &Fanout) -> Result<(), Error> {
-    let addr = fanout
-        .publish_addr
-        .ok_or("--prefill needs --publish-addr")?;
-    let publisher = Target {
-        addr,
-        mode: Mode::Plain,
-        tls: None,
-        token: None,
-        identify: Map::new(),
-    };
+/// Publishes `count` messages of `size` bytes to `topic` straight to nsqd at `addr` (plain
+/// TCP, MPUBs of 100): the fill of a fan-out run, and `nsqgate-bench fill`.
+pub async fn fill(
+    addr: SocketAddr,
+    topic: &str,
+    count: u64,
+    size: usize,
+    body: Body,
+) -> Result<(), Error> {
+    let publisher = Target::plain(addr);
     let batch = 100u64;
     let load = Load {
-        topic: fanout.topic.clone(),
+        topic: topic.into(),
         connections: 1,
         depth: 1,
-        size: fanout.size,
+        size,
         batch: batch as usize,
+        body,
     };
+    let full = publish::commands(&load);
     let mut conn = conn::connect(&publisher, None).await?;
-    let mut left = fanout.prefill;
+    let (mut left, mut next) = (count, 0usize);
     while left > 0 {
         // Eight MPUBs per write: the fill is set-up, not measured.
         let (mut out, mut owed) = (BytesMut::new(), 0);
         while left > 0 && owed < 8 {
             let n = left.min(batch);
-            out.extend_from_slice(&publish::command(&Load {
-                batch: n as usize,
-                ..load.clone()
-            }));
+            if n == batch {
+                out.extend_from_slice(&full[next % full.len()]);
+                next += 1;
+            } else {
+                out.extend_from_slice(&publish::command(&Load {
+                    batch: n as usize,
+                    ..load.clone()
+                }));
+            }
             left -= n;
             owed += 1;
         }
@@ -147,7 +156,17 @@ pub async fn fanout(
         }
     }
     if fanout.prefill > 0 {
-        fill(fanout).await?;
+        let addr = fanout
+            .publish_addr
+            .ok_or("--prefill needs --publish-addr")?;
+        fill(
+            addr,
+            &fanout.topic,
+            fanout.prefill,
+            fanout.size,
+            fanout.body,
+        )
+        .await?;
     }
     let quota = (fanout.prefill > 0).then_some(fanout.prefill);
     let start = Arc::new(Barrier::new(conns.len() + 1));
@@ -157,15 +176,18 @@ pub async fn fanout(
         tasks.spawn(consume(conn, fanout.rdy, quota, start.clone(), deadline));
     }
     let first = window::snapshot(watched)?;
+    let wire_start = target.wire.total();
     start.wait().await;
     let mut received = 0;
     while let Some(done) = tasks.join_next().await {
         received += done??;
     }
     let last = window::snapshot(watched)?;
+    let wire = target.wire.total() - wire_start;
     let mut out = window::report(watched, &first, &last);
     out.insert("messages".into(), json!(received));
     let rate = received as f64 / window::elapsed(&first, &last).as_secs_f64();
     out.insert("msgs_per_s".into(), json!(rate));
+    window::insert_wire(&mut out, wire, received);
     Ok(out)
 }

@@ -50,7 +50,7 @@ struct Request {
 }
 
 /// Where the header ends and the body's declared length, once the header is complete.
-fn header_end(buf: &[u8]) -> Option<(usize, Option<usize>)> {
+pub fn header_end(buf: &[u8]) -> Option<(usize, Option<usize>)> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
     let length = head.lines().find_map(|line| {

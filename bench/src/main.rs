@@ -2,10 +2,14 @@
 //! (messages, msg/s, latency percentiles where measured, CPU seconds of this process and of
 //! every `--watch NAME=PID` over the measured window, steal time).
 
+mod compress;
+mod compressed;
 mod conn;
 mod consume;
+mod counted;
 mod handshake;
 mod http_get;
+mod http_pub;
 mod lookupd;
 mod open_loop;
 mod publish;
@@ -52,6 +56,12 @@ struct TargetArgs {
     /// IDENTIFY output_buffer_timeout in ms (nsqd's default is 250).
     #[arg(long)]
     output_buffer_timeout_ms: Option<u64>,
+    /// Compression asked for in IDENTIFY (the target must agree).
+    #[arg(long, value_enum, default_value = "none")]
+    compression: compress::Codec,
+    /// DEFLATE's level (IDENTIFY deflate_level).
+    #[arg(long, default_value_t = 6)]
+    deflate_level: u32,
     /// Resume TLS sessions (tickets) on new connections.
     #[arg(long)]
     resume: bool,
@@ -143,6 +153,31 @@ enum Command {
         #[arg(long = "watch", value_parser = window::parse_watched)]
         watched: Vec<Watched>,
     },
+    /// Publishes a fixed number of messages straight to nsqd (plain TCP), then exits: a topic
+    /// filled alike for every reader bench/run compares.
+    Fill {
+        /// nsqd's plain TCP address.
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long, value_enum, default_value = "repeated")]
+        body: publish::Body,
+    },
+    /// HTTP POST /pub on kept-alive connections, one request in flight on each.
+    HttpPub {
+        #[command(flatten)]
+        publish: http_pub::HttpPub,
+        #[command(flatten)]
+        timing: Timing,
+        /// A process whose CPU is reported: NAME=PID.
+        #[arg(long = "watch", value_parser = window::parse_watched)]
+        watched: Vec<Watched>,
+    },
     /// Prints an ES256 JWT signed with a PKCS#8 P-256 key.
     Jwt {
         #[arg(long)]
@@ -176,6 +211,9 @@ fn target(args: &TargetArgs) -> Result<Arc<Target>, Error> {
         tls,
         token: args.token.clone(),
         identify,
+        compression: args.compression,
+        deflate_level: args.deflate_level,
+        wire: Arc::default(),
     }))
 }
 
@@ -235,6 +273,23 @@ async fn run(command: Command) -> Result<Value, Error> {
             timing,
             watched,
         } => http_get::run(&get, &timing, &watched).await?,
+        Command::HttpPub {
+            publish,
+            timing,
+            watched,
+        } => http_pub::run(&publish, &timing, &watched).await?,
+        Command::Fill {
+            addr,
+            topic,
+            count,
+            size,
+            body,
+        } => {
+            consume::fill(addr, &topic, count, size, body).await?;
+            let mut out = serde_json::Map::new();
+            out.insert("messages".into(), count.into());
+            out
+        }
         Command::Jwt { key, sub, ttl_secs } => {
             return Ok(Value::String(jwt(&key, &sub, ttl_secs)?))
         }

@@ -84,3 +84,13 @@ pub fn report(watched: &[Watched], start: &Snapshot, end: &Snapshot) -> Map<Stri
 pub fn elapsed(start: &Snapshot, end: &Snapshot) -> Duration {
     end.at.duration_since(start.at)
 }
+
+/// Bytes on the load generator's sockets per message over the window (both directions).
+pub fn insert_wire(out: &mut Map<String, Value>, bytes: u64, messages: u64) {
+    if messages > 0 {
+        out.insert(
+            "wire_bytes_per_msg".into(),
+            json!(bytes as f64 / messages as f64),
+        );
+    }
+}

@@ -75,11 +75,12 @@ pub fn publish(out: &mut BytesMut, topic: &str, body: &[u8]) {
     sized(out, body);
 }
 
-pub fn multi_publish(out: &mut BytesMut, topic: &str, body: &[u8], count: usize) {
+pub fn multi_publish(out: &mut BytesMut, topic: &str, bodies: &[Vec<u8>]) {
     line(out, &[b"MPUB", topic.as_bytes()]);
-    out.put_u32((4 + count * (4 + body.len())) as u32);
-    out.put_u32(count as u32);
-    for _ in 0..count {
+    let sizes: usize = bodies.iter().map(|body| 4 + body.len()).sum();
+    out.put_u32((4 + sizes) as u32);
+    out.put_u32(bodies.len() as u32);
+    for body in bodies {
         sized(out, body);
     }
 }
@@ -107,7 +108,7 @@ mod tests {
     #[test]
     fn mpub_declares_the_size_of_everything_after_it() {
         let mut out = BytesMut::new();
-        multi_publish(&mut out, "t", b"abc", 2);
+        multi_publish(&mut out, "t", &[b"abc".to_vec(), b"de".to_vec()]);
         assert_eq!(&out[..7], b"MPUB t\n");
         let declared = u32::from_be_bytes([out[7], out[8], out[9], out[10]]) as usize;
         assert_eq!(declared, out.len() - 11);
