@@ -81,10 +81,13 @@ def aggregate(results):
                 for p in ("loadgen", "nsqd", "hop")
                 if any(p in r.get("cpu_s", {}) for r in ok)},
             "steal_s": median([r.get("steal_s") for r in ok]),
+            "wire_bytes_per_msg": median([r.get("wire_bytes_per_msg") for r in ok]),
             "ratio_to_d1": None,
         }
         for key in LATENCY_KEYS:
             row[key] = median([r.get(key) for r in ok])
+        if any("reconnects" in r for r in ok):
+            row["reconnects"] = median([r.get("reconnects") for r in ok])
         if any("unanswered" in r for r in ok):
             row["unanswered"] = sum(r.get("unanswered", 0) for r in ok)
         rows.append(row)
@@ -101,15 +104,33 @@ def aggregate(results):
     return rows
 
 
+def validation_summary(validation):
+    """Per layout and kind: the median ratio (generator / nsqd's tool), the ratio the CPU per
+    message predicts, and each side's medians."""
+    if not validation:
+        return None
+    check = dict(validation)
+    check["summary"] = []
+    for layout in validation["layouts"]:
+        for kind in ("pub", "sub"):
+            runs = [r for r in validation["runs"]
+                    if r["kind"] == kind and r["layout"] == layout]
+            ratio = median([r["ratio"] for r in runs])
+            row = {"layout": layout, "kind": kind, "tool_name": runs[0]["tool_name"], "pairs": len(runs),
+                   "ratio_median": round(ratio, 3),
+                   "ratio_spread_pct": spread_pct([r["ratio"] for r in runs]),
+                   "cpu_predicted_ratio_median": median([r["cpu_predicted_ratio"] for r in runs]),
+                   "within_5_pct": abs(ratio - 1) <= 0.05}
+            for side in ("tool", "ours"):
+                for key in ("msgs_per_s", "client_cpu_us_per_msg", "nsqd_cpu_us_per_msg"):
+                    row[f"{side}_{key}"] = median([r[side][key] for r in runs])
+            check["summary"].append(row)
+    return check
+
+
 def build(env, plan, results, idle, validation, args, started):
     commands = {w["workload"]: "nsqgate-bench " + " ".join(w["args"]) for w in plan}
-    check = None
-    if validation:
-        pub = median([v["loadgen_pub"] / v["bench_writer"] for v in validation])
-        sub = median([v["loadgen_sub"] / v["bench_reader"] for v in validation])
-        check = {"runs": validation, "pub_ratio_median": round(pub, 3),
-                 "sub_ratio_median": round(sub, 3),
-                 "within_5_pct": abs(pub - 1) <= 0.05 and abs(sub - 1) <= 0.05}
+    check = validation_summary(validation)
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick, "repetitions": args.reps,
@@ -127,6 +148,13 @@ def build(env, plan, results, idle, validation, args, started):
             "then use one CPU).",
             "idle: RSS slope per idle authenticated connection (hop: both TLS sessions), "
             "capped by the 20,000-descriptor limit of this machine.",
+            "wire_bytes_per_msg: bytes through the load generator's sockets per message over "
+            "the window, both directions, TLS and compression included.",
+            "https-pub-*: one request in flight per kept-alive connection; reconnects counts "
+            "the connections opened because the server answered Connection: close.",
+            "validation: see validate.py; ratio = generator msg/s / the Go tool's, "
+            "cpu_predicted_ratio = (tool + nsqd CPU per message) / (generator + nsqd CPU per "
+            "message), what the ratio is when the shared cores are the limit.",
         ],
         "validation": check,
         "rows": aggregate(results) + idle,
@@ -193,6 +221,11 @@ def markdown(doc):
                                  f"{r['p999_us']:.0f}{added}")
                 out.append(f"| {w} | " + " | ".join(cells) + " |")
             out.append("")
+    closing = sorted({f"{r['target']}" for r in rows if r.get("reconnects")})
+    if closing:
+        out += [f"HTTP /pub: {', '.join(closing)} answered `Connection: close`, so every request "
+                "there opened a new connection (TCP + TLS), as a client library would.", ""]
+    out += compression_markdown(rows)
     idle = [r for r in doc["rows"] if r["workload"] == "idle"]
     if idle:
         out += ["**idle connections**: RSS KiB per connection (slope)", "",
@@ -204,7 +237,49 @@ def markdown(doc):
         out.append("")
     v = doc.get("validation")
     if v:
-        out.append(f"Load generator on D0 vs nsqd's own tools (median ratio): pub/bench_writer "
-                   f"{v['pub_ratio_median']:.3f}, sub/bench_reader {v['sub_ratio_median']:.3f} "
-                   f"({'within' if v['within_5_pct'] else 'NOT within'} ±5 %).")
+        out.append(validation_markdown(v))
     return "\n".join(out)
+
+
+def compression_markdown(rows):
+    """Compressed runs beside the same bodies uncompressed: msg/s, CPU, bytes on the wire."""
+    text = [r for r in rows if "-text-" in r["workload"] and r["layout"] == "unpinned"]
+    if not text:
+        return []
+    out = ["**compression** (unpinned, JSON-like 1 KiB bodies): msg/s · CPU-µs/msg of the "
+           "target's process · bytes per message on the load generator's sockets (both ways, "
+           "TLS included)", "", "| workload | target | none | snappy | deflate |",
+           "|---|---|---|---|---|"]
+    here = {(r["workload"], r["target"]): r for r in text}
+    bases = [w for w in dict.fromkeys(r["workload"] for r in text)
+             if not w.endswith(("-snappy", "-deflate"))]
+    for base in bases:
+        for target in dict.fromkeys(r["target"] for r in text):
+            cells = []
+            for suffix in ("", "-snappy", "-deflate"):
+                r = here.get((base + suffix, target))
+                if r is None or r["msgs_per_s"] is None:
+                    cells.append("–" if r is None or not r["errors"] else "error")
+                    continue
+                cells.append(f"{fmt_rate(r['msgs_per_s'])} · {fmt(r['cpu_us_per_msg'])} · "
+                             f"{fmt(r['wire_bytes_per_msg'], 0)} B")
+            out.append(f"| {base} | {target} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+def validation_markdown(v):
+    lines = [f"Load generator vs nsqd's own tools on D0 ({v['connections']} connections each, "
+             f"{v['runfor_s']} s windows, each run on a fresh nsqd, order alternating; medians "
+             "over the pairs; pinned: the client on CPU 0, nsqd on CPU 1):", "",
+             "| layout | check | pairs | tool msg/s | generator msg/s | ratio (spread) | ratio "
+             "CPU predicts | client CPU-µs/msg tool · generator | nsqd CPU-µs/msg tool · "
+             "generator |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in v["summary"]:
+        lines.append(
+            f"| {r['layout']} | {r['kind']} vs {r['tool_name']} | {r['pairs']} | "
+            f"{fmt_rate(r['tool_msgs_per_s'])} | {fmt_rate(r['ours_msgs_per_s'])} | "
+            f"{r['ratio_median']:.3f} (±{fmt(r['ratio_spread_pct'], 0)}%) | "
+            f"{fmt(r['cpu_predicted_ratio_median'], 3)} | "
+            f"{fmt(r['tool_client_cpu_us_per_msg'])} · {fmt(r['ours_client_cpu_us_per_msg'])} | "
+            f"{fmt(r['tool_nsqd_cpu_us_per_msg'])} · {fmt(r['ours_nsqd_cpu_us_per_msg'])} |")
+    return "\n".join(lines)

@@ -105,6 +105,8 @@ class Stack:
         self.dir = Path(tempfile.mkdtemp(prefix=f"{target}-", dir=env.work))
         self.start_nsqd()
         self.port = free_port()
+        # The hop's HTTP(S) front for /pub (None: this target has none).
+        self.http_port, self.http_tls = None, False
         starter = {"D0": self.direct, "D1": self.direct, "H0": self.haproxy,
                    "H1": self.haproxy, "S1": self.stunnel, "P0": self.nsqgate,
                    "P1": self.nsqgate, "P1-noauth": self.nsqgate}[target]
@@ -117,7 +119,8 @@ class Stack:
         return proc
 
     def start_nsqd(self):
-        self.nsqd_tcp, http, https = free_port(), free_port(), free_port()
+        self.nsqd_tcp, self.nsqd_http, self.nsqd_https = free_port(), free_port(), free_port()
+        http, https = self.nsqd_http, self.nsqd_https
         certs = self.env.work / "certs"
         (self.dir / "data").mkdir()
         self.nsqd = self.spawn(REST_CPU, [
@@ -130,10 +133,13 @@ class Stack:
     def direct(self):
         self.port = self.nsqd_tcp
         self.mode = "inband" if self.target == "D1" else "plain"
+        self.http_tls = self.target == "D1"
+        self.http_port = self.nsqd_https if self.http_tls else self.nsqd_http
 
     def haproxy(self):
         certs = self.env.work / "certs"
         ssl = f" ssl crt {certs / 'combined.pem'}" if self.target == "H1" else ""
+        self.http_port, self.http_tls = free_port(), self.target == "H1"
         (self.dir / "haproxy.cfg").write_text(f"""global
   maxconn 9500
   ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
@@ -149,6 +155,11 @@ frontend nsq
   default_backend nsqd
 backend nsqd
   server nsqd 127.0.0.1:{self.nsqd_tcp}
+frontend http
+  bind 127.0.0.1:{self.http_port}{ssl}
+  default_backend nsqd_http
+backend nsqd_http
+  server nsqd 127.0.0.1:{self.nsqd_http}
 """)
         self.hop = self.spawn(HOP_CPU, ["haproxy", "-db", "-f", "haproxy.cfg"], "haproxy.log")
         wait_port(self.port, self.hop, log=self.dir / "haproxy.log")
@@ -156,6 +167,12 @@ backend nsqd
 
     def stunnel(self):
         certs = self.env.work / "certs"
+        self.http_port, self.http_tls = free_port(), True
+        service = f"""cert = {certs / 'nsqgate.pem'}
+key = {certs / 'nsqgate.key'}
+ciphers = ECDHE-ECDSA-AES128-GCM-SHA256
+ciphersuites = TLS_AES_128_GCM_SHA256
+"""
         (self.dir / "stunnel.conf").write_text(f"""foreground = yes
 pid =
 debug = 3
@@ -164,11 +181,10 @@ socket = r:TCP_NODELAY=1
 [nsq]
 accept = 127.0.0.1:{self.port}
 connect = 127.0.0.1:{self.nsqd_tcp}
-cert = {certs / 'nsqgate.pem'}
-key = {certs / 'nsqgate.key'}
-ciphers = ECDHE-ECDSA-AES128-GCM-SHA256
-ciphersuites = TLS_AES_128_GCM_SHA256
-""")
+{service}[http]
+accept = 127.0.0.1:{self.http_port}
+connect = 127.0.0.1:{self.nsqd_http}
+{service}""")
         self.hop = self.spawn(HOP_CPU, ["stunnel4", "stunnel.conf"], "stunnel.log")
         wait_port(self.port, self.hop, log=self.dir / "stunnel.log")
         self.mode = "tls-first"
@@ -189,6 +205,12 @@ ciphersuites = TLS_AES_128_GCM_SHA256
                       "4000000000 }\nidentity_topic = { messages_per_sec = 100000000 }")
         else:
             identity, limits = "require_identity = false", "identity = {}"
+        # The HTTPS front for /pub, in front of nsqd's HTTPS port (client TLS is always on).
+        http = ""
+        if tls:
+            self.http_port, self.http_tls = free_port(), True
+            http = (f'[http.nsqd]\nlisten = "127.0.0.1:{self.http_port}"\n'
+                    f'upstream = "127.0.0.1:{self.nsqd_https}"\nupstream_tls = true\n')
         (self.dir / "proxy.toml").write_text(f"""[client]
 listen = "127.0.0.1:{self.port}"
 {client}
@@ -208,7 +230,7 @@ max_names = 0
 {limits}
 [admin]
 listen = "127.0.0.1:0"
-[auth]
+{http}[auth]
 policy_dir = "{work}/policies"
 {identity}
 """)
@@ -230,7 +252,21 @@ policy_dir = "{work}/policies"
             args += ["--ca", str(self.env.ca)]
         if self.target in ("P0", "P1"):
             args += ["--token", self.env.token]
-        args += ["--watch", f"nsqd={self.nsqd.pid}"]
+        return args + self.watch_args()
+
+    def http_args(self):
+        """The load generator's arguments for the HTTP(S) /pub front, or None without one."""
+        if self.http_port is None:
+            return None
+        args = ["--addr", f"127.0.0.1:{self.http_port}"]
+        if self.http_tls:
+            args += ["--ca", str(self.env.ca)]
+        if self.target == "P1":
+            args += ["--token", self.env.token]
+        return args + self.watch_args()
+
+    def watch_args(self):
+        args = ["--watch", f"nsqd={self.nsqd.pid}"]
         if self.hop is not None:
             args += ["--watch", f"hop={self.hop.pid}"]
         return args

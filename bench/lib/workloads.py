@@ -1,13 +1,12 @@
-"""What runs against each target, how long, and the checks of the load generator itself."""
+"""What runs against each target, and how long."""
 
-import re
 import subprocess
 import sys
-import time
 
 from stacks import Stack
 
-# id, layouts, load generator arguments. Sizes from issue 11; windows set per run (plan()).
+# id, layouts, load generator arguments[, the only targets it runs on]. Sizes from issue 11;
+# windows set per run (plan()).
 WORKLOADS = [
     ("pub-100B-1deep", "unpinned pinned",
      ["pub", "--connections", "1", "--depth", "1", "--size", "100"]),
@@ -28,29 +27,50 @@ WORKLOADS = [
     ("latency-50k", "pinned", ["pub", "--connections", "4", "--size", "100", "--rate", "50000"]),
     ("connect-full", "unpinned", ["connect", "--workers", "4"]),
     ("connect-resumed", "unpinned", ["connect", "--workers", "4", "--resume"]),
+    # HTTP(S) POST /pub, 8 kept-alive connections with one request in flight each: nsqd's own
+    # --http-address (D0) and --https-address (D1), HAProxy and stunnel in front of its
+    # --http-address, nsqgate's HTTPS front in front of its --https-address (not P0: nsqgate's
+    # HTTP fronts are HTTPS only).
+    ("https-pub-100B", "unpinned",
+     ["http-pub", "--connections", "8", "--size", "100"]),
 ]
+
+# Compression on the client leg (IDENTIFY snappy/deflate) against nsqd's own (D1: inside its
+# TLS) and nsqgate's (P1: nsqgate compresses, its leg to nsqd stays plain), with JSON-like
+# 1 KiB bodies (one repeated byte would flatter both), and the same bodies uncompressed.
+COMPRESSED_TARGETS = ("D1", "P1")
+TEXT_1KIB = ["--size", "1024", "--body", "text"]
+for kind, shape in (("pub-1KiB-text-8x32", ["pub", "--connections", "8", "--depth", "32"]),
+                    ("sub-1KiB-text-1ch", ["sub", "--channels", "1"])):
+    for codec in ("none", "snappy", "deflate"):
+        WORKLOADS.append((kind if codec == "none" else f"{kind}-{codec}", "unpinned",
+                          [*shape, *TEXT_1KIB, "--compression", codec], COMPRESSED_TARGETS))
 
 # Deliveries per fan-out run (over all channels): the fill is this divided by the channels.
 FANOUT_DELIVERIES = {False: 300_000, True: 60_000}
+# The same for 1 KiB bodies (fills of 300 MB would take longer than the window).
+FANOUT_DELIVERIES_1KIB = {False: 100_000, True: 30_000}
 
 
 def plan(quick, only):
     warmup, seconds = ("0.2", "0.6") if quick else ("0.4", "1.2")
     chosen = []
-    for name, layouts, args in WORKLOADS:
+    for name, layouts, args, *targets in WORKLOADS:
         if only and name not in only.split(","):
             continue
         args = list(args)
         if args[0] == "sub":
             channels = int(args[args.index("--channels") + 1])
-            fill = FANOUT_DELIVERIES[quick] // channels
+            deliveries = FANOUT_DELIVERIES_1KIB if "1024" in args else FANOUT_DELIVERIES
+            fill = deliveries[quick] // channels
             args += ["--prefill", str(fill), "--topic", name, "--seconds", "10"]
         else:
             window = seconds if "--rate" not in args else str(float(seconds) * 1.5)
             args += ["--warmup", warmup, "--seconds", window]
-            if args[0] == "pub":
+            if args[0] in ("pub", "http-pub"):
                 args += ["--topic", name]
-        chosen.append({"workload": name, "layouts": layouts.split(), "args": args})
+        chosen.append({"workload": name, "layouts": layouts.split(), "args": args,
+                       "targets": targets[0] if targets else None})
     return chosen
 
 
@@ -65,11 +85,16 @@ def run_layout(env, plan, layout, targets, reps):
             stack = Stack(env, target, layout)
             try:
                 for w in work:
+                    if w["targets"] is not None and target not in w["targets"]:
+                        continue
                     args = list(w["args"])
                     if args[0] == "sub":
                         args += ["--publish-addr", f"127.0.0.1:{stack.nsqd_tcp}"]
+                    connection = stack.http_args() if args[0] == "http-pub" else stack.client_args()
+                    if connection is None:
+                        continue  # no HTTP front on this target
                     try:
-                        result = stack.loadgen([*args, *stack.client_args()], timeout=120)
+                        result = stack.loadgen([*args, *connection], timeout=120)
                     except (RuntimeError, subprocess.TimeoutExpired) as e:
                         print(f"bench: {w['workload']} {target} {layout}: {e}", file=sys.stderr)
                         result = {"error": str(e)[:300]}
@@ -97,48 +122,3 @@ def run_idle(env, targets):
         rows.append({"workload": "idle", "target": target, "layout": "unpinned", **result})
         print(f"  idle {target}: {result.get('rss_kib_per_conn')}", file=sys.stderr)
     return rows
-
-
-OPS = re.compile(r"([0-9.]+)ops/s")
-
-
-def stock_tool(stack, tool, args, timeout=60):
-    done = subprocess.run([str(stack.env.tools / tool),
-                           f"--nsqd-tcp-address=127.0.0.1:{stack.nsqd_tcp}", *args],
-                          capture_output=True, text=True, timeout=timeout)
-    found = OPS.search(done.stderr + done.stdout)
-    if not found:
-        raise RuntimeError(f"{tool}: no ops/s in {done.stderr.strip()[-300:]}")
-    return float(found.group(1))
-
-
-def validate(env, reps):
-    """On D0, the load generator against nsqd's own bench_writer (MPUB 200 x 200 B, one
-    connection per core, 1 deep) and bench_reader (RDY 2500, one connection per core, on a
-    pre-filled topic): each pair run back to back, `reps` times."""
-    runfor = 1.0 if env.quick else 2.0
-    pairs = []
-    for rep in range(reps):
-        stack = Stack(env, "D0", "unpinned")
-        try:
-            w = stock_tool(stack, "bench_writer", [f"--runfor={runfor}s", "--size=200",
-                                                   "--batch-size=200", "--topic=vw"])
-            ours = stack.loadgen(["pub", "--connections", "2", "--depth", "1", "--size", "200",
-                                  "--batch", "200", "--topic", "vl", "--warmup", "0",
-                                  "--seconds", str(runfor), *stack.client_args()], timeout=60)
-            # Fill two topics alike, then read each for the same time.
-            for topic in ("rw", "rl"):
-                stock_tool(stack, "bench_writer", [f"--runfor={runfor}s", "--size=200",
-                                                   "--batch-size=200", f"--topic={topic}"])
-            time.sleep(0.2)
-            r = stock_tool(stack, "bench_reader", [f"--runfor={runfor / 2}s", "--size=200",
-                                                   "--topic=rw", "--channel=ch0", "--rdy=2500"])
-            ours_r = stack.loadgen(["sub", "--topic", "rl", "--channels", "1",
-                                    "--connections-per-channel", "2", "--seconds",
-                                    str(runfor / 2), *stack.client_args()], timeout=60)
-        finally:
-            stack.stop()
-        pairs.append({"bench_writer": w, "loadgen_pub": ours["msgs_per_s"],
-                      "bench_reader": r, "loadgen_sub": ours_r["msgs_per_s"]})
-        print(f"  validation rep {rep + 1}: {pairs[-1]}", file=sys.stderr)
-    return pairs
