@@ -13,7 +13,8 @@ use crate::auth::jwks::JwksError;
 use crate::auth::jwt::JwtConfigError;
 use crate::config::registry::RegistryOnly;
 use crate::config::Config;
-use crate::net::accept::{self, BindError};
+use crate::net::accept::{self, Admission, BindError};
+use crate::net::workers::Workers;
 use crate::policy::{Policy, PolicyError};
 use crate::proxy::upstream::{Connector, Destination, Pool};
 use crate::proxy::Listener;
@@ -46,6 +47,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryStartError),
+    #[error("cannot start the connection workers: {0}")]
+    Workers(std::io::Error),
     #[error("cannot write the ready file {}: {source}", path.display())]
     ReadyFile {
         path: std::path::PathBuf,
@@ -60,13 +63,14 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     ready_file: Option<&Path>,
 ) -> Result<(), StartError> {
+    let workers = start_workers(config.workers)?;
     let (shared, policy) = start_shared(config).await?;
     let shared = Arc::new(shared);
     let hangup = signal(SignalKind::hangup()).map_err(StartError::Hangup)?;
     tokio::spawn(Reloader::new(shared.clone(), policy, hangup).run());
     spawn_background(&shared);
     // The HTTP fronts share the core's policy, JWT verifier, limits and TLS set-up.
-    let http = crate::http::spawn(shared.clone(), shutdown.clone()).await?;
+    let http = crate::http::spawn(shared.clone(), workers.clone(), shutdown.clone()).await?;
     let nsq = nsq_listeners(&shared);
     let admin = match &shared.config().admin {
         Some(config) => {
@@ -89,7 +93,8 @@ pub async fn run(
             tcp.local_addr()
                 .map_err(|source| BindError { address, source })?,
         );
-        listeners.spawn(crate::proxy::serve(listener, tcp, shutdown.clone()));
+        let serve = crate::proxy::serve(listener, tcp, workers.clone(), shutdown.clone());
+        listeners.spawn(serve);
     }
     let registry = match &shared.config().registry {
         Some(config) => {
@@ -97,7 +102,11 @@ pub async fn run(
                 timeouts: shared.config().timeouts,
                 metrics: shared.metrics.clone(),
             });
-            crate::registry::spawn(config, roles, shared.conns.clone(), shutdown.clone()).await?
+            let admission = Admission {
+                conns: shared.conns.clone(),
+                workers: workers.clone(),
+            };
+            crate::registry::spawn(config, roles, admission, shutdown.clone()).await?
         }
         None => Bound::default(),
     };
@@ -129,8 +138,12 @@ pub async fn run_registry_only(
         timeouts: config.timeouts,
         metrics: crate::metrics::Metrics::new()?,
     });
-    let conns = crate::limit::conn::ConnLimits::new(config.connections.clone());
-    let bound = crate::registry::spawn(&config.registry, roles, conns, shutdown.clone()).await?;
+    let admission = Admission {
+        conns: crate::limit::conn::ConnLimits::new(config.connections.clone()),
+        workers: start_workers(config.workers)?,
+    };
+    let bound =
+        crate::registry::spawn(&config.registry, roles, admission, shutdown.clone()).await?;
     if let Some(path) = ready_file {
         write_ready_file(path, &[], &[], Operators::default(), &bound).map_err(|source| {
             StartError::ReadyFile {
@@ -163,6 +176,13 @@ async fn start_shared(
     crate::auth::jwks::load_initial(&mut config).await?;
     let shared = Shared::new(Arc::new(config), policy_rx)?;
     Ok((shared, policy_tx))
+}
+
+/// The threads connections run on (`[connections] workers`).
+fn start_workers(count: std::num::NonZeroUsize) -> Result<Arc<Workers>, StartError> {
+    let workers = Workers::start(count).map_err(StartError::Workers)?;
+    info!(workers = workers.count(), "connection workers started");
+    Ok(Arc::new(workers))
 }
 
 /// The core's housekeeping: JWKS refresh, idle rate buckets and connection counts evicted.

@@ -88,6 +88,8 @@ pub struct Config {
     /// Bytes all connections without an identity may hold in their command buffers together.
     pub max_unauthenticated_memory: usize,
     pub connections: ConnSettings,
+    /// `[connections] workers`: the threads connections run on (`net::workers`).
+    pub workers: std::num::NonZeroUsize,
     pub proxy_protocol_from: Vec<std::net::IpAddr>,
     /// More listeners, each in front of its own nsqd (gateway mode).
     pub nodes: Vec<NodeConfig>,
@@ -304,6 +306,7 @@ impl Config {
             producer_pool,
             max_mpub_messages,
             connections,
+            workers: sections::workers(&raw.connections, at)?,
             proxy_protocol_from: raw.connections.proxy_protocol_from,
             rates,
             name_quotas: raw

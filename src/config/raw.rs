@@ -85,6 +85,8 @@ pub struct RawConnections {
     pub new_burst_per_ip: Option<u32>,
     /// Load balancers whose PROXY protocol (v1 or v2) header is read and believed.
     pub proxy_protocol_from: Vec<std::net::IpAddr>,
+    /// Threads connections run on (one event loop each); the cores available when left out.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

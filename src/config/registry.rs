@@ -124,6 +124,8 @@ pub struct RegistryOnly {
     pub audit_fold: Option<Duration>,
     pub files: Vec<NamedFile>,
     pub connections: crate::limit::conn::ConnSettings,
+    /// `[connections] workers`, as in [`super::Config`].
+    pub workers: std::num::NonZeroUsize,
     /// Safe defaults the file switched off.
     pub warnings: Vec<String>,
 }
@@ -159,6 +161,7 @@ impl RegistryOnly {
         let connections =
             super::sections::connections(&raw.connections, descriptors, &at, &mut warnings)?;
         Ok(RegistryOnly {
+            workers: super::sections::workers(&raw.connections, &at)?,
             connections,
             warnings,
             source: file.to_owned(),

@@ -233,6 +233,28 @@ pub(super) fn connections(
     })
 }
 
+/// `[connections] workers`: the threads connections run on; the cores this process may use
+/// when left out.
+pub(super) fn workers(
+    c: &RawConnections,
+    at: &Locator<'_>,
+) -> Result<std::num::NonZeroUsize, ConfigError> {
+    match c.workers {
+        None => Ok(crate::net::workers::default_count()),
+        Some(n) => std::num::NonZeroUsize::new(n)
+            .filter(|n| n.get() <= MAX_WORKERS)
+            .ok_or_else(|| {
+                at.invalid(
+                    "connections.workers",
+                    format!("must be from 1 to {MAX_WORKERS} (leave it out for one per core)"),
+                )
+            }),
+    }
+}
+
+/// More event loops than this only add threads: a bound that catches a typo.
+const MAX_WORKERS: usize = 1024;
+
 /// `new_per_sec_per_ip` with its burst (the rate when left out); a burst alone is an error.
 fn new_per_ip(
     c: &RawConnections,

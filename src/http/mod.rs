@@ -50,6 +50,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::net::accept::{bind, BindError};
+use crate::net::workers::Workers;
 use crate::shared::Shared;
 use caller::Conn;
 use metrics::Metrics;
@@ -93,6 +94,7 @@ impl Front {
 /// `nsqlookupd-plain` for the plain listeners.
 pub async fn spawn(
     shared: Arc<Shared>,
+    workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<(String, SocketAddr)>, BindError> {
     let metrics = Arc::new(shared.metrics.http.clone());
@@ -139,11 +141,21 @@ pub async fn spawn(
     let bound = bound_addresses(&fronts, &plain);
     for (tcp, front) in fronts {
         let serve = server::Serve::Tls(Arc::new(front));
-        tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
+        tokio::spawn(server::serve(
+            tcp,
+            listener(serve),
+            workers.clone(),
+            shutdown.clone(),
+        ));
     }
     for (tcp, https_port) in plain {
         let serve = server::Serve::Plain { https_port };
-        tokio::spawn(server::serve(tcp, listener(serve), shutdown.clone()));
+        tokio::spawn(server::serve(
+            tcp,
+            listener(serve),
+            workers.clone(),
+            shutdown.clone(),
+        ));
     }
     Ok(bound)
 }

@@ -35,9 +35,10 @@ use crate::http::request::{self, HeadError};
 use crate::http::Front;
 use crate::limit::conn::ConnPermit;
 use crate::metrics::{handshake_failure, Leg};
-use crate::net::accept::{self, OnShutdown};
+use crate::net::accept::{self, Admission, OnShutdown};
 use crate::net::proxied;
 use crate::net::stream::Replay;
+use crate::net::workers::Workers;
 use crate::shared::Shared;
 
 /// The longest request head nsqgate reads before refusing it.
@@ -73,7 +74,12 @@ pub struct Listener {
 }
 
 /// Serves `listener` until `shutdown` turns true; open connections are cut off then.
-pub async fn serve(tcp: TcpListener, listener: Arc<Listener>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    tcp: TcpListener,
+    listener: Arc<Listener>,
+    workers: Arc<Workers>,
+    shutdown: watch::Receiver<bool>,
+) {
     let address = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let kind = match &listener.serve {
         Serve::Tls(front) => {
@@ -92,10 +98,13 @@ pub async fn serve(tcp: TcpListener, listener: Arc<Listener>, shutdown: watch::R
     let counts = listener.shared.metrics.listener(&kind, &address);
     // The same connection caps as the NSQ listeners (total here; per IP and new/s per IP once
     // the address is known).
-    let conns = listener.shared.conns.clone();
+    let admission = Admission {
+        conns: listener.shared.conns.clone(),
+        workers,
+    };
     let connection = move |tcp, peer, permit| connection(tcp, peer, permit, listener.clone());
     let cut = OnShutdown::Cut;
-    accept::serve(tcp, conns, shutdown, cut, ("http", counts), connection).await;
+    accept::serve(tcp, admission, shutdown, cut, ("http", counts), connection).await;
 }
 
 async fn connection(

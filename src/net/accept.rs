@@ -7,6 +7,9 @@
 //! one, on SIGTERM, closes its listeners and drains. Only a process of the same user can
 //! join (Linux keeps a port's reuse group to one user). Connections the kernel had already
 //! queued on a closing listener are accepted and served first, not reset.
+//!
+//! Each admitted connection runs on one of the [`Workers`], registered with that worker's own
+//! event loop, and stays there.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::limit::conn::{ConnLimits, ConnPermit};
 use crate::metrics::ListenerCounts;
+use crate::net::workers::Workers;
 
 /// How long an accept failure (out of file descriptors, usually) pauses the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -33,40 +37,54 @@ pub enum OnShutdown {
     Cut,
 }
 
+/// What admits a listener's connections and where they run.
+#[derive(Clone)]
+pub struct Admission {
+    /// The open-connection caps shared by every listener.
+    pub conns: Arc<ConnLimits>,
+    pub workers: Arc<Workers>,
+}
+
 /// Accepts on `listener` until `shutdown` turns true. Each connection the caps admit is handed
-/// to `handle` with its permit and runs as its own task; one over a cap is closed at once, with
-/// no handshake, no buffer, nothing held. `kind` names the listener in the log; `counts` are
-/// its accepted and open connections in the metrics.
+/// to `handle` with its permit and runs as its own task on a worker; one over a cap is closed
+/// at once, with no handshake, no buffer, nothing held. `kind` names the listener in the log;
+/// `counts` are its accepted and open connections in the metrics.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
-    conns: Arc<ConnLimits>,
+    admission: Admission,
     mut shutdown: watch::Receiver<bool>,
     on_shutdown: OnShutdown,
     (kind, counts): (&'static str, ListenerCounts),
-    mut handle: F,
+    handle: F,
 ) where
-    F: FnMut(TcpStream, SocketAddr, ConnPermit) -> Fut,
+    F: Fn(TcpStream, SocketAddr, ConnPermit) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let handle = Arc::new(handle);
     let mut open = JoinSet::new();
-    let mut admit = |open: &mut JoinSet<()>, tcp: TcpStream, peer: SocketAddr| {
+    let admit = |open: &mut JoinSet<()>, tcp: std::net::TcpStream, peer: SocketAddr| {
         counts.accepted();
-        match conns.admit() {
-            Ok(permit) => {
-                let counted = counts.opened();
-                let connection = handle(tcp, peer, permit);
-                open.spawn(async move {
-                    connection.await;
-                    drop(counted);
-                });
+        let Ok(permit) = admission.conns.admit() else {
+            return drop(tcp);
+        };
+        let counted = counts.opened();
+        let handle = handle.clone();
+        admission.workers.spawn_in(open, async move {
+            // Registered here, on the worker, so its events wake the worker's thread alone.
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => handle(tcp, peer, permit).await,
+                Err(e) => warn!(listener = kind, error = %e, "accepted connection lost"),
             }
-            Err(_) => drop(tcp),
-        }
+            drop(counted);
+        });
     };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => admit(&mut open, tcp, peer),
+                Ok((tcp, peer)) => match tcp.into_std() {
+                    Ok(tcp) => admit(&mut open, tcp, peer),
+                    Err(e) => warn!(listener = kind, error = %e, "accepted connection lost"),
+                },
                 Err(e) => {
                     // Back off instead of spinning on an error that persists.
                     warn!(listener = kind, error = %e, "accept failed");
@@ -112,17 +130,14 @@ pub async fn serve<F, Fut>(
 
 /// Closes `listener`, returning the connections the kernel had queued on it (accepted with
 /// direct calls until none is left, so none is missed for want of a readiness event).
-fn take_queued(listener: TcpListener, kind: &str) -> Vec<(TcpStream, SocketAddr)> {
+fn take_queued(listener: TcpListener, kind: &str) -> Vec<(std::net::TcpStream, SocketAddr)> {
     let mut queued = Vec::new();
     let Ok(listener) = listener.into_std() else {
         return queued;
     };
     while let Ok((tcp, peer)) = listener.accept() {
-        match tcp
-            .set_nonblocking(true)
-            .and_then(|()| TcpStream::from_std(tcp))
-        {
-            Ok(tcp) => queued.push((tcp, peer)),
+        match tcp.set_nonblocking(true) {
+            Ok(()) => queued.push((tcp, peer)),
             Err(e) => warn!(listener = kind, error = %e, "queued connection lost"),
         }
     }

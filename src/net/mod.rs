@@ -5,9 +5,11 @@
 //! - [`compressed`]: a client leg with snappy or DEFLATE negotiated, as a plain byte stream.
 //! - [`proxied`]: the PROXY protocol header a trusted load balancer puts before a connection.
 //! - [`operators`]: the bounded accept loop of the admin listener and the auth service.
+//! - [`workers`]: the threads connections run on, one single-threaded runtime each.
 
 pub mod accept;
 pub mod compressed;
 pub mod operators;
 pub mod proxied;
 pub mod stream;
+pub mod workers;

@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::http::upstream::HttpUpstream;
-use crate::net::accept::{self, OnShutdown};
+use crate::net::accept::{self, Admission, OnShutdown};
+use crate::net::workers::Workers;
 use crate::shared::Shared;
 use upstream::{Destination, UpstreamError};
 
@@ -100,17 +101,25 @@ pub fn nsqd_http(shared: &Shared) -> Option<Arc<HttpUpstream>> {
 
 /// Serves NSQ clients on `tcp` until `shutdown` turns true, then lets open sessions hand the
 /// client every reply nsqd still owes, up to the shutdown deadline.
-pub async fn serve(listener: Arc<Listener>, tcp: TcpListener, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: Arc<Listener>,
+    tcp: TcpListener,
+    workers: Arc<Workers>,
+    shutdown: watch::Receiver<bool>,
+) {
     let address = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
     info!(%address, upstream = listener.destination.address(), "listening for NSQ clients");
-    let conns = listener.shared.conns.clone();
+    let admission = Admission {
+        conns: listener.shared.conns.clone(),
+        workers,
+    };
     let counts = listener.shared.metrics.listener("nsq", &address);
     let drain = OnShutdown::Drain(listener.shared.config().timeouts.shutdown);
     let sessions = shutdown.clone();
     let session = move |tcp: TcpStream, peer: SocketAddr, permit| {
         session::serve(listener.clone(), tcp, peer, permit, sessions.clone())
     };
-    accept::serve(tcp, conns, shutdown, drain, ("nsq", counts), session).await;
+    accept::serve(tcp, admission, shutdown, drain, ("nsq", counts), session).await;
 }
 
 /// The host nsqgate runs on, as nsqd's /stats should show it.

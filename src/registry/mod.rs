@@ -21,9 +21,8 @@ use tracing::info;
 
 use crate::config::registry::RegistryConfig;
 use crate::config::Timeouts;
-use crate::limit::conn::ConnLimits;
 use crate::metrics::Metrics;
-use crate::net::accept::{self, BindError, OnShutdown};
+use crate::net::accept::{self, Admission, BindError, OnShutdown};
 use crate::tls::TlsError;
 
 use guard::Guard;
@@ -59,7 +58,7 @@ pub struct Bound {
 pub async fn spawn(
     config: &RegistryConfig,
     roles: Arc<Roles>,
-    conns: Arc<ConnLimits>,
+    admission: Admission,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Bound, RegistryStartError> {
     let mut bound = Bound::default();
@@ -73,7 +72,7 @@ pub async fn spawn(
         info!(%address, guard = %settings.guard_address, "registry sidecar listening");
         tokio::spawn(accept::serve(
             tcp,
-            conns.clone(),
+            admission.clone(),
             shutdown.clone(),
             OnShutdown::Cut,
             ("registry_sidecar", counts),
@@ -97,7 +96,7 @@ pub async fn spawn(
         info!(%address, nsqlookupd = %settings.nsqlookupd_tcp_address, nsqd = settings.grants.len(), "registry guard listening");
         tokio::spawn(accept::serve(
             tcp,
-            conns,
+            admission,
             shutdown,
             OnShutdown::Cut,
             ("registry_guard", counts),

@@ -1,0 +1,92 @@
+//! Connection workers: a few threads, each running its own single-threaded runtime, that run
+//! the connections the accept loops hand them. A connection stays on its worker for its whole
+//! life, so the events of its two legs (client and nsqd) wake only that worker's thread.
+//!
+//! Why not one multi-threaded runtime: its work stealing wakes an idle thread whenever a task
+//! becomes runnable, so a 1-deep producer cost a futex wake and 1.5 more context switches per
+//! message, and a quarter more CPU (docs/perf-profile.md, "One event loop per worker"). Envoy
+//! and nginx have the same shape: one event loop per core, connections spread at accept.
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::runtime::{Builder, Handle};
+use tokio::sync::oneshot;
+use tokio::task::{AbortHandle, JoinSet};
+
+/// How long a stopping worker waits for its blocking tasks (name lookups) before it exits.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// The worker threads; dropping this stops them.
+pub struct Workers {
+    handles: Vec<Handle>,
+    /// Where the next connection goes (round robin).
+    next: AtomicUsize,
+    /// One per worker: sending (or dropping) it ends that worker's runtime.
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+/// The number of workers when the configuration does not say: the cores this process may use
+/// (its CPU affinity and cgroup quota count).
+pub fn default_count() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+impl Workers {
+    /// Starts `count` worker threads, each with its own runtime (I/O and timers).
+    pub fn start(count: NonZeroUsize) -> std::io::Result<Workers> {
+        let mut handles = Vec::with_capacity(count.get());
+        let mut stops = Vec::with_capacity(count.get());
+        for index in 0..count.get() {
+            let runtime = Builder::new_current_thread().enable_all().build()?;
+            handles.push(runtime.handle().clone());
+            let (stop, stopped) = oneshot::channel::<()>();
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("nsqgate-w{index}"))
+                .spawn(move || {
+                    // The runtime runs its connections only while something blocks on it.
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    runtime.shutdown_timeout(STOP_GRACE);
+                })?;
+        }
+        Ok(Workers {
+            handles,
+            next: AtomicUsize::new(0),
+            stops,
+        })
+    }
+
+    /// Runs `task` on the next worker, as a member of `set`.
+    pub fn spawn_in<F>(&self, set: &mut JoinSet<()>, task: F) -> AbortHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        match self.handles.get(turn % self.handles.len().max(1)) {
+            Some(worker) => set.spawn_on(task, worker),
+            // Unreachable (start makes at least one); the caller's runtime runs it then.
+            None => set.spawn(task),
+        }
+    }
+
+    /// How many workers run connections.
+    pub fn count(&self) -> usize {
+        self.handles.len()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

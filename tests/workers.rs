@@ -1,0 +1,94 @@
+//! `[connections] workers`: connections run on that many threads, each with its own event loop,
+//! spread over them as they are accepted. Three producers on a gate with three workers: each
+//! worker thread (named `nsqgate-wN` in /proc) has run one of them, every publish reached nsqd;
+//! `workers = 0` is refused naming the key. The real binary and nsqd.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::nsqclient::{tls_connector, RawClient};
+use common::{nsqgate, write_secret, GateConfig, Nsqd, Pki};
+
+const PUBLISHES: usize = 200;
+
+/// CPU time (clock ticks) of each of `pid`'s threads whose name starts with `prefix`.
+fn thread_ticks(pid: u32, prefix: &str) -> BTreeMap<String, u64> {
+    let mut threads = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let name = name.trim().to_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // The fields after the parenthesised name; utime and stime are the 14th and 15th.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        threads.insert(name, ticks);
+    }
+    threads
+}
+
+#[tokio::test]
+async fn connections_are_spread_over_the_configured_workers() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = GateConfig::anonymous(nsqd.tcp)
+        .table("[connections]\nworkers = 3")
+        .start(&pki);
+    let before = thread_ticks(gate.pid(), "nsqgate-w");
+    let names: Vec<&String> = before.keys().collect();
+    assert_eq!(
+        names,
+        ["nsqgate-w0", "nsqgate-w1", "nsqgate-w2"],
+        "{before:?}"
+    );
+
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let mut producers = Vec::new();
+    for n in 0..3 {
+        let connector = connector.clone();
+        let addr = gate.addr;
+        producers.push(tokio::spawn(async move {
+            let (mut client, _) =
+                RawClient::upgraded(addr, &connector, serde_json::json!({})).await;
+            for _ in 0..PUBLISHES {
+                let reply = client
+                    .publish("spread", format!("from {n}").as_bytes())
+                    .await;
+                common::nsqclient::assert_ok(reply, "PUB");
+            }
+        }));
+    }
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    assert_eq!(nsqd.message_count("spread"), 3 * PUBLISHES as u64);
+    // Each worker ran one producer's TLS handshake and relay: none of them stayed idle.
+    let after = thread_ticks(gate.pid(), "nsqgate-w");
+    for (name, ticks) in &after {
+        assert!(
+            *ticks > before[name],
+            "{name} never ran: {before:?} -> {after:?}"
+        );
+    }
+}
+
+#[test]
+fn zero_workers_is_refused_naming_the_key() {
+    let pki = Pki::new();
+    let config = GateConfig::anonymous("127.0.0.1:1".parse().unwrap())
+        .table("[connections]\nworkers = 0")
+        .toml();
+    let path = pki.path("zero.toml");
+    write_secret(&path, config.as_bytes());
+    let (code, out, err) = nsqgate(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("connections.workers"), "{err}");
+    assert!(err.contains("must be from 1 to 1024"), "{err}");
+}
