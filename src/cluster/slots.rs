@@ -50,12 +50,19 @@ redis.call('PEXPIRE', KEYS[2], lease)
 return 1
 ";
 
+/// What a client refused for [`Full::Unavailable`] is told (and the log says): not that it
+/// has too many connections, which it may not have.
+pub const UNAVAILABLE: &str =
+    "shared state unavailable (Redis): the connection caps over every replica cannot be checked";
+
 /// Why a shared slot was not taken.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Full {
     /// Every slot over the replicas is taken.
+    #[error("every slot over the replicas is taken")]
     Cap,
     /// Redis did not answer and `on_unavailable = "closed"`.
+    #[error("{UNAVAILABLE}")]
     Unavailable,
 }
 

@@ -10,10 +10,11 @@ use ::http::{HeaderMap, StatusCode};
 use crate::audit::{self, Event};
 use crate::auth::identity;
 use crate::auth::{self, Method, Principal};
+use crate::cluster::slots::Full;
 use crate::http::access::Access;
 use crate::http::reply::{self, EarlyResponse};
 use crate::http::request::{self, Credential};
-use crate::limit::conn::ConnPermit;
+use crate::limit::conn::{ConnPermit, Refusal};
 use crate::metrics::Metrics;
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::shared::Shared;
@@ -347,8 +348,8 @@ fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), EarlyResponse
 }
 
 /// With `[cluster]`, the caller's slot in its identity's cap over every replica, held by the
-/// connection (one request) and given back when it closes; 429 when they are all taken (or
-/// Redis is away in `closed` mode), as `bind_identity` answers for the local cap.
+/// connection (one request) and given back when it closes; 429 when they are all taken, as
+/// `bind_identity` answers for the local cap, and 503 while Redis is away in `closed` mode.
 async fn claim_shared_slot(
     shared: &Shared,
     conn: &Conn,
@@ -360,7 +361,7 @@ async fn claim_shared_slot(
     };
     let identity = &principal.identity;
     let key = format!("conns:identity:{}:{identity}", identity.len());
-    let refused = match slots.claim(&key, cap).await {
+    let full = match slots.claim(&key, cap).await {
         Ok(Some(slot)) => {
             if let Ok(mut permit) = conn.permit.lock() {
                 permit.keep_identity(slot);
@@ -368,21 +369,34 @@ async fn claim_shared_slot(
             return Ok(());
         }
         Ok(None) => return Ok(()),
-        Err(crate::cluster::slots::Full::Cap) => {
-            "too many connections for this identity (all replicas)"
-        }
-        Err(crate::cluster::slots::Full::Unavailable) => "the connection caps cannot be checked",
+        Err(full) => full,
     };
-    shared.conns.count_refusal();
+    // Over the cap is the caller's doing (429); an unchecked cap is not (503).
+    let (reason, status, code) = match full {
+        Full::Cap => {
+            shared.conns.count_refusal(Refusal::SharedPerIdentity);
+            let reason = Refusal::SharedPerIdentity.to_string();
+            (
+                reason,
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_CONNECTIONS",
+            )
+        }
+        Full::Unavailable => (
+            full.to_string(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SHARED_STATE_UNAVAILABLE",
+        ),
+    };
     audit::record(&Event {
         remote: Some(conn.peer),
         principal: Some(principal),
         action: "connect",
         outcome: "deny",
-        reason: Some(refused),
+        reason: Some(&reason),
         ..Event::default()
     });
-    Err(reply::error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS").into())
+    Err(reply::error(status, code).into())
 }
 
 /// The answer to a request whose decision the audit log could not record

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::cluster::slots::Full;
 use crate::http::caller::Conn;
 use crate::http::deadline::WriteDeadline;
 use crate::http::metrics::Metrics;
@@ -33,7 +34,7 @@ use crate::http::origin;
 use crate::http::reply::{self, Body};
 use crate::http::request::{self, HeadError};
 use crate::http::Front;
-use crate::limit::conn::ConnPermit;
+use crate::limit::conn::{ConnPermit, Refusal};
 use crate::metrics::{handshake_failure, Leg};
 use crate::net::accept::{self, Admission, OnShutdown};
 use crate::net::proxied;
@@ -136,7 +137,13 @@ async fn connection(
         match slots.claim(&format!("conns:ip:{}", peer.ip()), cap).await {
             Ok(Some(slot)) => permit.keep(slot),
             Ok(None) => {}
-            Err(_) => return debug!(%peer, "HTTP connection over the shared per-IP cap"),
+            Err(Full::Cap) => {
+                shared.conns.count_refusal(Refusal::SharedPerIp);
+                return debug!(%peer, "HTTP connection refused: {}", Refusal::SharedPerIp);
+            }
+            Err(full @ Full::Unavailable) => {
+                return debug!(%peer, "HTTP connection refused: {full}")
+            }
         }
     }
     // Every write to the client, the TLS handshake's included, must make progress within

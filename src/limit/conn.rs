@@ -96,6 +96,11 @@ pub enum Refusal {
     PerIdentity,
     #[error("too many connections to this nsqd (connections.max_per_nsqd)")]
     PerNsqd,
+    /// The caps counted over every replica (`[cluster]`).
+    #[error("too many connections from this address (all replicas)")]
+    SharedPerIp,
+    #[error("too many connections for this identity (all replicas)")]
+    SharedPerIdentity,
 }
 
 pub struct ConnLimits {
@@ -190,8 +195,8 @@ impl ConnLimits {
     }
 
     /// Counts a refusal made by the caps shared with other replicas.
-    pub fn count_refusal(&self) {
-        self.refuse(Refusal::PerIdentity);
+    pub fn count_refusal(&self, why: Refusal) {
+        self.refuse(why);
     }
 
     /// Counts a refusal and logs a summary at most once per interval.

@@ -32,6 +32,7 @@ use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::policy::{Action, Decision, Policy, RoleRates};
 use crate::shared::Shared;
 use decisions::Decisions;
+pub use slots::{identity_refusal, AdmittedBy};
 use state::State;
 
 type CertChain = Arc<[rustls::pki_types::CertificateDer<'static>]>;

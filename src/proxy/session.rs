@@ -26,13 +26,14 @@ use tokio::sync::watch;
 use tracing::{debug, warn, Instrument};
 
 use crate::auth::Principal;
+use crate::cluster::slots::Full;
 use crate::config::Config;
 use crate::error::{self, Classify, FatalReply, Kind};
-use crate::limit::conn::ConnPermit;
+use crate::limit::conn::{ConnPermit, Refusal};
 use crate::limit::memory::Charge;
 use crate::net::proxied;
 use crate::nsq::ErrorCode;
-use crate::proxy::guard::{Guard, Verdict, UNRECORDED};
+use crate::proxy::guard::{identity_refusal, AdmittedBy, Guard, Verdict, UNRECORDED};
 use crate::proxy::identify::{self, ClientIdentify};
 use crate::proxy::quarantine::Quarantiner;
 use crate::proxy::relay::{self, RelayEnd, RelaySettings};
@@ -114,7 +115,10 @@ async fn run(
     let guard = session.admit(permit);
     let mut guard = session.or_refuse(guard).await?;
     // A certificate's identity counts against the cap over every replica, as an AUTH's does.
-    if let Some(Verdict::Refuse(refusal)) = guard.claim_shared_identity_slot().await {
+    if let Some(Verdict::Refuse(refusal)) = guard
+        .claim_shared_identity_slot(AdmittedBy::Certificate)
+        .await
+    {
         return Err(session.refuse(SessionError::Refused(refusal)).await);
     }
     let routed = match upstream {
@@ -156,7 +160,11 @@ impl Session {
             match slots.claim(&key, cap).await {
                 Ok(Some(slot)) => permit.keep(slot),
                 Ok(None) => {}
-                Err(_) => return Err(crate::limit::conn::Refusal::PerIp.into()),
+                Err(Full::Cap) => {
+                    shared.conns.count_refusal(Refusal::SharedPerIp);
+                    return Err(Refusal::SharedPerIp.into());
+                }
+                Err(Full::Unavailable) => return Err(SessionError::SharedStateUnavailable),
             }
         }
         Ok(Session {
@@ -193,7 +201,12 @@ impl Session {
                 let refusal = FatalReply::new(Kind::Internal, ErrorCode::AuthFailed, &text);
                 return Err(SessionError::Refused(refusal));
             }
-            permit.bind_identity(&principal.identity)?;
+            // Told in the words a refused nsqd connection uses for a client without AUTH.
+            if let Err(refusal) = permit.bind_identity(&principal.identity) {
+                let (code, text) = identity_refusal(AdmittedBy::Certificate, &refusal.to_string());
+                let refusal = FatalReply::new(Kind::Limit, code, &text);
+                return Err(SessionError::Refused(refusal));
+            }
         }
         let principal = self.principal.take();
         Ok(Guard::new(

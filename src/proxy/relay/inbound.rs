@@ -14,7 +14,7 @@ use tracing::debug;
 use crate::error::{FatalReply, Kind};
 use crate::metrics::Metrics;
 use crate::nsq::{self, DecodedCommand, ErrorCode};
-use crate::proxy::guard::{Guard, Revocation, Verdict};
+use crate::proxy::guard::{AdmittedBy, Guard, Revocation, Verdict};
 use crate::proxy::quarantine::Settle;
 
 use super::{
@@ -228,7 +228,11 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     ) -> Result<Verdict, RelayError> {
         let verdict = self.guard.screen(decoded);
         if matches!(verdict, Verdict::Reply(_)) && decoded.command.name() == "AUTH" {
-            if let Some(refused) = self.guard.claim_shared_identity_slot().await {
+            if let Some(refused) = self
+                .guard
+                .claim_shared_identity_slot(AdmittedBy::Auth)
+                .await
+            {
                 return Ok(refused);
             }
         }

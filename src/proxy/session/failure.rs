@@ -34,6 +34,10 @@ pub(super) enum SessionError {
     Stopping,
     #[error("connection limit: {0}")]
     Limited(#[from] Refusal),
+    /// A cap counted over every replica could not be checked (Redis away in `closed` mode):
+    /// not a cap the client went over.
+    #[error("connection refused: {}", crate::cluster::slots::UNAVAILABLE)]
+    SharedStateUnavailable,
     #[error("{0}")]
     ProxyHeader(#[from] ProxyHeaderError),
     /// Reading from or writing to the client failed.
@@ -76,6 +80,10 @@ impl Classify for SessionError {
             SessionError::Closed(_) => Ending::of(Kind::Closed),
             SessionError::Stopping => Ending::of(Kind::Shutdown),
             SessionError::Limited(_) => Ending::of(Kind::Limit),
+            // Refusing what cannot be checked is the operator's choice (`closed`).
+            SessionError::SharedStateUnavailable => {
+                Ending::of(Kind::Limit).blaming(Blame::Configuration)
+            }
             SessionError::ProxyHeader(ProxyHeaderError::Closed) => Ending::of(Kind::Closed),
             SessionError::ProxyHeader(ProxyHeaderError::Io(e)) => relay::client_io_ending(e),
             SessionError::ProxyHeader(_) => Ending::of(Kind::ClientProtocol),

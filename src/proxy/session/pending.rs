@@ -13,7 +13,7 @@ use tokio::time::{Instant, Interval};
 
 use crate::error::{FatalReply, Kind};
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
-use crate::proxy::guard::{Guard, Verdict};
+use crate::proxy::guard::{AdmittedBy, Guard, Verdict};
 use crate::proxy::upstream::Routed;
 
 use super::failure::SessionError;
@@ -122,7 +122,9 @@ impl Session {
                 ))
             }
         };
-        if let Some(Verdict::Refuse(refusal)) = guard.claim_shared_identity_slot().await {
+        if let Some(Verdict::Refuse(refusal)) =
+            guard.claim_shared_identity_slot(AdmittedBy::Auth).await
+        {
             return Err(SessionError::Refused(refusal));
         }
         // Known now: its buffers are no stranger's any more.
