@@ -146,3 +146,102 @@ async fn http_requests_count_against_the_shared_identity_cap() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The open connections Redis counts for `key` over every replica (its hash of counts by
+/// replica).
+fn shared_count(redis: &Redis, key: &str) -> u64 {
+    let reply = redis.command(&format!("HVALS {{nsqgate:{key}}}"));
+    (reply.lines())
+        .filter(|line| !line.starts_with(['*', '$']))
+        .map(|count| count.parse::<u64>().unwrap_or_else(|_| panic!("{reply:?}")))
+        .sum()
+}
+
+fn identity_key(identity: &str) -> String {
+    format!("conns:identity:{}:{identity}", identity.len())
+}
+
+#[tokio::test]
+async fn an_auth_after_a_certificate_gives_the_certificate_identitys_slot_back() {
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let key = write_policy(&pki);
+    let nsqd = Nsqd::start(&pki);
+    let config = capped(&nsqd, &redis);
+    let replicas = [config.start(&pki), config.start(&pki)];
+    let sensor = identity_key(SENSOR);
+
+    // A certificate client takes the sensor's slot, then AUTHs with the API key: the
+    // connection is the key's now, and the sensor's slot is given back.
+    let mut switched = certificate_client(&replicas[0], &pki).await.unwrap();
+    assert_eq!(shared_count(&redis, &sensor), 1);
+    let reply = switched.auth(&key).await.expect("AUTH reply");
+    assert!(reply.text().starts_with('{'), "{}", reply.text());
+    let deadline = Instant::now() + NOTICE;
+    while shared_count(&redis, &sensor) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the sensor's slot was kept after AUTH"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shared_count(&redis, &identity_key("ingest")), 1);
+    // Both of the sensor's slots are free: one certificate client on each replica.
+    let mut held = Vec::new();
+    for gate in &replicas {
+        held.push(certificate_client(gate, &pki).await.expect("a free slot"));
+    }
+    assert_eq!(shared_count(&redis, &sensor), 2);
+    assert_eq!(
+        publish_ok(&mut switched).await,
+        "OK",
+        "still served as the key"
+    );
+}
+
+async fn publish_ok(client: &mut common::nsqclient::RawClient) -> String {
+    let reply = client.publish("cc.after", b"m").await.expect("a PUB reply");
+    reply.text()
+}
+
+/// A TLS connection to an HTTPS front, or why it failed (closed at once over a cap).
+async fn tls_to(pki: &Pki, addr: SocketAddr) -> Result<(), String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(cluster_support::client_tls(pki, false));
+    match connector.connect(name, tcp).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn the_http_fronts_hold_a_per_ip_cap_over_every_replica() {
+    let redis = Redis::start();
+    let pki = Pki::new();
+    let key = write_policy(&pki);
+    let nsqd = Nsqd::start(&pki);
+    let config = replica_config(&nsqd, &redis.url(), Some(&format!("max_per_ip = {CAP}")))
+        .http_nsqd(nsqd.https);
+    let replicas = [config.start(&pki), config.start(&pki)];
+    let fronts: Vec<SocketAddr> = replicas.iter().map(|g| g.http("nsqd")).collect();
+
+    // One unfinished request per replica: 127.0.0.1 holds both shared slots, though each
+    // replica holds 1 of its local 2, so only the shared count can refuse the next one.
+    let mut held = vec![
+        held_request(&pki, fronts[0], &key).await,
+        held_request(&pki, fronts[1], &key).await,
+    ];
+    assert_eq!(shared_count(&redis, "conns:ip:127.0.0.1"), 2);
+    for &front in &fronts {
+        let refused = tls_to(&pki, front).await.expect_err("over the shared cap");
+        eprintln!("third connection at {front}: {refused}");
+    }
+    // Closing one gives its slot back, to either replica.
+    drop(held.pop());
+    let deadline = Instant::now() + NOTICE;
+    while let Err(refused) = tls_to(&pki, fronts[0]).await {
+        assert!(Instant::now() < deadline, "slot not given back: {refused}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
