@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use hyper::StatusCode;
 
 use cluster_support::{
-    certificate_client, held_request, publish, replica_config, revoke, write_policy, SENSOR,
+    certificate_client, held_request, publish, replica_config, revoke, two_replicas, write_policy,
+    SENSOR,
 };
 use common::redis::Redis;
 use common::{GateConfig, Nsqd, Pki};
@@ -40,7 +41,7 @@ async fn a_certificate_identity_takes_a_shared_slot_in_its_cap() {
     write_policy(&pki);
     let nsqd = Nsqd::start(&pki);
     let config = capped(&nsqd, &redis);
-    let replicas = [config.start(&pki), config.start(&pki)];
+    let replicas = two_replicas(&config, &pki);
 
     // One on each replica: the shared cap of 2 is reached, though each holds 1 of a local 2.
     let mut held = Vec::new();
@@ -75,7 +76,7 @@ async fn the_http_front_refuses_revoked_keys_and_certificates_at_every_replica()
     let key = write_policy(&pki);
     let nsqd = Nsqd::start(&pki);
     let config = capped(&nsqd, &redis).http_nsqd(nsqd.https);
-    let replicas = [config.start(&pki), config.start(&pki)];
+    let replicas = two_replicas(&config, &pki);
     let fronts: Vec<SocketAddr> = replicas.iter().map(|g| g.http("nsqd")).collect();
 
     for &front in &fronts {
@@ -114,7 +115,7 @@ async fn http_requests_count_against_the_shared_identity_cap() {
     let key = write_policy(&pki);
     let nsqd = Nsqd::start(&pki);
     let config = capped(&nsqd, &redis).http_nsqd(nsqd.https);
-    let replicas = [config.start(&pki), config.start(&pki)];
+    let replicas = two_replicas(&config, &pki);
     let fronts: Vec<SocketAddr> = replicas.iter().map(|g| g.http("nsqd")).collect();
 
     // One unfinished request per replica holds the identity's two shared slots; each replica
@@ -168,7 +169,7 @@ async fn an_auth_after_a_certificate_gives_the_certificate_identitys_slot_back()
     let key = write_policy(&pki);
     let nsqd = Nsqd::start(&pki);
     let config = capped(&nsqd, &redis);
-    let replicas = [config.start(&pki), config.start(&pki)];
+    let replicas = two_replicas(&config, &pki);
     let sensor = identity_key(SENSOR);
 
     // A certificate client takes the sensor's slot, then AUTHs with the API key: the
@@ -223,7 +224,7 @@ async fn the_http_fronts_hold_a_per_ip_cap_over_every_replica() {
     let nsqd = Nsqd::start(&pki);
     let config = replica_config(&nsqd, &redis.url(), Some(&format!("max_per_ip = {CAP}")))
         .http_nsqd(nsqd.https);
-    let replicas = [config.start(&pki), config.start(&pki)];
+    let replicas = two_replicas(&config, &pki);
     let fronts: Vec<SocketAddr> = replicas.iter().map(|g| g.http("nsqd")).collect();
 
     // One unfinished request per replica: 127.0.0.1 holds both shared slots, though each

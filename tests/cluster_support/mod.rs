@@ -78,6 +78,17 @@ pub fn replica_config_with(
     ))
 }
 
+/// Two replicas of `config`, each past its first answer from Redis: until then a replica in
+/// `local` mode takes no shared slots (Redis counts as unavailable), so a test that counts
+/// them must not start earlier.
+pub fn two_replicas(config: &GateConfig, pki: &Pki) -> [Gate; 2] {
+    let replicas = [config.start(pki), config.start(pki)];
+    for gate in &replicas {
+        gate.wait_log(&["Redis reachable: shared limits in force"]);
+    }
+    replicas
+}
+
 pub fn sensor_cert(pki: &Pki) -> (PathBuf, PathBuf) {
     (pki.path("sensor.pem"), pki.path("sensor.key"))
 }
