@@ -6,6 +6,8 @@
 //! when subscribed...) and nsqd's configured ranges (RDY ≤ --max-rdy-count, DPUB ≤
 //! --max-req-timeout) are not known here and stay with nsqd.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::ProtocolError;
@@ -25,20 +27,22 @@ pub enum Command {
         secret: Bytes,
     },
     Sub {
-        topic: String,
+        topic: Arc<str>,
         channel: String,
     },
+    /// A connection that keeps publishing to one topic shares one copy of its name
+    /// ([`CommandDecoder`]).
     Pub {
-        topic: String,
+        topic: Arc<str>,
         body: Bytes,
     },
     /// Each message's body, in order, sharing the decoded frame's memory.
     Mpub {
-        topic: String,
+        topic: Arc<str>,
         messages: Vec<Bytes>,
     },
     Dpub {
-        topic: String,
+        topic: Arc<str>,
         defer_ms: u64,
         body: Bytes,
     },
@@ -67,21 +71,49 @@ pub struct DecodedCommand {
     pub raw: Bytes,
 }
 
-/// Decodes one client command. `Ok(None)` means more bytes are needed and `buf` is untouched
-/// (it may have been reserved into). On `Err`, `buf` is untouched too; the caller should send
-/// [`ProtocolError::to_frame`] and close, as every decode error is fatal in nsqd.
-///
-/// Sizes are checked before anything is reserved, so a 4 GiB declared body fails with only its
-/// header buffered (nsqd reads the size as a signed int32: `0xFFFFFFFF` is `-1`).
+/// Decodes one connection's commands, remembering the last topic named: a producer that
+/// keeps publishing to one topic gets that topic's name shared, not copied, per command.
+#[derive(Debug, Default)]
+pub struct CommandDecoder {
+    last_topic: Option<Arc<str>>,
+}
+
+/// Decodes one client command on its own (see [`CommandDecoder::decode`]).
 pub fn decode_command(
     buf: &mut BytesMut,
     limits: &Limits,
+) -> Result<Option<DecodedCommand>, ProtocolError> {
+    CommandDecoder::default().decode(buf, limits)
+}
+
+// === impl CommandDecoder ===
+
+impl CommandDecoder {
+    /// Decodes one client command. `Ok(None)` means more bytes are needed and `buf` is
+    /// untouched (it may have been reserved into). On `Err`, `buf` is untouched too; the caller
+    /// should send [`ProtocolError::to_frame`] and close, as every decode error is fatal in nsqd.
+    ///
+    /// Sizes are checked before anything is reserved, so a 4 GiB declared body fails with only
+    /// its header buffered (nsqd reads the size as a signed int32: `0xFFFFFFFF` is `-1`).
+    pub fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<DecodedCommand>, ProtocolError> {
+        decode_with(buf, limits, &mut self.last_topic)
+    }
+}
+
+fn decode_with(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    last_topic: &mut Option<Arc<str>>,
 ) -> Result<Option<DecodedCommand>, ProtocolError> {
     let Some(newline) = find_newline(buf, limits.max_line_len)? else {
         return Ok(None);
     };
     let size_at = newline + 1;
-    let kind = match parse_line(strip_cr(&buf[..newline]))? {
+    let kind = match parse_line(strip_cr(&buf[..newline]), last_topic)? {
         Head::Done(command) => {
             let raw = buf.split_to(size_at).freeze();
             return Ok(Some(DecodedCommand { command, raw }));

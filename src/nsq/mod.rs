@@ -24,7 +24,7 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-pub use command::{decode_command, Command, DecodedCommand};
+pub use command::{decode_command, Command, CommandDecoder, DecodedCommand};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{
     decode_frame, encode_frame, error_frame, message_frame, response_frame, Frame, FrameType,

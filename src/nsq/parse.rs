@@ -2,6 +2,7 @@
 //! texts. No I/O here; `command` drives these steps over a buffer.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -20,9 +21,9 @@ pub(super) enum Head {
 pub(super) enum BodyKind {
     Identify,
     Auth,
-    Pub { topic: String },
-    Dpub { topic: String, defer_ms: u64 },
-    Mpub { topic: String },
+    Pub { topic: Arc<str> },
+    Dpub { topic: Arc<str>, defer_ms: u64 },
+    Mpub { topic: Arc<str> },
 }
 
 /// Index of the `\n` ending the first line, if it lies within `max_line_len` bytes. Like
@@ -46,50 +47,53 @@ pub(super) fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-pub(super) fn parse_line(line: &[u8]) -> Result<Head, ProtocolError> {
-    // Single spaces separate parameters, so two spaces make an empty one, as in nsqd.
-    let params: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+/// `last_topic` is the topic the connection named last: a line naming it again shares it.
+pub(super) fn parse_line(
+    line: &[u8],
+    last_topic: &mut Option<Arc<str>>,
+) -> Result<Head, ProtocolError> {
+    let Params {
+        words: params,
+        count,
+    } = Params::split(line);
     let need = |command: &'static str, n: usize| {
-        if params.len() < n {
+        if count < n {
             Err(ProtocolError::InsufficientParams { command })
         } else {
             Ok(())
         }
     };
-    // `split` always yields at least one (possibly empty) slice: the command name.
     let head = match params[0] {
         b"IDENTIFY" => Head::Body(BodyKind::Identify),
-        b"AUTH" if params.len() != 1 => return Err(ProtocolError::AuthParams),
+        b"AUTH" if count != 1 => return Err(ProtocolError::AuthParams),
         b"AUTH" => Head::Body(BodyKind::Auth),
         b"SUB" => {
             need("SUB", 3)?;
-            let topic = topic("SUB", params[1])?;
+            let topic = topic("SUB", params[1], last_topic)?;
             let channel = channel("SUB", params[2])?;
             Head::Done(Command::Sub { topic, channel })
         }
         b"PUB" => {
             need("PUB", 2)?;
-            let topic = topic("PUB", params[1])?;
+            let topic = topic("PUB", params[1], last_topic)?;
             Head::Body(BodyKind::Pub { topic })
         }
         b"MPUB" => {
             need("MPUB", 2)?;
-            let topic = topic("MPUB", params[1])?;
+            let topic = topic("MPUB", params[1], last_topic)?;
             Head::Body(BodyKind::Mpub { topic })
         }
         b"DPUB" => {
             need("DPUB", 3)?;
-            let topic = topic("DPUB", params[1])?;
+            let topic = topic("DPUB", params[1], last_topic)?;
             let defer_ms = number("DPUB", "timeout", params[2])?;
             Head::Body(BodyKind::Dpub { topic, defer_ms })
         }
         // A bare RDY means a count of 1.
-        b"RDY" => match params.get(1) {
-            Some(value) => Head::Done(Command::Rdy {
-                count: number("RDY", "count", value)?,
-            }),
-            None => Head::Done(Command::Rdy { count: 1 }),
-        },
+        b"RDY" if count < 2 => Head::Done(Command::Rdy { count: 1 }),
+        b"RDY" => Head::Done(Command::Rdy {
+            count: number("RDY", "count", params[1])?,
+        }),
         b"FIN" => {
             need("FIN", 2)?;
             Head::Done(Command::Fin {
@@ -119,24 +123,65 @@ pub(super) fn parse_line(line: &[u8]) -> Result<Head, ProtocolError> {
     Ok(head)
 }
 
-fn topic(command: &'static str, name: &[u8]) -> Result<String, ProtocolError> {
-    checked_name(name).ok_or_else(|| ProtocolError::BadTopic {
-        command,
-        name: Bytes::copy_from_slice(name),
-    })
+/// A line's first words, split on single spaces as nsqd splits them (two spaces make an empty
+/// word). No command reads past its third word, so the rest are only counted: no `Vec` per
+/// command on the publish path.
+struct Params<'a> {
+    /// The name, then the first two parameters; empty where the line has fewer.
+    words: [&'a [u8]; 3],
+    /// How many words the line has, name included: at least 1 (`split` always yields one).
+    count: usize,
+}
+
+impl<'a> Params<'a> {
+    fn split(line: &'a [u8]) -> Params<'a> {
+        let mut params = Params {
+            words: [b"", b"", b""],
+            count: 0,
+        };
+        for word in line.split(|&b| b == b' ') {
+            if let Some(slot) = params.words.get_mut(params.count) {
+                *slot = word;
+            }
+            params.count += 1;
+        }
+        params
+    }
+}
+
+/// The topic `name`, checked; the connection's last topic again when it names that one (no
+/// allocation and no second check: it was checked when first seen).
+fn topic(
+    command: &'static str,
+    name: &[u8],
+    last_topic: &mut Option<Arc<str>>,
+) -> Result<Arc<str>, ProtocolError> {
+    if let Some(last) = last_topic.as_ref().filter(|last| last.as_bytes() == name) {
+        return Ok(last.clone());
+    }
+    let topic: Arc<str> = checked_name(name)
+        .ok_or_else(|| ProtocolError::BadTopic {
+            command,
+            name: Bytes::copy_from_slice(name),
+        })?
+        .into();
+    *last_topic = Some(topic.clone());
+    Ok(topic)
 }
 
 fn channel(command: &'static str, name: &[u8]) -> Result<String, ProtocolError> {
-    checked_name(name).ok_or_else(|| ProtocolError::BadChannel {
-        command,
-        name: Bytes::copy_from_slice(name),
-    })
+    checked_name(name)
+        .map(str::to_owned)
+        .ok_or_else(|| ProtocolError::BadChannel {
+            command,
+            name: Bytes::copy_from_slice(name),
+        })
 }
 
-fn checked_name(name: &[u8]) -> Option<String> {
+fn checked_name(name: &[u8]) -> Option<&str> {
     // A valid name is ASCII, so the UTF-8 conversion cannot fail after the check.
     is_valid_name(name)
-        .then(|| String::from_utf8(name.to_vec()).ok())
+        .then(|| std::str::from_utf8(name).ok())
         .flatten()
 }
 

@@ -197,7 +197,7 @@ impl Guard {
             Command::Sub { topic, channel } => {
                 let verdict = self.authorize("SUB", Action::Subscribe, topic, Some(channel));
                 if matches!(verdict, Verdict::Forward) {
-                    self.subscription = Some((topic.clone(), channel.clone()));
+                    self.subscription = Some((topic.to_string(), channel.clone()));
                 }
                 verdict
             }

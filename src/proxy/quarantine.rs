@@ -138,7 +138,7 @@ impl Quarantiner {
         let mut buf = routed.upstream.buf;
         for (i, suspect) in batch.iter().enumerate() {
             let publish = Command::Pub {
-                topic: suspect.topic.clone(),
+                topic: suspect.topic.as_str().into(),
                 body: suspect.body.clone(),
             };
             let mut out = BytesMut::new();

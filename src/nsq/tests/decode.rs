@@ -1,9 +1,11 @@
 //! Successful decodes: what each command yields, line endings, pipelining, partial input.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::nsq::{decode_magic, MessageId};
+use crate::nsq::{decode_magic, CommandDecoder, MessageId};
 
 #[test]
 fn commands_without_body() {
@@ -90,7 +92,7 @@ fn mpub_messages_share_the_frame() {
     let Command::Mpub { topic, messages } = &decoded.command else {
         panic!("not MPUB: {:?}", decoded.command);
     };
-    assert_eq!(topic, "t");
+    assert_eq!(&**topic, "t");
     assert_eq!(messages, &[&b"a"[..], b"bc", b"\n\n\n"]);
     // Each body points into the raw frame: no copies.
     let raw = decoded.raw.as_ptr_range();
@@ -261,5 +263,43 @@ fn reply_expectations() {
         let publishes = matches!(command.name(), "PUB" | "DPUB" | "MPUB");
         assert_eq!(command.message_count() > 0, publishes);
         assert_eq!(command.payload_bytes() > 0, publishes);
+    }
+}
+
+#[test]
+fn a_connections_decoder_shares_the_topic_it_named_last() {
+    let topic_of = |decoded: DecodedCommand| match decoded.command {
+        Command::Pub { topic, .. } | Command::Mpub { topic, .. } | Command::Dpub { topic, .. } => {
+            topic
+        }
+        other => panic!("not a publish: {other:?}"),
+    };
+    let mut buf = BytesMut::new();
+    for line in [&b"PUB t\n"[..], b"DPUB t 5\n", b"PUB u\n"] {
+        buf.extend_from_slice(&with_body(line, b"m"));
+    }
+    buf.extend_from_slice(&with_body(b"MPUB u\n", &mpub_body(1, &[b"m"])));
+    buf.extend_from_slice(&with_body(b"PUB t\n", b"m"));
+    let limits = Limits::default();
+    let mut decoder = CommandDecoder::default();
+    let mut next = || topic_of(decoder.decode(&mut buf, &limits).unwrap().unwrap());
+    let (first, again, other, other_again, back) = (next(), next(), next(), next(), next());
+    // The same name again is the same allocation, not a copy.
+    assert!(Arc::ptr_eq(&first, &again));
+    assert!(Arc::ptr_eq(&other, &other_again));
+    assert_eq!((&*first, &*other, &*back), ("t", "u", "t"));
+    // Only the last name is kept: going back to `t` copies it once more.
+    assert!(!Arc::ptr_eq(&first, &back));
+}
+
+#[test]
+fn a_known_topic_does_not_excuse_an_invalid_one() {
+    let mut decoder = CommandDecoder::default();
+    let limits = Limits::default();
+    let mut buf = BytesMut::from(&with_body(b"PUB t\n", b"m")[..]);
+    assert!(decoder.decode(&mut buf, &limits).unwrap().is_some());
+    for bad in [&b"PUB t!\n"[..], b"PUB  t\n", b"PUB tt\x00\n"] {
+        let mut buf = BytesMut::from(&with_body(bad, b"m")[..]);
+        assert!(decoder.decode(&mut buf, &limits).is_err(), "{bad:?}");
     }
 }

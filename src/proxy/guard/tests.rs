@@ -101,7 +101,7 @@ fn auth(secret: &str) -> DecodedCommand {
 }
 
 fn publish(kind: &str, topic: &str) -> DecodedCommand {
-    let topic = topic.to_owned();
+    let topic: std::sync::Arc<str> = topic.into();
     let body = Bytes::from_static(b"m");
     decoded(match kind {
         "MPUB" => Command::Mpub {

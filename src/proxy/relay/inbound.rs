@@ -13,7 +13,7 @@ use tracing::debug;
 
 use crate::error::{FatalReply, Kind};
 use crate::metrics::Metrics;
-use crate::nsq::{self, DecodedCommand, ErrorCode};
+use crate::nsq::{CommandDecoder, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{AdmittedBy, Guard, Revocation, Verdict};
 use crate::proxy::quarantine::Settle;
 
@@ -36,6 +36,7 @@ pub(super) enum ClientSide {
 
 /// The client → nsqd direction of one connection.
 pub(super) struct Inbound<'a, W> {
+    decoder: CommandDecoder,
     batch: Batch<W>,
     guard: &'a mut Guard,
     settings: &'a RelaySettings,
@@ -113,6 +114,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         (signed, settles): (Arc<Signed>, mpsc::Receiver<Settle>),
     ) -> Inbound<'a, W> {
         Inbound {
+            decoder: CommandDecoder::default(),
             batch: Batch {
                 upstream,
                 slots,
@@ -187,7 +189,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         // One clock reading for the batch, read again only after something waited.
         let mut now = std::time::Instant::now();
         let refusal = loop {
-            let decoded = match nsq::decode_command(buf, &self.settings.limits) {
+            let decoded = match self.decoder.decode(buf, &self.settings.limits) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => break None,
                 Err(e) => {

@@ -42,12 +42,22 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         body().prop_map(|body| Command::Identify { body }),
         body().prop_map(|secret| Command::Auth { secret }),
-        (topic(), topic()).prop_map(|(topic, channel)| Command::Sub { topic, channel }),
-        (topic(), body()).prop_map(|(topic, body)| Command::Pub { topic, body }),
-        (topic(), prop::collection::vec(body(), 1..6))
-            .prop_map(|(topic, messages)| Command::Mpub { topic, messages }),
+        (topic(), topic()).prop_map(|(topic, channel)| Command::Sub {
+            topic: topic.into(),
+            channel
+        }),
+        (topic(), body()).prop_map(|(topic, body)| Command::Pub {
+            topic: topic.into(),
+            body
+        }),
+        (topic(), prop::collection::vec(body(), 1..6)).prop_map(|(topic, messages)| {
+            Command::Mpub {
+                topic: topic.into(),
+                messages,
+            }
+        }),
         (topic(), any::<u64>(), body()).prop_map(|(topic, defer_ms, body)| Command::Dpub {
-            topic,
+            topic: topic.into(),
             defer_ms,
             body
         }),
