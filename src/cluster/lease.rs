@@ -1,9 +1,9 @@
 //! One replica's lease of a shared quota: tokens taken from the bucket in Redis in a batch
 //! and spent here, so a publish costs no round trip while the lease lasts. The batch follows
-//! this replica's recent rate (what it spends in [`SPAN`]), capped so that what one replica
-//! holds unspent stays small: at most a tenth of the per-second quota and its share of the
-//! burst. Unspent tokens lapse after [`TTL`], which bounds how far a lease can move spending
-//! in time. No I/O here.
+//! this replica's recent rate (what it spends in [`SPAN`], or [`FLOOR_TAKES`] takes when it
+//! spends those within half a [`TTL`]), capped so that what one replica holds unspent stays
+//! small: at most a tenth of the per-second quota and its share of the burst. Unspent tokens
+//! lapse after [`TTL`], which bounds how far a lease can move spending in time. No I/O here.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,12 @@ pub const SPAN: Duration = Duration::from_millis(100);
 
 /// How long leased tokens may wait to be spent.
 pub const TTL: Duration = Duration::from_secs(1);
+
+/// A lease covers at least this many takes of the size asked for, as long as this replica
+/// spends them within half a [`TTL`]: at a few hundred publishes a second (a quiet replica, or
+/// one under a profiler) a lease sized by [`SPAN`] alone would cost a Redis round trip every
+/// few dozen publishes.
+pub const FLOOR_TAKES: u64 = 1024;
 
 /// Tokens leased and not yet spent, and the recent spending that sizes the next lease.
 #[derive(Debug)]
@@ -54,10 +60,16 @@ impl Lease {
     }
 
     /// How many tokens to ask Redis for when `amount` is needed now: the recent rate over
-    /// [`SPAN`], within [`Lease::most`], never less than `amount`.
+    /// [`SPAN`], or [`FLOOR_TAKES`] × `amount` if more and spent within half a [`TTL`] at the
+    /// recent rate (so it does not lapse), within [`Lease::most`], never less than `amount`.
     pub fn wanted(&self, amount: u64, rate: Rate, replicas: u32) -> u64 {
         let recent = (self.recent_rate * SPAN.as_secs_f64()).ceil() as u64;
-        recent.min(Lease::most(rate, replicas)).max(amount)
+        let spent_in_time = (self.recent_rate * (TTL / 2).as_secs_f64()).floor() as u64;
+        let floor = amount.saturating_mul(FLOOR_TAKES).min(spent_in_time);
+        recent
+            .max(floor)
+            .min(Lease::most(rate, replicas))
+            .max(amount)
     }
 
     /// The largest lease: a tenth of the per-second quota, and no more than this replica's
