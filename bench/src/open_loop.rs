@@ -142,8 +142,11 @@ pub async fn open_loop(
     let schedule = std::thread::spawn(move || ticker(senders, rate, start, end));
     tokio::time::sleep_until(measure_from.into()).await;
     let first = window::snapshot(watched)?;
+    // The same markers as the closed loop's: a profiler can count a fixed offered load.
+    eprintln!("nsqgate-bench: window start");
     tokio::time::sleep_until(end.into()).await;
     let last = window::snapshot(watched)?;
+    eprintln!("nsqgate-bench: window end");
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut unanswered = 0;
     for reader in readers {
