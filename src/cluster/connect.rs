@@ -1,10 +1,11 @@
-//! Connection set-up: the Redis (one server, or a Redis Cluster's nodes) a `[cluster]`
-//! section names, with its TLS files read and checked. Used at start, by `check-config` and
-//! by `nsqgate revoke --config`, so the three fail on the same bad file with the same words.
-//! Certificate checking is never off: a Redis whose certificate does not chain to `tls_ca`
-//! (or the system's roots) is refused.
+//! Connection set-up: the Redis (one server, a Redis Cluster's nodes, or the master Redis
+//! Sentinel names) a `[cluster]` section names, with its TLS files read and checked. Used at
+//! start, by `check-config` and by `nsqgate revoke --config`, so the three fail on the same
+//! bad file with the same words. Certificate checking is never off: a Redis whose certificate
+//! does not chain to `tls_ca` (or the system's roots) is refused.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{
@@ -17,6 +18,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::sentinel::{Master, MasterLink};
 use crate::config::cluster::{ClusterConfig, RedisTls};
 
 /// Why the client for Redis could not be set up.
@@ -44,10 +46,12 @@ pub enum ConnectError {
     Url(redis::RedisError),
     #[error("cluster.redis_cluster_nodes: {0}")]
     Nodes(redis::RedisError),
+    #[error("cluster.redis_sentinels: {0}")]
+    Sentinels(redis::RedisError),
 }
 
-/// Where the shared state lives: one Redis, or a Redis Cluster (whose client follows the
-/// slots to the node that owns each key).
+/// Where the shared state lives: one Redis, a Redis Cluster (whose client follows the slots
+/// to the node that owns each key), or the master a set of Redis Sentinels names.
 #[derive(Clone)]
 pub enum Servers {
     Single(redis::Client),
@@ -57,6 +61,7 @@ pub enum Servers {
         /// every PUBLISH on to each other, so one node hears them all.
         subscriber: redis::Client,
     },
+    Sentinel(Arc<Master>),
 }
 
 /// A connection to [`Servers`], reconnecting by itself; cheap to clone per call.
@@ -66,10 +71,16 @@ pub enum Link {
     /// One connection with no reconnecting, for a command run once.
     Once(MultiplexedConnection),
     Cluster(ClusterConnection),
+    Sentinel(MasterLink),
 }
 
 /// The clients for `config`'s Redis: plain, or TLS with the configured CA and certificate.
 pub fn servers(config: &ClusterConfig) -> Result<Servers, ConnectError> {
+    if let Some(sentinel) = &config.sentinel {
+        let master = Master::new(&sentinel.nodes, &sentinel.master, config.timeout)
+            .map_err(ConnectError::Sentinels)?;
+        return Ok(Servers::Sentinel(master));
+    }
     let certificates = match &config.tls {
         Some(tls) => Some(certificates(tls)?),
         None => None,
@@ -100,13 +111,15 @@ pub fn servers(config: &ClusterConfig) -> Result<Servers, ConnectError> {
 // === impl Servers ===
 
 impl Servers {
-    /// The client revocation announcements are subscribed through.
-    pub fn subscriber(&self) -> &redis::Client {
+    /// The client revocation announcements are subscribed through (with Sentinel, the
+    /// master's now).
+    pub async fn subscriber(&self) -> redis::RedisResult<redis::Client> {
         match self {
             Servers::Single(client)
             | Servers::Cluster {
                 subscriber: client, ..
-            } => client,
+            } => Ok(client.clone()),
+            Servers::Sentinel(master) => master.client().await,
         }
     }
 
@@ -131,6 +144,7 @@ impl Servers {
                     nodes.get_pending_async_connection_with_config(config),
                 ))
             }
+            Servers::Sentinel(master) => Ok(Link::Sentinel(master.link())),
         }
     }
 
@@ -142,6 +156,10 @@ impl Servers {
             }
             Servers::Cluster { nodes, .. } => {
                 Ok(Link::Cluster(nodes.get_async_connection().await?))
+            }
+            Servers::Sentinel(master) => {
+                let client = master.client().await?;
+                Ok(Link::Once(client.get_multiplexed_async_connection().await?))
             }
         }
     }
@@ -155,6 +173,7 @@ impl ConnectionLike for Link {
             Link::Single(connection) => connection.req_packed_command(cmd),
             Link::Once(connection) => connection.req_packed_command(cmd),
             Link::Cluster(connection) => connection.req_packed_command(cmd),
+            Link::Sentinel(connection) => connection.req_packed_command(cmd),
         }
     }
 
@@ -168,6 +187,7 @@ impl ConnectionLike for Link {
             Link::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
             Link::Once(connection) => connection.req_packed_commands(pipeline, offset, count),
             Link::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Link::Sentinel(connection) => connection.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -176,6 +196,7 @@ impl ConnectionLike for Link {
             Link::Single(connection) => connection.get_db(),
             Link::Once(connection) => connection.get_db(),
             Link::Cluster(connection) => connection.get_db(),
+            Link::Sentinel(connection) => connection.get_db(),
         }
     }
 }

@@ -99,7 +99,7 @@ pub async fn follow(cluster: Arc<Cluster>, revoked: watch::Sender<Arc<Revoked>>)
 async fn subscribe(cluster: &Cluster, channel: &str) -> Option<redis::aio::PubSubStream> {
     let timeout = cluster.config().timeout;
     let attempt = async {
-        let mut pubsub = cluster.subscriber().get_async_pubsub().await?;
+        let mut pubsub = cluster.subscriber().await?.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
         Ok::<_, redis::RedisError>(pubsub.into_on_message())
     };

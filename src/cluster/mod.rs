@@ -11,6 +11,7 @@ pub mod feed;
 pub mod lease;
 pub mod quota;
 pub mod revocations;
+pub mod sentinel;
 pub mod slots;
 
 use std::future::Future;
@@ -85,8 +86,8 @@ impl Cluster {
     }
 
     /// The client revocation announcements are subscribed through.
-    pub fn subscriber(&self) -> &redis::Client {
-        self.servers.subscriber()
+    pub async fn subscriber(&self) -> redis::RedisResult<redis::Client> {
+        self.servers.subscriber().await
     }
 
     /// The full name of one of nsqgate's keys or channels.

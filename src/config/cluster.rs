@@ -15,6 +15,8 @@ use super::{ConfigError, Locator};
 pub struct RawCluster {
     pub redis_url: Option<String>,
     pub redis_cluster_nodes: Option<Vec<String>>,
+    pub redis_sentinels: Option<Vec<String>>,
+    pub sentinel_master: Option<String>,
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -66,6 +68,9 @@ pub struct ClusterConfig {
     /// `redis_url` is the first of them: logs name it, and revocations are heard through it
     /// (a cluster's nodes pass every PUBLISH on to each other).
     pub cluster_nodes: Vec<String>,
+    /// The sentinels to ask for the master (`redis_sentinels`), None without Sentinel. With
+    /// them, `redis_url` is the first sentinel's, for logs.
+    pub sentinel: Option<SentinelConfig>,
     /// Certificates for a `rediss://` URL; None verifies Redis against the system's roots.
     pub tls: Option<RedisTls>,
     /// The longest any Redis call may hold a connection or a publish.
@@ -78,6 +83,15 @@ pub struct ClusterConfig {
     /// How long a replica's connection slots outlive it: a replica that stops renewing them
     /// (killed) frees them after this.
     pub connection_lease: Duration,
+}
+
+/// Redis Sentinel: the master is whichever server the sentinels name for `master` now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// The sentinels' `redis://host:port` URLs (`host:port` in the file is taken as that).
+    pub nodes: Vec<String>,
+    /// The master's name in the sentinels' configuration (`sentinel monitor NAME ...`).
+    pub master: String,
 }
 
 /// The files a `rediss://` connection is made with. Paths only: the connection set-up
@@ -96,31 +110,33 @@ pub(super) fn cluster(
     at: &Locator<'_>,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
-    let (redis_url, cluster_nodes) = match (&raw.redis_url, &raw.redis_cluster_nodes) {
-        (None, None) => return Ok(None),
-        (Some(url), None) => (url.clone(), Vec::new()),
-        (None, Some(nodes)) => match nodes.first() {
-            Some(first) => (first.clone(), nodes.clone()),
-            None => return Err(at.invalid("cluster.redis_cluster_nodes", "names no node".into())),
-        },
-        (Some(_), Some(_)) => {
-            return Err(at.invalid(
-                "cluster.redis_cluster_nodes",
-                "give redis_url (one Redis) or redis_cluster_nodes (a Redis Cluster), not both"
-                    .into(),
-            ))
+    let Some(source) = source(&raw, at)? else {
+        return Ok(None);
+    };
+    let (redis_url, cluster_nodes, sentinel, key) = match source {
+        Source::Url(url) => (url, Vec::new(), None, "cluster.redis_url"),
+        Source::Nodes(nodes) => (nodes[0].clone(), nodes, None, "cluster.redis_cluster_nodes"),
+        Source::Sentinels(sentinel) => {
+            let first = sentinel.nodes[0].clone();
+            (first, Vec::new(), Some(sentinel), "cluster.redis_sentinels")
         }
     };
-    let key = match cluster_nodes.is_empty() {
-        true => "cluster.redis_url",
-        false => "cluster.redis_cluster_nodes",
+    let urls = match &sentinel {
+        Some(sentinel) => sentinel.nodes.clone(),
+        None => cluster_nodes.iter().chain([&redis_url]).cloned().collect(),
     };
     let mut tls_needed = Vec::new();
-    for url in cluster_nodes.iter().chain([&redis_url]) {
+    for url in &urls {
         tls_needed.push(uses_tls(url, key, at)?);
     }
     if tls_needed.iter().any(|t| *t != tls_needed[0]) {
         return Err(at.invalid(key, "mixes redis:// and rediss:// nodes".into()));
+    }
+    if sentinel.is_some() && tls_needed[0] {
+        return Err(at.invalid(
+            key,
+            "TLS to Sentinel is not supported: give redis:// sentinels".into(),
+        ));
     }
     let tls = tls(&raw, tls_needed[0], at)?;
     let timeout = millis(at, "cluster.timeout_ms", raw.timeout_ms)?;
@@ -130,6 +146,7 @@ pub(super) fn cluster(
     Ok(Some(ClusterConfig {
         redis_url,
         cluster_nodes,
+        sentinel,
         tls,
         timeout,
         on_unavailable: raw.on_unavailable,
@@ -137,6 +154,71 @@ pub(super) fn cluster(
         key_prefix: raw.key_prefix,
         connection_lease: connection_lease(raw.connection_lease_ms, at)?,
     }))
+}
+
+/// Which Redis the section names: exactly one of `redis_url`, `redis_cluster_nodes` and
+/// `redis_sentinels` (with `sentinel_master`), or none (no sharing).
+enum Source {
+    Url(String),
+    /// Never empty.
+    Nodes(Vec<String>),
+    Sentinels(SentinelConfig),
+}
+
+fn source(raw: &RawCluster, at: &Locator<'_>) -> Result<Option<Source>, ConfigError> {
+    let given = [
+        raw.redis_url.is_some(),
+        raw.redis_cluster_nodes.is_some(),
+        raw.redis_sentinels.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        let key = if raw.redis_sentinels.is_some() {
+            "cluster.redis_sentinels"
+        } else {
+            "cluster.redis_cluster_nodes"
+        };
+        return Err(at.invalid(
+            key,
+            "give one of redis_url (one Redis), redis_cluster_nodes (a Redis Cluster) or \
+             redis_sentinels (Redis Sentinel), not both"
+                .into(),
+        ));
+    }
+    if raw.sentinel_master.is_some() && raw.redis_sentinels.is_none() {
+        return Err(at.invalid("cluster.sentinel_master", "needs redis_sentinels".into()));
+    }
+    if let Some(url) = &raw.redis_url {
+        return Ok(Some(Source::Url(url.clone())));
+    }
+    if let Some(nodes) = &raw.redis_cluster_nodes {
+        if nodes.is_empty() {
+            return Err(at.invalid("cluster.redis_cluster_nodes", "names no node".into()));
+        }
+        return Ok(Some(Source::Nodes(nodes.clone())));
+    }
+    let Some(sentinels) = &raw.redis_sentinels else {
+        return Ok(None);
+    };
+    if sentinels.is_empty() {
+        return Err(at.invalid("cluster.redis_sentinels", "names no sentinel".into()));
+    }
+    let master = match raw.sentinel_master.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => {
+            return Err(at.invalid(
+                "cluster.sentinel_master",
+                "required with redis_sentinels: the master's name the sentinels monitor".into(),
+            ))
+        }
+    };
+    // `host:port`, as sentinels are usually written, is a plain redis:// address.
+    let nodes = (sentinels.iter())
+        .map(|node| match node.contains("://") {
+            true => node.clone(),
+            false => format!("redis://{node}"),
+        })
+        .collect();
+    Ok(Some(Source::Sentinels(SentinelConfig { nodes, master })))
 }
 
 fn connection_lease(millis: u64, at: &Locator<'_>) -> Result<Duration, ConfigError> {

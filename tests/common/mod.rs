@@ -24,6 +24,7 @@ pub mod prom;
 pub mod prometheus;
 pub mod redis;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod wire;
 
 // Each test binary uses its own part of these.

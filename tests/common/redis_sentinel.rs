@@ -1,0 +1,243 @@
+//! A real Redis Sentinel set-up (Debian's redis-server): a master, a replica of it
+//! (`--replicaof`) and one sentinel (`redis-server sentinel.conf --sentinel`) that monitors the
+//! master under [`MASTER`]. Sentinels and replicas announce TCP addresses, so each server
+//! listens on a TCP port: the harness asks the kernel for a free one and starts the server
+//! again on another if it exits because the port was taken meanwhile. The data servers also
+//! have a unix socket, for the harness's own commands. Missing tools fail loudly, never skip.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::daemons::START_LIMIT;
+use super::redis::tool;
+
+/// The master's name in the sentinel's configuration.
+pub const MASTER: &str = "nsqgate-test";
+
+pub struct RedisSentinel {
+    /// Index 0 starts as the master, 1 as its replica.
+    pub servers: Vec<Server>,
+    sentinel: Server,
+}
+
+pub struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl RedisSentinel {
+    /// The master and its replica in sync, and a sentinel that knows both.
+    pub fn start() -> RedisSentinel {
+        let master = Server::start(|port, dir| data_server(port, dir, &[]));
+        let replicaof = [
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master.port.to_string(),
+        ];
+        let replica = Server::start(|port, dir| data_server(port, dir, &replicaof));
+        let master_port = master.port;
+        let sentinel = Server::start(|port, dir| sentinel(port, dir, master_port));
+        let set = RedisSentinel {
+            servers: vec![master, replica],
+            sentinel,
+        };
+        set.wait(&format!("the replica on {master_port}'s sentinel"), || {
+            set.sentinel_command(&format!("SENTINEL REPLICAS {MASTER}"))
+                .contains(&set.servers[1].port.to_string())
+                && set.servers[1]
+                    .command("INFO replication")
+                    .contains("master_link_status:up")
+        });
+        set
+    }
+
+    /// The sentinel's address, as `host:port`.
+    pub fn sentinel_address(&self) -> String {
+        format!("127.0.0.1:{}", self.sentinel.port)
+    }
+
+    /// The port of the server the sentinel names as master now.
+    pub fn master_port(&self) -> u16 {
+        let reply = self.sentinel_command(&format!("SENTINEL GET-MASTER-ADDR-BY-NAME {MASTER}"));
+        (reply.lines())
+            .filter_map(|line| line.parse::<u16>().ok())
+            .next()
+            .unwrap_or_else(|| panic!("no master address in {reply:?}"))
+    }
+
+    /// The data server listening on `port`.
+    pub fn server(&self, port: u16) -> &Server {
+        (self.servers.iter())
+            .find(|server| server.port == port)
+            .unwrap_or_else(|| panic!("no server on {port}"))
+    }
+
+    pub fn server_mut(&mut self, port: u16) -> &mut Server {
+        (self.servers.iter_mut())
+            .find(|server| server.port == port)
+            .unwrap_or_else(|| panic!("no server on {port}"))
+    }
+
+    /// `SENTINEL FAILOVER`, then waits until the sentinel names the other server, that
+    /// server says it is a master, and the old master says it is its replica (the sentinel
+    /// turns it into one some seconds later; until then it still takes writes, which a
+    /// client that never looked for the new master would not notice). Returns the new
+    /// master's port.
+    pub fn failover(&self) -> u16 {
+        let old = self.master_port();
+        let reply = self.sentinel_command(&format!("SENTINEL FAILOVER {MASTER}"));
+        assert!(reply.starts_with("+OK"), "SENTINEL FAILOVER: {reply}");
+        self.wait("the failover", || {
+            let now = self.master_port();
+            now != old
+                && self.server(now).command("ROLE").contains("master")
+                && self.server(old).command("ROLE").contains("slave")
+        });
+        self.master_port()
+    }
+
+    /// One command (inline form) to the sentinel, and its raw reply.
+    pub fn sentinel_command(&self, line: &str) -> String {
+        let stream = TcpStream::connect(("127.0.0.1", self.sentinel.port)).expect("sentinel");
+        exchange(stream, line)
+    }
+
+    fn wait(&self, what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + START_LIMIT;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} did not happen in time");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Server {
+    /// A server started by `spawn(port, dir)` on a free port; tried again on another port if
+    /// it exits (the port was taken).
+    fn start(spawn: impl Fn(u16, &Path) -> Child) -> Server {
+        let dir = tempfile::tempdir().expect("redis temp dir");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut child = spawn(port, dir.path());
+            if answers_on_port_or_exits(&mut child, port) {
+                return Server { child, dir, port };
+            }
+            let log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
+            eprintln!("redis-server could not listen on {port}: {log}");
+        }
+        panic!("no free port for redis-server in 5 attempts");
+    }
+
+    /// One command (inline form) on this data server's unix socket, and its raw reply.
+    pub fn command(&self, line: &str) -> String {
+        let socket = self.dir.path().join("redis.sock");
+        let stream = UnixStream::connect(&socket).expect("connect to redis");
+        exchange(stream, line)
+    }
+
+    /// SIGKILL: gone at once, as a crashed server.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn exchange(mut stream: impl Read + Write, line: &str) -> String {
+    stream
+        .write_all(format!("{line}\r\n").as_bytes())
+        .expect("write to redis");
+    let mut reply = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut reply).expect("redis reply");
+    String::from_utf8_lossy(&reply[..n]).into_owned()
+}
+
+/// True once something answers PING on `port`; false if the child exited first.
+fn answers_on_port_or_exits(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut reply = [0u8; 16];
+            if stream.write_all(b"PING\r\n").is_ok()
+                && stream
+                    .read(&mut reply)
+                    .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
+            {
+                return true;
+            }
+        }
+        if let Ok(Some(_status)) = child.try_wait() {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not answer on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port no one listens on now (the kernel's pick for a socket closed at once).
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+    probe.local_addr().expect("probe address").port()
+}
+
+fn data_server(port: u16, dir: &Path, extra: &[String]) -> Child {
+    let mut child = Command::new(tool("redis-server"));
+    child
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocketperm",
+            "700",
+        ])
+        .arg("--unixsocket")
+        .arg(dir.join("redis.sock"))
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .args(extra);
+    spawn(child)
+}
+
+/// A sentinel: its configuration file must be writable (it records what it learns there).
+fn sentinel(port: u16, dir: &Path, master_port: u16) -> Child {
+    let conf = dir.join("sentinel.conf");
+    let text = format!(
+        "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {log}\n\
+         sentinel monitor {MASTER} 127.0.0.1 {master_port} 1\n\
+         sentinel down-after-milliseconds {MASTER} 1000\n\
+         sentinel failover-timeout {MASTER} 10000\n\
+         sentinel parallel-syncs {MASTER} 1\n",
+        dir = dir.display(),
+        log = dir.join("redis.log").display(),
+    );
+    std::fs::write(&conf, text).expect("write sentinel.conf");
+    let mut child = Command::new(tool("redis-server"));
+    child.arg(&conf).arg("--sentinel");
+    spawn(child)
+}
+
+fn spawn(mut command: Command) -> Child {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
+}
