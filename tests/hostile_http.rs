@@ -203,11 +203,16 @@ async fn smuggling_shapes_and_path_tricks_are_refused_before_anything_is_publish
 }
 
 #[tokio::test]
-async fn a_request_behind_the_first_on_one_connection_is_never_served() {
+async fn a_request_behind_the_first_on_one_connection_is_screened_like_the_first() {
     let s = start(&[], "");
-    // One request per connection: a publish pipelined behind a ping is dropped unread.
+    // Kept alive, but every head is screened: a smuggling-shaped publish pipelined behind a
+    // ping is refused with 400 before anything parses it, and the connection closes.
     let ping = "GET /ping HTTP/1.1\r\nHost: gate\r\n\r\n";
-    let behind = publish("/pub?topic=orders", "Content-Length: 4\r\n", "smug");
+    let behind = publish(
+        "/pub?topic=orders",
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        "smug",
+    );
     let mut tls = tls_stream(&s.pki, s.https).await;
     tls.write_all(format!("{ping}{behind}").as_bytes())
         .await
@@ -215,11 +220,12 @@ async fn a_request_behind_the_first_on_one_connection_is_never_served() {
     let mut out = Vec::new();
     tokio::time::timeout(ANSWER_LIMIT, tls.read_to_end(&mut out))
         .await
-        .expect("closed after one answer")
+        .expect("closed after the refusal")
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&out);
-    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{text}");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("HTTP/1.1 400"), "{text}");
     assert!(!s.nsqd.topic_exists("orders"));
 }
 

@@ -22,6 +22,7 @@ pub mod args;
 pub mod body;
 pub mod caller;
 pub mod deadline;
+pub mod kept;
 pub mod lookupd;
 pub mod metrics;
 pub mod nsqadmin;

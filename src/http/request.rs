@@ -99,6 +99,56 @@ pub fn screen_head(head: &[u8]) -> Result<(), HeadError> {
     }
 }
 
+/// What a screened head says about the bytes that follow it on a kept-alive connection.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Framing {
+    /// The body's length in bytes; `None` for a chunked body, whose end only a parser finds
+    /// (such a request is the connection's last).
+    pub body: Option<u64>,
+    /// The client asked to close after this request (`Connection: close`, or HTTP/1.0
+    /// without `keep-alive`), or the body is chunked.
+    pub last: bool,
+}
+
+/// The framing of a head that passed [`screen_head`] (at most one length, no length beside
+/// an encoding). A request without either has no body (RFC 9112, 6.3).
+pub fn framing(head: &[u8]) -> Result<Framing, HeadError> {
+    let mut body = Some(0);
+    let mut lines = head.split(|&b| b == b'\n');
+    let request_line = lines.next().unwrap_or_default();
+    let http10 = request_line.trim_ascii_end().ends_with(b"HTTP/1.0");
+    let mut close = http10;
+    for line in lines {
+        let line = line.trim_ascii_end();
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let digits = std::str::from_utf8(value).map_err(|_| HeadError::Malformed)?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::Malformed);
+            }
+            body = Some(digits.parse().map_err(|_| HeadError::Malformed)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            body = None;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            let tokens = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            for token in tokens {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    close = false;
+                }
+            }
+        }
+    }
+    Ok(Framing {
+        last: close || body.is_none(),
+        body,
+    })
+}
+
 /// Query parameters, percent-decoded, in order. Like Go's `url.Values.Get`, the first value of
 /// a repeated name wins.
 #[derive(Debug, Default)]

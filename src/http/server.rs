@@ -1,17 +1,20 @@
 //! The HTTP listeners' I/O: accept (connection caps), TLS handshake (the same rustls set-up as
 //! the NSQ listener, client certificates included), a screen of the raw request head, then
-//! hyper serving one request per connection. The plain-HTTP listener goes through the same
+//! hyper serving each request (see below). The plain-HTTP listener goes through the same
 //! caps, head deadline and screen, and only ever answers `TLS_REQUIRED`. PROXY headers from
 //! `[connections] proxy_protocol_from` sources are read first (`net::proxied`), so caps and
 //! the audit log see the real client. Every write toward a
 //! client has the `timeouts.write_ms` deadline of the NSQ path (`deadline`).
 //!
-//! One request per connection is deliberate: every request head passes the smuggling screen
-//! (`request::screen_head`) before hyper parses it, which a kept-alive connection would skip
-//! for its later requests.
+//! Connections are kept alive, and every request head on them passes the smuggling screen
+//! (`request::screen_head`) before hyper parses it: nsqgate reads each head itself and gives
+//! hyper one request at a time (`kept::OneRequest`: the head and the body its length
+//! declares). A chunked body, a body hyper left unread, or a client asking to close ends the
+//! connection after that request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::slots::Full;
 use crate::http::caller::Conn;
 use crate::http::deadline::WriteDeadline;
+use crate::http::kept::OneRequest;
 use crate::http::metrics::Metrics;
 use crate::http::origin;
 use crate::http::reply::{self, Body};
@@ -184,13 +188,18 @@ async fn connection(
     }
 }
 
-/// Reads the head within the request deadline and screens it; `None` when the connection is
-/// done (closed, too slow, or refused with 400).
-async fn screened_head<S>(io: &mut S, peer: SocketAddr, listener: &Listener) -> Option<BytesMut>
+/// Reads the head within the request deadline (after `read`, bytes the client already sent)
+/// and screens it; `None` when the connection is done (closed, too slow, or refused with 400).
+async fn screened_head<S>(
+    io: &mut S,
+    read: BytesMut,
+    peer: SocketAddr,
+    listener: &Listener,
+) -> Option<BytesMut>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let head = match tokio::time::timeout(listener.request_timeout, read_head(io)).await {
+    let head = match tokio::time::timeout(listener.request_timeout, read_head(io, read)).await {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
@@ -215,20 +224,63 @@ where
     Some(head)
 }
 
-/// Reads the head, screens it, and hands the connection (head replayed) to hyper.
+/// Request by request: reads the head, screens it, and hands hyper that one request (head
+/// replayed, body bounded); again while the connection may be kept alive.
 async fn serve_screened<S>(mut io: S, conn: Arc<Conn>, front: Arc<Front>, listener: Arc<Listener>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let Some(head) = screened_head(&mut io, peer, &listener).await else {
-        return;
-    };
-    let shared = listener.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
-        let (front, conn, listener) = (front.clone(), conn.clone(), shared.clone());
+    let mut read = BytesMut::new();
+    loop {
+        let Some(head) = screened_head(&mut io, read, peer, &listener).await else {
+            return;
+        };
+        let framing = request::head_end(&head).map(|end| (end, request::framing(&head[..end])));
+        let Some((end, Ok(framing))) = framing else {
+            Metrics::add(&listener.metrics.smuggling, 1);
+            warn!(%peer, "HTTP request refused before parsing: unreadable Content-Length");
+            let _ = io.write_all(BAD_HEAD).await;
+            let _ = io.shutdown().await;
+            return;
+        };
+        let end = u64::try_from(end).unwrap_or(u64::MAX);
+        let request_len = framing.body.map(|body| body.saturating_add(end));
+        let (one, beyond) = OneRequest::new(head.freeze(), io, request_len);
+        let refused = Arc::new(AtomicBool::new(false));
+        let service = front_service(front.clone(), conn.clone(), listener.clone(), &refused);
+        let Some(next) = serve_one(one, peer, &listener, service, !framing.last).await else {
+            return;
+        };
+        if refused.load(Ordering::Relaxed) {
+            // Told `Connection: close` with the refusal; hyper has closed its side.
+            return;
+        }
+        io = next;
+        read = BytesMut::from(&beyond[..]);
+    }
+}
+
+/// The service hyper calls for one request on a front. A refusal (any 4xx or 5xx) ends the
+/// connection (`Connection: close`, and `refused` set): a client guessing credentials or
+/// names pays a handshake per guess, and a connection in doubt is not reused.
+fn front_service(
+    front: Arc<Front>,
+    conn: Arc<Conn>,
+    listener: Arc<Listener>,
+    refused: &Arc<AtomicBool>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = ::http::Response<Body>,
+    Error = Infallible,
+    Future: Send,
+> {
+    let refused = refused.clone();
+    service_fn(move |req: Request<Incoming>| {
+        let (front, conn, listener) = (front.clone(), conn.clone(), listener.clone());
+        let refused = refused.clone();
         async move {
-            let response = match refuse_cross_site(&listener, conn.peer, &req) {
+            let mut response = match refuse_cross_site(&listener, conn.peer, &req) {
                 Some(refusal) => refusal,
                 None => front.handle(&conn, req).await,
             };
@@ -236,10 +288,14 @@ where
             if matches!(response.status().as_u16(), 401 | 403) {
                 Metrics::add(&listener.metrics.refused, 1);
             }
+            if response.status().is_client_error() || response.status().is_server_error() {
+                refused.store(true, Ordering::Relaxed);
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(CONNECTION, close);
+            }
             Ok::<_, Infallible>(response)
         }
-    });
-    serve_one(Replay::new(head.freeze(), io), peer, &listener, service).await;
+    })
 }
 
 /// The CSRF screen of every front: a browser request from another site that would change
@@ -275,7 +331,7 @@ async fn serve_plain<S>(mut io: S, peer: SocketAddr, https_port: u16, listener: 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(head) = screened_head(&mut io, peer, listener).await else {
+    let Some(head) = screened_head(&mut io, BytesMut::new(), peer, listener).await else {
         return;
     };
     let metrics = listener.metrics.clone();
@@ -287,11 +343,21 @@ where
             .insert(CONNECTION, HeaderValue::from_static("close"));
         async move { Ok::<_, Infallible>(response) }
     });
-    serve_one(Replay::new(head.freeze(), io), peer, listener, service).await;
+    let (one, _) = OneRequest::new(head.freeze(), io, None);
+    serve_one(one, peer, listener, service, false).await;
 }
 
-/// hyper serving exactly one request on `io`, with the listener's head deadline.
-async fn serve_one<I, S>(io: I, peer: SocketAddr, listener: &Listener, service: S)
+/// hyper serving the one request `one` carries, with the listener's head deadline. Returns
+/// the connection when it may carry another request: kept alive, and hyper took exactly this
+/// request (a body it left unread would otherwise be read as the next head). Otherwise the
+/// connection is closed.
+async fn serve_one<I, S>(
+    one: OneRequest<I>,
+    peer: SocketAddr,
+    listener: &Listener,
+    service: S,
+    keep_alive: bool,
+) -> Option<I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
@@ -301,19 +367,38 @@ where
     >,
 {
     let served = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
+        .keep_alive(keep_alive)
+        // The end of this request's bytes is not the client hanging up: answer it.
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(listener.request_timeout)
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(one), service)
+        .without_shutdown()
         .await;
-    if let Err(e) = served {
-        debug!(%peer, error = %e, "HTTP connection ended with an error");
+    let parts = match served {
+        Ok(parts) => parts,
+        Err(e) => {
+            debug!(%peer, error = %e, "HTTP connection ended with an error");
+            return None;
+        }
+    };
+    let clean = parts.read_buf.is_empty();
+    match parts.io.into_inner().finished() {
+        Ok(io) if keep_alive && clean => Some(io),
+        Ok(mut io) | Err(mut io) => {
+            let _ = io.shutdown().await;
+            None
+        }
     }
 }
 
-/// Reads until the end of the request head. `None` when the client closed without a byte.
-async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> std::io::Result<Option<BytesMut>> {
-    let mut buf = BytesMut::with_capacity(4096);
+/// Reads until the end of the request head, after `buf` (bytes already read). `None` when the
+/// client closed without a byte.
+async fn read_head<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mut buf: BytesMut,
+) -> std::io::Result<Option<BytesMut>> {
+    buf.reserve(4096);
     loop {
         if request::head_end(&buf).is_some() || buf.len() >= MAX_HEAD {
             return Ok(Some(buf));

@@ -350,3 +350,33 @@ fn nsqadmin_paths_that_name_topics_are_checked() {
     assert!(check_names("/api/topics/orders/bil%0Aling").is_err());
     assert!(check_names("/api/topics/a/b/c").is_err());
 }
+
+#[test]
+fn framing_reads_the_body_length_and_whether_the_request_is_the_last() {
+    use request::{framing, Framing};
+    let of = |text: &str| framing(text.as_bytes());
+    let kept = |body| Ok(Framing { body, last: false });
+    let last = |body| Ok(Framing { body, last: true });
+    assert_eq!(of("GET /ping HTTP/1.1\r\nHost: g\r\n\r\n"), kept(Some(0)));
+    assert_eq!(
+        of("POST /pub HTTP/1.1\r\nContent-Length: 12\r\n\r\n"),
+        kept(Some(12))
+    );
+    assert_eq!(
+        of("POST /pub HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        last(None)
+    );
+    assert_eq!(
+        of("GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n"),
+        last(Some(0))
+    );
+    assert_eq!(of("GET / HTTP/1.0\r\n\r\n"), last(Some(0)));
+    assert_eq!(
+        of("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+        kept(Some(0))
+    );
+    for bad in ["+5", "", "5 5", "0x10", "99999999999999999999999"] {
+        let text = format!("POST /pub HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+        assert_eq!(of(&text), Err(HeadError::Malformed), "{bad:?}");
+    }
+}

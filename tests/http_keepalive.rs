@@ -1,0 +1,128 @@
+//! The HTTPS fronts keep connections alive, and every request on one still passes the smuggling
+//! screen: requests in turn and pipelined are each answered; a request whose head the screen
+//! refuses gets 400 and the connection closes; a refused request's body that looks like a
+//! request is never read as one. Real nsqgate, real nsqd, requests written as raw bytes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
+
+mod common;
+mod http_support;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use http_support::{start, tls_stream, WRITER_KEY};
+
+/// One response: the status and the body (its Content-Length), or `None` at end of stream.
+async fn read_response<S: AsyncRead + Unpin>(
+    io: &mut S,
+    held: &mut Vec<u8>,
+) -> Option<(u16, String)> {
+    let read_more = async |io: &mut S, held: &mut Vec<u8>| {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), io.read(&mut chunk))
+            .await
+            .expect("a response within 10 s")
+            .unwrap_or(0);
+        held.extend_from_slice(&chunk[..n]);
+        n
+    };
+    let end = loop {
+        if let Some(at) = held.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if read_more(io, held).await == 0 {
+            assert!(held.is_empty(), "a partial response: {held:?}");
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&held[..end]).to_lowercase();
+    let status: u16 = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    while held.len() < end + length {
+        assert!(read_more(io, held).await > 0, "the body was cut short");
+    }
+    let body = String::from_utf8_lossy(&held[end..end + length]).into_owned();
+    held.drain(..end + length);
+    Some((status, body))
+}
+
+fn publish(topic: &str, key: &str, body: &str) -> String {
+    format!(
+        "POST /pub?topic={topic} HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {key}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn requests_on_one_connection_are_answered_in_turn_and_each_is_screened() {
+    let s = start(&[], "");
+    let mut tls = tls_stream(&s.pki, s.https).await;
+    let mut held = Vec::new();
+
+    tls.write_all(publish("orders", WRITER_KEY, "one").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut tls, &mut held).await,
+        Some((200, "OK".into()))
+    );
+    // Two more in one write (pipelined): both answered, in order, on the same connection.
+    let two = publish("orders", WRITER_KEY, "two") + &publish("orders", WRITER_KEY, "three");
+    tls.write_all(two.as_bytes()).await.unwrap();
+    assert_eq!(
+        read_response(&mut tls, &mut held).await,
+        Some((200, "OK".into()))
+    );
+    assert_eq!(
+        read_response(&mut tls, &mut held).await,
+        Some((200, "OK".into()))
+    );
+
+    // A later head with both Content-Length and Transfer-Encoding: refused before parsing.
+    let smuggling = format!(
+        "POST /pub?topic=orders HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {WRITER_KEY}\r\n\
+         Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    tls.write_all(smuggling.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut tls, &mut held).await.expect("a 400");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        read_response(&mut tls, &mut held).await,
+        None,
+        "the connection closes"
+    );
+    assert_eq!(s.nsqd.message_count("orders"), 3);
+}
+
+#[tokio::test]
+async fn a_refused_requests_body_is_never_read_as_a_request() {
+    let s = start(&[], "");
+    let mut tls = tls_stream(&s.pki, s.https).await;
+    let mut held = Vec::new();
+    // A request with an unknown key whose body is itself a whole, authorised request.
+    let inner = publish("smuggled", WRITER_KEY, "m");
+    let outer = publish(
+        "orders",
+        "nsqk_not_a_known_key_000000000000000000000000000",
+        &inner,
+    );
+    tls.write_all(outer.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut tls, &mut held).await.expect("a 401");
+    assert_eq!(status, 401, "{body}");
+    // Whatever hyper did with the unread body, the next request on the connection (if it is
+    // still open) is the one sent next, never the body.
+    let _ = tls
+        .write_all(publish("orders", WRITER_KEY, "after").as_bytes())
+        .await;
+    if let Some((status, body)) = read_response(&mut tls, &mut held).await {
+        assert_eq!((status, body.as_str()), (200, "OK"));
+        assert_eq!(s.nsqd.message_count("orders"), 1);
+    }
+    assert!(!s.nsqd.topic_exists("smuggled"));
+}
