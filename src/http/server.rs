@@ -249,11 +249,12 @@ where
         let (one, beyond) = OneRequest::new(head.freeze(), io, request_len);
         let refused = Arc::new(AtomicBool::new(false));
         let service = front_service(front.clone(), conn.clone(), listener.clone(), &refused);
-        let Some(next) = serve_one(one, peer, &listener, service, !framing.last).await else {
+        let Some(mut next) = serve_one(one, peer, &listener, service, !framing.last).await else {
             return;
         };
         if refused.load(Ordering::Relaxed) {
-            // Told `Connection: close` with the refusal; hyper has closed its side.
+            // Told `Connection: close` with the refusal: close (TLS close_notify, then FIN).
+            let _ = next.shutdown().await;
             return;
         }
         io = next;
