@@ -8,7 +8,7 @@
 //!
 //! Connections are kept alive, and every request head on them passes the smuggling screen
 //! (`request::screen_head`) before hyper parses it: nsqgate reads each head itself and gives
-//! hyper one request at a time (`kept::OneRequest`: the head and the body its length
+//! hyper one request at a time (`kept::one_request`: the head and the body its length
 //! declares). A chunked body, a body hyper left unread, or a client asking to close ends the
 //! connection after that request.
 
@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::slots::Full;
 use crate::http::caller::Conn;
 use crate::http::deadline::WriteDeadline;
-use crate::http::kept::OneRequest;
+use crate::http::kept;
 use crate::http::metrics::Metrics;
 use crate::http::origin;
 use crate::http::reply::{self, Body};
@@ -246,7 +246,7 @@ where
         };
         let end = u64::try_from(end).unwrap_or(u64::MAX);
         let request_len = framing.body.map(|body| body.saturating_add(end));
-        let (one, beyond) = OneRequest::new(head.freeze(), io, request_len);
+        let (one, beyond) = kept::one_request(head.freeze(), io, request_len);
         let refused = Arc::new(AtomicBool::new(false));
         let service = front_service(front.clone(), conn.clone(), listener.clone(), &refused);
         let Some(mut next) = serve_one(one, peer, &listener, service, !framing.last).await else {
@@ -344,7 +344,7 @@ where
             .insert(CONNECTION, HeaderValue::from_static("close"));
         async move { Ok::<_, Infallible>(response) }
     });
-    let (one, _) = OneRequest::new(head.freeze(), io, None);
+    let (one, _) = kept::one_request(head.freeze(), io, None);
     serve_one(one, peer, listener, service, false).await;
 }
 
@@ -353,7 +353,7 @@ where
 /// request (a body it left unread would otherwise be read as the next head). Otherwise the
 /// connection is closed.
 async fn serve_one<I, S>(
-    one: OneRequest<I>,
+    one: Replay<I>,
     peer: SocketAddr,
     listener: &Listener,
     service: S,
@@ -384,7 +384,7 @@ where
         }
     };
     let clean = parts.read_buf.is_empty();
-    match parts.io.into_inner().finished() {
+    match kept::finished(parts.io.into_inner()) {
         Ok(io) if keep_alive && clean => Some(io),
         Ok(mut io) | Err(mut io) => {
             let _ = io.shutdown().await;
