@@ -17,6 +17,8 @@ use super::redis::tool;
 
 /// The master's name in the sentinel's configuration.
 pub const MASTER: &str = "nsqgate-test";
+/// How long a manual failover may show no new master before it is asked for again.
+const RETRY_FAILOVER: Duration = Duration::from_secs(8);
 
 pub struct RedisSentinel {
     /// Index 0 starts as the master, 1 as its replica.
@@ -92,10 +94,23 @@ impl RedisSentinel {
         let old = self.master_port();
         let reply = self.sentinel_command(&format!("SENTINEL FAILOVER {MASTER}"));
         assert!(reply.starts_with("+OK"), "SENTINEL FAILOVER: {reply}");
-        self.wait("the failover", || {
+        // A manual failover the sentinel aborts (no replica it judges good yet, on a loaded
+        // machine) is not retried by the sentinel: ask again while the master is unchanged.
+        let mut asked = Instant::now();
+        self.wait("the sentinel naming a new master", || {
+            if self.master_port() != old {
+                return true;
+            }
+            if asked.elapsed() > RETRY_FAILOVER {
+                let _ = self.sentinel_command(&format!("SENTINEL FAILOVER {MASTER}"));
+                asked = Instant::now();
+            }
+            false
+        });
+        // The old master is demoted once the sentinel's next INFO round reaches it.
+        self.wait("the old master's demotion", || {
             let now = self.master_port();
-            now != old
-                && self.server(now).command("ROLE").contains("master")
+            self.server(now).command("ROLE").contains("master")
                 && self.server(old).command("ROLE").contains("slave")
         });
         self.master_port()
@@ -107,7 +122,7 @@ impl RedisSentinel {
         exchange(stream, line)
     }
 
-    fn wait(&self, what: &str, done: impl Fn() -> bool) {
+    fn wait(&self, what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + START_LIMIT;
         while !done() {
             assert!(Instant::now() < deadline, "{what} did not happen in time");
