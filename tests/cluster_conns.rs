@@ -8,9 +8,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use common::nsqclient::{tls_connector, RawClient};
 use common::redis::Redis;
 use common::{Gate, GateConfig, Nsqd, Pki};
 
@@ -29,40 +26,25 @@ fn replica(pki: &Pki, nsqd: &Nsqd, redis: &Redis) -> Gate {
         .start(pki)
 }
 
-/// AUTH with `key` on `gate`: the client when accepted, the error text when refused.
-async fn try_auth(gate: &Gate, pki: &Pki, key: &str) -> Result<RawClient, String> {
-    let connector = tls_connector(&pki.path("ca.pem"), None);
-    RawClient::try_authenticated(gate.addr, &connector, key).await
-}
-
 #[tokio::test]
 async fn a_per_identity_cap_holds_across_replicas_and_a_killed_replica_frees_its_slots() {
     let redis = Redis::start();
     let pki = Pki::new();
-    let key = nsqgate::auth::apikey::generate();
-    let sha = Sha256::digest(key.as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    pki.write_policy(
-        "policy",
-        "main.toml",
-        &format!(
-            "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"c.*\"] }}]\n\
-             [api_keys.capped]\nsha256 = \"{hex}\"\nroles = [\"writer\"]\n"
-        ),
-    );
+    let key = pki.write_publisher_policy("c.*", "capped");
     let nsqd = Nsqd::start(&pki);
     let mut replicas: Vec<Gate> = (0..3).map(|_| replica(&pki, &nsqd, &redis)).collect();
 
     // Two on replica 1, two on replica 2, one on replica 3: the cap of 5 is reached.
     let mut held = Vec::new();
     for index in [0, 0, 1, 1, 2] {
-        let client = try_auth(&replicas[index], &pki, &key).await;
+        let client = pki.try_auth(&replicas[index], &key).await;
         held.push((index, client.expect("a slot under the cap")));
     }
     // Each replica alone holds at most 2 (under its local cap of 5): the sixth is refused by
     // the shared count wherever it lands.
     for gate in &replicas {
-        let refused = try_auth(gate, &pki, &key)
+        let refused = pki
+            .try_auth(gate, &key)
             .await
             .err()
             .expect("over the shared cap");
@@ -77,7 +59,7 @@ async fn a_per_identity_cap_holds_across_replicas_and_a_killed_replica_frees_its
     drop(closed);
     let deadline = Instant::now() + Duration::from_secs(10);
     let taken = loop {
-        match try_auth(&replicas[0], &pki, &key).await {
+        match pki.try_auth(&replicas[0], &key).await {
             Ok(client) => break client,
             Err(text) => assert!(Instant::now() < deadline, "slot not given back: {text}"),
         }
@@ -97,7 +79,7 @@ async fn a_per_identity_cap_holds_across_replicas_and_a_killed_replica_frees_its
     let mut regained = Vec::new();
     let deadline = killed_at + Duration::from_millis(LEASE_MS) + Duration::from_secs(10);
     while regained.len() < 3 {
-        match try_auth(&replicas[1], &pki, &key).await {
+        match pki.try_auth(&replicas[1], &key).await {
             Ok(client) => regained.push(client),
             Err(text) => {
                 assert!(Instant::now() < deadline, "slots not freed: {text}");
@@ -110,7 +92,7 @@ async fn a_per_identity_cap_holds_across_replicas_and_a_killed_replica_frees_its
         killed_at.elapsed()
     );
     assert!(
-        try_auth(&replicas[0], &pki, &key).await.is_err(),
+        pki.try_auth(&replicas[0], &key).await.is_err(),
         "the cap holds again"
     );
     drop(victim);

@@ -10,12 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use common::nsqclient::{tls_connector, RawClient};
 use common::redis::Redis;
 use common::wire::FrameType;
-use common::{Gate, GateConfig, Nsqd, Pki};
+use common::{api_key_entry, Gate, GateConfig, Nsqd, Pki};
 
 /// The quota under test, messages per second (burst the same).
 const QUOTA: u64 = 20;
@@ -24,17 +22,11 @@ const REPLICAS: u64 = 3;
 const LEASE_MOST: u64 = QUOTA / 10;
 const OFFER_FOR: Duration = Duration::from_secs(10);
 
-fn key_entry(name: &str, key: &str) -> String {
-    let sha = Sha256::digest(key.as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    format!("[api_keys.{name}]\nsha256 = \"{hex}\"\nroles = [\"writer\"]\n")
-}
-
 fn write_policy(pki: &Pki, keys: &[(&str, &str)]) {
     let mut text =
         String::from("[roles.writer]\nallow = [{ action = \"publish\", topics = [\"load.*\"] }]\n");
     for (name, key) in keys {
-        text += &key_entry(name, key);
+        text += &api_key_entry(name, key, &["writer"]);
     }
     pki.write_policy("policy", "main.toml", &text);
 }

@@ -11,35 +11,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use common::nsqclient::{tls_connector, RawClient};
 use common::redis_cluster::RedisCluster;
-use common::{nsqgate, Gate, GateConfig, Nsqd, Pki};
+use common::{nsqgate, GateConfig, Nsqd, Pki};
 
 const CAP: usize = 3;
-
-/// AUTH with `key` on `gate`: the client when accepted, the error text when refused.
-async fn try_auth(gate: &Gate, pki: &Pki, key: &str) -> Result<RawClient, String> {
-    let connector = tls_connector(&pki.path("ca.pem"), None);
-    RawClient::try_authenticated(gate.addr, &connector, key).await
-}
 
 #[tokio::test]
 async fn replicas_share_caps_and_revocations_through_a_redis_cluster() {
     let redis = RedisCluster::start();
     let pki = Pki::new();
-    let key = nsqgate::auth::apikey::generate();
-    let sha = Sha256::digest(key.as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    pki.write_policy(
-        "policy",
-        "main.toml",
-        &format!(
-            "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"rc.*\"] }}]\n\
-             [api_keys.capped]\nsha256 = \"{hex}\"\nroles = [\"writer\"]\n"
-        ),
-    );
+    let key = pki.write_publisher_policy("rc.*", "capped");
     let nodes: Vec<String> = redis.urls().iter().map(|u| format!("\"{u}\"")).collect();
     let nsqd = Nsqd::start(&pki);
     let config = GateConfig::new(nsqd.tcp)
@@ -55,17 +36,18 @@ async fn replicas_share_caps_and_revocations_through_a_redis_cluster() {
     // Closed mode: a connection is served only once Redis gave it its shared slots.
     let deadline = Instant::now() + Duration::from_secs(10);
     let first = loop {
-        match try_auth(&replicas[0], &pki, &key).await {
+        match pki.try_auth(&replicas[0], &key).await {
             Ok(client) => break client,
             Err(text) => assert!(Instant::now() < deadline, "never served: {text}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mut held = vec![first];
-    held.push(try_auth(&replicas[1], &pki, &key).await.expect("slot 2"));
-    held.push(try_auth(&replicas[1], &pki, &key).await.expect("slot 3"));
+    held.push(pki.try_auth(&replicas[1], &key).await.expect("slot 2"));
+    held.push(pki.try_auth(&replicas[1], &key).await.expect("slot 3"));
     for gate in &replicas {
-        let refused = try_auth(gate, &pki, &key)
+        let refused = pki
+            .try_auth(gate, &key)
             .await
             .err()
             .expect("over the shared cap");
@@ -88,7 +70,7 @@ async fn replicas_share_caps_and_revocations_through_a_redis_cluster() {
     // cluster makes both replicas refuse it.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Err(text) = try_auth(&replicas[0], &pki, &key).await {
+    while let Err(text) = pki.try_auth(&replicas[0], &key).await {
         assert!(Instant::now() < deadline, "slots not given back: {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -105,7 +87,7 @@ async fn replicas_share_caps_and_revocations_through_a_redis_cluster() {
     for gate in &replicas {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match try_auth(gate, &pki, &key).await {
+            match pki.try_auth(gate, &key).await {
                 // What a revoked credential is told (the reason is in nsqgate's log only).
                 Err(text) if text == "E_AUTH_FAILED AUTH failed" => break,
                 other => assert!(Instant::now() < deadline, "not revoked: {:?}", other.err()),

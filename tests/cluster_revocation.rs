@@ -11,21 +11,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::redis::Redis;
 use common::wire::{Command, Frame, FrameType};
-use common::{nsqgate, Gate, GateConfig, Nsqd, Pki};
+use common::{api_key_entry, nsqgate, Gate, GateConfig, Nsqd, Pki};
 
 /// A generous deadline for a loaded machine; the latency itself is printed.
 const NOTICE: Duration = Duration::from_secs(10);
-
-fn key_entry(name: &str, key: &str) -> String {
-    let sha = Sha256::digest(key.as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    format!("[api_keys.{name}]\nsha256 = \"{hex}\"\nroles = [\"worker\"]\n")
-}
 
 fn policy(keys: &[(&str, &str)]) -> String {
     let mut text = String::from(
@@ -33,7 +26,7 @@ fn policy(keys: &[(&str, &str)]) -> String {
          { action = \"subscribe\", topics = [\"orders.*\"], channels = [\"*\"] },\n]\n",
     );
     for (name, key) in keys {
-        text += &key_entry(name, key);
+        text += &api_key_entry(name, key, &["worker"]);
     }
     text
 }

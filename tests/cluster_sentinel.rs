@@ -12,9 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use common::nsqclient::{tls_connector, RawClient};
+use common::nsqclient::RawClient;
 use common::redis_sentinel::{RedisSentinel, MASTER};
 use common::{nsqgate, Gate, GateConfig, Nsqd, Pki};
 
@@ -24,17 +22,11 @@ const NOTICE: Duration = Duration::from_secs(30);
 const OVER_CAP: &str =
     "E_AUTH_FAILED AUTH failed: too many connections for this identity (all replicas)";
 
-/// AUTH with `key` on `gate`: the client when accepted, the error text when refused.
-async fn try_auth(gate: &Gate, pki: &Pki, key: &str) -> Result<RawClient, String> {
-    let connector = tls_connector(&pki.path("ca.pem"), None);
-    RawClient::try_authenticated(gate.addr, &connector, key).await
-}
-
 /// AUTH until served (closed mode: once Redis gave the connection its slot).
 async fn served(gate: &Gate, pki: &Pki, key: &str, what: &str) -> RawClient {
     let deadline = Instant::now() + NOTICE;
     loop {
-        match try_auth(gate, pki, key).await {
+        match pki.try_auth(gate, key).await {
             Ok(client) => return client,
             Err(text) => assert!(Instant::now() < deadline, "{what}: never served: {text}"),
         }
@@ -48,7 +40,7 @@ async fn over_the_cap_everywhere(replicas: &[Gate], pki: &Pki, key: &str, what: 
     for gate in replicas {
         let deadline = Instant::now() + NOTICE;
         loop {
-            match try_auth(gate, pki, key).await {
+            match pki.try_auth(gate, key).await {
                 Err(text) if text == OVER_CAP => break,
                 Err(text) => assert!(Instant::now() < deadline, "{what}: {text}"),
                 Ok(_) => panic!("{what}: served over the shared cap"),
@@ -59,18 +51,7 @@ async fn over_the_cap_everywhere(replicas: &[Gate], pki: &Pki, key: &str, what: 
 }
 
 fn write_policy(pki: &Pki) -> String {
-    let key = nsqgate::auth::apikey::generate();
-    let sha = Sha256::digest(key.as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    pki.write_policy(
-        "policy",
-        "main.toml",
-        &format!(
-            "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"rs.*\"] }}]\n\
-             [api_keys.capped]\nsha256 = \"{hex}\"\nroles = [\"writer\"]\n"
-        ),
-    );
-    key
+    pki.write_publisher_policy("rs.*", "capped")
 }
 
 #[tokio::test]
@@ -150,7 +131,7 @@ async fn replicas_follow_the_master_through_sentinel_failovers() {
     for gate in &replicas {
         let deadline = Instant::now() + NOTICE;
         loop {
-            match try_auth(gate, &pki, &key).await {
+            match pki.try_auth(gate, &key).await {
                 // What a revoked credential is told (the reason is in nsqgate's log only).
                 Err(text) if text == "E_AUTH_FAILED AUTH failed" => break,
                 other => assert!(Instant::now() < deadline, "not revoked: {:?}", other.err()),

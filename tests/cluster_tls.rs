@@ -13,8 +13,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::prom::{get, Exposition};
 use common::redis::{Redis, RedisTls};
@@ -42,18 +40,7 @@ fn readyz(admin: SocketAddr) -> (u16, serde_json::Value) {
 
 /// A policy with one publishing API key; the key.
 fn write_policy(pki: &Pki) -> String {
-    let key = nsqgate::auth::apikey::generate();
-    let sha = Sha256::digest(key.as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    pki.write_policy(
-        "policy",
-        "main.toml",
-        &format!(
-            "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"tls.*\"] }}]\n\
-             [api_keys.ingest]\nsha256 = \"{hex}\"\nroles = [\"writer\"]\n"
-        ),
-    );
-    key
+    pki.write_publisher_policy("tls.*", "ingest")
 }
 
 /// nsqgate's certificate for Redis (its CA is the test PKI's, which Redis trusts).

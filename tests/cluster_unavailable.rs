@@ -11,8 +11,6 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::prom::{get, Exposition};
 use common::redis::Redis;
@@ -59,17 +57,7 @@ fn wait_fully_ready(admin: SocketAddr) {
 }
 
 fn start(pki: &Pki, nsqd: &Nsqd, redis: &Redis, mode: &str) -> (Gate, String) {
-    let key = nsqgate::auth::apikey::generate();
-    let sha = Sha256::digest(key.as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    pki.write_policy(
-        "policy",
-        "main.toml",
-        &format!(
-            "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"down.*\"] }}]\n\
-             [api_keys.producer]\nsha256 = \"{hex}\"\nroles = [\"writer\"]\n"
-        ),
-    );
+    let key = pki.write_publisher_policy("down.*", "producer");
     let gate = GateConfig::new(nsqd.tcp)
         .auth("require_identity = true")
         .policy("policy")

@@ -11,11 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::wire::{Command, Frame, FrameType};
-use common::{Gate, GateConfig, Nsqd, Pki};
+use common::{api_key_entry, Gate, GateConfig, Nsqd, Pki};
 
 /// Long enough for a loaded machine, short against the grace (500 ms) + reload (200 ms) bound.
 const NOTICE: Duration = Duration::from_secs(15);
@@ -31,10 +30,8 @@ allow = [
 allow = [{ action = "subscribe", topics = ["orders.*"], channels = ["*"] }]
 "#;
 
-fn policy_with_key(key: &str, roles: &str) -> String {
-    let sha = Sha256::digest(key.as_bytes());
-    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{ROLES}\n[api_keys.ingest]\nsha256 = \"{hex}\"\nroles = [{roles}]\n")
+fn policy_with_key(key: &str, roles: &[&str]) -> String {
+    format!("{ROLES}\n{}", api_key_entry("ingest", key, roles))
 }
 
 /// Keys and identities from the `policy` folder, re-read every 200 ms; a revoked subscriber
@@ -103,7 +100,7 @@ fn audit_events(gate: &Gate, want: usize, pred: impl Fn(&Value) -> bool) -> Vec<
 async fn a_deleted_api_key_ends_its_publishers_and_its_subscriber() {
     let pki = Pki::new();
     let key = nsqgate::auth::apikey::generate();
-    pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
+    pki.write_policy("policy", "main.toml", &policy_with_key(&key, &["worker"]));
     let nsqd = Nsqd::start(&pki);
     let gate = gate_config(&nsqd).start(&pki);
     let ca = pki.path("ca.pem");
@@ -171,7 +168,7 @@ async fn a_deleted_api_key_ends_its_publishers_and_its_subscriber() {
 async fn a_key_whose_roles_change_is_judged_by_its_new_roles() {
     let pki = Pki::new();
     let key = nsqgate::auth::apikey::generate();
-    pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
+    pki.write_policy("policy", "main.toml", &policy_with_key(&key, &["worker"]));
     let nsqd = Nsqd::start(&pki);
     let gate = gate_config(&nsqd).start(&pki);
     let ca = pki.path("ca.pem");
@@ -179,7 +176,7 @@ async fn a_key_whose_roles_change_is_judged_by_its_new_roles() {
     let mut publisher = authed(&gate, &ca, &key).await;
     assert!(is_ok(&publisher.publish("orders.roles", b"one").await));
     // The same key, now a reader only: it still stands, but may not publish.
-    pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"reader\""));
+    pki.write_policy("policy", "main.toml", &policy_with_key(&key, &["reader"]));
     let started = Instant::now();
     let mut oks = 1;
     let refusal = loop {
@@ -288,7 +285,7 @@ allow = [
 async fn a_publish_delayed_by_the_rate_limit_is_refused_if_its_key_was_deleted_meanwhile() {
     let pki = Pki::new();
     let key = nsqgate::auth::apikey::generate();
-    pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
+    pki.write_policy("policy", "main.toml", &policy_with_key(&key, &["worker"]));
     let nsqd = Nsqd::start(&pki);
     // 100 bytes of burst, refilled at 10 bytes/s: the second 100-byte PUB waits about 10 s.
     let gate = gate_config(&nsqd)
@@ -342,7 +339,7 @@ async fn https_post(
 async fn an_http_publish_delayed_by_the_rate_limit_is_refused_if_its_key_was_deleted_meanwhile() {
     let pki = Pki::new();
     let key = nsqgate::auth::apikey::generate();
-    pki.write_policy("policy", "main.toml", &policy_with_key(&key, "\"worker\""));
+    pki.write_policy("policy", "main.toml", &policy_with_key(&key, &["worker"]));
     let nsqd = Nsqd::start(&pki);
     let gate = gate_config(&nsqd)
         .table("[rate_limits]\non_limit = \"delay\"\nmax_delay_ms = 60000\nidentity = { bytes_per_sec = 10, burst_bytes = 100 }")

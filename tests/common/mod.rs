@@ -131,3 +131,41 @@ pub fn write_secret(path: &Path, bytes: &[u8]) {
         .expect("create secret");
     file.write_all(bytes).expect("write secret");
 }
+
+/// A policy's `[api_keys.NAME]` entry for `key` with `roles`. The SHA-256 is taken here with
+/// the `sha2` crate, not with nsqgate's own hashing, so a wrong hash in nsqgate would show.
+pub fn api_key_entry(name: &str, key: &str, roles: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let roles: Vec<String> = roles.iter().map(|role| format!("\"{role}\"")).collect();
+    format!(
+        "[api_keys.{name}]\nsha256 = \"{hex}\"\nroles = [{}]\n",
+        roles.join(", ")
+    )
+}
+
+impl Pki {
+    /// AUTH with `key` on `gate` over TLS trusting this PKI's CA: the client when accepted,
+    /// the error frame's text when refused.
+    pub async fn try_auth(&self, gate: &Gate, key: &str) -> Result<nsqclient::RawClient, String> {
+        let connector = nsqclient::tls_connector(&self.path("ca.pem"), None);
+        nsqclient::RawClient::try_authenticated(gate.addr, &connector, key).await
+    }
+}
+
+impl Pki {
+    /// Writes the policy directory `policy`: a role `writer` that may publish to `topics`, and
+    /// one new API key `name` holding it. Returns the key.
+    pub fn write_publisher_policy(&self, topics: &str, name: &str) -> String {
+        let key = nsqgate::auth::apikey::generate();
+        let policy = format!(
+            "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"{topics}\"] }}]\n{}",
+            api_key_entry(name, &key, &["writer"])
+        );
+        self.write_policy("policy", "main.toml", &policy);
+        key
+    }
+}
