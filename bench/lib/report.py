@@ -128,13 +128,14 @@ def validation_summary(validation):
     return check
 
 
-def build(env, plan, results, idle, validation, args, started):
+def build(env, plan, results, idle, validation, args, started, timings):
     commands = {w["workload"]: "nsqgate-bench " + " ".join(w["args"]) for w in plan}
     check = validation_summary(validation)
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick, "repetitions": args.reps,
         "duration_s": round(time.time() - started),
+        "seconds_spent": dict(sorted(timings.items(), key=lambda kv: -kv[1])),
         "machine": machine(), "versions": versions(env),
         "command": " ".join(["bench/run", *sys.argv[1:]]),
         "commands": commands,

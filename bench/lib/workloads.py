@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 from stacks import Stack
 
@@ -77,15 +78,23 @@ def plan(quick, only):
     return chosen
 
 
-def run_layout(env, plan, layout, targets, reps):
-    """Every target's stack in turn, `reps` times over (A B C ... A B C ...)."""
+def spent(timings, key, since):
+    """Adds the wall time since `since` to `timings[key]`, where the run's time went."""
+    timings[key] = round(timings.get(key, 0.0) + time.monotonic() - since, 1)
+
+
+def run_layout(env, plan, layout, targets, reps, timings):
+    """Every target's stack in turn, `reps` times over (A B C ... A B C ...). `timings` gets
+    the wall seconds per workload and for setting stacks up and down."""
     rows = []
     work = [w for w in plan if layout in w["layouts"]]
     if not work:
         return rows
     for rep in range(reps):
         for target in targets:
+            since = time.monotonic()
             stack = Stack(env, target, layout)
+            spent(timings, f"{layout} stacks", since)
             try:
                 for w in work:
                     if w["targets"] is not None and target not in w["targets"]:
@@ -96,17 +105,21 @@ def run_layout(env, plan, layout, targets, reps):
                     connection = stack.http_args() if args[0] == "http-pub" else stack.client_args()
                     if connection is None:
                         continue  # no HTTP front on this target
+                    since = time.monotonic()
                     try:
                         result = stack.loadgen([*args, *connection], timeout=120)
                     except (RuntimeError, subprocess.TimeoutExpired) as e:
                         print(f"bench: {w['workload']} {target} {layout}: {e}", file=sys.stderr)
                         result = {"error": str(e)[:300]}
+                    spent(timings, f"{layout} {w['workload']}", since)
                     rows.append({"workload": w["workload"], "target": target, "layout": layout,
                                  "rep": rep, **result})
                     print(f"  {layout} rep {rep + 1} {target:9} {w['workload']:16} "
                           f"{result.get('msgs_per_s', 0):>12,.0f}/s", file=sys.stderr)
             finally:
+                since = time.monotonic()
                 stack.stop()
+                spent(timings, f"{layout} stacks", since)
     return rows
 
 
