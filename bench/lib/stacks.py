@@ -282,7 +282,9 @@ policy_dir = "{work}/policies"
     def stop(self):
         for proc in reversed(self.procs):
             if proc.poll() is None:
-                proc.terminate()
+                # nsqd writes its in-memory queues to disk on SIGTERM (a second or more
+                # after a fill); the data is thrown away, so it gets SIGKILL.
+                proc.kill() if proc is self.nsqd else proc.terminate()
         for proc in self.procs:
             try:
                 proc.wait(timeout=5)
