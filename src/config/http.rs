@@ -21,6 +21,12 @@ pub struct RawHttp {
     /// Deadline for reading a client's request head and body.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// Idle connections kept for reuse per upstream on each connection worker; 0: none.
+    #[serde(default = "default_upstream_max_idle")]
+    pub upstream_max_idle: u32,
+    /// How long an unused upstream connection is kept (nsqd v1.3.0 keeps one forever).
+    #[serde(default = "default_upstream_idle_timeout")]
+    pub upstream_idle_timeout_ms: u64,
     /// Browser origins (`https://host[:port]`) trusted to send state-changing requests besides
     /// each front's own; default none.
     #[serde(default)]
@@ -87,12 +93,28 @@ fn default_request_timeout() -> u64 {
     30_000
 }
 
+fn default_upstream_max_idle() -> u32 {
+    16
+}
+
+/// Below the idle timeouts of the load balancers commonly put in front of nsqd (60 s and
+/// more), so nsqgate closes an idle connection before anything else would.
+fn default_upstream_idle_timeout() -> u64 {
+    30_000
+}
+
+/// More idle connections than this per upstream and worker is a typo, not a need.
+const MAX_UPSTREAM_IDLE: u32 = 1024;
+
 // === validated ===
 
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     pub upstream_timeout: Duration,
     pub request_timeout: Duration,
+    /// Idle upstream connections kept per upstream on each connection worker (0: none).
+    pub upstream_max_idle: usize,
+    pub upstream_idle_timeout: Duration,
     /// Normalized (`scheme://host[:port]`, lower case): other origins whose browser requests
     /// may change state (CSRF defence; a front's own origin always may).
     pub allowed_origins: Vec<String>,
@@ -212,6 +234,12 @@ impl HttpConfig {
         Ok(HttpConfig {
             upstream_timeout: millis(at, "http.upstream_timeout_ms", raw.upstream_timeout_ms)?,
             request_timeout: millis(at, "http.request_timeout_ms", raw.request_timeout_ms)?,
+            upstream_max_idle: max_idle(at, raw.upstream_max_idle)?,
+            upstream_idle_timeout: millis(
+                at,
+                "http.upstream_idle_timeout_ms",
+                raw.upstream_idle_timeout_ms,
+            )?,
             allowed_origins,
             nsqd,
             lookupd,
@@ -300,6 +328,14 @@ fn lookupd_front(raw: RawLookupdFront, at: &Locator<'_>) -> Result<LookupdFront,
         nodes,
         anonymous_discovery: raw.anonymous_discovery,
     })
+}
+
+fn max_idle(at: &Locator<'_>, value: u32) -> Result<usize, ConfigError> {
+    if value > MAX_UPSTREAM_IDLE {
+        let why = format!("at most {MAX_UPSTREAM_IDLE} (per upstream, on each worker)");
+        return Err(at.invalid("http.upstream_max_idle", why));
+    }
+    usize::try_from(value).map_err(|e| at.invalid("http.upstream_max_idle", e.to_string()))
 }
 
 fn address(at: &Locator<'_>, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {

@@ -168,3 +168,34 @@ fn caps_and_the_identity_rate_are_on_by_default_and_zero_switches_a_cap_off() {
     assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
     assert!(config.warnings[0].contains("`connections.max_per_ip` = 0"));
 }
+
+#[test]
+fn upstream_pool_bounds_default_and_are_refused_by_key_and_line() {
+    let fx = Fixture::new();
+    let front = "\n[http.nsqd]\nlisten = \"127.0.0.1:4152\"\nupstream = \"127.0.0.1:5152\"\n";
+    let config = fx.load(&format!("{GOOD}{front}")).unwrap();
+    let http = config.http.unwrap();
+    assert_eq!(http.upstream_max_idle, 16);
+    assert_eq!(
+        http.upstream_idle_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    for (line, key) in [
+        ("upstream_max_idle = 1025", "http.upstream_max_idle"),
+        ("upstream_max_idle = -1", "http.upstream_max_idle"),
+        (
+            "upstream_idle_timeout_ms = 0",
+            "http.upstream_idle_timeout_ms",
+        ),
+    ] {
+        let err = fx
+            .load(&format!("{GOOD}\n[http]\n{line}\n{front}"))
+            .unwrap_err();
+        assert_eq!(err.key(), Some(key), "{line}: {err}");
+        assert!(err.to_string().contains("line 13"), "{line}: {err}");
+    }
+    let off = fx
+        .load(&format!("{GOOD}\n[http]\nupstream_max_idle = 0\n{front}"))
+        .unwrap();
+    assert_eq!(off.http.unwrap().upstream_max_idle, 0);
+}

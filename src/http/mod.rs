@@ -56,7 +56,7 @@ use crate::shared::Shared;
 use caller::Conn;
 use metrics::Metrics;
 use reply::Body;
-use upstream::{HttpUpstream, UpstreamHttpError};
+use upstream::{HttpUpstream, PoolBounds, UpstreamHttpError, UpstreamSettings};
 
 /// Largest upstream reply nsqgate buffers to filter (/stats, /lookup, /nodes, /topics).
 pub const MAX_FILTERED_RESPONSE: usize = 64 * 1024 * 1024;
@@ -105,27 +105,37 @@ pub async fn spawn(
     let connect = shared.config().timeouts.upstream_connect;
     let mut fronts: Vec<(TcpListener, Front)> = Vec::new();
     let mut plain: Vec<(TcpListener, u16)> = Vec::new();
-    let http_upstream =
-        |address, tls| HttpUpstream::new(address, tls, connect, config.upstream_timeout);
+    let http_upstream = |name, address, tls| {
+        HttpUpstream::new(UpstreamSettings {
+            address,
+            tls,
+            connect_timeout: connect,
+            response_timeout: config.upstream_timeout,
+            bounds: PoolBounds::of(&config),
+            opened: metrics
+                .upstream_connections_opened
+                .with_label_values(&[name]),
+        })
+    };
     if let Some(front) = &config.nsqd {
         // Config validation refuses upstream_tls without [upstream] TLS settings.
         let tls = front
             .upstream_tls
             .then(|| shared.tls_to_upstream())
             .flatten();
-        let upstream = http_upstream(front.upstream.clone(), tls);
+        let upstream = http_upstream("nsqd", front.upstream.clone(), tls);
         let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
         let nsqd = nsqd::NsqdFront::new(shared.clone(), upstream, metrics.clone(), &config);
         fronts.push((listener, Front::Nsqd(nsqd)));
     }
     if let Some(front) = &config.lookupd {
-        let upstream = http_upstream(front.upstream.clone(), None);
+        let upstream = http_upstream("nsqlookupd", front.upstream.clone(), None);
         let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
         let lookupd = lookupd::LookupdFront::new(shared.clone(), upstream, metrics.clone(), front);
         fronts.push((listener, Front::Lookupd(lookupd)));
     }
     if let Some(front) = &config.nsqadmin {
-        let upstream = http_upstream(front.upstream.clone(), None);
+        let upstream = http_upstream("nsqadmin", front.upstream.clone(), None);
         let listener = bind(front.listen).await?;
         let admin = nsqadmin::AdminFront::new(shared.clone(), upstream, &config);
         fronts.push((listener, Front::Nsqadmin(admin)));

@@ -1,6 +1,10 @@
-//! The HTTP client leg to nsqd, nsqlookupd or nsqadmin: one connection per request (plain, or
-//! TLS verified against the configured CA and server name), a fresh request built by nsqgate
-//! (never the client's bytes), and deadlines on connect and on the response head.
+//! The HTTP client leg to nsqd, nsqlookupd or nsqadmin: a fresh request built by nsqgate
+//! (never the client's bytes) on a kept-alive connection from this worker's pool, or a new
+//! one (plain, or TLS verified against the configured CA and server name); deadlines on
+//! connect and on the response head.
+
+mod connector;
+mod pool;
 
 use std::time::Duration;
 
@@ -9,13 +13,13 @@ use ::http::{Method, Request, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tracing::debug;
+use prometheus::IntCounter;
 
 use crate::http::reply::Body;
 use crate::tls::ToNsqd;
+use connector::Connector;
+pub use pool::PoolBounds;
+use pool::Pools;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamHttpError {
@@ -31,11 +35,9 @@ pub enum UpstreamHttpError {
     },
     #[error("{0} did not answer in time")]
     Timeout(String),
-    #[error("HTTP exchange with {address} failed: {source}")]
-    Http {
-        address: String,
-        source: hyper::Error,
-    },
+    /// Connecting or the exchange failed; `detail` is hyper's error and its causes.
+    #[error("HTTP exchange with {address} failed: {detail}")]
+    Exchange { address: String, detail: String },
     #[error("request could not be built: {0}")]
     Request(#[from] ::http::Error),
 }
@@ -44,26 +46,36 @@ pub enum UpstreamHttpError {
 pub struct HttpUpstream {
     /// `host:port`, resolved per connection so a container name works.
     address: String,
-    /// Present for HTTPS: the verifying client configuration and the name to verify.
-    tls: Option<ToNsqd>,
-    connect_timeout: Duration,
+    pools: Pools,
     response_timeout: Duration,
+}
+
+/// How to reach one upstream: where, with which TLS set-up, and within what time.
+pub struct UpstreamSettings {
+    pub address: String,
+    /// Present for HTTPS: the verifying client configuration and the name to verify.
+    pub tls: Option<ToNsqd>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub bounds: PoolBounds,
+    /// Counts the connections opened to it.
+    pub opened: IntCounter,
 }
 
 // === impl HttpUpstream ===
 
 impl HttpUpstream {
-    pub fn new(
-        address: String,
-        tls: Option<ToNsqd>,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> HttpUpstream {
+    pub fn new(settings: UpstreamSettings) -> HttpUpstream {
+        let connector = Connector {
+            address: settings.address.as_str().into(),
+            trust: None,
+            connect_timeout: settings.connect_timeout,
+            opened: settings.opened,
+        };
         HttpUpstream {
-            address,
-            tls,
-            connect_timeout,
-            response_timeout,
+            pools: Pools::new(connector, settings.tls, settings.bounds),
+            address: settings.address,
+            response_timeout: settings.response_timeout,
         }
     }
 
@@ -72,7 +84,7 @@ impl HttpUpstream {
     }
 
     /// Sends `method path_and_query` with `headers` and `body`; returns the response head
-    /// with its body still streaming.
+    /// with its body still streaming (the connection goes back to the pool once it is read).
     pub async fn send(
         &self,
         method: Method,
@@ -80,65 +92,36 @@ impl HttpUpstream {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Response<Incoming>, UpstreamHttpError> {
+        // The pool is keyed by scheme and authority; the connector decides plain or TLS.
+        let uri = format!("http://{}{path_and_query}", self.address);
         let mut request = Request::builder()
             .method(method)
-            .uri(path_and_query)
+            .uri(uri)
             .body(Full::new(body))?;
         *request.headers_mut() = headers;
         let host = HeaderValue::from_str(&self.address).map_err(::http::Error::from)?;
         request.headers_mut().insert(header::HOST, host);
-        let exchange = async {
-            let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
-                .await
-                .map_err(|_| UpstreamHttpError::Timeout(self.address.clone()))?
-                .map_err(|source| UpstreamHttpError::Connect {
-                    address: self.address.clone(),
-                    source,
-                })?;
-            let _ = tcp.set_nodelay(true);
-            match &self.tls {
-                Some(to_nsqd) => {
-                    let handshake = to_nsqd.connector().connect(to_nsqd.server_name(), tcp);
-                    let tls = tokio::time::timeout(self.connect_timeout, handshake)
-                        .await
-                        .map_err(|_| UpstreamHttpError::Timeout(self.address.clone()))?
-                        .map_err(|source| UpstreamHttpError::Tls {
-                            address: self.address.clone(),
-                            source,
-                        })?;
-                    self.exchange(tls, request).await
-                }
-                None => self.exchange(tcp, request).await,
-            }
-        };
+        let exchange = self.pools.client().request(request);
         tokio::time::timeout(self.response_timeout, exchange)
             .await
             .map_err(|_| UpstreamHttpError::Timeout(self.address.clone()))?
+            .map_err(|e| UpstreamHttpError::Exchange {
+                address: self.address.clone(),
+                detail: with_causes(&e),
+            })
     }
+}
 
-    async fn exchange<I>(
-        &self,
-        io: I,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamHttpError>
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let failed = |source| UpstreamHttpError::Http {
-            address: self.address.clone(),
-            source,
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(failed)?;
-        let address = self.address.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(upstream = %address, error = %e, "upstream HTTP connection ended");
-            }
-        });
-        sender.send_request(request).await.map_err(failed)
+/// An error and its causes, outermost first (hyper's own message is terse).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
     }
+    text
 }
 
 /// Request headers worth passing upstream; credentials and hop-by-hop headers never are.

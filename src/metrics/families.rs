@@ -84,6 +84,9 @@ pub struct HttpCounters {
     pub smuggling: IntCounter,
     /// Upstream exchanges that failed (connect, TLS, timeout).
     pub upstream_errors: IntCounter,
+    /// Connections opened to each upstream (nsqd, nsqlookupd, nsqadmin); the rest of the
+    /// requests reused a pooled one.
+    pub upstream_connections_opened: IntCounterVec,
     /// Producers nsqlookupd listed that are not configured nsqd (a rogue or misconfigured
     /// nsqd), dropped from /lookup and /nodes.
     pub rogue_producers: IntCounter,
@@ -318,6 +321,11 @@ impl Families {
             upstream_errors: self.counter(
                 "nsqgate_http_upstream_errors_total",
                 "Upstream HTTP exchanges that failed.",
+            )?,
+            upstream_connections_opened: self.counters(
+                "nsqgate_http_upstream_connections_opened_total",
+                "Connections the HTTP fronts opened to their upstream (nsqd, nsqlookupd, nsqadmin); requests beyond these reused a kept-alive one.",
+                &["upstream"],
             )?,
             rogue_producers: self.counter(
                 "nsqgate_rogue_nsqd_dropped_total",

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::http::upstream::HttpUpstream;
+use crate::http::upstream::{HttpUpstream, PoolBounds, UpstreamSettings};
 use crate::net::accept::{self, Admission, OnShutdown};
 use crate::net::workers::Workers;
 use crate::shared::Shared;
@@ -91,12 +91,19 @@ pub fn nsqd_http(shared: &Shared) -> Option<Arc<HttpUpstream>> {
         None
     };
     let timeout = config.timeouts.upstream_connect;
-    Some(Arc::new(HttpUpstream::new(
-        front.upstream.clone(),
+    let http = config.http.as_ref()?;
+    Some(Arc::new(HttpUpstream::new(UpstreamSettings {
+        address: front.upstream.clone(),
         tls,
-        timeout,
-        timeout,
-    )))
+        connect_timeout: timeout,
+        response_timeout: timeout,
+        bounds: PoolBounds::of(http),
+        opened: shared
+            .metrics
+            .http
+            .upstream_connections_opened
+            .with_label_values(&["nsqd"]),
+    })))
 }
 
 /// Serves NSQ clients on `tcp` until `shutdown` turns true, then lets open sessions hand the

@@ -112,6 +112,11 @@ impl ToNsqd {
         TlsConnector::from(self.config.load())
     }
 
+    /// The set-up in force now; a reload replaces it with a new one (a new `Arc`).
+    pub fn config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.load()
+    }
+
     pub fn server_name(&self) -> ServerName<'static> {
         self.name.clone()
     }
