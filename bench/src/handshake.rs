@@ -48,8 +48,11 @@ pub async fn connect_rate(
     }
     tokio::time::sleep(warmup).await;
     let (first, start) = (done.load(Ordering::Relaxed), window::snapshot(watched)?);
+    // Markers for bench/profile, which starts and stops its profilers on them.
+    eprintln!("nsqgate-bench: window start");
     tokio::time::sleep(seconds).await;
     let (last, end) = (done.load(Ordering::Relaxed), window::snapshot(watched)?);
+    eprintln!("nsqgate-bench: window end");
     stop.store(true, Ordering::Relaxed);
     while let Some(result) = tasks.join_next().await {
         result??;

@@ -2,7 +2,7 @@
 //!
 //! The token header is parsed here rather than by jsonwebtoken so that `alg: none` (which
 //! jsonwebtoken cannot represent) is refused by name, and the claims are checked here against
-//! a caller-supplied clock so tests need no sleeping. jsonwebtoken only checks signatures.
+//! a caller-supplied clock so tests need no sleeping. Signatures are checked in [`signature`].
 //! No I/O here: key files and the JWKS document arrive as bytes.
 
 use std::fmt;
@@ -16,6 +16,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 mod compact;
+mod signature;
 
 use compact::{decode_json, numeric_date, Header, Parts};
 
@@ -137,6 +138,8 @@ pub struct JwtVerifier {
     leeway_secs: u64,
     identity_claim: String,
     roles_claim: String,
+    /// Signatures this verifier already found good (see [`signature::SeenGood`]).
+    seen_good: signature::SeenGood,
 }
 
 // === impl JwtSettings ===
@@ -243,6 +246,7 @@ impl JwtVerifier {
             leeway_secs: settings.leeway_secs,
             identity_claim: settings.identity_claim.clone(),
             roles_claim: settings.roles_claim.clone(),
+            seen_good: signature::SeenGood::default(),
         }
     }
 
@@ -351,12 +355,8 @@ impl JwtVerifier {
             None => candidates,
         };
         for key in candidates {
-            match jsonwebtoken::crypto::verify(
-                parts.signature,
-                parts.signing_input.as_bytes(),
-                &key.key,
-                key.alg,
-            ) {
+            let input = parts.signing_input.as_bytes();
+            match signature::verify(key, input, parts.signature, &self.seen_good) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 // Keys are checked at load time, so this should not happen; fail this key only.

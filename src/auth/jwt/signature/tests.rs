@@ -1,0 +1,159 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use serde_json::json;
+
+use super::{ring_public_key, verify, SeenGood, SEEN_GOOD_MOST};
+use crate::auth::jwt::{JwtKey, KeyMaterial};
+use crate::auth::keys::{self, BoundKey};
+
+const CASES: [(Algorithm, &rcgen::SignatureAlgorithm); 3] = [
+    (Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256),
+    (Algorithm::ES384, &rcgen::PKCS_ECDSA_P384_SHA384),
+    (Algorithm::EdDSA, &rcgen::PKCS_ED25519),
+];
+
+/// A new key pair for `alg`: the signing key, and the public key bound from its PEM file
+/// and from its JWK (JWKS documents carry keys that way).
+fn pair(
+    alg: Algorithm,
+    rcgen_alg: &'static rcgen::SignatureAlgorithm,
+) -> (EncodingKey, [BoundKey; 2]) {
+    let generated = rcgen::KeyPair::generate_for(rcgen_alg).unwrap();
+    let private = generated.serialize_pem();
+    let public_pem = generated.public_key_pem().into_bytes();
+    let signing = match alg {
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(private.as_bytes()).unwrap(),
+        _ => EncodingKey::from_ec_pem(private.as_bytes()).unwrap(),
+    };
+    let from_pem = keys::bind_static(&[JwtKey {
+        kid: None,
+        algorithm: alg,
+        material: KeyMaterial::Pem(public_pem.clone()),
+    }])
+    .unwrap()
+    .remove(0);
+    let decoding = match alg {
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(&public_pem).unwrap(),
+        _ => DecodingKey::from_ec_pem(&public_pem).unwrap(),
+    };
+    let mut jwk = Jwk::from_decoding_key(&decoding, Some(alg)).unwrap();
+    jwk.common.key_id = Some("k".into());
+    let document = json!({ "keys": [jwk] }).to_string();
+    let from_jwk = keys::bind_jwks(document.as_bytes(), &[alg], &[])
+        .unwrap()
+        .keys
+        .remove(0);
+    (signing, [from_pem, from_jwk])
+}
+
+/// (signing input, base64url signature) of a token `signing` signed with jsonwebtoken's own
+/// signer, so ring checks what another implementation made.
+fn signed(alg: Algorithm, signing: &EncodingKey) -> (String, String) {
+    let token =
+        jsonwebtoken::encode(&Header::new(alg), &json!({ "sub": "alice" }), signing).unwrap();
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    (input.to_owned(), signature.to_owned())
+}
+
+#[test]
+fn ecdsa_and_ed25519_keys_from_pem_and_jwk_are_checked_by_ring() {
+    for (alg, rcgen_alg) in CASES {
+        let (_, bound) = pair(alg, rcgen_alg);
+        for key in &bound {
+            assert!(
+                ring_public_key(key).is_some(),
+                "{alg:?} not on the ring path"
+            );
+        }
+    }
+}
+
+#[test]
+fn ring_and_jsonwebtoken_agree_on_good_and_bad_signatures() {
+    for (alg, rcgen_alg) in CASES {
+        let (signing, bound) = pair(alg, rcgen_alg);
+        let (other_signing, _) = pair(alg, rcgen_alg);
+        let (input, signature) = signed(alg, &signing);
+        let (_, foreign) = signed(alg, &other_signing);
+        let mut flipped = signature.clone().into_bytes();
+        flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        let cases = [
+            (input.as_str(), signature.as_str(), true),
+            (input.as_str(), foreign.as_str(), false),
+            (input.as_str(), flipped.as_str(), false),
+            ("eyJhbGciOiJub25lIn0.e30", signature.as_str(), false),
+            (input.as_str(), "", false),
+            (input.as_str(), "not base64!", false),
+        ];
+        for key in &bound {
+            for (input, signature, good) in cases {
+                let ours =
+                    verify(key, input.as_bytes(), signature, &SeenGood::default()).unwrap_or(false);
+                let theirs =
+                    jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key.key, key.alg)
+                        .unwrap_or(false);
+                assert_eq!((ours, theirs), (good, good), "{alg:?} {signature}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rsa_and_hmac_stay_with_jsonwebtoken() {
+    let key = keys::bind_static(&[JwtKey {
+        kid: None,
+        algorithm: Algorithm::HS256,
+        material: KeyMaterial::Secret(b"0123456789abcdef0123456789abcdef".to_vec()),
+    }])
+    .unwrap()
+    .remove(0);
+    assert!(ring_public_key(&key).is_none());
+    let signing = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+    let (input, signature) = signed(Algorithm::HS256, &signing);
+    let seen = SeenGood::default();
+    assert!(verify(&key, input.as_bytes(), &signature, &seen).unwrap());
+    assert!(!verify(&key, b"other.input", &signature, &seen).unwrap());
+}
+
+#[test]
+fn a_good_signature_is_remembered_for_its_key_only_and_a_bad_one_never() {
+    let (signing, [key, _]) = pair(Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let (_, [other_key, _]) = pair(Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let (input, signature) = signed(Algorithm::ES256, &signing);
+    let seen = SeenGood::default();
+
+    assert!(!verify(&other_key, input.as_bytes(), &signature, &seen).unwrap());
+    assert!(!verify(&key, b"eyJhbGciOiJFUzI1NiJ9.e30", &signature, &seen).unwrap());
+    assert_eq!(seen.len(), 0, "a bad signature is not remembered");
+
+    assert!(verify(&key, input.as_bytes(), &signature, &seen).unwrap());
+    assert!(verify(&key, input.as_bytes(), &signature, &seen).unwrap());
+    assert_eq!(seen.len(), 1);
+    // Remembered for `key`: another key is still checked, and still refuses.
+    assert!(!verify(&other_key, input.as_bytes(), &signature, &seen).unwrap());
+    assert_eq!(seen.len(), 1);
+}
+
+#[test]
+fn a_full_memory_starts_over() {
+    let key = keys::bind_static(&[JwtKey {
+        kid: None,
+        algorithm: Algorithm::HS256,
+        material: KeyMaterial::Secret(b"0123456789abcdef0123456789abcdef".to_vec()),
+    }])
+    .unwrap()
+    .remove(0);
+    let signing = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+    let seen = SeenGood::default();
+    for n in 0..=SEEN_GOOD_MOST {
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &json!({ "n": n }), &signing)
+                .unwrap();
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        assert!(verify(&key, input.as_bytes(), signature, &seen).unwrap());
+    }
+    assert_eq!(seen.len(), 1);
+}
