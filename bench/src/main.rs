@@ -103,6 +103,10 @@ enum Command {
         /// Offered messages per second (open loop, PUB only); unset: closed loop.
         #[arg(long)]
         rate: Option<f64>,
+        /// Open loop: writes every measured message's due time, latency and connection
+        /// (CSV) here, to see when a stall struck and whom.
+        #[arg(long, requires = "rate")]
+        timeline: Option<std::path::PathBuf>,
     },
     /// SUB fan-out, FIN each message.
     Sub {
@@ -233,11 +237,14 @@ async fn run(command: Command) -> Result<Value, Error> {
             load,
             timing,
             rate,
+            timeline,
         } => {
             let (warmup, seconds) = (secs(timing.warmup), secs(timing.seconds));
             match rate {
                 Some(rate) => {
-                    open_loop::open_loop(target(&t)?, &load, rate, warmup, seconds, &t.watched)
+                    let timeline = timeline.as_deref();
+                    let target = target(&t)?;
+                    open_loop::open_loop(target, &load, rate, warmup, seconds, &t.watched, timeline)
                         .await?
                 }
                 None => {

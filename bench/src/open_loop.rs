@@ -4,6 +4,8 @@
 //! omission). A thread with nanosleep keeps the schedule (tokio's timer ticks in milliseconds);
 //! when it wakes late it hands over every message now due, each with its own intended time.
 
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +62,8 @@ async fn writer(
 struct Latencies {
     histogram: Histogram<u64>,
     unanswered: u64,
+    /// With `--timeline`: (intended send time, latency) of every measured message.
+    timeline: Option<Vec<(Instant, u64)>>,
 }
 
 async fn reader(
@@ -68,12 +72,18 @@ async fn reader(
     mut sent: UnboundedReceiver<Instant>,
     measure_from: Instant,
     drain_until: tokio::time::Instant,
+    timeline: bool,
 ) -> Result<Latencies, Error> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut unanswered = 0;
-    let record = |intended: Instant, histogram: &mut Histogram<u64>| {
+    let mut timeline = timeline.then(Vec::new);
+    let mut record = |intended: Instant, histogram: &mut Histogram<u64>| {
         if intended >= measure_from {
-            histogram.saturating_record(intended.elapsed().as_micros() as u64);
+            let micros = intended.elapsed().as_micros() as u64;
+            histogram.saturating_record(micros);
+            if let Some(timeline) = &mut timeline {
+                timeline.push((intended, micros));
+            }
         }
     };
     'owed: while let Some(intended) = sent.recv().await {
@@ -102,6 +112,7 @@ async fn reader(
     Ok(Latencies {
         histogram,
         unanswered,
+        timeline,
     })
 }
 
@@ -112,6 +123,7 @@ pub async fn open_loop(
     warmup: Duration,
     seconds: Duration,
     watched: &[Watched],
+    timeline: Option<&Path>,
 ) -> Result<Map<String, Value>, Error> {
     let conns = publish::connect_all(&target, load.connections).await?;
     let command = publish::command(load);
@@ -137,6 +149,7 @@ pub async fn open_loop(
             sent_rx,
             measure_from,
             drain_until,
+            timeline.is_some(),
         )));
     }
     let schedule = std::thread::spawn(move || ticker(senders, rate, start, end));
@@ -149,10 +162,17 @@ pub async fn open_loop(
     eprintln!("nsqgate-bench: window end");
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut unanswered = 0;
-    for reader in readers {
+    let mut rows = Vec::new();
+    for (connection, reader) in readers.into_iter().enumerate() {
         let latencies = reader.await??;
         histogram.add(&latencies.histogram)?;
         unanswered += latencies.unanswered;
+        for (intended, micros) in latencies.timeline.unwrap_or_default() {
+            rows.push((intended.duration_since(measure_from), micros, connection));
+        }
+    }
+    if let Some(path) = timeline {
+        write_timeline(path, measure_from, rows)?;
     }
     for writer in writers {
         writer.await??;
@@ -174,4 +194,24 @@ pub async fn open_loop(
     }
     out.insert("max_us".into(), json!(histogram.max()));
     Ok(out)
+}
+
+/// One line per measured message, in intended order: when it was due (µs into the measured
+/// window), its latency (µs) and its connection, to see which messages a stall hit.
+/// The first line gives the window's start as std prints an `Instant` (CLOCK_MONOTONIC on
+/// Linux, the clock `perf record -k mono` stamps events with), to line stalls up with a trace.
+fn write_timeline(
+    path: &Path,
+    measure_from: Instant,
+    mut rows: Vec<(Duration, u64, usize)>,
+) -> Result<(), Error> {
+    rows.sort_unstable();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "# window start: {measure_from:?}")?;
+    writeln!(out, "intended_us,latency_us,connection")?;
+    for (at, micros, connection) in rows {
+        writeln!(out, "{},{micros},{connection}", at.as_micros())?;
+    }
+    out.flush()?;
+    Ok(())
 }
