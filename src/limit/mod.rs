@@ -12,6 +12,7 @@
 
 mod bucket;
 pub mod conn;
+mod draw;
 mod held;
 pub mod memory;
 pub mod names;
@@ -23,10 +24,10 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::cluster::quota::{LeaseSlot, SharedQuotas, Take};
-use crate::config::cluster::OnUnavailable;
+use crate::cluster::quota::{LeaseSlot, SharedQuotas};
 use crate::policy::{Rate, RateQuota, RoleRates};
 use bucket::{Short, TokenBucket};
+pub use draw::Drawn;
 use held::Scope;
 pub use held::SessionBuckets;
 
@@ -101,6 +102,15 @@ enum Unit {
     Bytes,
 }
 
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Messages => "messages",
+            Unit::Bytes => "bytes",
+        }
+    }
+}
+
 /// What one publish asks of the rate limits.
 #[derive(Clone, Copy)]
 pub struct Publish<'a> {
@@ -110,16 +120,6 @@ pub struct Publish<'a> {
     /// Messages (an MPUB's each) and body bytes.
     pub messages: u32,
     pub bytes: u64,
-}
-
-/// One unit's take from one bucket.
-#[derive(Clone, Copy)]
-struct Draw<'a> {
-    bucket: &'a Bucket,
-    unit: Unit,
-    rate: Rate,
-    amount: u64,
-    deadline: tokio::time::Instant,
 }
 
 /// The shared publish limiter of one nsqgate process.
@@ -195,138 +195,6 @@ impl RateLimits {
         self.admit_held(&mut held, publish, Instant::now()).await
     }
 
-    /// [`RateLimits::admit`] from the buckets `held` by a session, each looked up on its
-    /// first use only. `now` is the caller's clock reading for its batch of commands: the
-    /// clock is read again only after a wait.
-    pub async fn admit_held(
-        &self,
-        held: &mut SessionBuckets,
-        publish: Publish<'_>,
-        mut now: Instant,
-    ) -> Result<(), Limited> {
-        held.refresh_settings(self);
-        let (settings, rates) = (&held.settings, publish.rates);
-        let scopes = [
-            (Scope::Identity, rates.identity.over(settings.identity)),
-            (
-                Scope::IdentityTopic,
-                rates.identity_topic.over(settings.identity_topic),
-            ),
-            (Scope::Topic, settings.topic),
-        ];
-        let deadline = tokio::time::Instant::from_std(now) + settings.max_delay;
-        for (scope, quota) in scopes {
-            let Some(quota) = quota else { continue };
-            // Buckets are looked up only for scopes with a quota: unlimited costs nothing.
-            let (identity, slot) = held.slot(scope, publish.topic);
-            let bucket =
-                slot.get_or_insert_with(|| self.bucket(Key::of(scope, identity, publish.topic)));
-            for (name, unit, rate, amount) in [
-                (
-                    "messages",
-                    Unit::Messages,
-                    quota.messages(),
-                    u64::from(publish.messages),
-                ),
-                ("bytes", Unit::Bytes, quota.bytes(), publish.bytes),
-            ] {
-                let Some(rate) = rate.filter(|_| amount > 0) else {
-                    continue;
-                };
-                let draw = Draw {
-                    bucket,
-                    unit,
-                    rate,
-                    amount,
-                    deadline,
-                };
-                let taken = match (&self.shared, &bucket.shared) {
-                    (Some(shared), Some(slots)) => {
-                        let slot = &slots[unit as usize];
-                        self.take_shared(shared, slot, &draw, &mut now).await
-                    }
-                    _ => self.take(&draw, &mut now).await,
-                };
-                taken.map_err(|detail| Limited {
-                    scope: scope.name(),
-                    detail: format!("{name}: {detail}"),
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes from the local bucket; `now` is read again after each wait.
-    async fn take(&self, draw: &Draw<'_>, now: &mut Instant) -> Result<(), String> {
-        let Draw {
-            bucket,
-            unit,
-            rate,
-            amount,
-            deadline,
-        } = *draw;
-        loop {
-            match bucket.take(unit, rate, amount, *now) {
-                Ok(()) => return Ok(()),
-                Err(Short::Wait(wait)) => {
-                    let wake = tokio::time::Instant::now() + wait;
-                    if self.on_limit() == OnLimit::Reject || wake > deadline {
-                        return Err(format!("{amount} more would exceed the quota"));
-                    }
-                    tokio::time::sleep_until(wake).await;
-                    *now = Instant::now();
-                }
-                Err(Short::OverBurst) => {
-                    return Err(format!("{amount} at once is more than the burst allows"))
-                }
-            }
-        }
-    }
-
-    /// Takes from the replicas' shared bucket `name`; while Redis is unavailable, from the
-    /// local bucket at this replica's share of the quota, or not at all (`closed`).
-    async fn take_shared(
-        &self,
-        shared: &SharedQuotas,
-        slot: &LeaseSlot,
-        draw: &Draw<'_>,
-        now: &mut Instant,
-    ) -> Result<(), String> {
-        let (rate, amount, deadline) = (draw.rate, draw.amount, draw.deadline);
-        loop {
-            match shared.take(slot, rate, amount, *now).await {
-                Take::Granted => return Ok(()),
-                Take::OverBurst => {
-                    return Err(format!("{amount} at once is more than the burst allows"))
-                }
-                Take::Wait(wait) => {
-                    let wake = tokio::time::Instant::now() + wait;
-                    if self.on_limit() == OnLimit::Reject || wake > deadline {
-                        return Err(format!("{amount} more would exceed the quota"));
-                    }
-                    tokio::time::sleep_until(wake).await;
-                    *now = Instant::now();
-                }
-                Take::Unavailable => {
-                    let config = shared.cluster().config();
-                    let metrics = shared.cluster().metrics();
-                    if config.on_unavailable == OnUnavailable::Closed {
-                        metrics.cluster_unavailable("closed");
-                        return Err("the shared quota cannot be checked (Redis unavailable)".into());
-                    }
-                    metrics.cluster_unavailable("local");
-                    // Redis may have taken up to its timeout to fail.
-                    *now = Instant::now();
-                    let share = Draw {
-                        rate: rate.share(config.expected_replicas),
-                        ..*draw
-                    };
-                    return self.take(&share, now).await;
-                }
-            }
-        }
-    }
-
     /// The key's one bucket, made on first use; the quota in force is applied per take.
     fn bucket(&self, key: Key) -> Arc<Bucket> {
         let now = self.epoch.elapsed().as_secs();
@@ -398,16 +266,27 @@ impl RateLimits {
 /// The shared bucket's name in Redis: scope, unit and the names in it, each name preceded by
 /// its length so that no identity or topic can pass for another key.
 fn shared_name(key: &Key, unit: Unit) -> String {
-    let unit = match unit {
-        Unit::Messages => "messages",
-        Unit::Bytes => "bytes",
-    };
+    let unit = unit.name();
     match key {
         Key::Identity(id) => format!("rate:{unit}:identity:{}:{id}", id.len()),
         Key::IdentityTopic(id, topic) => {
             format!("rate:{unit}:identity_topic:{}:{id}:{topic}", id.len())
         }
         Key::Topic(topic) => format!("rate:{unit}:topic:{topic}"),
+    }
+}
+
+// === impl Units ===
+
+impl Units {
+    fn take(&mut self, unit: Unit, rate: Rate, amount: u64, now: Instant) -> Result<(), Short> {
+        let slot = match unit {
+            Unit::Messages => &mut self.messages,
+            Unit::Bytes => &mut self.bytes,
+        };
+        let tokens = slot.get_or_insert_with(|| TokenBucket::full(rate, now));
+        tokens.set_rate(rate, now);
+        tokens.take(amount, now)
     }
 }
 
@@ -419,13 +298,20 @@ impl Bucket {
     fn take(&self, unit: Unit, rate: Rate, amount: u64, now: Instant) -> Result<(), Short> {
         // A panic elsewhere cannot leave the levels half-updated: each is one f64 and a time.
         let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = match unit {
-            Unit::Messages => &mut units.messages,
-            Unit::Bytes => &mut units.bytes,
-        };
-        let tokens = slot.get_or_insert_with(|| TokenBucket::full(rate, now));
-        tokens.set_rate(rate, now);
-        tokens.take(amount, now)
+        units.take(unit, rate, amount, now)
+    }
+
+    /// Takes every unit that has a rate and a non-zero amount, in order, under one lock;
+    /// stops at the first that is short (leaving it untouched) and names it.
+    fn take_units(&self, draws: [(Unit, Option<Rate>, u64); 2], now: Instant) -> Result<(), Unit> {
+        let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());
+        for (unit, rate, amount) in draws {
+            let Some(rate) = rate.filter(|_| amount > 0) else {
+                continue;
+            };
+            units.take(unit, rate, amount, now).map_err(|_short| unit)?;
+        }
+        Ok(())
     }
 
     fn is_full(&self, now: Instant) -> bool {

@@ -245,3 +245,84 @@ async fn a_session_holds_the_buckets_of_its_recent_topics_only() {
         .unwrap_err();
     assert_eq!(err.scope, "topic");
 }
+
+/// `[rate_limits]` as bench/run configures P1: far above anything one machine can publish.
+fn not_binding() -> RateSettings {
+    RateSettings {
+        on_limit: OnLimit::Delay,
+        identity: Some(RateQuota {
+            messages_per_sec: Some(100_000_000),
+            bytes_per_sec: Some(4_000_000_000),
+            ..RateQuota::default()
+        }),
+        identity_topic: Some(RateQuota {
+            messages_per_sec: Some(100_000_000),
+            ..RateQuota::default()
+        }),
+        topic: None,
+        ..settings(OnLimit::Delay)
+    }
+}
+
+#[test]
+fn limits_that_do_not_bind_admit_every_publish_at_once() {
+    // Four sessions of one identity share its buckets, each with the clock reading of its
+    // own batch (older and newer ones interleaved, as the connections' batches are): every
+    // publish is admitted synchronously, so none can ever wait on a timer.
+    let limits = RateLimits::new(not_binding());
+    let mut sessions: Vec<_> = (0..4)
+        .map(|_| SessionBuckets::new(&limits, "bench"))
+        .collect();
+    let start = Instant::now();
+    for n in 0..200_000u32 {
+        let batch_read = start + Duration::from_micros(u64::from(n / 8) * 10);
+        let stale = batch_read - Duration::from_micros(u64::from(n % 7) * 300);
+        let held = &mut sessions[n as usize % 4];
+        let publish = Publish {
+            bytes: 100,
+            ..one("latency-10k")
+        };
+        let now = if n % 3 == 0 { stale } else { batch_read };
+        assert_eq!(
+            limits.admit_now(held, publish, now),
+            Drawn::All,
+            "publish {n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_publish_short_in_a_later_scope_is_charged_each_draw_once() {
+    // Identity: burst 5. Identity and topic: burst 1. Reject mode.
+    let limits = RateLimits::new(RateSettings {
+        identity_topic: Some(RateQuota {
+            messages_per_sec: Some(1),
+            burst_messages: Some(1),
+            ..RateQuota::default()
+        }),
+        ..settings(OnLimit::Reject)
+    });
+    let mut held = SessionBuckets::new(&limits, "a");
+    let now = Instant::now();
+    assert_eq!(limits.admit_now(&mut held, one("t"), now), Drawn::All);
+    // The identity's token is taken, the pair's is missing: the rest goes on from there.
+    let next = match limits.admit_now(&mut held, one("t"), now) {
+        Drawn::UpTo(next) => next,
+        Drawn::All => panic!("the pair's bucket is empty"),
+    };
+    assert_eq!(next, 2, "the identity and topic scope's messages");
+    let err = limits
+        .admit_rest(&mut held, one("t"), now, next)
+        .await
+        .unwrap_err();
+    assert_eq!(err.scope, "identity and topic");
+    // 5 - 2 = 3 identity tokens left: the resumed draw did not take the identity's again.
+    for topic in ["u", "v", "w"] {
+        limits.admit_held(&mut held, one(topic), now).await.unwrap();
+    }
+    let err = limits
+        .admit_held(&mut held, one("x"), now)
+        .await
+        .unwrap_err();
+    assert_eq!(err.scope, "identity");
+}

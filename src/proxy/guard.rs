@@ -31,6 +31,7 @@ use crate::limit::SessionBuckets;
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::policy::{Action, Decision, Policy, RoleRates};
 use crate::shared::Shared;
+pub use admission::Admission;
 use decisions::Decisions;
 pub use slots::{identity_refusal, AdmittedBy};
 use state::State;

@@ -14,7 +14,7 @@ use tracing::debug;
 use crate::error::{FatalReply, Kind};
 use crate::metrics::Metrics;
 use crate::nsq::{CommandDecoder, DecodedCommand, ErrorCode};
-use crate::proxy::guard::{AdmittedBy, Guard, Revocation, Verdict};
+use crate::proxy::guard::{Admission, AdmittedBy, Guard, Revocation, Verdict};
 use crate::proxy::quarantine::Settle;
 
 use super::{
@@ -241,17 +241,22 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         if !matches!(verdict, Verdict::Forward) || decoded.command.message_count() == 0 {
             return Ok(verdict);
         }
-        let (refused, waited) = {
-            let admission = self.guard.admit(decoded, *now);
-            tokio::pin!(admission);
-            // Usually there are tokens; only a publish that must wait flushes what came
-            // before it, so batching survives and nothing earlier is held hostage.
-            tokio::select! {
-                biased;
-                refused = &mut admission => (refused, false),
-                _ = std::future::ready(()) => {
-                    self.batch.flush().await?;
-                    (admission.await, true)
+        // Usually there are tokens: settled at once, with no future and no timer.
+        let (refused, waited) = match self.guard.admit_now(decoded, *now) {
+            Admission::Settled(refused) => (refused, false),
+            Admission::Pending(next) => {
+                let admission = self.guard.admit_rest(decoded, *now, next);
+                tokio::pin!(admission);
+                // Only a publish that must wait flushes what came before it, so batching
+                // survives (a shared quota's lease is often ready at once) and nothing
+                // earlier is held hostage.
+                tokio::select! {
+                    biased;
+                    refused = &mut admission => (refused, false),
+                    _ = std::future::ready(()) => {
+                        self.batch.flush().await?;
+                        (admission.await, true)
+                    }
                 }
             }
         };
