@@ -148,3 +148,51 @@ async fn in_closed_mode_without_redis_refusals_say_the_shared_state_is_unavailab
     let seen = metrics(&by_identity);
     assert_eq!(seen.sum("nsqgate_connections_refused_total", &[]), 0.0);
 }
+
+#[tokio::test]
+async fn in_closed_mode_without_redis_a_publish_is_told_its_quota_is_unchecked_not_exceeded() {
+    let mut redis = Redis::start();
+    let pki = Pki::new();
+    let key = write_policy(&pki);
+    let nsqd = Nsqd::start(&pki);
+    // No connection caps (they too would need Redis): only the shared rate quota does.
+    let gate = replica_config_with(
+        &nsqd,
+        &redis.url(),
+        Some("max_per_ip = 0\nmax_per_identity = 0"),
+        "on_unavailable = \"closed\"",
+    )
+    .table("[rate_limits]\nidentity = { messages_per_sec = 1000, burst_messages = 1000 }")
+    .table("[admin]\nlisten = \"127.0.0.1:0\"")
+    .http_nsqd(nsqd.https)
+    .start(&pki);
+    wait_readyz(&gate, 200);
+    let front = gate.http("nsqd");
+    let (status, body) = publish_answer(&pki, front, "cc.quota", Some(&key)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    redis.kill();
+    // A replica's lease of the quota lasts a second at most; then a publish needs Redis.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = publish_answer(&pki, front, "cc.quota", Some(&key)).await;
+        if status != StatusCode::OK {
+            break (status, body);
+        }
+        assert!(Instant::now() < deadline, "still published without Redis");
+    };
+    let unchecked = "shared state unavailable (Redis): the identity quota over every replica \
+                     cannot be checked";
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["message"], "SHARED_STATE_UNAVAILABLE", "{body}");
+    assert_eq!(body["detail"], unchecked, "{body}");
+    let event = gate.wait_audit("the publish refusal", |e| {
+        e["action"] == "publish" && e["outcome"] == "deny"
+    });
+    assert_eq!(event["reason"], unchecked, "{event}");
+    // Not counted as rate limited: the caller may well be under its quota.
+    let seen = metrics(&gate);
+    assert_eq!(seen.sum("nsqgate_rate_limit_refusals_total", &[]), 0.0);
+    assert!(seen.sum("nsqgate_cluster_unavailable_total", &[("mode", "closed")]) >= 1.0);
+}

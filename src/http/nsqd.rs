@@ -31,6 +31,7 @@ use crate::http::stats;
 use crate::http::upstream::{self, HttpUpstream};
 use crate::http::{args, body};
 use crate::http::{body_failed, forward, upstream_failed, MAX_FILTERED_RESPONSE};
+use crate::limit::Limited;
 use crate::policy::{Action, Subject};
 use crate::shared::Shared;
 
@@ -301,7 +302,8 @@ impl NsqdFront {
     }
 
     /// The same buckets as TCP publishing: an identity's rate is one rate, whatever path. A
-    /// refusal is counted, audited and answered 429.
+    /// refusal is counted, audited and answered 429, or 503 when the replicas' shared quota
+    /// could not be checked (closed mode: not the caller's doing).
     async fn admit_rate(
         &self,
         caller: &Caller,
@@ -322,7 +324,15 @@ impl NsqdFront {
         let Err(limited) = admitted else {
             return Ok(());
         };
-        self.shared.metrics.rate_limited();
+        let (status, message) = match limited {
+            Limited::Exceeded { .. } => {
+                self.shared.metrics.rate_limited();
+                (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS")
+            }
+            Limited::Unchecked { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "SHARED_STATE_UNAVAILABLE")
+            }
+        };
         audit::record(&audit::Event {
             remote: Some(caller.peer),
             principal: Some(&caller.principal),
@@ -333,8 +343,8 @@ impl NsqdFront {
             ..audit::Event::default()
         });
         Err(reply::json(
-            StatusCode::TOO_MANY_REQUESTS,
-            &serde_json::json!({"message": "TOO_MANY_REQUESTS", "detail": limited.to_string()}),
+            status,
+            &serde_json::json!({"message": message, "detail": limited.to_string()}),
         ))
     }
 

@@ -58,6 +58,14 @@ fn units(quota: RateQuota, publish: Publish<'_>) -> [(Unit, Option<Rate>, u64); 
     ]
 }
 
+/// Why one draw failed, before it is named with its scope and unit.
+enum Refused {
+    /// Short of the quota (reject mode, past `max_delay`, or more than the burst).
+    Over(String),
+    /// The shared bucket could not be reached and `on_unavailable = "closed"`.
+    Unchecked,
+}
+
 // === impl RateLimits (drawing) ===
 
 impl RateLimits {
@@ -145,9 +153,14 @@ impl RateLimits {
                     }
                     _ => self.take(&draw, &mut now).await,
                 };
-                taken.map_err(|detail| Limited {
-                    scope: scope.name(),
-                    detail: format!("{}: {detail}", unit.name()),
+                taken.map_err(|refused| match refused {
+                    Refused::Over(detail) => Limited::Exceeded {
+                        scope: scope.name(),
+                        detail: format!("{}: {detail}", unit.name()),
+                    },
+                    Refused::Unchecked => Limited::Unchecked {
+                        scope: scope.name(),
+                    },
                 })?;
             }
         }
@@ -155,7 +168,7 @@ impl RateLimits {
     }
 
     /// Takes from the local bucket; `now` is read again after each wait.
-    async fn take(&self, draw: &Draw<'_>, now: &mut Instant) -> Result<(), String> {
+    async fn take(&self, draw: &Draw<'_>, now: &mut Instant) -> Result<(), Refused> {
         let Draw {
             bucket,
             unit,
@@ -169,13 +182,17 @@ impl RateLimits {
                 Err(Short::Wait(wait)) => {
                     let wake = tokio::time::Instant::now() + wait;
                     if self.on_limit() == OnLimit::Reject || wake > deadline {
-                        return Err(format!("{amount} more would exceed the quota"));
+                        return Err(Refused::Over(format!(
+                            "{amount} more would exceed the quota"
+                        )));
                     }
                     tokio::time::sleep_until(wake).await;
                     *now = Instant::now();
                 }
                 Err(Short::OverBurst) => {
-                    return Err(format!("{amount} at once is more than the burst allows"))
+                    return Err(Refused::Over(format!(
+                        "{amount} at once is more than the burst allows"
+                    )))
                 }
             }
         }
@@ -189,18 +206,22 @@ impl RateLimits {
         slot: &LeaseSlot,
         draw: &Draw<'_>,
         now: &mut Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         let (rate, amount, deadline) = (draw.rate, draw.amount, draw.deadline);
         loop {
             match shared.take(slot, rate, amount, *now).await {
                 Take::Granted => return Ok(()),
                 Take::OverBurst => {
-                    return Err(format!("{amount} at once is more than the burst allows"))
+                    return Err(Refused::Over(format!(
+                        "{amount} at once is more than the burst allows"
+                    )))
                 }
                 Take::Wait(wait) => {
                     let wake = tokio::time::Instant::now() + wait;
                     if self.on_limit() == OnLimit::Reject || wake > deadline {
-                        return Err(format!("{amount} more would exceed the quota"));
+                        return Err(Refused::Over(format!(
+                            "{amount} more would exceed the quota"
+                        )));
                     }
                     tokio::time::sleep_until(wake).await;
                     *now = Instant::now();
@@ -210,7 +231,7 @@ impl RateLimits {
                     let metrics = shared.cluster().metrics();
                     if config.on_unavailable == OnUnavailable::Closed {
                         metrics.cluster_unavailable("closed");
-                        return Err("the shared quota cannot be checked (Redis unavailable)".into());
+                        return Err(Refused::Unchecked);
                     }
                     metrics.cluster_unavailable("local");
                     // Redis may have taken up to its timeout to fail.

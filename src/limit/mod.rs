@@ -56,10 +56,25 @@ pub struct RateSettings {
 
 /// Why a publish was refused, for the client's error text and the audit log.
 #[derive(Debug, thiserror::Error)]
-#[error("rate limit exceeded ({scope}: {detail})")]
-pub struct Limited {
-    pub scope: &'static str,
-    pub detail: String,
+pub enum Limited {
+    /// Over the quota: the caller's doing (NSQ `E_PUB_FAILED`, HTTP 429).
+    #[error("rate limit exceeded ({scope}: {detail})")]
+    Exceeded { scope: &'static str, detail: String },
+    /// The replicas' shared quota could not be checked and `on_unavailable = "closed"`: not
+    /// the caller's doing, and it may well be under its quota (HTTP 503).
+    #[error(
+        "shared state unavailable (Redis): the {scope} quota over every replica cannot be checked"
+    )]
+    Unchecked { scope: &'static str },
+}
+
+impl Limited {
+    /// The quota's scope: `identity`, `identity_topic` or `topic`.
+    pub fn scope(&self) -> &'static str {
+        match self {
+            Limited::Exceeded { scope, .. } | Limited::Unchecked { scope } => scope,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -31,7 +31,7 @@ async fn reject_mode_refuses_past_the_burst_and_keys_are_separate() {
         .admit("a", "t", RoleRates::default(), 1, 10)
         .await
         .unwrap_err();
-    assert_eq!(err.scope, "identity");
+    assert_eq!(err.scope(), "identity");
     // Another identity has its own bucket.
     limits
         .admit("b", "t", RoleRates::default(), 1, 10)
@@ -147,7 +147,10 @@ async fn a_role_setting_only_messages_keeps_the_default_byte_quota() {
         .admit("a", "t", messages_only, 1, 60)
         .await
         .unwrap_err();
-    assert!(err.detail.starts_with("bytes"), "{err}");
+    assert!(
+        matches!(&err, Limited::Exceeded { detail, .. } if detail.starts_with("bytes")),
+        "{err}"
+    );
 }
 
 fn one(topic: &str) -> Publish<'_> {
@@ -184,7 +187,7 @@ async fn a_bucket_a_session_holds_is_never_evicted_so_newcomers_share_it() {
         .admit("a", "t", RoleRates::default(), 1, 10)
         .await
         .unwrap_err();
-    assert_eq!(err.scope, "identity");
+    assert_eq!(err.scope(), "identity");
     drop(held);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(limits.evict_idle(), 1, "unheld, refilled and idle");
@@ -210,7 +213,7 @@ async fn a_session_sees_reloaded_rate_limits_at_its_next_publish() {
         .admit_held(&mut held, one("t"), now)
         .await
         .unwrap_err();
-    assert_eq!(err.scope, "identity");
+    assert_eq!(err.scope(), "identity");
 }
 
 #[tokio::test]
@@ -243,7 +246,7 @@ async fn a_session_holds_the_buckets_of_its_recent_topics_only() {
         .admit_held(&mut held, one("t0"), now)
         .await
         .unwrap_err();
-    assert_eq!(err.scope, "topic");
+    assert_eq!(err.scope(), "topic");
 }
 
 /// `[rate_limits]` as bench/run configures P1: far above anything one machine can publish.
@@ -315,7 +318,7 @@ async fn a_publish_short_in_a_later_scope_is_charged_each_draw_once() {
         .admit_rest(&mut held, one("t"), now, next)
         .await
         .unwrap_err();
-    assert_eq!(err.scope, "identity and topic");
+    assert_eq!(err.scope(), "identity and topic");
     // 5 - 2 = 3 identity tokens left: the resumed draw did not take the identity's again.
     for topic in ["u", "v", "w"] {
         limits.admit_held(&mut held, one(topic), now).await.unwrap();
@@ -324,5 +327,5 @@ async fn a_publish_short_in_a_later_scope_is_charged_each_draw_once() {
         .admit_held(&mut held, one("x"), now)
         .await
         .unwrap_err();
-    assert_eq!(err.scope, "identity");
+    assert_eq!(err.scope(), "identity");
 }

@@ -86,7 +86,10 @@ impl Guard {
 
     /// Counts, audits and words a publish the rate limits refused.
     fn limited(&self, decoded: &DecodedCommand, topic: &str, limited: &Limited) -> Verdict {
-        self.shared.metrics.rate_limited();
+        // An unchecked shared quota is counted under nsqgate_cluster_unavailable_total.
+        if let Limited::Exceeded { .. } = limited {
+            self.shared.metrics.rate_limited();
+        }
         audit::record(&Event {
             remote: Some(self.peer),
             principal: self.principal.as_ref(),
