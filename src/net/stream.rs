@@ -66,6 +66,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Replay<T> {
             let n = self.prefix.len().min(room);
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if !self.prefix.has_remaining() {
+                // An empty view still holds the whole buffer it was split from (a 4 KiB
+                // handshake buffer on the nsqd leg), for as long as the connection lives.
+                self.prefix = Bytes::new();
+            }
             self.spent(n);
             return Poll::Ready(Ok(()));
         }
