@@ -96,7 +96,9 @@ pub async fn serve(
     .await
 }
 
-/// The phases, in LIFECYCLE order.
+/// The phases, in LIFECYCLE order. Each phase before the relay runs boxed: a task is as large
+/// as its largest state, and the opening's (TLS accept, IDENTIFY, nsqd's handshake) would
+/// otherwise be carried by every idle connection for its whole life.
 async fn run(
     listener: Arc<Listener>,
     tcp: TcpStream,
@@ -104,27 +106,26 @@ async fn run(
     mut permit: ConnPermit,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RelayEnd, SessionError> {
-    let session = Session::accept(listener, tcp, peer, &mut permit, shutdown).await?;
+    let accept = Session::accept(listener, tcp, peer, &mut permit, shutdown);
+    let session = Box::pin(accept).await?;
     let deadline = session.config().timeouts.identify;
     let Opened {
         mut session,
         upstream,
-    } = tokio::time::timeout(deadline, session.open())
+    } = Box::pin(tokio::time::timeout(deadline, session.open()))
         .await
         .map_err(|_| SessionError::Timeout("IDENTIFY"))??;
     let guard = session.admit(permit);
     let mut guard = session.or_refuse(guard).await?;
     // A certificate's identity counts against the cap over every replica, as an AUTH's does.
-    if let Some(Verdict::Refuse(refusal)) = guard
-        .claim_shared_identity_slot(AdmittedBy::Certificate)
-        .await
-    {
+    let claim = guard.claim_shared_identity_slot(AdmittedBy::Certificate);
+    if let Some(Verdict::Refuse(refusal)) = Box::pin(claim).await {
         return Err(session.refuse(SessionError::Refused(refusal)).await);
     }
     let routed = match upstream {
         Some(routed) => routed,
         None => {
-            let routed = session.wait_for_nsqd(&mut guard).await;
+            let routed = Box::pin(session.wait_for_nsqd(&mut guard)).await;
             session.or_refuse(routed).await?
         }
     };
@@ -234,7 +235,7 @@ impl Session {
     /// that last frame: the one way a client is refused outside the relay.
     async fn refuse(&mut self, e: SessionError) -> SessionError {
         if let Some(refusal) = e.told() {
-            self.client.tell(&refusal).await;
+            Box::pin(self.client.tell(&refusal)).await;
         }
         e
     }

@@ -50,7 +50,7 @@ pub(super) struct Inbound<'a, W> {
     auth_deadline: Instant,
     /// Seals publishes to signed topics; its withheld deliveries are settled from here.
     signed: Arc<Signed>,
-    settles: mpsc::Receiver<Settle>,
+    settles: Option<mpsc::Receiver<Settle>>,
 }
 
 /// Commands bound for nsqd, written in one go, and the reply slots announcing what they cause.
@@ -111,7 +111,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         slots: mpsc::Sender<Slot>,
         guard: &'a mut Guard,
         settings: &'a RelaySettings,
-        (signed, settles): (Arc<Signed>, mpsc::Receiver<Settle>),
+        (signed, settles): (Arc<Signed>, Option<mpsc::Receiver<Settle>>),
     ) -> Inbound<'a, W> {
         Inbound {
             decoder: CommandDecoder::default(),
@@ -298,7 +298,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                 Woken::Revoked(revocation)
             }
             _ = sleep_until_or_never(grace_over) => Woken::GraceOver,
-            Some(settle) = self.settles.recv() => Woken::Settle(settle),
+            Some(settle) = next_settle(&mut self.settles) => Woken::Settle(settle),
         };
         Ok(woken)
     }
@@ -413,6 +413,14 @@ impl<W: AsyncWrite + Unpin> Batch<W> {
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|stopping| *stopping).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// The next settle outcome; never, on a connection without signed topics.
+async fn next_settle(settles: &mut Option<mpsc::Receiver<Settle>>) -> Option<Settle> {
+    match settles {
+        Some(settles) => settles.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -133,8 +133,16 @@ pub async fn run(
     guard: &mut Guard,
     settings: &RelaySettings,
 ) -> Result<RelayEnd, RelayError> {
+    // nsqd's IDENTIFY reply (a JSON map, ~2 KiB on the heap) was the base of the client's
+    // long ago: a connection that stays idle for hours need not keep it.
+    let Upstream {
+        io: upstream_io,
+        buf: upstream_buf,
+        identify_reply,
+    } = upstream;
+    drop(identify_reply);
     let (mut client_read, client_write) = tokio::io::split(client);
-    let (upstream_read, upstream_write) = tokio::io::split(upstream.io);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream_io);
     let (slots_tx, slots_rx) = mpsc::channel(REPLY_SLOTS);
     let metrics = settings.metrics.clone();
     let quarantiner = settings.quarantiner.clone();
@@ -147,7 +155,7 @@ pub async fn run(
         let metrics = settings.metrics.clone();
         let outbound =
             Outbound::new(client_write, slots_rx, settings.write_timeout, metrics).with(signed);
-        let outbound = outbound.run(upstream_read, upstream.buf, settings.max_frame_size);
+        let outbound = outbound.run(upstream_read, upstream_buf, settings.max_frame_size);
         tokio::pin!(inbound, outbound);
         tokio::select! {
             result = &mut outbound => (result, true),

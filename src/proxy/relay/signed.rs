@@ -40,7 +40,9 @@ pub(crate) struct Signed {
     quarantiner: Option<Arc<Quarantiner>>,
     /// The copying task's queue, started at the first suspect.
     suspects: OnceLock<mpsc::Sender<Suspect>>,
-    settle: mpsc::Sender<Settle>,
+    /// Where withheld deliveries are settled from; None without signed topics, where nothing
+    /// is ever withheld (a channel is ~1.5 KiB that every idle connection would keep).
+    settle: Option<mpsc::Sender<Settle>>,
     metrics: Arc<Metrics>,
 }
 
@@ -62,13 +64,20 @@ pub(crate) enum Delivery {
 // === impl Signed ===
 
 impl Signed {
-    /// The state for one connection, and the receiver of settle outcomes for its inbound side.
+    /// The state for one connection, and the receiver of settle outcomes for its inbound side
+    /// (None when no topic is signed).
     pub(crate) fn new(
         integrity: Integrity,
         quarantiner: Option<Arc<Quarantiner>>,
         metrics: Arc<Metrics>,
-    ) -> (Arc<Signed>, mpsc::Receiver<Settle>) {
-        let (settle, outcomes) = mpsc::channel(64);
+    ) -> (Arc<Signed>, Option<mpsc::Receiver<Settle>>) {
+        let (settle, outcomes) = match integrity.is_empty() {
+            true => (None, None),
+            false => {
+                let (settle, outcomes) = mpsc::channel(64);
+                (Some(settle), Some(outcomes))
+            }
+        };
         let signed = Signed {
             integrity,
             subscribed: OnceLock::new(),
@@ -222,7 +231,9 @@ impl Signed {
         if !queued {
             warn!(id = %message.id, "quarantine queue full or unavailable; requeueing the original");
             self.metrics.integrity.quarantine_published(false);
-            let _ = self.settle.try_send(Settle::Requeue(message.id));
+            if let Some(settle) = &self.settle {
+                let _ = settle.try_send(Settle::Requeue(message.id));
+            }
         }
     }
 
@@ -231,10 +242,8 @@ impl Signed {
             return Some(queue);
         }
         let quarantiner = self.quarantiner.clone()?;
-        Some(
-            self.suspects
-                .get_or_init(|| quarantiner.start(self.settle.clone())),
-        )
+        let settle = self.settle.clone()?;
+        Some(self.suspects.get_or_init(|| quarantiner.start(settle)))
     }
 
     /// nsqd's non-fatal E_FIN_FAILED/E_REQ_FAILED naming an id nsqgate settled itself.

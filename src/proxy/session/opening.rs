@@ -177,8 +177,9 @@ impl Session {
         let (nsqd_reply, upstream) = match predicted {
             Some(predicted) => (predicted, None),
             None => {
-                let routed = self.connect_nsqd().await?;
-                (routed.upstream.identify_reply.clone(), Some(routed))
+                let mut routed = self.connect_nsqd().await?;
+                let reply = std::mem::take(&mut routed.upstream.identify_reply);
+                (reply, Some(routed))
             }
         };
         let (compression, deflate_level) = self.negotiate_compression(&nsqd_reply).await?;
