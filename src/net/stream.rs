@@ -32,6 +32,11 @@ impl<T> Replay<T> {
 
     /// Yields at most `limit` bytes in all (`prefix` first), then end of stream.
     pub fn bounded(prefix: Bytes, inner: T, limit: Option<u64>) -> Replay<T> {
+        // An empty view still holds the buffer it was split from (see poll_read).
+        let prefix = match prefix.is_empty() {
+            true => Bytes::new(),
+            false => prefix,
+        };
         Replay {
             prefix,
             inner,

@@ -34,3 +34,16 @@ async fn a_replayed_prefix_lets_go_of_its_buffer() {
         "a replay that yielded its whole prefix still holds the buffer"
     );
 }
+
+#[tokio::test]
+async fn an_empty_prefix_holds_no_buffer() {
+    let (a, b) = tokio::io::duplex(64);
+    drop(b);
+    // What a reader that buffered nothing yet hands over: an empty view of its buffer.
+    let mut read = bytes::BytesMut::with_capacity(4096);
+    let prefix = read.split().freeze();
+    drop(read);
+    let witness = prefix.clone();
+    let _replay = Replay::new(prefix, a);
+    assert!(witness.is_unique(), "an empty prefix holds its buffer");
+}
