@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::debug;
@@ -17,10 +17,8 @@ use crate::nsq::{CommandDecoder, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{Admission, AdmittedBy, Guard, Revocation, Verdict};
 use crate::proxy::quarantine::Settle;
 
-use super::{
-    prepare_read_buffer, write_within, Owed, RelayEnd, RelayError, RelaySettings, Signed, Slot,
-    WriteFailed,
-};
+use super::reading::Reader;
+use super::{write_within, Owed, RelayEnd, RelayError, RelaySettings, Signed, Slot, WriteFailed};
 
 /// How the client → nsqd direction ended.
 pub(super) enum ClientSide {
@@ -43,7 +41,8 @@ pub(super) struct Inbound<'a, W> {
     shutdown: watch::Receiver<bool>,
     /// When a revoked client is cut off (after the grace, for a subscriber), and why.
     revoked: Option<(Instant, Kind)>,
-    last_read_full: bool,
+    /// Reads the client's commands (no buffer held while it is quiet).
+    reader: Reader,
     /// Since when a command has been partly buffered: one byte a minute holds nothing for long.
     partial_since: Option<Instant>,
     /// When a client that must AUTH and has not is refused.
@@ -129,7 +128,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             settings,
             shutdown: settings.shutdown.clone(),
             revoked: None,
-            last_read_full: false,
+            reader: Reader::default(),
             partial_since: None,
             auth_deadline: Instant::now() + settings.auth_timeout,
             signed,
@@ -283,15 +282,9 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             (false, since) => since,
         };
         let (deadline, expiry) = self.next_deadline();
-        prepare_read_buffer(buf, self.last_read_full);
-        let spare = buf.capacity() - buf.len();
         let grace_over = self.revoked.map(|(at, _)| at);
         let woken = tokio::select! {
-            read = client.read_buf(buf) => {
-                let n = read.map_err(RelayError::Client)?;
-                self.last_read_full = n == spare;
-                Woken::Read(n)
-            }
+            read = self.reader.read(client, buf) => Woken::Read(read.map_err(RelayError::Client)?),
             _ = stopping(&mut self.shutdown) => Woken::Stopping,
             _ = tokio::time::sleep_until(deadline) => Woken::Deadline(expiry),
             revocation = self.guard.revoked(), if self.revoked.is_none() => {
@@ -334,7 +327,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     }
 
     async fn refuse(&mut self, refusal: FatalReply) -> Result<ClientSide, RelayError> {
-        self.batch.queue(Slot::Refusal(refusal)).await?;
+        self.batch.queue(Slot::Refusal(Box::new(refusal))).await?;
         Ok(ClientSide::RefusalQueued)
     }
 }

@@ -21,6 +21,7 @@ use crate::proxy::upstream::Upstream;
 
 mod inbound;
 mod outbound;
+mod reading;
 mod signed;
 
 use inbound::{ClientSide, Inbound};
@@ -30,10 +31,6 @@ use signed::Signed;
 /// How many reply slots may be outstanding before the client side stops reading; a client that
 /// pipelines more than this waits for nsqd, which is the backpressure we want.
 const REPLY_SLOTS: usize = 256;
-/// Read sizes: small while a connection is quiet, large while reads come back full. A frame
-/// larger than either grows the buffer only to its own (limit-checked) size.
-const SMALL_READ: usize = 512;
-const LARGE_READ: usize = 64 * 1024;
 /// After the client side ended, how long nsqd may take to send the replies it still owes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection keeps reading (and discarding) what the client still sends.
@@ -45,8 +42,9 @@ enum Slot {
     Upstream(Owed),
     /// nsqgate's own reply, due once every earlier reply has been sent.
     Reply(Bytes),
-    /// nsqgate's refusal, due likewise; the connection closes after it.
-    Refusal(FatalReply),
+    /// nsqgate's refusal, due likewise; the connection closes after it. Boxed: the channel
+    /// allocates its slots 32 at a time for every connection, and a refusal comes once at most.
+    Refusal(Box<FatalReply>),
 }
 
 /// What nsqd owes for one batch written to it.
@@ -189,22 +187,6 @@ pub async fn drain_before_close<R: AsyncRead + Unpin + ?Sized>(client: &mut R) {
         if n == 0 {
             break;
         }
-    }
-}
-
-/// Small reads for quiet connections, large ones while data streams in; a drained buffer that
-/// grew for one large frame is given back, so idle connections hold little memory.
-fn prepare_read_buffer(buf: &mut BytesMut, last_read_full: bool) {
-    if buf.is_empty() && buf.capacity() > LARGE_READ {
-        *buf = BytesMut::new();
-    }
-    let want = if last_read_full {
-        LARGE_READ
-    } else {
-        SMALL_READ
-    };
-    if buf.capacity() - buf.len() < want / 2 {
-        buf.reserve(want);
     }
 }
 

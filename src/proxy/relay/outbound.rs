@@ -6,17 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::metrics::Metrics;
 use crate::nsq::{self, FrameType};
 
+use super::reading::Reader;
 use super::signed::Delivery;
-use super::{
-    prepare_read_buffer, write_within, NsqdError, RelayEnd, RelayError, Signed, Slot, WriteFailed,
-};
+use super::{write_within, NsqdError, RelayEnd, RelayError, Signed, Slot, WriteFailed};
 
 /// The nsqd → client direction of one connection.
 pub(super) struct Outbound<W> {
@@ -70,13 +69,11 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
         mut buf: BytesMut,
         max_frame_size: u32,
     ) -> Result<RelayEnd, RelayError> {
-        let mut last_read_full = false;
+        let mut reader = Reader::default();
         loop {
             if let Some(end) = self.relay_buffered(&mut buf, max_frame_size).await? {
                 return Ok(end);
             }
-            prepare_read_buffer(&mut buf, last_read_full);
-            let spare = buf.capacity() - buf.len();
             tokio::select! {
                 biased;
                 slot = self.slots.recv(), if self.slots_open => match slot {
@@ -88,7 +85,7 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
                     }
                     None => self.slots_open = false,
                 },
-                read = upstream.read_buf(&mut buf) => {
+                read = reader.read(&mut upstream, &mut buf) => {
                     let n = read.map_err(RelayError::Nsqd)?;
                     if n == 0 {
                         debug!("nsqd closed the connection");
@@ -96,7 +93,6 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
                         let last_error = self.last_error.take();
                         return Ok(RelayEnd::NsqdClosed { last_error });
                     }
-                    last_read_full = n == spare;
                 }
             }
         }
@@ -191,7 +187,7 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
                     let chunk = self.out.split();
                     self.write(&chunk).await?;
                     let _ = self.client.shutdown().await;
-                    return Ok(Some(RelayEnd::Refused(refusal)));
+                    return Ok(Some(RelayEnd::Refused(*refusal)));
                 }
                 _ => break,
             }

@@ -102,7 +102,7 @@ async fn a_refusal_waits_for_the_replies_owed_before_it() {
     let ok = frame(FrameType::Response, b"OK");
     let refusal = FatalReply::new(Kind::Policy, ErrorCode::Unauthorized, "denied");
     let told = refusal.frame().cloned().unwrap();
-    let slots = vec![Slot::Upstream(owed(1)), Slot::Refusal(refusal)];
+    let slots = vec![Slot::Upstream(owed(1)), Slot::Refusal(Box::new(refusal))];
     let (ended, heard) = outbound(&ok, slots).await;
     assert!(matches!(ended.unwrap(), RelayEnd::Refused(_)));
     assert_eq!(heard, [&ok[..], &told[..]].concat());
@@ -111,9 +111,21 @@ async fn a_refusal_waits_for_the_replies_owed_before_it() {
 #[tokio::test]
 async fn a_refusal_nsqd_would_not_say_closes_without_a_word() {
     let refusal = FatalReply::malformed(&ProtocolError::LineTooLong { limit: 16 });
-    let (ended, heard) = outbound(b"", vec![Slot::Refusal(refusal)]).await;
+    let (ended, heard) = outbound(b"", vec![Slot::Refusal(Box::new(refusal))]).await;
     let end = ended.unwrap();
     assert!(matches!(end, RelayEnd::Refused(_)));
     assert_eq!(end.ending().kind, Kind::ClientProtocol);
     assert!(heard.is_empty(), "{heard:?}");
+}
+
+#[test]
+fn a_reply_slot_is_no_larger_than_a_frame_and_a_tag() {
+    // Every connection's reply queue allocates a block of 32 slots up front: a refusal held
+    // inline doubled it (64 bytes a slot, 2 KiB a block).
+    let frame_and_tag = std::mem::size_of::<Bytes>() + std::mem::size_of::<usize>();
+    assert!(
+        std::mem::size_of::<Slot>() <= frame_and_tag,
+        "Slot is {} bytes",
+        std::mem::size_of::<Slot>()
+    );
 }
