@@ -156,8 +156,15 @@ async fn a_new_process_takes_over_the_address_while_the_old_one_drains() {
 
     let (count, failures) = prober.finish();
     eprintln!("{count} connections answered through the overlap");
+    // docs/operations.md, "Upgrading": a handshake the kernel completes for the old listener
+    // between its last accept and its close is reset (unless net.ipv4.tcp_migrate_req = 1).
+    // That instant is once per listener: one reset at most, and only a reset.
+    let instant = failures.len() == 1 && failures[0].contains("reset by peer");
+    if instant {
+        eprintln!("the close instant reset one connection: {}", failures[0]);
+    }
     assert!(
-        failures.is_empty(),
+        failures.is_empty() || instant,
         "{} of {} connections were not answered: {:?}\nold log:\n{}",
         failures.len(),
         count + failures.len(),
