@@ -101,17 +101,23 @@ fn ring_and_jsonwebtoken_agree_on_good_and_bad_signatures() {
     }
 }
 
-#[test]
-fn rsa_and_hmac_stay_with_jsonwebtoken() {
-    let key = keys::bind_static(&[JwtKey {
+/// An HS256 secret: the signing key, and the key bound as a verifier binds it.
+fn hs256_pair() -> (EncodingKey, BoundKey) {
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    let bound = keys::bind_static(&[JwtKey {
         kid: None,
         algorithm: Algorithm::HS256,
-        material: KeyMaterial::Secret(b"0123456789abcdef0123456789abcdef".to_vec()),
+        material: KeyMaterial::Secret(SECRET.to_vec()),
     }])
     .unwrap()
     .remove(0);
+    (EncodingKey::from_secret(SECRET), bound)
+}
+
+#[test]
+fn rsa_and_hmac_stay_with_jsonwebtoken() {
+    let (signing, key) = hs256_pair();
     assert!(ring_public_key(&key).is_none());
-    let signing = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
     let (input, signature) = signed(Algorithm::HS256, &signing);
     let seen = SeenGood::default();
     assert!(verify(&key, input.as_bytes(), &signature, &seen).unwrap());
@@ -139,14 +145,7 @@ fn a_good_signature_is_remembered_for_its_key_only_and_a_bad_one_never() {
 
 #[test]
 fn a_full_memory_starts_over() {
-    let key = keys::bind_static(&[JwtKey {
-        kid: None,
-        algorithm: Algorithm::HS256,
-        material: KeyMaterial::Secret(b"0123456789abcdef0123456789abcdef".to_vec()),
-    }])
-    .unwrap()
-    .remove(0);
-    let signing = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+    let (signing, key) = hs256_pair();
     let seen = SeenGood::default();
     for n in 0..=SEEN_GOOD_MOST {
         let token =
