@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis_cluster::RedisCluster;
-use common::{nsqgate, GateConfig, Nsqd, Pki};
+use common::{nsqgate, revoke_api_key_everywhere, GateConfig, Nsqd, Pki};
 
 const CAP: usize = 3;
 
@@ -76,25 +76,15 @@ async fn replicas_share_caps_and_revocations_through_a_redis_cluster() {
     }
     let config_path = pki.path("replica.toml");
     config.write(&config_path);
-    let (code, out, err) = nsqgate(&[
-        "revoke",
-        "--api-key-name",
+    revoke_api_key_everywhere(
+        &pki,
+        &config_path,
         "capped",
-        "--config",
-        config_path.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    for gate in &replicas {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match pki.try_auth(gate, &key).await {
-                // What a revoked credential is told (the reason is in nsqgate's log only).
-                Err(text) if text == "E_AUTH_FAILED AUTH failed" => break,
-                other => assert!(Instant::now() < deadline, "not revoked: {:?}", other.err()),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+        &key,
+        &replicas,
+        Duration::from_secs(10),
+    )
+    .await;
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::nsqclient::RawClient;
 use common::redis_sentinel::{RedisSentinel, MASTER};
-use common::{nsqgate, Gate, GateConfig, Nsqd, Pki};
+use common::{nsqgate, revoke_api_key_everywhere, Gate, GateConfig, Nsqd, Pki};
 
 const CAP: usize = 2;
 /// A failover takes the sentinel a few seconds; the replicas notice within one re-read.
@@ -120,25 +120,7 @@ async fn replicas_follow_the_master_through_sentinel_failovers() {
     served(&replicas[0], &pki, &key, "slots after the kill").await;
 
     // A revocation through the sentinel reaches both replicas, and sits on the master.
-    let (code, out, err) = nsqgate(&[
-        "revoke",
-        "--api-key-name",
-        "capped",
-        "--config",
-        config_path.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    for gate in &replicas {
-        let deadline = Instant::now() + NOTICE;
-        loop {
-            match pki.try_auth(gate, &key).await {
-                // What a revoked credential is told (the reason is in nsqgate's log only).
-                Err(text) if text == "E_AUTH_FAILED AUTH failed" => break,
-                other => assert!(Instant::now() < deadline, "not revoked: {:?}", other.err()),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    revoke_api_key_everywhere(&pki, &config_path, "capped", &key, &replicas, NOTICE).await;
     let stored = set.server(first).command("ZRANGE nsqgate:revocations 0 -1");
     assert!(stored.contains("capped"), "{stored}");
 }

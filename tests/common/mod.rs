@@ -169,3 +169,33 @@ impl Pki {
         key
     }
 }
+
+/// `nsqgate revoke --api-key-name NAME --config CONFIG` (it must succeed), then waits up to
+/// `within` until every replica refuses `key`'s AUTH as a revoked credential is refused.
+pub async fn revoke_api_key_everywhere(
+    pki: &Pki,
+    config: &Path,
+    name: &str,
+    key: &str,
+    replicas: &[Gate],
+    within: std::time::Duration,
+) {
+    let config = config.to_str().expect("a UTF-8 path");
+    let (code, out, err) = nsqgate(&["revoke", "--api-key-name", name, "--config", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    for gate in replicas {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match pki.try_auth(gate, key).await {
+                // What a revoked credential is told (the reason is in nsqgate's log only).
+                Err(text) if text == "E_AUTH_FAILED AUTH failed" => break,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "not revoked: {:?}",
+                    other.err()
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

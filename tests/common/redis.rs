@@ -88,7 +88,7 @@ impl Redis {
                 "yes".to_owned(),
             ];
             let mut child = spawn(&dir, &socket, &tls);
-            if answers_or_exits(&mut child, &socket) {
+            if answers_on_socket_or_exits(&mut child, &socket) {
                 return Redis {
                     child,
                     dir,
@@ -131,20 +131,11 @@ impl Redis {
 
     /// One command (inline form) and the server's raw reply.
     pub fn command(&self, line: &str) -> String {
-        let mut stream = UnixStream::connect(&self.socket).expect("connect to redis");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .expect("write to redis");
-        let mut reply = vec![0u8; 64 * 1024];
-        let n = stream.read(&mut reply).expect("redis reply");
-        String::from_utf8_lossy(&reply[..n]).into_owned()
+        command_on_socket(&self.socket, line)
     }
 
     fn wait_answering(&mut self) {
-        if !answers_or_exits(&mut self.child, &self.socket) {
+        if !answers_on_socket_or_exits(&mut self.child, &self.socket) {
             panic!("redis-server exited: {}", self.log());
         }
     }
@@ -158,11 +149,41 @@ fn log(dir: &tempfile::TempDir) -> String {
     std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default()
 }
 
+/// One command (inline form) on the unix socket of a server started here, and its raw reply.
+pub(super) fn command_on_socket(socket: &Path, line: &str) -> String {
+    let stream = UnixStream::connect(socket).expect("connect to redis");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    exchange(stream, line)
+}
+
+/// Writes `line` (inline form) and returns the raw reply (one read: replies here are small).
+pub(super) fn exchange(mut stream: impl Read + Write, line: &str) -> String {
+    stream
+        .write_all(format!("{line}\r\n").as_bytes())
+        .expect("write to redis");
+    let mut reply = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut reply).expect("redis reply");
+    String::from_utf8_lossy(&reply[..n]).into_owned()
+}
+
 /// True once redis-server answers PING on `socket`; false if it exited first.
-pub(super) fn answers_or_exits(child: &mut Child, socket: &Path) -> bool {
+pub(super) fn answers_on_socket_or_exits(child: &mut Child, socket: &Path) -> bool {
+    let what = socket.display().to_string();
+    answers_or_exits(child, &what, || UnixStream::connect(socket))
+}
+
+/// True once a stream from `connect` (a new one each try) answers PING; false if `child`
+/// exited first. `what` names the address for the failure message.
+pub(super) fn answers_or_exits<S: Read + Write>(
+    child: &mut Child,
+    what: &str,
+    connect: impl Fn() -> std::io::Result<S>,
+) -> bool {
     let deadline = Instant::now() + START_LIMIT;
     loop {
-        if let Ok(mut stream) = UnixStream::connect(socket) {
+        if let Ok(mut stream) = connect() {
             let mut reply = [0u8; 16];
             if stream.write_all(b"PING\r\n").is_ok()
                 && stream
@@ -177,15 +198,14 @@ pub(super) fn answers_or_exits(child: &mut Child, socket: &Path) -> bool {
         }
         assert!(
             Instant::now() < deadline,
-            "redis-server did not answer on {} within {START_LIMIT:?}",
-            socket.display(),
+            "redis-server did not answer on {what} within {START_LIMIT:?}",
         );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// A port no one listens on now (the kernel's pick for a socket closed at once).
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
     probe.local_addr().expect("probe address").port()
 }

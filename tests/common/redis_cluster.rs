@@ -5,14 +5,12 @@
 //! another if redis-server exits because either was taken meanwhile. Each node also has a
 //! unix socket, for the harness's own commands. Missing tools fail loudly, never skip.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::daemons::START_LIMIT;
-use super::redis::{answers_or_exits, tool};
+use super::redis::{answers_on_socket_or_exits, command_on_socket, tool};
 
 pub struct RedisCluster {
     nodes: Vec<Node>,
@@ -82,7 +80,7 @@ impl Node {
         for _attempt in 0..5 {
             let port = free_port_pair();
             let mut child = spawn(dir.path(), port);
-            if answers_or_exits(&mut child, &dir.path().join("redis.sock")) {
+            if answers_on_socket_or_exits(&mut child, &dir.path().join("redis.sock")) {
                 return Node { child, dir, port };
             }
             let log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
@@ -93,17 +91,7 @@ impl Node {
     }
 
     fn command(&self, line: &str) -> String {
-        let socket = self.dir.path().join("redis.sock");
-        let mut stream = UnixStream::connect(&socket).expect("connect to redis");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .expect("write to redis");
-        let mut reply = vec![0u8; 64 * 1024];
-        let n = stream.read(&mut reply).expect("redis reply");
-        String::from_utf8_lossy(&reply[..n]).into_owned()
+        command_on_socket(&self.dir.path().join("redis.sock"), line)
     }
 }
 

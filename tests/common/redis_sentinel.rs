@@ -5,15 +5,13 @@
 //! again on another if it exits because the port was taken meanwhile. The data servers also
 //! have a unix socket, for the harness's own commands. Missing tools fail loudly, never skip.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::daemons::START_LIMIT;
-use super::redis::tool;
+use super::redis::{answers_or_exits, command_on_socket, exchange, free_port, tool};
 
 /// The master's name in the sentinel's configuration.
 pub const MASTER: &str = "nsqgate-test";
@@ -139,7 +137,12 @@ impl Server {
         for _attempt in 0..5 {
             let port = free_port();
             let mut child = spawn(port, dir.path());
-            if answers_on_port_or_exits(&mut child, port) {
+            let connect = || -> std::io::Result<TcpStream> {
+                let stream = TcpStream::connect(("127.0.0.1", port))?;
+                stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+                Ok(stream)
+            };
+            if answers_or_exits(&mut child, &format!("port {port}"), connect) {
                 return Server { child, dir, port };
             }
             let log = std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default();
@@ -150,9 +153,7 @@ impl Server {
 
     /// One command (inline form) on this data server's unix socket, and its raw reply.
     pub fn command(&self, line: &str) -> String {
-        let socket = self.dir.path().join("redis.sock");
-        let stream = UnixStream::connect(&socket).expect("connect to redis");
-        exchange(stream, line)
+        command_on_socket(&self.dir.path().join("redis.sock"), line)
     }
 
     /// SIGKILL: gone at once, as a crashed server.
@@ -166,47 +167,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn exchange(mut stream: impl Read + Write, line: &str) -> String {
-    stream
-        .write_all(format!("{line}\r\n").as_bytes())
-        .expect("write to redis");
-    let mut reply = vec![0u8; 64 * 1024];
-    let n = stream.read(&mut reply).expect("redis reply");
-    String::from_utf8_lossy(&reply[..n]).into_owned()
-}
-
-/// True once something answers PING on `port`; false if the child exited first.
-fn answers_on_port_or_exits(child: &mut Child, port: u16) -> bool {
-    let deadline = Instant::now() + START_LIMIT;
-    loop {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut reply = [0u8; 16];
-            if stream.write_all(b"PING\r\n").is_ok()
-                && stream
-                    .read(&mut reply)
-                    .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
-            {
-                return true;
-            }
-        }
-        if let Ok(Some(_status)) = child.try_wait() {
-            return false;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not answer on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A port no one listens on now (the kernel's pick for a socket closed at once).
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
-    probe.local_addr().expect("probe address").port()
 }
 
 fn data_server(port: u16, dir: &Path, extra: &[String]) -> Child {
