@@ -63,7 +63,7 @@ fn policy(pki: &Pki, keys: &Keys, with_reader: bool) {
     let reader = if with_reader {
         format!(
             "[api_keys.reader]\nsha256 = \"{}\"\nroles = [\"reader\"]\n",
-            apikey::hash_hex(keys.reader.as_bytes())
+            common::key_sha256(keys.reader.as_bytes())
         )
     } else {
         String::new()
@@ -89,8 +89,8 @@ sha256 = "{}"
 roles = ["limited"]
 
 {reader}"#,
-        apikey::hash_hex(keys.writer.as_bytes()),
-        apikey::hash_hex(keys.limited.as_bytes()),
+        common::key_sha256(keys.writer.as_bytes()),
+        common::key_sha256(keys.limited.as_bytes()),
     );
     pki.write_policy("metrics-policy", "policy.toml", &text);
 }

@@ -41,8 +41,8 @@ roles = ["publisher"]
 sha256 = "{}"
 roles = ["publisher"]
 "#,
-        apikey::hash_hex(first.as_bytes()),
-        apikey::hash_hex(second.as_bytes()),
+        common::key_sha256(first.as_bytes()),
+        common::key_sha256(second.as_bytes()),
     );
     pki.write_policy("claims", "claims.toml", &policy);
     (first, second)

@@ -36,7 +36,7 @@ allow = [{{ action = "publish", topics = ["keys.*"] }}]
 sha256 = "{}"
 roles = ["keyed"]
 "#,
-        apikey::hash_hex(key.as_bytes())
+        common::key_sha256(key.as_bytes())
     )
 }
 

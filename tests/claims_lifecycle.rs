@@ -97,12 +97,12 @@ fn revocation_policy(key: &str, other: &str, allowed: bool) -> String {
         "[roles.worker]\nallow = [\n  {{ action = \"publish\", topics = [\"orders\"] }},\n  \
          {{ action = \"subscribe\", topics = [\"orders\"], channels = [\"*\"] }},\n]\n\n\
          [api_keys.feeder]\nsha256 = \"{}\"\nroles = [\"worker\"]\n",
-        apikey::hash_hex(other.as_bytes())
+        common::key_sha256(other.as_bytes())
     );
     if allowed {
         text += &format!(
             "\n[api_keys.doomed]\nsha256 = \"{}\"\nroles = [\"worker\"]\n",
-            apikey::hash_hex(key.as_bytes())
+            common::key_sha256(key.as_bytes())
         );
     }
     text

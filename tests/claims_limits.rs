@@ -140,8 +140,8 @@ async fn the_per_topic_bucket_is_shared_by_every_publisher() {
         "[roles.publisher]\nallow = [{{ action = \"publish\", topics = [\"*\"] }}]\n\n\
          [api_keys.first]\nsha256 = \"{}\"\nroles = [\"publisher\"]\n\n\
          [api_keys.second]\nsha256 = \"{}\"\nroles = [\"publisher\"]\n",
-        apikey::hash_hex(first.as_bytes()),
-        apikey::hash_hex(second.as_bytes()),
+        common::key_sha256(first.as_bytes()),
+        common::key_sha256(second.as_bytes()),
     );
     pki.write_policy("policy", "main.toml", &policy);
     let nsqd = Nsqd::start(&pki);

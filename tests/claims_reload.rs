@@ -18,7 +18,7 @@ fn policy(key: &str, topic: &str) -> String {
     format!(
         "[roles.publisher]\nallow = [{{ action = \"publish\", topics = [\"{topic}\"] }}]\n\n\
          [api_keys.producer]\nsha256 = \"{}\"\nroles = [\"publisher\"]\n",
-        apikey::hash_hex(key.as_bytes())
+        common::key_sha256(key.as_bytes())
     )
 }
 

@@ -82,7 +82,7 @@ fn keys_new_prints_a_fresh_key_and_its_policy_entry() {
             .to_owned()
     };
     assert_ne!(key(&first), key(&second));
-    let hash = nsqgate::auth::apikey::hash_hex(key(&first).as_bytes());
+    let hash = common::key_sha256(key(&first).as_bytes());
     assert!(first.contains(&format!("sha256 = \"{hash}\"")), "{first}");
     assert!(
         first.contains("[api_keys.\"billing\"]") && first.contains("roles = [\"writer\"]"),

@@ -74,7 +74,7 @@ allow = [
 sha256 = "{}"
 roles = ["lib"]
 "#,
-            nsqgate::auth::apikey::hash_hex(key.as_bytes())
+            common::key_sha256(key.as_bytes())
         ),
     );
     let nsqd = Nsqd::start(&pki);

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::nsqclient::{assert_ok, tls_connector, RawClient};
 use common::{run_tool, tool, Gate, GateConfig, Lookupd, Nsqd, Pki};
-use nsqgate::auth::apikey;
 
 const KEY: &str = "nsqk_gateway_test_key_0000000000000000000000000000";
 
@@ -28,7 +27,7 @@ allow = [
 sha256 = "{}"
 roles = ["gw"]
 "#,
-        apikey::hash_hex(KEY.as_bytes())
+        common::key_sha256(KEY.as_bytes())
     )
 }
 

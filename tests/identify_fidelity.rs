@@ -245,7 +245,7 @@ async fn ranges_are_learned_from_nsqd_or_configured_and_a_mismatch_is_relayed_an
 
 /// A policy granting everything to one API key.
 fn key_policy(key: &str) -> String {
-    let hash = nsqgate::auth::apikey::hash_hex(key.as_bytes());
+    let hash = common::key_sha256(key.as_bytes());
     format!(
         r#"
 [roles.everything]

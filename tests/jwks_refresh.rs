@@ -21,7 +21,6 @@ use tokio::task::JoinHandle;
 use common::nsqclient::{frame_text, tls_connector, RawClient};
 use common::wire::FrameType;
 use common::{Gate, GateConfig, Nsqd, Pki};
-use nsqgate::auth::apikey;
 
 /// The identity provider's answer: (status, body), changed by the test as it goes.
 type Answer = Arc<Mutex<(u16, String)>>;
@@ -112,7 +111,7 @@ fn gate(pki: &Pki, nsqd: &Nsqd, jwks: SocketAddr, extra: &str) -> (Gate, SocketA
              [\"**\"] }}]\n[roles.ops]\nallow = [{{ action = \"admin\", topics = [\"**\", \
              \"**#ephemeral\"] }}]\n[identities]\nalice = [\"any\"]\n[api_keys.ops]\nsha256 = \
              \"{}\"\nroles = [\"ops\"]\n",
-            apikey::hash_hex(OPS_KEY.as_bytes())
+            common::key_sha256(OPS_KEY.as_bytes())
         ),
     );
     let gate = GateConfig::new(nsqd.tcp)

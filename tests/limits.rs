@@ -48,8 +48,8 @@ roles = ["slow"]
 sha256 = "{}"
 roles = ["fast"]
 "#,
-        apikey::hash_hex(keys.slow.as_bytes()),
-        apikey::hash_hex(keys.fast.as_bytes()),
+        common::key_sha256(keys.slow.as_bytes()),
+        common::key_sha256(keys.fast.as_bytes()),
     );
     pki.write_policy("limited", "limited.toml", &policy);
     keys

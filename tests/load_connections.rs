@@ -22,7 +22,6 @@ use tokio::sync::Semaphore;
 
 use common::nsqclient::{tls_connector, RawClient};
 use common::{Gate, GateConfig, Nsqd, Pki, MAX_MSG_SIZE};
-use nsqgate::auth::apikey;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -231,8 +230,8 @@ async fn another_identitys_publish_latency_under_a_flood_is_reported() {
             "[roles.publisher]\nallow = [{{ action = \"publish\", topics = [\"**\"] }}]\n\n\
              [api_keys.flood]\nsha256 = \"{}\"\nroles = [\"publisher\"]\n\n\
              [api_keys.quiet]\nsha256 = \"{}\"\nroles = [\"publisher\"]\n",
-            apikey::hash_hex(FLOOD_KEY.as_bytes()),
-            apikey::hash_hex(QUIET_KEY.as_bytes()),
+            common::key_sha256(FLOOD_KEY.as_bytes()),
+            common::key_sha256(QUIET_KEY.as_bytes()),
         ),
     );
     let nsqd = Nsqd::start(&pki);

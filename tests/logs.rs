@@ -17,7 +17,7 @@ fn writer_policy(pki: &Pki) -> String {
     let policy = format!(
         "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"*\"] }}]\n\n\
          [api_keys.writer]\nsha256 = \"{}\"\nroles = [\"writer\"]\n",
-        apikey::hash_hex(key.as_bytes())
+        common::key_sha256(key.as_bytes())
     );
     pki.write_policy("logs-policy", "policy.toml", &policy);
     key

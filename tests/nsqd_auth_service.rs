@@ -39,7 +39,7 @@ alice = ["writer"]
 "#,
     );
     for (identity, key, role) in keys {
-        let hash = apikey::hash_hex(key.as_bytes());
+        let hash = common::key_sha256(key.as_bytes());
         text.push_str(&format!(
             "[api_keys.{identity}]\nsha256 = \"{hash}\"\nroles = [\"{role}\"]\n"
         ));

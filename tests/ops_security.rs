@@ -369,8 +369,8 @@ async fn default_caps_keep_one_identity_from_exhausting_nsqd() {
         "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"*\"] }}]\n\n\
          [api_keys.hog]\nsha256 = \"{}\"\nroles = [\"writer\"]\n\n\
          [api_keys.other]\nsha256 = \"{}\"\nroles = [\"writer\"]\n",
-        apikey::hash_hex(hog.as_bytes()),
-        apikey::hash_hex(other.as_bytes()),
+        common::key_sha256(hog.as_bytes()),
+        common::key_sha256(other.as_bytes()),
     );
     pki.write_policy("policy", "p.toml", &policy);
     let nsqd = common::Nsqd::start(&pki);
@@ -590,8 +590,8 @@ fn keyed_policy(pki: &common::Pki) -> (String, String) {
          [roles.operator]\nallow = [{{ action = \"admin\", topics = [\"**\", \"**#ephemeral\"] }}]\n\n\
          [api_keys.writer]\nsha256 = \"{}\"\nroles = [\"writer\"]\n\n\
          [api_keys.operator]\nsha256 = \"{}\"\nroles = [\"operator\"]\n",
-        apikey::hash_hex(writer.as_bytes()),
-        apikey::hash_hex(admin.as_bytes()),
+        common::key_sha256(writer.as_bytes()),
+        common::key_sha256(admin.as_bytes()),
     );
     pki.write_policy("policy", "p.toml", &policy);
     (writer, admin)

@@ -46,9 +46,9 @@ roles = ["probing"]
 sha256 = "{}"
 roles = ["ops"]
 "#,
-        apikey::hash_hex(alice.as_bytes()),
-        apikey::hash_hex(probing.as_bytes()),
-        apikey::hash_hex(ops.as_bytes()),
+        common::key_sha256(alice.as_bytes()),
+        common::key_sha256(probing.as_bytes()),
+        common::key_sha256(ops.as_bytes()),
     );
     pki.write_policy("rules", "rules.toml", &policy);
 }

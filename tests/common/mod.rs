@@ -132,14 +132,21 @@ pub fn write_secret(path: &Path, bytes: &[u8]) {
     file.write_all(bytes).expect("write secret");
 }
 
+/// The SHA-256 of an API key as 64 lowercase hex characters, the form `[api_keys.*] sha256`
+/// holds: computed here, not with nsqgate's own `apikey::hash_hex`, so a test catches a change
+/// in how nsqgate hashes keys.
+pub fn key_sha256(key: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A policy's `[api_keys.NAME]` entry for `key` with `roles`. The SHA-256 is taken here with
 /// the `sha2` crate, not with nsqgate's own hashing, so a wrong hash in nsqgate would show.
 pub fn api_key_entry(name: &str, key: &str, roles: &[&str]) -> String {
-    use sha2::{Digest, Sha256};
-    let hex: String = Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = key_sha256(key.as_bytes());
     let roles: Vec<String> = roles.iter().map(|role| format!("\"{role}\"")).collect();
     format!(
         "[api_keys.{name}]\nsha256 = \"{hex}\"\nroles = [{}]\n",

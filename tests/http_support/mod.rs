@@ -18,7 +18,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::common::{Gate, Nsqd, Pki};
-use nsqgate::auth::apikey;
 
 pub const WRITER_KEY: &str = "nsqk_http_test_writer_key_000000000000000000000000";
 pub const OPS_KEY: &str = "nsqk_http_test_ops_key_00000000000000000000000000000";
@@ -60,9 +59,9 @@ roles = ["writer"]
 sha256 = "{}"
 roles = ["ops"]
 "#,
-        apikey::hash_hex(ORDERS_ADMIN_KEY.as_bytes()),
-        apikey::hash_hex(WRITER_KEY.as_bytes()),
-        apikey::hash_hex(OPS_KEY.as_bytes()),
+        crate::common::key_sha256(ORDERS_ADMIN_KEY.as_bytes()),
+        crate::common::key_sha256(WRITER_KEY.as_bytes()),
+        crate::common::key_sha256(OPS_KEY.as_bytes()),
     )
 }
 
