@@ -271,12 +271,16 @@ impl JwtVerifier {
         }
         let alg = Algorithm::from_str(&header.alg)
             .map_err(|_| AuthError::AlgorithmNotAllowed(sanitize(&header.alg)))?;
-        if URL_SAFE_NO_PAD.decode(parts.signature).is_err() {
+        let Ok(signature_bytes) = URL_SAFE_NO_PAD.decode(parts.signature) else {
             return Err(AuthError::Malformed);
-        }
+        };
+        let signature = signature::Signature {
+            encoded: parts.signature,
+            bytes: &signature_bytes,
+        };
         // An empty `kid` names no key: some issuers write one; treat it as absent.
         let kid = header.kid.as_deref().filter(|kid| !kid.is_empty());
-        self.check_signature(&parts, alg, kid)?;
+        self.check_signature(&parts, &signature, alg, kid)?;
         let claims: Map<String, Value> = decode_json(parts.payload)?;
         self.principal(&claims, now_unix)
     }
@@ -316,6 +320,7 @@ impl JwtVerifier {
     fn check_signature(
         &self,
         parts: &Parts<'_>,
+        signature: &signature::Signature<'_>,
         alg: Algorithm,
         kid: Option<&str>,
     ) -> Result<(), AuthError> {
@@ -356,7 +361,7 @@ impl JwtVerifier {
         };
         for key in candidates {
             let input = parts.signing_input.as_bytes();
-            match signature::verify(key, input, parts.signature, &self.seen_good) {
+            match signature::verify(key, input, signature, &self.seen_good) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 // Keys are checked at load time, so this should not happen; fail this key only.

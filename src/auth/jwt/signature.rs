@@ -8,8 +8,6 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use ring::signature::{self as ring_signature, UnparsedPublicKey, VerificationAlgorithm};
 use sha2::{Digest, Sha256};
@@ -45,9 +43,11 @@ impl SeenGood {
     /// expose (an RSA key from a JWK's components): such checks are not remembered.
     fn digest(key: &BoundKey, signing_input: &[u8], signature: &str) -> Option<[u8; 32]> {
         let key_bytes = key.key.try_get_as_bytes().ok()?;
+        // The variant's number names the algorithm: digests live only in this process.
+        let algorithm = [key.alg as u8];
         let mut hash = Sha256::new();
         for part in [
-            format!("{:?}", key.alg).as_bytes(),
+            &algorithm[..],
             key_bytes,
             signing_input,
             signature.as_bytes(),
@@ -72,16 +72,21 @@ impl SeenGood {
     }
 }
 
-/// Whether `signature` (base64url, as the token carries it) is `key`'s over `signing_input`.
-/// An error means the key itself is unusable (keys are checked when bound, so it should not
-/// happen).
+/// A token's signature: as the token carries it (base64url) and decoded.
+pub(super) struct Signature<'a> {
+    pub(super) encoded: &'a str,
+    pub(super) bytes: &'a [u8],
+}
+
+/// Whether `signature` is `key`'s over `signing_input`. An error means the key itself is
+/// unusable (keys are checked when bound, so it should not happen).
 pub(super) fn verify(
     key: &BoundKey,
     signing_input: &[u8],
-    signature: &str,
+    signature: &Signature<'_>,
     seen: &SeenGood,
 ) -> Result<bool, jsonwebtoken::errors::Error> {
-    let digest = SeenGood::digest(key, signing_input, signature);
+    let digest = SeenGood::digest(key, signing_input, signature.encoded);
     if digest.as_ref().is_some_and(|d| seen.contains(d)) {
         return Ok(true);
     }
@@ -96,15 +101,12 @@ pub(super) fn verify(
 fn check(
     key: &BoundKey,
     signing_input: &[u8],
-    signature: &str,
+    signature: &Signature<'_>,
 ) -> Result<bool, jsonwebtoken::errors::Error> {
     if let Some(public) = ring_public_key(key) {
-        let Ok(signature) = URL_SAFE_NO_PAD.decode(signature) else {
-            return Ok(false);
-        };
-        return Ok(public.verify(signing_input, &signature).is_ok());
+        return Ok(public.verify(signing_input, signature.bytes).is_ok());
     }
-    jsonwebtoken::crypto::verify(signature, signing_input, &key.key, key.alg)
+    jsonwebtoken::crypto::verify(signature.encoded, signing_input, &key.key, key.alg)
 }
 
 /// The key as ring checks it: an uncompressed SEC1 point of the right curve (ECDSA) or the

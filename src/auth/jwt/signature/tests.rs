@@ -1,10 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::json;
 
-use super::{ring_public_key, verify, SeenGood, SEEN_GOOD_MOST};
+use super::{ring_public_key, verify, SeenGood, Signature, SEEN_GOOD_MOST};
 use crate::auth::jwt::{JwtKey, KeyMaterial};
 use crate::auth::keys::{self, BoundKey};
 
@@ -57,6 +59,27 @@ fn signed(alg: Algorithm, signing: &EncodingKey) -> (String, String) {
     (input.to_owned(), signature.to_owned())
 }
 
+/// [`verify`] with the signature as a token carries it; one that is not base64url is bad.
+fn verify_encoded(
+    key: &BoundKey,
+    signing_input: &[u8],
+    encoded: &str,
+    seen: &SeenGood,
+) -> Result<bool, jsonwebtoken::errors::Error> {
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(encoded) else {
+        return Ok(false);
+    };
+    verify(
+        key,
+        signing_input,
+        &Signature {
+            encoded,
+            bytes: &bytes,
+        },
+        seen,
+    )
+}
+
 #[test]
 fn ecdsa_and_ed25519_keys_from_pem_and_jwk_are_checked_by_ring() {
     for (alg, rcgen_alg) in CASES {
@@ -90,8 +113,8 @@ fn ring_and_jsonwebtoken_agree_on_good_and_bad_signatures() {
         ];
         for key in &bound {
             for (input, signature, good) in cases {
-                let ours =
-                    verify(key, input.as_bytes(), signature, &SeenGood::default()).unwrap_or(false);
+                let ours = verify_encoded(key, input.as_bytes(), signature, &SeenGood::default())
+                    .unwrap_or(false);
                 let theirs =
                     jsonwebtoken::crypto::verify(signature, input.as_bytes(), &key.key, key.alg)
                         .unwrap_or(false);
@@ -120,8 +143,8 @@ fn rsa_and_hmac_stay_with_jsonwebtoken() {
     assert!(ring_public_key(&key).is_none());
     let (input, signature) = signed(Algorithm::HS256, &signing);
     let seen = SeenGood::default();
-    assert!(verify(&key, input.as_bytes(), &signature, &seen).unwrap());
-    assert!(!verify(&key, b"other.input", &signature, &seen).unwrap());
+    assert!(verify_encoded(&key, input.as_bytes(), &signature, &seen).unwrap());
+    assert!(!verify_encoded(&key, b"other.input", &signature, &seen).unwrap());
 }
 
 #[test]
@@ -131,15 +154,15 @@ fn a_good_signature_is_remembered_for_its_key_only_and_a_bad_one_never() {
     let (input, signature) = signed(Algorithm::ES256, &signing);
     let seen = SeenGood::default();
 
-    assert!(!verify(&other_key, input.as_bytes(), &signature, &seen).unwrap());
-    assert!(!verify(&key, b"eyJhbGciOiJFUzI1NiJ9.e30", &signature, &seen).unwrap());
+    assert!(!verify_encoded(&other_key, input.as_bytes(), &signature, &seen).unwrap());
+    assert!(!verify_encoded(&key, b"eyJhbGciOiJFUzI1NiJ9.e30", &signature, &seen).unwrap());
     assert_eq!(seen.len(), 0, "a bad signature is not remembered");
 
-    assert!(verify(&key, input.as_bytes(), &signature, &seen).unwrap());
-    assert!(verify(&key, input.as_bytes(), &signature, &seen).unwrap());
+    assert!(verify_encoded(&key, input.as_bytes(), &signature, &seen).unwrap());
+    assert!(verify_encoded(&key, input.as_bytes(), &signature, &seen).unwrap());
     assert_eq!(seen.len(), 1);
     // Remembered for `key`: another key is still checked, and still refuses.
-    assert!(!verify(&other_key, input.as_bytes(), &signature, &seen).unwrap());
+    assert!(!verify_encoded(&other_key, input.as_bytes(), &signature, &seen).unwrap());
     assert_eq!(seen.len(), 1);
 }
 
@@ -152,7 +175,7 @@ fn a_full_memory_starts_over() {
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &json!({ "n": n }), &signing)
                 .unwrap();
         let (input, signature) = token.rsplit_once('.').unwrap();
-        assert!(verify(&key, input.as_bytes(), signature, &seen).unwrap());
+        assert!(verify_encoded(&key, input.as_bytes(), signature, &seen).unwrap());
     }
     assert_eq!(seen.len(), 1);
 }
