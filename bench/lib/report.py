@@ -56,8 +56,8 @@ def spread_pct(values):
     return round(100.0 * (max(values) - min(values)) / mid, 1)
 
 
-def per_message(run, process):
-    cpu = run.get("cpu_s", {}).get(process)
+def per_message(run, process, key="cpu_s"):
+    cpu = run.get(key, {}).get(process)
     messages = run.get("messages")
     return cpu * 1e6 / messages if cpu is not None and messages else None
 
@@ -80,6 +80,11 @@ def aggregate(results):
                 p: median([per_message(r, p) for r in ok])
                 for p in ("loadgen", "nsqd", "hop")
                 if any(p in r.get("cpu_s", {}) for r in ok)},
+            # The kernel's part of that CPU (stime).
+            "cpu_sys_us_per_msg_by_process": {
+                p: median([per_message(r, p, "cpu_sys_s") for r in ok])
+                for p in ("loadgen", "nsqd", "hop")
+                if any(p in r.get("cpu_sys_s", {}) for r in ok)},
             "steal_s": median([r.get("steal_s") for r in ok]),
             "wire_bytes_per_msg": median([r.get("wire_bytes_per_msg") for r in ok]),
             "ratio_to_d1": None,

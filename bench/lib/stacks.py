@@ -109,7 +109,8 @@ class Stack:
         self.http_port, self.http_tls = None, False
         starter = {"D0": self.direct, "D1": self.direct, "H0": self.haproxy,
                    "H1": self.haproxy, "S1": self.stunnel, "P0": self.nsqgate,
-                   "P1": self.nsqgate, "P1-noauth": self.nsqgate}[target]
+                   "P1": self.nsqgate, "P1-noauth": self.nsqgate,
+                   "P1-plain-nsqd": self.nsqgate}[target]
         starter()
 
     def spawn(self, cpu, cmd, log):
@@ -192,11 +193,14 @@ connect = 127.0.0.1:{self.nsqd_http}
     def nsqgate(self):
         work, tls = self.env.work, self.target != "P0"
         auth = self.target != "P1-noauth"
+        # P1-plain-nsqd: P1 with a plaintext leg to nsqd, so a new connection's cost without
+        # the upstream TLS handshake is measured, not estimated.
+        upstream_tls = tls and self.target != "P1-plain-nsqd"
         client = (f'require_tls = {"true" if tls else "false"}\n'
                   f'tls_cert = "{work}/certs/nsqgate.pem"\n'
                   f'tls_key = "{work}/certs/nsqgate.key"\ntls_min_version = "1.2"')
         upstream = (f'tls = true\ntls_server_name = "127.0.0.1"\ntls_ca = "{work}/certs/ca.pem"'
-                    if tls else "tls = false")
+                    if upstream_tls else "tls = false")
         if auth:
             identity = (f'require_identity = true\n[auth.jwt]\nkeys = [{{ kid = "bench", '
                         f'algorithm = "ES256", file = "{work}/jwt/es256.pub.pem" }}]')
@@ -205,9 +209,10 @@ connect = 127.0.0.1:{self.nsqd_http}
                       "4000000000 }\nidentity_topic = { messages_per_sec = 100000000 }")
         else:
             identity, limits = "require_identity = false", "identity = {}"
-        # The HTTPS front for /pub, in front of nsqd's HTTPS port (client TLS is always on).
+        # The HTTPS front for /pub, in front of nsqd's HTTPS port (client TLS is always on),
+        # which it verifies with the upstream leg's CA: none for P1-plain-nsqd.
         http = ""
-        if tls:
+        if upstream_tls:
             self.http_port, self.http_tls = free_port(), True
             http = (f'[http.nsqd]\nlisten = "127.0.0.1:{self.http_port}"\n'
                     f'upstream = "127.0.0.1:{self.nsqd_https}"\nupstream_tls = true\n')
@@ -250,7 +255,7 @@ policy_dir = "{work}/policies"
         args = ["--addr", f"127.0.0.1:{self.port}", "--mode", self.mode]
         if self.mode != "plain":
             args += ["--ca", str(self.env.ca)]
-        if self.target in ("P0", "P1"):
+        if self.target in ("P0", "P1", "P1-plain-nsqd"):
             args += ["--token", self.env.token]
         return args + self.watch_args()
 
@@ -261,7 +266,7 @@ policy_dir = "{work}/policies"
         args = ["--addr", f"127.0.0.1:{self.http_port}"]
         if self.http_tls:
             args += ["--ca", str(self.env.ca)]
-        if self.target == "P1":
+        if self.target in ("P1", "P1-plain-nsqd"):
             args += ["--token", self.env.token]
         return args + self.watch_args()
 

@@ -1,6 +1,7 @@
 //! The measured window: CPU time of every watched process (utime + stime from /proc, all
-//! threads, in USER_HZ ticks, which are 1/100 s on x86 Linux) and the machine's steal time,
-//! read at the window's start and end by the generator itself so they match its counts.
+//! threads, in USER_HZ ticks, which are 1/100 s on x86 Linux; and stime alone, the kernel's
+//! share) and the machine's steal time, read at the window's start and end by the generator
+//! itself so they match its counts.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,8 @@ pub fn parse_watched(text: &str) -> Result<Watched, String> {
     })
 }
 
-fn cpu_ticks(pid: &str) -> Result<u64, Error> {
+/// utime and stime in ticks.
+fn cpu_ticks(pid: &str) -> Result<(u64, u64), Error> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name may hold spaces and parentheses: fields count from the last ')'.
     let rest = stat.rsplit_once(')').ok_or("unreadable /proc stat")?.1;
@@ -33,7 +35,7 @@ fn cpu_ticks(pid: &str) -> Result<u64, Error> {
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let utime: u64 = fields.get(11).ok_or("short /proc stat")?.parse()?;
     let stime: u64 = fields.get(12).ok_or("short /proc stat")?.parse()?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 fn steal_ticks() -> Result<u64, Error> {
@@ -48,7 +50,8 @@ fn steal_ticks() -> Result<u64, Error> {
 
 pub struct Snapshot {
     at: Instant,
-    cpu: Vec<u64>,
+    /// (utime, stime) per process, this one first.
+    cpu: Vec<(u64, u64)>,
     steal: u64,
 }
 
@@ -65,17 +68,21 @@ pub fn snapshot(watched: &[Watched]) -> Result<Snapshot, Error> {
     })
 }
 
-/// CPU seconds per watched process ("loadgen" is this process) and steal over the window.
+/// CPU seconds per watched process ("loadgen" is this process), the kernel's part of them,
+/// and steal over the window.
 pub fn report(watched: &[Watched], start: &Snapshot, end: &Snapshot) -> Map<String, Value> {
-    let mut cpu = Map::new();
+    let (mut cpu, mut sys) = (Map::new(), Map::new());
     let names = std::iter::once("loadgen").chain(watched.iter().map(|w| w.name.as_str()));
     for (i, name) in names.enumerate() {
-        let ticks = end.cpu[i].saturating_sub(start.cpu[i]);
-        cpu.insert(name.into(), json!(ticks as f64 / TICKS_PER_SEC));
+        let user = end.cpu[i].0.saturating_sub(start.cpu[i].0);
+        let kernel = end.cpu[i].1.saturating_sub(start.cpu[i].1);
+        cpu.insert(name.into(), json!((user + kernel) as f64 / TICKS_PER_SEC));
+        sys.insert(name.into(), json!(kernel as f64 / TICKS_PER_SEC));
     }
     let mut out = Map::new();
     out.insert("seconds".into(), json!(elapsed(start, end).as_secs_f64()));
     out.insert("cpu_s".into(), Value::Object(cpu));
+    out.insert("cpu_sys_s".into(), Value::Object(sys));
     let steal = end.steal.saturating_sub(start.steal) as f64 / TICKS_PER_SEC;
     out.insert("steal_s".into(), json!(steal));
     out
