@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 use common::wire::Command;
 use common::{refusing_port, GateConfig, Nsqd, Pki};
@@ -111,4 +113,26 @@ async fn nsqd_down_is_nsqd_unavailable_to_the_client_and_the_log() {
         1,
         "the address once: {line}"
     );
+}
+
+/// A client that ends its connection cleanly (close_notify, then FIN) ends it as "closed",
+/// at debug. nsqd then closes its TLS connection without a close_notify of its own, which is
+/// how nsqd always closes: not nsqd going away (it was logged as a warning, kind
+/// "upstream_unavailable", once per connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_cleanly_ends_as_closed_not_as_nsqd_unavailable() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let key = writer_policy(&pki);
+    let gate = GateConfig::new(nsqd.tcp).policy("logs-policy").start(&pki);
+    let connector = tls_connector(&pki.path("ca.pem"), None);
+    let mut writer = RawClient::authenticated(gate.addr, &connector, &key).await;
+    assert_ok(writer.publish("orders", b"x").await, "PUB");
+    writer.finish_sending().await;
+    assert!(writer.closed_within(Duration::from_secs(5)).await);
+    let line = gate.wait_log(&["connection ended"]);
+    let log = gate.log();
+    assert!(line.contains(r#"kind="closed""#), "{line}\n{log}");
+    assert!(line.contains("DEBUG"), "{line}\n{log}");
+    assert!(!log.contains("upstream_unavailable"), "{log}");
 }

@@ -86,7 +86,7 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
                     None => self.slots_open = false,
                 },
                 read = reader.read(&mut upstream, &mut buf) => {
-                    let n = read.map_err(RelayError::Nsqd)?;
+                    let n = read.or_else(nsqd_closed_tls).map_err(RelayError::Nsqd)?;
                     if n == 0 {
                         debug!("nsqd closed the connection");
                         let _ = self.client.shutdown().await;
@@ -213,5 +213,16 @@ fn is_reply(frame: &nsq::Frame) -> bool {
         FrameType::Message => false,
         FrameType::Response => !frame.is_heartbeat(),
         FrameType::Error => frame.error_code().is_none_or(|code| code.is_fatal()),
+    }
+}
+
+/// nsqd ends a TLS connection by closing its TCP connection, without TLS's close_notify
+/// (it closes the socket under its TLS stream): the end of stream rustls then reports is how
+/// nsqd always closes, not a failure. Nothing is lost to a cut: NSQ frames carry their
+/// length, so a frame cut short is never relayed, as on a plain connection.
+fn nsqd_closed_tls(e: std::io::Error) -> std::io::Result<usize> {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Ok(0),
+        _ => Err(e),
     }
 }
