@@ -6,7 +6,20 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue,
+};
+use rustls::pki_types::ServerName;
+use rustls::HandshakeKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use common::nsqclient::{assert_ok, frame_text, tls_connector, RawClient};
 use common::wire::{Command, FrameType};
@@ -594,4 +607,86 @@ async fn assert_identify_fails(addr: std::net::SocketAddr) {
         "{}",
         frame_text(&frame)
     );
+}
+
+/// The client's ticket store, counting the tickets the server sends and the ones offered back.
+#[derive(Debug)]
+struct CountedTickets {
+    inner: Arc<dyn ClientSessionStore>,
+    received: AtomicUsize,
+}
+
+impl ClientSessionStore for CountedTickets {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(&self, name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// TLS 1.3 from the first byte, then IDENTIFY and its reply (the tickets come before it).
+async fn identified_over_tls(addr: SocketAddr, connector: &TlsConnector) -> HandshakeKind {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let kind = tls.get_ref().1.handshake_kind().expect("handshake done");
+    let mut out = b"  V2".to_vec();
+    out.extend_from_slice(
+        &Command::Identify {
+            body: b"{}".to_vec().into(),
+        }
+        .to_bytes(),
+    );
+    tls.write_all(&out).await.expect("IDENTIFY");
+    let mut reply = [0u8; 64];
+    assert!(tls.read(&mut reply).await.expect("IDENTIFY reply") > 0);
+    kind
+}
+
+/// One resumption ticket per connection, as nsqd (Go) sends, and a client resumes with it.
+#[tokio::test]
+async fn a_tls13_client_gets_one_ticket_per_connection_and_resumes_with_it() {
+    let pki = Pki::new();
+    let nsqd = Nsqd::start(&pki);
+    let gate = Gate::start(&pki, &nsqd);
+    let tickets = Arc::new(CountedTickets {
+        inner: Arc::new(ClientSessionMemoryCache::new(16)),
+        received: AtomicUsize::new(0),
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).expect("CA") {
+        roots.add(cert).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = Resumption::store(tickets.clone());
+    let connector = TlsConnector::from(Arc::new(config));
+
+    let first = identified_over_tls(gate.addr, &connector).await;
+    assert_eq!(first, HandshakeKind::Full);
+    assert_eq!(tickets.received.load(Ordering::Relaxed), 1);
+    let second = identified_over_tls(gate.addr, &connector).await;
+    assert_eq!(second, HandshakeKind::Resumed);
+    assert_eq!(tickets.received.load(Ordering::Relaxed), 2);
 }
