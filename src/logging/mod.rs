@@ -66,7 +66,13 @@ pub fn init(audit_file: Option<&Path>, format: LogFormat) -> Result<Arc<AuditSin
         .with_writer(SinkWriters(sink.clone()))
         // A failed write is reported (and counted) by `audit::record`, once per interval.
         .log_internal_errors(false)
-        .with_filter(filter_fn(|meta| meta.target() == crate::audit::TARGET));
+        // Audit lines are INFO or WARN: the hint lets a disabled `debug!` anywhere (and the
+        // `log` records of rustls, through tracing-log) be skipped at its call site instead
+        // of asking both layers at every call.
+        .with_filter(
+            filter_fn(|meta| meta.target() == crate::audit::TARGET)
+                .with_max_level_hint(tracing::Level::INFO),
+        );
     tracing_subscriber::registry()
         .with(logs)
         .with(audit)
