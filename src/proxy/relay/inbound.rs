@@ -2,6 +2,7 @@
 //! the rate limits, and forward in one write per read; the deadlines (idle, slow command,
 //! missing AUTH, revocation grace, shutdown) live here.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,9 @@ use crate::proxy::guard::{Admission, AdmittedBy, Guard, Revocation, Verdict};
 use crate::proxy::quarantine::Settle;
 
 use super::reading::Reader;
-use super::{write_within, Owed, RelayEnd, RelayError, RelaySettings, Signed, Slot, WriteFailed};
+use super::{
+    write_within, Owed, RelayEnd, RelayError, RelaySettings, Replies, Signed, Slot, WriteFailed,
+};
 
 /// How the client → nsqd direction ended.
 pub(super) enum ClientSide {
@@ -35,7 +38,7 @@ pub(super) enum ClientSide {
 /// The client → nsqd direction of one connection.
 pub(super) struct Inbound<'a, W> {
     decoder: CommandDecoder,
-    batch: Batch<W>,
+    batch: Batch<'a, W>,
     guard: &'a mut Guard,
     settings: &'a RelaySettings,
     shutdown: watch::Receiver<bool>,
@@ -53,9 +56,9 @@ pub(super) struct Inbound<'a, W> {
 }
 
 /// Commands bound for nsqd, written in one go, and the reply slots announcing what they cause.
-struct Batch<W> {
+struct Batch<'a, W> {
     upstream: W,
-    slots: mpsc::Sender<Slot>,
+    replies: &'a Replies,
     out: BytesMut,
     /// Replies the commands in `out` will get from nsqd.
     owed: usize,
@@ -73,8 +76,6 @@ enum Woken {
     Stopping,
     Deadline(Expiry),
     Revoked(Revocation),
-    /// A revoked client's grace period is over.
-    GraceOver,
     /// A withheld delivery is to be FINed or requeued.
     Settle(Settle),
 }
@@ -86,6 +87,8 @@ enum Expiry {
     Idle,
     PartialCommand,
     NoAuth,
+    /// A revoked client's grace period is over; the revocation was of this kind.
+    GraceOver(Kind),
 }
 
 // === impl ClientSide ===
@@ -107,7 +110,7 @@ impl ClientSide {
 impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     pub(super) fn new(
         upstream: W,
-        slots: mpsc::Sender<Slot>,
+        replies: &'a Replies,
         guard: &'a mut Guard,
         settings: &'a RelaySettings,
         (signed, settles): (Arc<Signed>, Option<mpsc::Receiver<Settle>>),
@@ -116,7 +119,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             decoder: CommandDecoder::default(),
             batch: Batch {
                 upstream,
-                slots,
+                replies,
                 out: BytesMut::new(),
                 owed: 0,
                 publishes: 0,
@@ -136,43 +139,41 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         }
     }
 
-    pub(super) async fn run<R: AsyncRead + Unpin>(
+    /// Not an `async fn`: its arguments would be kept twice in the future's state, which every
+    /// idle connection holds.
+    pub(super) fn run<'c, R: AsyncRead + Unpin>(
         mut self,
-        client: &mut R,
+        client: &'c mut R,
         mut buf: BytesMut,
-    ) -> Result<ClientSide, RelayError> {
-        loop {
-            if let Some(refusal) = self.forward_buffered(&mut buf).await? {
-                return self.refuse(refusal).await;
-            }
-            match self.wait(client, &mut buf).await? {
-                Woken::Read(0) => {
-                    // Half-close toward nsqd: it answers what it owes, then closes its side.
-                    let _ = self.batch.upstream.shutdown().await;
-                    return Ok(ClientSide::Closed);
-                }
-                Woken::Read(_) => {}
-                Woken::Stopping => {
-                    // Like a client that hung up: nsqd answers what it owes, then closes, and
-                    // the other direction hands those answers to the client before closing it.
-                    debug!("shutting down: no more commands from this client");
-                    let _ = self.batch.upstream.shutdown().await;
-                    return Ok(ClientSide::Stopping);
-                }
-                Woken::Deadline(expiry) => match expiry.refusal() {
-                    Some(refusal) => return self.refuse(refusal).await,
-                    None => return Ok(ClientSide::Idle),
-                },
-                Woken::Revoked(revocation) => self.start_revocation(revocation).await?,
-                Woken::Settle(settle) => {
-                    let command = self.signed.settle_command(settle);
-                    self.batch.write_now(&command).await?;
-                }
-                Woken::GraceOver => {
-                    let kind = self.revoked.map_or(Kind::Policy, |(_, kind)| kind);
-                    let text = "permission revoked";
-                    let refusal = FatalReply::new(kind, ErrorCode::Unauthorized, text);
+    ) -> impl Future<Output = Result<ClientSide, RelayError>> + use<'a, 'c, W, R> {
+        async move {
+            loop {
+                if let Some(refusal) = self.forward_buffered(&mut buf).await? {
                     return self.refuse(refusal).await;
+                }
+                match self.wait(client, &mut buf).await? {
+                    Woken::Read(0) => {
+                        // Half-close toward nsqd: it answers what it owes, then closes its side.
+                        let _ = self.batch.upstream.shutdown().await;
+                        return Ok(ClientSide::Closed);
+                    }
+                    Woken::Read(_) => {}
+                    Woken::Stopping => {
+                        // Like a client that hung up: nsqd answers what it owes, then closes, and
+                        // the other direction hands those answers to the client before closing it.
+                        debug!("shutting down: no more commands from this client");
+                        let _ = self.batch.upstream.shutdown().await;
+                        return Ok(ClientSide::Stopping);
+                    }
+                    Woken::Deadline(expiry) => match expiry.refusal() {
+                        Some(refusal) => return self.refuse(refusal).await,
+                        None => return Ok(ClientSide::Idle),
+                    },
+                    Woken::Revoked(revocation) => self.start_revocation(revocation).await?,
+                    Woken::Settle(settle) => {
+                        let command = self.signed.settle_command(settle);
+                        self.batch.write_now(&command).await?;
+                    }
                 }
             }
         }
@@ -211,7 +212,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                 Verdict::Reply(frame) => {
                     // Everything before it goes first, then the local reply takes its turn.
                     self.batch.flush().await?;
-                    self.batch.queue(Slot::Reply(frame)).await?;
+                    self.batch.queue(Slot::Reply(frame)).await;
                     now = std::time::Instant::now();
                 }
                 Verdict::Refuse(refusal) => break Some(refusal),
@@ -228,12 +229,12 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         now: &mut std::time::Instant,
     ) -> Result<Verdict, RelayError> {
         let verdict = self.guard.screen(decoded);
+        // The futures of the waits below run boxed: once per AUTH, and only when a publish
+        // must wait for tokens, but inline they would make every idle connection's state as
+        // large as theirs (2.7 KiB) while it waits for its client.
         if matches!(verdict, Verdict::Reply(_)) && decoded.command.name() == "AUTH" {
-            if let Some(refused) = self
-                .guard
-                .claim_shared_identity_slot(AdmittedBy::Auth)
-                .await
-            {
+            let claim = self.guard.claim_shared_identity_slot(AdmittedBy::Auth);
+            if let Some(refused) = Box::pin(claim).await {
                 return Ok(refused);
             }
         }
@@ -244,8 +245,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         let (refused, waited) = match self.guard.admit_now(decoded, *now) {
             Admission::Settled(refused) => (refused, false),
             Admission::Pending(next) => {
-                let admission = self.guard.admit_rest(decoded, *now, next);
-                tokio::pin!(admission);
+                let mut admission = Box::pin(self.guard.admit_rest(decoded, *now, next));
                 // Only a publish that must wait flushes what came before it, so batching
                 // survives (a shared quota's lease is often ready at once) and nothing
                 // earlier is held hostage.
@@ -281,8 +281,8 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             (false, None) => Some(Instant::now()),
             (false, since) => since,
         };
+        // One timer for every deadline: each is a few hundred bytes of every idle connection.
         let (deadline, expiry) = self.next_deadline();
-        let grace_over = self.revoked.map(|(at, _)| at);
         let woken = tokio::select! {
             read = self.reader.read(client, buf) => Woken::Read(read.map_err(RelayError::Client)?),
             _ = stopping(&mut self.shutdown) => Woken::Stopping,
@@ -290,13 +290,12 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             revocation = self.guard.revoked(), if self.revoked.is_none() => {
                 Woken::Revoked(revocation)
             }
-            _ = sleep_until_or_never(grace_over) => Woken::GraceOver,
             Some(settle) = next_settle(&mut self.settles) => Woken::Settle(settle),
         };
         Ok(woken)
     }
 
-    /// The earliest of the idle, slow-command and missing-AUTH deadlines.
+    /// The earliest of the idle, slow-command, missing-AUTH and revocation-grace deadlines.
     fn next_deadline(&self) -> (Instant, Expiry) {
         let mut deadline = (Instant::now() + self.settings.idle, Expiry::Idle);
         if let Some(since) = self.partial_since {
@@ -307,6 +306,11 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         }
         if self.guard.awaiting_identity() && self.auth_deadline < deadline.0 {
             deadline = (self.auth_deadline, Expiry::NoAuth);
+        }
+        if let Some((grace_over, kind)) = self.revoked {
+            if grace_over < deadline.0 {
+                deadline = (grace_over, Expiry::GraceOver(kind));
+            }
         }
         deadline
     }
@@ -327,7 +331,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     }
 
     async fn refuse(&mut self, refusal: FatalReply) -> Result<ClientSide, RelayError> {
-        self.batch.queue(Slot::Refusal(Box::new(refusal))).await?;
+        self.batch.queue(Slot::Refusal(Box::new(refusal))).await;
         Ok(ClientSide::RefusalQueued)
     }
 }
@@ -337,18 +341,27 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
 impl Expiry {
     /// What the client is told when this deadline passes (nothing, when idle).
     fn refusal(self) -> Option<FatalReply> {
-        let (code, text) = match self {
+        let (kind, code, text) = match self {
             Expiry::Idle => return None,
-            Expiry::PartialCommand => (ErrorCode::Invalid, "command not completed in time"),
-            Expiry::NoAuth => (ErrorCode::AuthFirst, "AUTH not sent in time"),
+            Expiry::PartialCommand => (
+                Kind::ClientTimeout,
+                ErrorCode::Invalid,
+                "command not completed in time",
+            ),
+            Expiry::NoAuth => (
+                Kind::ClientTimeout,
+                ErrorCode::AuthFirst,
+                "AUTH not sent in time",
+            ),
+            Expiry::GraceOver(kind) => (kind, ErrorCode::Unauthorized, "permission revoked"),
         };
-        Some(FatalReply::new(Kind::ClientTimeout, code, text))
+        Some(FatalReply::new(kind, code, text))
     }
 }
 
 // === impl Batch ===
 
-impl<W: AsyncWrite + Unpin> Batch<W> {
+impl<W: AsyncWrite + Unpin> Batch<'_, W> {
     fn push(&mut self, decoded: &DecodedCommand) {
         if decoded.command.expects_reply() {
             self.owed += 1;
@@ -370,7 +383,7 @@ impl<W: AsyncWrite + Unpin> Batch<W> {
                 publishes: std::mem::take(&mut self.publishes),
                 sent: Instant::now(),
             };
-            self.queue(Slot::Upstream(owed)).await?;
+            self.queue(Slot::Upstream(owed)).await;
         }
         let messages = std::mem::take(&mut self.messages);
         self.metrics.messages_published.inc_by(messages);
@@ -394,11 +407,9 @@ impl<W: AsyncWrite + Unpin> Batch<W> {
             })
     }
 
-    async fn queue(&mut self, slot: Slot) -> Result<(), RelayError> {
-        self.slots
-            .send(slot)
-            .await
-            .map_err(|_| RelayError::WriterGone)
+    /// Queues `slot` for the other direction; waits while the queue is full.
+    async fn queue(&mut self, slot: Slot) {
+        self.replies.push(slot).await;
     }
 }
 
@@ -413,13 +424,6 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 async fn next_settle(settles: &mut Option<mpsc::Receiver<Settle>>) -> Option<Settle> {
     match settles {
         Some(settles) => settles.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_or_never(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use crate::error::{Classify, Ending, FatalReply, Kind};
 use crate::net::stream::Io;
@@ -22,15 +21,14 @@ use crate::proxy::upstream::Upstream;
 mod inbound;
 mod outbound;
 mod reading;
+mod replies;
 mod signed;
 
 use inbound::{ClientSide, Inbound};
 use outbound::Outbound;
+use replies::Replies;
 use signed::Signed;
 
-/// How many reply slots may be outstanding before the client side stops reading; a client that
-/// pipelines more than this waits for nsqd, which is the backpressure we want.
-const REPLY_SLOTS: usize = 256;
 /// After the client side ended, how long nsqd may take to send the replies it still owes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection keeps reading (and discarding) what the client still sends.
@@ -42,8 +40,8 @@ enum Slot {
     Upstream(Owed),
     /// nsqgate's own reply, due once every earlier reply has been sent.
     Reply(Bytes),
-    /// nsqgate's refusal, due likewise; the connection closes after it. Boxed: the channel
-    /// allocates its slots 32 at a time for every connection, and a refusal comes once at most.
+    /// nsqgate's refusal, due likewise; the connection closes after it. Boxed: a refusal comes
+    /// once at most, and every slot of a queue is as large as the largest.
     Refusal(Box<FatalReply>),
 }
 
@@ -118,9 +116,6 @@ pub enum RelayError {
     UnaskedReply,
     #[error("nsqd did not send the replies it owed within {0:?} of the client's end")]
     NsqdOwes(Duration),
-    /// The direction toward the client ended before the one feeding it: a relay bug.
-    #[error("the client writer is gone")]
-    WriterGone,
 }
 
 /// Runs until either side ends the connection.
@@ -141,17 +136,17 @@ pub async fn run(
     drop(identify_reply);
     let (mut client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream_io);
-    let (slots_tx, slots_rx) = mpsc::channel(REPLY_SLOTS);
+    let replies = Replies::default();
     let metrics = settings.metrics.clone();
     let quarantiner = settings.quarantiner.clone();
     let (signed, settles) = Signed::new(settings.integrity.clone(), quarantiner, metrics);
 
     let (result, linger) = {
         let signing = (signed.clone(), settles);
-        let inbound = Inbound::new(upstream_write, slots_tx, guard, settings, signing);
+        let inbound = Inbound::new(upstream_write, &replies, guard, settings, signing);
         let metrics = settings.metrics.clone();
         let outbound =
-            Outbound::new(client_write, slots_rx, settings.write_timeout, metrics).with(signed);
+            Outbound::new(client_write, &replies, settings.write_timeout, metrics).with(signed);
         // Boxed where they are built: pinned in place, each direction's future was kept twice
         // in this one's state (the moved-from local too), and that state is what every idle
         // connection's task holds (heaptrack: a 10 KiB task).
@@ -266,7 +261,6 @@ impl Classify for RelayError {
             RelayError::NsqdFrame(_) | RelayError::UnaskedReply => {
                 Ending::of(Kind::UpstreamProtocol)
             }
-            RelayError::WriterGone => Ending::of(Kind::Internal),
         }
     }
 }

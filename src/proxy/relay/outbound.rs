@@ -1,30 +1,27 @@
 //! nsqd → client: relay frames as they come, pair each reply with the oldest command owed one,
 //! and emit nsqgate's own replies in their turn (closing after a refusal).
 
-use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::metrics::Metrics;
 use crate::nsq::{self, FrameType};
 
 use super::reading::Reader;
+use super::replies::Answered;
 use super::signed::Delivery;
-use super::{write_within, NsqdError, RelayEnd, RelayError, Signed, Slot, WriteFailed};
+use super::{write_within, NsqdError, RelayEnd, RelayError, Replies, Signed, Slot, WriteFailed};
 
 /// The nsqd → client direction of one connection.
-pub(super) struct Outbound<W> {
+pub(super) struct Outbound<'a, W> {
     client: W,
-    slots: mpsc::Receiver<Slot>,
-    /// False once the other direction has ended and no slot can come any more.
-    slots_open: bool,
-    /// Replies owed to the client, oldest first.
-    owed: VecDeque<Slot>,
+    /// Replies owed to the client, oldest first, queued by the other direction.
+    replies: &'a Replies,
     /// Frames for the client, written once per read from nsqd.
     out: BytesMut,
     write_timeout: Duration,
@@ -37,18 +34,16 @@ pub(super) struct Outbound<W> {
 
 // === impl Outbound ===
 
-impl<W: AsyncWrite + Unpin> Outbound<W> {
+impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
     pub(super) fn new(
         client: W,
-        slots: mpsc::Receiver<Slot>,
+        replies: &'a Replies,
         write_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         Outbound {
             client,
-            slots,
-            slots_open: true,
-            owed: VecDeque::new(),
+            replies,
             out: BytesMut::new(),
             write_timeout,
             last_error: None,
@@ -63,35 +58,36 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
         self
     }
 
-    pub(super) async fn run<R: AsyncRead + Unpin>(
+    /// Not an `async fn`: its arguments would be kept twice in the future's state, which every
+    /// idle connection holds.
+    pub(super) fn run<R: AsyncRead + Unpin>(
         mut self,
         mut upstream: R,
         mut buf: BytesMut,
         max_frame_size: u32,
-    ) -> Result<RelayEnd, RelayError> {
-        let mut reader = Reader::default();
-        loop {
-            if let Some(end) = self.relay_buffered(&mut buf, max_frame_size).await? {
-                return Ok(end);
-            }
-            tokio::select! {
-                biased;
-                slot = self.slots.recv(), if self.slots_open => match slot {
-                    Some(slot) => {
-                        self.owed.push_back(slot);
+    ) -> impl Future<Output = Result<RelayEnd, RelayError>> + use<'a, W, R> {
+        async move {
+            let mut reader = Reader::default();
+            loop {
+                if let Some(end) = self.relay_buffered(&mut buf, max_frame_size).await? {
+                    return Ok(end);
+                }
+                self.replies.release_if_empty();
+                tokio::select! {
+                    biased;
+                    () = self.replies.local_queued() => {
                         if let Some(end) = self.emit_due_local().await? {
                             return Ok(end);
                         }
                     }
-                    None => self.slots_open = false,
-                },
-                read = reader.read(&mut upstream, &mut buf) => {
-                    let n = read.or_else(nsqd_closed_tls).map_err(RelayError::Nsqd)?;
-                    if n == 0 {
-                        debug!("nsqd closed the connection");
-                        let _ = self.client.shutdown().await;
-                        let last_error = self.last_error.take();
-                        return Ok(RelayEnd::NsqdClosed { last_error });
+                    read = reader.read(&mut upstream, &mut buf) => {
+                        let n = read.or_else(nsqd_closed_tls).map_err(RelayError::Nsqd)?;
+                        if n == 0 {
+                            debug!("nsqd closed the connection");
+                            let _ = self.client.shutdown().await;
+                            let last_error = self.last_error.take();
+                            return Ok(RelayEnd::NsqdClosed { last_error });
+                        }
                     }
                 }
             }
@@ -151,34 +147,22 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
     /// go first.
     async fn pair_reply(&mut self) -> Result<Option<RelayEnd>, RelayError> {
         // The slot for this reply was queued before the command was written.
-        while let Ok(slot) = self.slots.try_recv() {
-            self.owed.push_back(slot);
-        }
         if let Some(end) = self.emit_due_local().await? {
             return Ok(Some(end));
         }
-        match self.owed.front_mut() {
-            Some(Slot::Upstream(owed)) => {
-                owed.replies -= 1;
-                // Replies come in command order; the batch's publishes are timed as one.
-                if owed.publishes > 0 {
-                    owed.publishes -= 1;
-                    self.metrics.publish_answered(owed.sent.elapsed());
-                }
-                if owed.replies == 0 {
-                    self.owed.pop_front();
-                }
-                Ok(None)
-            }
-            _ => Err(RelayError::UnaskedReply),
+        match self.replies.answer() {
+            Some(Answered::Publish { sent }) => self.metrics.publish_answered(sent.elapsed()),
+            Some(Answered::Other) => {}
+            None => return Err(RelayError::UnaskedReply),
         }
+        Ok(None)
     }
 
     /// Writes the local replies at the head of the queue; a refusal is the last thing the
     /// client hears (nothing at all where nsqd would say nothing), then its side is closed.
     async fn emit_due_local(&mut self) -> Result<Option<RelayEnd>, RelayError> {
-        while matches!(self.owed.front(), Some(Slot::Reply(_) | Slot::Refusal(_))) {
-            match self.owed.pop_front() {
+        loop {
+            match self.replies.pop_local() {
                 Some(Slot::Reply(frame)) => self.out.extend_from_slice(&frame),
                 Some(Slot::Refusal(refusal)) => {
                     if let Some(frame) = refusal.frame() {
@@ -189,6 +173,7 @@ impl<W: AsyncWrite + Unpin> Outbound<W> {
                     let _ = self.client.shutdown().await;
                     return Ok(Some(RelayEnd::Refused(*refusal)));
                 }
+                // pop_local takes nothing else: none of its own is due.
                 _ => break,
             }
         }

@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 
+use super::inbound::Inbound;
 use super::outbound::Outbound;
+use super::replies::{Answered, Replies, REPLY_SLOTS};
 use super::{Owed, RelayEnd, RelayError, Slot};
 use crate::error::{Classify, FatalReply, Kind};
+use crate::net::stream::Io;
 use crate::nsq::{self, ErrorCode, FrameType, ProtocolError};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,13 +39,12 @@ async fn outbound(from_nsqd: &[u8], slots: Vec<Slot>) -> (Result<RelayEnd, Relay
     nsqd_far.write_all(from_nsqd).await.unwrap();
     // nsqd closes its side after these bytes.
     drop(nsqd_far);
-    let (tx, rx) = mpsc::channel(16);
+    let replies = Replies::default();
     for slot in slots {
-        tx.send(slot).await.unwrap();
+        replies.push(slot).await;
     }
-    drop(tx);
     let metrics = crate::metrics::Metrics::new().unwrap();
-    let outbound = Outbound::new(client, rx, WRITE_TIMEOUT, metrics);
+    let outbound = Outbound::new(client, &replies, WRITE_TIMEOUT, metrics);
     let ended = outbound.run(nsqd, BytesMut::new(), 1 << 20).await;
     let mut heard = Vec::new();
     client_far.read_to_end(&mut heard).await.unwrap();
@@ -128,4 +129,52 @@ fn a_reply_slot_is_no_larger_than_a_frame_and_a_tag() {
         "Slot is {} bytes",
         std::mem::size_of::<Slot>()
     );
+}
+
+#[tokio::test]
+async fn a_full_reply_queue_holds_the_client_side_until_nsqd_answers() {
+    let replies = Replies::default();
+    for _ in 0..REPLY_SLOTS {
+        replies.push(Slot::Upstream(owed(1))).await;
+    }
+    let mut next = Box::pin(replies.push(Slot::Upstream(owed(1))));
+    let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
+    assert!(waited.is_err(), "a full queue took another slot");
+    assert!(matches!(replies.answer(), Some(Answered::Other)));
+    tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("an answer makes room");
+}
+
+#[tokio::test]
+async fn a_local_reply_waits_for_the_replies_owed_before_it_and_wakes_its_sender() {
+    let replies = Replies::default();
+    replies.push(Slot::Upstream(owed(2))).await;
+    replies
+        .push(Slot::Reply(Bytes::from_static(b"local")))
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), replies.local_queued())
+        .await
+        .expect("a local reply wakes the nsqd -> client side");
+    assert!(replies.pop_local().is_none(), "nsqd owes two replies first");
+    assert!(replies.answer().is_some());
+    assert!(replies.pop_local().is_none(), "nsqd still owes one");
+    assert!(replies.answer().is_some());
+    assert!(matches!(replies.pop_local(), Some(Slot::Reply(_))));
+    assert!(replies.answer().is_none(), "nothing is owed any more");
+}
+
+/// The size of the future `f` returns for three arguments.
+fn future_size<A, B, C, F>(_: impl FnOnce(A, B, C) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+#[test]
+fn the_client_side_waits_in_a_small_state() {
+    // Every idle connection holds this future (boxed) while it waits for its client: it was
+    // 3.8 KiB, as large as its rarest waits (a shared identity slot, a publish's tokens).
+    type R = tokio::io::ReadHalf<Box<dyn Io>>;
+    type W = tokio::io::WriteHalf<Box<dyn Io>>;
+    let size = future_size(Inbound::<W>::run::<R>);
+    assert!(size <= 1536, "the client side's future is {size} bytes");
 }
