@@ -16,11 +16,13 @@ mod opening;
 mod pending;
 mod timing;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, warn, Instrument};
@@ -32,12 +34,13 @@ use crate::error::{self, Classify, FatalReply, Kind};
 use crate::limit::conn::{ConnPermit, Refusal};
 use crate::limit::memory::Charge;
 use crate::net::proxied;
+use crate::net::stream::Io;
 use crate::nsq::ErrorCode;
 use crate::proxy::guard::{identity_refusal, AdmittedBy, Guard, Verdict, UNRECORDED};
 use crate::proxy::identify::{self, ClientIdentify};
 use crate::proxy::quarantine::Quarantiner;
 use crate::proxy::relay::{self, RelayEnd, RelaySettings};
-use crate::proxy::upstream::{Routed, UpstreamError};
+use crate::proxy::upstream::{Lease, Routed, Upstream, UpstreamError};
 use crate::proxy::Listener;
 
 use client::ClientStream;
@@ -73,39 +76,60 @@ struct Session {
     shutdown: watch::Receiver<bool>,
 }
 
-pub async fn serve(
+/// The connection's task. Not an `async fn`: its arguments would be kept in the task's state
+/// next to `run`'s own copies for the connection's whole life.
+pub fn serve(
     listener: Arc<Listener>,
     tcp: TcpStream,
     peer: SocketAddr,
     permit: ConnPermit,
     shutdown: watch::Receiver<bool>,
-) {
+) -> impl Future<Output = ()> {
     let span = tracing::info_span!("conn", %peer);
-    async move {
-        debug!("accepted");
-        let metrics = listener.shared.metrics.clone();
-        // Classified once, here, whichever phase the session reached.
-        let ended = run(listener, tcp, peer, permit, shutdown).await;
-        let ended: &dyn Classify = match &ended {
-            Ok(end) => end,
-            Err(e) => e,
-        };
-        error::record(&metrics, ended);
-    }
-    .instrument(span)
-    .await
+    let metrics = listener.shared.metrics.clone();
+    // A combinator, not an async block: awaiting `run` there would keep a second copy of it.
+    run(listener, tcp, peer, permit, shutdown)
+        .map(move |ended| {
+            // Classified once, here, whichever phase the session reached.
+            let ended: &dyn Classify = match &ended {
+                Ok(end) => end,
+                Err(e) => e,
+            };
+            error::record(&metrics, ended);
+        })
+        .instrument(span)
 }
 
-/// The phases, in LIFECYCLE order. Each phase before the relay runs boxed: a task is as large
-/// as its largest state, and the opening's (TLS accept, IDENTIFY, nsqd's handshake) would
-/// otherwise be carried by every idle connection for its whole life.
-async fn run(
+/// The phases, in LIFECYCLE order. Every phase before the relay runs boxed and hands over
+/// only what the relay needs (`Relaying`): a task is as large as its largest state, and the
+/// opening's (TLS accept, IDENTIFY, nsqd's handshake) or the session's own would otherwise be
+/// carried by every idle connection for its whole life. Not an `async fn`, whose arguments
+/// would be kept likewise.
+fn run(
+    listener: Arc<Listener>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = Result<RelayEnd, SessionError>> {
+    let admitted = Box::pin(admitted(listener, tcp, peer, permit, shutdown));
+    async move {
+        debug!("accepted");
+        // Its own statement: the phases' box is freed at its end, not when the relay ends.
+        let relaying = admitted.await?;
+        relaying.run().await
+    }
+}
+
+/// The phases up to the relay: the session accepted, opened and admitted, its nsqd connection
+/// made.
+async fn admitted(
     listener: Arc<Listener>,
     tcp: TcpStream,
     peer: SocketAddr,
     mut permit: ConnPermit,
     shutdown: watch::Receiver<bool>,
-) -> Result<RelayEnd, SessionError> {
+) -> Result<Relaying, SessionError> {
     let accept = Session::accept(listener, tcp, peer, &mut permit, shutdown);
     let session = Box::pin(accept).await?;
     let deadline = session.config().timeouts.identify;
@@ -129,7 +153,41 @@ async fn run(
             session.or_refuse(routed).await?
         }
     };
-    session.relay(routed, guard).await
+    Ok(session.into_relay(routed, guard))
+}
+
+/// What the relay needs of a session, and nothing else: it is held for the connection's life.
+struct Relaying {
+    client: Box<dyn Io>,
+    /// Bytes read from the client and not handled yet.
+    buf: BytesMut,
+    upstream: Upstream,
+    /// The pool lease (if any) lives until the relay ends, so the member's count is right.
+    lease: Option<Lease>,
+    guard: Guard,
+    settings: RelaySettings,
+}
+
+// === impl Relaying ===
+
+impl Relaying {
+    /// The relay, until either side ends the connection. Not an `async fn`: its argument
+    /// would be kept twice in the task's state (as the argument and as the body's local).
+    fn run(self) -> impl Future<Output = Result<RelayEnd, SessionError>> {
+        let Relaying {
+            client,
+            buf,
+            upstream,
+            lease,
+            mut guard,
+            settings,
+        } = self;
+        async move {
+            let relayed = relay::run(client, buf, upstream, &mut guard, &settings).await;
+            drop(lease);
+            Ok(relayed?)
+        }
+    }
 }
 
 // === impl Session ===
@@ -218,17 +276,20 @@ impl Session {
         ))
     }
 
-    /// The relay, until either side ends the connection. The pool lease (if any) lives until
-    /// then, so the member's count is right.
-    async fn relay(mut self, routed: Routed, mut guard: Guard) -> Result<RelayEnd, SessionError> {
+    /// The session ends here, before the relay starts: what the relay does not need (the
+    /// client's IDENTIFY, the unauthenticated budget's charge: from here on the relay's own
+    /// bounds apply) is not kept for the connection's life.
+    fn into_relay(self, routed: Routed, guard: Guard) -> Relaying {
         let settings = self.relay_settings();
-        // From here on the relay's own bounds apply.
-        self.charge = None;
         let Routed { upstream, lease } = routed;
-        let io = self.client.into_io();
-        let relayed = relay::run(io, self.buf, upstream, &mut guard, &settings).await;
-        drop(lease);
-        Ok(relayed?)
+        Relaying {
+            client: self.client.into_io(),
+            buf: self.buf,
+            upstream,
+            lease,
+            guard,
+            settings,
+        }
     }
 
     /// Tells the client why (when it is the client's to hear) and closes without destroying
@@ -244,7 +305,8 @@ impl Session {
     async fn or_refuse<T>(&mut self, result: Result<T, SessionError>) -> Result<T, SessionError> {
         match result {
             Ok(value) => Ok(value),
-            Err(e) => Err(self.refuse(e).await),
+            // Boxed: inline, the refusal's state would sit next to `value` in every caller's.
+            Err(e) => Err(Box::pin(self.refuse(e)).await),
         }
     }
 
@@ -349,3 +411,6 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
