@@ -141,6 +141,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
 
     /// Not an `async fn`: its arguments would be kept twice in the future's state, which every
     /// idle connection holds.
+    #[allow(clippy::manual_async_fn)]
     pub(super) fn run<'c, R: AsyncRead + Unpin>(
         mut self,
         client: &'c mut R,

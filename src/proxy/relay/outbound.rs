@@ -60,6 +60,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
 
     /// Not an `async fn`: its arguments would be kept twice in the future's state, which every
     /// idle connection holds.
+    #[allow(clippy::manual_async_fn)]
     pub(super) fn run<R: AsyncRead + Unpin>(
         mut self,
         mut upstream: R,
