@@ -16,6 +16,7 @@ use crate::config::UpstreamConfig;
 use crate::limit::conn::{ConnLimits, NsqdPermit, Refusal};
 use crate::metrics::{handshake_failure_reason, Leg, Metrics};
 use crate::net::stream::{Io, Replay};
+use crate::net::tls_stream;
 use crate::nsq::{self, Command, Frame, FrameType, ProtocolError};
 use crate::proxy::identify::UpstreamIdentify;
 use crate::shared::Shared;
@@ -204,10 +205,7 @@ impl Connector {
             // reply belong to TLS, so they are replayed into the TLS client.
             let raw = Replay::new(buf.split().freeze(), io);
             // The CA in force now: a reload applies to the next connection.
-            let tls = to_nsqd
-                .connector()
-                .connect(to_nsqd.server_name(), raw)
-                .await;
+            let tls = tls_stream::connect(to_nsqd.config(), to_nsqd.server_name(), raw).await;
             let failure = tls.as_ref().err().map(handshake_failure_reason);
             self.metrics.tls_handshake(Leg::Upstream, failure);
             let tls = tls.map_err(UpstreamError::Tls)?;

@@ -64,7 +64,12 @@ impl LiveTls {
 
     /// The acceptor for a handshake starting now.
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.server.load().config.clone())
+        TlsAcceptor::from(self.server_config())
+    }
+
+    /// The client leg's configuration for a handshake starting now.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server.load().config.clone()
     }
 
     /// The client-certificate verifier in force (CA and CRLs), when client certificates are on.

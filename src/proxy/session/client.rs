@@ -100,7 +100,7 @@ pub(super) async fn accept_tls(
     shared: &Shared,
     raw: Replay<TcpStream>,
 ) -> Result<(ClientStream, Option<Principal>), SessionError> {
-    let accept = shared.tls.acceptor().accept(raw);
+    let accept = crate::net::tls_stream::accept(shared.tls.server_config(), raw);
     let handshake = tokio::time::timeout(shared.config().timeouts.tls_handshake, accept).await;
     let failure = crate::metrics::handshake_failure(&handshake);
     shared
@@ -111,7 +111,7 @@ pub(super) async fn accept_tls(
         .map_err(SessionError::Tls)?;
     // rustls has already verified the chain against the client CA (and CRLs) by now.
     let principal = crate::auth::identity::from_certificate(
-        tls.get_ref().1.peer_certificates(),
+        tls.state().peer_certificates(),
         &shared.config().client.cert_identity_order,
     );
     Ok((ClientStream::Secure(Box::new(tls)), principal))
