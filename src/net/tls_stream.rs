@@ -42,6 +42,8 @@ pub struct TlsStream<C, T> {
     io: T,
     /// `io` reached its end.
     eof: bool,
+    /// The session failed: every later read and write gives this error again.
+    failed: Option<rustls::Error>,
 }
 
 /// The client leg's TLS: nsqgate is the server.
@@ -79,6 +81,7 @@ impl<C: Side, T: AsyncRead + AsyncWrite + Unpin> TlsStream<C, T> {
             session: Session::new(conn),
             io,
             eof: false,
+            failed: None,
         }
     }
 
@@ -154,7 +157,12 @@ impl<C: Side, T: AsyncRead + AsyncWrite + Unpin> TlsStream<C, T> {
     fn fail(&mut self, cx: &mut Context<'_>, error: rustls::Error) -> io::Error {
         self.session.queue_alert();
         let _ = self.poll_send(cx);
+        self.failed = Some(error.clone());
         invalid(error)
+    }
+
+    fn failure(&self) -> Option<io::Error> {
+        self.failed.clone().map(invalid)
     }
 }
 
@@ -165,6 +173,9 @@ impl<C: Side + Unpin, T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.failure() {
+            return Poll::Ready(Err(e));
+        }
         let before = buf.filled().len();
         loop {
             if this.session.has_plaintext() {
@@ -193,6 +204,9 @@ impl<C: Side + Unpin, T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStrea
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(e) = this.failure() {
+            return Poll::Ready(Err(e));
+        }
         // At most one write's records wait: what was taken before goes out first.
         ready!(this.poll_send(cx))?;
         if buf.is_empty() {

@@ -10,7 +10,8 @@ use bytes::{Buf, BytesMut};
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedConnectionCommon,
+    UnbufferedStatus,
 };
 use rustls::CommonState;
 use tokio::io::ReadBuf;
@@ -145,11 +146,18 @@ impl<C: Side> Session<C> {
     }
 
     /// After a failure: the alert rustls queued for the peer, if any, goes to the outgoing
-    /// records (a last word before the connection closes).
+    /// records (a last word before the connection closes). Only what is queued is taken: a
+    /// step past it would process the records that failed again.
     pub fn queue_alert(&mut self) {
-        // A failed session answers every step with its error, after handing over what it
-        // still had to send.
-        let _ = self.run_buffered(Intent::Nothing, None);
+        while CommonState::wants_write(&self.conn) {
+            let UnbufferedStatus { state, .. } = self.conn.process(&mut self.incoming);
+            let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else {
+                return;
+            };
+            if encode_record(&mut encode, &mut self.outgoing).is_err() {
+                return;
+            }
+        }
     }
 
     /// Copies decrypted bytes kept from earlier steps into `into`.
@@ -273,12 +281,7 @@ fn act<Data>(
             return Ok(Some(Progress::Closed));
         }
         ConnectionState::EncodeTlsData(mut encode) => {
-            append(outgoing, |out| match encode.encode(out) {
-                Ok(n) => Ok(n),
-                Err(EncodeError::InsufficientSize(short)) => Err(Some(short.required_size)),
-                Err(EncodeError::AlreadyEncoded) => Err(None),
-            })
-            .map_err(|()| rustls::Error::General("a handshake record encoded twice".into()))?;
+            encode_record(&mut encode, outgoing)?;
         }
         // The encoded records are queued in order before anything written later, so they
         // count as handed over; the caller sends them before it waits to read.
@@ -287,11 +290,11 @@ fn act<Data>(
         ConnectionState::WriteTraffic(mut traffic) => {
             match std::mem::replace(intent, Intent::Nothing) {
                 Intent::Nothing => {}
-                Intent::Encrypt(data) => append(outgoing, |out| {
+                Intent::Encrypt(data) => append(outgoing, sealed_size(data), |out| {
                     traffic.encrypt(data, out).map_err(encrypt_shortfall)
                 })
                 .map_err(|()| rustls::Error::EncryptError)?,
-                Intent::CloseNotify => append(outgoing, |out| {
+                Intent::CloseNotify => append(outgoing, 64, |out| {
                     traffic.queue_close_notify(out).map_err(encrypt_shortfall)
                 })
                 .map_err(|()| rustls::Error::EncryptError)?,
@@ -302,6 +305,25 @@ fn act<Data>(
         _ => return Ok(Some(Progress::Handshaking)),
     }
     Ok(None)
+}
+
+/// A record rustls has ready (handshake, alert, key update) onto the outgoing ones.
+fn encode_record<Data>(
+    encode: &mut EncodeTlsData<'_, Data>,
+    outgoing: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    append(outgoing, 0, |out| match encode.encode(out) {
+        Ok(n) => Ok(n),
+        Err(EncodeError::InsufficientSize(short)) => Err(Some(short.required_size)),
+        Err(EncodeError::AlreadyEncoded) => Err(None),
+    })
+    .map_err(|()| rustls::Error::General("a TLS record encoded twice".into()))
+}
+
+/// Room for `data` as records: each adds at most a header, an explicit nonce or content
+/// type, and a tag (29 bytes with TLS 1.2's AES-GCM); 64 leaves slack for others.
+fn sealed_size(data: &[u8]) -> usize {
+    data.len() + (data.len() / (16 * 1024) + 1) * 64
 }
 
 /// Plaintext into the reader's buffer while it has room, the rest kept for its next read.
@@ -324,14 +346,15 @@ fn encrypt_shortfall(error: EncryptError) -> Option<usize> {
     }
 }
 
-/// Lets `write` fill the tail of `out`, growing it to the size it asks for once. `write` says
-/// `Err(Some(size))` when the room was short, `Err(None)` when it cannot write at all.
+/// Lets `write` fill `room` bytes at the tail of `out`, growing it to the size it asks for
+/// once if that was short. `write` says `Err(Some(size))` when the room was short, `Err(None)`
+/// when it cannot write at all.
 fn append(
     out: &mut Vec<u8>,
+    mut room: usize,
     mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
 ) -> Result<(), ()> {
     let start = out.len();
-    let mut room = 0;
     for _ in 0..2 {
         out.resize(start + room, 0);
         match write(&mut out[start..]) {

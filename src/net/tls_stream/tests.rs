@@ -135,3 +135,28 @@ async fn an_untrusted_certificate_fails_both_ends_with_rustls_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn garbage_under_tls_fails_the_read_and_sends_one_alert() {
+    for versions in BOTH {
+        let (mut server, mut client) = pair(versions).await;
+        client
+            .io
+            .write_all(b"PUB garbage\n\0\0\0\x01x")
+            .await
+            .unwrap();
+        let e = server.read(&mut [0u8; 16]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        // The alert, a record of its own: an alert record (TLS 1.2), or application data
+        // hiding one (TLS 1.3).
+        let mut alert = [0u8; 64];
+        let n = client.io.read(&mut alert).await.unwrap();
+        assert!(
+            n > 5 && (alert[0] == 21 || alert[0] == 23),
+            "{:?}",
+            &alert[..n]
+        );
+        // Failed for good, with no second alert.
+        assert!(server.read(&mut [0u8; 16]).await.is_err());
+    }
+}
