@@ -198,10 +198,7 @@ async fn a_server_name_that_is_not_nsqgates_gets_nsqgates_one_certificate() {
     let setup = setup();
     let pki_ca = setup.ca_path();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in nsqgate::tls::load_certs(&pki_ca).unwrap() {
-        roots.add(cert).unwrap();
-    }
+    let roots = common::nsqclient::ca_roots(&pki_ca);
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),

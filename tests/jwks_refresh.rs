@@ -159,10 +159,7 @@ async fn until_refused(pki: &Pki, addr: SocketAddr, secret: &str) -> String {
 
 /// GET with the ops key over HTTPS, bytes written by hand; the whole response as text.
 async fn get(pki: &Pki, addr: SocketAddr, path: &str) -> String {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
-        roots.add(cert).unwrap();
-    }
+    let roots = common::nsqclient::ca_roots(&pki.path("ca.pem"));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

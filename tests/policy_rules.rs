@@ -105,10 +105,7 @@ async fn http_status(
     key: &str,
     body: &[u8],
 ) -> u16 {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
-        roots.add(cert).unwrap();
-    }
+    let roots = common::nsqclient::ca_roots(&pki.path("ca.pem"));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -670,10 +670,7 @@ async fn a_tls13_client_gets_one_ticket_per_connection_and_resumes_with_it() {
         inner: Arc::new(ClientSessionMemoryCache::new(16)),
         received: AtomicUsize::new(0),
     });
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).expect("CA") {
-        roots.add(cert).expect("add CA");
-    }
+    let roots = common::nsqclient::ca_roots(&pki.path("ca.pem"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

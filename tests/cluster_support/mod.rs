@@ -109,10 +109,7 @@ pub async fn certificate_client(gate: &Gate, pki: &Pki) -> Result<RawClient, Str
 
 /// A client TLS config trusting the test CA, with the sensor's certificate or none.
 pub fn client_tls(pki: &Pki, cert: bool) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
-        roots.add(ca).unwrap();
-    }
+    let roots = crate::common::nsqclient::ca_roots(&pki.path("ca.pem"));
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -30,11 +30,17 @@ pub struct RawClient {
     buf: BytesMut,
 }
 
-pub fn tls_connector(ca: &Path, client_cert: Option<(&Path, &Path)>) -> TlsConnector {
+/// The certificates of the CA file `ca`, as the roots a test client trusts.
+pub fn ca_roots(ca: &Path) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     for cert in nsqgate::tls::load_certs(ca).expect("CA") {
         roots.add(cert).expect("add CA");
     }
+    roots
+}
+
+pub fn tls_connector(ca: &Path, client_cert: Option<(&Path, &Path)>) -> TlsConnector {
+    let roots = ca_roots(ca);
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -123,10 +123,7 @@ impl Reply {
 }
 
 pub fn connector(pki: &Pki) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in nsqgate::tls::load_certs(&pki.path("ca.pem")).unwrap() {
-        roots.add(cert).unwrap();
-    }
+    let roots = crate::common::nsqclient::ca_roots(&pki.path("ca.pem"));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
