@@ -43,14 +43,32 @@ fn configs(
     (Arc::new(server), Arc::new(client))
 }
 
+/// Both handshakes over an in-memory pipe, each side's outcome.
+async fn handshakes(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    trusted: bool,
+) -> (
+    std::io::Result<ServerTlsStream<DuplexStream>>,
+    std::io::Result<ClientTlsStream<DuplexStream>>,
+) {
+    let (server_config, client_config) = configs(versions, trusted);
+    let (a, b) = duplex(64 * 1024);
+    let name = ServerName::try_from("nsqd.test").unwrap();
+    tokio::join!(accept(server_config, a), connect(client_config, name, b))
+}
+
 async fn pair(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> (ServerTlsStream<DuplexStream>, ClientTlsStream<DuplexStream>) {
-    let (server_config, client_config) = configs(versions, true);
-    let (a, b) = duplex(64 * 1024);
-    let name = ServerName::try_from("nsqd.test").unwrap();
-    let (server, client) = tokio::join!(accept(server_config, a), connect(client_config, name, b));
+    let (server, client) = handshakes(versions, true).await;
     (server.unwrap(), client.unwrap())
+}
+
+/// The rustls error inside an I/O error, as the stream hands it on.
+fn rustls_error(error: &std::io::Error) -> Option<&rustls::Error> {
+    error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
 }
 
 const BOTH: [&[&rustls::SupportedProtocolVersion]; 2] =
@@ -111,26 +129,19 @@ async fn close_notify_is_a_clean_end_and_a_bare_close_is_not() {
 #[tokio::test]
 async fn an_untrusted_certificate_fails_both_ends_with_rustls_errors() {
     for versions in BOTH {
-        let (server_config, client_config) = configs(versions, false);
-        let (a, b) = duplex(64 * 1024);
-        let name = ServerName::try_from("nsqd.test").unwrap();
-        let (server, client) =
-            tokio::join!(accept(server_config, a), connect(client_config, name, b));
+        let (server, client) = handshakes(versions, false).await;
         let client = client.err().unwrap();
-        let inner = client
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
         assert!(
-            matches!(inner, Some(rustls::Error::InvalidCertificate(_))),
+            matches!(
+                rustls_error(&client),
+                Some(rustls::Error::InvalidCertificate(_))
+            ),
             "{client}"
         );
         // The client's alert reached the server.
         let server = server.err().unwrap();
-        let inner = server
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
         assert!(
-            matches!(inner, Some(rustls::Error::AlertReceived(_))),
+            matches!(rustls_error(&server), Some(rustls::Error::AlertReceived(_))),
             "{server}"
         );
     }
