@@ -62,6 +62,13 @@ def per_message(run, process, key="cpu_s"):
     return cpu * 1e6 / messages if cpu is not None and messages else None
 
 
+def by_process(runs, key):
+    """The median CPU per message (`key`: cpu_s or cpu_sys_s) of each process the runs watched."""
+    return {p: median([per_message(r, p, key) for r in runs])
+            for p in ("loadgen", "nsqd", "hop")
+            if any(p in r.get(key, {}) for r in runs)}
+
+
 def aggregate(results):
     groups = {}
     for run in results:
@@ -76,15 +83,9 @@ def aggregate(results):
             "runs": len(runs), "errors": [r["error"] for r in runs if "error" in r] or None,
             "msgs_per_s": median(rates), "spread_pct": spread_pct(rates),
             "cpu_us_per_msg": median([per_message(r, own) for r in ok]),
-            "cpu_us_per_msg_by_process": {
-                p: median([per_message(r, p) for r in ok])
-                for p in ("loadgen", "nsqd", "hop")
-                if any(p in r.get("cpu_s", {}) for r in ok)},
+            "cpu_us_per_msg_by_process": by_process(ok, "cpu_s"),
             # The kernel's part of that CPU (stime).
-            "cpu_sys_us_per_msg_by_process": {
-                p: median([per_message(r, p, "cpu_sys_s") for r in ok])
-                for p in ("loadgen", "nsqd", "hop")
-                if any(p in r.get("cpu_sys_s", {}) for r in ok)},
+            "cpu_sys_us_per_msg_by_process": by_process(ok, "cpu_sys_s"),
             "steal_s": median([r.get("steal_s") for r in ok]),
             "wire_bytes_per_msg": median([r.get("wire_bytes_per_msg") for r in ok]),
             "ratio_to_d1": None,
