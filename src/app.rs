@@ -88,12 +88,9 @@ pub async fn run(
     let mut listeners = tokio::task::JoinSet::new();
     let mut bound = Vec::new();
     for (address, listener) in nsq {
-        let tcp = accept::bind(address).await?;
-        bound.push(
-            tcp.local_addr()
-                .map_err(|source| BindError { address, source })?,
-        );
-        let serve = crate::proxy::serve(listener, tcp, workers.clone(), shutdown.clone());
+        let sockets = accept::bind_per_worker(address, &workers)?;
+        bound.push(sockets.local_addr());
+        let serve = crate::proxy::serve(listener, sockets, workers.clone(), shutdown.clone());
         listeners.spawn(serve);
     }
     let registry = match &shared.config().registry {

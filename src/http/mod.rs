@@ -46,11 +46,10 @@ use std::sync::Arc;
 use ::http::{Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::Request;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::net::accept::{bind, BindError};
+use crate::net::accept::{bind_per_worker, BindError, Listeners};
 use crate::net::workers::Workers;
 use crate::shared::Shared;
 use caller::Conn;
@@ -103,8 +102,8 @@ pub async fn spawn(
         return Ok(Vec::new());
     };
     let connect = shared.config().timeouts.upstream_connect;
-    let mut fronts: Vec<(TcpListener, Front)> = Vec::new();
-    let mut plain: Vec<(TcpListener, u16)> = Vec::new();
+    let mut fronts: Vec<(Listeners, Front)> = Vec::new();
+    let mut plain: Vec<(Listeners, u16)> = Vec::new();
     let http_upstream = |name, address, tls| {
         HttpUpstream::new(UpstreamSettings {
             address,
@@ -124,19 +123,19 @@ pub async fn spawn(
             .then(|| shared.tls_to_upstream())
             .flatten();
         let upstream = http_upstream("nsqd", front.upstream.clone(), tls);
-        let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
+        let listener = bind_with_plain(front.listen, front.plain_listen, &workers, &mut plain)?;
         let nsqd = nsqd::NsqdFront::new(shared.clone(), upstream, metrics.clone(), &config);
         fronts.push((listener, Front::Nsqd(nsqd)));
     }
     if let Some(front) = &config.lookupd {
         let upstream = http_upstream("nsqlookupd", front.upstream.clone(), None);
-        let listener = bind_with_plain(front.listen, front.plain_listen, &mut plain).await?;
+        let listener = bind_with_plain(front.listen, front.plain_listen, &workers, &mut plain)?;
         let lookupd = lookupd::LookupdFront::new(shared.clone(), upstream, metrics.clone(), front);
         fronts.push((listener, Front::Lookupd(lookupd)));
     }
     if let Some(front) = &config.nsqadmin {
         let upstream = http_upstream("nsqadmin", front.upstream.clone(), None);
-        let listener = bind(front.listen).await?;
+        let listener = bind_per_worker(front.listen, &workers)?;
         let admin = nsqadmin::AdminFront::new(shared.clone(), upstream, &config);
         fronts.push((listener, Front::Nsqadmin(admin)));
     }
@@ -150,19 +149,19 @@ pub async fn spawn(
         })
     };
     let bound = bound_addresses(&fronts, &plain);
-    for (tcp, front) in fronts {
+    for (sockets, front) in fronts {
         let serve = server::Serve::Tls(Arc::new(front));
         tokio::spawn(server::serve(
-            tcp,
+            sockets,
             listener(serve),
             workers.clone(),
             shutdown.clone(),
         ));
     }
-    for (tcp, https_port) in plain {
+    for (sockets, https_port) in plain {
         let serve = server::Serve::Plain { https_port };
         tokio::spawn(server::serve(
-            tcp,
+            sockets,
             listener(serve),
             workers.clone(),
             shutdown.clone(),
@@ -174,19 +173,17 @@ pub async fn spawn(
 /// Each listener's address by front name; a plain listener is named after the front whose
 /// HTTPS port it points to.
 fn bound_addresses(
-    fronts: &[(TcpListener, Front)],
-    plain: &[(TcpListener, u16)],
+    fronts: &[(Listeners, Front)],
+    plain: &[(Listeners, u16)],
 ) -> Vec<(String, SocketAddr)> {
     let mut bound = Vec::new();
-    for (tcp, front) in fronts {
-        if let Ok(address) = tcp.local_addr() {
-            bound.push((front.name().to_owned(), address));
-        }
+    for (sockets, front) in fronts {
+        bound.push((front.name().to_owned(), sockets.local_addr()));
     }
-    for (tcp, https_port) in plain {
+    for (sockets, https_port) in plain {
         let front = bound.iter().find(|(_, a)| a.port() == *https_port);
-        if let (Some((name, _)), Ok(address)) = (front, tcp.local_addr()) {
-            bound.push((format!("{name}-plain"), address));
+        if let Some((name, _)) = front {
+            bound.push((format!("{name}-plain"), sockets.local_addr()));
         }
     }
     bound
@@ -194,15 +191,16 @@ fn bound_addresses(
 
 /// Binds a front's HTTPS listener and, when configured, its plain listener that points
 /// clients at the HTTPS port.
-async fn bind_with_plain(
+fn bind_with_plain(
     listen: SocketAddr,
     plain_listen: Option<SocketAddr>,
-    plain: &mut Vec<(TcpListener, u16)>,
-) -> Result<TcpListener, BindError> {
-    let listener = bind(listen).await?;
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    workers: &Workers,
+    plain: &mut Vec<(Listeners, u16)>,
+) -> Result<Listeners, BindError> {
+    let listener = bind_per_worker(listen, workers)?;
+    let port = listener.local_addr().port();
     if let Some(address) = plain_listen {
-        plain.push((bind(address).await?, port));
+        plain.push((bind_per_worker(address, workers)?, port));
     }
     Ok(listener)
 }

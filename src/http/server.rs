@@ -25,7 +25,7 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -40,7 +40,7 @@ use crate::http::request::{self, HeadError};
 use crate::http::Front;
 use crate::limit::conn::{ConnPermit, Refusal};
 use crate::metrics::{handshake_failure, Leg};
-use crate::net::accept::{self, Admission, OnShutdown};
+use crate::net::accept::{self, Admission, Listeners, OnShutdown};
 use crate::net::proxied;
 use crate::net::stream::Replay;
 use crate::net::workers::Workers;
@@ -80,12 +80,12 @@ pub struct Listener {
 
 /// Serves `listener` until `shutdown` turns true; open connections are cut off then.
 pub async fn serve(
-    tcp: TcpListener,
+    sockets: Listeners,
     listener: Arc<Listener>,
     workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let address = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let address = sockets.local_addr().to_string();
     let kind = match &listener.serve {
         Serve::Tls(front) => {
             info!(%address, front = front.name(), "listening for HTTPS clients");
@@ -109,7 +109,15 @@ pub async fn serve(
     };
     let connection = move |tcp, peer, permit| connection(tcp, peer, permit, listener.clone());
     let cut = OnShutdown::Cut;
-    accept::serve(tcp, admission, shutdown, cut, ("http", counts), connection).await;
+    accept::serve(
+        sockets,
+        admission,
+        shutdown,
+        cut,
+        ("http", counts),
+        connection,
+    )
+    .await;
 }
 
 async fn connection(

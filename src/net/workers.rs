@@ -1,20 +1,20 @@
-//! Connection workers: a few threads, each running its own single-threaded runtime, that run
-//! the connections the accept loops hand them. A connection stays on its worker for its whole
-//! life, so the events of its two legs (client and nsqd) wake only that worker's thread.
+//! Connection workers: a few threads, each running its own single-threaded runtime, each
+//! accepting connections on its own socket of every listener (`net::accept`) and running them.
+//! A connection stays on the worker that accepted it for its whole life, so the events of its
+//! two legs (client and nsqd) wake only that worker's thread.
 //!
 //! Why not one multi-threaded runtime: its work stealing wakes an idle thread whenever a task
 //! becomes runnable, so a 1-deep producer cost a futex wake and 1.5 more context switches per
 //! message, and a quarter more CPU (docs/perf-profile.md, "One event loop per worker"). Envoy
-//! and nginx have the same shape: one event loop per core, connections spread at accept.
+//! and nginx have the same shape: one event loop per core, each accepting its own connections.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// How long a stopping worker waits for its blocking tasks (name lookups) before it exits.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -22,8 +22,6 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 /// The worker threads; dropping this stops them.
 pub struct Workers {
     handles: Vec<Handle>,
-    /// Where the next connection goes (round robin).
-    next: AtomicUsize,
     /// One per worker: sending (or dropping) it ends that worker's runtime.
     stops: Vec<oneshot::Sender<()>>,
 }
@@ -54,23 +52,19 @@ impl Workers {
                     runtime.shutdown_timeout(STOP_GRACE);
                 })?;
         }
-        Ok(Workers {
-            handles,
-            next: AtomicUsize::new(0),
-            stops,
-        })
+        Ok(Workers { handles, stops })
     }
 
-    /// Runs `task` on the next worker, as a member of `set`.
-    pub fn spawn_in<F>(&self, set: &mut JoinSet<()>, task: F) -> AbortHandle
+    /// Runs `task` on worker `index` (counted from 0, modulo the number of workers).
+    pub fn spawn_on<F>(&self, index: usize, task: F) -> JoinHandle<F::Output>
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        match self.handles.get(turn % self.handles.len().max(1)) {
-            Some(worker) => set.spawn_on(task, worker),
+        match self.handles.get(index % self.handles.len().max(1)) {
+            Some(worker) => worker.spawn(task),
             // Unreachable (start makes at least one); the caller's runtime runs it then.
-            None => set.spawn(task),
+            None => tokio::spawn(task),
         }
     }
 

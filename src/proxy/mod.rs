@@ -11,12 +11,12 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::http::upstream::{HttpUpstream, PoolBounds, UpstreamSettings};
-use crate::net::accept::{self, Admission, OnShutdown};
+use crate::net::accept::{self, Admission, Listeners, OnShutdown};
 use crate::net::workers::Workers;
 use crate::shared::Shared;
 use upstream::{Destination, UpstreamError};
@@ -110,11 +110,11 @@ pub fn nsqd_http(shared: &Shared) -> Option<Arc<HttpUpstream>> {
 /// client every reply nsqd still owes, up to the shutdown deadline.
 pub async fn serve(
     listener: Arc<Listener>,
-    tcp: TcpListener,
+    sockets: Listeners,
     workers: Arc<Workers>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let address = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let address = sockets.local_addr().to_string();
     info!(%address, upstream = listener.destination.address(), "listening for NSQ clients");
     let admission = Admission {
         conns: listener.shared.conns.clone(),
@@ -126,7 +126,15 @@ pub async fn serve(
     let session = move |tcp: TcpStream, peer: SocketAddr, permit| {
         session::serve(listener.clone(), tcp, peer, permit, sessions.clone())
     };
-    accept::serve(tcp, admission, shutdown, drain, ("nsq", counts), session).await;
+    accept::serve(
+        sockets,
+        admission,
+        shutdown,
+        drain,
+        ("nsq", counts),
+        session,
+    )
+    .await;
 }
 
 /// The host nsqgate runs on, as nsqd's /stats should show it.

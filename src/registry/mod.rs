@@ -64,14 +64,14 @@ pub async fn spawn(
     let mut bound = Bound::default();
     if let Some(settings) = &config.sidecar {
         let sidecar = Arc::new(Sidecar::new(settings.clone(), roles.clone())?);
-        let tcp = accept::bind(settings.listen).await?;
-        let address = local(&tcp, settings.listen)?;
+        let sockets = accept::bind_per_worker(settings.listen, &admission.workers)?;
+        let address = sockets.local_addr();
         let counts = roles
             .metrics
             .listener("registry_sidecar", &address.to_string());
         info!(%address, guard = %settings.guard_address, "registry sidecar listening");
         tokio::spawn(accept::serve(
-            tcp,
+            sockets,
             admission.clone(),
             shutdown.clone(),
             OnShutdown::Cut,
@@ -88,14 +88,14 @@ pub async fn spawn(
     }
     if let Some(settings) = &config.guard {
         let guard = Arc::new(Guard::new(settings.clone(), roles.clone())?);
-        let tcp = accept::bind(settings.listen).await?;
-        let address = local(&tcp, settings.listen)?;
+        let sockets = accept::bind_per_worker(settings.listen, &admission.workers)?;
+        let address = sockets.local_addr();
         let counts = roles
             .metrics
             .listener("registry_guard", &address.to_string());
         info!(%address, nsqlookupd = %settings.nsqlookupd_tcp_address, nsqd = settings.grants.len(), "registry guard listening");
         tokio::spawn(accept::serve(
-            tcp,
+            sockets,
             admission,
             shutdown,
             OnShutdown::Cut,
@@ -126,11 +126,6 @@ pub fn check(config: &RegistryConfig, timeouts: Timeouts) -> Result<(), Registry
         Guard::new(settings.clone(), roles)?;
     }
     Ok(())
-}
-
-fn local(tcp: &tokio::net::TcpListener, address: SocketAddr) -> Result<SocketAddr, BindError> {
-    tcp.local_addr()
-        .map_err(|source| BindError { address, source })
 }
 
 /// A command's metric label.
