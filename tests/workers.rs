@@ -1,7 +1,12 @@
 //! `[connections] workers`: connections run on that many threads, each with its own event loop,
-//! spread over them as they are accepted. Three producers on a gate with three workers: each
-//! worker thread (named `nsqgate-wN` in /proc) has run one of them, every publish reached nsqd;
-//! `workers = 0` is refused naming the key. The real binary and nsqd.
+//! each accepting its own connections (one `SO_REUSEPORT` socket per worker). 45 producers on a
+//! gate with three workers: each worker thread (named `nsqgate-wN` in /proc) has run some of
+//! them, every publish reached nsqd; `workers = 0` is refused naming the key. The real binary
+//! and nsqd.
+//!
+//! The kernel picks a worker's socket by a hash of each connection's 4-tuple, not in turn: a
+//! worker gets none of 45 connections with probability (2/3)^45, so one of three does with
+//! probability at most 3 * (2/3)^45, about 4e-8.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -12,7 +17,10 @@ use std::collections::BTreeMap;
 use common::nsqclient::{tls_connector, RawClient};
 use common::{nsqgate, write_secret, GateConfig, Nsqd, Pki};
 
-const PUBLISHES: usize = 200;
+/// Producers at once, and the connections each opens one after another.
+const AT_ONCE: usize = 3;
+const EACH: usize = 15;
+const PUBLISHES: usize = 10;
 
 /// CPU time in nanoseconds of each of `pid`'s threads whose name starts with `prefix`, from
 /// /proc's schedstat (the first field is the time spent on a CPU). Not stat's utime and stime:
@@ -56,25 +64,28 @@ async fn connections_are_spread_over_the_configured_workers() {
 
     let connector = tls_connector(&pki.path("ca.pem"), None);
     let mut producers = Vec::new();
-    for n in 0..3 {
+    for n in 0..AT_ONCE {
         let connector = connector.clone();
         let addr = gate.addr;
         producers.push(tokio::spawn(async move {
-            let (mut client, _) =
-                RawClient::upgraded(addr, &connector, serde_json::json!({})).await;
-            for _ in 0..PUBLISHES {
-                let reply = client
-                    .publish("spread", format!("from {n}").as_bytes())
-                    .await;
-                common::nsqclient::assert_ok(reply, "PUB");
+            for _ in 0..EACH {
+                let (mut client, _) =
+                    RawClient::upgraded(addr, &connector, serde_json::json!({})).await;
+                for _ in 0..PUBLISHES {
+                    let reply = client
+                        .publish("spread", format!("from {n}").as_bytes())
+                        .await;
+                    common::nsqclient::assert_ok(reply, "PUB");
+                }
             }
         }));
     }
     for producer in producers {
         producer.await.unwrap();
     }
-    assert_eq!(nsqd.message_count("spread"), 3 * PUBLISHES as u64);
-    // Each worker ran one producer's TLS handshake and relay: none of them stayed idle.
+    let published = AT_ONCE * EACH * PUBLISHES;
+    assert_eq!(nsqd.message_count("spread"), published as u64);
+    // Each worker accepted and ran some producers' TLS handshakes and relays: none stayed idle.
     let after = thread_cpu_ns(gate.pid(), "nsqgate-w");
     for (name, on_cpu) in &after {
         assert!(

@@ -33,18 +33,23 @@ pub fn default_count() -> NonZeroUsize {
 }
 
 impl Workers {
-    /// Starts `count` worker threads, each with its own runtime (I/O and timers).
+    /// Starts `count` worker threads, each with its own runtime (I/O and timers), and returns
+    /// once every one runs (its name already set: `tests/workers.rs` finds them by it as soon
+    /// as nsqgate reports its addresses).
     pub fn start(count: NonZeroUsize) -> std::io::Result<Workers> {
         let mut handles = Vec::with_capacity(count.get());
         let mut stops = Vec::with_capacity(count.get());
+        let (running, started) = std::sync::mpsc::channel::<()>();
         for index in 0..count.get() {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
             stops.push(stop);
+            let running = running.clone();
             std::thread::Builder::new()
                 .name(format!("nsqgate-w{index}"))
                 .spawn(move || {
+                    let _ = running.send(());
                     // The runtime runs its connections only while something blocks on it.
                     runtime.block_on(async {
                         let _ = stopped.await;
@@ -52,7 +57,13 @@ impl Workers {
                     runtime.shutdown_timeout(STOP_GRACE);
                 })?;
         }
-        Ok(Workers { handles, stops })
+        drop(running);
+        let workers = Workers { handles, stops };
+        for _ in 0..count.get() {
+            // An error only if a worker thread ended before it could say it runs.
+            started.recv().map_err(std::io::Error::other)?;
+        }
+        Ok(workers)
     }
 
     /// Runs `task` on worker `index` (counted from 0, modulo the number of workers).
