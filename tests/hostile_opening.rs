@@ -188,3 +188,121 @@ async fn a_command_in_the_same_write_as_the_magic_is_answered() {
     );
     setup.assert_nsqd_untouched();
 }
+
+/// One frame read from a blocking socket, exactly (no byte of what follows it).
+fn read_frame_exactly(from: &mut impl std::io::Read) -> common::wire::Frame {
+    let mut size = [0u8; 4];
+    from.read_exact(&mut size).expect("a frame's size");
+    let len = u32::from_be_bytes(size) as usize;
+    assert!(len <= 1024 * 1024, "a frame of {len} bytes");
+    let mut buf = bytes::BytesMut::from(&size[..]);
+    buf.resize(4 + len, 0);
+    from.read_exact(&mut buf[4..]).expect("a frame's body");
+    common::wire::decode_frame(&mut buf, u32::MAX)
+        .expect("a valid frame")
+        .expect("a whole frame")
+}
+
+#[test]
+fn a_client_hello_sent_before_the_identify_reply_is_the_handshakes_first_bytes() {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use common::wire::Command;
+
+    // A client may not send its ClientHello before it read the IDENTIFY reply (nsqd would
+    // lose it with the reader it swaps), but a hostile one may, in the same write: nsqgate
+    // answers IDENTIFY in clear, then hands every byte behind it to the handshake, whether
+    // its opening read took them or they were still in the socket.
+    let setup = setup();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(common::nsqclient::ca_roots(&setup.ca_path()))
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    tls.write_tls(&mut hello).unwrap();
+    let identify = Command::Identify {
+        body: json!({"feature_negotiation": true, "tls_v1": true})
+            .to_string()
+            .into(),
+    };
+    let mut tcp = std::net::TcpStream::connect(setup.gate.addr).unwrap();
+    tcp.set_read_timeout(Some(hostile_support::ANSWER_LIMIT))
+        .unwrap();
+    tcp.write_all(&[&MAGIC_V2[..], &identify.to_bytes(), &hello].concat())
+        .unwrap();
+
+    let reply = read_frame_exactly(&mut tcp);
+    let reply: serde_json::Value = serde_json::from_slice(&reply.data).unwrap();
+    assert_eq!(reply["tls_v1"], true, "{reply}");
+    let mut secure = rustls::Stream::new(&mut tls, &mut tcp);
+    let ok = read_frame_exactly(&mut secure);
+    assert!(ok.is_ok(), "after the upgrade: {}", ok.text());
+    secure
+        .write_all(&common::wire::pub_bytes("early_hello", b"m"))
+        .unwrap();
+    assert!(read_frame_exactly(&mut secure).is_ok(), "the PUB's OK");
+    assert_eq!(setup.nsqd.message_count("early_hello"), 1);
+}
+
+#[test]
+fn commands_in_the_same_write_as_identify_on_a_plain_leg_are_each_answered() {
+    use std::io::Write;
+
+    use common::wire::Command;
+
+    // IDENTIFY, AUTH and PUB in one write: the opening's read may take all three, and each
+    // phase (the opening, the wait for AUTH, the relay) finds its own bytes in the buffer.
+    let pki = common::Pki::new();
+    let key = nsqgate::auth::apikey::generate();
+    let policy = format!(
+        "[roles.writer]\nallow = [{{ action = \"publish\", topics = [\"*\"] }}]\n\n\
+         [api_keys.writer]\nsha256 = \"{}\"\nroles = [\"writer\"]\n",
+        common::key_sha256(key.as_bytes()),
+    );
+    pki.write_policy("policy", "p.toml", &policy);
+    let nsqd = common::Nsqd::start(&pki);
+    let gate = common::GateConfig::new(nsqd.tcp)
+        .client("require_tls = false")
+        .policy("policy")
+        .start(&pki);
+    let identify = Command::Identify {
+        body: json!({"feature_negotiation": true}).to_string().into(),
+    };
+    let auth = Command::Auth {
+        secret: key.as_bytes().to_vec().into(),
+    };
+    let mut tcp = std::net::TcpStream::connect(gate.addr).unwrap();
+    tcp.set_read_timeout(Some(hostile_support::ANSWER_LIMIT))
+        .unwrap();
+    let publish = common::wire::pub_bytes("same_write", b"m");
+    tcp.write_all(
+        &[
+            &MAGIC_V2[..],
+            &identify.to_bytes(),
+            &auth.to_bytes(),
+            &publish,
+        ]
+        .concat(),
+    )
+    .unwrap();
+
+    let reply = read_frame_exactly(&mut tcp);
+    let reply: serde_json::Value = serde_json::from_slice(&reply.data)
+        .unwrap_or_else(|_| panic!("IDENTIFY reply: {}", reply.text()));
+    assert_eq!(reply["auth_required"], true, "{reply}");
+    let authenticated = read_frame_exactly(&mut tcp);
+    assert!(
+        authenticated.text().starts_with('{'),
+        "AUTH reply: {}",
+        authenticated.text()
+    );
+    let published = read_frame_exactly(&mut tcp);
+    assert!(published.is_ok(), "PUB reply: {}", published.text());
+    assert_eq!(nsqd.message_count("same_write"), 1);
+}

@@ -1,7 +1,8 @@
 //! One memory budget shared by every connection that has no identity yet: the bytes their
 //! command buffers hold together (`limits.max_unauthenticated_memory`). A connection charges
-//! its buffer's capacity before reading more; over budget it is refused, so strangers cannot
-//! make nsqgate hold more than the budget however many of them connect. No I/O here.
+//! what its buffer is to hold before it holds it (the capacity it reads into, or the bytes a
+//! read on the stack brought); over budget it is refused, so strangers cannot make nsqgate
+//! hold more than the budget however many of them connect. No I/O here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,22 +1,39 @@
 //! The client leg: its stream before and after TLS, and the session's reads and writes on it
 //! (commands charged to the unauthenticated budget, frames written, the last frame told).
 
+use std::future::poll_fn;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Poll};
+
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::auth::Principal;
 use crate::compress::Compression;
 use crate::error::{FatalReply, Kind};
+use crate::limit::memory::OverBudget;
 use crate::net::compressed::Compressed;
 use crate::net::stream::{Io, Replay};
 use crate::nsq::{self, DecodedCommand, ErrorCode};
 use crate::proxy::relay;
+use crate::proxy::Listener;
 use crate::shared::Shared;
 
 use super::failure::SessionError;
 use super::timing::ClientTls;
 use super::Session;
+
+/// The most a read into an empty buffer takes at once (on the stack, see
+/// [`Session::read_more`]): the magic and IDENTIFY, an AUTH with its JWT, or a TLS-first
+/// client's whole ClientHello (post-quantum key shares included) in one read, where the
+/// buffer used to grow in 64-byte steps (a 140-byte opening took three reads with the peek).
+const LANDING: usize = 2048;
+
+/// The least room a read offers while a command is part-read: the rest of most commands in
+/// one read.
+const PARTIAL_READ: usize = 512;
 
 /// The client leg before and after TLS, and after compression (inside TLS, if any).
 pub(super) enum ClientStream {
@@ -120,9 +137,7 @@ pub(super) async fn accept_tls(
 // === impl Session (the client leg) ===
 
 impl Session {
-    /// The next command; while the client has no identity (`charge`), the buffer's capacity
-    /// (the codec reserves a declared body before reading it) is charged to the shared budget
-    /// first.
+    /// The next command, read as the client sends it (see [`Session::read_more`]).
     pub(super) async fn read_command(&mut self) -> Result<DecodedCommand, SessionError> {
         let limits = self.config().limits;
         loop {
@@ -136,21 +151,7 @@ impl Session {
                     return Err(SessionError::Refused(FatalReply::malformed(&e)));
                 }
             }
-            if let Some(charge) = &mut self.charge {
-                // tokio's read_buf reserves a little when the buffer is full.
-                let wanted =
-                    self.buf.capacity().max(self.buf.len() + 64) + self.client.codec_memory();
-                let metrics = &self.listener.shared.metrics;
-                charge.hold(wanted).map_err(|over| {
-                    metrics.size_limited("unauthenticated_memory");
-                    let text = format!("{over} (try again later)");
-                    let refusal = FatalReply::new(Kind::Limit, ErrorCode::BadBody, &text);
-                    SessionError::Refused(refusal)
-                })?;
-            }
-            if self.client.io().read_buf(&mut self.buf).await? == 0 {
-                return Err(SessionError::Closed("IDENTIFY"));
-            }
+            self.read_more("IDENTIFY").await?;
         }
     }
 
@@ -161,11 +162,81 @@ impl Session {
         during: &'static str,
     ) -> Result<(), SessionError> {
         while self.buf.len() < want {
-            if self.client.io().read_buf(&mut self.buf).await? == 0 {
-                return Err(SessionError::Closed(during));
-            }
+            self.read_more(during).await?;
         }
         Ok(())
+    }
+
+    /// One read of what the client sent next, appended to the buffer. With nothing buffered
+    /// (a client that has just connected, or one between commands) the read lands on the
+    /// worker's stack and only the bytes that came are kept, so a client that sends nothing
+    /// holds no buffer; with a command part-read, the read goes into the buffer's spare room.
+    ///
+    /// While the client has no identity (`charge`), what the buffer is to hold is charged to
+    /// the shared budget before it holds it. Whatever a read takes beyond the current command
+    /// (an AUTH behind IDENTIFY, a ClientHello sent before IDENTIFY's reply) is inside that
+    /// charge, and bounded by the read's size.
+    async fn read_more(&mut self, during: &'static str) -> Result<(), SessionError> {
+        let came = match self.buf.is_empty() {
+            true => self.read_landing().await?,
+            false => self.read_into_buffer().await?,
+        };
+        match came {
+            0 => Err(SessionError::Closed(during)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Nothing buffered: up to [`LANDING`] bytes, read on the stack, kept in a buffer of their
+    /// own size. Cancel-safe (the session's wait for AUTH selects on it): the bytes reach the
+    /// buffer in the poll that read them.
+    async fn read_landing(&mut self) -> Result<usize, SessionError> {
+        let Session {
+            client,
+            buf,
+            charge,
+            listener,
+            ..
+        } = self;
+        let codec_memory = client.codec_memory();
+        // Given back before the wait (an empty view may still hold the block it was split
+        // from), so a quiet client holds, and is charged for, its codec only.
+        *buf = BytesMut::new();
+        if let Some(charge) = charge {
+            charge
+                .hold(codec_memory)
+                .map_err(|over| over_budget(listener, over))?;
+        }
+        poll_fn(|cx| {
+            // A local of this poll, not of the future: it costs a waiting client nothing.
+            let mut landing = [MaybeUninit::<u8>::uninit(); LANDING];
+            let mut read = ReadBuf::uninit(&mut landing);
+            ready!(Pin::new(client.io()).poll_read(cx, &mut read))?;
+            let came = read.filled();
+            if let Some(charge) = charge {
+                let wanted = came.len() + codec_memory;
+                charge
+                    .hold(wanted)
+                    .map_err(|over| over_budget(listener, over))?;
+            }
+            *buf = BytesMut::from(came);
+            Poll::Ready(Ok(came.len()))
+        })
+        .await
+    }
+
+    /// A command part-read: into the buffer, with [`PARTIAL_READ`] bytes of room at least
+    /// (more where the codec reserved a declared body). With room to spare, `read_buf`
+    /// reserves nothing itself: the capacity charged is the capacity read into.
+    async fn read_into_buffer(&mut self) -> Result<usize, SessionError> {
+        self.buf.reserve(PARTIAL_READ);
+        if let Some(charge) = &mut self.charge {
+            let wanted = self.buf.capacity() + self.client.codec_memory();
+            charge
+                .hold(wanted)
+                .map_err(|over| over_budget(&self.listener, over))?;
+        }
+        Ok(self.client.io().read_buf(&mut self.buf).await?)
     }
 
     /// Puts a command back in front of what is buffered, for the next phase to handle.
@@ -190,4 +261,14 @@ impl Session {
             .await
             .map_err(|_| SessionError::Timeout("a write to the client"))?
     }
+}
+
+/// The refusal of a client whose next read the unauthenticated budget cannot cover.
+fn over_budget(listener: &Listener, over: OverBudget) -> SessionError {
+    listener
+        .shared
+        .metrics
+        .size_limited("unauthenticated_memory");
+    let text = format!("{over} (try again later)");
+    SessionError::Refused(FatalReply::new(Kind::Limit, ErrorCode::BadBody, &text))
 }

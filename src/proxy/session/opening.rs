@@ -86,14 +86,13 @@ impl Session {
     /// A client whose first byte starts a TLS handshake gets TLS before anything else; a
     /// certificate may name it.
     async fn tls_first(mut self) -> Result<Session, SessionError> {
-        let first = match self.buf.first() {
-            Some(byte) => *byte,
-            None => self.peek_first_byte().await?,
-        };
-        if first != TLS_HANDSHAKE_RECORD {
+        if self.buf.is_empty() {
+            self.first_bytes().await?;
+        }
+        if self.buf.first() != Some(&TLS_HANDSHAKE_RECORD) {
             return Ok(self);
         }
-        // Bytes already read (after a PROXY header) belong to the handshake.
+        // Bytes already read (the first read, or after a PROXY header) belong to the handshake.
         let read = self.buf.split().freeze();
         let ClientStream::Plain(tcp) = self.client else {
             return Ok(self);
@@ -104,19 +103,13 @@ impl Session {
         Ok(self)
     }
 
-    async fn peek_first_byte(&mut self) -> Result<u8, SessionError> {
-        let ClientStream::Plain(tcp) = &self.client else {
-            return Err(SessionError::Closed("the first bytes"));
-        };
-        let mut first = [0u8; 1];
+    /// The client's first bytes, read (not peeked: the magic and IDENTIFY usually come in the
+    /// same read) within the handshake deadline.
+    async fn first_bytes(&mut self) -> Result<(), SessionError> {
         let deadline = self.config().timeouts.tls_handshake;
-        let sniffed = tokio::time::timeout(deadline, tcp.peek(&mut first))
+        tokio::time::timeout(deadline, self.fill(1, "the first bytes"))
             .await
-            .map_err(|_| SessionError::Timeout("the first bytes"))??;
-        if sniffed == 0 {
-            return Err(SessionError::Closed("the first bytes"));
-        }
-        Ok(first[0])
+            .map_err(|_| SessionError::Timeout("the first bytes"))?
     }
 
     /// The magic, then the first command: IDENTIFY, read as nsqd reads it, or another one put
