@@ -5,7 +5,6 @@
 
 use std::fmt::{self, Write};
 
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
@@ -14,7 +13,8 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::escape::{escape, Escaping};
+use super::escape::Escaping;
+use super::json::JsonObject;
 
 /// Formats the fields of events and spans as `message name=value ...`, escaped.
 pub struct SafeFields;
@@ -102,17 +102,24 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut object = Map::new();
-        object.insert("timestamp".into(), timestamp.into());
-        object.insert("level".into(), event.metadata().level().as_str().into());
-        event.record(&mut JsonVisitor(&mut object));
-        object.insert("target".into(), event.metadata().target().into());
+        let mut object = JsonObject::default();
+        object.string("timestamp", |out| {
+            SystemTime.format_time(&mut Writer::new(out))
+        })?;
+        let metadata = event.metadata();
+        object.string("level", |out| out.write_str(metadata.level().as_str()))?;
+        let mut visitor = JsonVisitor {
+            object: &mut object,
+            result: Ok(()),
+        };
+        event.record(&mut visitor);
+        visitor.result?;
+        object.string("target", |out| out.write_str(metadata.target()))?;
         if let Some(spans) = spans(ctx) {
-            object.insert("span".into(), spans.into());
+            object.string("span", |out| out.write_str(&spans))?;
         }
-        writeln!(writer, "{}", Value::Object(object))
+        object.write_to(&mut writer)?;
+        writer.write_char('\n')
     }
 }
 
@@ -124,46 +131,72 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     let scope = ctx.event_scope()?;
-    let mut spans = Vec::new();
+    let mut spans = String::new();
+    let mut first = true;
     for span in scope.from_root() {
+        if !first {
+            spans.push(':');
+        }
+        first = false;
+        spans.push_str(span.name());
         let extensions = span.extensions();
         let fields = extensions
             .get::<FormattedFields<N>>()
             .map(|f| f.fields.as_str())
             .unwrap_or_default();
-        spans.push(match fields {
-            "" => span.name().to_owned(),
-            fields => format!("{}{{{}}}", span.name(), fields),
-        });
+        if !fields.is_empty() {
+            spans.push('{');
+            spans.push_str(fields);
+            spans.push('}');
+        }
     }
-    (!spans.is_empty()).then(|| spans.join(":"))
+    (!first).then_some(spans)
 }
 
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+/// Records an event's fields into its line's object, every string through [`Escaping`].
+struct JsonVisitor<'a> {
+    object: &'a mut JsonObject,
+    /// A value's `Debug` may fail; the line is then not written.
+    result: fmt::Result,
+}
+
+impl JsonVisitor<'_> {
+    fn escaped(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        let written = self
+            .object
+            .string(field.name(), |out| Escaping::new(out).write_fmt(value));
+        self.result = self.result.and(written);
+    }
+
+    fn raw(&mut self, field: &Field, json: fmt::Arguments<'_>) {
+        let written = self.object.raw(field.name(), json);
+        self.result = self.result.and(written);
+    }
+}
 
 impl Visit for JsonVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), escape(value).into());
+        self.escaped(field, format_args!("{value}"));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = escape(&format!("{value:?}"));
-        self.0.insert(field.name().into(), text.into());
+        self.escaped(field, format_args!("{value:?}"));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.raw(field, format_args!("{value}"));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.raw(field, format_args!("{value}"));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.raw(field, format_args!("{value}"));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
+        // serde_json's own rendering (shortest round-trip digits; NaN and infinities as null).
+        self.raw(field, format_args!("{}", serde_json::Value::from(value)));
     }
 }

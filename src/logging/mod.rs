@@ -5,6 +5,7 @@
 
 pub mod escape;
 pub mod format;
+pub mod json;
 pub mod sink;
 
 use std::io::IsTerminal;
