@@ -14,7 +14,7 @@ use tracing::debug;
 
 use crate::error::{FatalReply, Kind};
 use crate::metrics::Metrics;
-use crate::nsq::{CommandDecoder, DecodedCommand, ErrorCode};
+use crate::nsq::{Command, CommandDecoder, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{Admission, AdmittedBy, Guard, Revocation, Verdict};
 use crate::proxy::quarantine::Settle;
 
@@ -50,8 +50,9 @@ pub(super) struct Inbound<'a, W> {
     partial_since: Option<Instant>,
     /// When a client that must AUTH and has not is refused.
     auth_deadline: Instant,
-    /// Seals publishes to signed topics; its withheld deliveries are settled from here.
-    signed: Arc<Signed>,
+    /// Seals publishes to signed topics; its withheld deliveries are settled from here. None
+    /// when no topic is signed.
+    signed: Option<Arc<Signed>>,
     settles: Option<mpsc::Receiver<Settle>>,
 }
 
@@ -113,7 +114,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         replies: &'a Replies,
         guard: &'a mut Guard,
         settings: &'a RelaySettings,
-        (signed, settles): (Arc<Signed>, Option<mpsc::Receiver<Settle>>),
+        (signed, settles): (Option<Arc<Signed>>, Option<mpsc::Receiver<Settle>>),
     ) -> Inbound<'a, W> {
         Inbound {
             decoder: CommandDecoder::default(),
@@ -172,8 +173,11 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                     },
                     Woken::Revoked(revocation) => self.start_revocation(revocation).await?,
                     Woken::Settle(settle) => {
-                        let command = self.signed.settle_command(settle);
-                        self.batch.write_now(&command).await?;
+                        // Settles come from the signed state's own channel: it exists.
+                        if let Some(signed) = &self.signed {
+                            let command = signed.settle_command(settle);
+                            self.batch.write_now(&command).await?;
+                        }
                     }
                 }
             }
@@ -202,10 +206,14 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             };
             match self.judge(&decoded, &mut now).await? {
                 Verdict::Drop => {}
-                Verdict::Forward if self.signed.names_withheld(&decoded.command) => {}
+                Verdict::Forward if self.names_withheld(&decoded.command) => {}
                 Verdict::Forward => {
                     let who = (self.guard.peer(), self.guard.principal());
-                    match self.signed.outgoing(decoded, &self.settings.limits, who) {
+                    let outgoing = match &self.signed {
+                        Some(signed) => signed.outgoing(decoded, &self.settings.limits, who),
+                        None => Ok(decoded),
+                    };
+                    match outgoing {
                         Ok(decoded) => self.batch.push(&decoded),
                         Err(refusal) => break Some(refusal),
                     }
@@ -221,6 +229,12 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         };
         self.batch.flush().await?;
         Ok(refusal)
+    }
+
+    /// Whether `command` names a delivery withheld from the client (never, unsigned).
+    fn names_withheld(&self, command: &Command) -> bool {
+        let signed = self.signed.as_ref();
+        signed.is_some_and(|signed| signed.names_withheld(command))
     }
 
     /// The guard's verdict; a publish it lets through is then drawn from the rate limits.

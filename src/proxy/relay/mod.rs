@@ -139,7 +139,10 @@ pub async fn run(
     let replies = Replies::default();
     let metrics = settings.metrics.clone();
     let quarantiner = settings.quarantiner.clone();
-    let (signed, settles) = Signed::new(settings.integrity.clone(), quarantiner, metrics);
+    let (signed, settles) = match Signed::new(settings.integrity.clone(), quarantiner, metrics) {
+        Some((signed, settles)) => (Some(signed), Some(settles)),
+        None => (None, None),
+    };
 
     let (result, linger) = {
         let signing = (signed.clone(), settles);

@@ -53,8 +53,8 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
     }
 
     /// Deliveries and nsqd's unasked errors pass through `signed` first.
-    pub(super) fn with(mut self, signed: Arc<Signed>) -> Self {
-        self.signed = Some(signed);
+    pub(super) fn with(mut self, signed: Option<Arc<Signed>>) -> Self {
+        self.signed = signed;
         self
     }
 

@@ -40,9 +40,8 @@ pub(crate) struct Signed {
     quarantiner: Option<Arc<Quarantiner>>,
     /// The copying task's queue, started at the first suspect.
     suspects: OnceLock<mpsc::Sender<Suspect>>,
-    /// Where withheld deliveries are settled from; None without signed topics, where nothing
-    /// is ever withheld (a channel is ~1.5 KiB that every idle connection would keep).
-    settle: Option<mpsc::Sender<Settle>>,
+    /// Where withheld deliveries are settled from.
+    settle: mpsc::Sender<Settle>,
     metrics: Arc<Metrics>,
 }
 
@@ -64,20 +63,19 @@ pub(crate) enum Delivery {
 // === impl Signed ===
 
 impl Signed {
-    /// The state for one connection, and the receiver of settle outcomes for its inbound side
-    /// (None when no topic is signed).
+    /// The state for one connection, and the receiver of settle outcomes for its inbound side;
+    /// None when no topic is signed: the relay then has nothing to seal, open or withhold,
+    /// and an idle connection keeps no integrity state at all (0.4 KiB, a subscription's
+    /// principal among it).
     pub(crate) fn new(
         integrity: Integrity,
         quarantiner: Option<Arc<Quarantiner>>,
         metrics: Arc<Metrics>,
-    ) -> (Arc<Signed>, Option<mpsc::Receiver<Settle>>) {
-        let (settle, outcomes) = match integrity.is_empty() {
-            true => (None, None),
-            false => {
-                let (settle, outcomes) = mpsc::channel(64);
-                (Some(settle), Some(outcomes))
-            }
-        };
+    ) -> Option<(Arc<Signed>, mpsc::Receiver<Settle>)> {
+        if integrity.is_empty() {
+            return None;
+        }
+        let (settle, outcomes) = mpsc::channel(64);
         let signed = Signed {
             integrity,
             subscribed: OnceLock::new(),
@@ -88,7 +86,7 @@ impl Signed {
             settle,
             metrics,
         };
-        (Arc::new(signed), outcomes)
+        Some((Arc::new(signed), outcomes))
     }
 
     /// A forwarded command, sealed when it publishes to a signed topic; noted when it
@@ -99,9 +97,6 @@ impl Signed {
         limits: &Limits,
         who: (SocketAddr, Option<&Principal>),
     ) -> Result<DecodedCommand, FatalReply> {
-        if self.integrity.is_empty() {
-            return Ok(decoded);
-        }
         match &decoded.command {
             Command::Pub { topic, .. }
             | Command::Mpub { topic, .. }
@@ -231,9 +226,7 @@ impl Signed {
         if !queued {
             warn!(id = %message.id, "quarantine queue full or unavailable; requeueing the original");
             self.metrics.integrity.quarantine_published(false);
-            if let Some(settle) = &self.settle {
-                let _ = settle.try_send(Settle::Requeue(message.id));
-            }
+            let _ = self.settle.try_send(Settle::Requeue(message.id));
         }
     }
 
@@ -242,7 +235,7 @@ impl Signed {
             return Some(queue);
         }
         let quarantiner = self.quarantiner.clone()?;
-        let settle = self.settle.clone()?;
+        let settle = self.settle.clone();
         Some(self.suspects.get_or_init(|| quarantiner.start(settle)))
     }
 

@@ -178,3 +178,12 @@ fn the_client_side_waits_in_a_small_state() {
     let size = future_size(Inbound::<W>::run::<R>);
     assert!(size <= 1536, "the client side's future is {size} bytes");
 }
+
+#[test]
+fn a_connection_keeps_no_integrity_state_when_no_topic_is_signed() {
+    // Every relay used to allocate its `Signed` state (0.4 KiB, kept for the connection's
+    // life) whether or not anything could be sealed, opened or withheld.
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    let unsigned = crate::integrity::Integrity::default();
+    assert!(super::Signed::new(unsigned, None, metrics).is_none());
+}
