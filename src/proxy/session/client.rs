@@ -28,7 +28,7 @@ use super::Session;
 /// The most a read into an empty buffer takes at once (on the stack, see
 /// [`Session::read_more`]): the magic and IDENTIFY, an AUTH with its JWT, or a TLS-first
 /// client's whole ClientHello (post-quantum key shares included) in one read, where the
-/// buffer used to grow in 64-byte steps (a 140-byte opening took three reads with the peek).
+/// buffer used to grow in 64-byte steps (a 136-byte opening took a peek and two reads).
 const LANDING: usize = 2048;
 
 /// The least room a read offers while a command is part-read: the rest of most commands in
