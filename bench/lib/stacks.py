@@ -162,7 +162,8 @@ frontend http
 backend nsqd_http
   server nsqd 127.0.0.1:{self.nsqd_http}
 """)
-        self.hop = self.spawn(HOP_CPU, ["haproxy", "-db", "-f", "haproxy.cfg"], "haproxy.log")
+        self.hop = self.spawn(HOP_CPU, [*self.wrap, "haproxy", "-db", "-f", "haproxy.cfg"],
+                              "haproxy.log")
         wait_port(self.port, self.hop, log=self.dir / "haproxy.log")
         self.mode = "tls-first" if self.target == "H1" else "plain"
 
