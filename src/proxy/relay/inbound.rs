@@ -3,13 +3,14 @@
 //! missing AUTH, revocation grace, shutdown) live here.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use crate::error::{FatalReply, Kind};
@@ -149,11 +150,16 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         mut buf: BytesMut,
     ) -> impl Future<Output = Result<ClientSide, RelayError>> + use<'a, 'c, W, R> {
         async move {
+            // Made once and kept across waits, not remade for every command: the timer is
+            // moved when the deadline does (a later one costs one atomic write) instead of
+            // registered and removed again per command (docs/perf-profile.md, "A pinned
+            // 1-deep producer").
+            let mut deadline = std::pin::pin!(tokio::time::sleep_until(self.next_deadline().0));
             loop {
                 if let Some(refusal) = self.forward_buffered(&mut buf).await? {
                     return self.refuse(refusal).await;
                 }
-                match self.wait(client, &mut buf).await? {
+                match self.wait(client, &mut buf, deadline.as_mut()).await? {
                     Woken::Read(0) => {
                         // Half-close toward nsqd: it answers what it owes, then closes its side.
                         let _ = self.batch.upstream.shutdown().await;
@@ -290,6 +296,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         &mut self,
         client: &mut R,
         buf: &mut BytesMut,
+        mut timer: Pin<&mut Sleep>,
     ) -> Result<Woken, RelayError> {
         self.partial_since = match (buf.is_empty(), self.partial_since) {
             (true, _) => None,
@@ -298,14 +305,20 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         };
         // One timer for every deadline: each is a few hundred bytes of every idle connection.
         let (deadline, expiry) = self.next_deadline();
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        // In a fixed order, the client's bytes last: a client that always has more to send
+        // cannot keep shutdown, a deadline or a revocation from being seen.
         let woken = tokio::select! {
-            read = self.reader.read(client, buf) => Woken::Read(read.map_err(RelayError::Client)?),
-            _ = stopping(&mut self.shutdown) => Woken::Stopping,
-            _ = tokio::time::sleep_until(deadline) => Woken::Deadline(expiry),
+            biased;
+            () = stopping(&mut self.shutdown) => Woken::Stopping,
             revocation = self.guard.revoked(), if self.revoked.is_none() => {
                 Woken::Revoked(revocation)
             }
             Some(settle) = next_settle(&mut self.settles) => Woken::Settle(settle),
+            () = timer => Woken::Deadline(expiry),
+            read = self.reader.read(client, buf) => Woken::Read(read.map_err(RelayError::Client)?),
         };
         Ok(woken)
     }

@@ -69,6 +69,10 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
     ) -> impl Future<Output = Result<RelayEnd, RelayError>> + use<'a, W, R> {
         async move {
             let mut reader = Reader::default();
+            // Registered once and again only after it fired, not per reply (docs/perf-profile.md,
+            // "A pinned 1-deep producer").
+            let replies = self.replies;
+            let mut local_queued = std::pin::pin!(replies.local_queued());
             loop {
                 if let Some(end) = self.relay_buffered(&mut buf, max_frame_size).await? {
                     return Ok(end);
@@ -76,7 +80,8 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
                 self.replies.release_if_empty();
                 tokio::select! {
                     biased;
-                    () = self.replies.local_queued() => {
+                    () = local_queued.as_mut() => {
+                        local_queued.set(replies.local_queued());
                         if let Some(end) = self.emit_due_local().await? {
                             return Ok(end);
                         }
