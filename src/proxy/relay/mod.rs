@@ -159,8 +159,8 @@ pub async fn run(
         let mut inbound = Box::pin(inbound.run(&mut client_read, client_buf));
         let mut outbound =
             Box::pin(outbound.run(upstream_read, upstream_buf, settings.max_frame_size));
-        // In a fixed order: a random one costs a random number per wake-up, and either
-        // direction ending first ends the relay the same way.
+        // In a fixed order, nsqd's side first: a random order costs a random number per
+        // wake-up, and either side is polled at every wake-up anyway.
         tokio::select! {
             biased;
             result = &mut outbound => (result, true),
