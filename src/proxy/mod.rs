@@ -145,3 +145,10 @@ fn own_hostname() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "nsqgate".to_owned())
 }
+
+/// Completes once shutdown is asked for; never, if nobody can ask any more.
+pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

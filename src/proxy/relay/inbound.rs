@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::nsq::{Command, CommandDecoder, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{Admission, AdmittedBy, Guard, Revocation, Verdict};
 use crate::proxy::quarantine::Settle;
+use crate::proxy::stopping;
 
 use super::reading::Reader;
 use super::{
@@ -227,7 +228,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                 Verdict::Reply(frame) => {
                     // Everything before it goes first, then the local reply takes its turn.
                     self.batch.flush().await?;
-                    self.batch.queue(Slot::Reply(frame)).await;
+                    self.batch.replies.push(Slot::Reply(frame)).await;
                     now = std::time::Instant::now();
                 }
                 Verdict::Refuse(refusal) => break Some(refusal),
@@ -359,7 +360,10 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     }
 
     async fn refuse(&mut self, refusal: FatalReply) -> Result<ClientSide, RelayError> {
-        self.batch.queue(Slot::Refusal(Box::new(refusal))).await;
+        self.batch
+            .replies
+            .push(Slot::Refusal(Box::new(refusal)))
+            .await;
         Ok(ClientSide::RefusalQueued)
     }
 }
@@ -411,7 +415,7 @@ impl<W: AsyncWrite + Unpin> Batch<'_, W> {
                 publishes: std::mem::take(&mut self.publishes),
                 sent: Instant::now(),
             };
-            self.queue(Slot::Upstream(owed)).await;
+            self.replies.push(Slot::Upstream(owed)).await;
         }
         let messages = std::mem::take(&mut self.messages);
         self.metrics.messages_published.inc_by(messages);
@@ -433,18 +437,6 @@ impl<W: AsyncWrite + Unpin> Batch<'_, W> {
                 WriteFailed::Io(e) => RelayError::Nsqd(e),
                 WriteFailed::Stalled(limit) => RelayError::NsqdStalled(limit),
             })
-    }
-
-    /// Queues `slot` for the other direction; waits while the queue is full.
-    async fn queue(&mut self, slot: Slot) {
-        self.replies.push(slot).await;
-    }
-}
-
-/// Completes once shutdown is asked for; never, if nobody can ask any more.
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 

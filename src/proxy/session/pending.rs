@@ -8,12 +8,12 @@
 //! The command that opens the connection is handed to the relay, which screens it like any
 //! other: a denied first command therefore costs one short-lived nsqd connection.
 
-use tokio::sync::watch;
 use tokio::time::{Instant, Interval};
 
 use crate::error::{FatalReply, Kind};
 use crate::nsq::{self, Command, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{AdmittedBy, Guard, Verdict};
+use crate::proxy::stopping;
 use crate::proxy::upstream::Routed;
 
 use super::failure::SessionError;
@@ -162,12 +162,5 @@ async fn tick(beats: &mut Option<Interval>) {
             interval.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// Completes once shutdown is asked for; never, if nobody can ask any more.
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
