@@ -25,6 +25,37 @@ fn counts() -> ListenerCounts {
     Metrics::new().unwrap().listener("test", "127.0.0.1:0")
 }
 
+/// What a test's `serve` gives back: its address, the shutdown switch, the running loop.
+struct Serving {
+    address: SocketAddr,
+    stop: watch::Sender<bool>,
+    loops: tokio::task::JoinHandle<()>,
+}
+
+/// Binds a port-0 listener on `workers` and serves it with `handle` (cut at shutdown).
+fn start<F, Fut>(workers: &Arc<Workers>, settings: ConnSettings, handle: F) -> Serving
+where
+    F: Fn(TcpStream, SocketAddr, ConnPermit) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listeners = bind_per_worker("127.0.0.1:0".parse().unwrap(), workers).unwrap();
+    let address = listeners.local_addr();
+    let (stop, shutdown) = watch::channel(false);
+    let loops = tokio::spawn(serve(
+        listeners,
+        admission(workers, settings),
+        shutdown,
+        OnShutdown::Cut,
+        ("test", counts()),
+        handle,
+    ));
+    Serving {
+        address,
+        stop,
+        loops,
+    }
+}
+
 #[tokio::test]
 async fn every_socket_of_a_listener_binds_the_port_the_first_was_given() {
     let workers = workers(3);
@@ -43,9 +74,6 @@ async fn every_socket_of_a_listener_binds_the_port_the_first_was_given() {
 #[tokio::test]
 async fn each_worker_accepts_connections_and_runs_them_on_its_own_thread() {
     let workers = workers(3);
-    let listeners = bind_per_worker("127.0.0.1:0".parse().unwrap(), &workers).unwrap();
-    let address = listeners.local_addr();
-    let (stop, shutdown) = watch::channel(false);
     let (ran_on, mut names) = mpsc::unbounded_channel();
     let handle = move |_tcp: TcpStream, _peer: SocketAddr, _permit: ConnPermit| {
         let ran_on = ran_on.clone();
@@ -54,18 +82,12 @@ async fn each_worker_accepts_connections_and_runs_them_on_its_own_thread() {
             ran_on.send(name).unwrap();
         }
     };
-    let admission = admission(&workers, ConnSettings::default());
-    let serving = tokio::spawn(serve(
-        listeners,
-        admission,
-        shutdown,
-        OnShutdown::Cut,
-        ("test", counts()),
-        handle,
-    ));
+    let serving = start(&workers, ConnSettings::default(), handle);
     let mut per_worker = BTreeMap::new();
     for _ in 0..60 {
-        let _tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let _tcp = tokio::net::TcpStream::connect(serving.address)
+            .await
+            .unwrap();
         *per_worker.entry(names.recv().await.unwrap()).or_insert(0) += 1;
     }
     let names: Vec<&String> = per_worker.keys().collect();
@@ -74,16 +96,13 @@ async fn each_worker_accepts_connections_and_runs_them_on_its_own_thread() {
         ["nsqgate-w0", "nsqgate-w1", "nsqgate-w2"],
         "{per_worker:?}"
     );
-    stop.send(true).unwrap();
-    serving.await.unwrap();
+    serving.stop.send(true).unwrap();
+    serving.loops.await.unwrap();
 }
 
 #[tokio::test]
 async fn a_connection_over_the_cap_is_closed_at_once_and_shutdown_closes_every_socket() {
     let workers = workers(2);
-    let listeners = bind_per_worker("127.0.0.1:0".parse().unwrap(), &workers).unwrap();
-    let address = listeners.local_addr();
-    let (stop, shutdown) = watch::channel(false);
     let (admitted, mut admissions) = mpsc::unbounded_channel();
     let handle = move |tcp: TcpStream, _peer: SocketAddr, permit: ConnPermit| {
         let admitted = admitted.clone();
@@ -97,14 +116,11 @@ async fn a_connection_over_the_cap_is_closed_at_once_and_shutdown_closes_every_s
         max_total: Some(1),
         ..ConnSettings::default()
     };
-    let serving = tokio::spawn(serve(
-        listeners,
-        admission(&workers, settings),
-        shutdown,
-        OnShutdown::Cut,
-        ("test", counts()),
-        handle,
-    ));
+    let Serving {
+        address,
+        stop,
+        loops,
+    } = start(&workers, settings, handle);
     let mut held = tokio::net::TcpStream::connect(address).await.unwrap();
     // Admitted before the next is accepted (which another worker might do first).
     admissions.recv().await.unwrap();
@@ -113,7 +129,7 @@ async fn a_connection_over_the_cap_is_closed_at_once_and_shutdown_closes_every_s
     let closed = tokio::time::timeout(Duration::from_secs(10), over.read(&mut byte)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     stop.send(true).unwrap();
-    serving.await.unwrap();
+    loops.await.unwrap();
     // Cut: the held connection ends with the listener, and no socket of it is left listening
     // (20 tries: one socket of two left open would take one of them with 1 - 2^-20).
     let ended = tokio::time::timeout(Duration::from_secs(10), held.read(&mut byte)).await;
