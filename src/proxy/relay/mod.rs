@@ -142,10 +142,7 @@ pub async fn run(
     let replies = Replies::default();
     let metrics = settings.metrics.clone();
     let quarantiner = settings.quarantiner.clone();
-    let (signed, settles) = match Signed::new(settings.integrity.clone(), quarantiner, metrics) {
-        Some((signed, settles)) => (Some(signed), Some(settles)),
-        None => (None, None),
-    };
+    let (signed, settles) = Signed::new(settings.integrity.clone(), quarantiner, metrics).unzip();
 
     let (result, linger) = {
         let signing = (signed.clone(), settles);
