@@ -191,16 +191,7 @@ async fn a_command_in_the_same_write_as_the_magic_is_answered() {
 
 /// One frame read from a blocking socket, exactly (no byte of what follows it).
 fn read_frame_exactly(from: &mut impl std::io::Read) -> common::wire::Frame {
-    let mut size = [0u8; 4];
-    from.read_exact(&mut size).expect("a frame's size");
-    let len = u32::from_be_bytes(size) as usize;
-    assert!(len <= 1024 * 1024, "a frame of {len} bytes");
-    let mut buf = bytes::BytesMut::from(&size[..]);
-    buf.resize(4 + len, 0);
-    from.read_exact(&mut buf[4..]).expect("a frame's body");
-    common::wire::decode_frame(&mut buf, u32::MAX)
-        .expect("a valid frame")
-        .expect("a whole frame")
+    common::wire::read_frame_from(from, 1024 * 1024)
 }
 
 #[test]

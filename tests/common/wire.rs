@@ -143,6 +143,21 @@ pub fn decode_frame(buf: &mut BytesMut, max_size: u32) -> Result<Option<Frame>, 
     }))
 }
 
+/// One frame read from a blocking reader, exactly (no byte of what follows it is taken);
+/// `max_size` bounds the size field before the body is read.
+pub fn read_frame_from(reader: &mut dyn std::io::Read, max_size: u32) -> Frame {
+    let mut size = [0u8; 4];
+    reader.read_exact(&mut size).expect("a frame's size");
+    let len = u32::from_be_bytes(size);
+    assert!(len <= max_size, "a frame of {len} bytes");
+    let mut buf = BytesMut::from(&size[..]);
+    buf.resize(4 + len as usize, 0);
+    reader.read_exact(&mut buf[4..]).expect("a frame's body");
+    decode_frame(&mut buf, max_size)
+        .expect("a valid frame")
+        .expect("a whole frame")
+}
+
 /// `PUB topic` with `body`, as bytes (see [`Command::encode`]).
 pub fn pub_bytes(topic: &str, body: &[u8]) -> Vec<u8> {
     let body = Bytes::copy_from_slice(body);

@@ -6,8 +6,6 @@ use std::io::{BufReader, Cursor, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use bytes::BytesMut;
-
 use crate::common::wire::{self, Command, Frame, FrameType};
 use crate::common::{Gate, GateConfig, Nsqd, Pki};
 
@@ -89,16 +87,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 fn read_frame_from(reader: &mut dyn Read) -> Frame {
-    let mut size = [0u8; 4];
-    reader.read_exact(&mut size).expect("frame size");
-    let len = u32::from_be_bytes(size);
-    assert!(len <= MAX_FRAME, "frame of {len} bytes");
-    let mut buf = BytesMut::from(&size[..]);
-    buf.resize(4 + len as usize, 0);
-    reader.read_exact(&mut buf[4..]).expect("frame body");
-    wire::decode_frame(&mut buf, MAX_FRAME)
-        .expect("a valid frame")
-        .expect("a whole frame")
+    wire::read_frame_from(reader, MAX_FRAME)
 }
 
 /// A connection that negotiated compression: what it sends is compressed and flushed at once.
