@@ -252,6 +252,37 @@ async fn a_token_that_expires_while_connected_stops_publishing() {
     });
 }
 
+/// A subscriber sends nothing the guard could refuse: its token's expiry is a deadline of its
+/// own, which revokes the subscription (RDY 0, the grace, then the client is told).
+#[tokio::test]
+async fn a_subscriber_whose_token_expires_is_revoked_without_sending_a_command() {
+    let f = Fixture::new();
+    let exp = now() + 3;
+    let token = f.token("hs", &with(claims("alice"), "exp", json!(exp)));
+    let mut client = authed(&f, &f.gate, &token).await;
+    let reply = client
+        .sub("orders.expiry", "billing")
+        .await
+        .expect("SUB reply");
+    assert!(reply.is_ok(), "SUB: {}", frame_text(&reply));
+    client.send(&Command::Rdy { count: 5 }).await;
+
+    let told = client
+        .read_frame_within(Duration::from_secs(20))
+        .await
+        .expect("told why, after the expiry and the grace");
+    assert_eq!(frame_text(&told), "E_UNAUTHORIZED permission revoked");
+    assert!(
+        SystemTime::now() >= UNIX_EPOCH + Duration::from_secs(exp),
+        "told before the token expired"
+    );
+    assert!(client.closed_within(Duration::from_secs(5)).await);
+    f.gate
+        .wait_audit("the expired subscriber's revocation", |e| {
+            e["action"] == "revoke" && e["reason"] == "token expired" && e["identity"] == "alice"
+        });
+}
+
 // === a token inside the leeway (found while writing these tests) ===
 
 /// The verifier accepts a token until `exp + leeway_secs`, but the session cuts it off at

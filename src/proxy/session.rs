@@ -88,16 +88,14 @@ pub fn serve(
     let span = tracing::info_span!("conn", %peer);
     let metrics = listener.shared.metrics.clone();
     // A combinator, not an async block: awaiting `run` there would keep a second copy of it.
-    run(listener, tcp, peer, permit, shutdown)
-        .map(move |ended| {
-            // Classified once, here, whichever phase the session reached.
-            let ended: &dyn Classify = match &ended {
-                Ok(end) => end,
-                Err(e) => e,
-            };
-            error::record(&metrics, ended);
-        })
-        .instrument(span)
+    run(listener, tcp, peer, permit, shutdown, span.clone()).map(move |ended| {
+        // Classified once, here, whichever phase the session reached.
+        let ended: &dyn Classify = match &ended {
+            Ok(end) => end,
+            Err(e) => e,
+        };
+        span.in_scope(|| error::record(&metrics, ended));
+    })
 }
 
 /// The phases, in LIFECYCLE order. Every phase before the relay runs boxed and hands over
@@ -105,16 +103,20 @@ pub fn serve(
 /// opening's (TLS accept, IDENTIFY, nsqd's handshake) or the session's own would otherwise be
 /// carried by every idle connection for its whole life. Not an `async fn`, whose arguments
 /// would be kept likewise.
+///
+/// The phases run inside the connection's span; the relay does not: entering a span at every
+/// poll cost ~1,900 instructions per relayed message (docs/perf-profile.md), so the relay
+/// names the span as the parent of the few events it logs.
 fn run(
     listener: Arc<Listener>,
     tcp: TcpStream,
     peer: SocketAddr,
     permit: ConnPermit,
     shutdown: watch::Receiver<bool>,
+    span: tracing::Span,
 ) -> impl Future<Output = Result<RelayEnd, SessionError>> {
-    let admitted = Box::pin(admitted(listener, tcp, peer, permit, shutdown));
+    let admitted = Box::pin(admitted(listener, tcp, peer, permit, shutdown).instrument(span));
     async move {
-        debug!("accepted");
         // Its own statement: the phases' box is freed at its end, not when the relay ends.
         let relaying = admitted.await?;
         relaying.run().await
@@ -130,6 +132,7 @@ async fn admitted(
     mut permit: ConnPermit,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Relaying, SessionError> {
+    debug!("accepted");
     let accept = Session::accept(listener, tcp, peer, &mut permit, shutdown);
     let session = Box::pin(accept).await?;
     let deadline = session.config().timeouts.identify;
@@ -324,6 +327,8 @@ impl Session {
             metrics: self.listener.shared.metrics.clone(),
             integrity: config.integrity.clone(),
             quarantiner: self.quarantiner(),
+            // Called inside the phases, which run in the connection's span.
+            span: tracing::Span::current(),
         }
     }
 

@@ -3,11 +3,14 @@
 //! certificate the CRLs now revoke, a subscription no longer allowed or an expired token end it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
 
 use super::{action_name, Guard, Revocation, Verdict};
 use crate::audit::{self, Event};
 use crate::auth::identity::{self, Gone};
+use crate::cluster::revocations::Revoked;
 use crate::error::{FatalReply, Kind};
 use crate::nsq::ErrorCode;
 use crate::policy::{Action, Policy};
@@ -75,50 +78,40 @@ impl Guard {
         Some(Verdict::Refuse(refusal))
     }
 
-    /// Completes when this connection loses its standing: a reload took its credential (API
-    /// key deleted, certificate revoked, last role gone) or its subscription's permission, or
-    /// its token expired while subscribed. Pending forever for a connection with nothing to
-    /// lose.
-    pub async fn revoked(&mut self) -> Revocation {
-        loop {
-            if let Some(reason) = self.operator_revoked() {
-                return self.revoke(reason, Kind::Identity);
-            }
-            let expiry = self
-                .subscription
-                .as_ref()
-                .and(self.principal.as_ref())
-                .and_then(|p| p.expires_at)
-                .map(|exp| {
-                    exp.duration_since(SystemTime::now())
-                        .unwrap_or(Duration::ZERO)
-                });
-            tokio::select! {
-                changed = self.policy.changed() => {
-                    if changed.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                    if let Err(gone) = self.refresh() {
-                        return self.revoke(gone.to_string(), Kind::Identity);
-                    }
-                    if let Some((topic, channel)) = self.subscription.clone() {
-                        if !self.still_allowed(&topic, &channel) {
-                            let reason = "policy no longer allows this subscription";
-                            return self.revoke(reason.into(), Kind::Policy);
-                        }
-                    }
-                }
-                changed = self.revocations.changed() => {
-                    // The sender lives as long as the process: an error is never seen.
-                    if changed.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                _ = tokio::time::sleep(expiry.unwrap_or(Duration::MAX)), if expiry.is_some() => {
-                    return self.revoke("token expired".into(), Kind::Identity);
-                }
-            }
+    /// What a relay watches for this connection: the policy (a reload, a CRL) and the
+    /// operators' revocations. After either changed, it calls [`Guard::reconsider`].
+    pub fn watches(&self) -> (watch::Receiver<Arc<Policy>>, watch::Receiver<Arc<Revoked>>) {
+        (self.policy.clone(), self.revocations.clone())
+    }
+
+    /// Judges this connection again, after the policy or the revocations changed: Some once
+    /// it lost its standing (an operator revoked it; a reload took its credential, API key
+    /// deleted, certificate revoked, last role gone; or its subscription's permission).
+    pub fn reconsider(&mut self) -> Option<Revocation> {
+        if let Some(reason) = self.operator_revoked() {
+            return Some(self.revoke(reason, Kind::Identity));
         }
+        if let Err(gone) = self.refresh() {
+            return Some(self.revoke(gone.to_string(), Kind::Identity));
+        }
+        let (topic, channel) = self.subscription.clone()?;
+        if !self.still_allowed(&topic, &channel) {
+            let reason = "policy no longer allows this subscription";
+            return Some(self.revoke(reason.into(), Kind::Policy));
+        }
+        None
+    }
+
+    /// When this connection's token expires while it is subscribed (its deliveries are then
+    /// revoked: [`Guard::token_expired`]); None for anyone else.
+    pub fn subscribed_until(&self) -> Option<SystemTime> {
+        self.subscription.as_ref()?;
+        self.principal.as_ref()?.expires_at
+    }
+
+    /// The subscriber's token expired.
+    pub fn token_expired(&mut self) -> Revocation {
+        self.revoke("token expired".into(), Kind::Identity)
     }
 
     /// Why an operator's revocation (`nsqgate revoke`) ends this connection, if one does.

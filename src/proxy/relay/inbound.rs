@@ -5,25 +5,23 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use crate::error::{FatalReply, Kind};
-use crate::metrics::Metrics;
 use crate::nsq::{Command, CommandDecoder, DecodedCommand, ErrorCode};
 use crate::proxy::guard::{Admission, AdmittedBy, Guard, Revocation, Verdict};
 use crate::proxy::quarantine::Settle;
-use crate::proxy::stopping;
 
+use super::batch::Batch;
 use super::reading::Reader;
-use super::{
-    write_within, Owed, RelayEnd, RelayError, RelaySettings, Replies, Signed, Slot, WriteFailed,
-};
+use super::watches::{Change, Watches, Watching};
+use super::{RelayEnd, RelayError, RelaySettings, Replies, Signed, Slot};
 
 /// How the client → nsqd direction ended.
 pub(super) enum ClientSide {
@@ -43,7 +41,8 @@ pub(super) struct Inbound<'a, W> {
     batch: Batch<'a, W>,
     guard: &'a mut Guard,
     settings: &'a RelaySettings,
-    shutdown: watch::Receiver<bool>,
+    /// Shutdown, policy reloads and operators' revocations.
+    watching: Watching,
     /// When a revoked client is cut off (after the grace, for a subscriber), and why.
     revoked: Option<(Instant, Kind)>,
     /// Reads the client's commands (no buffer held while it is quiet).
@@ -58,26 +57,13 @@ pub(super) struct Inbound<'a, W> {
     settles: Option<mpsc::Receiver<Settle>>,
 }
 
-/// Commands bound for nsqd, written in one go, and the reply slots announcing what they cause.
-struct Batch<'a, W> {
-    upstream: W,
-    replies: &'a Replies,
-    out: BytesMut,
-    /// Replies the commands in `out` will get from nsqd.
-    owed: usize,
-    /// Publishes among them, and the messages they carry (an MPUB's each).
-    publishes: usize,
-    messages: u64,
-    write_timeout: Duration,
-    metrics: Arc<Metrics>,
-}
-
 /// What the wait for the client's next bytes ended with.
 enum Woken {
     /// This many bytes read; 0 when the client closed its side.
     Read(usize),
     Stopping,
     Deadline(Expiry),
+    /// The connection lost its standing.
     Revoked(Revocation),
     /// A withheld delivery is to be FINed or requeued.
     Settle(Settle),
@@ -92,6 +78,8 @@ enum Expiry {
     NoAuth,
     /// A revoked client's grace period is over; the revocation was of this kind.
     GraceOver(Kind),
+    /// A subscriber's token expired: its deliveries are revoked.
+    TokenExpired,
 }
 
 // === impl ClientSide ===
@@ -118,21 +106,13 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         settings: &'a RelaySettings,
         (signed, settles): (Option<Arc<Signed>>, Option<mpsc::Receiver<Settle>>),
     ) -> Inbound<'a, W> {
+        let watching = Watching::starting(Watches::new(settings.shutdown.clone(), guard));
         Inbound {
             decoder: CommandDecoder::default(),
-            batch: Batch {
-                upstream,
-                replies,
-                out: BytesMut::new(),
-                owed: 0,
-                publishes: 0,
-                messages: 0,
-                write_timeout: settings.write_timeout,
-                metrics: settings.metrics.clone(),
-            },
+            batch: Batch::new(upstream, replies, settings),
             guard,
             settings,
-            shutdown: settings.shutdown.clone(),
+            watching,
             revoked: None,
             reader: Reader::default(),
             partial_since: None,
@@ -170,7 +150,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                     Woken::Stopping => {
                         // Like a client that hung up: nsqd answers what it owes, then closes, and
                         // the other direction hands those answers to the client before closing it.
-                        debug!("shutting down: no more commands from this client");
+                        debug!(parent: &self.settings.span, "shutting down: no more commands from this client");
                         let _ = self.batch.upstream.shutdown().await;
                         return Ok(ClientSide::Stopping);
                     }
@@ -309,24 +289,37 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
-        // In a fixed order, the client's bytes last: a client that always has more to send
-        // cannot keep shutdown, a deadline or a revocation from being seen.
-        let woken = tokio::select! {
-            biased;
-            () = stopping(&mut self.shutdown) => Woken::Stopping,
-            revocation = self.guard.revoked(), if self.revoked.is_none() => {
-                Woken::Revoked(revocation)
-            }
-            Some(settle) = next_settle(&mut self.settles) => Woken::Settle(settle),
-            () = timer => Woken::Deadline(expiry),
-            read = self.reader.read(client, buf) => Woken::Read(read.map_err(RelayError::Client)?),
-        };
-        Ok(woken)
+        loop {
+            // In a fixed order, the client's bytes last: a client that always has more to send
+            // cannot keep shutdown, a deadline or a revocation from being seen.
+            let woken = tokio::select! {
+                biased;
+                change = self.watching.next() => match change {
+                    Change::Stopping => Woken::Stopping,
+                    Change::Standing if self.revoked.is_some() => continue,
+                    Change::Standing => match self.guard.reconsider() {
+                        Some(revocation) => Woken::Revoked(revocation),
+                        None => continue,
+                    },
+                },
+                Some(settle) = next_settle(&mut self.settles) => Woken::Settle(settle),
+                () = timer.as_mut() => match expiry {
+                    Expiry::TokenExpired => Woken::Revoked(self.guard.token_expired()),
+                    expiry => Woken::Deadline(expiry),
+                },
+                read = self.reader.read(client, buf) => {
+                    Woken::Read(read.map_err(RelayError::Client)?)
+                }
+            };
+            return Ok(woken);
+        }
     }
 
-    /// The earliest of the idle, slow-command, missing-AUTH and revocation-grace deadlines.
+    /// The earliest of the idle, slow-command, missing-AUTH and revocation-grace deadlines and
+    /// a subscriber's token expiry.
     fn next_deadline(&self) -> (Instant, Expiry) {
-        let mut deadline = (Instant::now() + self.settings.idle, Expiry::Idle);
+        let now = Instant::now();
+        let mut deadline = (now + self.settings.idle, Expiry::Idle);
         if let Some(since) = self.partial_since {
             let at = since + self.settings.partial_frame_timeout;
             if at < deadline.0 {
@@ -336,9 +329,18 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         if self.guard.awaiting_identity() && self.auth_deadline < deadline.0 {
             deadline = (self.auth_deadline, Expiry::NoAuth);
         }
-        if let Some((grace_over, kind)) = self.revoked {
-            if grace_over < deadline.0 {
+        match self.revoked {
+            Some((grace_over, kind)) if grace_over < deadline.0 => {
                 deadline = (grace_over, Expiry::GraceOver(kind));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(until) = self.guard.subscribed_until() {
+                    let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                    if now + left < deadline.0 {
+                        deadline = (now + left, Expiry::TokenExpired);
+                    }
+                }
             }
         }
         deadline
@@ -348,7 +350,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     /// period ends, then it is told and disconnected. Anyone else (RDY before SUB would be an
     /// error) is told at once, after the replies nsqd still owes.
     async fn start_revocation(&mut self, revocation: Revocation) -> Result<(), RelayError> {
-        debug!(reason = %revocation.reason, "revoked");
+        debug!(parent: &self.settings.span, reason = %revocation.reason, "revoked");
         let grace = if revocation.subscribed {
             self.batch.write_now(b"RDY 0\n").await?;
             self.settings.revocation_grace
@@ -374,7 +376,7 @@ impl Expiry {
     /// What the client is told when this deadline passes (nothing, when idle).
     fn refusal(self) -> Option<FatalReply> {
         let (kind, code, text) = match self {
-            Expiry::Idle => return None,
+            Expiry::Idle | Expiry::TokenExpired => return None,
             Expiry::PartialCommand => (
                 Kind::ClientTimeout,
                 ErrorCode::Invalid,
@@ -388,55 +390,6 @@ impl Expiry {
             Expiry::GraceOver(kind) => (kind, ErrorCode::Unauthorized, "permission revoked"),
         };
         Some(FatalReply::new(kind, code, text))
-    }
-}
-
-// === impl Batch ===
-
-impl<W: AsyncWrite + Unpin> Batch<'_, W> {
-    fn push(&mut self, decoded: &DecodedCommand) {
-        if decoded.command.expects_reply() {
-            self.owed += 1;
-        }
-        let messages = decoded.command.message_count();
-        if messages > 0 {
-            self.publishes += 1;
-            self.messages += u64::from(messages);
-        }
-        self.out.extend_from_slice(&decoded.raw);
-    }
-
-    /// Announces the replies the batch will cause, then writes it: the slot goes first so the
-    /// other direction can never see a reply it was not told about.
-    async fn flush(&mut self) -> Result<(), RelayError> {
-        if self.owed > 0 {
-            let owed = Owed {
-                replies: std::mem::take(&mut self.owed),
-                publishes: std::mem::take(&mut self.publishes),
-                sent: Instant::now(),
-            };
-            self.replies.push(Slot::Upstream(owed)).await;
-        }
-        let messages = std::mem::take(&mut self.messages);
-        self.metrics.messages_published.inc_by(messages);
-        if !self.out.is_empty() {
-            // split() hands the bytes over and leaves `out` empty without capacity: an idle
-            // connection keeps no write buffer.
-            let chunk = self.out.split();
-            self.write_now(&chunk).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes `bytes` to nsqd at once, outside the batch.
-    async fn write_now(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
-        self.metrics.bytes_to_nsqd.inc_by(bytes.len() as u64);
-        write_within(&mut self.upstream, bytes, self.write_timeout)
-            .await
-            .map_err(|failed| match failed {
-                WriteFailed::Io(e) => RelayError::Nsqd(e),
-                WriteFailed::Stalled(limit) => RelayError::NsqdStalled(limit),
-            })
     }
 }
 

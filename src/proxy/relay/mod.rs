@@ -21,16 +21,20 @@ use crate::nsq::{ErrorCode, Limits, ProtocolError};
 use crate::proxy::guard::Guard;
 use crate::proxy::upstream::Upstream;
 
+mod batch;
 mod inbound;
 mod outbound;
 mod reading;
 mod replies;
 mod signed;
+mod watches;
+mod woken;
 
 use inbound::{ClientSide, Inbound};
 use outbound::Outbound;
 use replies::Replies;
 use signed::Signed;
+use woken::WhenWoken;
 
 /// After the client side ended, how long nsqd may take to send the replies it still owes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +80,9 @@ pub struct RelaySettings {
     pub integrity: crate::integrity::Integrity,
     /// Publishes copies of withheld deliveries; None when no topic is signed.
     pub quarantiner: Option<std::sync::Arc<crate::proxy::quarantine::Quarantiner>>,
+    /// The connection's span (`conn{peer=...}`): the parent of what the relay logs. The relay
+    /// is not run inside it, which would enter it at every poll.
+    pub span: tracing::Span,
 }
 
 /// How a relay ended without failing.
@@ -148,16 +155,22 @@ pub async fn run(
         let signing = (signed.clone(), settles);
         let inbound = Inbound::new(upstream_write, &replies, guard, settings, signing);
         let metrics = settings.metrics.clone();
-        let outbound =
-            Outbound::new(client_write, &replies, settings.write_timeout, metrics).with(signed);
+        let (timeout, span) = (settings.write_timeout, &settings.span);
+        let outbound = Outbound::new(client_write, &replies, timeout, metrics, span).with(signed);
         // Boxed where they are built: pinned in place, each direction's future was kept twice
         // in this one's state (the moved-from local too), and that state is what every idle
         // connection's task holds (heaptrack: a 10 KiB task).
-        let mut inbound = Box::pin(inbound.run(&mut client_read, client_buf));
-        let mut outbound =
-            Box::pin(outbound.run(upstream_read, upstream_buf, settings.max_frame_size));
+        // Each polled only when woken for itself: nsqd's reply does not poll the client
+        // side's wait again, nor a client's command nsqd's side.
+        let mut inbound = WhenWoken::new(Box::pin(inbound.run(&mut client_read, client_buf)));
+        let max_frame_size = settings.max_frame_size;
+        let mut outbound = WhenWoken::new(Box::pin(outbound.run(
+            upstream_read,
+            upstream_buf,
+            max_frame_size,
+        )));
         // In a fixed order, nsqd's side first: a random order costs a random number per
-        // wake-up, and either side is polled at every wake-up anyway.
+        // wake-up.
         tokio::select! {
             biased;
             result = &mut outbound => (result, true),

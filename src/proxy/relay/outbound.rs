@@ -25,6 +25,8 @@ pub(super) struct Outbound<'a, W> {
     /// Frames for the client, written once per read from nsqd.
     out: BytesMut,
     write_timeout: Duration,
+    /// The connection's span, the parent of what this direction logs.
+    span: &'a tracing::Span,
     /// The last fatal error nsqd sent the client: why nsqd closes, if it does.
     last_error: Option<NsqdError>,
     metrics: Arc<Metrics>,
@@ -40,12 +42,14 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
         replies: &'a Replies,
         write_timeout: Duration,
         metrics: Arc<Metrics>,
+        span: &'a tracing::Span,
     ) -> Self {
         Outbound {
             client,
             replies,
             out: BytesMut::new(),
             write_timeout,
+            span,
             last_error: None,
             metrics,
             signed: None,
@@ -89,7 +93,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
                     read = reader.read(&mut upstream, &mut buf) => {
                         let n = read.or_else(nsqd_closed_tls).map_err(RelayError::Nsqd)?;
                         if n == 0 {
-                            debug!("nsqd closed the connection");
+                            debug!(parent: self.span, "nsqd closed the connection");
                             let _ = self.client.shutdown().await;
                             let last_error = self.last_error.take();
                             return Ok(RelayEnd::NsqdClosed { last_error });

@@ -224,7 +224,7 @@ impl Signed {
             None => false,
         };
         if !queued {
-            warn!(id = %message.id, "quarantine queue full or unavailable; requeueing the original");
+            warn!(peer = %subscription.peer, id = %message.id, "quarantine queue full or unavailable; requeueing the original");
             self.metrics.integrity.quarantine_published(false);
             let _ = self.settle.try_send(Settle::Requeue(message.id));
         }

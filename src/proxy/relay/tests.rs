@@ -44,7 +44,8 @@ async fn outbound(from_nsqd: &[u8], slots: Vec<Slot>) -> (Result<RelayEnd, Relay
         replies.push(slot).await;
     }
     let metrics = crate::metrics::Metrics::new().unwrap();
-    let outbound = Outbound::new(client, &replies, WRITE_TIMEOUT, metrics);
+    let span = tracing::Span::none();
+    let outbound = Outbound::new(client, &replies, WRITE_TIMEOUT, metrics, &span);
     let ended = outbound.run(nsqd, BytesMut::new(), 1 << 20).await;
     let mut heard = Vec::new();
     client_far.read_to_end(&mut heard).await.unwrap();
