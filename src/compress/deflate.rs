@@ -4,11 +4,14 @@
 
 use bytes::{Buf, BytesMut};
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
+use tokio::io::ReadBuf;
 
 use super::{CompressionError, Decoded};
 
 /// Room made in the output per compression step.
 const STEP: usize = 8 * 1024;
+/// The most output inflated per decoding step (what is zeroed for it first).
+const INFLATE_STEP: usize = 16 * 1024;
 
 pub struct Encoder {
     deflate: Compress,
@@ -78,18 +81,23 @@ impl Decoder {
     pub fn decode(
         &mut self,
         input: &mut BytesMut,
-        out: &mut [u8],
+        out: &mut ReadBuf<'_>,
     ) -> Result<Decoded, CompressionError> {
         if self.ended {
             return Ok(Decoded::End);
         }
         let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
-        let status = self.inflate.decompress(input, out, FlushDecompress::None)?;
+        // Inflated in place: only this step's room is zeroed first (no unsafe).
+        let room = out.initialize_unfilled_to(out.remaining().min(INFLATE_STEP));
+        let status = self
+            .inflate
+            .decompress(input, room, FlushDecompress::None)?;
         input.advance((self.inflate.total_in() - in_before) as usize);
         let produced = (self.inflate.total_out() - out_before) as usize;
         if status == Status::StreamEnd {
             self.ended = true;
         }
+        out.advance(produced);
         Ok(match (produced, self.ended) {
             (0, true) => Decoded::End,
             (0, false) => Decoded::NeedMore,

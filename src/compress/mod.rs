@@ -2,12 +2,14 @@
 //! format ([`snappy`]) or raw DEFLATE with a sync flush per flush ([`deflate`]). Sans-io: bytes
 //! in, bytes out, no sockets (the stream adapter is `net::compressed`).
 //!
-//! Bounded by construction: a decoder never produces more than the caller's output slice, and
+//! Bounded by construction: a decoder never produces more than the caller's output buffer, and
 //! a snappy chunk's declared sizes are checked before anything is buffered or inflated, so a
 //! decompression bomb costs at most one chunk of input and one 64 KiB block.
 
 pub mod deflate;
 pub mod snappy;
+
+use tokio::io::ReadBuf;
 
 /// What a client negotiated for its leg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,11 +130,14 @@ impl Encoder {
 // === impl Decoder ===
 
 impl Decoder {
-    /// Decodes from the front of `input` (taking what it used) into `out`.
+    /// Decodes from the front of `input` (taking what it used) into the unfilled part of
+    /// `out`, initializing no more of it than a step needs: a read's buffer may be 64 KiB of
+    /// which one small command is filled, and zeroing all of it per read cost more than the
+    /// decoding.
     pub fn decode(
         &mut self,
         input: &mut bytes::BytesMut,
-        out: &mut [u8],
+        out: &mut ReadBuf<'_>,
     ) -> Result<Decoded, CompressionError> {
         match self {
             Decoder::Snappy(d) => d.decode(input, out),

@@ -4,6 +4,7 @@
 //! CRC-32C of its data. Blocks are compressed by the `snap` crate; no I/O here.
 
 use bytes::{Buf, BytesMut};
+use tokio::io::ReadBuf;
 
 use super::{CompressionError, Decoded};
 
@@ -103,13 +104,14 @@ impl Decoder {
     pub fn decode(
         &mut self,
         input: &mut BytesMut,
-        out: &mut [u8],
+        out: &mut ReadBuf<'_>,
     ) -> Result<Decoded, CompressionError> {
         loop {
             let left = &self.block[self.taken..];
             if !left.is_empty() {
-                let n = left.len().min(out.len());
-                out[..n].copy_from_slice(&left[..n]);
+                // Copied, not decoded, into `out`: none of it is zeroed first.
+                let n = left.len().min(out.remaining());
+                out.put_slice(&left[..n]);
                 self.taken += n;
                 return Ok(Decoded::Some(n));
             }

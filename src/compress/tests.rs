@@ -21,7 +21,7 @@ fn decode_all(
     let mut out = Vec::new();
     let mut chunk = vec![0; step];
     loop {
-        match decoder.decode(&mut input, &mut chunk)? {
+        match decoder.decode(&mut input, &mut ReadBuf::new(&mut chunk))? {
             Decoded::Some(n) => {
                 assert!(n <= step);
                 out.extend_from_slice(&chunk[..n]);
@@ -84,7 +84,10 @@ fn snappy_waits_for_a_whole_chunk_and_skips_padding() {
     let mut buf = [0u8; 64];
     for byte in stream {
         input.extend_from_slice(&[byte]);
-        while let Decoded::Some(n) = decoder.decode(&mut input, &mut buf).unwrap() {
+        while let Decoded::Some(n) = decoder
+            .decode(&mut input, &mut ReadBuf::new(&mut buf))
+            .unwrap()
+        {
             out.extend_from_slice(&buf[..n]);
         }
     }
@@ -182,7 +185,9 @@ fn deflate_input_from_flate2_decodes_at_every_level() {
         );
         let mut rest = BytesMut::new();
         assert_eq!(
-            decoder.decode(&mut rest, &mut [0; 8]).unwrap(),
+            decoder
+                .decode(&mut rest, &mut ReadBuf::new(&mut [0; 8]))
+                .unwrap(),
             Decoded::End
         );
     }
@@ -198,7 +203,9 @@ fn deflate_never_yields_more_than_the_room_given() {
     let mut input = BytesMut::from(&bomb[..]);
     let mut out = [0u8; 100];
     assert_eq!(
-        decoder.decode(&mut input, &mut out).unwrap(),
+        decoder
+            .decode(&mut input, &mut ReadBuf::new(&mut out))
+            .unwrap(),
         Decoded::Some(100)
     );
 }

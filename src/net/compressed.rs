@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 use crate::compress::{Compression, CompressionError, Decoded, Decoder, Encoder};
 
@@ -18,8 +19,6 @@ const READ_SIZE: usize = 16 * 1024;
 const PENDING_LIMIT: usize = 64 * 1024;
 /// The most input encoded per write call, so pending output stays near its limit.
 const WRITE_STEP: usize = 64 * 1024;
-/// The most output decoded per read call: the caller's buffer is zeroed this far first.
-const DECODE_STEP: usize = 64 * 1024;
 /// Buffers larger than this are given back when the connection goes quiet.
 const KEEP: usize = 4 * 1024;
 
@@ -96,26 +95,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for Compressed<T> {
             return Poll::Ready(Ok(()));
         }
         loop {
-            let out = buf.initialize_unfilled_to(buf.remaining().min(DECODE_STEP));
-            match this.decoder.decode(&mut this.input, out).map_err(corrupt)? {
-                Decoded::Some(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Decoded::End => return Poll::Ready(Ok(())),
+            match this.decoder.decode(&mut this.input, buf).map_err(corrupt)? {
+                Decoded::Some(_) | Decoded::End => return Poll::Ready(Ok(())),
                 Decoded::NeedMore if this.input_ended => return Poll::Ready(Ok(())),
                 Decoded::NeedMore => {}
             }
-            // Read more compressed input behind what is buffered (zeroed first: no unsafe).
-            let start = this.input.len();
-            this.input.resize(start + READ_SIZE, 0);
-            let mut into = ReadBuf::new(&mut this.input[start..]);
-            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut into);
-            let filled = into.filled().len();
-            this.input.truncate(start + filled);
-            match polled {
-                Poll::Ready(Ok(())) if filled == 0 => this.input_ended = true,
-                Poll::Ready(Ok(())) => {}
+            // Read more compressed input behind what is buffered, into room that is not
+            // zeroed first (tokio-util does the one unsafe step).
+            this.input.reserve(READ_SIZE);
+            match poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.input) {
+                Poll::Ready(Ok(0)) => this.input_ended = true,
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     // Quiet for now: keep only small buffers while waiting.
