@@ -1,7 +1,9 @@
 //! The HTTPS fronts keep connections alive, and every request on one still passes the smuggling
 //! screen: requests in turn and pipelined are each answered; a request whose head the screen
 //! refuses gets 400 and the connection closes; a refused request ends the connection with a
-//! clean TLS close, and its body, though it looks like a request, is never read as one. Real
+//! clean TLS close, and its body, though it looks like a request, is never read as one. A
+//! kept-alive caller is audited as a TCP client is (one `auth` line per credential, one line
+//! per allowed topic) while each request is still judged under the live policy. Real
 //! nsqgate, real nsqd, requests written as raw bytes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use http_support::{start, tls_stream, WRITER_KEY};
+use http_support::{start, tls_stream, OPS_KEY, WRITER_KEY};
 
 /// One response: the status and the body (its Content-Length), or `None` at end of stream.
 async fn read_response<S: AsyncRead + Unpin>(
@@ -124,4 +126,64 @@ async fn a_refused_requests_body_is_never_read_as_a_request() {
     assert!(closed.is_ok(), "a clean TLS close: {closed:?}");
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     assert!(!s.nsqd.topic_exists("smuggled"));
+}
+
+/// How many audit lines so far have `action` and `outcome` (and `topic`, if given).
+fn audit_count(s: &http_support::Setup, action: &str, outcome: &str, topic: Option<&str>) -> usize {
+    s.gate
+        .audit_events()
+        .iter()
+        .filter(|e| e["action"] == action && e["outcome"] == outcome)
+        .filter(|e| topic.is_none_or(|topic| e["topic"] == topic))
+        .count()
+}
+
+#[tokio::test]
+async fn a_kept_alive_caller_is_audited_once_per_credential_and_topic_and_judged_every_time() {
+    let s = start(&[], "");
+    let mut tls = tls_stream(&s.pki, s.https).await;
+    let mut held = Vec::new();
+    let mut ok = async |topic: &str, key: &str| {
+        tls.write_all(publish(topic, key, "m").as_bytes())
+            .await
+            .unwrap();
+        let reply = read_response(&mut tls, &mut held).await;
+        assert_eq!(reply, Some((200, "OK".into())), "{topic} with {key}");
+    };
+    for _ in 0..3 {
+        ok("orders", WRITER_KEY).await;
+    }
+    assert_eq!(s.nsqd.message_count("orders"), 3);
+    assert_eq!(audit_count(&s, "auth", "success", None), 1);
+    assert_eq!(audit_count(&s, "publish", "allow", Some("orders")), 1);
+    // Another credential on the same connection is its own caller, with its own lines; the
+    // first one's lines are written again once it comes back.
+    ok("orders", OPS_KEY).await;
+    ok("audits", OPS_KEY).await;
+    ok("audits", OPS_KEY).await;
+    ok("orders", WRITER_KEY).await;
+    assert_eq!(audit_count(&s, "auth", "success", None), 3);
+    assert_eq!(audit_count(&s, "publish", "allow", Some("orders")), 3);
+    assert_eq!(audit_count(&s, "publish", "allow", Some("audits")), 1);
+    assert_eq!(s.nsqd.message_count("orders"), 5);
+    assert_eq!(s.nsqd.message_count("audits"), 2);
+
+    // A reload that takes the writer's right: its next request on this connection is refused.
+    let without_orders =
+        http_support::policy().replace(r#"{ action = "publish", topics = ["orders"] },"#, "");
+    assert_ne!(
+        without_orders,
+        http_support::policy(),
+        "the writer's grant is in the policy"
+    );
+    s.pki
+        .write_policy("http-policy", "http.toml", &without_orders);
+    s.gate.wait_log(&["policy version in force", "version=2"]);
+    tls.write_all(publish("orders", WRITER_KEY, "late").as_bytes())
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut tls, &mut held).await.expect("a 403");
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(s.nsqd.message_count("orders"), 5);
+    assert_eq!(audit_count(&s, "publish", "deny", Some("orders")), 1);
 }

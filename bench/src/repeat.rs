@@ -59,9 +59,12 @@ pub async fn repeat<O: Operation>(
     tokio::time::sleep(warmup).await;
     let start = window::snapshot(watched)?;
     phase.store(MEASURING, Ordering::Relaxed);
+    // Markers for bench/profile, which starts and stops its profilers on them.
+    eprintln!("nsqgate-bench: window start");
     tokio::time::sleep(seconds).await;
     phase.store(STOPPED, Ordering::Relaxed);
     let end = window::snapshot(watched)?;
+    eprintln!("nsqgate-bench: window end");
     let mut latencies = histogram()?;
     let mut done = 0;
     while let Some(worker) = tasks.join_next().await {

@@ -3,7 +3,7 @@
 //! the TCP path. Returns the refusal to send when the answer is no.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ::http::{HeaderMap, StatusCode};
 
@@ -19,6 +19,10 @@ use crate::metrics::Metrics;
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::shared::Shared;
 
+mod audited;
+
+pub use audited::{Audited, Who};
+
 /// The identity of a caller without credentials when `auth.require_identity` is off (the same
 /// name the TCP path uses, so one policy entry covers both).
 const ANONYMOUS: &str = "anonymous";
@@ -31,6 +35,8 @@ pub struct Conn {
     /// The connection's claim on the `[connections]` caps; the identity is bound to it once
     /// known, so HTTP requests count against `max_per_identity` as NSQ connections do.
     pub permit: Mutex<ConnPermit>,
+    /// The audit lines this connection's requests already wrote (kept-alive connections).
+    pub audited: Arc<Mutex<Audited>>,
 }
 
 /// An authenticated caller of one request, with the policy version it is judged by.
@@ -40,6 +46,9 @@ pub struct Caller {
     pub peer: SocketAddr,
     /// Where denials are counted for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Who the connection's audit lines are written for, and what they already say.
+    who: Who,
+    audited: Arc<Mutex<Audited>>,
 }
 
 // === impl Caller ===
@@ -55,6 +64,10 @@ impl Caller {
         let policy = shared.policy.borrow().clone();
         let anonymous =
             matches!(request::credential(headers), Credential::None) && conn.cert.is_none();
+        let fingerprint = match request::credential(headers) {
+            Credential::Secret(secret) => Some(auth::fingerprint(secret)),
+            _ => None,
+        };
         let principal = match request::credential(headers) {
             Credential::Secret(secret) => from_secret(shared, conn, &policy, secret)?,
             Credential::Unusable => {
@@ -81,6 +94,13 @@ impl Caller {
                 (None, true) => return Err(reply::unauthenticated().into()),
             },
         };
+        let who = Who {
+            identity: principal.identity.clone(),
+            fingerprint,
+            claimed_roles: principal.claimed_roles.clone(),
+            policy_version: policy.version(),
+        };
+        audit_caller(conn, &principal, &who)?;
         // Anonymous callers have no identity to count (as on the NSQ listener).
         if !anonymous {
             bind_identity(conn, &principal)?;
@@ -91,6 +111,8 @@ impl Caller {
             policy,
             peer: conn.peer,
             metrics: shared.metrics.clone(),
+            who,
+            audited: conn.audited.clone(),
         })
     }
 
@@ -116,11 +138,20 @@ impl Caller {
         channel: Option<&str>,
     ) -> Result<(), EarlyResponse> {
         let check = self.policy.check(&self.subject(), action, topic, channel);
+        let allowed = check.decision.is_allow();
+        // Allowed again on this connection for the same caller under the same policy: its
+        // line (and any audit-mode line beside it) would repeat one already written.
+        if allowed && lock(&self.audited).allowed(&self.who, action, topic, channel) {
+            self.metrics.decision(action.as_str(), true);
+            return Ok(());
+        }
         let recorded = self.record(action, topic, channel, &check.decision, false);
         if let Some(would) = &check.audit {
             self.record(action, topic, channel, would, true);
         }
-        let allowed = check.decision.is_allow();
+        if allowed && recorded == audit::Recorded::Written {
+            lock(&self.audited).note_allowed(&self.who, action, topic, channel);
+        }
         self.metrics.decision(action.as_str(), allowed);
         if allowed && recorded.refuse() {
             Err(unrecorded().into())
@@ -265,28 +296,16 @@ fn from_secret(
     policy: &Policy,
     secret: &[u8],
 ) -> Result<Principal, EarlyResponse> {
-    let fingerprint = auth::fingerprint(secret);
     let authenticated = identity::from_secret(secret, shared.jwt().as_deref(), policy)
         .and_then(|principal| shared.not_revoked(principal));
     match authenticated {
         Ok(principal) => {
             let method = crate::metrics::method_label(principal.method);
             shared.metrics.authentication(method, true);
-            let recorded = audit::record(&Event {
-                remote: Some(conn.peer),
-                principal: Some(&principal),
-                action: "auth",
-                outcome: "success",
-                fingerprint: Some(&fingerprint),
-                reason: Some("http"),
-                ..Event::default()
-            });
-            if recorded.refuse() {
-                return Err(unrecorded().into());
-            }
             Ok(principal)
         }
         Err(e) => {
+            let fingerprint = auth::fingerprint(secret);
             shared
                 .metrics
                 .authentication(identity::method_name(secret), false);
@@ -302,6 +321,43 @@ fn from_secret(
             Err(reply::unauthenticated().into())
         }
     }
+}
+
+/// Writes the `auth` line of a caller with an explicit credential, unless this connection
+/// already wrote it for the same caller under the same policy, and makes `who` the
+/// connection's caller. A certificate or the anonymous identity has no such line.
+fn audit_caller(conn: &Conn, principal: &Principal, who: &Who) -> Result<(), EarlyResponse> {
+    let Some(fingerprint) = &who.fingerprint else {
+        lock(&conn.audited).set_caller(who);
+        return Ok(());
+    };
+    if lock(&conn.audited).is_caller(who) {
+        return Ok(());
+    }
+    let recorded = audit::record(&Event {
+        remote: Some(conn.peer),
+        principal: Some(principal),
+        action: "auth",
+        outcome: "success",
+        fingerprint: Some(fingerprint),
+        reason: Some("http"),
+        ..Event::default()
+    });
+    if recorded.refuse() {
+        return Err(unrecorded().into());
+    }
+    if recorded == audit::Recorded::Written {
+        lock(&conn.audited).set_caller(who);
+    }
+    Ok(())
+}
+
+/// The connection's audit memory; a poisoned lock only means a request panicked while
+/// holding it, and what it holds is still whole.
+fn lock(audited: &Mutex<Audited>) -> MutexGuard<'_, Audited> {
+    audited
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A certificate's identity, unless an operator revoked it (`nsqgate revoke --identity`):

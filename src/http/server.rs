@@ -186,6 +186,7 @@ async fn connection(
                 peer,
                 cert,
                 permit: Mutex::new(permit),
+                audited: Default::default(),
             });
             serve_screened(tls, conn, front.clone(), listener.clone()).await;
         }
