@@ -5,21 +5,21 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ::http::{HeaderMap, StatusCode};
+use ::http::HeaderMap;
 
 use crate::audit::{self, Event};
 use crate::auth::identity;
 use crate::auth::{self, Method, Principal};
-use crate::cluster::slots::Full;
 use crate::http::access::Access;
 use crate::http::reply::{self, EarlyResponse};
 use crate::http::request::{self, Credential};
-use crate::limit::conn::{ConnPermit, Refusal};
+use crate::limit::conn::ConnPermit;
 use crate::metrics::Metrics;
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::shared::Shared;
 
 mod audited;
+mod caps;
 
 pub use audited::{Audited, Who};
 
@@ -103,8 +103,8 @@ impl Caller {
         audit_caller(conn, &principal, &who)?;
         // Anonymous callers have no identity to count (as on the NSQ listener).
         if !anonymous {
-            bind_identity(conn, &principal)?;
-            claim_shared_slot(shared, conn, &principal).await?;
+            caps::bind_identity(conn, &principal)?;
+            caps::claim_shared_slot(shared, conn, &principal).await?;
         }
         Ok(Caller {
             principal,
@@ -287,8 +287,6 @@ impl Caller {
     }
 }
 
-/// Counts the caller against `max_per_identity` (the NSQ listener binds identities the same
-/// way); over the cap the request is refused with 429.
 /// A bearer secret turned into a principal, audited and counted either way.
 fn from_secret(
     shared: &Shared,
@@ -381,78 +379,6 @@ fn not_revoked(
         });
         reply::unauthenticated().into()
     })
-}
-
-fn bind_identity(conn: &Conn, principal: &Principal) -> Result<(), EarlyResponse> {
-    let Ok(mut permit) = conn.permit.lock() else {
-        return Err(reply::error(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR").into());
-    };
-    match permit.bind_identity(&principal.identity) {
-        Ok(()) => Ok(()),
-        Err(refused) => {
-            audit::record(&Event {
-                remote: Some(conn.peer),
-                principal: Some(principal),
-                action: "connect",
-                outcome: "deny",
-                reason: Some(&refused.to_string()),
-                ..Event::default()
-            });
-            Err(reply::error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS").into())
-        }
-    }
-}
-
-/// With `[cluster]`, the caller's slot in its identity's cap over every replica, held by the
-/// connection (one request) and given back when it closes; 429 when they are all taken, as
-/// `bind_identity` answers for the local cap, and 503 while Redis is away in `closed` mode.
-async fn claim_shared_slot(
-    shared: &Shared,
-    conn: &Conn,
-    principal: &Principal,
-) -> Result<(), EarlyResponse> {
-    let (Some(slots), Some(cap)) = (&shared.slots, shared.config().connections.max_per_identity)
-    else {
-        return Ok(());
-    };
-    let identity = &principal.identity;
-    let key = format!("conns:identity:{}:{identity}", identity.len());
-    let full = match slots.claim(&key, cap).await {
-        Ok(Some(slot)) => {
-            if let Ok(mut permit) = conn.permit.lock() {
-                permit.keep_identity(slot);
-            }
-            return Ok(());
-        }
-        Ok(None) => return Ok(()),
-        Err(full) => full,
-    };
-    // Over the cap is the caller's doing (429); an unchecked cap is not (503).
-    let (reason, status, code) = match full {
-        Full::Cap => {
-            shared.conns.count_refusal(Refusal::SharedPerIdentity);
-            let reason = Refusal::SharedPerIdentity.to_string();
-            (
-                reason,
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_CONNECTIONS",
-            )
-        }
-        Full::Unavailable => (
-            full.to_string(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SHARED_STATE_UNAVAILABLE",
-        ),
-    };
-    audit::record(&Event {
-        remote: Some(conn.peer),
-        principal: Some(principal),
-        action: "connect",
-        outcome: "deny",
-        reason: Some(&reason),
-        ..Event::default()
-    });
-    Err(reply::error(status, code).into())
 }
 
 /// The answer to a request whose decision the audit log could not record
