@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::policy::Rate;
 
+/// A lease is this fraction of the burst: the identity bucket of a publisher with a burst of
+/// 10,000 messages is locked once per 156 of them, not per message.
+pub(super) const LEASE_FRACTION: f64 = 64.0;
+
 /// Tokens for one unit (messages or bytes) of one key.
 #[derive(Debug)]
 pub(super) struct TokenBucket {
@@ -66,6 +70,25 @@ impl TokenBucket {
         self.refill(now);
         self.rate = rate;
         self.level = self.level.min(f64::from(rate.burst));
+    }
+
+    /// Takes a session's lease ahead of its next publishes, after a successful take: a
+    /// 1/[`LEASE_FRACTION`] of the burst, only while the bucket stays at least half full, so
+    /// leases never take what a publish short of tokens could have had. 0 when none.
+    pub(super) fn lease(&mut self) -> u64 {
+        let burst = f64::from(self.rate.burst);
+        let chunk = (burst / LEASE_FRACTION).floor();
+        if chunk < 1.0 || self.level - chunk < burst / 2.0 {
+            return 0;
+        }
+        self.level -= chunk;
+        chunk as u64
+    }
+
+    /// Puts back `tokens` a lease did not spend (never above the burst).
+    pub(super) fn give_back(&mut self, tokens: u64, now: Instant) {
+        self.refill(now);
+        self.level = (self.level + tokens as f64).min(f64::from(self.rate.burst));
     }
 
     /// Whether the bucket is full at `now`: forgetting it then loses nothing.

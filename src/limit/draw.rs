@@ -7,7 +7,8 @@ use std::time::Instant;
 use super::bucket::Short;
 use super::held::Scope;
 use super::{
-    Bucket, Key, Limited, OnLimit, Publish, RateLimits, RateSettings, SessionBuckets, Unit,
+    Bucket, HeldBucket, Key, Limited, OnLimit, Publish, RateLimits, RateSettings, SessionBuckets,
+    Unit,
 };
 use crate::cluster::quota::{LeaseSlot, SharedQuotas, Take};
 use crate::config::cluster::OnUnavailable;
@@ -98,15 +99,21 @@ impl RateLimits {
         if self.shared.is_some() {
             return Drawn::UpTo(0);
         }
+        let lease_ahead = held.lease_ahead;
         for (index, (scope, quota)) in scopes(&held.settings, publish.rates)
             .into_iter()
             .enumerate()
         {
             let Some(quota) = quota else { continue };
             let (identity, slot) = held.slot(scope, publish.topic);
-            let bucket =
-                slot.get_or_insert_with(|| self.bucket(Key::of(scope, identity, publish.topic)));
-            if let Err(unit) = bucket.take_units(units(quota, publish), now) {
+            let bucket = slot.get_or_insert_with(|| {
+                HeldBucket::new(self.bucket(Key::of(scope, identity, publish.topic)))
+            });
+            let draws = units(quota, publish);
+            if bucket.spend_leased(&draws) {
+                continue;
+            }
+            if let Err(unit) = bucket.take_units(draws, now, lease_ahead) {
                 return Drawn::UpTo(index * 2 + unit as usize);
             }
         }
@@ -129,8 +136,12 @@ impl RateLimits {
             let Some(quota) = quota else { continue };
             // Buckets are looked up only for scopes with a quota: unlimited costs nothing.
             let (identity, slot) = held.slot(scope, publish.topic);
-            let bucket =
-                slot.get_or_insert_with(|| self.bucket(Key::of(scope, identity, publish.topic)));
+            let held_bucket = slot.get_or_insert_with(|| {
+                HeldBucket::new(self.bucket(Key::of(scope, identity, publish.topic)))
+            });
+            // The draws from here on are exact: what a lease holds goes back first.
+            held_bucket.give_back(now);
+            let bucket = &held_bucket.bucket;
             for (unit, rate, amount) in units(quota, publish) {
                 // Draws before `next` were taken by admit_now.
                 if index * 2 + (unit as usize) < next {

@@ -28,8 +28,8 @@ use crate::cluster::quota::{LeaseSlot, SharedQuotas};
 use crate::policy::{Rate, RateQuota, RoleRates};
 use bucket::{Short, TokenBucket};
 pub use draw::Drawn;
-use held::Scope;
 pub use held::SessionBuckets;
+use held::{HeldBucket, Leased, Scope};
 
 /// What happens to a publish over its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -118,6 +118,11 @@ enum Unit {
 }
 
 impl Unit {
+    /// Its place in a pair of per-unit values (messages, bytes).
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn name(self) -> &'static str {
         match self {
             Unit::Messages => "messages",
@@ -200,7 +205,7 @@ impl RateLimits {
         messages: u32,
         bytes: u64,
     ) -> Result<(), Limited> {
-        let mut held = SessionBuckets::new(self, identity);
+        let mut held = SessionBuckets::one_publish(self, identity);
         let publish = Publish {
             topic,
             rates,
@@ -294,6 +299,19 @@ fn shared_name(key: &Key, unit: Unit) -> String {
 // === impl Units ===
 
 impl Units {
+    /// Puts back what `lease` did not spend; the lease is empty afterwards.
+    fn give_back(&mut self, lease: &mut [Leased; 2], now: Instant) {
+        for (unit, slot) in [
+            (Unit::Messages, &mut self.messages),
+            (Unit::Bytes, &mut self.bytes),
+        ] {
+            let leased = std::mem::take(&mut lease[unit.index()]);
+            if let (Some(tokens), true) = (slot.as_mut(), leased.tokens > 0) {
+                tokens.give_back(leased.tokens, now);
+            }
+        }
+    }
+
     fn take(&mut self, unit: Unit, rate: Rate, amount: u64, now: Instant) -> Result<(), Short> {
         let slot = match unit {
             Unit::Messages => &mut self.messages,
@@ -317,16 +335,53 @@ impl Bucket {
     }
 
     /// Takes every unit that has a rate and a non-zero amount, in order, under one lock;
-    /// stops at the first that is short (leaving it untouched) and names it.
-    fn take_units(&self, draws: [(Unit, Option<Rate>, u64); 2], now: Instant) -> Result<(), Unit> {
+    /// stops at the first that is short (leaving it untouched) and names it. With a `lease`,
+    /// what it did not spend goes back first, so the draws are exact; once every draw was
+    /// taken, each unit drawn leases ahead again ([`TokenBucket::lease`]).
+    fn take_units(
+        &self,
+        draws: [(Unit, Option<Rate>, u64); 2],
+        now: Instant,
+        lease: Option<&mut [Leased; 2]>,
+    ) -> Result<(), Unit> {
         let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lease = lease;
+        if let Some(lease) = lease.as_deref_mut() {
+            units.give_back(lease, now);
+        }
         for (unit, rate, amount) in draws {
             let Some(rate) = rate.filter(|_| amount > 0) else {
                 continue;
             };
             units.take(unit, rate, amount, now).map_err(|_short| unit)?;
         }
+        let Some(lease) = lease else {
+            return Ok(());
+        };
+        for (unit, rate, amount) in draws {
+            let Some(rate) = rate.filter(|_| amount > 0) else {
+                continue;
+            };
+            let slot = match unit {
+                Unit::Messages => &mut units.messages,
+                Unit::Bytes => &mut units.bytes,
+            };
+            let tokens = slot.as_mut().map_or(0, TokenBucket::lease);
+            lease[unit.index()] = Leased {
+                tokens,
+                rate: Some(rate),
+            };
+        }
         Ok(())
+    }
+
+    /// Puts back what `lease` did not spend (a session ending, or drawing exactly).
+    fn give_back(&self, lease: &mut [Leased; 2], now: Instant) {
+        if lease.iter().all(|leased| leased.tokens == 0) {
+            return;
+        }
+        let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());
+        units.give_back(lease, now);
     }
 
     fn is_full(&self, now: Instant) -> bool {

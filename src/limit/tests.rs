@@ -329,3 +329,79 @@ async fn a_publish_short_in_a_later_scope_is_charged_each_draw_once() {
         .unwrap_err();
     assert_eq!(err.scope(), "identity");
 }
+
+/// Identity quota of `burst` messages refilled at 1/s, in reject mode.
+fn leasing(burst: u32) -> RateLimits {
+    RateLimits::new(RateSettings {
+        identity: Some(RateQuota {
+            messages_per_sec: Some(1),
+            burst_messages: Some(burst),
+            ..RateQuota::default()
+        }),
+        ..settings(OnLimit::Reject)
+    })
+}
+
+/// Publishes one message at a time, in turn on each session, until every one is refused;
+/// how many were admitted. `now` stands still: nothing refills.
+async fn admitted_in_turn(
+    limits: &RateLimits,
+    sessions: &mut [SessionBuckets],
+    now: Instant,
+) -> usize {
+    let mut admitted = 0;
+    let mut refused = vec![false; sessions.len()];
+    while !refused.iter().all(|r| *r) {
+        for (held, refused) in sessions.iter_mut().zip(refused.iter_mut()) {
+            match limits.admit_held(held, one("t"), now).await {
+                Ok(()) => admitted += 1,
+                Err(_) => *refused = true,
+            }
+        }
+    }
+    admitted
+}
+
+#[tokio::test]
+async fn sessions_leasing_from_one_bucket_together_get_exactly_its_burst() {
+    let limits = leasing(6400);
+    let mut sessions: Vec<_> = (0..3).map(|_| SessionBuckets::new(&limits, "a")).collect();
+    let now = Instant::now();
+    assert_eq!(admitted_in_turn(&limits, &mut sessions, now).await, 6400);
+    // Each refused session gave back its lease: nothing is left anywhere.
+    let mut fresh = SessionBuckets::new(&limits, "a");
+    assert!(limits.admit_held(&mut fresh, one("t"), now).await.is_err());
+}
+
+#[tokio::test]
+async fn a_session_that_ends_gives_back_what_it_leased() {
+    let limits = leasing(6400);
+    let now = Instant::now();
+    let mut first = SessionBuckets::new(&limits, "a");
+    limits.admit_held(&mut first, one("t"), now).await.unwrap();
+    drop(first);
+    let mut second = [SessionBuckets::new(&limits, "a")];
+    assert_eq!(admitted_in_turn(&limits, &mut second, now).await, 6399);
+}
+
+#[tokio::test]
+async fn a_lease_taken_under_one_rate_is_not_spent_under_another() {
+    let limits = leasing(6400);
+    let now = Instant::now();
+    let mut held = [SessionBuckets::new(&limits, "a")];
+    // One publish: 1 token spent and 100 leased; the bucket holds 6299.
+    limits
+        .admit_held(&mut held[0], one("t"), now)
+        .await
+        .unwrap();
+    // A reload lowers the burst to 64: the lease goes back and the bucket is capped at 64.
+    limits.set_settings(RateSettings {
+        identity: Some(RateQuota {
+            messages_per_sec: Some(1),
+            burst_messages: Some(64),
+            ..RateQuota::default()
+        }),
+        ..settings(OnLimit::Reject)
+    });
+    assert_eq!(admitted_in_turn(&limits, &mut held, now).await, 64);
+}

@@ -18,6 +18,7 @@ mod who;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -78,9 +79,15 @@ pub struct Guard {
     /// AUTH may be sent once per connection, as with nsqd.
     auth_seen: bool,
     policy: watch::Receiver<Arc<Policy>>,
+    /// The policy last seen on `policy`, taken again only after it changed: reading the
+    /// channel per message would take its lock and count the `Arc` up and down, both shared
+    /// by every connection on every worker.
+    current: Arc<Policy>,
     /// Decisions already made on this connection under `cached_version` of the policy.
     cache: Decisions,
     cached_version: u64,
+    /// Before this instant the principal's token is known not to have expired.
+    valid_until: Option<Instant>,
     /// Whether the principal still stands under `cached_version` (sticky once lost).
     standing: Result<(), Gone>,
     /// Whether the principal had any role under `cached_version`.
@@ -108,7 +115,8 @@ impl Guard {
         principal: Option<Principal>,
         permit: ConnPermit,
     ) -> Guard {
-        let policy = shared.policy.clone();
+        let mut policy = shared.policy.clone();
+        let current = policy.borrow_and_update().clone();
         let revocations = shared.revocations.subscribe();
         // Without require_identity a caller with no credential is "anonymous", and the policy
         // decides what that identity may do (by default: nothing).
@@ -133,8 +141,10 @@ impl Guard {
             cert_chain,
             auth_seen: false,
             policy,
+            current,
             cache: Decisions::default(),
             cached_version: 0,
+            valid_until: None,
             standing: Ok(()),
             had_roles: false,
             rates: None,
@@ -153,10 +163,11 @@ impl Guard {
 
     /// Takes `principal` as who the client is, judged from now on under the current policy.
     fn adopt(&mut self, principal: Principal) {
-        let policy = self.policy.borrow().clone();
+        let policy = self.policy_now().clone();
         self.had_roles = identity::current_subject(&principal, &policy)
             .is_ok_and(|subject| !policy.roles_of(&subject).is_empty());
         self.principal = Some(principal);
+        self.valid_until = None;
         self.cache.clear();
         self.rates = None;
         // Another identity draws from other buckets.
@@ -170,6 +181,11 @@ impl Guard {
     }
 
     pub fn screen(&mut self, decoded: &DecodedCommand) -> Verdict {
+        self.screen_at(decoded, Instant::now())
+    }
+
+    /// [`Guard::screen`] at `now`, a clock reading the relay takes once per batch of commands.
+    pub fn screen_at(&mut self, decoded: &DecodedCommand, now: Instant) -> Verdict {
         let command = &decoded.command;
         if let Some(text) = self.state.refusal(command) {
             return refuse(Kind::ClientProtocol, ErrorCode::Invalid, &text);
@@ -193,10 +209,10 @@ impl Guard {
                 )
             }
             Command::Pub { .. } | Command::Mpub { .. } | Command::Dpub { .. } => {
-                self.recheck(decoded)
+                self.recheck(decoded, now)
             }
             Command::Sub { topic, channel } => {
-                let verdict = self.authorize("SUB", Action::Subscribe, topic, Some(channel));
+                let verdict = self.authorize(now, "SUB", Action::Subscribe, topic, Some(channel));
                 if matches!(verdict, Verdict::Forward) {
                     self.subscription = Some((topic.to_string(), channel.clone()));
                 }
@@ -213,12 +229,12 @@ impl Guard {
 
     /// Authorizes a publish against the current policy and credential. Called when it arrives
     /// and again after a rate-limit delay: a token may expire, or a reload revoke it, meanwhile.
-    pub fn recheck(&mut self, decoded: &DecodedCommand) -> Verdict {
+    pub fn recheck(&mut self, decoded: &DecodedCommand, now: Instant) -> Verdict {
         match &decoded.command {
             Command::Pub { topic, .. }
             | Command::Mpub { topic, .. }
             | Command::Dpub { topic, .. } => {
-                self.authorize(decoded.command.name(), Action::Publish, topic, None)
+                self.authorize(now, decoded.command.name(), Action::Publish, topic, None)
             }
             _ => Verdict::Forward,
         }
@@ -230,7 +246,7 @@ impl Guard {
         }
         self.auth_seen = true;
         let fingerprint = auth::fingerprint(secret);
-        let policy = self.policy.borrow().clone();
+        let policy = self.policy_now().clone();
         let result = identity::from_secret(secret, self.shared.jwt().as_deref(), &policy)
             .and_then(|principal| self.shared.not_revoked(principal));
         match result {
@@ -287,6 +303,7 @@ impl Guard {
 
     fn authorize(
         &mut self,
+        now: Instant,
         command: &str,
         action: Action,
         topic: &str,
@@ -296,7 +313,7 @@ impl Guard {
             let text = format!("AUTH required before {command}");
             return refuse(Kind::Identity, ErrorCode::AuthFirst, &text);
         }
-        if let Some(expired) = self.expired(action, topic, channel) {
+        if let Some(expired) = self.expired(now, action, topic, channel) {
             return expired;
         }
         let denied = |kind| {
@@ -304,15 +321,12 @@ impl Guard {
             let text = format!("AUTH failed for {command} on {topic:?} {channel:?}");
             refuse(kind, ErrorCode::Unauthorized, &text)
         };
-        let policy = match self.refresh() {
-            Ok(policy) => policy,
-            Err(gone) => {
-                // Refused exactly like a lost permission, and counted as the revocation it is.
-                self.revoke(gone.to_string(), Kind::Identity);
-                return denied(Kind::Identity);
-            }
-        };
-        match self.allowed(&policy, command, action, topic, channel) {
+        if let Err(gone) = self.refresh() {
+            // Refused exactly like a lost permission, and counted as the revocation it is.
+            self.revoke(gone.to_string(), Kind::Identity);
+            return denied(Kind::Identity);
+        }
+        match self.allowed(command, action, topic, channel) {
             Ok(true) => {
                 self.shared.metrics.decision(action.as_str(), true);
                 Verdict::Forward
@@ -330,7 +344,6 @@ impl Guard {
     /// audit log, is not cached, so the next try meets it afresh.
     fn allowed(
         &mut self,
-        policy: &Policy,
         command: &str,
         action: Action,
         topic: &str,
@@ -339,11 +352,12 @@ impl Guard {
         if let Some(allowed) = self.cache.get(action, topic, channel.unwrap_or("")) {
             return Ok(allowed);
         }
-        let Some(allowed) = self.decide(policy, action, topic, channel) else {
+        let policy = Arc::clone(&self.current);
+        let Some(allowed) = self.decide(&policy, action, topic, channel) else {
             return Err(unrecorded(command));
         };
         if allowed {
-            if let Err(refused) = self.charge_names(policy, topic, channel) {
+            if let Err(refused) = self.charge_names(&policy, topic, channel) {
                 return Err(self.name_refusal(command, action, topic, channel, refused));
             }
         }

@@ -40,3 +40,23 @@ fn a_changed_quota_never_refills() {
     assert!(!bucket.is_full(later));
     assert!(bucket.is_full(later + Duration::from_secs(3)));
 }
+
+#[test]
+fn a_lease_is_a_64th_of_the_burst_taken_only_while_the_bucket_stays_half_full() {
+    let t0 = Instant::now();
+    let mut bucket = TokenBucket::full(rate(1, 640), t0);
+    assert_eq!(bucket.lease(), 10);
+    // Down to 330: one more lease leaves exactly half; the next would go below it.
+    bucket.take(300, t0).unwrap();
+    assert_eq!(bucket.lease(), 10);
+    assert_eq!(bucket.lease(), 0);
+    // What is given back is there again, never above the burst.
+    bucket.give_back(20, t0);
+    assert_eq!(bucket.take(340, t0), Ok(()));
+    assert!(bucket.take(1, t0).is_err());
+    bucket.give_back(10_000, t0);
+    assert_eq!(bucket.take(640, t0), Ok(()));
+    // A burst under 64 never leases: each token is drawn where it is spent.
+    let mut small = TokenBucket::full(rate(1, 63), t0);
+    assert_eq!(small.lease(), 0);
+}

@@ -68,9 +68,9 @@ impl Guard {
             _ => return None,
         };
         let rates = *self.rates.get_or_insert_with(|| {
-            let policy = self.policy.borrow();
+            let policy = &self.current;
             // A principal that no longer stands is refused by the re-check after admission.
-            identity::current_subject(principal, &policy)
+            identity::current_subject(principal, policy)
                 .map(|subject| policy.rates_of(&subject))
                 .unwrap_or_default()
         });

@@ -3,7 +3,7 @@
 //! certificate the CRLs now revoke, a subscription no longer allowed or an expired token end it.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -15,21 +15,34 @@ use crate::error::{FatalReply, Kind};
 use crate::nsq::ErrorCode;
 use crate::policy::{Action, Policy};
 
+/// How long a token, once seen valid, is taken as valid without reading the wall clock again
+/// (never past its expiry).
+const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(1);
+
 impl Guard {
-    /// The current policy, after judging the connection again if it changed since the last
-    /// look (a CRL reload changes its version too): the decision cache is dropped, and the
-    /// credential must still stand. Once lost, standing is not regained.
-    pub(super) fn refresh(&mut self) -> Result<Arc<Policy>, Gone> {
-        let policy = self.policy.borrow().clone();
-        if policy.version() != self.cached_version {
-            self.cached_version = policy.version();
+    /// The policy in force, taken from the channel only when it changed since the last look.
+    pub(super) fn policy_now(&mut self) -> &Arc<Policy> {
+        if self.policy.has_changed().unwrap_or(false) {
+            self.current = self.policy.borrow_and_update().clone();
+        }
+        &self.current
+    }
+
+    /// Whether the connection still stands, after judging it again if the policy changed
+    /// since the last look (a CRL reload changes its version too): the decision cache is
+    /// dropped, and the credential must still stand. Once lost, standing is not regained.
+    pub(super) fn refresh(&mut self) -> Result<(), Gone> {
+        let version = self.policy_now().version();
+        if version != self.cached_version {
+            let policy = Arc::clone(&self.current);
+            self.cached_version = version;
             self.cache.clear();
             self.rates = None;
             if self.standing.is_ok() {
                 self.standing = self.stands_under(&policy);
             }
         }
-        self.standing.map(|()| policy)
+        self.standing
     }
 
     fn stands_under(&mut self, policy: &Policy) -> Result<(), Gone> {
@@ -50,19 +63,27 @@ impl Guard {
         Ok(())
     }
 
-    /// The refusal for a command on `topic` when the principal's token has expired.
+    /// The refusal for a command on `topic` at `now` when the principal's token has expired.
+    /// While it is valid the wall clock (what its expiry is in) is read at most once per
+    /// [`WALL_CLOCK_RECHECK`], not per command: a step of the clock is seen within that time.
     pub(super) fn expired(
-        &self,
+        &mut self,
+        now: Instant,
         action: Action,
         topic: &str,
         channel: Option<&str>,
     ) -> Option<Verdict> {
         let principal = self.principal.as_ref()?;
-        if principal
-            .expires_at
-            .is_none_or(|exp| exp > SystemTime::now())
-        {
+        let expires_at = principal.expires_at?;
+        if self.valid_until.is_some_and(|until| now < until) {
             return None;
+        }
+        match expires_at.duration_since(SystemTime::now()) {
+            Ok(left) if !left.is_zero() => {
+                self.valid_until = Some(now + left.min(WALL_CLOCK_RECHECK));
+                return None;
+            }
+            _ => self.valid_until = None,
         }
         audit::record(&Event {
             remote: Some(self.peer),
@@ -123,10 +144,10 @@ impl Guard {
     }
 
     fn still_allowed(&mut self, topic: &str, channel: &str) -> bool {
+        let policy = Arc::clone(self.policy_now());
         let Some(principal) = &self.principal else {
             return false;
         };
-        let policy = self.policy.borrow_and_update().clone();
         identity::current_subject(principal, &policy).is_ok_and(|subject| {
             policy
                 .check(&subject, Action::Subscribe, topic, Some(channel))

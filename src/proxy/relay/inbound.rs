@@ -230,7 +230,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         decoded: &DecodedCommand,
         now: &mut std::time::Instant,
     ) -> Result<Verdict, RelayError> {
-        let verdict = self.guard.screen(decoded);
+        let verdict = self.guard.screen_at(decoded, *now);
         // The futures of the waits below run boxed: once per AUTH, and only when a publish
         // must wait for tokens, but inline they would make every idle connection's state as
         // large as theirs (2.7 KiB) while it waits for its client.
@@ -267,7 +267,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         Ok(match refused {
             Some(refused) => refused,
             // Time passed: the token may have expired, or a reload revoked the right.
-            None if waited => self.guard.recheck(decoded),
+            None if waited => self.guard.recheck(decoded, *now),
             None => verdict,
         })
     }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tracing::debug;
+
+use prometheus::local::LocalHistogram;
 
 use crate::metrics::Metrics;
 use crate::nsq::{self, FrameType};
@@ -30,6 +33,8 @@ pub(super) struct Outbound<'a, W> {
     /// The last fatal error nsqd sent the client: why nsqd closes, if it does.
     last_error: Option<NsqdError>,
     metrics: Arc<Metrics>,
+    /// Publish round trips measured since the last flush (made at the first one).
+    round_trips: Option<LocalHistogram>,
     /// Opens deliveries on a signed topic (or withholds them) before the client sees them.
     signed: Option<Arc<Signed>>,
 }
@@ -52,6 +57,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
             span,
             last_error: None,
             metrics,
+            round_trips: None,
             signed: None,
         }
     }
@@ -112,6 +118,8 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
         max_frame_size: u32,
     ) -> Result<Option<RelayEnd>, RelayError> {
         let mut messages = 0;
+        // One clock reading per read for the publishes it answers, taken at the first.
+        let mut now = None;
         loop {
             let frame = match nsq::decode_frame(buf, max_frame_size) {
                 Ok(Some(frame)) => frame,
@@ -129,7 +137,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
                 }
                 continue;
             }
-            if let Some(end) = self.pair_reply().await? {
+            if let Some(end) = self.pair_reply(&mut now).await? {
                 return Ok(Some(end));
             }
             if frame.frame_type == FrameType::Error {
@@ -144,8 +152,11 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
         if let Some(end) = self.emit_due_local().await? {
             return Ok(Some(end));
         }
-        // Counted once per read, not per frame: two atomic adds however many frames came.
+        // Counted once per read, not per frame: a few atomic adds however many frames came.
         self.metrics.messages_delivered.inc_by(messages);
+        if let Some(round_trips) = &self.round_trips {
+            round_trips.flush();
+        }
         if !self.out.is_empty() {
             let chunk = self.out.split();
             self.write(&chunk).await?;
@@ -154,14 +165,24 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
     }
 
     /// Takes the slot of the command a reply from nsqd answers; local replies due before it
-    /// go first.
-    async fn pair_reply(&mut self) -> Result<Option<RelayEnd>, RelayError> {
+    /// go first. A publish's round trip is measured to `now`, read at the first one.
+    async fn pair_reply(
+        &mut self,
+        now: &mut Option<Instant>,
+    ) -> Result<Option<RelayEnd>, RelayError> {
         // The slot for this reply was queued before the command was written.
         if let Some(end) = self.emit_due_local().await? {
             return Ok(Some(end));
         }
         match self.replies.answer() {
-            Some(Answered::Publish { sent }) => self.metrics.publish_answered(sent.elapsed()),
+            Some(Answered::Publish { sent }) => {
+                let now = *now.get_or_insert_with(Instant::now);
+                let took = now.saturating_duration_since(sent).as_secs_f64();
+                let metrics = &self.metrics;
+                let round_trips =
+                    (self.round_trips).get_or_insert_with(|| metrics.publish_round_trips());
+                round_trips.observe(took);
+            }
             Some(Answered::Other) => {}
             None => return Err(RelayError::UnaskedReply),
         }
