@@ -25,6 +25,10 @@ impl Decisions {
             .entries
             .iter()
             .position(|((a, t, c), _)| *a == action && t == topic && c == channel)?;
+        if at == 0 {
+            // Already the most recent (a publisher's one topic): nothing to move.
+            return self.entries.front().map(|(_, allowed)| *allowed);
+        }
         let entry = self.entries.remove(at)?;
         let allowed = entry.1;
         self.entries.push_front(entry);
