@@ -14,6 +14,10 @@ use crate::policy::Rate;
 /// 10,000 messages is locked once per 156 of them, not per message.
 pub(super) const LEASE_FRACTION: f64 = 64.0;
 
+/// At most this fraction of the burst is out in leases at once (eight leases): idle sessions
+/// holding tokens can never take more than an eighth of the burst from the others.
+const LEASED_OUT_FRACTION: f64 = 8.0;
+
 /// Tokens for one unit (messages or bytes) of one key.
 #[derive(Debug)]
 pub(super) struct TokenBucket {
@@ -21,6 +25,8 @@ pub(super) struct TokenBucket {
     /// Tokens available at `at` (fractional: refill is continuous).
     level: f64,
     at: Instant,
+    /// Tokens granted in leases not yet settled (spent or given back).
+    leased_out: u64,
 }
 
 /// Why a take did not succeed.
@@ -41,6 +47,7 @@ impl TokenBucket {
             rate,
             level: f64::from(rate.burst),
             at: now,
+            leased_out: 0,
         }
     }
 
@@ -73,22 +80,30 @@ impl TokenBucket {
     }
 
     /// Takes a session's lease ahead of its next publishes, after a successful take: a
-    /// 1/[`LEASE_FRACTION`] of the burst, only while the bucket stays at least half full, so
-    /// leases never take what a publish short of tokens could have had. 0 when none.
+    /// 1/[`LEASE_FRACTION`] of the burst, only while the bucket stays at least half full and
+    /// less than 1/[`LEASED_OUT_FRACTION`] of the burst is out in leases, so leases never take
+    /// what a publish short of tokens could have had. 0 when none.
     pub(super) fn lease(&mut self) -> u64 {
         let burst = f64::from(self.rate.burst);
         let chunk = (burst / LEASE_FRACTION).floor();
-        if chunk < 1.0 || self.level - chunk < burst / 2.0 {
+        let out = self.leased_out as f64;
+        if chunk < 1.0
+            || self.level - chunk < burst / 2.0
+            || out + chunk > burst / LEASED_OUT_FRACTION
+        {
             return 0;
         }
         self.level -= chunk;
+        self.leased_out += chunk as u64;
         chunk as u64
     }
 
-    /// Puts back `tokens` a lease did not spend (never above the burst).
-    pub(super) fn give_back(&mut self, tokens: u64, now: Instant) {
+    /// Settles a lease of `granted` tokens: the `unspent` part comes back (never above the
+    /// burst).
+    pub(super) fn settle(&mut self, granted: u64, unspent: u64, now: Instant) {
+        self.leased_out = self.leased_out.saturating_sub(granted);
         self.refill(now);
-        self.level = (self.level + tokens as f64).min(f64::from(self.rate.burst));
+        self.level = (self.level + unspent as f64).min(f64::from(self.rate.burst));
     }
 
     /// Whether the bucket is full at `now`: forgetting it then loses nothing.

@@ -6,13 +6,14 @@
 //! count of holders says it is in use), so a session and a newcomer always share one bucket
 //! per key.
 //!
-//! A session also leases tokens ahead from a bucket that is well filled (a 64th of its burst
-//! while it stays half full, `bucket::TokenBucket::lease`) and spends them without the
-//! bucket's lock: the buckets of one identity are shared by all its connections on every
-//! worker, and locking one per publish made its cache line travel between cores for every
-//! message. Leased tokens were taken from the bucket, so no limit is ever exceeded; what a
-//! lease did not spend goes back when the session draws exactly (short of its lease, at
-//! another rate after a reload, or waiting) and when it ends. No I/O here.
+//! A session also leases tokens ahead from a bucket that is well filled (a 64th of its burst,
+//! while the bucket stays half full and at most an eighth of the burst is out in leases:
+//! `bucket::TokenBucket::lease`) and spends them without the bucket's lock: the buckets of
+//! one identity are shared by all its connections on every worker, and locking one per
+//! publish made its cache line travel between cores for every message. Leased tokens were
+//! taken from the bucket, so no limit is ever exceeded; what a lease did not spend goes back
+//! when the session draws exactly (short of its lease, at another rate after a reload, or
+//! waiting) and when it ends. No I/O here.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,7 +57,10 @@ pub(super) struct HeldBucket {
 /// they were taken (a publish under another rate draws exactly).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Leased {
+    /// Not spent yet.
     pub(super) tokens: u64,
+    /// As granted, settled with the bucket when the lease ends.
+    pub(super) granted: u64,
     pub(super) rate: Option<Rate>,
 }
 

@@ -306,8 +306,8 @@ impl Units {
             (Unit::Bytes, &mut self.bytes),
         ] {
             let leased = std::mem::take(&mut lease[unit.index()]);
-            if let (Some(tokens), true) = (slot.as_mut(), leased.tokens > 0) {
-                tokens.give_back(leased.tokens, now);
+            if let (Some(tokens), true) = (slot.as_mut(), leased.granted > 0) {
+                tokens.settle(leased.granted, leased.tokens, now);
             }
         }
     }
@@ -369,6 +369,7 @@ impl Bucket {
             let tokens = slot.as_mut().map_or(0, TokenBucket::lease);
             lease[unit.index()] = Leased {
                 tokens,
+                granted: tokens,
                 rate: Some(rate),
             };
         }
@@ -377,7 +378,7 @@ impl Bucket {
 
     /// Puts back what `lease` did not spend (a session ending, or drawing exactly).
     fn give_back(&self, lease: &mut [Leased; 2], now: Instant) {
-        if lease.iter().all(|leased| leased.tokens == 0) {
+        if lease.iter().all(|leased| leased.granted == 0) {
             return;
         }
         let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());

@@ -50,13 +50,25 @@ fn a_lease_is_a_64th_of_the_burst_taken_only_while_the_bucket_stays_half_full() 
     bucket.take(300, t0).unwrap();
     assert_eq!(bucket.lease(), 10);
     assert_eq!(bucket.lease(), 0);
-    // What is given back is there again, never above the burst.
-    bucket.give_back(20, t0);
+    // Settling a lease gives back what it did not spend, never above the burst.
+    bucket.settle(10, 20, t0);
     assert_eq!(bucket.take(340, t0), Ok(()));
     assert!(bucket.take(1, t0).is_err());
-    bucket.give_back(10_000, t0);
+    bucket.settle(10, 10_000, t0);
     assert_eq!(bucket.take(640, t0), Ok(()));
     // A burst under 64 never leases: each token is drawn where it is spent.
     let mut small = TokenBucket::full(rate(1, 63), t0);
     assert_eq!(small.lease(), 0);
+}
+
+#[test]
+fn at_most_an_eighth_of_the_burst_is_out_in_leases() {
+    let t0 = Instant::now();
+    let mut bucket = TokenBucket::full(rate(1, 6400), t0);
+    let leases: Vec<u64> = (0..10).map(|_| bucket.lease()).collect();
+    assert_eq!(leases, [100, 100, 100, 100, 100, 100, 100, 100, 0, 0]);
+    // One settled (all of it spent): one more may be granted.
+    bucket.settle(100, 0, t0);
+    assert_eq!(bucket.lease(), 100);
+    assert_eq!(bucket.lease(), 0);
 }
