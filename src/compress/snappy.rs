@@ -200,30 +200,8 @@ impl Default for Decoder {
 
 /// The framing format's checksum: CRC-32C, rotated and offset so that a CRC of data that
 /// holds CRCs stays meaningful.
-fn masked_crc32c(data: &[u8]) -> u32 {
-    let crc = !data.iter().fold(!0u32, |crc, &byte| {
-        CRC32C_TABLE[usize::from((crc as u8) ^ byte)] ^ (crc >> 8)
-    });
-    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+pub(super) fn masked_crc32c(data: &[u8]) -> u32 {
+    crc32c::crc32c(data)
+        .rotate_right(15)
+        .wrapping_add(0xa282_ead8)
 }
-
-/// CRC-32C (Castagnoli), reflected, one byte per step.
-const CRC32C_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82f6_3b78
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};

@@ -240,3 +240,11 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn snappy_checksums_are_masked_crc32c() {
+    // CRC-32C("123456789") is 0xe3069283 (RFC 3720's check value), then masked as the
+    // framing format says: rotated right by 15 bits, plus 0xa282ead8.
+    assert_eq!(super::snappy::masked_crc32c(b"123456789"), 0xc78a_b0e5);
+    assert_eq!(super::snappy::masked_crc32c(b""), 0xa282_ead8);
+}
