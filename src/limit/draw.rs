@@ -47,6 +47,15 @@ fn scopes(settings: &RateSettings, rates: RoleRates) -> [(Scope, Option<RateQuot
     ]
 }
 
+/// A publish's scopes in the order they are drawn from, each with its message and byte rates
+/// in force, `None` for a scope without a quota: what [`scopes`] and [`units`] work out,
+/// resolved once per session for its roles and settings ([`SessionBuckets::plan_for`]).
+pub(super) type Plan = [(Scope, Option<[Option<Rate>; 2]>); 3];
+
+pub(super) fn plan(settings: &RateSettings, rates: RoleRates) -> Plan {
+    scopes(settings, rates).map(|(scope, quota)| (scope, quota.map(|q| [q.messages(), q.bytes()])))
+}
+
 /// What a publish asks of one scope's buckets: messages first, then bytes.
 fn units(quota: RateQuota, publish: Publish<'_>) -> [(Unit, Option<Rate>, u64); 2] {
     [
@@ -100,16 +109,18 @@ impl RateLimits {
             return Drawn::UpTo(0);
         }
         let lease_ahead = held.lease_ahead;
-        for (index, (scope, quota)) in scopes(&held.settings, publish.rates)
-            .into_iter()
-            .enumerate()
-        {
-            let Some(quota) = quota else { continue };
+        for (index, (scope, rates)) in held.plan_for(publish.rates).into_iter().enumerate() {
+            let Some([messages, bytes]) = rates else {
+                continue;
+            };
             let (identity, slot) = held.slot(scope, publish.topic);
             let bucket = slot.get_or_insert_with(|| {
                 HeldBucket::new(self.bucket(Key::of(scope, identity, publish.topic)))
             });
-            let draws = units(quota, publish);
+            let draws = [
+                (Unit::Messages, messages, u64::from(publish.messages)),
+                (Unit::Bytes, bytes, publish.bytes),
+            ];
             if bucket.spend_leased(&draws) {
                 continue;
             }

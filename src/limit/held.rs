@@ -18,8 +18,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::draw::{self, Plan};
 use super::{Bucket, RateLimits, RateSettings, Unit};
-use crate::policy::Rate;
+use crate::policy::{Rate, RoleRates};
 
 /// How many topics' buckets one session holds; a publisher cycling through more looks the
 /// older ones up again (one map search each), nothing worse.
@@ -37,6 +38,9 @@ pub struct SessionBuckets {
     topics: Vec<TopicBuckets>,
     /// Whether draws lease ahead (a session's many publishes; not a single HTTP publish).
     pub(super) lease_ahead: bool,
+    /// The last publish's rates per scope, for the settings `generation` and role rates
+    /// they were worked out under.
+    plan: Option<(u64, RoleRates, Plan)>,
 }
 
 /// The buckets of one topic a session published to, each once a quota needed it.
@@ -84,6 +88,7 @@ impl SessionBuckets {
             own: None,
             topics: Vec::new(),
             lease_ahead: true,
+            plan: None,
         }
     }
 
@@ -99,6 +104,23 @@ impl SessionBuckets {
     pub(super) fn refresh_settings(&mut self, limits: &RateLimits) {
         if limits.generation() != self.generation {
             (self.generation, self.settings) = limits.settings_now();
+        }
+    }
+
+    /// The rates a publish under `rates` draws at, worked out again only when the settings
+    /// or the roles' rates changed since the last publish.
+    pub(super) fn plan_for(&mut self, rates: RoleRates) -> Plan {
+        match self.plan {
+            Some((generation, for_rates, plan))
+                if generation == self.generation && for_rates == rates =>
+            {
+                plan
+            }
+            _ => {
+                let plan = draw::plan(&self.settings, rates);
+                self.plan = Some((self.generation, rates, plan));
+                plan
+            }
         }
     }
 
