@@ -287,7 +287,8 @@ impl Caller {
     }
 }
 
-/// A bearer secret turned into a principal, audited and counted either way.
+/// A bearer secret turned into a principal, counted either way; a failure is audited here,
+/// a success by [`audit_caller`] (once per credential on a kept-alive connection).
 fn from_secret(
     shared: &Shared,
     conn: &Conn,
