@@ -62,14 +62,14 @@ impl Caller {
         headers: &HeaderMap,
     ) -> Result<Caller, EarlyResponse> {
         let policy = shared.policy.borrow().clone();
-        let anonymous =
-            matches!(request::credential(headers), Credential::None) && conn.cert.is_none();
-        let fingerprint = match request::credential(headers) {
-            Credential::Secret(secret) => Some(auth::fingerprint(secret)),
-            _ => None,
-        };
-        let principal = match request::credential(headers) {
-            Credential::Secret(secret) => from_secret(shared, conn, &policy, secret)?,
+        let credential = request::credential(headers);
+        let anonymous = matches!(credential, Credential::None) && conn.cert.is_none();
+        let mut fingerprint = None;
+        let principal = match credential {
+            Credential::Secret(secret) => {
+                let print = fingerprint.insert(auth::fingerprint(secret));
+                from_secret(shared, conn, &policy, secret, print)?
+            }
             Credential::Unusable => {
                 shared.metrics.authentication("unknown", false);
                 audit::record(&Event {
@@ -294,6 +294,7 @@ fn from_secret(
     conn: &Conn,
     policy: &Policy,
     secret: &[u8],
+    fingerprint: &str,
 ) -> Result<Principal, EarlyResponse> {
     let authenticated = identity::from_secret(secret, shared.jwt().as_deref(), policy)
         .and_then(|principal| shared.not_revoked(principal));
@@ -304,7 +305,6 @@ fn from_secret(
             Ok(principal)
         }
         Err(e) => {
-            let fingerprint = auth::fingerprint(secret);
             shared
                 .metrics
                 .authentication(identity::method_name(secret), false);
@@ -313,7 +313,7 @@ fn from_secret(
                 action: "auth",
                 outcome: "failure",
                 reason: Some(&e.to_string()),
-                fingerprint: Some(&fingerprint),
+                fingerprint: Some(fingerprint),
                 method: Some(identity::method_name(secret)),
                 ..Event::default()
             });
