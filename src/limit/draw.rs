@@ -48,23 +48,23 @@ fn scopes(settings: &RateSettings, rates: RoleRates) -> [(Scope, Option<RateQuot
 }
 
 /// A publish's scopes in the order they are drawn from, each with its message and byte rates
-/// in force, `None` for a scope without a quota: what [`scopes`] and [`units`] work out,
-/// resolved once per session for its roles and settings ([`SessionBuckets::plan_for`]).
+/// in force, `None` for a scope without a quota: resolved once per session for its roles and
+/// settings ([`SessionBuckets::plan_for`]).
 pub(super) type Plan = [(Scope, Option<[Option<Rate>; 2]>); 3];
 
 pub(super) fn plan(settings: &RateSettings, rates: RoleRates) -> Plan {
     scopes(settings, rates).map(|(scope, quota)| (scope, quota.map(|q| [q.messages(), q.bytes()])))
 }
 
-/// What a publish asks of one scope's buckets: messages first, then bytes.
-fn units(quota: RateQuota, publish: Publish<'_>) -> [(Unit, Option<Rate>, u64); 2] {
+/// What a publish asks of one scope's buckets at its (messages, bytes) rates: messages first,
+/// then bytes.
+fn units(
+    [messages, bytes]: [Option<Rate>; 2],
+    publish: Publish<'_>,
+) -> [(Unit, Option<Rate>, u64); 2] {
     [
-        (
-            Unit::Messages,
-            quota.messages(),
-            u64::from(publish.messages),
-        ),
-        (Unit::Bytes, quota.bytes(), publish.bytes),
+        (Unit::Messages, messages, u64::from(publish.messages)),
+        (Unit::Bytes, bytes, publish.bytes),
     ]
 }
 
@@ -110,17 +110,12 @@ impl RateLimits {
         }
         let lease_ahead = held.lease_ahead;
         for (index, (scope, rates)) in held.plan_for(publish.rates).into_iter().enumerate() {
-            let Some([messages, bytes]) = rates else {
-                continue;
-            };
+            let Some(rates) = rates else { continue };
             let (identity, slot) = held.slot(scope, publish.topic);
             let bucket = slot.get_or_insert_with(|| {
                 HeldBucket::new(self.bucket(Key::of(scope, identity, publish.topic)))
             });
-            let draws = [
-                (Unit::Messages, messages, u64::from(publish.messages)),
-                (Unit::Bytes, bytes, publish.bytes),
-            ];
+            let draws = units(rates, publish);
             if bucket.spend_leased(&draws) {
                 continue;
             }
@@ -141,10 +136,9 @@ impl RateLimits {
         mut now: Instant,
         next: usize,
     ) -> Result<(), Limited> {
-        let scopes = scopes(&held.settings, publish.rates);
         let deadline = tokio::time::Instant::from_std(now) + held.settings.max_delay;
-        for (index, (scope, quota)) in scopes.into_iter().enumerate() {
-            let Some(quota) = quota else { continue };
+        for (index, (scope, rates)) in held.plan_for(publish.rates).into_iter().enumerate() {
+            let Some(rates) = rates else { continue };
             // Buckets are looked up only for scopes with a quota: unlimited costs nothing.
             let (identity, slot) = held.slot(scope, publish.topic);
             let held_bucket = slot.get_or_insert_with(|| {
@@ -153,7 +147,7 @@ impl RateLimits {
             // The draws from here on are exact: what a lease holds goes back first.
             held_bucket.give_back(now);
             let bucket = &held_bucket.bucket;
-            for (unit, rate, amount) in units(quota, publish) {
+            for (unit, rate, amount) in units(rates, publish) {
                 // Draws before `next` were taken by admit_now.
                 if index * 2 + (unit as usize) < next {
                     continue;

@@ -342,10 +342,9 @@ impl Bucket {
         &self,
         draws: [(Unit, Option<Rate>, u64); 2],
         now: Instant,
-        lease: Option<&mut [Leased; 2]>,
+        mut lease: Option<&mut [Leased; 2]>,
     ) -> Result<(), Unit> {
         let mut units = self.units.lock().unwrap_or_else(|e| e.into_inner());
-        let mut lease = lease;
         if let Some(lease) = lease.as_deref_mut() {
             units.give_back(lease, now);
         }

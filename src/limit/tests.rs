@@ -153,6 +153,18 @@ async fn a_role_setting_only_messages_keeps_the_default_byte_quota() {
     );
 }
 
+/// Reject mode, and an identity quota of `burst` messages refilled at 1/s.
+fn identity_burst(burst: u32) -> RateSettings {
+    RateSettings {
+        identity: Some(RateQuota {
+            messages_per_sec: Some(1),
+            burst_messages: Some(burst),
+            ..RateQuota::default()
+        }),
+        ..settings(OnLimit::Reject)
+    }
+}
+
 fn one(topic: &str) -> Publish<'_> {
     Publish {
         topic,
@@ -200,14 +212,7 @@ async fn a_session_sees_reloaded_rate_limits_at_its_next_publish() {
     let now = Instant::now();
     limits.admit_held(&mut held, one("t"), now).await.unwrap();
     // Burst 5 -> 1: the 4 tokens left are capped at 1.
-    limits.set_settings(RateSettings {
-        identity: Some(RateQuota {
-            messages_per_sec: Some(1),
-            burst_messages: Some(1),
-            ..RateQuota::default()
-        }),
-        ..settings(OnLimit::Reject)
-    });
+    limits.set_settings(identity_burst(1));
     limits.admit_held(&mut held, one("t"), now).await.unwrap();
     let err = limits
         .admit_held(&mut held, one("t"), now)
@@ -332,14 +337,7 @@ async fn a_publish_short_in_a_later_scope_is_charged_each_draw_once() {
 
 /// Identity quota of `burst` messages refilled at 1/s, in reject mode.
 fn leasing(burst: u32) -> RateLimits {
-    RateLimits::new(RateSettings {
-        identity: Some(RateQuota {
-            messages_per_sec: Some(1),
-            burst_messages: Some(burst),
-            ..RateQuota::default()
-        }),
-        ..settings(OnLimit::Reject)
-    })
+    RateLimits::new(identity_burst(burst))
 }
 
 /// Publishes one message at a time, in turn on each session, until every one is refused;
@@ -395,13 +393,6 @@ async fn a_lease_taken_under_one_rate_is_not_spent_under_another() {
         .await
         .unwrap();
     // A reload lowers the burst to 64: the lease goes back and the bucket is capped at 64.
-    limits.set_settings(RateSettings {
-        identity: Some(RateQuota {
-            messages_per_sec: Some(1),
-            burst_messages: Some(64),
-            ..RateQuota::default()
-        }),
-        ..settings(OnLimit::Reject)
-    });
+    limits.set_settings(identity_burst(64));
     assert_eq!(admitted_in_turn(&limits, &mut held, now).await, 64);
 }
