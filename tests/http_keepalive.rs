@@ -1,7 +1,8 @@
 //! The HTTPS fronts keep connections alive, and every request on one still passes the smuggling
 //! screen: requests in turn and pipelined are each answered; a request whose head the screen
 //! refuses gets 400 and the connection closes; a refused request ends the connection with a
-//! clean TLS close, and its body, though it looks like a request, is never read as one. A
+//! clean TLS close, and its body, though it looks like a request, is never read as one; a
+//! chunked request (whose end the screen cannot find) is the connection's last. A
 //! kept-alive caller is audited as a TCP client is (one `auth` line per credential, one line
 //! per allowed topic) while each request is still judged under the live policy. Real
 //! nsqgate, real nsqd, requests written as raw bytes.
@@ -126,6 +127,35 @@ async fn a_refused_requests_body_is_never_read_as_a_request() {
     assert!(closed.is_ok(), "a clean TLS close: {closed:?}");
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     assert!(!s.nsqd.topic_exists("smuggled"));
+}
+
+#[tokio::test]
+async fn a_chunked_request_is_the_connections_last_and_nothing_behind_it_is_served() {
+    let s = start(&[], "");
+    let mut tls = tls_stream(&s.pki, s.https).await;
+    // A chunked publish, and an authorised publish pipelined behind it. The chunked body's
+    // end is only a parser's to find, so the screen cannot see the next head: the chunked
+    // request must end the connection, and the one behind it is never served.
+    let chunked = format!(
+        "POST /pub?topic=orders HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {WRITER_KEY}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n"
+    );
+    let behind = publish("behind", WRITER_KEY, "unscreened");
+    tls.write_all(format!("{chunked}{behind}").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_lowercase();
+    assert!(
+        closed.is_ok(),
+        "the connection closes after the chunked request: {text}"
+    );
+    assert_eq!(text.matches("http/1.1 ").count(), 1, "{text}");
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert_eq!(s.nsqd.message_count("orders"), 1);
+    assert!(!s.nsqd.topic_exists("behind"), "{}", s.nsqd.stats());
 }
 
 /// How many audit lines so far have `action` and `outcome` (and `topic`, if given).

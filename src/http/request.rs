@@ -40,15 +40,10 @@ pub const MAX_HEADERS: usize = 100;
 /// it. A bare LF ends a line here too, so that a head written with bare LFs is screened (and
 /// refused) at once instead of waiting out the head deadline.
 pub fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.iter().enumerate().find_map(|(at, &byte)| {
-        if byte != b'\n' {
-            return None;
-        }
-        match buf.get(at + 1..) {
-            Some([b'\n', ..]) => Some(at + 2),
-            Some([b'\r', b'\n', ..]) => Some(at + 3),
-            _ => None,
-        }
+    memchr::memchr_iter(b'\n', buf).find_map(|at| match buf.get(at + 1..) {
+        Some([b'\n', ..]) => Some(at + 2),
+        Some([b'\r', b'\n', ..]) => Some(at + 3),
+        _ => None,
     })
 }
 

@@ -6,10 +6,10 @@
 //! the audit log see the real client. Every write toward a
 //! client has the `timeouts.write_ms` deadline of the NSQ path (`deadline`).
 //!
-//! Connections are kept alive, and every request head on them passes the smuggling screen
-//! (`request::screen_head`) before hyper parses it: nsqgate reads each head itself and gives
-//! hyper one request at a time (`kept::one_request`: the head and the body its length
-//! declares). A chunked body, a body hyper left unread, or a client asking to close ends the
+//! Connections are kept alive, served by one hyper dispatcher each, and every request head on
+//! them passes the smuggling screen (`request::screen_head`) before hyper parses it: nsqgate
+//! reads each head itself and gives hyper the head and the body its length declares, then the
+//! next screened head (`kept::Screened`). A chunked body or a client asking to close ends the
 //! connection after that request.
 
 use std::convert::Infallible;
@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -36,7 +36,7 @@ use crate::http::kept;
 use crate::http::metrics::Metrics;
 use crate::http::origin;
 use crate::http::reply::{self, Body};
-use crate::http::request::{self, HeadError};
+use crate::http::request;
 use crate::http::Front;
 use crate::limit::conn::{ConnPermit, Refusal};
 use crate::metrics::{handshake_failure, Leg};
@@ -45,9 +45,6 @@ use crate::net::proxied;
 use crate::net::stream::Replay;
 use crate::net::workers::Workers;
 use crate::shared::Shared;
-
-/// The longest request head nsqgate reads before refusing it.
-const MAX_HEAD: usize = 64 * 1024;
 
 /// Sent as-is when a head fails the screen: hyper never sees the request.
 const BAD_HEAD: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
@@ -188,7 +185,9 @@ async fn connection(
                 permit: Mutex::new(permit),
                 audited: Default::default(),
             });
-            serve_screened(tls, conn, front.clone(), listener.clone()).await;
+            let last = Arc::new(AtomicBool::new(false));
+            let service = front_service(front.clone(), conn, listener.clone(), &last);
+            serve_screened(tls, peer, &listener, service, last, true).await;
         }
         Serve::Plain { https_port } => {
             serve_plain(io, peer, *https_port, &listener).await;
@@ -197,98 +196,67 @@ async fn connection(
     }
 }
 
-/// Reads the head within the request deadline (after `read`, bytes the client already sent)
-/// and screens it; `None` when the connection is done (closed, too slow, or refused with 400).
-async fn screened_head<S>(
-    io: &mut S,
-    read: BytesMut,
+/// hyper serving the connection `io` (one dispatcher for all its requests, each head screened
+/// first: `kept::Screened`) with the listener's head deadline, until the client closes, asks
+/// to close, or a response says `Connection: close`. A head refused by the screen gets the
+/// 400 here; the connection then ends with TLS's close_notify and a FIN.
+async fn serve_screened<I, S>(
+    io: I,
     peer: SocketAddr,
     listener: &Listener,
-) -> Option<BytesMut>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
+    service: S,
+    last: Arc<AtomicBool>,
+    keep_alive: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+        Request<Incoming>,
+        Response = ::http::Response<Body>,
+        Error = Infallible,
+    >,
 {
-    let head = match tokio::time::timeout(listener.request_timeout, read_head(io, read)).await {
-        Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => return None,
-        Ok(Err(e)) => {
-            debug!(%peer, error = %e, "HTTP request head unreadable");
-            return None;
-        }
-        Err(_) => {
-            debug!(%peer, "HTTP request head timed out");
-            return None;
-        }
+    let served = hyper::server::conn::http1::Builder::new()
+        .keep_alive(keep_alive)
+        // The end of a request's bytes (the screen holding the next head back) is not the
+        // client hanging up: answer it.
+        .half_close(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(listener.request_timeout)
+        .serve_connection(TokioIo::new(kept::Screened::new(io, last)), service)
+        .without_shutdown()
+        .await;
+    let parts = match served {
+        Ok(parts) => parts,
+        Err(e) => return debug!(%peer, error = %e, "HTTP connection ended with an error"),
     };
-    let screened = request::head_end(&head)
-        .ok_or(HeadError::Malformed)
-        .and_then(|end| request::screen_head(&head[..end]));
-    if let Err(e) = screened {
+    let (mut io, refused) = parts.io.into_inner().into_parts();
+    if let Some(e) = refused {
         Metrics::add(&listener.metrics.smuggling, 1);
         warn!(%peer, error = %e, "HTTP request refused before parsing");
         let _ = io.write_all(BAD_HEAD).await;
-        let _ = io.shutdown().await;
-        return None;
     }
-    Some(head)
+    let _ = io.shutdown().await;
 }
 
-/// Request by request: reads the head, screens it, and hands hyper that one request (head
-/// replayed, body bounded); again while the connection may be kept alive.
-async fn serve_screened<S>(mut io: S, conn: Arc<Conn>, front: Arc<Front>, listener: Arc<Listener>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = conn.peer;
-    let mut read = BytesMut::new();
-    loop {
-        let Some(head) = screened_head(&mut io, read, peer, &listener).await else {
-            return;
-        };
-        let framing = request::head_end(&head).map(|end| (end, request::framing(&head[..end])));
-        let Some((end, Ok(framing))) = framing else {
-            Metrics::add(&listener.metrics.smuggling, 1);
-            warn!(%peer, "HTTP request refused before parsing: unreadable Content-Length");
-            let _ = io.write_all(BAD_HEAD).await;
-            let _ = io.shutdown().await;
-            return;
-        };
-        let end = u64::try_from(end).unwrap_or(u64::MAX);
-        let request_len = framing.body.map(|body| body.saturating_add(end));
-        let (one, beyond) = kept::one_request(head.freeze(), io, request_len);
-        let refused = Arc::new(AtomicBool::new(false));
-        let service = front_service(front.clone(), conn.clone(), listener.clone(), &refused);
-        let Some(mut next) = serve_one(one, peer, &listener, service, !framing.last).await else {
-            return;
-        };
-        if refused.load(Ordering::Relaxed) {
-            // Told `Connection: close` with the refusal: close (TLS close_notify, then FIN).
-            let _ = next.shutdown().await;
-            return;
-        }
-        io = next;
-        read = BytesMut::from(&beyond[..]);
-    }
-}
-
-/// The service hyper calls for one request on a front. A refusal (any 4xx or 5xx) ends the
-/// connection (`Connection: close`, and `refused` set): a client guessing credentials or
-/// names pays a handshake per guess, and a connection in doubt is not reused.
+/// The service hyper calls for each request on a front. A refusal (any 4xx or 5xx) ends the
+/// connection (`Connection: close`): a client guessing credentials or names pays a handshake
+/// per guess, and a connection in doubt is not reused. So does a request the screen saw as
+/// the connection's `last`.
 fn front_service(
     front: Arc<Front>,
     conn: Arc<Conn>,
     listener: Arc<Listener>,
-    refused: &Arc<AtomicBool>,
+    last: &Arc<AtomicBool>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = ::http::Response<Body>,
     Error = Infallible,
     Future: Send,
 > {
-    let refused = refused.clone();
+    let last = last.clone();
     service_fn(move |req: Request<Incoming>| {
         let (front, conn, listener) = (front.clone(), conn.clone(), listener.clone());
-        let refused = refused.clone();
+        let last = last.clone();
         async move {
             let mut response = match refuse_cross_site(&listener, conn.peer, &req) {
                 Some(refusal) => refusal,
@@ -298,8 +266,9 @@ fn front_service(
             if matches!(response.status().as_u16(), 401 | 403) {
                 Metrics::add(&listener.metrics.refused, 1);
             }
-            if response.status().is_client_error() || response.status().is_server_error() {
-                refused.store(true, Ordering::Relaxed);
+            let refused =
+                response.status().is_client_error() || response.status().is_server_error();
+            if refused || last.load(Ordering::Relaxed) {
                 let close = HeaderValue::from_static("close");
                 response.headers_mut().insert(CONNECTION, close);
             }
@@ -337,13 +306,10 @@ fn refuse_cross_site(
 }
 
 /// The plain listener: the same head deadline and screen, then `TLS_REQUIRED` and close.
-async fn serve_plain<S>(mut io: S, peer: SocketAddr, https_port: u16, listener: &Listener)
+async fn serve_plain<S>(io: S, peer: SocketAddr, https_port: u16, listener: &Listener)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(head) = screened_head(&mut io, BytesMut::new(), peer, listener).await else {
-        return;
-    };
     let metrics = listener.metrics.clone();
     let service = service_fn(move |_req: Request<Incoming>| {
         Metrics::add(&metrics.requests, 1);
@@ -353,68 +319,5 @@ where
             .insert(CONNECTION, HeaderValue::from_static("close"));
         async move { Ok::<_, Infallible>(response) }
     });
-    let (one, _) = kept::one_request(head.freeze(), io, None);
-    serve_one(one, peer, listener, service, false).await;
-}
-
-/// hyper serving the one request `one` carries, with the listener's head deadline. Returns
-/// the connection when it may carry another request: kept alive, and hyper took exactly this
-/// request (a body it left unread would otherwise be read as the next head). Otherwise the
-/// connection is closed.
-async fn serve_one<I, S>(
-    one: Replay<I>,
-    peer: SocketAddr,
-    listener: &Listener,
-    service: S,
-    keep_alive: bool,
-) -> Option<I>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-        Request<Incoming>,
-        Response = ::http::Response<Body>,
-        Error = Infallible,
-    >,
-{
-    let served = hyper::server::conn::http1::Builder::new()
-        .keep_alive(keep_alive)
-        // The end of this request's bytes is not the client hanging up: answer it.
-        .half_close(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(listener.request_timeout)
-        .serve_connection(TokioIo::new(one), service)
-        .without_shutdown()
-        .await;
-    let parts = match served {
-        Ok(parts) => parts,
-        Err(e) => {
-            debug!(%peer, error = %e, "HTTP connection ended with an error");
-            return None;
-        }
-    };
-    let clean = parts.read_buf.is_empty();
-    match kept::finished(parts.io.into_inner()) {
-        Ok(io) if keep_alive && clean => Some(io),
-        Ok(mut io) | Err(mut io) => {
-            let _ = io.shutdown().await;
-            None
-        }
-    }
-}
-
-/// Reads until the end of the request head, after `buf` (bytes already read). `None` when the
-/// client closed without a byte.
-async fn read_head<S: AsyncRead + Unpin>(
-    io: &mut S,
-    mut buf: BytesMut,
-) -> std::io::Result<Option<BytesMut>> {
-    buf.reserve(4096);
-    loop {
-        if request::head_end(&buf).is_some() || buf.len() >= MAX_HEAD {
-            return Ok(Some(buf));
-        }
-        if io.read_buf(&mut buf).await? == 0 {
-            return Ok((!buf.is_empty()).then_some(buf));
-        }
-    }
+    serve_screened(io, peer, listener, service, Arc::default(), false).await;
 }
