@@ -1,6 +1,7 @@
 //! JWKS refresh end to end: a key the issuer removed stops verifying after the next refresh
 //! even when another entry is unusable as written (no `alg`), and a JWKS that cannot be
-//! refreshed fails closed past `jwks_max_stale_secs`. The identity provider is a tiny HTTPS
+//! refreshed fails closed past `jwks_max_stale_secs`; a kept-alive HTTPS caller whose token
+//! the gate remembers between requests is refused once its key is gone. The identity provider is a tiny HTTPS
 //! server in the test; nsqd and nsqgate are the real ones.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
@@ -157,8 +158,11 @@ async fn until_refused(pki: &Pki, addr: SocketAddr, secret: &str) -> String {
     }
 }
 
-/// GET with the ops key over HTTPS, bytes written by hand; the whole response as text.
-async fn get(pki: &Pki, addr: SocketAddr, path: &str) -> String {
+/// A TLS connection to the HTTPS front at `addr`, verified with the test CA.
+async fn https(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let roots = common::nsqclient::ca_roots(&pki.path("ca.pem"));
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -169,10 +173,15 @@ async fn get(pki: &Pki, addr: SocketAddr, path: &str) -> String {
     .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// GET with the ops key over HTTPS, bytes written by hand; the whole response as text.
+async fn get(pki: &Pki, addr: SocketAddr, path: &str) -> String {
+    let mut tls = https(pki, addr).await;
     let head = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {OPS_KEY}\r\n\
          Connection: close\r\n\r\n"
@@ -181,6 +190,35 @@ async fn get(pki: &Pki, addr: SocketAddr, path: &str) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Publishes with `bearer` on a kept-alive connection; the response's status line and head.
+async fn publish_kept_alive<S>(tls: &mut S, bearer: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let request = format!(
+        "POST /pub?topic=kept HTTP/1.1\r\nHost: gate\r\nAuthorization: Bearer {bearer}\r\n\
+         Content-Length: 1\r\n\r\nm"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut byte)).await;
+        match read.expect("a response within 10 s") {
+            Ok(1) => head.push(byte[0]),
+            _ => return String::from_utf8_lossy(&head).into_owned(),
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_lowercase();
+    let length: usize = text
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    tls.read_exact(&mut body).await.unwrap();
+    text
 }
 
 /// The value of one metric line in Prometheus text.
@@ -220,6 +258,35 @@ async fn a_key_removed_from_the_jwks_stops_verifying_after_the_next_refresh() {
         gate.log().contains("JWKS entry skipped"),
         "the skipped entry is logged"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_https_caller_is_refused_once_its_key_leaves_the_jwks() {
+    let pki = Pki::new();
+    let (removed_key, removed) = es256_jwk("removed", true);
+    let (_, kept) = es256_jwk("kept", true);
+    let answer: Answer = Arc::new(Mutex::new((200, document(&[&removed, &kept]))));
+    let (server, _task) = jwks_server(&pki, answer.clone()).await;
+    let nsqd = Nsqd::start(&pki);
+    let (_gate, front) = gate(&pki, &nsqd, server, "");
+    // One connection, one token, request after request: the gate remembers the accepted
+    // token between them, and must stop believing it when its key is gone.
+    let bearer = token("removed", &removed_key);
+    let mut tls = https(&pki, front).await;
+    let first = publish_kept_alive(&mut tls, &bearer).await;
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+    *answer.lock().unwrap() = (200, document(&[&kept]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        let reply = publish_kept_alive(&mut tls, &bearer).await;
+        if !reply.starts_with("http/1.1 200") {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "still accepted after 60 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(nsqd.message_count("kept") >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

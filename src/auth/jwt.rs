@@ -15,8 +15,11 @@ use base64::Engine as _;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+mod again;
 mod compact;
 mod signature;
+
+pub use again::Accepted;
 
 use compact::{decode_json, numeric_date, Header, Parts};
 
@@ -140,6 +143,8 @@ pub struct JwtVerifier {
     roles_claim: String,
     /// Signatures this verifier already found good (see [`signature::SeenGood`]).
     seen_good: signature::SeenGood,
+    /// Names this verifier among all built in this process (see [`Accepted`]).
+    id: u64,
 }
 
 // === impl JwtSettings ===
@@ -247,6 +252,7 @@ impl JwtVerifier {
             identity_claim: settings.identity_claim.clone(),
             roles_claim: settings.roles_claim.clone(),
             seen_good: signature::SeenGood::default(),
+            id: again::next_verifier_id(),
         }
     }
 

@@ -9,7 +9,7 @@ use ::http::HeaderMap;
 
 use crate::audit::{self, Event};
 use crate::auth::identity;
-use crate::auth::{self, Method, Principal};
+use crate::auth::{Method, Principal};
 use crate::http::access::Access;
 use crate::http::reply::{self, EarlyResponse};
 use crate::http::request::{self, Credential};
@@ -20,8 +20,10 @@ use crate::shared::Shared;
 
 mod audited;
 mod caps;
+mod remembered;
 
 pub use audited::{Audited, Who};
+pub use remembered::Remembered;
 
 /// The identity of a caller without credentials when `auth.require_identity` is off (the same
 /// name the TCP path uses, so one policy entry covers both).
@@ -37,6 +39,8 @@ pub struct Conn {
     pub permit: Mutex<ConnPermit>,
     /// The audit lines this connection's requests already wrote (kept-alive connections).
     pub audited: Arc<Mutex<Audited>>,
+    /// The bearer credential its last request presented, and what it proved.
+    pub remembered: Mutex<Remembered>,
 }
 
 /// An authenticated caller of one request, with the policy version it is judged by.
@@ -67,8 +71,9 @@ impl Caller {
         let mut fingerprint = None;
         let principal = match credential {
             Credential::Secret(secret) => {
-                let print = fingerprint.insert(auth::fingerprint(secret));
-                from_secret(shared, conn, &policy, secret, print)?
+                let (principal, print) = from_secret(shared, conn, &policy, secret)?;
+                fingerprint = Some(print);
+                principal
             }
             Credential::Unusable => {
                 shared.metrics.authentication("unknown", false);
@@ -287,22 +292,28 @@ impl Caller {
     }
 }
 
-/// A bearer secret turned into a principal, counted either way; a failure is audited here,
-/// a success by [`audit_caller`] (once per credential on a kept-alive connection).
+/// A bearer secret turned into a principal, with the secret's fingerprint, counted either
+/// way; a failure is audited here, a success by [`audit_caller`] (once per credential on a
+/// kept-alive connection).
 fn from_secret(
     shared: &Shared,
     conn: &Conn,
     policy: &Policy,
     secret: &[u8],
-    fingerprint: &str,
-) -> Result<Principal, EarlyResponse> {
-    let authenticated = identity::from_secret(secret, shared.jwt().as_deref(), policy)
+) -> Result<(Principal, String), EarlyResponse> {
+    let mut remembered = conn
+        .remembered
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let authenticated = remembered
+        .authenticate(secret, shared.jwt().as_deref(), policy)
         .and_then(|principal| shared.not_revoked(principal));
+    let fingerprint = remembered.fingerprint();
     match authenticated {
         Ok(principal) => {
             let method = crate::metrics::method_label(principal.method);
             shared.metrics.authentication(method, true);
-            Ok(principal)
+            Ok((principal, fingerprint.to_owned()))
         }
         Err(e) => {
             shared

@@ -184,6 +184,7 @@ async fn connection(
                 cert,
                 permit: Mutex::new(permit),
                 audited: Default::default(),
+                remembered: Default::default(),
             });
             let last = Arc::new(AtomicBool::new(false));
             let service = front_service(front.clone(), conn, listener.clone(), &last);

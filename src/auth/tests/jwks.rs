@@ -340,3 +340,82 @@ fn verifier_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<JwtVerifier>();
 }
+
+#[test]
+fn a_token_is_answered_from_memory_only_while_its_acceptance_stands() {
+    let (kept, _) = rcgen_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let (removed, _) = rcgen_pair(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let doc = || {
+        jwks(vec![
+            jwk(&kept, Algorithm::ES256, "kept"),
+            jwk(&removed, Algorithm::ES256, "removed"),
+        ])
+    };
+    let v = from_jwks(doc()).unwrap();
+    let token = sign(Algorithm::ES256, Some("removed"), &claims(), &removed);
+    let other = sign(Algorithm::ES256, Some("kept"), &claims(), &kept);
+    let mut last = None;
+    // Marks the memory, so an answer from it is told from a verification.
+    let mark = |last: &mut Option<crate::auth::jwt::Accepted>| {
+        last.as_mut().unwrap().principal_mut().identity = "from memory".to_owned();
+    };
+    let who = |r: Result<crate::auth::Principal, AuthError>| r.unwrap().identity;
+
+    assert_eq!(who(v.verify_again_at(&token, NOW, &mut last)), "alice");
+    mark(&mut last);
+    assert_eq!(
+        who(v.verify_again_at(&token, NOW + 1, &mut last)),
+        "from memory"
+    );
+    // Another token, a clock set back: each verified anew.
+    assert_eq!(who(v.verify_again_at(&other, NOW, &mut last)), "alice");
+    mark(&mut last);
+    assert_eq!(who(v.verify_again_at(&other, NOW - 1, &mut last)), "alice");
+    // A reload (the same key set, an audience now required): judged by the new settings.
+    mark(&mut last);
+    let audience = Some("elsewhere".to_owned());
+    let reloaded = JwtVerifier::keeping_jwks(
+        &JwtSettings {
+            audience,
+            ..JwtSettings::default()
+        },
+        &v,
+    )
+    .unwrap();
+    let judged = reloaded.verify_again_at(&other, NOW, &mut last);
+    assert!(
+        matches!(judged, Err(AuthError::MissingClaim("aud"))),
+        "{judged:?}"
+    );
+    // Expired since (exp + the 60 s leeway): refused, and nothing is remembered.
+    assert_eq!(who(v.verify_again_at(&other, NOW, &mut last)), "alice");
+    mark(&mut last);
+    let expired = v.verify_again_at(&other, NOW + 3600 + 60, &mut last);
+    assert!(matches!(expired, Err(AuthError::Expired)), "{expired:?}");
+    assert!(last.is_none());
+    // A refresh that removed the token's key: refused though it was remembered.
+    assert_eq!(who(v.verify_again_at(&token, NOW, &mut last)), "alice");
+    mark(&mut last);
+    v.replace_jwks(&jwks(vec![jwk(&kept, Algorithm::ES256, "kept")]))
+        .unwrap();
+    let gone = v.verify_again_at(&token, NOW, &mut last);
+    assert!(matches!(gone, Err(AuthError::UnknownKid(_))), "{gone:?}");
+
+    // A set gone stale since: refused though remembered.
+    let max_stale = std::time::Duration::from_millis(300);
+    let soon_stale = JwtVerifier::new(&JwtSettings {
+        jwks: Some(doc()),
+        jwks_max_stale: Some(max_stale),
+        ..JwtSettings::default()
+    })
+    .unwrap();
+    let mut last = None;
+    assert_eq!(
+        who(soon_stale.verify_again_at(&token, NOW, &mut last)),
+        "alice"
+    );
+    mark(&mut last);
+    std::thread::sleep(max_stale + std::time::Duration::from_millis(50));
+    let stale = soon_stale.verify_again_at(&token, NOW, &mut last);
+    assert!(matches!(stale, Err(AuthError::KeysStale(_))), "{stale:?}");
+}
