@@ -142,14 +142,15 @@ impl Caller {
         topic: &str,
         channel: Option<&str>,
     ) -> Result<(), EarlyResponse> {
-        let check = self.policy.check(&self.subject(), action, topic, channel);
-        let allowed = check.decision.is_allow();
-        // Allowed again on this connection for the same caller under the same policy: its
-        // line (and any audit-mode line beside it) would repeat one already written.
-        if allowed && lock(&self.audited).allowed(&self.who, action, topic, channel) {
+        // Allowed already on this connection for the same caller under the same policy
+        // version: a decision is a function of exactly those (and the names), so it stands,
+        // and its line (and any audit-mode line beside it) would repeat one already written.
+        if lock(&self.audited).allowed(&self.who, action, topic, channel) {
             self.metrics.decision(action.as_str(), true);
             return Ok(());
         }
+        let check = self.policy.check(&self.subject(), action, topic, channel);
+        let allowed = check.decision.is_allow();
         let recorded = self.record(action, topic, channel, &check.decision, false);
         if let Some(would) = &check.audit {
             self.record(action, topic, channel, would, true);
@@ -181,13 +182,16 @@ impl Caller {
             .principal
             .expires_at
             .is_some_and(|exp| exp <= std::time::SystemTime::now());
-        let allowed = !expired
-            && identity::current_subject(&self.principal, &policy).is_ok_and(|subject| {
+        // The policy that allowed the request still in force: the same decision.
+        let judged_again = || {
+            identity::current_subject(&self.principal, &policy).is_ok_and(|subject| {
                 policy
                     .check(&subject, action, topic, channel)
                     .decision
                     .is_allow()
-            });
+            })
+        };
+        let allowed = !expired && (Arc::ptr_eq(&policy, &self.policy) || judged_again());
         if allowed {
             return Ok(());
         }

@@ -1,10 +1,11 @@
 //! What one kept-alive connection has already written to the audit log, so its requests are
 //! audited as the TCP path's commands are: one `auth` line per credential and one line per
-//! allowed action and topic, under the policy in force. Every request is still authenticated,
-//! checked for revocation and decided in full; only a line identical to one this connection
-//! already wrote is left out. Another credential or identity, or a policy reload (API keys,
-//! roles, CRLs all change its version), starts afresh; a denial is always written (and ends
-//! the connection). Pure data; no I/O.
+//! allowed action and topic, under the policy in force. Every request is still authenticated
+//! and checked for revocation; only a line identical to one this connection already wrote is
+//! left out, and the allow it records stands for the same caller, action and names under the
+//! same policy version (a decision is a function of exactly those). Another credential or
+//! identity, or a policy reload (API keys, roles, CRLs all change its version), starts
+//! afresh; a denial is always written (and ends the connection). Pure data; no I/O.
 
 use std::collections::VecDeque;
 

@@ -10,14 +10,26 @@ use crate::auth::{self, AuthError, Principal, SecretKind};
 use crate::policy::Policy;
 
 /// One connection's last credential.
-#[derive(Default)]
 pub struct Remembered {
     secret: Vec<u8>,
+    /// What the secret looks like (`auth::classify`: a pass over every byte).
+    kind: SecretKind,
     fingerprint: String,
     accepted: Option<Accepted>,
 }
 
 // === impl Remembered ===
+
+impl Default for Remembered {
+    fn default() -> Self {
+        Remembered {
+            secret: Vec::new(),
+            kind: auth::classify(b""),
+            fingerprint: String::new(),
+            accepted: None,
+        }
+    }
+}
 
 impl Remembered {
     /// Authenticates `secret` as `identity::from_secret` does, remembering it.
@@ -29,10 +41,11 @@ impl Remembered {
     ) -> Result<Principal, AuthError> {
         if self.secret != secret {
             self.secret = secret.to_vec();
+            self.kind = auth::classify(secret);
             self.fingerprint = auth::fingerprint(secret);
             self.accepted = None;
         }
-        match (auth::classify(secret), jwt, std::str::from_utf8(secret)) {
+        match (self.kind, jwt, std::str::from_utf8(secret)) {
             (SecretKind::Jwt, Some(verifier), Ok(token)) => {
                 verifier.verify_again(token, &mut self.accepted)
             }
