@@ -73,8 +73,7 @@ impl<T> Screened<T> {
 
     /// What follows the whole head `head`: the request it frames, or the refusal.
     fn judge(&self, head: &[u8]) -> At {
-        let framing = request::screen_head(head).and_then(|()| request::framing(head));
-        match framing {
+        match request::screen_head(head) {
             Err(why) => At::Refused(why),
             Ok(framing) => {
                 if framing.last {

@@ -47,10 +47,18 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     })
 }
 
-/// Checks the lines of a complete request head (request line included).
-pub fn screen_head(head: &[u8]) -> Result<(), HeadError> {
+/// Screens the lines of a complete request head (request line included) and says how the
+/// bytes after it are framed: one pass over the head for both.
+pub fn screen_head(head: &[u8]) -> Result<Framing, HeadError> {
     let mut lengths = 0;
     let mut encodings = 0;
+    let mut framing = Framing {
+        body: Some(0),
+        last: false,
+    };
+    // An unreadable Content-Length, reported only once the rest of the screen passed.
+    let mut unreadable_length = false;
+    let mut http10 = false;
     let mut lines = head.split(|&b| b == b'\n');
     // What follows the last LF is not a line of the head (nothing, for a whole head).
     let _ = lines.next_back();
@@ -58,7 +66,10 @@ pub fn screen_head(head: &[u8]) -> Result<(), HeadError> {
         // A bare LF ends a line for some parsers and not for others.
         let line = line.strip_suffix(b"\r").ok_or(HeadError::BareLineFeed)?;
         if index == 0 {
-            continue; // the request line
+            // HTTP/1.0 closes after each request unless asked to keep alive.
+            http10 = line.trim_ascii_end().ends_with(b"HTTP/1.0");
+            framing.last = http10;
+            continue;
         }
         if line.is_empty() {
             break;
@@ -69,29 +80,50 @@ pub fn screen_head(head: &[u8]) -> Result<(), HeadError> {
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(HeadError::Malformed);
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HeadError::Malformed)?;
-        let name = &line[..colon];
+        let colon = memchr::memchr(b':', line).ok_or(HeadError::Malformed)?;
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.iter().any(|b| b.is_ascii_whitespace()) {
             return Err(HeadError::Malformed);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
-            if line[colon + 1..].contains(&b',') {
+            if value.contains(&b',') {
                 return Err(HeadError::SeveralLengths);
             }
+            framing.body = content_length(value);
+            unreadable_length |= framing.body.is_none();
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             encodings += 1;
+            framing.body = None;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    framing.last = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    framing.last = false;
+                }
+            }
         }
     }
     match (lengths, encodings) {
-        (l, e) if l > 0 && e > 0 => Err(HeadError::LengthAndChunked),
-        (l, _) if l > 1 => Err(HeadError::SeveralLengths),
-        (_, e) if e > 1 => Err(HeadError::SeveralEncodings),
-        _ => Ok(()),
+        (l, e) if l > 0 && e > 0 => return Err(HeadError::LengthAndChunked),
+        (l, _) if l > 1 => return Err(HeadError::SeveralLengths),
+        (_, e) if e > 1 => return Err(HeadError::SeveralEncodings),
+        _ => {}
     }
+    if unreadable_length {
+        return Err(HeadError::Malformed);
+    }
+    framing.last |= framing.body.is_none();
+    Ok(framing)
+}
+
+/// A Content-Length value: ASCII digits only, within a `u64`.
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// What a screened head says about the bytes that follow it on a kept-alive connection.
@@ -103,45 +135,6 @@ pub struct Framing {
     /// The client asked to close after this request (`Connection: close`, or HTTP/1.0
     /// without `keep-alive`), or the body is chunked.
     pub last: bool,
-}
-
-/// The framing of a head that passed [`screen_head`] (at most one length, no length beside
-/// an encoding). A request without either has no body (RFC 9112, 6.3).
-pub fn framing(head: &[u8]) -> Result<Framing, HeadError> {
-    let mut body = Some(0);
-    let mut lines = head.split(|&b| b == b'\n');
-    let request_line = lines.next().unwrap_or_default();
-    let http10 = request_line.trim_ascii_end().ends_with(b"HTTP/1.0");
-    let mut close = http10;
-    for line in lines {
-        let line = line.trim_ascii_end();
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let digits = std::str::from_utf8(value).map_err(|_| HeadError::Malformed)?;
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::Malformed);
-            }
-            body = Some(digits.parse().map_err(|_| HeadError::Malformed)?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            body = None;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            let tokens = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
-            for token in tokens {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                    close = false;
-                }
-            }
-        }
-    }
-    Ok(Framing {
-        last: close || body.is_none(),
-        body,
-    })
 }
 
 /// Query parameters, percent-decoded, in order. Like Go's `url.Values.Get`, the first value of

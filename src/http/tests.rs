@@ -22,8 +22,8 @@ fn head(lines: &str) -> Vec<u8> {
 #[test]
 fn head_screen_refuses_ambiguous_framing() {
     assert_eq!(
-        request::screen_head(&head("Host: a\r\nContent-Length: 3\r\n")),
-        Ok(())
+        request::screen_head(&head("Host: a\r\nContent-Length: 3\r\n")).map(|f| f.body),
+        Ok(Some(3))
     );
     assert_eq!(
         request::screen_head(&head("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n")),
@@ -57,8 +57,8 @@ fn head_screen_refuses_ambiguous_framing() {
 fn head_screen_refuses_more_headers_than_hyper_parses() {
     let lines = |count: usize| -> String { (0..count).map(|n| format!("X-{n}: v\r\n")).collect() };
     assert_eq!(
-        request::screen_head(&head(&lines(request::MAX_HEADERS))),
-        Ok(())
+        request::screen_head(&head(&lines(request::MAX_HEADERS))).map(|f| f.body),
+        Ok(Some(0))
     );
     assert_eq!(
         request::screen_head(&head(&lines(request::MAX_HEADERS + 1))),
@@ -353,8 +353,8 @@ fn nsqadmin_paths_that_name_topics_are_checked() {
 
 #[test]
 fn framing_reads_the_body_length_and_whether_the_request_is_the_last() {
-    use request::{framing, Framing};
-    let of = |text: &str| framing(text.as_bytes());
+    use request::Framing;
+    let of = |text: &str| request::screen_head(text.as_bytes());
     let kept = |body| Ok(Framing { body, last: false });
     let last = |body| Ok(Framing { body, last: true });
     assert_eq!(of("GET /ping HTTP/1.1\r\nHost: g\r\n\r\n"), kept(Some(0)));
@@ -374,6 +374,15 @@ fn framing_reads_the_body_length_and_whether_the_request_is_the_last() {
     assert_eq!(
         of("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
         kept(Some(0))
+    );
+    assert_eq!(
+        of("GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n"),
+        kept(Some(0))
+    );
+    // The screen's refusals come first: an unreadable length is only reported after them.
+    assert_eq!(
+        of("POST /pub HTTP/1.1\r\nContent-Length: x\r\nX-A: 1\n\r\n"),
+        Err(HeadError::BareLineFeed)
     );
     for bad in ["+5", "", "5 5", "0x10", "99999999999999999999999"] {
         let text = format!("POST /pub HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
