@@ -32,6 +32,9 @@ pub struct Screened<T> {
     io: T,
     /// Read from the client and not yet handed to hyper.
     read: BytesMut,
+    /// How much of `read` was already searched for a head's end (a head trickling in is not
+    /// searched from its start again at every read).
+    searched: usize,
     at: At,
     /// Set once a head makes its request the connection's last.
     last: Arc<AtomicBool>,
@@ -58,6 +61,7 @@ impl<T> Screened<T> {
         Screened {
             io,
             read: BytesMut::new(),
+            searched: 0,
             at: At::Head,
             last,
         }
@@ -109,10 +113,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Screened<T> {
             match &mut this.at {
                 At::End | At::Refused(_) => return Poll::Ready(Ok(())),
                 At::Head => {
-                    if let Some(end) = request::head_end(&this.read) {
-                        this.at = this.judge(&this.read[..end]);
+                    // The empty line may have begun in the last two bytes already searched.
+                    let from = this.searched.saturating_sub(2);
+                    if let Some(end) = request::head_end(&this.read[from..]) {
+                        this.searched = 0;
+                        this.at = this.judge(&this.read[..from + end]);
                         continue;
                     }
+                    this.searched = this.read.len();
                     if this.read.len() >= MAX_HEAD {
                         this.at = At::Refused(HeadError::Malformed);
                         continue;

@@ -36,6 +36,34 @@ async fn kept_alive_requests_pass_whole_head_and_declared_body_then_the_next() {
     }
 }
 
+/// A client whose bytes arrive one at a time.
+struct Trickle(&'static [u8]);
+
+impl tokio::io::AsyncRead for Trickle {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some((first, rest)) = self.0.split_first() {
+            buf.put_slice(&[*first]);
+            self.0 = rest;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn heads_trickling_in_a_byte_at_a_time_are_found() {
+    // Each empty line that ends a head arrives split across reads, a byte per read.
+    let client: &[u8] = b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nokGET /c HTTP/1.1\r\n\r\n";
+    let mut stream = Screened::new(Trickle(client), Arc::default());
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out, client);
+    assert!(stream.into_parts().1.is_none());
+}
+
 #[tokio::test]
 async fn a_head_failing_the_screen_is_never_handed_on() {
     // The second head has both framings: hyper gets the first request, then the end.
