@@ -98,6 +98,9 @@ fn query_decodes_and_reencodes_what_was_authorized() {
         query.only(&["topic", "defer"]).with_path("/pub"),
         "/pub?topic=a.b&topic=evil&defer=10"
     );
+    // Bytes that are not UTF-8 become U+FFFD (nsqd then refuses such a name as invalid).
+    let query = Query::parse(Some("topic=a%FFb"));
+    assert_eq!(query.get("topic"), Some("a\u{FFFD}b"));
     let mut query = Query::parse(None);
     assert_eq!(query.with_path("/stats"), "/stats");
     query.set("format", "json");
