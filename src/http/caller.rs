@@ -14,6 +14,7 @@ use crate::http::access::Access;
 use crate::http::reply::{self, EarlyResponse};
 use crate::http::request::{self, Credential};
 use crate::limit::conn::ConnPermit;
+use crate::limit::SessionBuckets;
 use crate::metrics::Metrics;
 use crate::policy::{Action, Decision, Policy, Subject};
 use crate::shared::Shared;
@@ -41,6 +42,8 @@ pub struct Conn {
     pub audited: Arc<Mutex<Audited>>,
     /// The bearer credential its last request presented, and what it proved.
     pub remembered: Mutex<Remembered>,
+    /// The rate-limit buckets its publishes drew from, held for the next one.
+    pub buckets: Arc<Mutex<Option<SessionBuckets>>>,
 }
 
 /// An authenticated caller of one request, with the policy version it is judged by.
@@ -53,6 +56,8 @@ pub struct Caller {
     /// Who the connection's audit lines are written for, and what they already say.
     who: Who,
     audited: Arc<Mutex<Audited>>,
+    /// The connection's rate-limit buckets ([`Conn::buckets`]).
+    pub buckets: Arc<Mutex<Option<SessionBuckets>>>,
 }
 
 // === impl Caller ===
@@ -118,6 +123,7 @@ impl Caller {
             metrics: shared.metrics.clone(),
             who,
             audited: conn.audited.clone(),
+            buckets: conn.buckets.clone(),
         })
     }
 

@@ -31,7 +31,7 @@ use crate::http::stats;
 use crate::http::upstream::{self, HttpUpstream};
 use crate::http::{args, body};
 use crate::http::{body_failed, forward, upstream_failed, MAX_FILTERED_RESPONSE};
-use crate::limit::Limited;
+use crate::limit::{Limited, Publish};
 use crate::policy::{Action, Subject};
 use crate::shared::Shared;
 
@@ -316,10 +316,17 @@ impl NsqdFront {
             identity: &caller.principal.identity,
             claimed_roles: &caller.principal.claimed_roles,
         });
+        let publish = Publish {
+            topic,
+            rates,
+            messages,
+            bytes,
+        };
+        let identity = &caller.principal.identity;
         let admitted = self
             .shared
             .rates
-            .admit(&caller.principal.identity, topic, rates, messages, bytes)
+            .admit_kept(&caller.buckets, identity, publish)
             .await;
         let Err(limited) = admitted else {
             return Ok(());

@@ -185,6 +185,7 @@ async fn connection(
                 permit: Mutex::new(permit),
                 audited: Default::default(),
                 remembered: Default::default(),
+                buckets: Default::default(),
             });
             let last = Arc::new(AtomicBool::new(false));
             let service = front_service(front.clone(), conn, listener.clone(), &last);

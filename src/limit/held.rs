@@ -92,6 +92,11 @@ impl SessionBuckets {
         }
     }
 
+    /// The identity whose buckets these are.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
     /// For one publish (an HTTP request): no lease, it would only go back at once.
     pub fn one_publish(limits: &RateLimits, identity: &str) -> SessionBuckets {
         SessionBuckets {

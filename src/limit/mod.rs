@@ -215,6 +215,25 @@ impl RateLimits {
         self.admit_held(&mut held, publish, Instant::now()).await
     }
 
+    /// As [`RateLimits::admit`], through the buckets `kept` holds from the caller's earlier
+    /// publishes (a kept-alive HTTP connection's), looked up afresh only for another identity.
+    /// Cancelled while it waits, it leaves `kept` empty: the next publish looks them up again.
+    pub async fn admit_kept(
+        &self,
+        kept: &std::sync::Mutex<Option<SessionBuckets>>,
+        identity: &str,
+        publish: Publish<'_>,
+    ) -> Result<(), Limited> {
+        let taken = kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut held = match taken {
+            Some(held) if held.identity() == identity => held,
+            _ => SessionBuckets::one_publish(self, identity),
+        };
+        let admitted = self.admit_held(&mut held, publish, Instant::now()).await;
+        *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+        admitted
+    }
+
     /// The key's one bucket, made on first use; the quota in force is applied per take.
     fn bucket(&self, key: Key) -> Arc<Bucket> {
         let now = self.epoch.elapsed().as_secs();

@@ -45,6 +45,44 @@ async fn reject_mode_refuses_past_the_burst_and_keys_are_separate() {
 }
 
 #[tokio::test]
+async fn kept_buckets_draw_from_the_identitys_one_bucket_and_follow_the_identity() {
+    let limits = RateLimits::new(settings(OnLimit::Reject));
+    let kept = std::sync::Mutex::new(None);
+    let one = |topic| Publish {
+        topic,
+        rates: RoleRates::default(),
+        messages: 1,
+        bytes: 0,
+    };
+    // The burst of 5 is shared with `admit` for the same identity, through the kept buckets.
+    limits
+        .admit("a", "t", RoleRates::default(), 2, 0)
+        .await
+        .unwrap();
+    for topic in ["t", "u", "t"] {
+        limits.admit_kept(&kept, "a", one(topic)).await.unwrap();
+    }
+    let held = |kept: &std::sync::Mutex<Option<SessionBuckets>>| {
+        kept.lock()
+            .unwrap()
+            .as_ref()
+            .map(|h| h.identity().to_owned())
+    };
+    assert_eq!(held(&kept).as_deref(), Some("a"));
+    let refused = limits.admit_kept(&kept, "a", one("t")).await.unwrap_err();
+    assert_eq!(refused.scope(), "identity");
+    assert!(limits
+        .admit("a", "t", RoleRates::default(), 1, 0)
+        .await
+        .is_err());
+    // Another identity on the same connection draws from its own bucket, never a's.
+    limits.admit_kept(&kept, "b", one("t")).await.unwrap();
+    assert_eq!(held(&kept).as_deref(), Some("b"));
+    // Back to a: its buckets looked up again are the same, still empty.
+    assert!(limits.admit_kept(&kept, "a", one("t")).await.is_err());
+}
+
+#[tokio::test]
 async fn delay_mode_waits_for_tokens_within_the_bound() {
     let limits = RateLimits::new(settings(OnLimit::Delay));
     limits
