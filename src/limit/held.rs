@@ -97,7 +97,8 @@ impl SessionBuckets {
         &self.identity
     }
 
-    /// For one publish (an HTTP request): no lease, it would only go back at once.
+    /// For HTTP publishes, each a request of its own: no lease, it would only go back at
+    /// once.
     pub fn one_publish(limits: &RateLimits, identity: &str) -> SessionBuckets {
         SessionBuckets {
             lease_ahead: false,

@@ -195,8 +195,10 @@ impl RateLimits {
 
     /// Takes `messages` and `bytes` from every bucket that applies, waiting (in delay mode)
     /// or failing (in reject mode, or past `max_delay`) when one is short. A role's quota
-    /// applies over the `[rate_limits]` default field by field. For a single publish (HTTP);
-    /// a session holds its buckets instead ([`RateLimits::admit_held`]).
+    /// applies over the `[rate_limits]` default field by field. One publish with buckets of
+    /// its own, for the tests: a session holds its buckets ([`RateLimits::admit_held`]), an
+    /// HTTP connection keeps them between requests ([`RateLimits::admit_kept`]).
+    #[cfg(test)]
     pub async fn admit(
         &self,
         identity: &str,
@@ -215,8 +217,9 @@ impl RateLimits {
         self.admit_held(&mut held, publish, Instant::now()).await
     }
 
-    /// As [`RateLimits::admit`], through the buckets `kept` holds from the caller's earlier
-    /// publishes (a kept-alive HTTP connection's), looked up afresh only for another identity.
+    /// Takes a publish from every bucket that applies, as a session does, through the
+    /// buckets `kept` holds from the caller's earlier publishes (a kept-alive HTTP
+    /// connection's), looked up afresh only for another identity.
     /// Cancelled while it waits, it leaves `kept` empty: the next publish looks them up again.
     pub async fn admit_kept(
         &self,
