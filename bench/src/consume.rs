@@ -177,12 +177,15 @@ pub async fn fanout(
     }
     let first = window::snapshot(watched)?;
     let wire_start = target.wire.total();
+    // Markers for bench/profile, which starts and stops its profilers on them.
+    eprintln!("nsqgate-bench: window start");
     start.wait().await;
     let mut received = 0;
     while let Some(done) = tasks.join_next().await {
         received += done??;
     }
     let last = window::snapshot(watched)?;
+    eprintln!("nsqgate-bench: window end");
     let wire = target.wire.total() - wire_start;
     let mut out = window::report(watched, &first, &last);
     out.insert("messages".into(), json!(received));

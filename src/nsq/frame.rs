@@ -43,14 +43,21 @@ pub struct Message {
     pub body: Bytes,
 }
 
-/// Decodes one frame. `Ok(None)` means more bytes are needed; `buf` is then only reserved into.
-///
-/// `max_frame_size` bounds the size field (type + data), checked before any reserve, so a huge
-/// declared size fails at once. An unknown type fails as soon as its 4 bytes arrive.
-pub fn decode_frame(
-    buf: &mut BytesMut,
-    max_frame_size: u32,
-) -> Result<Option<Frame>, ProtocolError> {
+/// A whole frame still in the read buffer, borrowed: what relaying it needs to know, with no
+/// copy and no reference count (see [`peek_frame`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameView<'a> {
+    pub frame_type: FrameType,
+    /// The payload after the type field.
+    pub data: &'a [u8],
+    /// The whole frame's length, size prefix included: where the next frame starts.
+    pub len: usize,
+}
+
+/// Reads the frame at the start of `buf` without consuming it. `Ok(None)` means more bytes are
+/// needed. The checks are [`decode_frame`]'s, in its order: the size field against
+/// `max_frame_size` before anything else, an unknown type as soon as its 4 bytes are there.
+pub fn peek_frame(buf: &[u8], max_frame_size: u32) -> Result<Option<FrameView<'_>>, ProtocolError> {
     let Some(size) = peek_u32(buf, 0) else {
         return Ok(None);
     };
@@ -67,11 +74,29 @@ pub fn decode_frame(
         return Ok(None);
     };
     let frame_type = FrameType::from_wire(type_field as i32)?;
-    let total = 4 + size as usize;
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
-        return Ok(None);
-    }
+    let len = 4 + size as usize;
+    Ok(buf.get(8..len).map(|data| FrameView {
+        frame_type,
+        data,
+        len,
+    }))
+}
+
+/// Decodes one frame. `Ok(None)` means more bytes are needed; `buf` is then only reserved into.
+///
+/// `max_frame_size` bounds the size field (type + data), checked before any reserve, so a huge
+/// declared size fails at once. An unknown type fails as soon as its 4 bytes arrive.
+pub fn decode_frame(
+    buf: &mut BytesMut,
+    max_frame_size: u32,
+) -> Result<Option<Frame>, ProtocolError> {
+    let (frame_type, total) = match peek_frame(buf, max_frame_size)? {
+        Some(view) => (view.frame_type, view.len),
+        None => {
+            reserve_rest_of_frame(buf);
+            return Ok(None);
+        }
+    };
     let raw = buf.split_to(total).freeze();
     let data = raw.slice(8..);
     Ok(Some(Frame {
@@ -79,6 +104,15 @@ pub fn decode_frame(
         data,
         raw,
     }))
+}
+
+/// Makes room for the rest of the frame `buf` starts with, once its size and type are there:
+/// call it after [`peek_frame`] said `Ok(None)` for `buf`, which checked both against the limit.
+pub fn reserve_rest_of_frame(buf: &mut BytesMut) {
+    if let Some(size) = peek_u32(buf, 0).filter(|_| buf.len() >= 8) {
+        let total = 4 + size as usize;
+        buf.reserve(total.saturating_sub(buf.len()));
+    }
 }
 
 /// Appends one frame: size (4 + data length), type, data.
@@ -165,16 +199,21 @@ impl Frame {
 
     /// Whether this is nsqd's `_heartbeat_`, which the client must answer with NOP.
     pub fn is_heartbeat(&self) -> bool {
-        self.frame_type == FrameType::Response && self.data == HEARTBEAT
+        self.view().is_heartbeat()
     }
 
     /// The code of an error frame; `None` for other frames or an unknown code.
     pub fn error_code(&self) -> Option<ErrorCode> {
-        if self.frame_type != FrameType::Error {
-            return None;
+        self.view().error_code()
+    }
+
+    /// The same frame, borrowed.
+    pub fn view(&self) -> FrameView<'_> {
+        FrameView {
+            frame_type: self.frame_type,
+            data: &self.data,
+            len: self.raw.len(),
         }
-        let end = self.data.iter().position(|&b| b == b' ');
-        ErrorCode::parse(&self.data[..end.unwrap_or(self.data.len())])
     }
 
     /// The text after an error frame's code, empty when there is none.
@@ -198,6 +237,24 @@ impl Frame {
             });
         }
         Message::decode(self.data.clone())
+    }
+}
+
+// === impl FrameView ===
+
+impl FrameView<'_> {
+    /// Whether this is nsqd's `_heartbeat_`, which the client must answer with NOP.
+    pub fn is_heartbeat(&self) -> bool {
+        self.frame_type == FrameType::Response && self.data == HEARTBEAT
+    }
+
+    /// The code of an error frame; `None` for other frames or an unknown code.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        if self.frame_type != FrameType::Error {
+            return None;
+        }
+        let end = self.data.iter().position(|&b| b == b' ');
+        ErrorCode::parse(&self.data[..end.unwrap_or(self.data.len())])
     }
 }
 

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::debug;
@@ -112,6 +112,11 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
 
     /// Relays the frames already buffered, pairing each reply with what it answers, and writes
     /// them in one go. Some when a refusal in its turn ended the connection.
+    ///
+    /// Frames are read where they lie (`peek_frame`): no reference-counted slice per frame.
+    /// What is relayed as it came is written straight from `buf` unless one of nsqgate's own
+    /// replies or an opened signed delivery is to go between frames; then `out` takes the
+    /// frames before it (`buf[copied..at]`), it, and the rest.
     async fn relay_buffered(
         &mut self,
         buf: &mut BytesMut,
@@ -120,36 +125,52 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
         let mut messages = 0;
         // One clock reading per read for the publishes it answers, taken at the first.
         let mut now = None;
+        // Frames up to `at` are handled; those up to `copied` are in `out` already.
+        let (mut at, mut copied) = (0, 0);
         loop {
-            let frame = match nsq::decode_frame(buf, max_frame_size) {
+            let frame = match nsq::peek_frame(&buf[at..], max_frame_size) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => return Err(RelayError::NsqdFrame(e)),
             };
+            let (frame_type, len) = (frame.frame_type, frame.len);
             if !is_reply(&frame) {
-                let relayed = match &self.signed {
-                    Some(signed) => signed.incoming(&frame),
-                    None => Delivery::Relay(frame.raw.clone()),
+                let Some(signed) = &self.signed else {
+                    messages += u64::from(frame_type == FrameType::Message);
+                    at += len;
+                    continue;
                 };
-                if let Delivery::Relay(bytes) = relayed {
-                    messages += u64::from(frame.frame_type == FrameType::Message);
+                // Opened, or withheld, before the client sees it: what came before goes first.
+                self.out.extend_from_slice(&buf[copied..at]);
+                buf.advance(at);
+                (at, copied) = (0, 0);
+                let raw = buf.split_to(len).freeze();
+                let frame = nsq::Frame {
+                    frame_type,
+                    data: raw.slice(8..),
+                    raw,
+                };
+                if let Delivery::Relay(bytes) = signed.incoming(&frame) {
+                    messages += u64::from(frame_type == FrameType::Message);
                     self.out.extend_from_slice(&bytes);
                 }
                 continue;
             }
-            if let Some(end) = self.pair_reply(&mut now).await? {
+            let error = (frame_type == FrameType::Error).then(|| NsqdError {
+                code: frame.error_code(),
+                text: Bytes::copy_from_slice(frame.data),
+            });
+            if let Some(end) = self.pair_reply(&mut now, buf, &mut copied, at).await? {
                 return Ok(Some(end));
             }
-            if frame.frame_type == FrameType::Error {
-                let code = frame.error_code();
-                let text = frame.data.clone();
-                self.last_error = Some(NsqdError { code, text });
+            if error.is_some() {
+                self.last_error = error;
             }
-            self.out.extend_from_slice(&frame.raw);
+            at += len;
         }
         // The last reply nsqd owed may have been just handled: a local reply queued behind it
         // is due now.
-        if let Some(end) = self.emit_due_local().await? {
+        if let Some(end) = self.emit_due_local_after(buf, &mut copied, at).await? {
             return Ok(Some(end));
         }
         // Counted once per read, not per frame: a few atomic adds however many frames came.
@@ -157,34 +178,48 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
         if let Some(round_trips) = &self.round_trips {
             round_trips.flush();
         }
-        if !self.out.is_empty() {
+        if self.out.is_empty() {
+            if copied < at {
+                self.write(&buf[copied..at]).await?;
+            }
+        } else {
+            self.out.extend_from_slice(&buf[copied..at]);
             let chunk = self.out.split();
             self.write(&chunk).await?;
         }
+        buf.advance(at);
+        nsq::reserve_rest_of_frame(buf);
         Ok(None)
     }
 
-    /// Takes the slot of the command a reply from nsqd answers; local replies due before it
-    /// go first. A publish's round trip is measured to `now`, read at the first one.
+    /// Takes the slot of the command a reply from nsqd answers (the reply ends
+    /// `buf[..at]`); nsqgate's own replies due before it go first. A publish's round trip is
+    /// measured to `now`, read at the first one.
     async fn pair_reply(
         &mut self,
         now: &mut Option<Instant>,
+        buf: &[u8],
+        copied: &mut usize,
+        at: usize,
     ) -> Result<Option<RelayEnd>, RelayError> {
-        // The slot for this reply was queued before the command was written.
-        if let Some(end) = self.emit_due_local().await? {
-            return Ok(Some(end));
-        }
-        match self.replies.answer() {
-            Some(Answered::Publish { sent }) => {
-                let now = *now.get_or_insert_with(Instant::now);
-                let took = now.saturating_duration_since(sent).as_secs_f64();
-                let metrics = &self.metrics;
-                let round_trips =
-                    (self.round_trips).get_or_insert_with(|| metrics.publish_round_trips());
-                round_trips.observe(took);
+        // The slot for this reply was queued before the command was written; only when it is
+        // not at the front are there local replies to send first.
+        let answered = match self.replies.answer() {
+            Some(answered) => answered,
+            None => {
+                if let Some(end) = self.emit_due_local_after(buf, copied, at).await? {
+                    return Ok(Some(end));
+                }
+                self.replies.answer().ok_or(RelayError::UnaskedReply)?
             }
-            Some(Answered::Other) => {}
-            None => return Err(RelayError::UnaskedReply),
+        };
+        if let Answered::Publish { sent } = answered {
+            let now = *now.get_or_insert_with(Instant::now);
+            let took = now.saturating_duration_since(sent).as_secs_f64();
+            let metrics = &self.metrics;
+            let round_trips =
+                (self.round_trips).get_or_insert_with(|| metrics.publish_round_trips());
+            round_trips.observe(took);
         }
         Ok(None)
     }
@@ -192,10 +227,23 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
     /// Writes the local replies at the head of the queue; a refusal is the last thing the
     /// client hears (nothing at all where nsqd would say nothing), then its side is closed.
     async fn emit_due_local(&mut self) -> Result<Option<RelayEnd>, RelayError> {
-        loop {
-            match self.replies.pop_local() {
-                Some(Slot::Reply(frame)) => self.out.extend_from_slice(&frame),
-                Some(Slot::Refusal(refusal)) => {
+        self.emit_due_local_after(&[], &mut 0, 0).await
+    }
+
+    /// [`Self::emit_due_local`] behind the relayed frames `buf[*copied..at]`, which go into
+    /// `out` first when a local reply is due.
+    async fn emit_due_local_after(
+        &mut self,
+        buf: &[u8],
+        copied: &mut usize,
+        at: usize,
+    ) -> Result<Option<RelayEnd>, RelayError> {
+        while let Some(slot) = self.replies.pop_local() {
+            self.out.extend_from_slice(&buf[*copied..at]);
+            *copied = at;
+            match slot {
+                Slot::Reply(frame) => self.out.extend_from_slice(&frame),
+                Slot::Refusal(refusal) => {
                     if let Some(frame) = refusal.frame() {
                         self.out.extend_from_slice(frame);
                     }
@@ -204,8 +252,8 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
                     let _ = self.client.shutdown().await;
                     return Ok(Some(RelayEnd::Refused(*refusal)));
                 }
-                // pop_local takes nothing else: none of its own is due.
-                _ => break,
+                // pop_local takes nothing else.
+                Slot::Upstream(_) => break,
             }
         }
         Ok(None)
@@ -224,7 +272,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
 
 /// Heartbeats, messages and the non-fatal FIN/REQ/TOUCH errors arrive unasked; every other
 /// response or error answers the oldest command still owed a reply.
-fn is_reply(frame: &nsq::Frame) -> bool {
+fn is_reply(frame: &nsq::FrameView<'_>) -> bool {
     match frame.frame_type {
         FrameType::Message => false,
         FrameType::Response => !frame.is_heartbeat(),

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::nsq::{decode_frame, encode_frame, message_frame, FrameType, Message, MessageId};
+use crate::nsq::{
+    decode_frame, encode_frame, message_frame, peek_frame, FrameType, Message, MessageId,
+};
 
 fn topic() -> impl Strategy<Value = String> {
     ("[.a-zA-Z0-9_-]{1,54}", any::<bool>()).prop_map(|(stem, ephemeral)| {
@@ -190,21 +192,26 @@ fn frame() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![message, other]
 }
 
-/// Decodes `input` with `max` and checks every promise of `decode_frame`.
+/// Decodes `input` with `max` and checks every promise of `decode_frame`, and that
+/// `peek_frame` (the relay's borrowed reading) sees exactly what it decodes.
 fn check_frame_contract(input: &[u8], max: u32) -> Outcome {
     let mut buf = BytesMut::from(input);
     let capacity = buf.capacity();
+    let peeked = peek_frame(input, max);
     match decode_frame(&mut buf, max) {
         Ok(None) => {
             assert_eq!(&buf[..], input);
+            assert!(matches!(peeked, Ok(None)), "peek_frame: {peeked:?}");
             Outcome::Incomplete
         }
-        Err(_) => {
+        Err(e) => {
             assert_eq!(&buf[..], input);
             assert_eq!(buf.capacity(), capacity);
+            assert_eq!(format!("{:?}", peeked.err()), format!("{:?}", Some(e)));
             Outcome::Refused
         }
         Ok(Some(frame)) => {
+            assert_eq!(peeked.ok().flatten(), Some(frame.view()));
             let used = frame.raw.len();
             assert!(used as u64 <= u64::from(max) + 4);
             assert_eq!(&frame.raw[..], &input[..used]);
