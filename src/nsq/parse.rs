@@ -33,7 +33,7 @@ pub(super) fn find_newline(
     max_line_len: usize,
 ) -> Result<Option<usize>, ProtocolError> {
     let window = &buf[..buf.len().min(max_line_len)];
-    match window.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', window) {
         Some(at) => Ok(Some(at)),
         None if !buf.is_empty() && buf.len() >= max_line_len => Err(ProtocolError::LineTooLong {
             limit: max_line_len,

@@ -21,14 +21,12 @@ pub(super) struct Decisions {
 impl Decisions {
     /// The cached decision for `action` on `topic`/`channel`, marked most recently used.
     pub(super) fn get(&mut self, action: Action, topic: &str, channel: &str) -> Option<bool> {
-        let at = self
-            .entries
-            .iter()
-            .position(|((a, t, c), _)| *a == action && t == topic && c == channel)?;
-        if at == 0 {
-            // Already the most recent (a publisher's one topic): nothing to move.
-            return self.entries.front().map(|(_, allowed)| *allowed);
+        let matches = |((a, t, c), _): &(Key, bool)| *a == action && t == topic && c == channel;
+        // Already the most recent (a publisher's one topic): found first, nothing to move.
+        if let Some(front) = self.entries.front().filter(|entry| matches(entry)) {
+            return Some(front.1);
         }
+        let at = self.entries.iter().skip(1).position(matches)? + 1;
         let entry = self.entries.remove(at)?;
         let allowed = entry.1;
         self.entries.push_front(entry);
