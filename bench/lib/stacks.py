@@ -28,10 +28,21 @@ anonymous = ["bench"]
 """
 
 
+# Every port free_port has handed out in this run. A port is free only until its caller binds
+# it, and the kernel may give the same one to the next bind(0) before then: a stack asking for
+# nsqd's three ports in a row once got one port twice (nsqd: "address already in use").
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one handed out before in this run."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_port(port, proc, timeout=10.0, log=None):
