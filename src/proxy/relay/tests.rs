@@ -111,6 +111,27 @@ async fn a_refusal_waits_for_the_replies_owed_before_it() {
 }
 
 #[tokio::test]
+async fn a_local_reply_goes_out_between_the_frames_it_came_between() {
+    // One read from nsqd: a delivery, the reply to the first command, a heartbeat, the reply
+    // to the third. nsqgate answered the second command itself: its reply is due once the
+    // first is answered, and goes out before the third's, behind what nsqd sent in between.
+    let message = frame(FrameType::Message, &[7u8; 40]);
+    let ok = frame(FrameType::Response, b"OK");
+    let heartbeat = frame(FrameType::Response, nsq::HEARTBEAT);
+    let local = frame(FrameType::Response, b"local");
+    let from_nsqd = [&message[..], &ok[..], &heartbeat[..], &ok[..]].concat();
+    let slots = vec![
+        Slot::Upstream(owed(1)),
+        Slot::Reply(local.clone()),
+        Slot::Upstream(owed(1)),
+    ];
+    let (ended, heard) = outbound(&from_nsqd, slots).await;
+    assert!(matches!(ended.unwrap(), RelayEnd::NsqdClosed { .. }));
+    let expected = [&message[..], &ok[..], &heartbeat[..], &local[..], &ok[..]].concat();
+    assert_eq!(heard, expected);
+}
+
+#[tokio::test]
 async fn a_refusal_nsqd_would_not_say_closes_without_a_word() {
     let refusal = FatalReply::malformed(&ProtocolError::LineTooLong { limit: 16 });
     let (ended, heard) = outbound(b"", vec![Slot::Refusal(Box::new(refusal))]).await;
