@@ -124,7 +124,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
     ) -> Result<Option<RelayEnd>, RelayError> {
         let mut messages = 0;
         // One clock reading per read for the publishes it answers, taken at the first.
-        let mut now = None;
+        let mut timing = Timing::default();
         // Frames up to `at` are handled; those up to `copied` are in `out` already.
         let (mut at, mut copied) = (0, 0);
         loop {
@@ -160,7 +160,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
                 code: frame.error_code(),
                 text: Bytes::copy_from_slice(frame.data),
             });
-            if let Some(end) = self.pair_reply(&mut now, buf, &mut copied, at).await? {
+            if let Some(end) = self.pair_reply(&mut timing, buf, &mut copied, at).await? {
                 return Ok(Some(end));
             }
             if error.is_some() {
@@ -194,10 +194,10 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
 
     /// Takes the slot of the command a reply from nsqd answers (the reply ends
     /// `buf[..at]`); nsqgate's own replies due before it go first. A publish's round trip is
-    /// measured to `now`, read at the first one.
+    /// measured to the clock reading `timing` takes at the first one.
     async fn pair_reply(
         &mut self,
-        now: &mut Option<Instant>,
+        timing: &mut Timing,
         buf: &[u8],
         copied: &mut usize,
         at: usize,
@@ -214,8 +214,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
             }
         };
         if let Answered::Publish { sent } = answered {
-            let now = *now.get_or_insert_with(Instant::now);
-            let took = now.saturating_duration_since(sent).as_secs_f64();
+            let took = timing.since(sent);
             let metrics = &self.metrics;
             let round_trips =
                 (self.round_trips).get_or_insert_with(|| metrics.publish_round_trips());
@@ -267,6 +266,29 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
                 WriteFailed::Io(e) => RelayError::Client(e),
                 WriteFailed::Stalled(limit) => RelayError::ClientStalled(limit),
             })
+    }
+}
+
+/// The publish round trips of one read from nsqd: one clock reading for all of them, and one
+/// subtraction per batch they were sent in (a batch's publishes share their send time).
+#[derive(Default)]
+struct Timing {
+    now: Option<Instant>,
+    /// The last send time measured, and its round trip in seconds.
+    last: Option<(Instant, f64)>,
+}
+
+impl Timing {
+    fn since(&mut self, sent: Instant) -> f64 {
+        if let Some((last_sent, took)) = self.last {
+            if last_sent == sent {
+                return took;
+            }
+        }
+        let now = *self.now.get_or_insert_with(Instant::now);
+        let took = now.saturating_duration_since(sent).as_secs_f64();
+        self.last = Some((sent, took));
+        took
     }
 }
 
