@@ -29,6 +29,11 @@ use session::{Progress, Session};
 /// size (16 KiB of data and its framing) fits.
 const LANDING: usize = 17 * 1024;
 
+/// What one read takes when the reader has room for more than a record (a large message
+/// streaming in): four whole records, so a 64 KiB message is one or two system calls, not
+/// four or five.
+const LARGE_LANDING: usize = 4 * LANDING;
+
 /// Plaintext encrypted per write at most: one write's records stay bounded.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -129,8 +134,21 @@ impl<C: Side, T: AsyncRead + AsyncWrite + Unpin> TlsStream<C, T> {
         cx: &mut Context<'_>,
         into: Option<&mut ReadBuf<'_>>,
     ) -> Poll<io::Result<Result<(), rustls::Error>>> {
+        if into.as_ref().is_some_and(|into| into.remaining() > LANDING) {
+            self.poll_receive_with::<LARGE_LANDING>(cx, into)
+        } else {
+            self.poll_receive_with::<LANDING>(cx, into)
+        }
+    }
+
+    /// [`Self::poll_receive`] through a landing of `N` bytes.
+    fn poll_receive_with<const N: usize>(
+        &mut self,
+        cx: &mut Context<'_>,
+        into: Option<&mut ReadBuf<'_>>,
+    ) -> Poll<io::Result<Result<(), rustls::Error>>> {
         // A local of this poll, not of the stream: it costs an idle session nothing.
-        let mut landing = [MaybeUninit::<u8>::uninit(); LANDING];
+        let mut landing = [MaybeUninit::<u8>::uninit(); N];
         let mut read = ReadBuf::uninit(&mut landing);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
         if read.filled().is_empty() {
