@@ -124,6 +124,17 @@ async fn http_requests_count_against_the_shared_identity_cap() {
         held_request(&pki, fronts[0], &key).await,
         held_request(&pki, fronts[1], &key).await,
     ];
+    // A replica claims a held request's slot once it has read the head, on its own time: both
+    // must hold theirs before the next request, or that one may take a slot first and leave a
+    // held request refused (seen once on a loaded machine).
+    let deadline = Instant::now() + NOTICE;
+    while shared_count(&redis, &identity_key("ingest")) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the held requests never held their slots"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let deadline = Instant::now() + NOTICE;
     loop {
         let status = publish(&pki, fronts[0], "cc.more", Some(&key)).await;
