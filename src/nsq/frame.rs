@@ -97,13 +97,19 @@ pub fn decode_frame(
             return Ok(None);
         }
     };
-    let raw = buf.split_to(total).freeze();
+    Ok(Some(take_frame(buf, frame_type, total)))
+}
+
+/// Splits off the whole frame of `len` bytes that [`peek_frame`] saw at the start of `buf`
+/// (its type and length, from the view), sharing `buf`'s memory.
+pub fn take_frame(buf: &mut BytesMut, frame_type: FrameType, len: usize) -> Frame {
+    let raw = buf.split_to(len).freeze();
     let data = raw.slice(8..);
-    Ok(Some(Frame {
+    Frame {
         frame_type,
         data,
         raw,
-    }))
+    }
 }
 
 /// Makes room for the rest of the frame `buf` starts with, once its size and type are there:

@@ -28,7 +28,8 @@ pub use command::{decode_command, Command, CommandDecoder, DecodedCommand};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{
     decode_frame, encode_frame, error_frame, message_frame, peek_frame, reserve_rest_of_frame,
-    response_frame, Frame, FrameType, FrameView, Message, HEARTBEAT, MESSAGE_HEADER_LEN,
+    response_frame, take_frame, Frame, FrameType, FrameView, Message, HEARTBEAT,
+    MESSAGE_HEADER_LEN,
 };
 pub use identify::{IdentifyData, IdentifyRanges, IdentifyRefusal};
 pub use names::{is_ephemeral, is_valid_channel_name, is_valid_topic_name};

@@ -144,12 +144,7 @@ impl<'a, W: AsyncWrite + Unpin> Outbound<'a, W> {
                 self.out.extend_from_slice(&buf[copied..at]);
                 buf.advance(at);
                 (at, copied) = (0, 0);
-                let raw = buf.split_to(len).freeze();
-                let frame = nsq::Frame {
-                    frame_type,
-                    data: raw.slice(8..),
-                    raw,
-                };
+                let frame = nsq::take_frame(buf, frame_type, len);
                 if let Delivery::Relay(bytes) = signed.incoming(&frame) {
                     messages += u64::from(frame_type == FrameType::Message);
                     self.out.extend_from_slice(&bytes);
