@@ -126,6 +126,37 @@ impl RateLimits {
         Drawn::All
     }
 
+    /// Draws a run of publishes to one topic (`publish` with their messages and bytes summed)
+    /// from the leases the session holds, all or nothing: true when every scope with a quota
+    /// had a lease covering the run, which is then spent from each; false leaves every lease
+    /// and bucket as it was (the run is then drawn publish by publish). Leased tokens were
+    /// taken from the buckets already, so the run never exceeds a limit, and a run that would
+    /// wait or be refused is never decided here.
+    pub fn spend_leased_run(&self, held: &mut SessionBuckets, publish: Publish<'_>) -> bool {
+        held.refresh_settings(self);
+        if self.shared.is_some() {
+            return false;
+        }
+        let plan = held.plan_for(publish.rates);
+        let quotas = || {
+            plan.into_iter()
+                .filter_map(|(scope, rates)| Some((scope, rates?)))
+        };
+        let covered = quotas().all(|(scope, rates)| {
+            let (_, slot) = held.slot(scope, publish.topic);
+            slot.as_ref()
+                .is_some_and(|bucket| bucket.lease_covers(&units(rates, publish)))
+        });
+        if covered {
+            for (scope, rates) in quotas() {
+                if let (_, Some(bucket)) = held.slot(scope, publish.topic) {
+                    bucket.spend_lease(&units(rates, publish));
+                }
+            }
+        }
+        covered
+    }
+
     /// The rest of a publish's draws from draw number `next` on (as [`Drawn::UpTo`] counts
     /// them), under the settings [`RateLimits::admit_now`] read: waiting in delay mode,
     /// failing in reject mode or past `max_delay`.

@@ -165,21 +165,27 @@ impl HeldBucket {
 
     /// Spends `draws` from the lease if it covers every one of them, drawn at the same rate.
     pub(super) fn spend_leased(&mut self, draws: &[(Unit, Option<Rate>, u64); 2]) -> bool {
-        let asked = || {
-            draws.iter().filter_map(|&(unit, rate, amount)| {
-                Some((unit, rate.filter(|_| amount > 0)?, amount))
-            })
-        };
-        let covered = asked().all(|(unit, rate, amount)| {
-            let leased = &self.lease[unit.index()];
-            leased.rate == Some(rate) && leased.tokens >= amount
-        });
+        let covered = self.lease_covers(draws);
         if covered {
-            for (unit, _, amount) in asked() {
-                self.lease[unit.index()].tokens -= amount;
-            }
+            self.spend_lease(draws);
         }
         covered
+    }
+
+    /// Whether the lease holds every one of `draws`, leased at the rate it is drawn at.
+    pub(super) fn lease_covers(&self, draws: &[(Unit, Option<Rate>, u64); 2]) -> bool {
+        asked(draws).all(|(unit, rate, amount)| {
+            let leased = &self.lease[unit.index()];
+            leased.rate == Some(rate) && leased.tokens >= amount
+        })
+    }
+
+    /// Spends `draws` from the lease, which covers them ([`HeldBucket::lease_covers`]).
+    pub(super) fn spend_lease(&mut self, draws: &[(Unit, Option<Rate>, u64); 2]) {
+        for (unit, _, amount) in asked(draws) {
+            let leased = &mut self.lease[unit.index()];
+            leased.tokens = leased.tokens.saturating_sub(amount);
+        }
     }
 
     /// Takes `draws` from the bucket, exactly, leasing ahead after if `lease_ahead`.
@@ -216,6 +222,13 @@ impl Scope {
             Scope::Topic => "topic",
         }
     }
+}
+
+/// The draws that ask for something: a unit with a rate and an amount.
+fn asked(draws: &[(Unit, Option<Rate>, u64); 2]) -> impl Iterator<Item = (Unit, Rate, u64)> + '_ {
+    draws
+        .iter()
+        .filter_map(|&(unit, rate, amount)| Some((unit, rate.filter(|_| amount > 0)?, amount)))
 }
 
 /// The entry for `topic`, moved to the front (made if missing).

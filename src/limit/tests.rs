@@ -434,3 +434,5 @@ async fn a_lease_taken_under_one_rate_is_not_spent_under_another() {
     limits.set_settings(identity_burst(64));
     assert_eq!(admitted_in_turn(&limits, &mut held, now).await, 64);
 }
+
+mod runs;

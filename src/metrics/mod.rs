@@ -162,6 +162,11 @@ impl Metrics {
         decisions.with_label_values(&[action, outcome]).inc();
     }
 
+    /// Publishes allowed together, each as [`Metrics::decision`] would count it.
+    pub fn publishes_allowed(&self, count: u64) {
+        self.publishes_allowed.inc_by(count);
+    }
+
     pub fn rate_limited(&self) {
         self.security.rate_limited.inc();
     }

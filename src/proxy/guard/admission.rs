@@ -43,6 +43,40 @@ impl Guard {
         }
     }
 
+    /// Admits the PUBs of a run that follow `first` (each to `first`'s topic, read together
+    /// with it, and `first` already screened and let through) together with `first`, if the
+    /// leases this connection holds cover them all ([`RateLimits::spend_leased_run`]): the rest
+    /// are then counted as allowed, as screening each would have done. False changes nothing:
+    /// each publish is then screened and drawn on its own.
+    ///
+    /// [`RateLimits::spend_leased_run`]: crate::limit::RateLimits::spend_leased_run
+    pub fn admit_run_leased(&mut self, first: &DecodedCommand, rest: &[DecodedCommand]) -> bool {
+        let count = |commands: &[DecodedCommand], of: fn(&Command) -> u64| {
+            commands
+                .iter()
+                .map(|decoded| of(&decoded.command))
+                .sum::<u64>()
+        };
+        let admitted = match (self.publish_of(first), self.buckets.as_mut()) {
+            (Some(publish), Some(held)) => {
+                let messages = u64::from(publish.messages)
+                    + count(rest, |command| u64::from(command.message_count()));
+                let run = Publish {
+                    messages: u32::try_from(messages).unwrap_or(u32::MAX),
+                    bytes: publish.bytes + count(rest, Command::payload_bytes),
+                    ..publish
+                };
+                self.shared.rates.spend_leased_run(held, run)
+            }
+            // No identity to draw for: nothing to draw, as `admit_now` settles it.
+            _ => true,
+        };
+        if admitted {
+            self.shared.metrics.publishes_allowed(rest.len() as u64);
+        }
+        admitted
+    }
+
     /// The rest of [`Guard::admit`] after [`Guard::admit_now`] stopped at draw `next`.
     pub async fn admit_rest(
         &mut self,

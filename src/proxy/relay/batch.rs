@@ -25,7 +25,13 @@ pub(super) struct Batch<'a, W> {
     messages: u64,
     write_timeout: Duration,
     pub(super) metrics: Arc<Metrics>,
+    /// How much the read being screened may forward: `out`'s size when its first command
+    /// comes, so a read of many commands is gathered without growing `out` step by step.
+    expected: usize,
 }
+
+/// The most `out` is sized for ahead; a larger batch grows as it is gathered.
+const EXPECTED_AT_MOST: usize = 64 * 1024;
 
 // === impl Batch ===
 
@@ -40,7 +46,13 @@ impl<'a, W: AsyncWrite + Unpin> Batch<'a, W> {
             messages: 0,
             write_timeout: settings.write_timeout,
             metrics: settings.metrics.clone(),
+            expected: 0,
         }
+    }
+
+    /// The next commands come from a read of `buffered` bytes.
+    pub(super) fn expect(&mut self, buffered: usize) {
+        self.expected = buffered.min(EXPECTED_AT_MOST);
     }
 
     pub(super) fn push(&mut self, decoded: &DecodedCommand) {
@@ -51,6 +63,9 @@ impl<'a, W: AsyncWrite + Unpin> Batch<'a, W> {
         if messages > 0 {
             self.publishes += 1;
             self.messages += u64::from(messages);
+        }
+        if self.out.is_empty() {
+            self.out.reserve(self.expected.max(decoded.raw.len()));
         }
         self.out.extend_from_slice(&decoded.raw);
     }
@@ -68,10 +83,13 @@ impl<'a, W: AsyncWrite + Unpin> Batch<'a, W> {
         }
         let messages = std::mem::take(&mut self.messages);
         self.metrics.messages_published.inc_by(messages);
+        // Sized for one read: what comes after a local reply grows as it comes.
+        self.expected = 0;
         if !self.out.is_empty() {
-            // split() hands the bytes over and leaves `out` empty without capacity: an idle
-            // connection keeps no write buffer.
-            let chunk = self.out.split();
+            // Taken whole, not split off (which would leave `out` the rest of the same
+            // allocation): the chunk is freed once written, so an idle connection keeps no
+            // write buffer.
+            let chunk = std::mem::take(&mut self.out);
             self.write_now(&chunk).await?;
         }
         Ok(())

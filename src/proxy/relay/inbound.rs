@@ -22,6 +22,9 @@ use super::batch::Batch;
 use super::reading::Reader;
 use super::watches::{Change, Watches, Watching};
 use super::{RelayEnd, RelayError, RelaySettings, Replies, Signed, Slot};
+use run::Run;
+
+mod run;
 
 /// How the client → nsqd direction ended.
 pub(super) enum ClientSide {
@@ -47,6 +50,8 @@ pub(super) struct Inbound<'a, W> {
     revoked: Option<(Instant, Kind)>,
     /// Reads the client's commands (no buffer held while it is quiet).
     reader: Reader,
+    /// PUBs to one topic gathered from the read being screened (empty between reads).
+    run: Run,
     /// Since when a command has been partly buffered: one byte a minute holds nothing for long.
     partial_since: Option<Instant>,
     /// When a client that must AUTH and has not is refused.
@@ -115,6 +120,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             watching,
             revoked: None,
             reader: Reader::default(),
+            run: Run::default(),
             partial_since: None,
             auth_deadline: Instant::now() + settings.auth_timeout,
             signed,
@@ -173,13 +179,15 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
 
     /// Screens every command already buffered and forwards what passes, so one read becomes
     /// one write to nsqd. A refusal stops it: what came before is sent first, the refusal is
-    /// returned to take its turn.
+    /// returned to take its turn. Consecutive PUBs to one topic are gathered into a [`Run`]
+    /// and judged together.
     async fn forward_buffered(
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<FatalReply>, RelayError> {
         // One clock reading for the batch, read again only after something waited.
         let mut now = std::time::Instant::now();
+        self.batch.expect(buf.len());
         let refusal = loop {
             let decoded = match self.decoder.decode(buf, &self.settings.limits) {
                 Ok(Some(decoded)) => decoded,
@@ -191,31 +199,70 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                     break Some(FatalReply::malformed(&e));
                 }
             };
-            match self.judge(&decoded, &mut now).await? {
-                Verdict::Drop => {}
-                Verdict::Forward if self.names_withheld(&decoded.command) => {}
-                Verdict::Forward => {
-                    let who = (self.guard.peer(), self.guard.principal());
-                    let outgoing = match &self.signed {
-                        Some(signed) => signed.outgoing(decoded, &self.settings.limits, who),
-                        None => Ok(decoded),
-                    };
-                    match outgoing {
-                        Ok(decoded) => self.batch.push(&decoded),
-                        Err(refusal) => break Some(refusal),
-                    }
+            // A signed publish is sealed on its own: only unsigned connections gather runs.
+            // A PUB alone in its read (a 1-deep producer's) is judged at once.
+            let alone = buf.is_empty() && self.run.is_empty();
+            if self.signed.is_none() && Run::takes(&decoded) && !alone {
+                if let Some(refusal) = self.gather(decoded, &mut now).await? {
+                    break Some(refusal);
                 }
-                Verdict::Reply(frame) => {
-                    // Everything before it goes first, then the local reply takes its turn.
-                    self.batch.flush().await?;
-                    self.batch.replies.push(Slot::Reply(frame)).await;
-                    now = std::time::Instant::now();
-                }
-                Verdict::Refuse(refusal) => break Some(refusal),
+                continue;
+            }
+            // What was gathered comes before this command.
+            if let Some(refusal) = self.forward_run(&mut now).await? {
+                break Some(refusal);
+            }
+            if let Some(refusal) = self.forward_one(decoded, &mut now).await? {
+                break Some(refusal);
             }
         };
+        // What was gathered came before whatever ended the loop.
+        let refusal = self.forward_run(&mut now).await?.or(refusal);
         self.batch.flush().await?;
         Ok(refusal)
+    }
+
+    /// Judges one command and acts on the verdict.
+    async fn forward_one(
+        &mut self,
+        decoded: DecodedCommand,
+        now: &mut std::time::Instant,
+    ) -> Result<Option<FatalReply>, RelayError> {
+        let verdict = self.guard.screen_at(&decoded, *now);
+        let verdict = self.admitted(&decoded, verdict, now).await?;
+        self.act(decoded, verdict, now).await
+    }
+
+    /// Does what `verdict` says with `decoded`; a refusal is handed back.
+    async fn act(
+        &mut self,
+        decoded: DecodedCommand,
+        verdict: Verdict,
+        now: &mut std::time::Instant,
+    ) -> Result<Option<FatalReply>, RelayError> {
+        match verdict {
+            Verdict::Drop => {}
+            Verdict::Forward if self.names_withheld(&decoded.command) => {}
+            Verdict::Forward => {
+                let who = (self.guard.peer(), self.guard.principal());
+                let outgoing = match &self.signed {
+                    Some(signed) => signed.outgoing(decoded, &self.settings.limits, who),
+                    None => Ok(decoded),
+                };
+                match outgoing {
+                    Ok(decoded) => self.batch.push(&decoded),
+                    Err(refusal) => return Ok(Some(refusal)),
+                }
+            }
+            Verdict::Reply(frame) => {
+                // Everything before it goes first, then the local reply takes its turn.
+                self.batch.flush().await?;
+                self.batch.replies.push(Slot::Reply(frame)).await;
+                *now = std::time::Instant::now();
+            }
+            Verdict::Refuse(refusal) => return Ok(Some(refusal)),
+        }
+        Ok(None)
     }
 
     /// Whether `command` names a delivery withheld from the client (never, unsigned).
@@ -224,13 +271,14 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         signed.is_some_and(|signed| signed.names_withheld(command))
     }
 
-    /// The guard's verdict; a publish it lets through is then drawn from the rate limits.
-    async fn judge(
+    /// The guard's `verdict` on `decoded`, carried through: an AUTH it answered claims the
+    /// identity's shared slot, a publish it lets through is drawn from the rate limits.
+    async fn admitted(
         &mut self,
         decoded: &DecodedCommand,
+        verdict: Verdict,
         now: &mut std::time::Instant,
     ) -> Result<Verdict, RelayError> {
-        let verdict = self.guard.screen_at(decoded, *now);
         // The futures of the waits below run boxed: once per AUTH, and only when a publish
         // must wait for tokens, but inline they would make every idle connection's state as
         // large as theirs (2.7 KiB) while it waits for its client.
