@@ -151,21 +151,27 @@ fn log(dir: &tempfile::TempDir) -> String {
 
 /// One command (inline form) on the unix socket of a server started here, and its raw reply.
 pub(super) fn command_on_socket(socket: &Path, line: &str) -> String {
-    let stream = UnixStream::connect(socket).expect("connect to redis");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    exchange(stream, line)
+    try_command_on_socket(socket, line).expect("a command to redis")
+}
+
+/// [`command_on_socket`], its failure returned: a server that is changing roles may drop
+/// its clients (seen: a connection reset while a sentinel demoted the old master).
+pub(super) fn try_command_on_socket(socket: &Path, line: &str) -> std::io::Result<String> {
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    try_exchange(stream, line)
 }
 
 /// Writes `line` (inline form) and returns the raw reply (one read: replies here are small).
-pub(super) fn exchange(mut stream: impl Read + Write, line: &str) -> String {
-    stream
-        .write_all(format!("{line}\r\n").as_bytes())
-        .expect("write to redis");
+pub(super) fn exchange(stream: impl Read + Write, line: &str) -> String {
+    try_exchange(stream, line).expect("a reply from redis")
+}
+
+fn try_exchange(mut stream: impl Read + Write, line: &str) -> std::io::Result<String> {
+    stream.write_all(format!("{line}\r\n").as_bytes())?;
     let mut reply = vec![0u8; 64 * 1024];
-    let n = stream.read(&mut reply).expect("redis reply");
-    String::from_utf8_lossy(&reply[..n]).into_owned()
+    let n = stream.read(&mut reply)?;
+    Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
 }
 
 /// True once redis-server answers PING on `socket`; false if it exited first.

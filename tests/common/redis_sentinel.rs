@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::daemons::START_LIMIT;
-use super::redis::{answers_or_exits, command_on_socket, exchange, free_port, tool};
+use super::redis::{
+    answers_or_exits, command_on_socket, exchange, free_port, tool, try_command_on_socket,
+};
 
 /// The master's name in the sentinel's configuration.
 pub const MASTER: &str = "nsqgate-test";
@@ -108,8 +110,12 @@ impl RedisSentinel {
         // The old master is demoted once the sentinel's next INFO round reaches it.
         self.wait("the old master's demotion", || {
             let now = self.master_port();
-            self.server(now).command("ROLE").contains("master")
-                && self.server(old).command("ROLE").contains("slave")
+            // Asked again on a dropped connection: a demoted server may drop its clients.
+            let role = |port, role| {
+                let asked = self.server(port).try_command("ROLE");
+                asked.is_ok_and(|reply| reply.contains(role))
+            };
+            role(now, "master") && role(old, "slave")
         });
         self.master_port()
     }
@@ -154,6 +160,11 @@ impl Server {
     /// One command (inline form) on this data server's unix socket, and its raw reply.
     pub fn command(&self, line: &str) -> String {
         command_on_socket(&self.dir.path().join("redis.sock"), line)
+    }
+
+    /// [`Server::command`], its failure returned.
+    pub fn try_command(&self, line: &str) -> std::io::Result<String> {
+        try_command_on_socket(&self.dir.path().join("redis.sock"), line)
     }
 
     /// SIGKILL: gone at once, as a crashed server.

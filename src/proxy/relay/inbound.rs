@@ -14,8 +14,8 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use crate::error::{FatalReply, Kind};
-use crate::nsq::{Command, CommandDecoder, DecodedCommand, ErrorCode};
-use crate::proxy::guard::{Admission, AdmittedBy, Guard, Revocation, Verdict};
+use crate::nsq::{CommandDecoder, ErrorCode};
+use crate::proxy::guard::{Guard, Revocation};
 use crate::proxy::quarantine::Settle;
 
 use super::batch::Batch;
@@ -25,6 +25,7 @@ use super::{RelayEnd, RelayError, RelaySettings, Replies, Signed, Slot};
 use run::Run;
 
 mod run;
+mod verdict;
 
 /// How the client → nsqd direction ended.
 pub(super) enum ClientSide {
@@ -72,6 +73,16 @@ enum Woken {
     Revoked(Revocation),
     /// A withheld delivery is to be FINed or requeued.
     Settle(Settle),
+}
+
+/// How screening one read's commands ended.
+enum Ended {
+    /// At the end of what was read.
+    Read,
+    /// At a command nsqd would not parse: the client is told this.
+    Malformed(FatalReply),
+    /// At a command refused.
+    Refused(FatalReply),
 }
 
 /// Which deadline passes first.
@@ -188,136 +199,53 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         // One clock reading for the batch, read again only after something waited.
         let mut now = std::time::Instant::now();
         self.batch.expect(buf.len());
-        let refusal = loop {
+        let ended = loop {
             let decoded = match self.decoder.decode(buf, &self.settings.limits) {
                 Ok(Some(decoded)) => decoded,
-                Ok(None) => break None,
+                Ok(None) => break Ended::Read,
                 Err(e) => {
                     if let Some(limit) = e.size_limit() {
                         self.batch.metrics.size_limited(limit);
                     }
-                    break Some(FatalReply::malformed(&e));
+                    break Ended::Malformed(FatalReply::malformed(&e));
                 }
             };
             // A signed publish is sealed on its own: only unsigned connections gather runs.
             // A PUB alone in its read (a 1-deep producer's) is judged at once.
             let alone = buf.is_empty() && self.run.is_empty();
             if self.signed.is_none() && Run::takes(&decoded) && !alone {
-                if let Some(refusal) = self.gather(decoded, &mut now).await? {
-                    break Some(refusal);
+                if let Some(ready) = self.run.gather(decoded) {
+                    if let Some(refusal) = self.forward_run(ready, &mut now).await? {
+                        break Ended::Refused(refusal);
+                    }
                 }
                 continue;
             }
             // What was gathered comes before this command.
-            if let Some(refusal) = self.forward_run(&mut now).await? {
-                break Some(refusal);
+            let gathered = self.forward_gathered(&mut now);
+            if let Some(refusal) = gathered.await? {
+                break Ended::Refused(refusal);
             }
-            if let Some(refusal) = self.forward_one(decoded, &mut now).await? {
-                break Some(refusal);
+            let verdict = self.judge(&decoded, &mut now).await?;
+            let acted = self.act(decoded, verdict);
+            if let Some(refusal) = self.finish(acted, &mut now).await? {
+                break Ended::Refused(refusal);
             }
         };
-        // What was gathered came before whatever ended the loop.
-        let refusal = self.forward_run(&mut now).await?.or(refusal);
+        let refusal = match ended {
+            // What was gathered came before the end of the read or the malformed command.
+            Ended::Read => self.forward_gathered(&mut now).await?,
+            Ended::Malformed(malformed) => {
+                self.forward_gathered(&mut now).await?.or(Some(malformed))
+            }
+            Ended::Refused(refusal) => {
+                // The PUBs gathered after the refused command go nowhere.
+                drop(self.run.take());
+                Some(refusal)
+            }
+        };
         self.batch.flush().await?;
         Ok(refusal)
-    }
-
-    /// Judges one command and acts on the verdict.
-    async fn forward_one(
-        &mut self,
-        decoded: DecodedCommand,
-        now: &mut std::time::Instant,
-    ) -> Result<Option<FatalReply>, RelayError> {
-        let verdict = self.guard.screen_at(&decoded, *now);
-        let verdict = self.admitted(&decoded, verdict, now).await?;
-        self.act(decoded, verdict, now).await
-    }
-
-    /// Does what `verdict` says with `decoded`; a refusal is handed back.
-    async fn act(
-        &mut self,
-        decoded: DecodedCommand,
-        verdict: Verdict,
-        now: &mut std::time::Instant,
-    ) -> Result<Option<FatalReply>, RelayError> {
-        match verdict {
-            Verdict::Drop => {}
-            Verdict::Forward if self.names_withheld(&decoded.command) => {}
-            Verdict::Forward => {
-                let who = (self.guard.peer(), self.guard.principal());
-                let outgoing = match &self.signed {
-                    Some(signed) => signed.outgoing(decoded, &self.settings.limits, who),
-                    None => Ok(decoded),
-                };
-                match outgoing {
-                    Ok(decoded) => self.batch.push(&decoded),
-                    Err(refusal) => return Ok(Some(refusal)),
-                }
-            }
-            Verdict::Reply(frame) => {
-                // Everything before it goes first, then the local reply takes its turn.
-                self.batch.flush().await?;
-                self.batch.replies.push(Slot::Reply(frame)).await;
-                *now = std::time::Instant::now();
-            }
-            Verdict::Refuse(refusal) => return Ok(Some(refusal)),
-        }
-        Ok(None)
-    }
-
-    /// Whether `command` names a delivery withheld from the client (never, unsigned).
-    fn names_withheld(&self, command: &Command) -> bool {
-        let signed = self.signed.as_ref();
-        signed.is_some_and(|signed| signed.names_withheld(command))
-    }
-
-    /// The guard's `verdict` on `decoded`, carried through: an AUTH it answered claims the
-    /// identity's shared slot, a publish it lets through is drawn from the rate limits.
-    async fn admitted(
-        &mut self,
-        decoded: &DecodedCommand,
-        verdict: Verdict,
-        now: &mut std::time::Instant,
-    ) -> Result<Verdict, RelayError> {
-        // The futures of the waits below run boxed: once per AUTH, and only when a publish
-        // must wait for tokens, but inline they would make every idle connection's state as
-        // large as theirs (2.7 KiB) while it waits for its client.
-        if matches!(verdict, Verdict::Reply(_)) && decoded.command.name() == "AUTH" {
-            let claim = self.guard.claim_shared_identity_slot(AdmittedBy::Auth);
-            if let Some(refused) = Box::pin(claim).await {
-                return Ok(refused);
-            }
-        }
-        if !matches!(verdict, Verdict::Forward) || decoded.command.message_count() == 0 {
-            return Ok(verdict);
-        }
-        // Usually there are tokens: settled at once, with no future and no timer.
-        let (refused, waited) = match self.guard.admit_now(decoded, *now) {
-            Admission::Settled(refused) => (refused, false),
-            Admission::Pending(next) => {
-                let mut admission = Box::pin(self.guard.admit_rest(decoded, *now, next));
-                // Only a publish that must wait flushes what came before it, so batching
-                // survives (a shared quota's lease is often ready at once) and nothing
-                // earlier is held hostage.
-                tokio::select! {
-                    biased;
-                    refused = &mut admission => (refused, false),
-                    _ = std::future::ready(()) => {
-                        self.batch.flush().await?;
-                        (admission.await, true)
-                    }
-                }
-            }
-        };
-        if waited {
-            *now = std::time::Instant::now();
-        }
-        Ok(match refused {
-            Some(refused) => refused,
-            // Time passed: the token may have expired, or a reload revoked the right.
-            None if waited => self.guard.recheck(decoded, *now),
-            None => verdict,
-        })
     }
 
     /// Waits for the client's next bytes, or for whatever comes first instead.

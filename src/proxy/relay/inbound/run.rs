@@ -6,6 +6,7 @@
 //! judged on its own, exactly as any other command: a run changes what a publish costs, never
 //! what happens to it (docs/perf-profile.md, "Runs of publishes").
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::io::AsyncWrite;
@@ -25,12 +26,41 @@ pub(super) struct Run {
     publishes: Vec<DecodedCommand>,
 }
 
+/// A run to judge publish by publish: its first, with the guard's verdict on it, and the rest.
+struct OneByOne {
+    first: DecodedCommand,
+    verdict: Verdict,
+    rest: std::vec::IntoIter<DecodedCommand>,
+}
+
 // === impl Run ===
 
 impl Run {
     /// Whether `decoded` is a command runs are made of: a PUB.
     pub(super) fn takes(decoded: &DecodedCommand) -> bool {
         matches!(decoded.command, Command::Pub { .. })
+    }
+
+    /// Adds the PUB `decoded` to the run, and hands back a run to judge now: the one before
+    /// it, when `decoded` is to another topic (it then starts the next run), or this one once
+    /// it is full.
+    pub(super) fn gather(&mut self, decoded: DecodedCommand) -> Option<Vec<DecodedCommand>> {
+        let ended = if self.continued_by(&decoded) {
+            None
+        } else {
+            Some(self.take())
+        };
+        if self.publishes.len() == 1 {
+            // Grown once for the whole run rather than step by step.
+            self.publishes.reserve_exact(LONGEST - 1);
+        }
+        self.publishes.push(decoded);
+        ended.or_else(|| (self.publishes.len() >= LONGEST).then(|| self.take()))
+    }
+
+    /// The run so far, to judge; the run is empty afterwards (and holds no memory).
+    pub(super) fn take(&mut self) -> Vec<DecodedCommand> {
+        std::mem::take(&mut self.publishes)
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -52,43 +82,44 @@ impl Run {
 
 // === impl Inbound (runs) ===
 
-impl<W: AsyncWrite + Unpin> Inbound<'_, W> {
-    /// Adds the PUB `decoded` to the run; the run before it goes first when it is to another
-    /// topic, and a run that is full goes at once.
-    pub(super) async fn gather(
-        &mut self,
-        decoded: DecodedCommand,
-        now: &mut std::time::Instant,
-    ) -> Result<Option<FatalReply>, RelayError> {
-        if !self.run.continued_by(&decoded) {
-            if let Some(refusal) = self.forward_run(now).await? {
-                return Ok(Some(refusal));
-            }
-        }
-        if self.run.publishes.len() == 1 {
-            // Grown once for the whole run rather than step by step.
-            self.run.publishes.reserve_exact(LONGEST - 1);
-        }
-        self.run.publishes.push(decoded);
-        if self.run.publishes.len() < LONGEST {
-            return Ok(None);
-        }
-        self.forward_run(now).await
+impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
+    /// [`Inbound::forward_run`] on the run gathered so far.
+    pub(super) fn forward_gathered<'s>(
+        &'s mut self,
+        now: &'s mut std::time::Instant,
+    ) -> impl Future<Output = Result<Option<FatalReply>, RelayError>> + use<'a, 's, W> {
+        let gathered = self.run.take();
+        self.forward_run(gathered, now)
     }
 
-    /// Judges the run gathered so far and forwards what passes: all of it at once when its
-    /// first publish is let through and the leases cover the rest; otherwise each publish on
-    /// its own, the first with the verdict it already has. The run is empty afterwards.
+    /// Judges a run and forwards what passes: all of it at once when its first publish is let
+    /// through and the leases cover the rest; otherwise each publish on its own, the first
+    /// with the verdict it already has.
     pub(super) async fn forward_run(
         &mut self,
+        publishes: Vec<DecodedCommand>,
         now: &mut std::time::Instant,
     ) -> Result<Option<FatalReply>, RelayError> {
-        // Taken, not drained: between reads a connection holds no run's memory.
-        let mut publishes = std::mem::take(&mut self.run.publishes).into_iter();
-        let Some(first) = publishes.next() else {
-            return Ok(None);
+        // Boxed: the rare way (a refusal, or leases that fall short), and inline its waits
+        // would make the state every idle connection holds as large as theirs. Made in its
+        // own scope, so what it takes over is not kept beside it while it runs.
+        let one_by_one = match self.forward_at_once(publishes, *now) {
+            None => return Ok(None),
+            Some(left) => Box::pin(self.forward_each(left, now)),
         };
-        let verdict = self.guard.screen_at(&first, *now);
+        one_by_one.await
+    }
+
+    /// Forwards the run at once if it may be; otherwise hands it back, judged as far as its
+    /// first publish.
+    fn forward_at_once(
+        &mut self,
+        publishes: Vec<DecodedCommand>,
+        now: std::time::Instant,
+    ) -> Option<OneByOne> {
+        let mut publishes = publishes.into_iter();
+        let first = publishes.next()?;
+        let verdict = self.guard.screen_at(&first, now);
         let rest = publishes.as_slice();
         if !rest.is_empty()
             && matches!(verdict, Verdict::Forward)
@@ -98,14 +129,34 @@ impl<W: AsyncWrite + Unpin> Inbound<'_, W> {
             for decoded in publishes {
                 self.batch.push(&decoded);
             }
-            return Ok(None);
+            return None;
         }
+        Some(OneByOne {
+            first,
+            verdict,
+            rest: publishes,
+        })
+    }
+
+    /// A run's publishes judged one by one, the first with the guard's `verdict` on it.
+    async fn forward_each(
+        &mut self,
+        OneByOne {
+            first,
+            verdict,
+            rest,
+        }: OneByOne,
+        now: &mut std::time::Instant,
+    ) -> Result<Option<FatalReply>, RelayError> {
         let verdict = self.admitted(&first, verdict, now).await?;
-        if let Some(refusal) = self.act(first, verdict, now).await? {
+        let acted = self.act(first, verdict);
+        if let Some(refusal) = self.finish(acted, now).await? {
             return Ok(Some(refusal));
         }
-        for decoded in publishes {
-            if let Some(refusal) = self.forward_one(decoded, now).await? {
+        for decoded in rest {
+            let verdict = self.judge(&decoded, now).await?;
+            let acted = self.act(decoded, verdict);
+            if let Some(refusal) = self.finish(acted, now).await? {
                 return Ok(Some(refusal));
             }
         }
