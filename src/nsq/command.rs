@@ -12,7 +12,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::ProtocolError;
 use super::parse::{
-    check_mpub_count, find_newline, parse_line, peek_i32, scan_mpub, strip_cr, BodyKind, Head,
+    check_mpub_count, find_newline, parse_line, peek_i32, repeated_pub, scan_mpub, strip_cr,
+    BodyKind, Head,
 };
 use super::{put_len, Limits, MessageId};
 
@@ -109,16 +110,21 @@ fn decode_with(
     limits: &Limits,
     last_topic: &mut Option<Arc<str>>,
 ) -> Result<Option<DecodedCommand>, ProtocolError> {
-    let Some(newline) = find_newline(buf, limits.max_line_len)? else {
-        return Ok(None);
-    };
-    let size_at = newline + 1;
-    let kind = match parse_line(strip_cr(&buf[..newline]), last_topic)? {
-        Head::Done(command) => {
-            let raw = buf.split_to(size_at).freeze();
-            return Ok(Some(DecodedCommand { command, raw }));
+    let (size_at, kind) = match repeated_pub(buf, limits.max_line_len, last_topic) {
+        Some(known) => known,
+        None => {
+            let Some(newline) = find_newline(buf, limits.max_line_len)? else {
+                return Ok(None);
+            };
+            let size_at = newline + 1;
+            match parse_line(strip_cr(&buf[..newline]), last_topic)? {
+                Head::Done(command) => {
+                    let raw = buf.split_to(size_at).freeze();
+                    return Ok(Some(DecodedCommand { command, raw }));
+                }
+                Head::Body(kind) => (size_at, kind),
+            }
         }
-        Head::Body(kind) => kind,
     };
     let Some(size) = peek_i32(buf, size_at) else {
         return Ok(None);

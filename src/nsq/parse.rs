@@ -42,6 +42,30 @@ pub(super) fn find_newline(
     }
 }
 
+/// The end of `buf`'s first line (the index after its `\n`) and the PUB it parses to, when that
+/// line is exactly `PUB <last_topic>\n`: a producer publishing to one topic sends it again
+/// and again, and [`find_newline`] and [`parse_line`] would find the same (the name has no
+/// space, `\r` or `\n`, and was checked when first seen); a line too long for
+/// `max_line_len` is left to them.
+pub(super) fn repeated_pub(
+    buf: &[u8],
+    max_line_len: usize,
+    last_topic: &Option<Arc<str>>,
+) -> Option<(usize, BodyKind)> {
+    let topic = last_topic.as_ref()?;
+    let after = buf.strip_prefix(b"PUB ")?.strip_prefix(topic.as_bytes())?;
+    let newline = b"PUB ".len() + topic.len();
+    let line_fits = newline < max_line_len;
+    (after.first() == Some(&b'\n') && line_fits).then(|| {
+        (
+            newline + 1,
+            BodyKind::Pub {
+                topic: topic.clone(),
+            },
+        )
+    })
+}
+
 /// nsqd drops one `\r` before the `\n`.
 pub(super) fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)

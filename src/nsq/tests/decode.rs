@@ -303,3 +303,64 @@ fn a_known_topic_does_not_excuse_an_invalid_one() {
         assert!(decoder.decode(&mut buf, &limits).is_err(), "{bad:?}");
     }
 }
+
+/// What decoding `input` once gives, told apart by everything it can be: the command and
+/// its bytes, an error, or a wait for more (with what is left buffered).
+fn outcome(decoder: &mut CommandDecoder, input: &[u8], limits: &Limits) -> String {
+    let mut buf = BytesMut::from(input);
+    match decoder.decode(&mut buf, limits) {
+        Ok(Some(decoded)) => format!("{:?} {:?} rest {:?}", decoded.command, decoded.raw, buf),
+        Ok(None) => format!("more, {:?} kept", buf),
+        Err(e) => format!("error {e:?}"),
+    }
+}
+
+#[test]
+fn a_repeated_publish_line_decodes_as_a_fresh_decoder_would() {
+    let limits = Limits::default();
+    let mut inputs = vec![
+        with_body(b"PUB t\n", b"m"),
+        with_body(b"PUB t\r\n", b"m"),
+        with_body(b"PUB t x\n", b"m"),
+        with_body(b"PUB tt\n", b"m"),
+        with_body(b"PUB u\n", b"m"),
+        with_body(b"PUB t!\n", b"m"),
+        with_body(b"PUB t\n", b""),
+        [with_body(b"PUB t\n", b"m"), b"NOP\n".to_vec()].concat(),
+        b"PUB t".to_vec(),
+        b"PUB t\n\x00\x00".to_vec(),
+        b"PUB t\n\x00\x00\x00\x05mm".to_vec(),
+        b"PUB t\n\xff\xff\xff\xff".to_vec(),
+    ];
+    let over = limits.max_msg_size as usize + 1;
+    inputs.push(with_body(b"PUB t\n", &vec![b'm'; over]));
+    for input in inputs {
+        // A decoder that decoded `PUB t` just before, and one that never saw it.
+        let mut warm = CommandDecoder::default();
+        outcome(&mut warm, &with_body(b"PUB t\n", b"m"), &limits);
+        let fresh = outcome(&mut CommandDecoder::default(), &input, &limits);
+        assert_eq!(outcome(&mut warm, &input, &limits), fresh, "{input:?}");
+    }
+}
+
+#[test]
+fn a_repeated_publish_line_is_held_to_the_line_length_limit() {
+    let mut warm = CommandDecoder::default();
+    outcome(&mut warm, &with_body(b"PUB t\n", b"m"), &Limits::default());
+    // `PUB t\n`: its newline is the sixth byte, inside a window of 6, not of 5.
+    for max_line_len in [5, 6] {
+        let limits = Limits {
+            max_line_len,
+            ..Limits::default()
+        };
+        let input = with_body(b"PUB t\n", b"m");
+        let fresh = outcome(&mut CommandDecoder::default(), &input, &limits);
+        assert_eq!(outcome(&mut warm, &input, &limits), fresh, "{max_line_len}");
+    }
+    let short = Limits {
+        max_line_len: 5,
+        ..Limits::default()
+    };
+    let refused = outcome(&mut warm, &with_body(b"PUB t\n", b"m"), &short);
+    assert!(refused.starts_with("error LineTooLong"), "{refused}");
+}
