@@ -23,6 +23,7 @@ use super::reading::Reader;
 use super::watches::{Change, Watches, Watching};
 use super::{RelayEnd, RelayError, RelaySettings, Replies, Signed, Slot};
 use run::Run;
+use verdict::{Acted, Judged};
 
 mod run;
 mod verdict;
@@ -222,14 +223,23 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
                 continue;
             }
             // What was gathered comes before this command.
-            let gathered = self.forward_gathered(&mut now);
-            if let Some(refusal) = gathered.await? {
-                break Ended::Refused(refusal);
+            if !self.run.is_empty() {
+                let gathered = self.forward_gathered(&mut now);
+                if let Some(refusal) = gathered.await? {
+                    break Ended::Refused(refusal);
+                }
             }
-            let verdict = self.judge(&decoded, &mut now).await?;
-            let acted = self.act(decoded, verdict);
-            if let Some(refusal) = self.finish(acted, &mut now).await? {
-                break Ended::Refused(refusal);
+            let verdict = match self.judge_now(&decoded, now) {
+                Judged::Final(verdict) => verdict,
+                waiting => Box::pin(self.judge_waiting(&decoded, waiting, &mut now)).await?,
+            };
+            match self.act(decoded, verdict) {
+                Acted::Done => {}
+                acted => {
+                    if let Some(refusal) = self.finish(acted, &mut now).await? {
+                        break Ended::Refused(refusal);
+                    }
+                }
             }
         };
         let refusal = match ended {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWrite;
 
+use super::verdict::Judged;
 use super::Inbound;
 use crate::error::FatalReply;
 use crate::nsq::{Command, DecodedCommand};
@@ -148,18 +149,28 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         }: OneByOne,
         now: &mut std::time::Instant,
     ) -> Result<Option<FatalReply>, RelayError> {
-        let verdict = self.admitted(&first, verdict, now).await?;
-        let acted = self.act(first, verdict);
-        if let Some(refusal) = self.finish(acted, now).await? {
+        let judged = self.admit_now(&first, verdict, *now);
+        if let Some(refusal) = self.carry_out(first, judged, now).await? {
             return Ok(Some(refusal));
         }
         for decoded in rest {
-            let verdict = self.judge(&decoded, now).await?;
-            let acted = self.act(decoded, verdict);
-            if let Some(refusal) = self.finish(acted, now).await? {
+            let judged = self.judge_now(&decoded, *now);
+            if let Some(refusal) = self.carry_out(decoded, judged, now).await? {
                 return Ok(Some(refusal));
             }
         }
         Ok(None)
+    }
+
+    /// Waits for what `judged` still waits for, then acts on the verdict.
+    async fn carry_out(
+        &mut self,
+        decoded: DecodedCommand,
+        judged: Judged,
+        now: &mut std::time::Instant,
+    ) -> Result<Option<FatalReply>, RelayError> {
+        let verdict = self.judge_waiting(&decoded, judged, now).await?;
+        let acted = self.act(decoded, verdict);
+        self.finish(acted, now).await
     }
 }

@@ -3,8 +3,6 @@
 //! then acted on: forwarded into the batch, answered locally after what came before, or
 //! refused.
 
-use std::future::Future;
-
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
@@ -13,6 +11,17 @@ use crate::error::FatalReply;
 use crate::nsq::{Command, DecodedCommand};
 use crate::proxy::guard::{Admission, AdmittedBy, Verdict};
 use crate::proxy::relay::{RelayError, Slot};
+
+/// A verdict as far as it is known without waiting.
+pub(super) enum Judged {
+    Final(Verdict),
+    /// An AUTH the guard answered with this frame: its identity's shared slot is claimed
+    /// next (with Redis, that waits for it).
+    Authenticated(Bytes),
+    /// A publish let through, short of tokens (or drawing from a shared quota) from this
+    /// draw on.
+    Short(usize),
+}
 
 /// What acting on a verdict leaves to do.
 pub(super) enum Acted {
@@ -25,16 +34,37 @@ pub(super) enum Acted {
 // === impl Inbound (verdicts) ===
 
 impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
-    /// The verdict on one command: the guard's, carried through [`Inbound::admitted`]. The
-    /// screening happens here; only the admission is a future (nesting it in another would
-    /// keep the verdict twice in the state every idle connection holds).
-    pub(super) fn judge<'s>(
-        &'s mut self,
-        decoded: &'s DecodedCommand,
-        now: &'s mut std::time::Instant,
-    ) -> impl Future<Output = Result<Verdict, RelayError>> + use<'a, 's, W> {
-        let verdict = self.guard.screen_at(decoded, *now);
-        self.admitted(decoded, verdict, now)
+    /// The verdict on one command as far as it is known without waiting: the guard's, then
+    /// for a publish it lets through the rate limits', which settle at once unless a limit
+    /// binds or is shared through Redis.
+    pub(super) fn judge_now(
+        &mut self,
+        decoded: &DecodedCommand,
+        now: std::time::Instant,
+    ) -> Judged {
+        let verdict = self.guard.screen_at(decoded, now);
+        self.admit_now(decoded, verdict, now)
+    }
+
+    /// [`Inbound::judge_now`] after the guard said `verdict`.
+    pub(super) fn admit_now(
+        &mut self,
+        decoded: &DecodedCommand,
+        verdict: Verdict,
+        now: std::time::Instant,
+    ) -> Judged {
+        match verdict {
+            Verdict::Reply(frame) if decoded.command.name() == "AUTH" => {
+                Judged::Authenticated(frame)
+            }
+            Verdict::Forward if decoded.command.message_count() > 0 => {
+                match self.guard.admit_now(decoded, now) {
+                    Admission::Settled(refused) => Judged::Final(refused.unwrap_or(verdict)),
+                    Admission::Pending(next) => Judged::Short(next),
+                }
+            }
+            verdict => Judged::Final(verdict),
+        }
     }
 
     /// Does what `verdict` says with `decoded`, as far as that needs no waiting.
@@ -86,41 +116,35 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         signed.is_some_and(|signed| signed.names_withheld(command))
     }
 
-    /// The guard's `verdict` on `decoded`, carried through: an AUTH it answered claims the
-    /// identity's shared slot, a publish it lets through is drawn from the rate limits.
-    pub(super) async fn admitted(
+    /// The rest of a verdict that must wait: an AUTH's claim of its identity's shared slot,
+    /// or a publish's tokens from draw `next` on (waiting in delay mode). The caller boxes
+    /// this future: it is rare, and inline its waits would make every idle connection's state
+    /// as large as theirs (2.7 KiB) while it waits for its client.
+    pub(super) async fn judge_waiting(
         &mut self,
         decoded: &DecodedCommand,
-        verdict: Verdict,
+        judged: Judged,
         now: &mut std::time::Instant,
     ) -> Result<Verdict, RelayError> {
-        // The futures of the waits below run boxed: once per AUTH, and only when a publish
-        // must wait for tokens, but inline they would make every idle connection's state as
-        // large as theirs (2.7 KiB) while it waits for its client.
-        if matches!(verdict, Verdict::Reply(_)) && decoded.command.name() == "AUTH" {
-            let claim = self.guard.claim_shared_identity_slot(AdmittedBy::Auth);
-            if let Some(refused) = Box::pin(claim).await {
-                return Ok(refused);
+        let next = match judged {
+            Judged::Final(verdict) => return Ok(verdict),
+            Judged::Authenticated(frame) => {
+                let claim = self.guard.claim_shared_identity_slot(AdmittedBy::Auth);
+                return Ok(claim.await.unwrap_or(Verdict::Reply(frame)));
             }
-        }
-        if !matches!(verdict, Verdict::Forward) || decoded.command.message_count() == 0 {
-            return Ok(verdict);
-        }
-        // Usually there are tokens: settled at once, with no future and no timer.
-        let (refused, waited) = match self.guard.admit_now(decoded, *now) {
-            Admission::Settled(refused) => (refused, false),
-            Admission::Pending(next) => {
-                let mut admission = Box::pin(self.guard.admit_rest(decoded, *now, next));
-                // Only a publish that must wait flushes what came before it, so batching
-                // survives (a shared quota's lease is often ready at once) and nothing
-                // earlier is held hostage.
-                tokio::select! {
-                    biased;
-                    refused = &mut admission => (refused, false),
-                    _ = std::future::ready(()) => {
-                        self.batch.flush().await?;
-                        (admission.await, true)
-                    }
+            Judged::Short(next) => next,
+        };
+        let (refused, waited) = {
+            let mut admission = std::pin::pin!(self.guard.admit_rest(decoded, *now, next));
+            // Only a publish that must wait flushes what came before it, so batching survives
+            // (a shared quota's lease is often ready at once) and nothing earlier is held
+            // hostage.
+            tokio::select! {
+                biased;
+                refused = &mut admission => (refused, false),
+                _ = std::future::ready(()) => {
+                    self.batch.flush().await?;
+                    (admission.await, true)
                 }
             }
         };
@@ -131,7 +155,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
             Some(refused) => refused,
             // Time passed: the token may have expired, or a reload revoked the right.
             None if waited => self.guard.recheck(decoded, *now),
-            None => verdict,
+            None => Verdict::Forward,
         })
     }
 }
