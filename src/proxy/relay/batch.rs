@@ -86,10 +86,10 @@ impl<'a, W: AsyncWrite + Unpin> Batch<'a, W> {
         // Sized for one read: what comes after a local reply grows as it comes.
         self.expected = 0;
         if !self.out.is_empty() {
-            // Taken whole, not split off (which would leave `out` the rest of the same
-            // allocation): the chunk is freed once written, so an idle connection keeps no
-            // write buffer.
-            let chunk = std::mem::take(&mut self.out);
+            // Split off, so `out` keeps the rest of the allocation: once the chunk is written
+            // and dropped, the next batch reuses all of it without allocating (taking `out`
+            // whole instead cost an allocation and a free per read, which showed natively).
+            let chunk = self.out.split();
             self.write_now(&chunk).await?;
         }
         Ok(())

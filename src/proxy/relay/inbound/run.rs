@@ -51,9 +51,10 @@ impl Run {
         } else {
             Some(self.take())
         };
-        if self.publishes.len() == 1 {
-            // Grown once for the whole run rather than step by step.
-            self.publishes.reserve_exact(LONGEST - 1);
+        if self.publishes.is_empty() {
+            // Made once for the whole run rather than grown step by step: a PUB is gathered
+            // only when more is buffered after it, so a run of one is the exception.
+            self.publishes.reserve_exact(LONGEST);
         }
         self.publishes.push(decoded);
         ended.or_else(|| (self.publishes.len() >= LONGEST).then(|| self.take()))
