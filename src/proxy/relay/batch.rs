@@ -25,13 +25,7 @@ pub(super) struct Batch<'a, W> {
     messages: u64,
     write_timeout: Duration,
     pub(super) metrics: Arc<Metrics>,
-    /// How much the read being screened may forward: `out`'s size when its first command
-    /// comes, so a read of many commands is gathered without growing `out` step by step.
-    expected: usize,
 }
-
-/// The most `out` is sized for ahead; a larger batch grows as it is gathered.
-const EXPECTED_AT_MOST: usize = 64 * 1024;
 
 // === impl Batch ===
 
@@ -46,13 +40,7 @@ impl<'a, W: AsyncWrite + Unpin> Batch<'a, W> {
             messages: 0,
             write_timeout: settings.write_timeout,
             metrics: settings.metrics.clone(),
-            expected: 0,
         }
-    }
-
-    /// The next commands come from a read of `buffered` bytes.
-    pub(super) fn expect(&mut self, buffered: usize) {
-        self.expected = buffered.min(EXPECTED_AT_MOST);
     }
 
     pub(super) fn push(&mut self, decoded: &DecodedCommand) {
@@ -63,9 +51,6 @@ impl<'a, W: AsyncWrite + Unpin> Batch<'a, W> {
         if messages > 0 {
             self.publishes += 1;
             self.messages += u64::from(messages);
-        }
-        if self.out.is_empty() {
-            self.out.reserve(self.expected.max(decoded.raw.len()));
         }
         self.out.extend_from_slice(&decoded.raw);
     }
@@ -83,12 +68,11 @@ impl<'a, W: AsyncWrite + Unpin> Batch<'a, W> {
         }
         let messages = std::mem::take(&mut self.messages);
         self.metrics.messages_published.inc_by(messages);
-        // Sized for one read: what comes after a local reply grows as it comes.
-        self.expected = 0;
         if !self.out.is_empty() {
             // Split off, so `out` keeps the rest of the allocation: once the chunk is written
             // and dropped, the next batch reuses all of it without allocating (taking `out`
-            // whole instead cost an allocation and a free per read, which showed natively).
+            // whole instead cost an allocation and a free per read, which showed natively;
+            // sizing it ahead for the whole read would keep a partly read large frame's size).
             let chunk = self.out.split();
             self.write_now(&chunk).await?;
         }

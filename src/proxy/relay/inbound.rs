@@ -199,7 +199,6 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
     ) -> Result<Option<FatalReply>, RelayError> {
         // One clock reading for the batch, read again only after something waited.
         let mut now = std::time::Instant::now();
-        self.batch.expect(buf.len());
         let ended = loop {
             let decoded = match self.decoder.decode(buf, &self.settings.limits) {
                 Ok(Some(decoded)) => decoded,

@@ -102,9 +102,10 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         publishes: Vec<DecodedCommand>,
         now: &mut std::time::Instant,
     ) -> Result<Option<FatalReply>, RelayError> {
-        // Boxed: the rare way (a refusal, or leases that fall short), and inline its waits
-        // would make the state every idle connection holds as large as theirs. Made in its
-        // own scope, so what it takes over is not kept beside it while it runs.
+        // Boxed: the less common way (a run of one, a refusal, leases that fall short), and
+        // inline its waits would make the state every idle connection holds as large as
+        // theirs. Made in its own scope, so what it takes over is not kept beside it while it
+        // runs.
         let one_by_one = match self.forward_at_once(publishes, *now) {
             None => return Ok(None),
             Some(left) => Box::pin(self.forward_each(left, now)),
