@@ -38,16 +38,10 @@ allow = [{{ action = "publish", topics = ["runs.*"] }}]
 allow = [{{ action = "publish", topics = ["runs.*"] }}]
 rate = {{ messages_per_sec = 1, burst_messages = 6400 }}
 
-[api_keys.writer]
-sha256 = "{}"
-roles = ["writer"]
-
-[api_keys.limited]
-sha256 = "{}"
-roles = ["limited"]
-"#,
-        common::key_sha256(keys.writer.as_bytes()),
-        common::key_sha256(keys.limited.as_bytes()),
+{}
+{}"#,
+        common::api_key_entry("writer", &keys.writer, &["writer"]),
+        common::api_key_entry("limited", &keys.limited, &["limited"]),
     );
     pki.write_policy("runs-policy", "policy.toml", &policy);
     let gate = GateConfig::new(nsqd.tcp)
