@@ -151,7 +151,7 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         }: OneByOne,
         now: &mut std::time::Instant,
     ) -> Result<Option<FatalReply>, RelayError> {
-        let judged = self.admit_now(&first, verdict, *now);
+        let judged = self.judge_screened(&first, verdict, *now);
         if let Some(refusal) = self.carry_out(first, judged, now).await? {
             return Ok(Some(refusal));
         }

@@ -43,11 +43,11 @@ impl<'a, W: AsyncWrite + Unpin> Inbound<'a, W> {
         now: std::time::Instant,
     ) -> Judged {
         let verdict = self.guard.screen_at(decoded, now);
-        self.admit_now(decoded, verdict, now)
+        self.judge_screened(decoded, verdict, now)
     }
 
-    /// [`Inbound::judge_now`] after the guard said `verdict`.
-    pub(super) fn admit_now(
+    /// [`Inbound::judge_now`] for a command the guard already screened, saying `verdict`.
+    pub(super) fn judge_screened(
         &mut self,
         decoded: &DecodedCommand,
         verdict: Verdict,
