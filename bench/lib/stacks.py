@@ -121,7 +121,8 @@ class Stack:
         starter = {"D0": self.direct, "D1": self.direct, "H0": self.haproxy,
                    "H1": self.haproxy, "S1": self.stunnel, "P0": self.nsqgate,
                    "P1": self.nsqgate, "P1-noauth": self.nsqgate,
-                   "P1-plain-nsqd": self.nsqgate}[target]
+                   "P1-plain-nsqd": self.nsqgate, "F0": self.floor,
+                   "F0-framed": self.floor}[target]
         starter()
 
     def spawn(self, cpu, cmd, log):
@@ -201,6 +202,16 @@ connect = 127.0.0.1:{self.nsqd_http}
         self.hop = self.spawn(HOP_CPU, ["stunnel4", "stunnel.conf"], "stunnel.log")
         wait_port(self.port, self.hop, log=self.dir / "stunnel.log")
         self.mode = "tls-first"
+
+    def floor(self):
+        """The load generator's floor relay (bench/src/relay.rs): what a tokio hop costs
+        before any NSQ work (F0), and when it forwards only whole frames (F0-framed)."""
+        framed = ["--framed"] if self.target == "F0-framed" else []
+        self.hop = self.spawn(HOP_CPU, [
+            *self.wrap, str(self.env.loadgen), "relay", "--listen", f"127.0.0.1:{self.port}",
+            "--upstream", f"127.0.0.1:{self.nsqd_tcp}", *framed], "relay.log")
+        wait_port(self.port, self.hop, log=self.dir / "relay.log")
+        self.mode = "plain"
 
     def nsqgate(self):
         work, tls = self.env.work, self.target != "P0"

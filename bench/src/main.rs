@@ -13,6 +13,7 @@ mod http_pub;
 mod lookupd;
 mod open_loop;
 mod publish;
+mod relay;
 mod repeat;
 mod window;
 mod wire;
@@ -182,6 +183,11 @@ enum Command {
         #[arg(long = "watch", value_parser = window::parse_watched)]
         watched: Vec<Watched>,
     },
+    /// A floor relay in front of nsqd (targets F0, F0-framed): runs until killed.
+    Relay {
+        #[command(flatten)]
+        relay: relay::Relay,
+    },
     /// Prints an ES256 JWT signed with a PKCS#8 P-256 key.
     Jwt {
         #[arg(long)]
@@ -300,12 +306,23 @@ async fn run(command: Command) -> Result<Value, Error> {
         Command::Jwt { key, sub, ttl_secs } => {
             return Ok(Value::String(jwt(&key, &sub, ttl_secs)?))
         }
+        // Runs on its own workers (main, below), never inside this runtime.
+        Command::Relay { .. } => return Err("the relay runs on its own workers".into()),
     };
     Ok(Value::Object(out))
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Relay { relay } = &cli.command {
+        return match relay::serve(relay) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nsqgate-bench relay: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
