@@ -6,8 +6,9 @@
 //! Both directions run in the connection's one task, so the lock is never contended. It
 //! replaced a tokio channel of 256, which allocated its first block of 32 slots (1.3 KiB) and
 //! its shared state for every connection however quiet; here nothing is allocated until a
-//! slot is queued, and a queue that drained while its connection went quiet gives its
-//! storage back.
+//! slot is queued, and a queue that drained while its connection went quiet gives back any
+//! storage beyond the first few slots (freeing those too made two allocations per message of a
+//! 1-deep producer).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -20,6 +21,10 @@ use super::Slot;
 /// How many reply slots may be outstanding before the client side stops reading; a client that
 /// pipelines more than this waits for nsqd, which is the backpressure we want.
 pub(super) const REPLY_SLOTS: usize = 256;
+
+/// How many slots' storage a drained queue keeps (at most 160 bytes): what its first push
+/// allocates.
+const SLOTS_KEPT: usize = 4;
 
 /// What one reply from nsqd answered.
 pub(super) enum Answered {
@@ -102,13 +107,19 @@ impl Replies {
         Some(answered)
     }
 
-    /// Gives the storage back when nothing is owed: called before the nsqd → client side
-    /// waits, which on a quiet connection may last hours.
+    /// Gives the storage beyond `SLOTS_KEPT` back when nothing is owed: called before the
+    /// nsqd → client side waits, which on a quiet connection may last hours.
     pub(super) fn release_if_empty(&self) {
         let mut slots = self.lock();
-        if slots.is_empty() && slots.capacity() > 0 {
+        if slots.is_empty() && slots.capacity() > SLOTS_KEPT {
             *slots = VecDeque::new();
         }
+    }
+
+    /// Slots the queue has storage for.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.lock().capacity()
     }
 
     fn pop_front(&self, slots: &mut VecDeque<Slot>) -> Option<Slot> {

@@ -169,6 +169,37 @@ async fn a_full_reply_queue_holds_the_client_side_until_nsqd_answers() {
 }
 
 #[tokio::test]
+async fn a_drained_reply_queue_keeps_its_first_few_slots_and_gives_back_the_rest() {
+    let replies = Replies::default();
+    // A 1-deep producer: one slot owed at a time. Its storage stays between messages.
+    replies.push(Slot::Upstream(owed(1))).await;
+    let first = replies.capacity();
+    assert!(replies.answer().is_some());
+    replies.release_if_empty();
+    assert_eq!(
+        replies.capacity(),
+        first,
+        "a drained queue freed its first slots"
+    );
+    // A burst grows the queue; once drained, what it grew by is given back.
+    for _ in 0..64 {
+        replies.push(Slot::Upstream(owed(1))).await;
+    }
+    replies.release_if_empty();
+    assert!(
+        replies.capacity() >= 64,
+        "a queue that owes replies gave its storage back"
+    );
+    while replies.answer().is_some() {}
+    replies.release_if_empty();
+    assert_eq!(
+        replies.capacity(),
+        0,
+        "a quiet connection kept a burst's reply queue"
+    );
+}
+
+#[tokio::test]
 async fn a_local_reply_waits_for_the_replies_owed_before_it_and_wakes_its_sender() {
     let replies = Replies::default();
     replies.push(Slot::Upstream(owed(2))).await;
