@@ -50,7 +50,7 @@ pub fn seal_publish(
         }
         Command::Mpub { topic, messages } => {
             for message in messages {
-                fits("MPUB", message)?;
+                fits("MPUB", &message)?;
             }
             let sealed_len = 4 + messages
                 .iter()
@@ -65,7 +65,7 @@ pub fn seal_publish(
             }
             Command::Mpub {
                 topic: topic.clone(),
-                messages: messages.iter().map(|m| seal.seal(m)).collect(),
+                messages: messages.iter().map(|m| seal.seal(&m)).collect(),
             }
         }
         _ => return Ok(decoded.clone()),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::ProtocolError;
+use super::messages::Messages;
 use super::parse::{
     check_mpub_count, find_newline, parse_line, peek_i32, repeated_pub, scan_mpub, strip_cr,
     BodyKind, Head,
@@ -40,7 +41,7 @@ pub enum Command {
     /// Each message's body, in order, sharing the decoded frame's memory.
     Mpub {
         topic: Arc<str>,
-        messages: Vec<Bytes>,
+        messages: Messages,
     },
     Dpub {
         topic: Arc<str>,
@@ -141,9 +142,9 @@ fn decode_with(
         return Ok(None);
     }
     // Validate MPUB before consuming, so an error leaves `buf` as it was.
-    let ranges = match kind {
+    let count = match kind {
         BodyKind::Mpub { .. } => scan_mpub(&buf[body_at..total], limits)?,
-        _ => Vec::new(),
+        _ => 0,
     };
     let raw = buf.split_to(total).freeze();
     let body = raw.slice(body_at..);
@@ -158,7 +159,7 @@ fn decode_with(
         },
         BodyKind::Mpub { topic } => Command::Mpub {
             topic,
-            messages: ranges.into_iter().map(|r| body.slice(r)).collect(),
+            messages: Messages::checked(count, body.slice(4..)),
         },
     };
     Ok(Some(DecodedCommand { command, raw }))
@@ -203,13 +204,11 @@ impl Command {
             }
             Command::Mpub { topic, messages } => {
                 put_line(dst, &[name, topic.as_bytes()]);
-                let len = 4 + messages.iter().map(|m| 4 + m.len()).sum::<usize>();
+                let len = 4 + messages.sized().len();
                 dst.reserve(4 + len);
                 put_len(dst, len);
                 put_len(dst, messages.len());
-                for message in messages {
-                    put_body(dst, message);
-                }
+                dst.put_slice(messages.sized());
             }
             Command::Dpub {
                 topic,
@@ -257,7 +256,7 @@ impl Command {
     pub fn payload_bytes(&self) -> u64 {
         match self {
             Command::Pub { body, .. } | Command::Dpub { body, .. } => body.len() as u64,
-            Command::Mpub { messages, .. } => messages.iter().map(|m| m.len() as u64).sum(),
+            Command::Mpub { messages, .. } => messages.payload_bytes(),
             _ => 0,
         }
     }

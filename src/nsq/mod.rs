@@ -14,6 +14,7 @@ mod command;
 mod error;
 mod frame;
 mod identify;
+mod messages;
 mod names;
 mod parse;
 
@@ -32,6 +33,7 @@ pub use frame::{
     MESSAGE_HEADER_LEN,
 };
 pub use identify::{IdentifyData, IdentifyRanges, IdentifyRefusal};
+pub use messages::Messages;
 pub use names::{is_ephemeral, is_valid_channel_name, is_valid_topic_name};
 
 /// The 4 bytes a client sends first to speak protocol V2.

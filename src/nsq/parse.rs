@@ -1,7 +1,6 @@
 //! Reading a command line and checking a command's body, with nsqd v1.3.0's rules, order and
 //! texts. No I/O here; `command` drives these steps over a buffer.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -312,8 +311,8 @@ fn valid_mpub_count(count: i32, limits: &Limits) -> Result<usize, ProtocolError>
     Ok(count.unsigned_abs() as usize)
 }
 
-/// Walks a complete MPUB body: `[count]` then `count` times `[size][bytes]`, and returns each
-/// message's range within `body`.
+/// Walks a complete MPUB body: `[count]` then `count` times `[size][bytes]`, and returns the
+/// count once every size is checked.
 ///
 /// nsqd does not hold the messages to the declared body: it keeps reading the connection, so
 /// messages that overrun the body swallow the bytes after it, and a body with bytes left over
@@ -321,10 +320,9 @@ fn valid_mpub_count(count: i32, limits: &Limits) -> Result<usize, ProtocolError>
 /// let a client smuggle commands past its checks, so here the messages must fill the body
 /// exactly: running past it fails with nsqd's "failed to read" texts (what nsqd says when the
 /// bytes run out), and leftover bytes fail with `MpubTrailingBytes`.
-pub(super) fn scan_mpub(body: &[u8], limits: &Limits) -> Result<Vec<Range<usize>>, ProtocolError> {
+pub(super) fn scan_mpub(body: &[u8], limits: &Limits) -> Result<usize, ProtocolError> {
     let count = peek_i32(body, 0).ok_or(ProtocolError::MpubCountUnreadable)?;
     let count = valid_mpub_count(count, limits)?;
-    let mut ranges = Vec::with_capacity(count.min(body.len() / 5));
     let mut at = 4;
     for index in 0..count {
         // count ≤ (max_body_size - 4) / 5 < i32::MAX, so the index fits.
@@ -345,7 +343,6 @@ pub(super) fn scan_mpub(body: &[u8], limits: &Limits) -> Result<Vec<Range<usize>
         if end > body.len() {
             return Err(ProtocolError::MpubBodyUnreadable);
         }
-        ranges.push(start..end);
         at = end;
     }
     if at != body.len() {
@@ -353,7 +350,7 @@ pub(super) fn scan_mpub(body: &[u8], limits: &Limits) -> Result<Vec<Range<usize>
             extra: body.len() - at,
         });
     }
-    Ok(ranges)
+    Ok(count)
 }
 
 pub(super) fn peek_i32(buf: &[u8], at: usize) -> Option<i32> {

@@ -93,7 +93,9 @@ fn mpub_messages_share_the_frame() {
         panic!("not MPUB: {:?}", decoded.command);
     };
     assert_eq!(&**topic, "t");
-    assert_eq!(messages, &[&b"a"[..], b"bc", b"\n\n\n"]);
+    let bodies: Vec<Bytes> = messages.iter().collect();
+    assert_eq!(bodies, [&b"a"[..], b"bc", b"\n\n\n"]);
+    assert_eq!((messages.len(), messages.payload_bytes()), (3, 6));
     // Each body points into the raw frame: no copies.
     let raw = decoded.raw.as_ptr_range();
     for m in messages {
@@ -239,7 +241,7 @@ fn reply_expectations() {
         (
             Command::Mpub {
                 topic: "t".into(),
-                messages: vec![body.clone()],
+                messages: vec![body.clone()].into(),
             },
             true,
         ),

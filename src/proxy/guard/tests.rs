@@ -106,7 +106,7 @@ fn publish(kind: &str, topic: &str) -> DecodedCommand {
     decoded(match kind {
         "MPUB" => Command::Mpub {
             topic,
-            messages: vec![body.clone(), body],
+            messages: vec![body.clone(), body].into(),
         },
         "DPUB" => Command::Dpub {
             topic,
@@ -197,7 +197,7 @@ fn state_rules_and_sizes_are_answered_locally() {
     assert_eq!(text, "E_INVALID cannot RDY in current state");
     let four = decoded(Command::Mpub {
         topic: "allowed".into(),
-        messages: vec![Bytes::from_static(b"m"); 4],
+        messages: vec![Bytes::from_static(b"m"); 4].into(),
     });
     let (text, _) = reply(guard.screen(&four));
     assert_eq!(text, "E_BAD_BODY MPUB invalid message count 4");
@@ -273,7 +273,7 @@ async fn each_refusal_names_its_kind_of_ending() {
     assert_eq!(kind(guard.screen(&publish("PUB", "denied"))), Kind::Policy);
     let five = decoded(Command::Mpub {
         topic: "allowed".into(),
-        messages: vec![Bytes::from_static(b"m"); 5],
+        messages: vec![Bytes::from_static(b"m"); 5].into(),
     });
     assert_eq!(kind(guard.screen(&five)), Kind::ClientProtocol);
     let mut limited = None;

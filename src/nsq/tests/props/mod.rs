@@ -55,7 +55,7 @@ fn command() -> impl Strategy<Value = Command> {
         (topic(), prop::collection::vec(body(), 1..6)).prop_map(|(topic, messages)| {
             Command::Mpub {
                 topic: topic.into(),
-                messages,
+                messages: messages.into(),
             }
         }),
         (topic(), any::<u64>(), body()).prop_map(|(topic, defer_ms, body)| Command::Dpub {
