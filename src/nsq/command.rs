@@ -13,8 +13,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::error::ProtocolError;
 use super::messages::Messages;
 use super::parse::{
-    check_mpub_count, find_newline, parse_line, peek_i32, repeated_pub, scan_mpub, strip_cr,
-    BodyKind, Head,
+    check_mpub_count, find_newline, parse_line, peek_i32, plain_fin, repeated_pub, scan_mpub,
+    strip_cr, BodyKind, Head,
 };
 use super::{put_len, Limits, MessageId};
 
@@ -111,6 +111,11 @@ fn decode_with(
     limits: &Limits,
     last_topic: &mut Option<Arc<str>>,
 ) -> Result<Option<DecodedCommand>, ProtocolError> {
+    // What most lines of a busy connection are: a consumer's FIN, a producer's next PUB.
+    if let Some((len, command)) = plain_fin(buf, limits.max_line_len) {
+        let raw = buf.split_to(len).freeze();
+        return Ok(Some(DecodedCommand { command, raw }));
+    }
     let (size_at, kind) = match repeated_pub(buf, limits.max_line_len, last_topic) {
         Some(known) => known,
         None => {

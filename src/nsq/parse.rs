@@ -65,6 +65,24 @@ pub(super) fn repeated_pub(
     })
 }
 
+/// A consumer's acknowledgement, `FIN <16-byte id>\n`, at the start of `buf`: its line's
+/// length and the FIN, decoded without [`find_newline`] and [`parse_line`], which would find
+/// the same when the id has no space, `\r` or `\n`. Anything else is left to them.
+pub(super) fn plain_fin(buf: &[u8], max_line_len: usize) -> Option<(usize, Command)> {
+    const LINE: usize = b"FIN ".len() + 16 + 1;
+    let id = buf
+        .get(..LINE)?
+        .strip_prefix(b"FIN ")?
+        .strip_suffix(b"\n")?;
+    let plain = !id.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n'));
+    // Its newline, the last byte, must lie within the line-length limit.
+    if !plain || LINE > max_line_len {
+        return None;
+    }
+    let id = MessageId(<[u8; 16]>::try_from(id).ok()?);
+    Some((LINE, Command::Fin { id }))
+}
+
 /// nsqd drops one `\r` before the `\n`.
 pub(super) fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)

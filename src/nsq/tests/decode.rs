@@ -366,3 +366,54 @@ fn a_repeated_publish_line_is_held_to_the_line_length_limit() {
     let refused = outcome(&mut warm, &with_body(b"PUB t\n", b"m"), &short);
     assert!(refused.starts_with("error LineTooLong"), "{refused}");
 }
+
+#[test]
+fn a_plain_fin_line_decodes_as_the_full_parse_would() {
+    let limits = Limits::default();
+    let inputs: [&[u8]; 12] = [
+        b"FIN 0123456789abcdef\n",
+        b"FIN 0123456789abcdef\nNOP\n",
+        b"FIN \x00\x01\x02\x03\x04\x05\x06\x07\x08\t\x0b\x0c\x0e\x0f\x10\xff\n",
+        b"FIN 0123456 89abcdef\n",
+        b"FIN 0123456789abcde\r\n",
+        b"FIN 0123456789abc\rdef\n",
+        b"FIN 0123456789abcdef\r\n",
+        b"FIN 0123456789abcdef x\n",
+        b"FIN 0123456789abcde\n",
+        b"FIN 0123456789abcdef",
+        b"FIN  0123456789abcde\n",
+        b"FIN 01234\n6789abcdef\n",
+    ];
+    for input in inputs {
+        let fresh = outcome(&mut CommandDecoder::default(), input, &limits);
+        // The full parse of the same line: what nsqd's rules give.
+        let full = match crate::nsq::parse::find_newline(input, limits.max_line_len) {
+            Ok(Some(newline)) => {
+                let line = crate::nsq::parse::strip_cr(&input[..newline]);
+                match crate::nsq::parse::parse_line(line, &mut None) {
+                    Ok(crate::nsq::parse::Head::Done(command)) => {
+                        let mut buf = BytesMut::from(input);
+                        let raw = buf.split_to(newline + 1).freeze();
+                        format!("{command:?} {raw:?} rest {buf:?}")
+                    }
+                    Ok(_) => unreachable!("FIN has no body"),
+                    Err(e) => format!("error {e:?}"),
+                }
+            }
+            Ok(None) => format!("more, {:?} kept", BytesMut::from(input)),
+            Err(e) => format!("error {e:?}"),
+        };
+        assert_eq!(fresh, full, "{input:?}");
+    }
+    // The first three are taken without the full parse.
+    for input in &inputs[..3] {
+        assert!(
+            crate::nsq::parse::plain_fin(input, limits.max_line_len).is_some(),
+            "{input:?}"
+        );
+    }
+    assert!(
+        crate::nsq::parse::plain_fin(inputs[0], 20).is_none(),
+        "over the line limit"
+    );
+}
