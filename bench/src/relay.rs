@@ -246,3 +246,52 @@ fn sized(rest: &[u8], before: usize) -> io::Result<End> {
         End::Needs(total)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` to a walker in pieces of `step` bytes, as reads would bring it, and
+    /// returns the frames it would forward, each as the bytes written at once.
+    fn forwarded(mut walk: Walk, stream: &[u8], step: usize) -> Vec<Vec<u8>> {
+        let (mut held, mut writes) = (Vec::new(), Vec::new());
+        for piece in stream.chunks(step) {
+            held.extend_from_slice(piece);
+            let (whole, _) = walk.whole(&held).unwrap();
+            if whole > 0 {
+                writes.push(held.drain(..whole).collect());
+            }
+        }
+        assert!(held.is_empty(), "left over: {held:?}");
+        writes
+    }
+
+    #[test]
+    fn commands_are_forwarded_whole_however_the_reads_cut_them() {
+        let stream =
+            b"  V2IDENTIFY\n\0\0\0\x02{}SUB t c\nRDY 1\nPUB t\n\0\0\0\x03abcFIN 0123456789abcdef\n";
+        let whole = forwarded(Walk::Commands { magic_seen: false }, stream, stream.len());
+        assert_eq!(whole, vec![stream.to_vec()]);
+        // One byte per read: a write exactly at the magic's end and at each command's.
+        let ends: Vec<usize> = forwarded(Walk::Commands { magic_seen: false }, stream, 1)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(ends, [4, 15, 8, 6, 13, 21]);
+    }
+
+    #[test]
+    fn frames_from_nsqd_are_forwarded_whole() {
+        let stream = b"\0\0\0\x06\0\0\0\0OK\0\0\0\x06\0\0\0\0OK";
+        assert_eq!(forwarded(Walk::Frames, stream, 5).len(), 2);
+        assert_eq!(forwarded(Walk::Frames, stream, stream.len()).len(), 1);
+    }
+
+    #[test]
+    fn the_size_a_partial_frame_needs_is_known_and_bounded() {
+        let mut walk = Walk::Frames;
+        assert_eq!(walk.whole(b"\0\0\x01\0abc").unwrap(), (0, 4 + 256));
+        let too_large = (MAX_FRAME as u32 + 1).to_be_bytes();
+        assert!(Walk::Frames.whole(&too_large).is_err());
+    }
+}
