@@ -40,7 +40,7 @@ impl Messages {
 
     /// The bodies' bytes, size fields not counted.
     pub fn payload_bytes(&self) -> u64 {
-        (self.sized.len() - 4 * self.count) as u64
+        self.sized.len().saturating_sub(4 * self.count) as u64
     }
 
     /// The bytes after an MPUB's count: each message's size and body.
