@@ -91,8 +91,14 @@ fn worker(relay: &Relay, bound: &std::sync::mpsc::Sender<io::Result<()>>) {
         };
         let _ = bound.send(Ok(()));
         loop {
-            let Ok((client, _)) = listener.accept().await else {
-                continue;
+            let client = match listener.accept().await {
+                Ok((client, _)) => client,
+                Err(e) => {
+                    // Out of descriptors, say: wait a little rather than spin on the error.
+                    eprintln!("relay: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
             };
             let (upstream, framed) = (relay.upstream, relay.framed);
             tokio::spawn(async move {
