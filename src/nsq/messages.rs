@@ -8,7 +8,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The messages of one MPUB, in order.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Messages {
     count: usize,
     /// `[size: u32 BE][body]` for each message. Built only by the decoder, which checked

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::nsq::{decode_magic, CommandDecoder, MessageId};
+use crate::nsq::{decode_magic, CommandDecoder, DecodedCommand, MessageId, ProtocolError};
 
 #[test]
 fn commands_without_body() {
@@ -310,9 +310,15 @@ fn a_known_topic_does_not_excuse_an_invalid_one() {
 /// its bytes, an error, or a wait for more (with what is left buffered).
 fn outcome(decoder: &mut CommandDecoder, input: &[u8], limits: &Limits) -> String {
     let mut buf = BytesMut::from(input);
-    match decoder.decode(&mut buf, limits) {
-        Ok(Some(decoded)) => format!("{:?} {:?} rest {:?}", decoded.command, decoded.raw, buf),
-        Ok(None) => format!("more, {:?} kept", buf),
+    let decoded = decoder.decode(&mut buf, limits);
+    told(decoded, &buf)
+}
+
+/// A decode's result and what it left in `rest`, as [`outcome`] tells them apart.
+fn told(decoded: Result<Option<DecodedCommand>, ProtocolError>, rest: &BytesMut) -> String {
+    match decoded {
+        Ok(Some(decoded)) => format!("{:?} {:?} rest {:?}", decoded.command, decoded.raw, rest),
+        Ok(None) => format!("more, {:?} kept", rest),
         Err(e) => format!("error {e:?}"),
     }
 }
@@ -387,23 +393,21 @@ fn a_plain_fin_line_decodes_as_the_full_parse_would() {
     for input in inputs {
         let fresh = outcome(&mut CommandDecoder::default(), input, &limits);
         // The full parse of the same line: what nsqd's rules give.
-        let full = match crate::nsq::parse::find_newline(input, limits.max_line_len) {
-            Ok(Some(newline)) => {
-                let line = crate::nsq::parse::strip_cr(&input[..newline]);
-                match crate::nsq::parse::parse_line(line, &mut None) {
-                    Ok(crate::nsq::parse::Head::Done(command)) => {
-                        let mut buf = BytesMut::from(input);
-                        let raw = buf.split_to(newline + 1).freeze();
-                        format!("{command:?} {raw:?} rest {buf:?}")
-                    }
-                    Ok(_) => unreachable!("FIN has no body"),
-                    Err(e) => format!("error {e:?}"),
+        let mut rest = BytesMut::from(input);
+        let full = crate::nsq::parse::find_newline(input, limits.max_line_len).and_then(|end| {
+            let Some(newline) = end else {
+                return Ok(None);
+            };
+            let line = crate::nsq::parse::strip_cr(&input[..newline]);
+            match crate::nsq::parse::parse_line(line, &mut None)? {
+                crate::nsq::parse::Head::Done(command) => {
+                    let raw = rest.split_to(newline + 1).freeze();
+                    Ok(Some(DecodedCommand { command, raw }))
                 }
+                _ => unreachable!("FIN has no body"),
             }
-            Ok(None) => format!("more, {:?} kept", BytesMut::from(input)),
-            Err(e) => format!("error {e:?}"),
-        };
-        assert_eq!(fresh, full, "{input:?}");
+        });
+        assert_eq!(fresh, told(full, &rest), "{input:?}");
     }
     // The first three are taken without the full parse.
     for input in &inputs[..3] {
